@@ -1,0 +1,177 @@
+"""One self-describing checkpoint format for both models.
+
+A checkpoint is a dict saved with ``torch.save`` holding only tensors and plain Python values, so it
+loads with ``torch.load(weights_only=True)`` (no code runs from the file)::
+
+    format, format_version, package_version, model_type, config (nested dict), dim, columns,
+    model (state_dict), trainer (optimizer, scheduler, EMA weights, epoch, step, RNG, history),
+    test_data ((N_test, D) tensor: the held-out split), data (path, sizes)
+
+The standardisation of the data lives in the model's buffers. :func:`load_checkpoint` validates the
+file and :func:`model_from_checkpoint` rebuilds the model from it alone.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from typing import Any
+
+import torch
+from torch import nn
+
+from genmodels import __version__
+from genmodels.config import RunConfig, config_from_dict, config_to_dict
+from genmodels.errors import CheckpointError, ConfigError
+from genmodels.fileio import atomic_path
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "build_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "architecture_differences",
+]
+
+FORMAT = "genmodels-checkpoint"
+FORMAT_VERSION = 1
+
+
+def build_model(config: RunConfig, dim: int) -> nn.Module:
+    """A new, untrained model of ``config.model_type`` for ``dim``-dimensional data."""
+    m = config.model
+    if config.model_type == "realnvp":
+        from genmodels.realnvp import RealNVP
+
+        return RealNVP(
+            dim,
+            n_coupling_layers=m.n_coupling_layers,
+            n_hidden=m.n_hidden,
+            hidden_units=m.hidden_units,
+            activation=m.activation,
+            scale_clamp=m.scale_clamp,
+            actnorm=m.actnorm,
+        )
+    if config.model_type == "ddpm":
+        from genmodels.ddpm import DDPM
+
+        return DDPM.from_config(m, dim)
+    raise CheckpointError(f"unknown model type {config.model_type!r}")
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    config: RunConfig,
+    model: nn.Module,
+    dim: int,
+    columns: tuple[str, ...],
+    trainer_state: dict[str, Any] | None = None,
+    test_data: torch.Tensor | None = None,
+    data_info: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint atomically (a crash leaves the previous file intact)."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "model_type": config.model_type,
+        "config": config_to_dict(config),
+        "dim": int(dim),
+        "columns": list(columns),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "trainer": _to_cpu(trainer_state) if trainer_state is not None else None,
+        "test_data": test_data.detach().cpu() if test_data is not None else None,
+        "data": dict(data_info or {}),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    *,
+    expected_type: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Load and validate a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        path: the ``.pt`` file.
+        expected_type: ``"realnvp"`` or ``"ddpm"`` to reject a checkpoint of the other model.
+        map_location: device every tensor is loaded onto (a GPU checkpoint loads on a CPU machine).
+
+    Returns:
+        The checkpoint dict, its ``"config"`` replaced by a validated :class:`RunConfig`.
+
+    Raises:
+        CheckpointError: missing file, not a checkpoint of this project, a newer format version, or
+            the other model type.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint path is a directory, not a file: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path} is not a genmodels checkpoint (it could not be read as one: {first[:200]})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        keys = ", ".join(map(str, list(payload)[:5])) if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(
+            f"{path} is not a genmodels checkpoint (no '{FORMAT}' marker; it holds: {keys}). "
+            "Checkpoints are written by 'genmodels train' under OUTPUT_DIR/checkpoints/."
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}, newer than this genmodels "
+            f"{__version__} reads (version {FORMAT_VERSION}); upgrade genmodels"
+        )
+    model_type = payload.get("model_type")
+    if expected_type is not None and model_type != expected_type:
+        raise CheckpointError(f"{path} is a {model_type} checkpoint, but a {expected_type} one is needed")
+    try:
+        payload["config"] = config_from_dict(payload["config"], model_type, source=f"{path} (stored config)")
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: its stored config is invalid: {error}") from None
+    return payload
+
+
+def architecture_differences(stored: RunConfig, requested: RunConfig) -> list[str]:
+    """``model`` settings that differ between two configs of one model type, as ``key: a -> b``."""
+    a, b = config_to_dict(stored)["model"], config_to_dict(requested)["model"]
+    return [f"model.{k}: {a[k]!r} (checkpoint) vs {b[k]!r} (config)" for k in a if a[k] != b.get(k)]
+
+
+def model_from_checkpoint(
+    payload: dict[str, Any], *, use_ema: bool = True, device: str | torch.device = "cpu"
+) -> nn.Module:
+    """Rebuild the model of a loaded checkpoint (the EMA weights where stored), in eval mode."""
+    model = build_model(payload["config"], payload["dim"])
+    state = payload["model"]
+    trainer = payload.get("trainer") or {}
+    if use_ema and trainer.get("ema") is not None:
+        state = trainer["ema"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"the checkpoint's weights do not fit its own config: {error}") from None
+    return model.to(device).eval()

@@ -1,0 +1,382 @@
+"""Typed, validated run configurations for RealNVP and DDPM, loaded from YAML.
+
+A run config has four sections, each a frozen dataclass: ``model`` (architecture), ``training``
+(optimisation), ``data`` (file, split) and ``sampling`` (how many samples to draw and evaluate).
+The YAML files in ``configs/`` use the specification's keys; every other key has a default here.
+Unknown keys are an error that names the key, the file and the closest valid key; values of the wrong
+type or out of range are errors too. This module does not import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+import yaml
+
+from genmodels.errors import ConfigError
+
+__all__ = [
+    "DataConfig",
+    "SamplingConfig",
+    "TrainingConfig",
+    "RealNVPModelConfig",
+    "DDPMModelConfig",
+    "RunConfig",
+    "MODEL_TYPES",
+    "default_config",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "with_overrides",
+]
+
+MODEL_TYPES = ("realnvp", "ddpm")
+
+
+def _check(errors: list[str], ok: bool, message: str) -> None:
+    if not ok:
+        errors.append(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data come from and how the held-out split is made.
+
+    Attributes:
+        path: CSV file, one point per row (a header line is optional).
+        test_fraction: share of rows held out for evaluation, in [0, 1).
+        split_seed: seed of the held-out split (independent of the training seed).
+        drop_invalid: drop rows with empty or non-numeric cells instead of failing.
+    """
+
+    path: str = "689_data.csv"
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    drop_invalid: bool = False
+
+    def problems(self) -> list[str]:
+        errors: list[str] = []
+        _check(errors, 0.0 <= self.test_fraction < 1.0, "data.test_fraction must be in [0, 1)")
+        _check(errors, bool(self.path), "data.path must not be empty")
+        return errors
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How many samples the run draws for its figure and metrics.
+
+    Attributes:
+        n_samples: samples drawn for the results figure and the written sample file.
+        n_eval: points on each side of the two-sample tests (0 = the size of the held-out split).
+        sampling_steps: DDPM only: reverse steps (0 = all ``diffusion_steps``, ancestral sampling;
+            fewer uses the strided DDIM sampler).
+        eta: DDPM only: DDIM stochasticity (1 = ancestral-like noise, 0 = deterministic).
+        chunk_size: points generated at once, to bound memory.
+    """
+
+    n_samples: int = 20000
+    n_eval: int = 0
+    sampling_steps: int = 0
+    eta: float = 1.0
+    chunk_size: int = 65536
+
+    def problems(self) -> list[str]:
+        errors: list[str] = []
+        _check(errors, self.n_samples >= 1, "sampling.n_samples must be >= 1")
+        _check(errors, self.n_eval >= 0, "sampling.n_eval must be >= 0")
+        _check(errors, self.sampling_steps >= 0, "sampling.sampling_steps must be >= 0")
+        _check(errors, 0.0 <= self.eta <= 1.0, "sampling.eta must be in [0, 1]")
+        _check(errors, self.chunk_size >= 1, "sampling.chunk_size must be >= 1")
+        return errors
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation settings shared by both models.
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: points per optimisation step (the last batch of an epoch may be smaller).
+        learning_rate: Adam's initial learning rate.
+        lr_decay: factor applied to the learning rate once per epoch (exponential decay).
+        seed: seed of initialisation, batching and sampling.
+        grad_clip: clip the global gradient norm to this value (0 disables clipping).
+        weight_decay: decoupled weight decay (AdamW); 0 gives plain Adam.
+        ema_decay: decay of the exponential moving average of the weights used for evaluation
+            and sampling (0 disables the average).
+        eval_every: compute held-out metrics every this many epochs (and at the last one).
+        checkpoint_every: write a resumable checkpoint every this many epochs (0 = only at the end).
+    """
+
+    epochs: int = 500
+    batch_size: int = 2048
+    learning_rate: float = 1e-3
+    lr_decay: float = 0.999
+    seed: int = 42
+    grad_clip: float = 100.0
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    eval_every: int = 10
+    checkpoint_every: int = 50
+
+    def problems(self) -> list[str]:
+        errors: list[str] = []
+        _check(errors, self.epochs >= 1, f"training.epochs must be >= 1 (got {self.epochs})")
+        _check(errors, self.batch_size >= 1, f"training.batch_size must be >= 1 (got {self.batch_size})")
+        _check(errors, self.learning_rate > 0, f"training.learning_rate must be > 0 (got {self.learning_rate})")
+        _check(errors, 0 < self.lr_decay <= 1, f"training.lr_decay must be in (0, 1] (got {self.lr_decay})")
+        _check(errors, self.grad_clip >= 0, "training.grad_clip must be >= 0")
+        _check(errors, self.weight_decay >= 0, "training.weight_decay must be >= 0")
+        _check(errors, 0 <= self.ema_decay < 1, "training.ema_decay must be in [0, 1)")
+        _check(errors, self.eval_every >= 1, "training.eval_every must be >= 1")
+        _check(errors, self.checkpoint_every >= 0, "training.checkpoint_every must be >= 0")
+        return errors
+
+
+@dataclass(frozen=True)
+class RealNVPModelConfig:
+    """RealNVP architecture (Dinh et al. 2017).
+
+    Attributes:
+        n_coupling_layers: affine coupling layers; consecutive layers transform alternating halves.
+        n_hidden: hidden layers in each coupling's conditioner MLP.
+        hidden_units: units per hidden layer.
+        activation: conditioner nonlinearity.
+        scale_clamp: the log-scale is soft-clamped to (-scale_clamp, scale_clamp) by a scaled tanh.
+        actnorm: an activation normalisation layer (Kingma & Dhariwal 2018), initialised from the
+            first batch, before every coupling.
+    """
+
+    n_coupling_layers: int = 14
+    n_hidden: int = 2
+    hidden_units: int = 128
+    activation: Literal["relu", "silu", "tanh", "gelu"] = "relu"
+    scale_clamp: float = 3.0
+    actnorm: bool = False
+
+    def problems(self) -> list[str]:
+        errors: list[str] = []
+        _check(errors, self.n_coupling_layers >= 1, "model.n_coupling_layers must be >= 1")
+        _check(errors, self.n_hidden >= 0, "model.n_hidden must be >= 0")
+        _check(errors, self.hidden_units >= 1, f"model.hidden_units must be >= 1 (got {self.hidden_units})")
+        _check(errors, self.scale_clamp > 0, "model.scale_clamp must be > 0")
+        return errors
+
+
+@dataclass(frozen=True)
+class DDPMModelConfig:
+    """DDPM (Ho et al. 2020) in the specification's β² notation.
+
+    Attributes:
+        diffusion_steps: L, the number of forward noising steps.
+        beta2_start: β²_1, the first step's noise variance.
+        beta2_end: β²_L, the last step's noise variance (linear in between).
+        time_embed_dim: width of the sinusoidal timestep embedding.
+        hidden_units: width of the denoising network.
+        n_blocks: residual MLP blocks in the denoising network.
+        input_embed_dim: width of a random Fourier embedding of the noisy input (0 = the raw input).
+        parameterisation: ``"eps"`` predicts the noise and derives the posterior mean from it;
+            ``"mean"`` outputs the posterior mean μ_θ directly.
+        weighting: ``"simple"`` (Ho et al. 2020, sec. 3.4: equal weight on the noise error at every
+            timestep) or ``"bound"`` (the variational bound's 1/(2σ²_i) on the mean error).
+    """
+
+    diffusion_steps: int = 2500
+    beta2_start: float = 1e-4
+    beta2_end: float = 0.02
+    time_embed_dim: int = 32
+    hidden_units: int = 64
+    n_blocks: int = 4
+    input_embed_dim: int = 0
+    parameterisation: Literal["eps", "mean"] = "eps"
+    weighting: Literal["simple", "bound"] = "simple"
+
+    def problems(self) -> list[str]:
+        errors: list[str] = []
+        _check(errors, self.diffusion_steps >= 1, "model.diffusion_steps must be >= 1")
+        _check(errors, 0 < self.beta2_start < 1, "model.beta2_start must be in (0, 1)")
+        _check(errors, 0 < self.beta2_end < 1, "model.beta2_end must be in (0, 1)")
+        _check(errors, self.time_embed_dim >= 2, "model.time_embed_dim must be >= 2")
+        _check(errors, self.hidden_units >= 1, f"model.hidden_units must be >= 1 (got {self.hidden_units})")
+        _check(errors, self.n_blocks >= 1, "model.n_blocks must be >= 1")
+        _check(errors, self.input_embed_dim >= 0, "model.input_embed_dim must be >= 0")
+        return errors
+
+
+ModelConfig = RealNVPModelConfig | DDPMModelConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs; stored in its checkpoint."""
+
+    model_type: Literal["realnvp", "ddpm"]
+    model: Any
+    training: TrainingConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def problems(self) -> list[str]:
+        errors: list[str] = []
+        for section in (self.model, self.training, self.data, self.sampling):
+            errors.extend(section.problems())
+        return errors
+
+
+_MODEL_CLASSES: dict[str, type] = {"realnvp": RealNVPModelConfig, "ddpm": DDPMModelConfig}
+_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "realnvp": {"epochs": 500, "batch_size": 2048, "seed": 42},
+    "ddpm": {"epochs": 1000, "batch_size": 4096, "seed": 689, "eval_every": 50, "checkpoint_every": 100},
+}
+_SECTIONS = ("model", "training", "data", "sampling")
+# The specification writes the learning rate as ``learning_rate`` in YAML and ``--lr`` on the command line.
+_ALIASES = {"lr": "learning_rate"}
+
+
+def default_config(model_type: str) -> RunConfig:
+    """The default run config of ``model_type`` ("realnvp" or "ddpm")."""
+    if model_type not in _MODEL_CLASSES:
+        raise ConfigError(f"unknown model type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
+    return RunConfig(
+        model_type=model_type,  # type: ignore[arg-type]
+        model=_MODEL_CLASSES[model_type](),
+        training=TrainingConfig(**_TRAINING_DEFAULTS[model_type]),
+    )
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else f" (valid keys: {', '.join(valid)})"
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a field annotation; ints are accepted where floats are expected."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        choices = get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))} (got {value!r})")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false (got {value!r})")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where} must be a whole number (got {value!r})")
+        return value
+    if annotation is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)  # YAML reads 1e-3 (no dot) as a string
+            except ValueError:
+                raise ConfigError(f"{where} must be a number (got {value!r})") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number (got {value!r})")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be text (got {value!r})")
+        return value
+    return value
+
+
+def _build_section(cls: type, base: Any, values: Mapping[str, Any], name: str, source: str) -> Any:
+    hints = get_type_hints(cls)
+    updates = {}
+    for key, value in values.items():
+        updates[key] = _coerce(value, hints[key], f"{name}.{key} in {source}")
+    return dataclasses.replace(base, **updates)
+
+
+def config_from_dict(raw: Mapping[str, Any], model_type: str, *, source: str = "<config>") -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a nested mapping (a parsed YAML file).
+
+    Raises:
+        ConfigError: listing every unknown key (with the closest valid one), or the first value of the
+            wrong type, or every out-of-range value.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {raw!r}")
+    config = default_config(model_type)
+    raw = dict(raw)
+    declared = raw.pop("model_type", model_type)
+    if declared != model_type:
+        raise ConfigError(f"{source} is a {declared} config, but a {model_type} run was asked for")
+    unknown: list[str] = []
+    sections: dict[str, Mapping[str, Any]] = {}
+    for key, value in raw.items():
+        if key not in _SECTIONS:
+            unknown.append(f"'{key}'{_closest(str(key), list(_SECTIONS))}")
+            continue
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: section '{key}' must be a mapping of keys to values (got {value!r})")
+        valid = [f.name for f in dataclasses.fields(getattr(config, key))]
+        section: dict[str, Any] = {}
+        for sub, sub_value in value.items():
+            sub = _ALIASES.get(sub, sub)
+            if sub not in valid:
+                unknown.append(f"'{key}.{sub}'{_closest(str(sub), valid)}")
+            else:
+                section[sub] = sub_value
+        sections[key] = section
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {source}: " + "; ".join(unknown))
+    for key, values in sections.items():
+        config = dataclasses.replace(
+            config, **{key: _build_section(type(getattr(config, key)), getattr(config, key), values, key, source)}
+        )
+    problems = config.problems()
+    if problems:
+        raise ConfigError(f"invalid value(s) in {source}: " + "; ".join(problems))
+    return config
+
+
+def load_config(path: str | os.PathLike[str], model_type: str) -> RunConfig:
+    """Load ``path`` (YAML) as a ``model_type`` run config; see :func:`config_from_dict`.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or its content is invalid.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a directory, not a YAML file: {path}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (UTF-8) YAML file") from None
+    return config_from_dict(raw, model_type, source=str(path))
+
+
+def with_overrides(config: RunConfig, overrides: Mapping[str, Any], *, source: str = "command line") -> RunConfig:
+    """Return ``config`` with dotted ``section.key`` overrides applied (None values are skipped)."""
+    nested: dict[str, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        nested.setdefault(section, {})[key] = value
+    raw = config_to_dict(config)
+    for section, values in nested.items():
+        raw[section].update(values)
+    return config_from_dict(raw, config.model_type, source=source)
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """The config as plain nested dicts (YAML/JSON-ready, and safe for ``torch.load(weights_only=True)``)."""
+    return dataclasses.asdict(config)

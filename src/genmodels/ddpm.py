@@ -1,0 +1,304 @@
+"""DDPM: a denoising diffusion probabilistic model (Ho, Jain & Abbeel 2020) in the β² notation of
+:mod:`genmodels.schedule`.
+
+A network predicts the posterior mean μ_θ(x_i, i) of the reverse step (eq. 1 of Ho et al.)::
+
+    p_θ(x_{i-1} | x_i) = N(μ_θ(x_i, i), σ²_i I),   σ²_i = σ̃²_i  (no noise at i = 1)
+
+either directly (``parameterisation="mean"``) or through a noise prediction ε_θ (``"eps"``), which gives
+μ_θ = (x_i - β²_i / sqrt(1 - ᾱ_i²) · ε_θ) / α_i (eq. 11). Training draws i uniformly from 1..L and
+minimises a weighted squared error between μ_θ and the true posterior mean μ̃_i:
+
+* ``weighting="simple"`` (sec. 3.4, eq. 14): weight (α_i sqrt(1 - ᾱ_i²) / β²_i)², which is the plain
+  squared error of the noise prediction, ``|ε - ε_θ|²``;
+* ``weighting="bound"``: the variational bound's 1/(2σ²_i) (eq. 5), so the loss is the bound's
+  per-step KL terms (with the decoder variance σ²_1 = β²_1 at i = 1).
+
+Both are averaged over the data dimensions. The model standardises the data with fixed statistics; the
+bound it reports is in the data's own units (nats per sample).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from genmodels.nets import ResidualBlock, sinusoidal_embedding
+from genmodels.realnvp import Standardize
+from genmodels.schedule import NoiseSchedule
+
+__all__ = ["DenoisingNetwork", "DDPM"]
+
+
+class DenoisingNetwork(nn.Module):
+    """Residual MLP ``(x_i, i) -> (D,)`` output (ε_θ or μ_θ), conditioned on a sinusoidal timestep
+    embedding of width ``time_embed_dim`` (precomputed for i = 0..L and stored as a buffer).
+
+    Args:
+        dim: data dimension D.
+        steps: L, the number of timesteps.
+        hidden_units: width of the residual stream.
+        n_blocks: residual blocks.
+        time_embed_dim: width of the timestep embedding.
+        input_embed_dim: width of a random Fourier embedding of ``x_i`` appended to it (0: none).
+
+    Shapes: ``x (N, D)``, ``timestep (N,)`` int -> ``(N, D)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        steps: int,
+        *,
+        hidden_units: int,
+        n_blocks: int,
+        time_embed_dim: int,
+        input_embed_dim: int = 0,
+        input_embed_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.register_buffer(
+            "time_table", sinusoidal_embedding(torch.arange(steps + 1), time_embed_dim), persistent=False
+        )
+        self.time_mlp = nn.Sequential(
+            nn.Linear(time_embed_dim, hidden_units), nn.SiLU(), nn.Linear(hidden_units, hidden_units)
+        )
+        if input_embed_dim:
+            self.register_buffer("fourier", torch.randn(dim, input_embed_dim // 2) * input_embed_scale)
+        else:
+            self.fourier = None
+        in_features = dim + (2 * (input_embed_dim // 2) if input_embed_dim else 0)
+        self.input = nn.Linear(in_features, hidden_units)
+        self.blocks = nn.ModuleList(ResidualBlock(hidden_units, hidden_units) for _ in range(n_blocks))
+        self.out_norm = nn.LayerNorm(hidden_units)
+        self.output = nn.Linear(hidden_units, dim)
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        features = x
+        if self.fourier is not None:
+            proj = 2 * math.pi * x @ self.fourier
+            features = torch.cat([x, torch.sin(proj), torch.cos(proj)], dim=-1)
+        h = self.input(features)
+        cond = self.time_mlp(self.time_table[timestep])
+        for block in self.blocks:
+            h = block(h, cond)
+        return self.output(torch.nn.functional.silu(self.out_norm(h)))
+
+
+class DDPM(nn.Module):
+    """Denoising diffusion model on ``D``-dimensional data.
+
+    Args:
+        dim: data dimension D >= 1.
+        steps: L, the number of diffusion steps.
+        beta2_start, beta2_end: the linear β² schedule's ends.
+        network: the denoising network ``(x_i, i) -> (N, D)``.
+        parameterisation: ``"eps"`` or ``"mean"`` (what the network outputs).
+        weighting: ``"simple"`` or ``"bound"`` (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        steps: int,
+        beta2_start: float,
+        beta2_end: float,
+        network: nn.Module,
+        parameterisation: str = "eps",
+        weighting: str = "simple",
+    ) -> None:
+        super().__init__()
+        if parameterisation not in ("eps", "mean"):
+            raise ValueError(f"parameterisation must be 'eps' or 'mean', got {parameterisation!r}")
+        if weighting not in ("simple", "bound"):
+            raise ValueError(f"weighting must be 'simple' or 'bound', got {weighting!r}")
+        self.dim = dim
+        self.diffusion_steps = steps
+        self.parameterisation = parameterisation
+        self.weighting = weighting
+        self.standardize = Standardize(dim)
+        self.schedule = NoiseSchedule(steps, beta2_start, beta2_end)
+        self.network = network
+        # Reverse-process variances σ²_i: the posterior's σ̃²_i, except the decoder's σ²_1 = β²_1 used
+        # by the likelihood bound (sampling adds no noise at i = 1).
+        variance = self.schedule.posterior_variance.clone()
+        variance[1] = self.schedule.beta2[1]
+        self.register_buffer("reverse_variance", variance)
+
+    @classmethod
+    def from_config(cls, config, dim: int) -> DDPM:  # noqa: ANN001 - DDPMModelConfig
+        """Build from a :class:`genmodels.config.DDPMModelConfig`."""
+        network = DenoisingNetwork(
+            dim,
+            config.diffusion_steps,
+            hidden_units=config.hidden_units,
+            n_blocks=config.n_blocks,
+            time_embed_dim=config.time_embed_dim,
+            input_embed_dim=config.input_embed_dim,
+        )
+        return cls(
+            dim,
+            steps=config.diffusion_steps,
+            beta2_start=config.beta2_start,
+            beta2_end=config.beta2_end,
+            network=network,
+            parameterisation=config.parameterisation,
+            weighting=config.weighting,
+        )
+
+    def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Diffuse ``(x - mean) / std`` with the training data's ``mean (D,)`` and ``std (D,)``."""
+        self.standardize.set_statistics(mean, std)
+
+    # -- the forward process ------------------------------------------------------------------------
+    def forward_diffuse(
+        self, x0: torch.Tensor, timestep: int | torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Draw ``x_i ~ q(x_i | x_0)`` for data ``x0 (N, D)`` in data units; returns standardised ``x_i``.
+
+        ``timestep`` is one int or ``(N,)`` ints in 0..L; i = L gives (almost) N(0, I).
+        """
+        z0, _ = self.standardize(x0)
+        if isinstance(timestep, int):
+            timestep = torch.full((x0.shape[0],), timestep, dtype=torch.long, device=x0.device)
+        noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+        return self.schedule.q_sample(z0, timestep, noise)
+
+    # -- the reverse process ------------------------------------------------------------------------
+    def posterior_mean_prediction(self, xi: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """μ_θ(x_i, i) for standardised ``xi (N, D)`` and ``timestep (N,)`` in 1..L."""
+        out = self.network(xi, timestep)
+        if self.parameterisation == "eps":
+            return self.schedule.mean_from_eps(xi, out, timestep)
+        return out
+
+    def _eps_prediction(self, xi: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        out = self.network(xi, timestep)
+        if self.parameterisation == "eps":
+            return out
+        return self.schedule.eps_from_mean(xi, out, timestep)
+
+    def mean_weight(self, timestep: torch.Tensor) -> torch.Tensor:
+        """Weight ``w_i (N,)`` of ``|μ̃_i - μ_θ|²`` in the training loss (see the module docstring)."""
+        s = self.schedule
+        if self.weighting == "bound":
+            return 1.0 / (2.0 * self.reverse_variance[timestep])
+        return (s.alpha[timestep] * s.sigma_bar[timestep] / s.beta2[timestep]) ** 2
+
+    def loss(self, x0: torch.Tensor) -> torch.Tensor:
+        """Weighted MSE between μ_θ and μ̃ at i ~ U{1..L}, averaged over points and dimensions.
+
+        ``x0 (N, D)`` in data units; returns a scalar.
+        """
+        z0, _ = self.standardize(x0)
+        timestep = torch.randint(1, self.diffusion_steps + 1, (z0.shape[0],), device=z0.device)
+        noise = torch.randn_like(z0)
+        xi = self.schedule.q_sample(z0, timestep, noise)
+        if self.parameterisation == "eps" and self.weighting == "simple":
+            # Identical to the weighted mean error, computed without the large weights' rounding.
+            return (self.network(xi, timestep) - noise).pow(2).mean()
+        target = self.schedule.posterior_mean(z0, xi, timestep)
+        error = (self.posterior_mean_prediction(xi, timestep) - target).pow(2).mean(-1)
+        return (self.mean_weight(timestep) * error).mean()
+
+    # -- likelihood bound ---------------------------------------------------------------------------
+    def _bound_terms(self, z0: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """Per-point bound term at ``timestep (N,)``: the KL L_{i-1} for i >= 2, -log p(x_0 | x_1) for i = 1."""
+        xi = self.schedule.q_sample(z0, timestep)
+        mean = self.posterior_mean_prediction(xi, timestep)
+        var = self.reverse_variance[timestep]
+        sq = (mean - self.schedule.posterior_mean(z0, xi, timestep)).pow(2).sum(-1)
+        kl = sq / (2 * var)
+        decoder = 0.5 * ((z0 - mean).pow(2).sum(-1) / var + self.dim * torch.log(2 * math.pi * var))
+        return torch.where(timestep == 1, decoder, kl)
+
+    def _prior_term(self, z0: torch.Tensor) -> torch.Tensor:
+        """KL(q(x_L | x_0) || N(0, I)) per point, in nats."""
+        ab = self.schedule.alpha_bar[-1]
+        var = 1 - ab**2
+        return 0.5 * (ab**2 * z0.pow(2) + var - 1 - torch.log(var)).sum(-1)
+
+    @torch.no_grad()
+    def nll_bound(self, x0: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Variational upper bound on ``-log p(x0)`` (Ho et al. 2020, eq. 5), every step summed.
+
+        ``x0 (N, D)`` in data units; returns ``(N,)`` nats per sample in the data's units (the
+        standardisation's log-Jacobian included). The decoder p(x_0 | x_1) is the Gaussian
+        N(μ_θ(x_1, 1), β²_1 I) (continuous data, no discretisation). Costs L network passes.
+        """
+        z0, log_det = self.standardize(x0)
+        total = self._prior_term(z0)
+        for i in range(1, self.diffusion_steps + 1):
+            timestep = torch.full((z0.shape[0],), i, dtype=torch.long, device=z0.device)
+            total = total + self._bound_terms(z0, timestep)
+        return total - log_det
+
+    @torch.no_grad()
+    def nll_bound_estimate(self, x0: torch.Tensor) -> torch.Tensor:
+        """Unbiased one-sample estimate of :meth:`nll_bound`: L times one term at a random timestep.
+
+        ``x0 (N, D)``; returns ``(N,)`` nats (noisy per point; its mean over many points is accurate).
+        """
+        z0, log_det = self.standardize(x0)
+        timestep = torch.randint(1, self.diffusion_steps + 1, (z0.shape[0],), device=z0.device)
+        terms = self.diffusion_steps * self._bound_terms(z0, timestep)
+        return self._prior_term(z0) + terms - log_det
+
+    # -- sampling -----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        eta: float = 1.0,
+        return_trajectory: bool = False,
+    ) -> torch.Tensor:
+        """Draw ``n`` samples ``(n, D)`` in the data's units.
+
+        With ``steps`` None (or L): ancestral sampling through all L steps, x_L ~ N(0, I),
+        x_{i-1} = μ_θ(x_i, i) + σ̃_i z, and the mean alone at i = 1. With ``steps < L``: the strided
+        DDIM sampler (Song, Meng & Ermon 2021, eq. 12) on ``steps`` evenly spaced timesteps with noise
+        scale ``eta``.
+        """
+        device = self.schedule.beta2.device
+        x = torch.randn(n, self.dim, generator=generator, device=device)
+        s = self.schedule
+        full = steps is None or steps >= self.diffusion_steps
+        if full:
+            timesteps = list(range(self.diffusion_steps, 0, -1))
+        else:
+            if steps < 1:
+                raise ValueError(f"steps must be >= 1, got {steps}")
+            grid = torch.linspace(self.diffusion_steps, 1, steps).round().long().unique_consecutive()
+            timesteps = grid.tolist()
+        trajectory = [x]
+        t_all = torch.tensor(timesteps, device=device)
+        for k, i in enumerate(timesteps):
+            timestep = t_all[k].expand(n)
+            if full:
+                x = self.posterior_mean_prediction(x, timestep)
+                if i > 1:
+                    x = x + s.posterior_variance[i].sqrt() * torch.randn(x.shape, generator=generator, device=device)
+            else:
+                prev = timesteps[k + 1] if k + 1 < len(timesteps) else 0
+                eps = self._eps_prediction(x, timestep)
+                x0 = (x - s.sigma_bar[i] * eps) / s.alpha_bar[i]
+                ab_prev = s.alpha_bar[prev]
+                sigma = eta * torch.sqrt(
+                    (1 - ab_prev**2) / (1 - s.alpha_bar[i] ** 2) * (1 - s.alpha_bar[i] ** 2 / ab_prev**2)
+                )
+                x = ab_prev * x0 + torch.sqrt((1 - ab_prev**2 - sigma**2).clamp_min(0)) * eps
+                if prev > 0:
+                    x = x + sigma * torch.randn(x.shape, generator=generator, device=device)
+            if return_trajectory:
+                trajectory.append(x)
+        if return_trajectory:
+            return torch.stack([self.standardize.inverse(t)[0] for t in trajectory])
+        return self.standardize.inverse(x)[0]

@@ -1,0 +1,499 @@
+"""Sample-based metrics that compare a generated point cloud with real data.
+
+Every function takes NumPy arrays of points (one point a row, shape ``(N, D)``) and returns plain
+Python floats; nothing here touches torch, files or plots.
+
+Two-sample discrepancies (0 or 0.5 means "indistinguishable"):
+
+* :func:`c2st` -- classifier two-sample test accuracy (Lopez-Paz & Oquab 2017; the variant of
+  Lueckmann et al. 2021, "Benchmarking Simulation-Based Inference", AISTATS).
+* :func:`energy_distance` -- energy distance (Szekely & Rizzo 2013), U-statistic form.
+* :func:`mmd` -- unbiased squared maximum mean discrepancy with a Gaussian kernel
+  (Gretton et al. 2012, JMLR 13).
+* :func:`sliced_wasserstein` -- sliced 2-Wasserstein distance (Bonneel et al. 2015).
+
+Entropy:
+
+* :func:`knn_entropy` -- Kozachenko-Leonenko k-nearest-neighbour differential entropy estimate.
+* :func:`gaussian_entropy` -- closed form for a multivariate normal.
+
+Uncertainty and reference values:
+
+* :func:`bootstrap_interval` -- percentile bootstrap interval of a two-sample statistic.
+* :func:`two_sample_floor` -- the statistic between two disjoint halves of the real data, i.e. the
+  value a perfect model would reach at that sample size.
+
+Pairwise sums (energy distance, MMD) are accumulated block by block, so memory stays bounded
+(about ``_BLOCK_ELEMENTS`` float64 values per block) whatever the sample sizes.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.spatial.distance import pdist
+from scipy.special import digamma, gammaln
+
+__all__ = [
+    "c2st",
+    "energy_distance",
+    "mmd",
+    "sliced_wasserstein",
+    "knn_entropy",
+    "gaussian_entropy",
+    "bootstrap_interval",
+    "two_sample_floor",
+]
+
+# Number of float64 entries in one block of a pairwise-distance matrix (~32 MB).
+_BLOCK_ELEMENTS = 4_000_000
+# Points used to compute the median-heuristic bandwidth of :func:`mmd`.
+_MEDIAN_POINTS = 2000
+
+
+def _as_points(a: np.ndarray, name: str, *, min_rows: int = 1) -> np.ndarray:
+    """Return ``a`` as a finite float64 array of shape ``(N, D)`` with ``N >= min_rows``.
+
+    Raises:
+        ValueError: if ``a`` is not 2-D, has too few rows, no columns or non-finite values.
+    """
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (N, D), got shape {arr.shape}")
+    if arr.shape[1] < 1:
+        raise ValueError(f"{name} must have at least one column, got shape {arr.shape}")
+    if arr.shape[0] < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} rows, got {arr.shape[0]}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _as_pair(x: np.ndarray, y: np.ndarray, *, min_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Validate two samples with :func:`_as_points` and check they have the same dimension."""
+    xa = _as_points(x, "x", min_rows=min_rows)
+    ya = _as_points(y, "y", min_rows=min_rows)
+    if xa.shape[1] != ya.shape[1]:
+        raise ValueError(f"x and y must have the same number of columns, got {xa.shape[1]} and {ya.shape[1]}")
+    return xa, ya
+
+
+def _pairwise_sum(
+    a: np.ndarray,
+    b: np.ndarray,
+    fn: Callable[[np.ndarray], np.ndarray],
+    *,
+    same: bool,
+) -> float:
+    """Sum of ``fn(|a_i - b_j|^2)`` over all pairs, computed in row blocks.
+
+    Args:
+        a: points, shape ``(N, D)``.
+        b: points, shape ``(M, D)``.
+        fn: elementwise function of the squared Euclidean distance.
+        same: ``a`` and ``b`` are the same sample; the diagonal pairs ``i == j`` are left out and
+            only pairs ``i < j`` are evaluated (each counted twice).
+
+    Returns:
+        The sum as a float.
+    """
+    b_sq = np.einsum("ij,ij->i", b, b)
+    rows = max(1, _BLOCK_ELEMENTS // max(1, b.shape[0]))
+    total = 0.0
+    for start in range(0, a.shape[0], rows):
+        block = a[start : start + rows]
+        # For one sample only the pairs j > i are computed and counted twice (symmetry).
+        cols = slice(start, None) if same else slice(None)
+        sq = np.einsum("ij,ij->i", block, block)[:, None] + b_sq[None, cols] - 2.0 * (block @ b[cols].T)
+        np.maximum(sq, 0.0, out=sq)
+        vals = fn(sq)
+        if same:
+            lower = np.tril_indices(block.shape[0])  # pairs j <= i inside the diagonal square
+            vals[lower] = 0.0
+            total += 2.0 * float(vals.sum())
+        else:
+            total += float(vals.sum())
+    return total
+
+
+def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5) -> float:
+    """Classifier two-sample test: cross-validated accuracy of a classifier telling x from y.
+
+    Follows Lueckmann et al. 2021 ("Benchmarking Simulation-Based Inference", the ``sbibm``
+    C2ST): both samples are z-scored with the per-column mean and standard deviation of ``x``,
+    labelled 0 (x) and 1 (y), and a scikit-learn ``MLPClassifier`` (ReLU, two hidden layers of
+    ``10 * D`` units, Adam, ``random_state=seed``) is scored by stratified, shuffled (seeded)
+    K-fold cross-validation. The mean test accuracy over folds is returned.
+
+    Optimiser settings differ from sklearn's defaults for speed: mini-batches of up to 1024
+    points (sklearn: 200) with learning rate 1e-2 (sklearn: 1e-3), ``max_iter=1000`` epochs and
+    sklearn's default stopping rule (training loss improving by less than ``tol=1e-4`` for 10
+    epochs). On 2-D test problems with 6,554 points per sample this needs 4-5x fewer optimiser
+    steps than the defaults at equal or better accuracy. Validation-based ``early_stopping`` and
+    a larger ``tol`` were rejected: they stop during the initial loss plateau and lose most of the
+    power on multimodal data.
+
+    Args:
+        x: first sample, shape ``(N, D)``, e.g. real data.
+        y: second sample, shape ``(M, D)``, e.g. generated data.
+        seed: seed for the fold split and the network initialisation / batch order.
+        n_folds: number of cross-validation folds, at least 2.
+
+    Returns:
+        Mean accuracy in ``[0, 1]``: about 0.5 when the samples are indistinguishable, 1.0 when
+        they are perfectly separable. With unequal ``N`` and ``M`` the chance level is
+        ``max(N, M) / (N + M)``.
+
+    Raises:
+        ValueError: if an array is not 2-D, the column counts differ, a sample has fewer than
+            ``n_folds`` rows, values are non-finite or ``n_folds < 2``.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neural_network import MLPClassifier
+
+    if int(n_folds) != n_folds or n_folds < 2:
+        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+    n_folds = int(n_folds)
+    xa, ya = _as_pair(x, y, min_rows=n_folds)
+    dim = xa.shape[1]
+
+    mean = xa.mean(axis=0)
+    std = xa.std(axis=0)
+    std[std == 0.0] = 1.0  # a constant column of x: only centre it
+    data = np.concatenate([(xa - mean) / std, (ya - mean) / std])
+    labels = np.concatenate([np.zeros(xa.shape[0], dtype=np.int64), np.ones(ya.shape[0], dtype=np.int64)])
+
+    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    accuracies = []
+    for train, test in folds.split(data, labels):
+        n_train = train.shape[0]
+        clf = MLPClassifier(
+            hidden_layer_sizes=(10 * dim, 10 * dim),
+            activation="relu",
+            solver="adam",
+            batch_size=min(1024, max(64, n_train // 8)),
+            learning_rate_init=1e-2,
+            max_iter=1000,
+            random_state=seed,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(data[train], labels[train])
+        accuracies.append(float(np.mean(clf.predict(data[test]) == labels[test])))
+    return float(np.mean(accuracies))
+
+
+def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
+    """Squared-form energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` (Szekely & Rizzo 2013).
+
+    The cross term is the mean over all ``N * M`` pairs; the within-sample terms are
+    U-statistics (means over pairs ``i != j``), so the estimate is unbiased and is centred on 0
+    when both samples come from the same distribution (it can then be slightly negative).
+    Distances are Euclidean, in the units of the data. Computed in blocks: memory is bounded for
+    any sample size (10k x 10k points need about 32 MB).
+
+    Args:
+        x: first sample, shape ``(N, D)``, ``N >= 2``.
+        y: second sample, shape ``(M, D)``, ``M >= 2``.
+
+    Returns:
+        The energy distance (same units as the data; 0 for identical distributions).
+
+    Raises:
+        ValueError: on malformed input (see :func:`c2st`).
+    """
+    xa, ya = _as_pair(x, y, min_rows=2)
+    n, m = xa.shape[0], ya.shape[0]
+    xy = _pairwise_sum(xa, ya, np.sqrt, same=False) / (n * m)
+    xx = _pairwise_sum(xa, xa, np.sqrt, same=True) / (n * (n - 1))
+    yy = _pairwise_sum(ya, ya, np.sqrt, same=True) / (m * (m - 1))
+    return float(2.0 * xy - xx - yy)
+
+
+def _median_bandwidth(xa: np.ndarray, ya: np.ndarray) -> float:
+    """Median pairwise Euclidean distance of the pooled sample (at most ``_MEDIAN_POINTS`` points).
+
+    The subsample is drawn with a fixed seed so the result is deterministic.
+    """
+    pooled = np.concatenate([xa, ya])
+    if pooled.shape[0] > _MEDIAN_POINTS:
+        rng = np.random.default_rng(0)
+        pooled = pooled[rng.choice(pooled.shape[0], size=_MEDIAN_POINTS, replace=False)]
+    return float(np.median(pdist(pooled)))
+
+
+def mmd(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> float:
+    """Unbiased squared maximum mean discrepancy with a Gaussian kernel (Gretton et al. 2012).
+
+    The kernel is ``k(a, b) = exp(-|a - b|^2 / (2 h^2))`` and the estimate is the U-statistic
+    ``MMD_u^2`` of Gretton et al. 2012 (JMLR 13, eq. 3): within-sample kernel means over pairs
+    ``i != j`` and the cross mean over all pairs. It is centred on 0 for identical distributions
+    (and can then be slightly negative). Computed in blocks; memory is bounded.
+
+    Args:
+        x: first sample, shape ``(N, D)``, ``N >= 2``.
+        y: second sample, shape ``(M, D)``, ``M >= 2``.
+        bandwidth: kernel width ``h`` (data units, > 0). ``None`` uses the median heuristic: the
+            median pairwise distance of the pooled sample, computed on a fixed-seed random subset
+            of at most 2000 points.
+
+    Returns:
+        The MMD² estimate (dimensionless, at most 2 in expectation).
+
+    Raises:
+        ValueError: on malformed input, a non-positive bandwidth, or a median-heuristic bandwidth
+            of 0 (more than half the pooled points coincide).
+    """
+    xa, ya = _as_pair(x, y, min_rows=2)
+    if bandwidth is None:
+        h = _median_bandwidth(xa, ya)
+        if not h > 0.0:
+            raise ValueError("median-heuristic bandwidth is 0 (most points coincide); pass bandwidth")
+    else:
+        h = float(bandwidth)
+        if not (h > 0.0 and math.isfinite(h)):
+            raise ValueError(f"bandwidth must be a positive finite number, got {bandwidth!r}")
+    scale = -1.0 / (2.0 * h * h)
+
+    def kernel(sq: np.ndarray) -> np.ndarray:
+        sq *= scale
+        return np.exp(sq, out=sq)
+
+    n, m = xa.shape[0], ya.shape[0]
+    kxy = _pairwise_sum(xa, ya, kernel, same=False) / (n * m)
+    kxx = _pairwise_sum(xa, xa, kernel, same=True) / (n * (n - 1))
+    kyy = _pairwise_sum(ya, ya, kernel, same=True) / (m * (m - 1))
+    return float(kxx + kyy - 2.0 * kxy)
+
+
+def _quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Common grid for two empirical quantile functions with ``n`` and ``m`` atoms.
+
+    The quantile function of an empirical distribution with ``n`` equally weighted atoms is a step
+    function with jumps at ``i / n``. On the merged set of jump levels both quantile functions are
+    constant on each interval, so the integral of their squared difference is an exact weighted sum.
+
+    Returns:
+        ``(weights, index_a, index_b)``: interval lengths (summing to 1) and, for each interval,
+        the rank of the order statistic of each sample that is the quantile there.
+    """
+    levels = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)
+    levels[-1] = 1.0
+    lower = np.concatenate([[0.0], levels[:-1]])
+    weights = levels - lower
+    keep = weights > 0.0
+    weights, lower, levels = weights[keep], lower[keep], levels[keep]
+    mid = 0.5 * (lower + levels)
+    index_a = np.minimum(np.floor(mid * n).astype(np.int64), n - 1)
+    index_b = np.minimum(np.floor(mid * m).astype(np.int64), m - 1)
+    return weights, index_a, index_b
+
+
+def sliced_wasserstein(x: np.ndarray, y: np.ndarray, *, n_projections: int = 256, seed: int = 0) -> float:
+    """Monte Carlo sliced 2-Wasserstein distance (Bonneel et al. 2015).
+
+    ``SW_2(x, y) = ( mean_theta W_2^2(theta . x, theta . y) )^(1/2)`` over ``n_projections``
+    directions ``theta`` drawn uniformly on the unit sphere (normalised Gaussian vectors, seeded).
+    Each 1-D ``W_2^2`` is computed exactly between the two empirical distributions as the integral
+    of the squared difference of their quantile functions: for ``N == M`` this is the mean squared
+    difference of the sorted projections; for ``N != M`` both step quantile functions are evaluated
+    on the merged grid of their jump levels (``i / N`` and ``j / M``).
+
+    Args:
+        x: first sample, shape ``(N, D)``.
+        y: second sample, shape ``(M, D)``.
+        n_projections: number of random directions (>= 1).
+        seed: seed of the directions.
+
+    Returns:
+        The sliced W2 distance, in the units of the data (0 for identical samples). In 1-D every
+        direction is +-1, so it is the exact W2 distance of the two empirical distributions.
+
+    Raises:
+        ValueError: on malformed input or ``n_projections < 1``.
+    """
+    xa, ya = _as_pair(x, y)
+    if int(n_projections) != n_projections or n_projections < 1:
+        raise ValueError(f"n_projections must be an integer >= 1, got {n_projections!r}")
+    n, m, dim = xa.shape[0], ya.shape[0], xa.shape[1]
+    rng = np.random.default_rng(seed)
+    directions = rng.normal(size=(int(n_projections), dim))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+
+    if n == m:
+        weights = index_a = index_b = None
+    else:
+        weights, index_a, index_b = _quantile_grid(n, m)
+
+    per_block = max(1, _BLOCK_ELEMENTS // (2 * (n + m)))
+    total = 0.0
+    for start in range(0, directions.shape[0], per_block):
+        theta = directions[start : start + per_block]
+        pa = np.sort(xa @ theta.T, axis=0)
+        pb = np.sort(ya @ theta.T, axis=0)
+        if weights is None:
+            total += float(np.sum((pa - pb) ** 2)) / n
+        else:
+            total += float(weights @ ((pa[index_a] - pb[index_b]) ** 2).sum(axis=1))
+    return float(math.sqrt(total / directions.shape[0]))
+
+
+def knn_entropy(x: np.ndarray, *, k: int = 3) -> tuple[float, float]:
+    """Kozachenko-Leonenko k-nearest-neighbour estimate of differential entropy, in nats.
+
+    ``H = psi(N) - psi(k) + log V_D + (D / N) * sum_i log r_i``, where ``r_i`` is the Euclidean
+    distance from point ``i`` to its k-th nearest other point, ``V_D = pi^(D/2) / Gamma(D/2 + 1)``
+    is the volume of the unit ball and ``psi`` the digamma function (Kozachenko & Leonenko 1987;
+    Kraskov, Stoegbauer & Grassberger 2004, eq. 20). The estimator is consistent for any fixed
+    ``k``; its bias comes from density curvature and from boundaries of the support (it
+    overestimates the entropy of bounded supports by O((k / N)^(1 / D))).
+
+    The standard error is ``std(D * log r_i) / sqrt(N)`` (sample std, ``ddof=1``): the spread of
+    the per-point terms that are averaged. It ignores the correlation between neighbouring terms
+    and can understate the true sampling spread (by about 1.4x for uniform data on a square with
+    ``k=3`` in simulations; it was accurate for a Gaussian).
+
+    Duplicate points: if some point has ``k`` or more exact copies, its ``r_i`` is 0 and the
+    estimate would be ``-inf``; this raises ``ValueError`` instead (remove duplicates or add
+    jitter that is small compared with the point spacing). Fewer than ``k`` copies are harmless.
+
+    Args:
+        x: sample, shape ``(N, D)``, ``N > k``.
+        k: neighbour order (>= 1). Larger ``k`` lowers the variance and raises boundary bias.
+
+    Returns:
+        ``(entropy, standard_error)`` in nats.
+
+    Raises:
+        ValueError: on malformed input, ``k < 1``, ``N <= k``, or zero k-NN distances.
+    """
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    k = int(k)
+    xa = _as_points(x, "x", min_rows=k + 1)
+    n, dim = xa.shape
+    tree = cKDTree(xa)
+    dist, _ = tree.query(xa, k=k + 1, workers=-1)
+    r = dist[:, k]  # column 0 is the point itself (or a copy of it at distance 0)
+    n_zero = int(np.count_nonzero(r == 0.0))
+    if n_zero:
+        raise ValueError(
+            f"{n_zero} point(s) have {k} or more exact duplicates (zero k-NN distance); "
+            "remove duplicates or add tiny jitter before estimating entropy"
+        )
+    terms = dim * np.log(r)
+    log_unit_ball = 0.5 * dim * math.log(math.pi) - float(gammaln(0.5 * dim + 1.0))
+    entropy = float(digamma(n) - digamma(k) + log_unit_ball + terms.mean())
+    stderr = float(terms.std(ddof=1) / math.sqrt(n))
+    return entropy, stderr
+
+
+def gaussian_entropy(cov: np.ndarray | float) -> float:
+    """Differential entropy of a multivariate normal, ``0.5 * log det(2 pi e cov)``, in nats.
+
+    Args:
+        cov: covariance matrix, shape ``(D, D)``, symmetric positive definite; a scalar is a 1-D
+            variance.
+
+    Returns:
+        The entropy in nats (the mean does not matter).
+
+    Raises:
+        ValueError: if ``cov`` is not square or not positive definite.
+    """
+    c = np.atleast_2d(np.asarray(cov, dtype=np.float64))
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise ValueError(f"cov must be a square matrix, got shape {np.shape(cov)}")
+    try:
+        chol = np.linalg.cholesky(0.5 * (c + c.T))
+    except np.linalg.LinAlgError:
+        raise ValueError("cov is not positive definite") from None
+    dim = c.shape[0]
+    logdet = 2.0 * float(np.sum(np.log(np.diag(chol))))
+    return 0.5 * (dim * math.log(2.0 * math.pi * math.e) + logdet)
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_boot: int = 100,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a two-sample statistic (Efron & Tibshirani 1993, ch. 13).
+
+    Each replicate resamples the rows of ``x`` and of ``y`` independently, with replacement and at
+    their original sizes, and evaluates ``statistic(x_b, y_b)``; the interval is the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the replicates.
+
+    Note that resampling with replacement creates exact duplicate rows; statistics that are
+    sensitive to them (e.g. within-sample U-statistics, nearest-neighbour distances) are shifted.
+
+    Args:
+        statistic: function ``(x, y) -> float``, e.g. :func:`energy_distance`.
+        x: first sample, shape ``(N, ...)``.
+        y: second sample, shape ``(M, ...)``.
+        n_boot: number of bootstrap replicates (>= 2).
+        level: coverage level in ``(0, 1)``.
+        seed: seed of the resampling.
+
+    Returns:
+        ``(low, high)`` in the units of the statistic.
+
+    Raises:
+        ValueError: if ``n_boot < 2``, ``level`` is outside ``(0, 1)`` or a sample is empty.
+    """
+    if int(n_boot) != n_boot or n_boot < 2:
+        raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    xa, ya = np.asarray(x), np.asarray(y)
+    if xa.ndim == 0 or ya.ndim == 0 or xa.shape[0] == 0 or ya.shape[0] == 0:
+        raise ValueError("x and y must be non-empty arrays with samples along the first axis")
+    rng = np.random.default_rng(seed)
+    n, m = xa.shape[0], ya.shape[0]
+    values = np.empty(int(n_boot))
+    for b in range(int(n_boot)):
+        values[b] = statistic(xa[rng.integers(0, n, size=n)], ya[rng.integers(0, m, size=m)])
+    alpha = 1.0 - level
+    low, high = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(low), float(high)
+
+
+def two_sample_floor(
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    real: np.ndarray,
+    *,
+    seed: int = 0,
+) -> float:
+    """The statistic between two disjoint random halves of the real data.
+
+    The rows of ``real`` are shuffled (seeded) and split into two halves of ``N // 2`` rows each
+    (one row is dropped when ``N`` is odd). The result is what a perfect model would score against
+    a real sample of ``N // 2`` points: the noise floor of the statistic. Compare models with it
+    at matching sample sizes, since most statistics' null spread shrinks with ``N``.
+
+    Args:
+        statistic: function ``(x, y) -> float``, e.g. :func:`c2st`.
+        real: real sample, shape ``(N, ...)``, ``N >= 2``.
+        seed: seed of the shuffle.
+
+    Returns:
+        ``statistic(first_half, second_half)``.
+
+    Raises:
+        ValueError: if ``real`` has fewer than 2 rows.
+    """
+    arr = np.asarray(real)
+    if arr.ndim == 0 or arr.shape[0] < 2:
+        raise ValueError("real must have at least 2 rows")
+    half = arr.shape[0] // 2
+    perm = np.random.default_rng(seed).permutation(arr.shape[0])
+    return float(statistic(arr[perm[:half]], arr[perm[half : 2 * half]]))

@@ -1,0 +1,294 @@
+"""A whole training run: data -> model -> training -> checkpoint, samples, metrics and figures.
+
+Output layout under ``output_dir``::
+
+    checkpoints/<model>.pt        final checkpoint (written only when training completed)
+    checkpoints/<model>_last.pt   latest resumable checkpoint (periodic, and on Ctrl-C)
+    metrics/<model>.json          held-out metrics
+    metrics/<model>_history.csv   per-epoch training log
+    figures/<model>_results.png   the specification's three panels
+    figures/<model>_loss.png      loss curves
+    samples/<model>.csv           generated samples in the data's units
+    configs/<model>.yaml          the effective config of the run
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from genmodels import metrics as M
+from genmodels.checkpoint import (
+    architecture_differences,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+from genmodels.config import RunConfig, config_to_dict
+from genmodels.data import load_csv, train_test_split
+from genmodels.errors import CheckpointError, ConfigError
+from genmodels.fileio import write_json, write_text
+from genmodels.training import Trainer
+
+__all__ = ["RunResult", "resolve_device", "run_training", "sample_model", "evaluate_samples"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced: its metrics and the paths it wrote."""
+
+    metrics: dict[str, Any]
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but no CUDA GPU is available (use --device cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda (got {name!r})")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def sample_model(
+    model: nn.Module,
+    n: int,
+    *,
+    seed: int,
+    chunk_size: int = 65536,
+    sampling_steps: int = 0,
+    eta: float = 1.0,
+) -> np.ndarray:
+    """Draw ``n`` samples ``(n, D)`` in the data's units, ``chunk_size`` at a time, reproducibly."""
+    device = next(model.buffers()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    chunks = []
+    for start in range(0, n, chunk_size):
+        m = min(chunk_size, n - start)
+        if hasattr(model, "diffusion_steps"):
+            chunks.append(model.sample(m, generator=generator, steps=sampling_steps or None, eta=eta))
+        else:
+            chunks.append(model.sample(m, generator=generator))
+    return torch.cat(chunks).cpu().double().numpy()
+
+
+def evaluate_samples(samples: np.ndarray, real_test: np.ndarray, real_train: np.ndarray, *, seed: int) -> dict:
+    """C2ST of ``samples`` against the held-out points, beside its floor (two disjoint real sets)."""
+    n = min(len(samples), len(real_test))
+    rng = np.random.default_rng(seed)
+    gen = samples[rng.choice(len(samples), n, replace=False)]
+    test = real_test[rng.choice(len(real_test), n, replace=False)]
+    other = real_train[rng.choice(len(real_train), min(n, len(real_train)), replace=False)]
+    out = {"n_eval": int(n)}
+    if n < 10:
+        log.warning("too few held-out points (%d) for a two-sample test; c2st skipped", n)
+        out.update(c2st=math.nan, c2st_floor=math.nan)
+        return out
+    out["c2st"] = M.c2st(gen, test, seed=seed)
+    out["c2st_floor"] = M.c2st(other[: len(test)], test[: len(other)], seed=seed)
+    return out
+
+
+def _history_csv(history: dict[str, list[float]]) -> str:
+    keys = ["epoch"] + sorted(k for k in history if k != "epoch")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(keys)
+    for row in zip(*(history[k] for k in keys), strict=True):
+        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else f"{v:.8g}" for v in row])
+    return buffer.getvalue()
+
+
+def _make_evaluate(model_type: str, test: torch.Tensor):
+    if len(test) == 0:
+        return None
+    if model_type == "realnvp":
+
+        def evaluate(model: nn.Module) -> dict[str, float]:
+            with torch.no_grad():
+                return {"test_nll": float(-model.log_prob(test).mean())}
+
+        return evaluate
+    if model_type == "ddpm":
+
+        def evaluate(model: nn.Module) -> dict[str, float]:
+            with torch.no_grad():
+                return {"test_nll_bound": float(model.nll_bound_estimate(test).mean())}
+
+        return evaluate
+    raise ConfigError(f"unknown model type {model_type!r}")
+
+
+def run_training(
+    config: RunConfig,
+    *,
+    output_dir: str | Path,
+    device: str = "auto",
+    progress: bool = True,
+    resume: str | None = None,
+) -> RunResult:
+    """Train ``config``'s model on its data and write every output; see the module docstring.
+
+    Args:
+        config: the effective run config.
+        output_dir: directory for all outputs (created).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        progress: show progress bars.
+        resume: a checkpoint to continue from, or ``"auto"`` for ``checkpoints/<model>_last.pt``.
+
+    Raises:
+        DataError, ConfigError, CheckpointError, TrainingError: problems the user can fix.
+    """
+    from genmodels import plotting
+
+    out = Path(output_dir)
+    name = config.model_type
+    dev = resolve_device(device)
+    paths = {
+        "checkpoint": out / "checkpoints" / f"{name}.pt",
+        "last": out / "checkpoints" / f"{name}_last.pt",
+        "metrics": out / "metrics" / f"{name}.json",
+        "history": out / "metrics" / f"{name}_history.csv",
+        "results": out / "figures" / f"{name}_results.png",
+        "loss": out / "figures" / f"{name}_loss.png",
+        "samples": out / "samples" / f"{name}.csv",
+        "config": out / "configs" / f"{name}.yaml",
+    }
+
+    dataset = load_csv(config.data.path, drop_invalid=config.data.drop_invalid)
+    train_np, test_np = train_test_split(
+        dataset.values, test_fraction=config.data.test_fraction, seed=config.data.split_seed
+    )
+    dim = train_np.shape[1]
+    if len(train_np) < 2:
+        raise ConfigError(f"{config.data.path}: only {len(train_np)} training row(s) after the split")
+    train = torch.as_tensor(train_np, dtype=torch.float32, device=dev)
+    test = torch.as_tensor(test_np, dtype=torch.float32, device=dev)
+
+    torch.manual_seed(config.training.seed)
+    model = build_model(config, dim)
+    model.set_standardization(train.mean(0), train.std(0))
+    model.to(dev)
+    trainer = Trainer(model, config.training, progress=progress)
+
+    if resume is not None:
+        resume_path = paths["last"] if resume == "auto" else Path(resume)
+        payload = load_checkpoint(resume_path, expected_type=name, map_location=dev)
+        differences = architecture_differences(payload["config"], config)
+        if differences or payload["dim"] != dim:
+            if payload["dim"] != dim:
+                differences.append(f"data dimension: {payload['dim']} (checkpoint) vs {dim} (data)")
+            raise CheckpointError(f"cannot resume from {resume_path}: " + "; ".join(differences))
+        model.load_state_dict(payload["model"])
+        if payload.get("trainer") is None:
+            raise CheckpointError(f"{resume_path} holds no training state to resume from")
+        trainer.load_state_dict(payload["trainer"])
+        log.info("resumed from %s at epoch %d", resume_path, trainer.epoch)
+
+    data_info = {
+        "path": str(config.data.path),
+        "n_rows": int(len(dataset.values)),
+        "n_train": int(len(train_np)),
+        "n_test": int(len(test_np)),
+        "n_dropped": int(dataset.n_dropped),
+    }
+
+    def checkpoint(tr: Trainer, target: Path = paths["last"]) -> None:
+        save_checkpoint(
+            target,
+            config=config,
+            model=tr.model,
+            dim=dim,
+            columns=dataset.columns,
+            trainer_state=tr.state_dict(),
+            test_data=test,
+            data_info=data_info,
+        )
+
+    write_text(paths["config"], yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    trainer.fit(train, evaluate=_make_evaluate(name, test), on_checkpoint=checkpoint)
+    checkpoint(trainer, paths["checkpoint"])
+
+    ema = trainer.ema.eval()
+    sampling = config.sampling
+    start = time.perf_counter()
+    samples = sample_model(
+        ema,
+        sampling.n_samples,
+        seed=config.training.seed,
+        chunk_size=sampling.chunk_size,
+        sampling_steps=sampling.sampling_steps,
+        eta=sampling.eta,
+    )
+    sample_seconds = time.perf_counter() - start
+    if not np.isfinite(samples).all():
+        bad = int((~np.isfinite(samples).all(1)).sum())
+        log.warning("%d of %d samples are not finite", bad, len(samples))
+
+    metrics: dict[str, Any] = {
+        "model": name,
+        "data": str(config.data.path),
+        "dim": dim,
+        "epochs": trainer.epoch,
+        "steps": trainer.step,
+        "train_seconds": round(trainer.train_seconds, 3),
+        "sample_seconds": round(sample_seconds, 3),
+        "n_samples": len(samples),
+    }
+    with torch.no_grad():
+        if name == "realnvp":
+            metrics["train_nll"] = float(-torch.cat([ema.log_prob(b) for b in train.split(65536)]).mean())
+            metrics["test_nll"] = float(-ema.log_prob(test).mean()) if len(test) else math.nan
+            metrics["test_nll_per_dim"] = metrics["test_nll"] / dim
+            middle = ("Latent z = f(x)", ema(train[:20000])[0].cpu().numpy())
+        else:
+            metrics["test_nll_bound"] = float(ema.nll_bound(test).mean()) if len(test) else math.nan
+            metrics["test_nll_bound_per_dim"] = metrics["test_nll_bound"] / dim
+            middle = ("Forward Diffused", ema.forward_diffuse(train[:20000], ema.diffusion_steps).cpu().numpy())
+    n_eval = sampling.n_eval or len(test_np)
+    metrics.update(evaluate_samples(samples[:n_eval], test_np, train_np, seed=config.data.split_seed))
+
+    write_text(paths["history"], _history_csv(trainer.history))
+    write_json(paths["metrics"], metrics)
+    from genmodels.data import save_csv
+
+    save_csv(paths["samples"], samples, dataset.columns)
+    real_show = train_np[:20000]
+    title_metric = (
+        f"test NLL {metrics['test_nll']:.3f} nats" if name == "realnvp" else f"C2ST {metrics['c2st']:.3f}"
+    )
+    plotting.plot_panels(
+        [("Original Data", real_show), middle, (f"Generated Samples ({title_metric})", samples[:20000])],
+        paths["results"],
+        columns=dataset.columns,
+        reference=real_show,
+        share_reference=[True, False, True],
+        suptitle=f"{'RealNVP' if name == 'realnvp' else 'DDPM'} on {Path(config.data.path).name}",
+    )
+    loss_history = {"epoch": trainer.history["epoch"]}
+    if name == "realnvp":
+        loss_history["train_nll"] = trainer.history["loss"]
+        if "test_nll" in trainer.history:
+            loss_history["test_nll"] = trainer.history["test_nll"]
+        ylabel = "negative log-likelihood [nats]"
+    else:
+        loss_history["weighted_mse"] = trainer.history["loss"]
+        ylabel = "weighted MSE"
+    plotting.plot_loss(loss_history, paths["loss"], ylabel=ylabel, title=f"{name} training loss")
+    return RunResult(metrics=metrics, paths=paths)

@@ -1,0 +1,108 @@
+"""The β² noise schedule of the DDPM forward process and its closed forms, in the specification's notation.
+
+Forward step (Ho et al. 2020, eq. 2, written with the variance β²_i)::
+
+    q(x_i | x_{i-1}) = N(α_i x_{i-1}, β²_i I),        α_i = sqrt(1 - β²_i)
+
+Closed form (Ho et al. 2020, eq. 4; here ᾱ_i is the product of the α_i themselves, not of α_i²)::
+
+    q(x_i | x_0) = N(ᾱ_i x_0, (1 - ᾱ_i²) I),          ᾱ_i = ∏_{k<=i} α_k,  ᾱ_0 = 1
+
+Posterior (Ho et al. 2020, eqs. 6-7)::
+
+    q(x_{i-1} | x_i, x_0) = N(μ̃_i, σ̃²_i I)
+    μ̃_i = ᾱ_{i-1} β²_i / (1 - ᾱ_i²) · x_0 + α_i (1 - ᾱ_{i-1}²) / (1 - ᾱ_i²) · x_i
+    σ̃²_i = (1 - ᾱ_{i-1}²) / (1 - ᾱ_i²) · β²_i                 (σ̃²_1 = 0 and μ̃_1 = x_0)
+
+β²_i is linear in i from ``beta2_start`` at i = 1 to ``beta2_end`` at i = L (``torch.linspace``; with
+L = 1 the single step has β²_1 = ``beta2_end``). Everything is computed in float64 and stored as
+buffers of length L + 1 indexed directly by the timestep i (entry 0 stands for "no noise").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["NoiseSchedule", "broadcast_to"]
+
+
+def broadcast_to(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape per-point values ``(N,)`` to ``(N, 1, ..., 1)`` so they broadcast against ``like (N, ...)``."""
+    return values.reshape(values.shape[0], *([1] * (like.dim() - 1)))
+
+
+class NoiseSchedule(nn.Module):
+    """Linear β² schedule with every derived quantity as a buffer (moves with ``.to``, saved in state).
+
+    Args:
+        steps: L >= 1.
+        beta2_start: β²_1, in (0, 1).
+        beta2_end: β²_L, in (0, 1).
+
+    Buffers, each ``(L + 1,)`` indexed by i = 0..L: ``beta2``, ``alpha``, ``alpha_bar``,
+    ``sigma_bar`` (= sqrt(1 - ᾱ_i²), the std of q(x_i | x_0)), ``posterior_variance`` (σ̃²_i),
+    ``posterior_coef_x0`` and ``posterior_coef_xi`` (the two coefficients of μ̃_i).
+
+    Raises:
+        ValueError: for L < 1 or β² outside (0, 1).
+    """
+
+    def __init__(self, steps: int, beta2_start: float, beta2_end: float) -> None:
+        super().__init__()
+        if steps < 1:
+            raise ValueError(f"the schedule needs at least 1 step, got {steps}")
+        if not (0 < beta2_start < 1 and 0 < beta2_end < 1):
+            raise ValueError(f"beta2 must be in (0, 1), got {beta2_start} and {beta2_end}")
+        self.steps = steps
+        if steps == 1:
+            beta2 = torch.tensor([beta2_end], dtype=torch.float64)
+        else:
+            beta2 = torch.linspace(beta2_start, beta2_end, steps, dtype=torch.float64)
+        beta2 = torch.cat([torch.zeros(1, dtype=torch.float64), beta2])
+        alpha = torch.sqrt(1.0 - beta2)
+        alpha_bar = torch.cumprod(alpha, 0)
+        one_minus_ab2 = 1.0 - alpha_bar**2  # entry 0 is exactly 0
+        prev_one_minus = torch.cat([torch.zeros(1, dtype=torch.float64), one_minus_ab2[:-1]])
+        prev_alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+        safe = torch.where(one_minus_ab2 > 0, one_minus_ab2, torch.ones_like(one_minus_ab2))
+        coef_x0 = torch.where(one_minus_ab2 > 0, prev_alpha_bar * beta2 / safe, torch.ones_like(beta2))
+        coef_xi = alpha * prev_one_minus / safe
+        variance = prev_one_minus / safe * beta2
+        for name, value in {
+            "beta2": beta2,
+            "alpha": alpha,
+            "alpha_bar": alpha_bar,
+            "sigma_bar": torch.sqrt(one_minus_ab2),
+            "posterior_variance": variance,
+            "posterior_coef_x0": coef_x0,
+            "posterior_coef_xi": coef_xi,
+        }.items():
+            self.register_buffer(name, value.float())
+
+    def gather(self, name: str, timestep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Buffer ``name`` at per-point timesteps ``timestep (N,)``, shaped to broadcast with ``like``."""
+        return broadcast_to(getattr(self, name)[timestep], like)
+
+    def q_sample(
+        self, x0: torch.Tensor, timestep: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Draw ``x_i ~ q(x_i | x_0) = N(ᾱ_i x_0, (1 - ᾱ_i²) I)``; ``x0 (N, D)``, ``timestep (N,)``."""
+        if noise is None:
+            noise = torch.randn_like(x0)
+        return self.gather("alpha_bar", timestep, x0) * x0 + self.gather("sigma_bar", timestep, x0) * noise
+
+    def posterior_mean(self, x0: torch.Tensor, xi: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """μ̃_i(x_i, x_0), the mean of ``q(x_{i-1} | x_i, x_0)``; shapes ``(N, D)``, timestep ``(N,)``."""
+        return self.gather("posterior_coef_x0", timestep, x0) * x0 + self.gather("posterior_coef_xi", timestep, xi) * xi
+
+    def mean_from_eps(self, xi: torch.Tensor, eps: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """The posterior mean implied by a noise prediction (Ho et al. 2020, eq. 11):
+        ``μ = (x_i - β²_i / sqrt(1 - ᾱ_i²) · ε) / α_i``."""
+        beta2 = self.gather("beta2", timestep, xi)
+        return (xi - beta2 / self.gather("sigma_bar", timestep, xi) * eps) / self.gather("alpha", timestep, xi)
+
+    def eps_from_mean(self, xi: torch.Tensor, mean: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`mean_from_eps`: ``ε = (x_i - α_i μ) sqrt(1 - ᾱ_i²) / β²_i``."""
+        beta2 = self.gather("beta2", timestep, xi)
+        return (xi - self.gather("alpha", timestep, xi) * mean) * self.gather("sigma_bar", timestep, xi) / beta2

@@ -1,0 +1,220 @@
+"""One generic training loop for any model that owns its loss (``model.loss(batch) -> scalar``).
+
+The whole training set is one tensor on the device; every epoch draws one random permutation and
+slices it into batches of ``batch_size`` (the last batch of an epoch holds the remainder). Adam (AdamW
+when ``weight_decay > 0``) with an exponential learning-rate decay applied once per epoch, global
+gradient-norm clipping, an exponential moving average (EMA) of the weights for evaluation and sampling,
+a stop at the first non-finite loss or gradient, and a state that checkpoints and resumes exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from genmodels.config import TrainingConfig
+from genmodels.errors import TrainingError
+
+__all__ = ["Trainer", "capture_rng_state", "restore_rng_state"]
+
+log = logging.getLogger(__name__)
+
+Evaluate = Callable[[nn.Module], dict[str, float]]
+Checkpoint = Callable[["Trainer"], None]
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The global torch RNG states (CPU and, where present, CUDA) as tensors."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore states captured by :func:`capture_rng_state`."""
+    torch.set_rng_state(state["cpu"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class Trainer:
+    """Optimises ``model`` on a point set; keeps everything needed to resume.
+
+    Args:
+        model: an ``nn.Module`` with ``loss(batch: (B, D) tensor) -> scalar tensor``.
+        config: the training settings.
+        progress: show a tqdm progress bar (loss, learning rate, steps per second).
+
+    Attributes:
+        ema: the averaged copy of ``model`` used for evaluation and sampling (``model`` itself when
+            ``ema_decay`` is 0).
+        epoch: completed epochs. step: completed optimisation steps.
+        history: per-epoch lists: ``epoch``, ``loss``, ``lr``, ``grad_norm``, ``seconds`` and every key
+            the evaluation returns (NaN at epochs without evaluation).
+    """
+
+    def __init__(self, model: nn.Module, config: TrainingConfig, *, progress: bool = True) -> None:
+        self.model = model
+        self.config = config
+        self.progress = progress
+        params = [p for p in model.parameters() if p.requires_grad]
+        if config.weight_decay > 0:
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+                params, lr=config.learning_rate, weight_decay=config.weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=config.lr_decay)
+        self.ema: nn.Module = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else model
+        self.epoch = 0
+        self.step = 0
+        self.train_seconds = 0.0
+        self.history: dict[str, list[float]] = {}
+
+    # -- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs besides the model's weights (the EMA weights included)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not self.model else None,
+            "epoch": self.epoch,
+            "step": self.step,
+            "train_seconds": self.train_seconds,
+            "history": self.history,
+            "rng": capture_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state written by :meth:`state_dict` (the model's weights are loaded separately)."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("ema") is not None and self.ema is not self.model:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        restore_rng_state(state["rng"])
+
+    # -- loop --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is self.model:
+            return
+        # A warm-up keeps early averages from being dominated by the random initialisation.
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        ema_params = list(self.ema.parameters())
+        params = [p.detach() for p in self.model.parameters()]
+        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        for ema_buffer, buffer in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
+
+    def _record(self, values: dict[str, float]) -> None:
+        n = len(self.history.get("epoch", []))
+        for key in set(self.history) | set(values):
+            column = self.history.setdefault(key, [math.nan] * n)
+            column.append(float(values.get(key, math.nan)))
+
+    def fit(
+        self,
+        data: torch.Tensor,
+        *,
+        evaluate: Evaluate | None = None,
+        on_checkpoint: Checkpoint | None = None,
+    ) -> None:
+        """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)``.
+
+        ``evaluate(ema_model)`` runs every ``eval_every`` epochs and after the last one;
+        ``on_checkpoint(self)`` every ``checkpoint_every`` epochs, after the last one, and on Ctrl-C
+        (after which KeyboardInterrupt propagates).
+
+        Raises:
+            TrainingError: the loss or gradient norm became non-finite (the model is left at its
+                last finite state's weights, and no checkpoint is written).
+        """
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        n = data.shape[0]
+        if n == 0:
+            raise TrainingError("no training data: the training split is empty")
+        batch_size = min(cfg.batch_size, n)
+        steps_per_epoch = math.ceil(n / batch_size)
+        bar = tqdm(
+            total=cfg.epochs,
+            initial=self.epoch,
+            desc=f"train {type(self.model).__name__}",
+            unit="epoch",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        self.model.train()
+        try:
+            while self.epoch < cfg.epochs:
+                start = time.perf_counter()
+                loss_sum = torch.zeros((), device=data.device)
+                grad_sum = 0.0
+                order = torch.randperm(n, device=data.device)
+                for i in range(steps_per_epoch):
+                    batch = data[order[i * batch_size : (i + 1) * batch_size]]
+                    loss = self.model.loss(batch)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+                    loss_value, grad_value = torch.stack([loss.detach(), grad_norm.detach()]).tolist()
+                    if not (math.isfinite(loss_value) and math.isfinite(grad_value)):
+                        what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+                        raise TrainingError(
+                            f"non-finite {what} at epoch {self.epoch + 1}, step {i + 1} of {steps_per_epoch} "
+                            f"(learning rate {self.optimizer.param_groups[0]['lr']:.3g}); try a lower "
+                            "--lr, a smaller training.grad_clip, or check the data's scale for outliers"
+                        )
+                    self.optimizer.step()
+                    self.step += 1
+                    self._update_ema()
+                    loss_sum += loss.detach() * batch.shape[0]
+                    grad_sum += grad_value
+                self.scheduler.step()
+                self.epoch += 1
+                seconds = time.perf_counter() - start
+                self.train_seconds += seconds
+                lr = self.optimizer.param_groups[0]["lr"]
+                record = {
+                    "epoch": self.epoch,
+                    "loss": loss_sum.item() / n,
+                    "lr": lr,
+                    "grad_norm": grad_sum / steps_per_epoch,
+                    "seconds": seconds,
+                }
+                last = self.epoch == cfg.epochs
+                if evaluate is not None and (self.epoch % cfg.eval_every == 0 or last):
+                    self.ema.eval()
+                    record.update(evaluate(self.ema))
+                self._record(record)
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", steps_s=f"{steps_per_epoch / seconds:.0f}"
+                )
+                bar.update(1)
+                if on_checkpoint is not None and (
+                    last or (cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0)
+                ):
+                    on_checkpoint(self)
+        except KeyboardInterrupt:
+            bar.close()
+            log.warning("interrupted at epoch %d; saving a resumable checkpoint", self.epoch)
+            if on_checkpoint is not None and self.epoch > 0:
+                on_checkpoint(self)
+            raise
+        finally:
+            bar.close()
+            self.model.eval()

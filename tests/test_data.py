@@ -1,0 +1,528 @@
+"""Tests of genmodels.data: CSV validation, saving, splitting and the toy data generators."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from matplotlib.path import Path as MplPath
+
+from genmodels.data import (
+    GENERATORS,
+    DataWarning,
+    exact_entropy,
+    glyph_area,
+    glyph_labels,
+    load_csv,
+    make_text,
+    save_csv,
+    train_test_split,
+)
+from genmodels.data import _char_area as char_area
+from genmodels.data import _glyph_layout as glyph_layout
+from genmodels.errors import DataError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CASES = SHARED / "cases"
+REFERENCE = SHARED / "data" / "689_data.csv"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def case(name: str) -> Path:
+    path = CASES / name
+    if not path.exists():
+        pytest.skip(f"shared case file {path} is absent")
+    return path
+
+
+def write(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The shared bad-input cases
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_b01_first_numeric_line_is_data():
+    data = load_csv(case("B01.csv"))
+    assert data.values.shape == (1000, 2)
+    assert data.values.dtype == np.float64
+    assert data.values[0].tolist() == [4.0, -4.0]
+    assert data.columns == ("x", "y")
+    assert data.n_dropped == 0
+
+
+def test_b02_lists_every_broken_row():
+    with pytest.raises(DataError) as info:
+        load_csv(case("B02.csv"))
+    message = str(info.value)
+    assert "B02.csv" in message
+    assert "line 12, column 'y': ''" in message
+    assert "line 251, column 'x': ''" in message
+    assert "line 500, column 'x': 'nan' (not finite)" in message
+    assert "line 731, column 'y': 'NaN' (not finite)" in message
+    assert "line 999, column 'x': ''" in message
+    assert "line 999, column 'y': ''" in message
+    assert "a finite number" in message
+    assert "--drop_invalid" in message
+    assert "5 rows of 1,000" in message
+
+
+def test_b02_drop_invalid_counts_and_warns():
+    with pytest.warns(DataWarning, match=r"dropped 5 invalid rows .*lines 12, 251, 500, 731, 999"):
+        data = load_csv(case("B02.csv"), drop_invalid=True)
+    assert data.n_dropped == 5
+    assert data.values.shape == (995, 2)
+    assert np.all(np.isfinite(data.values))
+
+
+def test_b03_names_bad_text():
+    with pytest.raises(DataError) as info:
+        load_csv(case("B03.csv"))
+    message = str(info.value)
+    assert "line 43, column 'x': '0.73x'" in message
+    assert "line 509, column 'y': 'abc'" in message
+    assert "line 902, column 'x': '1,25'" in message
+    assert "3 rows of 1,000" in message
+
+
+def test_b04_one_column():
+    with pytest.raises(DataError, match=r"B04.csv has 1 column \('x'\); at least 2 are needed"):
+        load_csv(case("B04.csv"))
+
+
+def test_b05_three_columns():
+    data = load_csv(case("B05.csv"))
+    assert data.columns == ("a", "b", "c")
+    assert data.values.shape == (500, 3)
+
+
+def test_b06_constant_column():
+    with pytest.raises(DataError) as info:
+        load_csv(case("B06.csv"))
+    assert str(info.value).startswith("column 'y' of ")
+    assert "B06.csv is constant (5.0 on every row)" in str(info.value)
+    assert "remove the column" in str(info.value)
+
+
+def test_b07_degenerate_warning():
+    with pytest.warns(DataWarning, match=r"only 4 distinct points among 1,000 rows"):
+        data = load_csv(case("B07.csv"))
+    assert data.values.shape == (1000, 2)
+
+
+def test_b08_small_but_valid():
+    data = load_csv(case("B08.csv"))
+    assert data.values.shape == (10, 2)
+    with pytest.raises(DataError, match="10 valid rows; at least 11 are needed"):
+        load_csv(case("B08.csv"), min_rows=11)
+
+
+@pytest.mark.parametrize("name", ["B10.csv", "B12.csv", "B13.csv"])
+def test_other_shared_csv_files_load(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = load_csv(case(name))
+    assert data.values.shape[1] == 2 and len(data.values) >= 100
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Other malformed files
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    missing = tmp_path / "nope.csv"
+    with pytest.raises(DataError, match="nope.csv' does not exist"):
+        load_csv(missing)
+
+
+def test_directory(tmp_path):
+    with pytest.raises(DataError, match="is a directory"):
+        load_csv(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_empty_file(tmp_path, content):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="empty.csv is empty"):
+        load_csv(path)
+
+
+@pytest.mark.parametrize("content", [b"x,y\n\x00\x01\x02", b"x,y\n1,2\n\xff\xfe\x80,3\n"])
+def test_binary_file(tmp_path, content):
+    path = tmp_path / "blob.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="blob.csv is not a .*text CSV file"):
+        load_csv(path)
+
+
+def test_header_only(tmp_path):
+    with pytest.raises(DataError, match="0 valid rows; at least 4"):
+        load_csv(write(tmp_path, "x,y\n"))
+
+
+def test_wrong_field_counts(tmp_path):
+    text = "x,y\n1,2\n3\n4,5,6\n7,8\n9,10\n11,12\n"
+    with pytest.raises(DataError) as info:
+        load_csv(write(tmp_path, text))
+    message = str(info.value)
+    assert "line 3: 1 field ('3'), expected 2 (x, y)" in message
+    assert "line 4: 3 fields ('4,5,6'), expected 2 (x, y)" in message
+    with pytest.warns(DataWarning, match="lines 3, 4"):
+        data = load_csv(write(tmp_path, text), drop_invalid=True)
+    assert data.values.tolist() == [[1, 2], [7, 8], [9, 10], [11, 12]]
+    assert data.n_dropped == 2
+
+
+def test_many_bad_cells_are_summarised(tmp_path):
+    rows = ["x,y"] + [f"{i},oops" for i in range(30)] + ["1,2"] * 5
+    with pytest.raises(DataError) as info:
+        load_csv(write(tmp_path, "\n".join(rows) + "\n"))
+    message = str(info.value)
+    assert "line 2, column 'y': 'oops'" in message
+    assert "line 21, column 'y': 'oops'" in message
+    assert "line 22," not in message
+    assert "and 10 more" in message
+
+
+def test_quoted_fields_crlf_bom_blank_lines(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_bytes(b'\xef\xbb\xbf"x","y"\r\n"1.5", 2\r\n\r\n3,4e-3\r\n-5,+6\r\n.5,7.\r\n\r\n\r\n')
+    data = load_csv(path)
+    assert data.columns == ("x", "y")
+    assert data.values.tolist() == [[1.5, 2.0], [3.0, 0.004], [-5.0, 6.0], [0.5, 7.0]]
+
+
+def test_line_numbers_count_blank_lines(tmp_path):
+    with pytest.raises(DataError, match=r"line 5, column 'b': 'inf' \(not finite\)"):
+        load_csv(write(tmp_path, "a,b\n1,2\n\n3,4\n5,inf\n6,7\n8,9\n"))
+
+
+@pytest.mark.parametrize("cell", ["1_000", "0x10", "1e999", "--1", "1.2.3", "١"])
+def test_cells_python_would_accept_or_overflow_are_rejected(tmp_path, cell):
+    text = f"x,y\n1,2\n{cell},3\n4,5\n6,7\n8,9\n"
+    with pytest.raises(DataError, match=rf"line 3, column 'x': '{cell}'"):
+        load_csv(write(tmp_path, text))
+
+
+def test_number_like_header_warns(tmp_path):
+    with pytest.warns(DataWarning, match="read as a header"):
+        data = load_csv(write(tmp_path, "x,2\n1,2\n3,4\n5,6\n7,9\n"))
+    assert data.columns == ("x", "2")
+
+
+def test_no_header_three_columns_names(tmp_path):
+    data = load_csv(write(tmp_path, "1,2,3\n4,5,6\n7,8,0\n1,1,1\n"))
+    assert data.columns == ("x0", "x1", "x2")
+    assert data.values.shape == (4, 3)
+
+
+def test_huge_values_are_reported(tmp_path):
+    with pytest.raises(DataError, match="column 'x' .* too large to standardise"):
+        load_csv(write(tmp_path, "x,y\n1e308,1\n-1e308,2\n1e308,3\n-1e308,4\n"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Saving and round trips
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_save_then_load_with_and_without_header(tmp_path):
+    values = np.array([[4.0, -4.0], [0.1, 1 / 3], [-2.5e-7, 1e12], [3.0, 2.0]])
+    path = tmp_path / "sub" / "out.csv"
+    save_csv(path, values)
+    assert path.read_text().splitlines()[0] == "x,y"
+    data = load_csv(path)
+    assert data.columns == ("x", "y")
+    assert np.array_equal(data.values, values)
+    save_csv(path, values, columns=["first col", 'quote"d'])
+    assert load_csv(path).columns == ("first col", 'quote"d')
+    headerless = tmp_path / "headerless.csv"
+    headerless.write_text("\n".join(path.read_text().splitlines()[1:]) + "\n")
+    data = load_csv(headerless)
+    assert np.array_equal(data.values, values)
+    assert data.values[0].tolist() == [4.0, -4.0]
+    assert list(tmp_path.glob("sub/.*")) == []  # no temporary files left
+
+
+def test_save_float32_exact(tmp_path):
+    values = np.random.default_rng(0).standard_normal((50, 2)).astype(np.float32)
+    save_csv(tmp_path / "f.csv", values)
+    loaded = load_csv(tmp_path / "f.csv").values
+    assert np.array_equal(loaded.astype(np.float32), values)
+
+
+@pytest.mark.parametrize(
+    ("values", "columns"),
+    [
+        (np.zeros(3), None),
+        (np.array([[1.0, np.nan]]), None),
+        (np.ones((2, 2)), ["a"]),
+        (np.ones((2, 2)), ["a", "1.5"]),
+        (np.ones((2, 2)), ["a", ""]),
+    ],
+)
+def test_save_rejects_bad_input(tmp_path, values, columns):
+    with pytest.raises(ValueError):
+        save_csv(tmp_path / "bad.csv", values, columns)
+    assert not (tmp_path / "bad.csv").exists()
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    values=hnp.arrays(np.float64, st.tuples(st.integers(4, 12), st.integers(2, 4)), elements=finite),
+)
+def test_round_trip_property(tmp_path, values):
+    path = tmp_path / "rt.csv"
+    save_csv(path, values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        try:
+            data = load_csv(path)
+        except DataError as exc:  # only constant columns or overflowing spreads may be refused
+            assert "constant" in str(exc) or "too large" in str(exc)
+            return
+    assert np.array_equal(data.values, values)
+    assert data.values.dtype == np.float64
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    content=st.one_of(
+        st.binary(max_size=200),
+        st.text(alphabet=st.sampled_from(list('0123456789.,-+eE"\n\r xyna\t')), max_size=200),
+    )
+)
+def test_garbage_never_crashes(tmp_path, content):
+    path = tmp_path / "garbage.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        try:
+            data = load_csv(path, min_rows=1)
+        except DataError as exc:
+            assert "garbage.csv" in str(exc)
+            return
+    assert data.values.dtype == np.float64 and data.values.ndim == 2
+    assert data.values.shape[1] >= 2
+    assert np.all(np.isfinite(data.values))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Splitting
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "fraction", "n_test"),
+    [(100, 0.2, 20), (10, 0.01, 1), (3, 0.9, 2), (7, 0.5, 4), (5, 0.0, 0), (2, 0.5, 1)],
+)
+def test_split_sizes(n, fraction, n_test):
+    values = np.arange(3 * n, dtype=np.float64).reshape(n, 3)
+    train, test = train_test_split(values, test_fraction=fraction, seed=1)
+    assert test.shape == (n_test, 3) and train.shape == (n - n_test, 3)
+    together = np.concatenate([train, test])
+    assert sorted(together[:, 0].tolist()) == values[:, 0].tolist()
+
+
+def test_split_deterministic_and_seeded():
+    values = np.arange(200, dtype=np.float64).reshape(100, 2)
+    a = train_test_split(values, test_fraction=0.3, seed=5)
+    b = train_test_split(values, test_fraction=0.3, seed=5)
+    c = train_test_split(values, test_fraction=0.3, seed=6)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5, float("nan")])
+def test_split_rejects_bad_fraction(fraction):
+    with pytest.raises(ValueError, match="test_fraction"):
+        train_test_split(np.zeros((10, 2)), test_fraction=fraction, seed=0)
+
+
+def test_split_needs_two_rows_for_a_test_part():
+    with pytest.raises(ValueError):
+        train_test_split(np.zeros((1, 2)), test_fraction=0.5, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generators
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_registry_names():
+    assert set(GENERATORS) == {
+        "text",
+        "two_moons",
+        "8gaussians",
+        "checkerboard",
+        "pinwheel",
+        "2spirals",
+        "circles",
+        "swiss_roll",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_generator_shape_determinism_seed(name):
+    make = GENERATORS[name]
+    a = make(500, seed=3)
+    assert a.shape == (500, 2) and a.dtype == np.float64
+    assert np.all(np.isfinite(a))
+    assert np.array_equal(a, make(500, seed=3))
+    assert not np.array_equal(a, make(500, seed=4))
+    assert np.abs(a).max() < 6.0
+    assert make(0, seed=0).shape == (0, 2)
+
+
+def test_generator_scales():
+    g = GENERATORS["8gaussians"](4000, seed=0)
+    assert np.hypot(g[:, 0], g[:, 1]).mean() == pytest.approx(2.0, abs=0.02)
+    c = GENERATORS["checkerboard"](4000, seed=0)
+    assert c.min() >= -2.0 and c.max() <= 2.0
+    cell = np.floor(c + 2).astype(int)  # unit cells 0..3
+    assert np.all((cell[:, 0] + cell[:, 1]) % 2 == 0)
+    r = np.hypot(*GENERATORS["circles"](4000, seed=0).T)
+    assert np.mean(np.abs(r - 3.0) < 0.8) == pytest.approx(0.5, abs=0.03)
+
+
+def test_exact_entropy_values():
+    assert exact_entropy("checkerboard") == pytest.approx(math.log(8.0))
+    assert exact_entropy("checkerboard", half_width=1.0) == pytest.approx(math.log(2.0))
+    assert exact_entropy("8gaussians") == pytest.approx(math.log(8) + math.log(2 * math.pi * math.e * 0.01))
+    assert exact_entropy("8gaussians", std=0.5) is None
+    assert exact_entropy("two_moons") is None
+    assert exact_entropy("text") is None
+    assert exact_entropy("text", background=0.0) == pytest.approx(math.log(glyph_area("689")))
+    with pytest.raises(KeyError):
+        exact_entropy("nope")
+
+
+def test_checkerboard_entropy_matches_samples():
+    # Uniform density: -E[log p] equals ln(area) exactly when every sample is inside the support.
+    x = GENERATORS["checkerboard"](2000, seed=0)
+    assert np.all(np.abs(x) <= 2.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Text data
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def text_points() -> np.ndarray:
+    return make_text(20000, seed=0)
+
+
+def test_text_fraction_inside_glyphs(text_points):
+    labels = glyph_labels(text_points)
+    assert labels.shape == (20000,) and labels.dtype == np.int64
+    # 90 % glyph points plus the background points that happen to fall on a glyph
+    background = np.random.default_rng(99).standard_normal((20000, 2))
+    expected = 0.9 + 0.1 * np.mean(glyph_labels(background) >= 0)
+    assert 0.905 < expected < 0.93
+    assert np.mean(labels >= 0) == pytest.approx(expected, abs=0.007)
+
+
+def test_text_digits_get_points_in_proportion_to_area():
+    glyph_only = make_text(20000, seed=2, background=0.0)
+    counts = np.bincount(glyph_labels(glyph_only), minlength=3)
+    areas = np.array([char_area(p) for p in glyph_layout("689", "DejaVuSans", 1.24, (0.0, 0.13))])
+    assert areas.sum() == pytest.approx(glyph_area("689"))
+    np.testing.assert_allclose(counts / counts.sum(), areas / areas.sum(), atol=0.012)
+
+
+def test_text_background_is_gaussian(text_points):
+    outside = text_points[glyph_labels(text_points) < 0]
+    far = np.hypot(outside[:, 0], outside[:, 1]) > 2.0
+    # N(0, I): P(r > 2) = exp(-2) ~ 0.135 of the background, i.e. ~1.35 % of all points
+    assert far.sum() / len(text_points) == pytest.approx(0.1 * math.exp(-2.0), abs=0.004)
+
+
+def hole_polygons(char_index: int) -> list[np.ndarray]:
+    polygons = glyph_layout("689", "DejaVuSans", 1.24, (0.0, 0.13))[char_index]
+    holes = []
+    for i, polygon in enumerate(polygons):
+        if any(MplPath(o).contains_point(tuple(polygon[0])) for j, o in enumerate(polygons) if j != i):
+            holes.append(polygon)
+    return holes
+
+
+@pytest.mark.parametrize(("char_index", "n_holes"), [(0, 1), (1, 2), (2, 1)])
+def test_no_points_in_holes(text_points, char_index, n_holes):
+    holes = hole_polygons(char_index)
+    assert len(holes) == n_holes
+    glyph_only = make_text(20000, seed=1, background=0.0)
+    for hole in holes:
+        centre = hole.mean(axis=0)
+        assert MplPath(hole).contains_point(tuple(centre))
+        assert glyph_labels(centre[None, :])[0] == -1
+        assert not MplPath(hole).contains_points(glyph_only).any()
+    assert np.all(glyph_labels(glyph_only) >= 0)
+
+
+def test_hole_of_six_position():
+    (hole,) = hole_polygons(0)
+    centre = hole.mean(axis=0)
+    # the loop of the 6 sits in the lower part of the left digit
+    assert -1.2 < centre[0] < -0.8
+    assert -0.3 < centre[1] < 0.1
+
+
+def test_text_layout_extents(text_points):
+    glyphs = text_points[glyph_labels(text_points) >= 0]
+    lo, hi = glyphs.min(axis=0), glyphs.max(axis=0)
+    assert lo[0] == pytest.approx(-1.45, abs=0.1) and hi[0] == pytest.approx(1.45, abs=0.1)
+    assert lo[1] == pytest.approx(-0.49, abs=0.05) and hi[1] == pytest.approx(0.75, abs=0.05)
+    assert glyph_area("689") == pytest.approx(1.38, abs=0.05)
+
+
+def test_text_other_strings_and_options():
+    pts = make_text(3000, seed=0, text="a b", background=0.0)
+    labels = glyph_labels(pts, "a b")
+    assert set(np.unique(labels).tolist()) == {0, 2}
+    with pytest.raises(ValueError):
+        make_text(10, seed=0, background=1.5)
+    with pytest.raises(ValueError):
+        make_text(10, seed=0, text="")
+
+
+def kl_entropy(x: np.ndarray) -> float:
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma
+
+    distances, _ = cKDTree(x).query(x, k=2)
+    return float(digamma(len(x)) - digamma(1) + math.log(math.pi) + 2 * np.mean(np.log(distances[:, 1])))
+
+
+def test_text_entropy_close_to_reference(text_points):
+    # Kozachenko-Leonenko estimate; the reference data set has about 0.84 nats
+    assert kl_entropy(text_points) == pytest.approx(0.84, abs=0.1)
+
+
+def test_repository_689_file_is_ours_and_reproducible():
+    path = REPO / "689_data.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    data = load_csv(path)
+    assert data.columns == ("x", "y") and data.values.shape == (65536, 2)
+    assert np.array_equal(data.values[:1000], make_text(65536, seed=0)[:1000])
+    if REFERENCE.exists():
+        reference = load_csv(REFERENCE).values
+        assert not np.array_equal(reference[:100], data.values[:100])
+        assert data.values.mean(axis=0) == pytest.approx(reference.mean(axis=0), abs=0.06)
+        assert data.values.std(axis=0) == pytest.approx(reference.std(axis=0), rel=0.1)

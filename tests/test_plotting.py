@@ -1,0 +1,276 @@
+"""Tests for genmodels.plotting: files of the right size and format, not blank, written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from genmodels import plotting
+from genmodels.plotting import (
+    DPI,
+    grid_for,
+    plot_density,
+    plot_loss,
+    plot_pairs,
+    plot_panels,
+    plot_strip,
+    plot_training_diagnostics,
+)
+
+MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "svg": b"<?xml", "pdf": b"%PDF"}
+
+
+def figure_sizes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
+    """Record the size in inches of every figure saved from now on."""
+    sizes: list[tuple[float, float]] = []
+    original = Figure.savefig
+
+    def recording(self: Figure, *args: object, **kwargs: object) -> None:
+        sizes.append(tuple(self.get_size_inches()))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    return sizes
+
+
+def check_png(path: Path, size_inches: tuple[float, float]) -> np.ndarray:
+    """The PNG at ``path`` is ``size_inches * DPI`` pixels and not blank; return its pixels."""
+    assert path.suffix == ".png"
+    assert path.read_bytes()[:8] == MAGIC["png"]
+    image = mpimg.imread(path)
+    width, height = size_inches
+    assert image.shape[:2] == (round(height * DPI), round(width * DPI))
+    assert image[..., :3].std() > 0.02, "image is blank"
+    return image
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if ".tmp" in p.name]
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def history() -> dict[str, list[float]]:
+    epochs = np.arange(1, 11, dtype=float)
+    test = np.where(epochs % 3 == 0, 1.0 - 0.1 * epochs, np.nan)
+    return {
+        "epoch": epochs.tolist(),
+        "train_nll": (1.2 - 0.12 * epochs).tolist(),  # goes negative
+        "test_nll": test.tolist(),
+        "lr": (1e-3 * 0.9**epochs).tolist(),
+        "grad_norm": (5.0 / epochs).tolist(),
+    }
+
+
+def test_plot_panels_png(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = figure_sizes(monkeypatch)
+    data = rng.uniform(0.0, 4.0, size=(3000, 2)) * [1.0, 0.5]
+    latent = rng.standard_normal((3000, 2))
+    out = plot_panels(
+        [("Original Data", data), ("Latent z = f(x)", latent), ("Generated Samples", data + 0.01)],
+        tmp_path / "panels.whatever",
+        reference=data,
+        columns=["u", "v"],
+        suptitle="flow",
+    )
+    assert out == tmp_path / "panels.png"
+    check_png(out, sizes[-1])
+    assert no_temp_files(tmp_path)
+
+
+def test_plot_panels_limits(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """Panels like the reference share its limits, a differently scaled one keeps its own."""
+    limits: list[tuple[tuple[float, float], tuple[float, float]]] = []
+    original = Figure.savefig
+
+    def capture(self: Figure, *args: object, **kwargs: object) -> None:
+        limits.extend((ax.get_xlim(), ax.get_ylim()) for ax in self.axes)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    data = rng.uniform(10.0, 20.0, size=(2000, 2))
+    panels = [("data", data), ("latent", rng.standard_normal((2000, 2))), ("gen", data * 1.01)]
+    plot_panels(panels, tmp_path / "a.png", reference=data)
+    assert limits[0] == limits[2]
+    assert limits[1] != limits[0]
+    assert limits[1][0][0] < 0.0 < limits[1][0][1]
+    # Limits follow quantiles, not outliers.
+    assert limits[0][0][1] < 25.0
+    limits.clear()
+    plot_panels(panels, tmp_path / "b.png", reference=data, share_reference=[True, True, False])
+    assert limits[0] == limits[1]
+    with pytest.raises(ValueError):
+        plot_panels(panels, tmp_path / "c.png", share_reference=[True, False, False])
+
+
+@pytest.mark.parametrize("fmt", ["svg", "pdf"])
+def test_vector_formats(tmp_path: Path, rng: np.random.Generator, fmt: str, history: dict) -> None:
+    pts = rng.standard_normal((5000, 2))
+    outputs = [
+        plot_panels([("x", pts)], tmp_path / "p.png", fmt=fmt),
+        plot_loss(history, tmp_path / "l", ylabel="NLL [nats]", title="t", fmt=fmt),
+        plot_strip([("a", pts), ("b", pts * 2)], tmp_path / "s.png", fmt=fmt),
+    ]
+    for out in outputs:
+        assert out.suffix == "." + fmt
+        assert out.read_bytes()[: len(MAGIC[fmt])] == MAGIC[fmt]
+
+
+def test_plot_panels_three_dims_states_pair(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts: list[str] = []
+    original = Figure.savefig
+
+    def capture(self: Figure, *args: object, **kwargs: object) -> None:
+        texts.append(self.get_suptitle())
+        texts.extend(ax.get_xlabel() + "|" + ax.get_ylabel() for ax in self.axes)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    real = rng.standard_normal((500, 3))
+    out = plot_panels(
+        [("real", real), ("gen", real + 0.1)], tmp_path / "p3.png", columns=["a", "b", "c"], dims=(0, 2)
+    )
+    assert out.exists()
+    assert "showing columns (a, c) of 3" in texts[0]
+    assert texts[1:] == ["a|c", "a|c"]
+    with pytest.raises(ValueError):
+        plot_panels([("real", real)], tmp_path / "bad.png", dims=(0, 3))
+
+
+def test_plot_pairs(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = figure_sizes(monkeypatch)
+    real = rng.standard_normal((3000, 3))
+    gen = rng.standard_normal((2500, 3)) * 1.1
+    out = plot_pairs(real, gen, tmp_path / "pairs.png", columns=["a", "b", "c"], max_points=1000)
+    check_png(out, sizes[-1])
+    with pytest.raises(ValueError):
+        plot_pairs(real, gen[:, :2], tmp_path / "bad.png")
+
+
+def test_plot_strip(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = figure_sizes(monkeypatch)
+    x0 = rng.uniform(-1, 1, size=(2000, 2))
+    snaps = [(f"x_{t}", x0 * (1 - t / 4) + rng.standard_normal(x0.shape) * t) for t in (4, 2, 0)]
+    out = plot_strip(snaps, tmp_path / "strip.png", suptitle="reverse")
+    check_png(out, sizes[-1])
+
+
+def test_grid_for_and_plot_density(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = figure_sizes(monkeypatch)
+    pts = rng.standard_normal((4000, 2)) * [2.0, 0.5]
+    grid, extent = grid_for(pts, resolution=50)
+    assert grid.shape == (2500, 2)
+    x0, x1, y0, y1 = extent
+    assert x0 < grid[:, 0].min() < grid[:, 0].max() < x1
+    assert y0 < grid[:, 1].min() < grid[:, 1].max() < y1
+    assert grid[1, 0] > grid[0, 0] and grid[1, 1] == grid[0, 1]  # x varies fastest
+    logp = (-0.5 * ((grid[:, 0] / 2.0) ** 2 + (grid[:, 1] / 0.5) ** 2)).reshape(50, 50)
+    logp[0, 0] = -np.inf
+    logp[0, 1] = np.nan
+    out = plot_density(logp, extent, tmp_path / "density.png", points=pts, title="log density")
+    check_png(out, sizes[-1])
+    out = plot_density(logp, extent, tmp_path / "plain.png", title="no points")
+    check_png(out, sizes[-1])
+
+
+def test_plot_loss_skips_nan(tmp_path: Path, history: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines: dict[str, np.ndarray] = {}
+    scales: list[str] = []
+    original = Figure.savefig
+
+    def capture(self: Figure, *args: object, **kwargs: object) -> None:
+        for line in self.axes[0].get_lines():
+            lines[line.get_label()] = np.asarray(line.get_ydata(), dtype=float)
+        scales.append(self.axes[0].get_yscale())
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    losses = {k: history[k] for k in ("epoch", "train_nll", "test_nll")}
+    out = plot_loss(losses, tmp_path / "loss.png", ylabel="NLL [nats]", title="training", log_y=True)
+    assert out.exists()
+    assert set(lines) == {"train NLL", "test NLL"}
+    assert len(lines["train NLL"]) == 10
+    assert len(lines["test NLL"]) == 3 and np.isfinite(lines["test NLL"]).all()
+    assert scales[-1] == "linear"  # negative values: no log scale
+    plot_loss({"epoch": [1, 2], "lr": [1e-3, 1e-4]}, tmp_path / "lr.png", ylabel="lr", title="t", log_y=True)
+    assert scales[-1] == "log"
+
+
+def test_plot_loss_single_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = figure_sizes(monkeypatch)
+    out = plot_loss({"epoch": [1], "train_nll": [1.5]}, tmp_path / "one.png", ylabel="NLL", title="one")
+    image = check_png(out, sizes[-1])
+    assert image.shape[:2] == (630, 960)  # 6.4 x 4.2 inches at 150 dpi
+    all_nan = {"epoch": [1, 2], "train_nll": [np.nan, np.nan]}
+    assert plot_loss(all_nan, tmp_path / "nan.png", ylabel="NLL", title="nan").exists()
+    with pytest.raises(ValueError):
+        plot_loss({"epoch": [1, 2], "train_nll": [1.0]}, tmp_path / "bad.png", ylabel="NLL", title="bad")
+
+
+def test_plot_training_diagnostics(tmp_path: Path, history: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = figure_sizes(monkeypatch)
+    out = plot_training_diagnostics(history, tmp_path / "diag.png")
+    image = check_png(out, sizes[-1])
+    assert image.shape[1] > 2 * image.shape[0]
+    partial = {"epoch": history["epoch"], "train_loss": history["train_nll"]}
+    assert plot_training_diagnostics(partial, tmp_path / "partial.png").exists()
+
+
+def test_pretty_labels() -> None:
+    assert plotting._pretty("train_nll") == "train NLL"
+    assert plotting._pretty("grad_norm") == "grad norm"
+    assert plotting._pretty("val_kl_loss") == "val KL loss"
+
+
+def test_failed_save_keeps_old_file(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "panels.png"
+    target.write_bytes(b"old contents")
+
+    def broken(self: Figure, fname: object, *args: object, **kwargs: object) -> None:
+        Path(str(fname)).write_bytes(b"\x89PNG partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        plot_panels([("x", rng.standard_normal((100, 2)))], target)
+    assert target.read_bytes() == b"old contents"
+    assert no_temp_files(tmp_path)
+    with pytest.raises(RuntimeError):
+        plot_loss({"epoch": [1], "nll": [1.0]}, tmp_path / "new.png", ylabel="NLL", title="t")
+    assert not (tmp_path / "new.png").exists()
+    assert no_temp_files(tmp_path)
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        plot_panels([("x", np.zeros((10, 1)))], tmp_path / "a.png")
+    with pytest.raises(ValueError):
+        plot_panels([("x", np.zeros((10, 2)))], tmp_path / "a.png", fmt="jpg")
+    with pytest.raises(ValueError):
+        plot_density(np.zeros(5), (0, 1, 0, 1), tmp_path / "d.png", title="t")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_degenerate_data(tmp_path: Path) -> None:
+    """Constant data and non-finite rows still give a picture rather than an error."""
+    pts = np.ones((50, 2))
+    pts[0] = np.nan
+    assert plot_panels([("constant", pts)], tmp_path / "c.png").exists()
+    grid, extent = grid_for(pts, resolution=4)
+    assert np.isfinite(grid).all() and extent[0] < extent[1]
