@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from genmodels import __version__
-from genmodels.config import RunConfig, config_from_dict, config_to_dict
+from genmodels.config import MODEL_TYPES, RunConfig, config_from_dict, config_to_dict
 from genmodels.errors import CheckpointError, ConfigError
 from genmodels.fileio import atomic_path
 
@@ -38,6 +38,7 @@ __all__ = [
 
 FORMAT = "genmodels-checkpoint"
 FORMAT_VERSION = 1
+_REQUIRED_KEYS = ("model_type", "config", "dim", "columns", "model")
 
 
 def build_model(config: RunConfig, dim: int) -> nn.Module:
@@ -128,7 +129,20 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint path is a directory, not a file: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as error:
+    except OSError as error:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror or error}") from None
+    except (
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        RuntimeError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        ImportError,
+    ) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
             f"{path} is not a genmodels checkpoint (it could not be read as one: {first[:200]})"
@@ -145,7 +159,14 @@ def load_checkpoint(
             f"{path} has checkpoint format version {version}, newer than this genmodels "
             f"{__version__} reads (version {FORMAT_VERSION}); upgrade genmodels"
         )
+    missing = [key for key in _REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete genmodels checkpoint (missing: {', '.join(missing)})")
     model_type = payload.get("model_type")
+    if model_type not in MODEL_TYPES:
+        raise CheckpointError(
+            f"{path} holds a model of unknown type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}"
+        )
     if expected_type is not None and model_type != expected_type:
         raise CheckpointError(f"{path} is a {model_type} checkpoint, but a {expected_type} one is needed")
     try:

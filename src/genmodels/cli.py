@@ -36,7 +36,9 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
     parser.add_argument("--lr", type=float, help="learning rate (overrides training.learning_rate)")
     parser.add_argument("--seed", type=int, help="random seed (overrides training.seed)")
     parser.add_argument("--data", help="CSV dataset (overrides data.path; default 689_data.csv)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)")
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)"
+    )
     parser.add_argument("--output_dir", default="outputs", help="where outputs are written (default outputs)")
     parser.add_argument("--resume", help="continue from a checkpoint, or 'auto' for OUTPUT_DIR's latest one")
     parser.add_argument("--drop_invalid", action="store_true", help="drop CSV rows with bad cells (counted)")
@@ -51,7 +53,8 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
 def build_parser() -> argparse.ArgumentParser:
     """The ``genmodels`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="genmodels", description="Train and sample RealNVP flows and DDPM diffusion models on point data."
+        prog="genmodels",
+        description="Train and sample RealNVP flows and DDPM diffusion models on point data.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -115,17 +118,29 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from genmodels.checkpoint import load_checkpoint, model_from_checkpoint
     from genmodels.data import save_csv
-    from genmodels.errors import ConfigError
+    from genmodels.errors import CheckpointError, ConfigError
     from genmodels.runner import resolve_device, sample_model
 
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1 (got {args.n})")
+    if args.sampling_steps < 0:
+        raise ConfigError(f"--sampling_steps must be >= 0 (got {args.sampling_steps})")
+    if not 0.0 <= args.eta <= 1.0:
+        raise ConfigError(f"--eta must be in [0, 1] (got {args.eta})")
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
     model = model_from_checkpoint(payload, device=device)
     samples = sample_model(model, args.n, seed=args.seed, sampling_steps=args.sampling_steps, eta=args.eta)
+    bad = int((~np.isfinite(samples).all(axis=1)).sum())
+    if bad:
+        raise CheckpointError(
+            f"{bad} of {args.n} samples from {args.checkpoint} are not finite (diverged weights?); "
+            f"nothing was written to {args.output}"
+        )
     save_csv(args.output, samples, tuple(payload["columns"]))
     print(f"wrote {args.n} samples of {payload['model_type']} to {args.output}")
     return 0
@@ -144,7 +159,10 @@ def _make_data(args: argparse.Namespace) -> int:
         if args.name != "text":
             raise ConfigError("--text applies only to the 'text' dataset")
         kwargs["text"] = args.text
-    points = GENERATORS[args.name](args.n, seed=args.seed, **kwargs)
+    try:
+        points = GENERATORS[args.name](args.n, seed=args.seed, **kwargs)
+    except ValueError as error:
+        raise ConfigError(f"make-data {args.name}: {error}") from None
     save_csv(args.output, points, ("x", "y"))
     print(f"wrote {len(points)} points of {args.name} to {args.output}")
     return 0
@@ -168,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except GenModelsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a path that cannot be read or written (permissions, a file for a folder)
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

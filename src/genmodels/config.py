@@ -128,7 +128,9 @@ class TrainingConfig:
         errors: list[str] = []
         _check(errors, self.epochs >= 1, f"training.epochs must be >= 1 (got {self.epochs})")
         _check(errors, self.batch_size >= 1, f"training.batch_size must be >= 1 (got {self.batch_size})")
-        _check(errors, self.learning_rate > 0, f"training.learning_rate must be > 0 (got {self.learning_rate})")
+        _check(
+            errors, self.learning_rate > 0, f"training.learning_rate must be > 0 (got {self.learning_rate})"
+        )
         _check(errors, 0 < self.lr_decay <= 1, f"training.lr_decay must be in (0, 1] (got {self.lr_decay})")
         _check(errors, self.grad_clip >= 0, "training.grad_clip must be >= 0")
         _check(errors, self.weight_decay >= 0, "training.weight_decay must be >= 0")
@@ -184,6 +186,7 @@ class DDPMModelConfig:
             ``"mean"`` outputs the posterior mean μ_θ directly.
         weighting: ``"simple"`` (Ho et al. 2020, sec. 3.4: equal weight on the noise error at every
             timestep) or ``"bound"`` (the variational bound's 1/(2σ²_i) on the mean error).
+        reverse_variance: σ²_i of the reverse steps: ``"posterior"`` (σ̃²_i) or ``"beta"`` (β²_i).
     """
 
     diffusion_steps: int = 2500
@@ -195,6 +198,7 @@ class DDPMModelConfig:
     input_embed_dim: int = 0
     parameterisation: Literal["eps", "mean"] = "eps"
     weighting: Literal["simple", "bound"] = "simple"
+    reverse_variance: Literal["posterior", "beta"] = "posterior"
 
     def problems(self) -> list[str]:
         errors: list[str] = []
@@ -234,8 +238,9 @@ _TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
     "ddpm": {"epochs": 1000, "batch_size": 4096, "seed": 689, "eval_every": 50, "checkpoint_every": 100},
 }
 _SECTIONS = ("model", "training", "data", "sampling")
-# The specification writes the learning rate as ``learning_rate`` in YAML and ``--lr`` on the command line.
-_ALIASES = {"lr": "learning_rate"}
+# The specification writes the learning rate as ``learning_rate`` in YAML and ``--lr`` on the command line;
+# ``training.lr`` is accepted as another name for it.
+_ALIASES: dict[str, dict[str, str]] = {"training": {"lr": "learning_rate"}}
 
 
 def default_config(model_type: str) -> RunConfig:
@@ -252,6 +257,21 @@ def default_config(model_type: str) -> RunConfig:
 def _closest(key: str, valid: list[str]) -> str:
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else f" (valid keys: {', '.join(valid)})"
+
+
+def _other_type_hint(raw: Mapping[str, Any], model_type: str) -> str:
+    """A hint when every model key of ``raw`` belongs to the other model type's architecture."""
+    model = raw.get("model")
+    if not isinstance(model, Mapping) or not model:
+        return ""
+    for other, cls in _MODEL_CLASSES.items():
+        if other == model_type:
+            continue
+        names = {f.name for f in dataclasses.fields(cls)}
+        own = {f.name for f in dataclasses.fields(_MODEL_CLASSES[model_type])}
+        if all(k in names for k in model) and any(k not in own for k in model):
+            return f". This looks like a {other} config; use it with 'train {other}'"
+    return ""
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -321,26 +341,44 @@ def config_from_dict(raw: Mapping[str, Any], model_type: str, *, source: str = "
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{source}: section '{key}' must be a mapping of keys to values (got {value!r})")
+            raise ConfigError(
+                f"{source}: section '{key}' must be a mapping of keys to values (got {value!r})"
+            )
         valid = [f.name for f in dataclasses.fields(getattr(config, key))]
+        aliases = _ALIASES.get(key, {})
         section: dict[str, Any] = {}
-        for sub, sub_value in value.items():
-            sub = _ALIASES.get(sub, sub)
+        written_as: dict[str, Any] = {}
+        for written, sub_value in value.items():
+            sub = aliases.get(written, written)
             if sub not in valid:
-                unknown.append(f"'{key}.{sub}'{_closest(str(sub), valid)}")
+                unknown.append(f"'{key}.{written}'{_closest(str(written), valid + list(aliases))}")
+            elif sub in section:
+                first = f"{key}.{written_as[sub]}"
+                raise ConfigError(f"{source}: '{first}' and '{key}.{written}' both set {key}.{sub}; keep one")
             else:
                 section[sub] = sub_value
+                written_as[sub] = written
         sections[key] = section
     if unknown:
-        raise ConfigError(f"unknown key(s) in {source}: " + "; ".join(unknown))
+        hint = _other_type_hint(raw, model_type)
+        raise ConfigError(f"unknown key(s) in {source}: " + "; ".join(unknown) + hint)
     for key, values in sections.items():
-        config = dataclasses.replace(
-            config, **{key: _build_section(type(getattr(config, key)), getattr(config, key), values, key, source)}
-        )
+        base = getattr(config, key)
+        config = dataclasses.replace(config, **{key: _build_section(type(base), base, values, key, source)})
     problems = config.problems()
     if problems:
         raise ConfigError(f"invalid value(s) in {source}: " + "; ".join(problems))
     return config
+
+
+def _yaml_error_message(path: str | os.PathLike[str], error: yaml.YAMLError) -> str:
+    """``FILE, line L, column C: not valid YAML: PROBLEM`` (1-based), from a PyYAML error."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+    context = getattr(error, "context", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    detail = f"{problem} ({context})" if context else problem
+    return f"{path}{where}: not valid YAML: {detail}"
 
 
 def load_config(path: str | os.PathLike[str], model_type: str) -> RunConfig:
@@ -357,23 +395,32 @@ def load_config(path: str | os.PathLike[str], model_type: str) -> RunConfig:
     except IsADirectoryError:
         raise ConfigError(f"config path is a directory, not a YAML file: {path}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        raise ConfigError(_yaml_error_message(path, error)) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text (UTF-8) YAML file") from None
     return config_from_dict(raw, model_type, source=str(path))
 
 
-def with_overrides(config: RunConfig, overrides: Mapping[str, Any], *, source: str = "command line") -> RunConfig:
+def with_overrides(
+    config: RunConfig, overrides: Mapping[str, Any], *, source: str = "command line"
+) -> RunConfig:
     """Return ``config`` with dotted ``section.key`` overrides applied (None values are skipped)."""
     nested: dict[str, dict[str, Any]] = {}
     for dotted, value in overrides.items():
         if value is None:
             continue
+        if "." not in dotted:
+            raise ConfigError(
+                f"override {dotted!r} in {source} must be 'section.key' ({', '.join(_SECTIONS)})"
+            )
         section, key = dotted.split(".", 1)
         nested.setdefault(section, {})[key] = value
     raw = config_to_dict(config)
     for section, values in nested.items():
-        raw[section].update(values)
+        current = raw.setdefault(section, {})  # an unknown section is reported by config_from_dict
+        for key, value in values.items():
+            current.pop(_ALIASES.get(section, {}).get(key, key), None)  # "training.lr" replaces the rate
+            current[key] = value
     return config_from_dict(raw, config.model_type, source=source)
 
 

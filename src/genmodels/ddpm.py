@@ -3,7 +3,7 @@
 
 A network predicts the posterior mean μ_θ(x_i, i) of the reverse step (eq. 1 of Ho et al.)::
 
-    p_θ(x_{i-1} | x_i) = N(μ_θ(x_i, i), σ²_i I),   σ²_i = σ̃²_i  (no noise at i = 1)
+    p_θ(x_{i-1} | x_i) = N(μ_θ(x_i, i), σ²_i I),   σ²_i = σ̃²_i or β²_i  (no noise at i = 1)
 
 either directly (``parameterisation="mean"``) or through a noise prediction ε_θ (``"eps"``), which gives
 μ_θ = (x_i - β²_i / sqrt(1 - ᾱ_i²) · ε_θ) / α_i (eq. 11). Training draws i uniformly from 1..L and
@@ -111,8 +111,11 @@ class DDPM(nn.Module):
         network: nn.Module,
         parameterisation: str = "eps",
         weighting: str = "simple",
+        reverse_variance: str = "posterior",
     ) -> None:
         super().__init__()
+        if reverse_variance not in ("posterior", "beta"):
+            raise ValueError(f"reverse_variance must be 'posterior' or 'beta', got {reverse_variance!r}")
         if parameterisation not in ("eps", "mean"):
             raise ValueError(f"parameterisation must be 'eps' or 'mean', got {parameterisation!r}")
         if weighting not in ("simple", "bound"):
@@ -124,9 +127,14 @@ class DDPM(nn.Module):
         self.standardize = Standardize(dim)
         self.schedule = NoiseSchedule(steps, beta2_start, beta2_end)
         self.network = network
-        # Reverse-process variances σ²_i: the posterior's σ̃²_i, except the decoder's σ²_1 = β²_1 used
-        # by the likelihood bound (sampling adds no noise at i = 1).
-        variance = self.schedule.posterior_variance.clone()
+        # Reverse-process variances σ²_i (Ho et al. 2020, sec. 3.2): the posterior's σ̃²_i, or β²_i. The
+        # decoder p(x_0 | x_1) of the likelihood bound has σ²_1 = β²_1 either way; sampling adds no
+        # noise at i = 1.
+        self.reverse_variance_kind = reverse_variance
+        if reverse_variance == "posterior":
+            variance = self.schedule.posterior_variance.clone()
+        else:
+            variance = self.schedule.beta2.clone()
         variance[1] = self.schedule.beta2[1]
         self.register_buffer("reverse_variance", variance)
 
@@ -149,6 +157,7 @@ class DDPM(nn.Module):
             network=network,
             parameterisation=config.parameterisation,
             weighting=config.weighting,
+            reverse_variance=config.reverse_variance,
         )
 
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -213,7 +222,9 @@ class DDPM(nn.Module):
         mean = self.posterior_mean_prediction(xi, timestep)
         var = self.reverse_variance[timestep]
         sq = (mean - self.schedule.posterior_mean(z0, xi, timestep)).pow(2).sum(-1)
-        kl = sq / (2 * var)
+        # KL(N(μ̃, σ̃²I) || N(μ_θ, σ²I)); the variance part vanishes when σ² = σ̃².
+        ratio = self.schedule.posterior_variance[timestep].clamp_min(1e-30) / var
+        kl = sq / (2 * var) + 0.5 * self.dim * (ratio - 1 - torch.log(ratio))
         decoder = 0.5 * ((z0 - mean).pow(2).sum(-1) / var + self.dim * torch.log(2 * math.pi * var))
         return torch.where(timestep == 1, decoder, kl)
 
@@ -239,15 +250,22 @@ class DDPM(nn.Module):
         return total - log_det
 
     @torch.no_grad()
-    def nll_bound_estimate(self, x0: torch.Tensor) -> torch.Tensor:
-        """Unbiased one-sample estimate of :meth:`nll_bound`: L times one term at a random timestep.
+    def nll_bound_estimate(self, x0: torch.Tensor, *, strata: int = 32) -> torch.Tensor:
+        """Unbiased, cheap estimate of :meth:`nll_bound`: the prior and decoder terms exactly, and the
+        L - 1 KL terms by stratified sampling: i in 2..L is cut into ``strata`` equal ranges, one
+        random i is drawn in each, and its term is weighted by the range's length.
 
-        ``x0 (N, D)``; returns ``(N,)`` nats (noisy per point; its mean over many points is accurate).
+        ``x0 (N, D)``; returns ``(N,)`` nats. Costs ``strata + 1`` network passes instead of L.
         """
         z0, log_det = self.standardize(x0)
-        timestep = torch.randint(1, self.diffusion_steps + 1, (z0.shape[0],), device=z0.device)
-        terms = self.diffusion_steps * self._bound_terms(z0, timestep)
-        return self._prior_term(z0) + terms - log_det
+        n, device = z0.shape[0], z0.device
+        total = self._prior_term(z0) + self._bound_terms(z0, torch.ones(n, dtype=torch.long, device=device))
+        edges = torch.linspace(2, self.diffusion_steps + 1, min(strata, self.diffusion_steps - 1) + 1).long()
+        for low, high in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
+            if high > low:
+                timestep = torch.randint(low, high, (n,), device=device)
+                total = total + (high - low) * self._bound_terms(z0, timestep)
+        return total - log_det
 
     # -- sampling -----------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -285,11 +303,13 @@ class DDPM(nn.Module):
             if full:
                 x = self.posterior_mean_prediction(x, timestep)
                 if i > 1:
-                    x = x + s.posterior_variance[i].sqrt() * torch.randn(x.shape, generator=generator, device=device)
+                    x = x + self.reverse_variance[i].sqrt() * torch.randn(
+                        x.shape, generator=generator, device=device
+                    )
             else:
                 prev = timesteps[k + 1] if k + 1 < len(timesteps) else 0
                 eps = self._eps_prediction(x, timestep)
-                x0 = (x - s.sigma_bar[i] * eps) / s.alpha_bar[i]
+                x0 = (x - s.sigma_bar[i] * eps) / s.alpha_bar[i].clamp_min(1e-12)  # ᾱ can underflow
                 ab_prev = s.alpha_bar[prev]
                 sigma = eta * torch.sqrt(
                     (1 - ab_prev**2) / (1 - s.alpha_bar[i] ** 2) * (1 - s.alpha_bar[i] ** 2 / ab_prev**2)

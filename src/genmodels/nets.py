@@ -84,7 +84,9 @@ def sinusoidal_embedding(timesteps: torch.Tensor, dim: int, *, max_period: float
     """
     half = dim // 2
     freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / max(half, 1)
+        -math.log(max_period)
+        * torch.arange(half, dtype=torch.float32, device=timesteps.device)
+        / max(half, 1)
     )
     args = timesteps.float()[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)

@@ -155,7 +155,6 @@ class AffineCoupling(nn.Module):
         return self._transform(y, inverse=True)
 
 
-
 class RealNVP(nn.Module):
     """RealNVP flow ``x -> z`` on ``D``-dimensional data with a standard normal base.
 

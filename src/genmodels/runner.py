@@ -59,7 +59,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but no CUDA GPU is available (use --device cpu or auto)")
+        raise ConfigError(
+            "--device cuda was asked for, but no CUDA GPU is available (use --device cpu or auto)"
+        )
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda (got {name!r})")
     return torch.device(name)
@@ -88,7 +90,9 @@ def sample_model(
     return torch.cat(chunks).cpu().double().numpy()
 
 
-def evaluate_samples(samples: np.ndarray, real_test: np.ndarray, real_train: np.ndarray, *, seed: int) -> dict:
+def evaluate_samples(
+    samples: np.ndarray, real_test: np.ndarray, real_train: np.ndarray, *, seed: int
+) -> dict:
     """C2ST of ``samples`` against the held-out points, beside its floor (two disjoint real sets)."""
     n = min(len(samples), len(real_test))
     rng = np.random.default_rng(seed)
@@ -260,7 +264,10 @@ def run_training(
         else:
             metrics["test_nll_bound"] = float(ema.nll_bound(test).mean()) if len(test) else math.nan
             metrics["test_nll_bound_per_dim"] = metrics["test_nll_bound"] / dim
-            middle = ("Forward Diffused", ema.forward_diffuse(train[:20000], ema.diffusion_steps).cpu().numpy())
+            middle = (
+                "Forward Diffused",
+                ema.forward_diffuse(train[:20000], ema.diffusion_steps).cpu().numpy(),
+            )
     n_eval = sampling.n_eval or len(test_np)
     metrics.update(evaluate_samples(samples[:n_eval], test_np, train_np, seed=config.data.split_seed))
 

@@ -94,15 +94,22 @@ class NoiseSchedule(nn.Module):
 
     def posterior_mean(self, x0: torch.Tensor, xi: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """μ̃_i(x_i, x_0), the mean of ``q(x_{i-1} | x_i, x_0)``; shapes ``(N, D)``, timestep ``(N,)``."""
-        return self.gather("posterior_coef_x0", timestep, x0) * x0 + self.gather("posterior_coef_xi", timestep, xi) * xi
+        return (
+            self.gather("posterior_coef_x0", timestep, x0) * x0
+            + self.gather("posterior_coef_xi", timestep, xi) * xi
+        )
 
     def mean_from_eps(self, xi: torch.Tensor, eps: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """The posterior mean implied by a noise prediction (Ho et al. 2020, eq. 11):
         ``μ = (x_i - β²_i / sqrt(1 - ᾱ_i²) · ε) / α_i``."""
         beta2 = self.gather("beta2", timestep, xi)
-        return (xi - beta2 / self.gather("sigma_bar", timestep, xi) * eps) / self.gather("alpha", timestep, xi)
+        return (xi - beta2 / self.gather("sigma_bar", timestep, xi) * eps) / self.gather(
+            "alpha", timestep, xi
+        )
 
     def eps_from_mean(self, xi: torch.Tensor, mean: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`mean_from_eps`: ``ε = (x_i - α_i μ) sqrt(1 - ᾱ_i²) / β²_i``."""
         beta2 = self.gather("beta2", timestep, xi)
-        return (xi - self.gather("alpha", timestep, xi) * mean) * self.gather("sigma_bar", timestep, xi) / beta2
+        return (
+            (xi - self.gather("alpha", timestep, xi) * mean) * self.gather("sigma_bar", timestep, xi) / beta2
+        )

@@ -1,0 +1,204 @@
+"""DDPM: losses, the likelihood bound against an exact answer, sampling, small schedules, an end-to-end fit."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from genmodels.config import DDPMModelConfig, TrainingConfig
+from genmodels.ddpm import DDPM
+from genmodels.training import Trainer
+
+
+def small_ddpm(steps: int = 20, *, parameterisation: str = "eps", weighting: str = "simple", **kw) -> DDPM:
+    config = DDPMModelConfig(
+        diffusion_steps=steps,
+        beta2_start=kw.pop("beta2_start", 1e-3),
+        beta2_end=kw.pop("beta2_end", 0.2),
+        hidden_units=16,
+        n_blocks=1,
+        time_embed_dim=8,
+        parameterisation=parameterisation,
+        weighting=weighting,
+        **kw,
+    )
+    torch.manual_seed(0)
+    model = DDPM.from_config(config, 2)
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+class OracleEps(nn.Module):
+    """The exact noise prediction for standard normal data: E[ε | x_i] = sqrt(1 - ᾱ_i²) x_i."""
+
+    def __init__(self, sigma_bar: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("sigma_bar", sigma_bar)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        return self.sigma_bar[timestep][:, None] * x
+
+
+def oracle_ddpm(steps: int, dim: int = 2, reverse_variance: str = "beta") -> DDPM:
+    from genmodels.schedule import NoiseSchedule
+
+    schedule = NoiseSchedule(steps, 1e-4, 0.02)
+    network = OracleEps(schedule.sigma_bar.clone())
+    return DDPM(
+        dim, steps=steps, beta2_start=1e-4, beta2_end=0.02, network=network, reverse_variance=reverse_variance
+    )
+
+
+def test_eps_simple_loss_equals_weighted_posterior_mean_error():
+    model = small_ddpm()
+    x = torch.randn(256, 2)
+    torch.manual_seed(5)
+    shortcut = model.loss(x)
+    # The same draw through the general weighted-mean path.
+    torch.manual_seed(5)
+    z0, _ = model.standardize(x)
+    t = torch.randint(1, model.diffusion_steps + 1, (256,))
+    xi = model.schedule.q_sample(z0, t, torch.randn_like(z0))
+    target = model.schedule.posterior_mean(z0, xi, t)
+    error = (model.posterior_mean_prediction(xi, t) - target).pow(2).mean(-1)
+    general = (model.mean_weight(t) * error).mean()
+    assert float(shortcut.detach()) == pytest.approx(float(general), rel=1e-3)
+
+
+def test_mean_and_eps_parameterisations_give_the_same_loss_for_the_same_mean():
+    """A mean network that outputs exactly what an eps network implies has the same weighted loss."""
+    eps_model = small_ddpm(weighting="bound")
+    mean_model = small_ddpm(parameterisation="mean", weighting="bound")
+
+    class ImpliedMean(nn.Module):
+        def forward(self, x, t):
+            return eps_model.schedule.mean_from_eps(x, eps_model.network(x, t), t)
+
+    mean_model.network = ImpliedMean()
+    x = torch.randn(128, 2)
+    torch.manual_seed(7)
+    a = eps_model.loss(x)
+    torch.manual_seed(7)
+    b = mean_model.loss(x)
+    assert float(a) == pytest.approx(float(b), rel=1e-5)
+
+
+def test_bound_weight_is_inverse_twice_the_reverse_variance():
+    model = small_ddpm(weighting="bound")
+    t = torch.tensor([1, 2, 20])
+    w = model.mean_weight(t)
+    s = model.schedule
+    assert float(w[0]) == pytest.approx(1 / (2 * float(s.beta2[1])))
+    assert float(w[1]) == pytest.approx(1 / (2 * float(s.posterior_variance[2])))
+    simple = small_ddpm().mean_weight(t)
+    expected = (s.alpha[t] * s.sigma_bar[t] / s.beta2[t]) ** 2
+    torch.testing.assert_close(simple, expected)
+
+
+def test_nll_bound_of_exact_model_is_above_and_close_to_true_nll():
+    """Gaussian data, the exact noise prediction and σ²_i = β²_i: the reverse chain is then the exact
+    time reversal, so the bound is tight; with σ̃²_i it is a looser upper bound."""
+    torch.manual_seed(0)
+    loose = oracle_ddpm(1000, reverse_variance="posterior").double()
+    loose.set_standardization(torch.tensor([1.0, 1.0]).double(), torch.tensor([2.0, 0.5]).double())
+    model = oracle_ddpm(1000).double()
+    x = torch.randn(4000, 2, dtype=torch.float64) * torch.tensor([2.0, 0.5], dtype=torch.float64) + 1.0
+    model.set_standardization(torch.tensor([1.0, 1.0]).double(), torch.tensor([2.0, 0.5]).double())
+    bound = float(model.nll_bound(x).mean())
+    true = float(
+        -torch.distributions.Normal(1.0, torch.tensor([2.0, 0.5]).double()).log_prob(x).sum(-1).mean()
+    )
+    assert bound >= true - 0.01
+    assert bound == pytest.approx(true, abs=0.05)
+    assert float(loose.nll_bound(x).mean()) > bound + 0.1
+    estimate = float(model.nll_bound_estimate(x).mean())
+    assert estimate == pytest.approx(bound, abs=0.1)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_tiny_schedules_train_and_sample(steps):
+    model = small_ddpm(steps, beta2_end=0.5)
+    x = torch.randn(64, 2)
+    loss = model.loss(x)
+    loss.backward()
+    assert torch.isfinite(loss)
+    traj = model.sample(50, generator=torch.Generator().manual_seed(0), return_trajectory=True)
+    assert traj.shape == (steps + 1, 50, 2)
+    assert torch.isfinite(traj).all()
+    assert torch.isfinite(model.nll_bound(x)).all()
+
+
+def test_last_reverse_step_adds_no_noise():
+    model = small_ddpm(3, beta2_end=0.5)
+    traj = model.sample(20, generator=torch.Generator().manual_seed(0), return_trajectory=True)
+    x1 = model.standardize(traj[-2])[0]
+    with torch.no_grad():
+        mean = model.posterior_mean_prediction(x1, torch.ones(20, dtype=torch.long))
+    torch.testing.assert_close(model.standardize.inverse(mean)[0], traj[-1], atol=1e-5, rtol=1e-5)
+
+
+def test_sampling_is_deterministic_under_a_seed():
+    model = small_ddpm()
+    a = model.sample(100, generator=torch.Generator().manual_seed(3))
+    b = model.sample(100, generator=torch.Generator().manual_seed(3))
+    c = model.sample(100, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a, c)
+
+
+def test_ddim_with_all_steps_and_eta_one_matches_ancestral_in_distribution():
+    model = oracle_ddpm(200)
+    ddim = model.sample(20000, generator=torch.Generator().manual_seed(0), steps=50, eta=0.0)
+    # The exact model of N(0, I) data: DDIM with any stride must return N(0, I).
+    torch.testing.assert_close(ddim.mean(0), torch.zeros(2), atol=0.03, rtol=0)
+    torch.testing.assert_close(ddim.std(0), torch.ones(2), atol=0.03, rtol=0)
+    ancestral = model.sample(20000, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ancestral.std(0), torch.ones(2), atol=0.03, rtol=0)
+
+
+def test_forward_diffuse_to_the_end_is_standard_normal():
+    model = small_ddpm(200, beta2_end=0.1)
+    x = torch.randn(20000, 2) * 5 + 3
+    model.set_standardization(x.mean(0), x.std(0))
+    xl = model.forward_diffuse(x, 200)
+    torch.testing.assert_close(xl.mean(0), torch.zeros(2), atol=0.05, rtol=0)
+    torch.testing.assert_close(xl.std(0), torch.ones(2), atol=0.05, rtol=0)
+
+
+def test_two_separated_gaussians_are_both_generated_in_proportion():
+    torch.manual_seed(0)
+    n = 4000
+    left = torch.randn(int(0.3 * n), 2) * 0.3 + torch.tensor([-4.0, 0.0])
+    right = torch.randn(n - len(left), 2) * 0.3 + torch.tensor([4.0, 0.0])
+    data = torch.cat([left, right])
+    config = DDPMModelConfig(
+        diffusion_steps=100, beta2_start=1e-3, beta2_end=0.1, hidden_units=32, n_blocks=2
+    )
+    model = DDPM.from_config(config, 2)
+    model.set_standardization(data.mean(0), data.std(0))
+    training = TrainingConfig(epochs=60, batch_size=256, learning_rate=2e-3, lr_decay=0.98, ema_decay=0.99)
+    trainer = Trainer(model, training, progress=False)
+    trainer.fit(data)
+    samples = trainer.ema.sample(4000, generator=torch.Generator().manual_seed(0))
+    near_left = ((samples - torch.tensor([-4.0, 0.0])).norm(dim=1) < 1.5).float().mean()
+    near_right = ((samples - torch.tensor([4.0, 0.0])).norm(dim=1) < 1.5).float().mean()
+    assert float(near_left + near_right) > 0.9
+    assert float(near_left / (near_left + near_right)) == pytest.approx(0.3, abs=0.06)
+
+
+def test_data_units_bound_shifts_with_scale():
+    """The bound is reported in the data's units: scaling data by 1000 adds D ln 1000."""
+    torch.manual_seed(0)
+    model = oracle_ddpm(100)
+    x = torch.randn(2000, 2)
+    model.set_standardization(torch.zeros(2), torch.ones(2))
+    a = float(model.nll_bound(x).mean())
+    model.set_standardization(torch.zeros(2), torch.full((2,), 1000.0))
+    torch.manual_seed(0)
+    b = float(model.nll_bound(x * 1000).mean())
+    assert b - a == pytest.approx(2 * math.log(1000), abs=0.05)

@@ -1,0 +1,188 @@
+"""RealNVP mathematics: invertibility, log-determinants against autograd, densities, units."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genmodels.realnvp import ActNorm, AffineCoupling, RealNVP, standard_normal_log_prob
+
+
+def perturbed_flow(dim: int, *, seed: int = 0, scale: float = 0.1, **kwargs) -> RealNVP:
+    """A flow whose every weight has been moved away from the identity initialisation."""
+    torch.manual_seed(seed)
+    flow = RealNVP(dim, **kwargs)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(scale * torch.randn_like(p))
+        flow.set_standardization(torch.randn(dim), torch.rand(dim) + 0.5)
+    return flow.eval()
+
+
+def test_new_flow_is_standardisation_only():
+    flow = RealNVP(3, n_coupling_layers=4, hidden_units=16)
+    mean, std = torch.tensor([1.0, -2.0, 3.0]), torch.tensor([0.5, 2.0, 4.0])
+    flow.set_standardization(mean, std)
+    x = torch.randn(10, 3)
+    z, log_det = flow(x)
+    torch.testing.assert_close(z, (x - mean) / std)
+    torch.testing.assert_close(log_det, torch.full((10,), -float(torch.log(std).sum())))
+
+
+@pytest.mark.parametrize("dim", [2, 3, 5])
+def test_inverse_of_forward_after_perturbation(dim):
+    flow = perturbed_flow(dim, n_coupling_layers=6, hidden_units=32, actnorm=True, scale=0.05)
+    x = torch.randn(256, dim)
+    z, _ = flow(x)
+    assert (z - (x - flow.standardize.mean) / flow.standardize.std).abs().max() > 0.1
+    torch.testing.assert_close(flow.inverse(z), x, atol=1e-5, rtol=0)
+    w = torch.randn(256, dim)
+    torch.testing.assert_close(flow(flow.inverse(w))[0], w, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dim", [2, 3, 5])
+def test_inverse_of_strongly_perturbed_flow_in_float64(dim):
+    flow = perturbed_flow(dim, n_coupling_layers=8, hidden_units=32, actnorm=True, scale=0.15).double()
+    x = torch.randn(256, dim, dtype=torch.float64)
+    z, _ = flow(x)
+    torch.testing.assert_close(flow.inverse(z), x, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("dim", [2, 3, 5])
+def test_log_det_matches_autograd_jacobian(dim):
+    flow = perturbed_flow(dim, n_coupling_layers=5, hidden_units=24, actnorm=True).double()
+    x = torch.randn(6, dim, dtype=torch.float64)
+    _, log_det = flow(x)
+    for k in range(x.shape[0]):
+        jac = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], x[k])
+        expected = torch.linalg.slogdet(jac).logabsdet
+        assert float(log_det[k]) == pytest.approx(float(expected), abs=1e-9)
+
+
+def test_coupling_inverse_log_det_is_negative_forward():
+    torch.manual_seed(1)
+    layer = AffineCoupling(3, 1, n_hidden=2, hidden_units=16, scale_clamp=2.0)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(50, 3)
+    y, ld = layer(x)
+    back, ld_inv = layer.inverse(y)
+    torch.testing.assert_close(back, x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ld_inv, -ld)
+    # The kept half passes through unchanged (parity 1 keeps the last coordinates).
+    torch.testing.assert_close(y[:, 1:], x[:, 1:])
+    # The soft clamp bounds the log-scale.
+    _, log_scale = layer.shift_and_log_scale(100 * torch.randn(1000, 2))
+    assert float(log_scale.abs().max()) <= 2.0
+
+
+def test_log_prob_integrates_to_one_on_a_grid():
+    flow = perturbed_flow(2, n_coupling_layers=4, hidden_units=16, scale=0.2).double()
+    flow.set_standardization(torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64))
+    grid = torch.linspace(-12, 12, 601, dtype=torch.float64)
+    xx, yy = torch.meshgrid(grid, grid, indexing="xy")
+    points = torch.stack([xx.ravel(), yy.ravel()], 1)
+    with torch.no_grad():
+        density = flow.log_prob(points).exp().sum() * (grid[1] - grid[0]) ** 2
+    assert float(density) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_sample_is_inverse_of_base_sample():
+    flow = perturbed_flow(2, n_coupling_layers=4, hidden_units=16)
+    x = flow.sample(500, generator=torch.Generator().manual_seed(3))
+    z = torch.randn(500, 2, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(x, flow.inverse(z))
+    assert x.shape == (500, 2) and torch.isfinite(x).all()
+
+
+def test_actnorm_initialises_from_first_batch_and_inverts():
+    layer = ActNorm(2)
+    x = torch.randn(1000, 2) * torch.tensor([3.0, 0.1]) + torch.tensor([5.0, -1.0])
+    layer.train()
+    y, log_det = layer(x)
+    torch.testing.assert_close(y.mean(0), torch.zeros(2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(y.std(0), torch.ones(2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(layer.inverse(y)[0], x, atol=1e-4, rtol=0)
+    assert float(log_det[0]) == pytest.approx(-math.log(float(x.std(0).prod())), rel=1e-4)
+
+
+def fit_flow(data: torch.Tensor, *, epochs: int = 150, seed: int = 0) -> RealNVP:
+    from genmodels.config import TrainingConfig
+    from genmodels.training import Trainer
+
+    torch.manual_seed(seed)
+    flow = RealNVP(2, n_coupling_layers=4, n_hidden=1, hidden_units=32)
+    flow.set_standardization(data.mean(0), data.std(0))
+    config = TrainingConfig(epochs=epochs, batch_size=512, learning_rate=3e-3, lr_decay=0.99, ema_decay=0.0)
+    Trainer(flow, config, progress=False).fit(data)
+    return flow
+
+
+def test_fit_to_gaussian_matches_analytic_log_prob():
+    torch.manual_seed(0)
+    cov = torch.tensor([[2.0, 1.2], [1.2, 1.0]])
+    mean = torch.tensor([3.0, -1.0])
+    gaussian = torch.distributions.MultivariateNormal(mean, cov)
+    data = gaussian.sample((4000,))
+    flow = fit_flow(data, epochs=60)
+    test = gaussian.sample((4000,))
+    with torch.no_grad():
+        model_nll = float(-flow.log_prob(test).mean())
+    true_nll = float(-gaussian.log_prob(test).mean())
+    assert model_nll == pytest.approx(true_nll, abs=0.05)
+    # Pointwise agreement in the bulk of the distribution.
+    bulk = gaussian.sample((200,))
+    with torch.no_grad():
+        diff = (flow.log_prob(bulk) - gaussian.log_prob(bulk)).abs().median()
+    assert float(diff) < 0.1
+
+
+def test_nll_shifts_by_dim_log_scale_when_data_are_scaled():
+    """Density units: data multiplied by 1000 have an NLL larger by 2 ln 1000 (D = 2)."""
+    torch.manual_seed(0)
+    data = torch.distributions.MultivariateNormal(
+        torch.zeros(2), torch.tensor([[1.0, 0.5], [0.5, 1.0]])
+    ).sample((2000,))
+    nll = {}
+    for scale in (1.0, 1000.0):
+        flow = fit_flow(data * scale, epochs=20, seed=0)
+        with torch.no_grad():
+            nll[scale] = float(-flow.log_prob(data * scale).mean())
+    assert nll[1000.0] - nll[1.0] == pytest.approx(2 * math.log(1000.0), abs=1e-3)
+
+
+def test_standard_normal_log_prob():
+    z = torch.tensor([[0.0, 0.0], [1.0, -2.0]])
+    expected = [-math.log(2 * math.pi), -math.log(2 * math.pi) - 2.5]
+    np.testing.assert_allclose(standard_normal_log_prob(z).numpy(), expected, rtol=1e-6)
+
+
+def test_rejects_one_dimensional_data():
+    with pytest.raises(ValueError, match="at least 2"):
+        RealNVP(1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    dim=st.integers(2, 6),
+    layers=st.integers(1, 5),
+    width=st.integers(1, 24),
+    hidden=st.integers(0, 2),
+    seed=st.integers(0, 10_000),
+    scale=st.floats(0.01, 0.5),
+)
+def test_property_invertible_with_exact_log_det(dim, layers, width, hidden, seed, scale):
+    flow = perturbed_flow(
+        dim, seed=seed, scale=scale, n_coupling_layers=layers, n_hidden=hidden, hidden_units=width
+    ).double()
+    x = torch.randn(4, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    z, log_det = flow(x)
+    torch.testing.assert_close(flow.inverse(z), x, atol=1e-7, rtol=1e-7)
+    jac = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], x[0])
+    assert float(log_det[0]) == pytest.approx(float(torch.linalg.slogdet(jac).logabsdet), abs=1e-7)

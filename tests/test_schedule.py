@@ -1,0 +1,139 @@
+"""The β² schedule: golden values, closed forms against simulation, posterior against Bayes' rule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genmodels.schedule import NoiseSchedule
+
+
+def test_golden_values_default_schedule():
+    s = NoiseSchedule(2500, 1e-4, 0.02)
+    beta2_2 = 1e-4 + (0.02 - 1e-4) / 2499
+    assert float(s.beta2[1]) == pytest.approx(1e-4, rel=1e-6)
+    assert float(s.beta2[2]) == pytest.approx(beta2_2, rel=1e-6)
+    assert float(s.beta2[2500]) == pytest.approx(0.02, rel=1e-6)
+    a1, a2 = math.sqrt(1 - 1e-4), math.sqrt(1 - beta2_2)
+    assert float(s.alpha[1]) == pytest.approx(a1, rel=1e-7)
+    assert float(s.alpha_bar[1]) == pytest.approx(a1, rel=1e-7)
+    assert float(s.alpha_bar[2]) == pytest.approx(a1 * a2, rel=1e-7)
+    # ᾱ_L = exp(sum of ½ log(1 - β²_i)) over the linear schedule.
+    log_ab = sum(0.5 * math.log(1 - (1e-4 + (0.02 - 1e-4) * k / 2499)) for k in range(2500))
+    assert float(s.alpha_bar[2500]) == pytest.approx(math.exp(log_ab), rel=1e-4)
+    assert float(s.alpha_bar[2500]) < 1e-5
+    # σ̃²_1 = 0 (the posterior at i = 1 is x_0 itself), σ̃²_2 = (1 - ᾱ_1²)/(1 - ᾱ_2²) β²_2.
+    assert float(s.posterior_variance[1]) == 0.0
+    expected = (1 - a1**2) / (1 - (a1 * a2) ** 2) * beta2_2
+    assert float(s.posterior_variance[2]) == pytest.approx(expected, rel=1e-5)
+    ab_prev = math.exp(log_ab - 0.5 * math.log(1 - 0.02))
+    expected_l = (1 - ab_prev**2) / (1 - math.exp(2 * log_ab)) * 0.02
+    assert float(s.posterior_variance[2500]) == pytest.approx(expected_l, rel=1e-5)
+    # The issue's orders of magnitude: 1/(2σ̃²) ≈ 1e4 at i = 2, ≈ 1e2 at i = 500; ᾱ < 0.03 past ~1300.
+    assert 5e3 < 1 / (2 * float(s.posterior_variance[2])) < 2e4
+    assert 50 < 1 / (2 * float(s.posterior_variance[500])) < 200
+    assert float(s.alpha_bar[1300]) == pytest.approx(0.03, abs=0.01)
+
+
+def test_single_step_schedule_uses_the_end_value():
+    s = NoiseSchedule(1, 1e-4, 0.5)
+    assert float(s.beta2[1]) == pytest.approx(0.5)
+    assert float(s.posterior_variance[1]) == 0.0
+    assert float(s.posterior_coef_x0[1]) == pytest.approx(1.0)
+    assert float(s.posterior_coef_xi[1]) == 0.0
+
+
+def test_closed_form_matches_simulated_markov_chain():
+    torch.manual_seed(0)
+    s = NoiseSchedule(200, 1e-3, 0.05).double()
+    x0 = torch.tensor([2.0, -1.0], dtype=torch.float64)
+    n = 200_000
+    x = x0.expand(n, 2).clone()
+    checkpoints = {1: None, 50: None, 200: None}
+    for i in range(1, 201):
+        x = s.alpha[i] * x + s.beta2[i].sqrt() * torch.randn_like(x)
+        if i in checkpoints:
+            checkpoints[i] = (x.mean(0), x.var(0))
+    for i, (mean, var) in checkpoints.items():
+        ab = float(s.alpha_bar[i])
+        torch.testing.assert_close(mean, ab * x0, atol=5 * math.sqrt((1 - ab**2) / n) + 1e-12, rtol=0)
+        torch.testing.assert_close(
+            var, torch.full((2,), 1 - ab**2, dtype=torch.float64), rtol=0.02, atol=1e-9
+        )
+
+
+def test_posterior_matches_bayes_rule_numerically():
+    """q(x_{i-1} | x_i, x_0) ∝ q(x_i | x_{i-1}) q(x_{i-1} | x_0), integrated on a 1-D grid."""
+    s = NoiseSchedule(50, 1e-3, 0.2).double()
+    x0, xi = 0.7, -0.4
+    for i in (2, 10, 50):
+        grid = torch.linspace(-6, 6, 200_001, dtype=torch.float64)
+        ab_prev = s.alpha_bar[i - 1]
+        log_prior = -0.5 * (grid - ab_prev * x0) ** 2 / (1 - ab_prev**2)
+        log_lik = -0.5 * (xi - s.alpha[i] * grid) ** 2 / s.beta2[i]
+        w = torch.softmax(log_prior + log_lik, 0)
+        mean = (w * grid).sum()
+        var = (w * (grid - mean) ** 2).sum()
+        t = torch.tensor([i])
+        mu = s.posterior_mean(
+            torch.tensor([[x0]], dtype=torch.float64), torch.tensor([[xi]], dtype=torch.float64), t
+        )
+        assert float(mu) == pytest.approx(float(mean), abs=2e-5)  # buffers are stored in float32
+        assert float(s.posterior_variance[i]) == pytest.approx(float(var), rel=1e-4)
+
+
+def test_posterior_at_first_step_is_the_data():
+    s = NoiseSchedule(10, 1e-2, 0.1)
+    x0, xi = torch.randn(5, 3), torch.randn(5, 3)
+    torch.testing.assert_close(s.posterior_mean(x0, xi, torch.ones(5, dtype=torch.long)), x0)
+
+
+def test_mean_and_eps_conversions_are_inverse():
+    s = NoiseSchedule(100, 1e-4, 0.02).double()
+    t = torch.randint(1, 101, (64,))
+    xi, eps = torch.randn(64, 2, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64)
+    mean = s.mean_from_eps(xi, eps, t)
+    torch.testing.assert_close(s.eps_from_mean(xi, mean, t), eps)
+    # With the true noise, the implied mean is the true posterior mean.
+    x0 = torch.randn(64, 2, dtype=torch.float64)
+    xt = s.q_sample(x0, t, eps)
+    torch.testing.assert_close(s.mean_from_eps(xt, eps, t), s.posterior_mean(x0, xt, t))
+
+
+def test_buffers_move_and_save():
+    s = NoiseSchedule(5, 1e-3, 0.1)
+    assert set(s.state_dict()) >= {"beta2", "alpha", "alpha_bar", "posterior_variance"}
+    assert s.beta2.dtype == torch.float32 and s.beta2.shape == (6,)
+
+
+def test_invalid_schedules_are_rejected():
+    with pytest.raises(ValueError):
+        NoiseSchedule(0, 1e-4, 0.02)
+    with pytest.raises(ValueError):
+        NoiseSchedule(10, 0.0, 0.02)
+    with pytest.raises(ValueError):
+        NoiseSchedule(10, 1e-4, 1.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    steps=st.integers(1, 3000),
+    start=st.floats(1e-6, 0.5),
+    end=st.floats(1e-6, 0.999),
+)
+def test_property_schedule_is_valid(steps, start, end):
+    s = NoiseSchedule(steps, start, end).double()
+    assert torch.isfinite(s.alpha_bar).all() and torch.isfinite(s.posterior_variance).all()
+    assert float(s.alpha_bar[0]) == 1.0
+    # ᾱ may underflow to 0 in float32 storage for very long, steep schedules.
+    assert (s.alpha_bar[1:] < 1).all() and (s.alpha_bar[1:] >= 0).all()
+    assert (s.alpha_bar[1:] <= s.alpha_bar[:-1]).all()
+    assert (s.posterior_variance[1:] >= 0).all()
+    assert (s.posterior_variance[1:] <= s.beta2[1:] * (1 + 1e-6)).all()
+    torch.testing.assert_close(
+        s.sigma_bar**2 + s.alpha_bar**2, torch.ones_like(s.alpha_bar), atol=1e-6, rtol=0
+    )
