@@ -11,13 +11,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 CASES_DIR = REPO_ROOT.parent / "shared" / "cases"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def repo_root() -> Path:
     """The repository root (holds configs/, train_realnvp.py, train_ddpm.py)."""
     return REPO_ROOT
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def cases_dir() -> Path:
     """The directory of bad-input cases; tests that need it are skipped when it is absent."""
     if not CASES_DIR.is_dir():

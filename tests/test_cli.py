@@ -243,6 +243,38 @@ def test_sample_bad_arguments(capsys: pytest.CaptureFixture[str], realnvp_run: P
     assert not target.exists()
 
 
+def test_ddpm_sample_with_fewer_steps(
+    capsys: pytest.CaptureFixture[str], ddpm_run: Path, tmp_path: Path
+) -> None:
+    ckpt = ddpm_run / "checkpoints" / "ddpm.pt"
+    target = tmp_path / "ddim.csv"
+    code, _, err = cli(
+        capsys, "sample", ckpt, "-n", "20", "--sampling_steps", "5", "--eta", "0", "-o", target
+    )
+    assert code == 0, err
+    assert read_samples(target).shape == (20, 2)
+    code, _, err = cli(capsys, "sample", ckpt, "-n", "20", "--eta", "1.5", "-o", tmp_path / "bad.csv")
+    assert code == 2
+    assert_clean_error(err, "--eta")
+
+
+def test_sample_from_diverged_weights_writes_nothing(
+    capsys: pytest.CaptureFixture[str], realnvp_run: Path, tmp_path: Path
+) -> None:
+    payload = torch.load(realnvp_run / "checkpoints" / "realnvp.pt", map_location="cpu", weights_only=True)
+    for state in (payload["model"], payload["trainer"]["ema"]):
+        for key, value in state.items():
+            if value.is_floating_point() and key.startswith("layers.0."):
+                value.fill_(float("nan"))
+    broken = tmp_path / "broken.pt"
+    torch.save(payload, broken)
+    target = tmp_path / "x.csv"
+    code, _, err = cli(capsys, "sample", broken, "-n", "10", "-o", target)
+    assert code == 2
+    assert_clean_error(err, "not finite", "broken.pt")
+    assert not target.exists()
+
+
 def test_make_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     moons = tmp_path / "moons.csv"
     code, _, err = cli(capsys, "make-data", "two_moons", "-n", "100", "-o", moons)
@@ -313,6 +345,44 @@ def test_bad_option_values(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
         assert code == 2
         assert_clean_error(err, key)
     assert not (tmp_path / "out").exists()
+
+
+def test_output_dir_that_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", "realnvp", training={"epochs": 1})
+    blocker = tmp_path / "out"
+    blocker.write_text("not a directory")
+    code, _, err = cli(
+        capsys, "train", "realnvp", "--config", config, "--data", case("B13.csv"), "--output_dir", blocker
+    )
+    assert code == 2
+    assert_clean_error(err, "out")
+    assert blocker.read_text() == "not a directory"
+
+
+def test_config_of_the_other_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = cli(
+        capsys, "train", "realnvp", "--config", REPO / "configs" / "ddpm.yaml", "--output_dir", tmp_path / "o"
+    )
+    assert code == 2
+    assert_clean_error(err, "ddpm.yaml", "'model.diffusion_steps'", "looks like a ddpm config")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_checkpoint_loads_and_samples_on_cpu(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", "ddpm")
+    out = tmp_path / "out"
+    code, _, err = cli(
+        capsys, "train", "ddpm", "--config", config, "--data", case("B12.csv"), "--device", "cuda",
+        "--output_dir", out,
+    )  # fmt: skip
+    assert code == 0, err
+    ckpt = out / "checkpoints" / "ddpm.pt"
+    model = model_from_checkpoint(load_checkpoint(ckpt, map_location="cpu"))
+    assert all(t.device.type == "cpu" for t in model.state_dict().values())
+    target = tmp_path / "s.csv"
+    code, _, err = cli(capsys, "sample", ckpt, "-n", "11", "--device", "cpu", "-o", target)
+    assert code == 0, err
+    assert read_samples(target).shape == (11, 2)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
@@ -523,11 +593,6 @@ def test_b12_high_learning_rate_finite_or_clean_stop(b12_runs: dict[str, Any]) -
         assert metrics["epochs"] == 5
 
 
-@pytest.mark.xfail(
-    reason="runner.run_training writes OUTPUT_DIR/configs/<model>.yaml before training, so a run that "
-    "stops on a non-finite loss overwrites the earlier good run's config",
-    strict=True,
-)
 def test_b12_failed_run_keeps_the_earlier_config(b12_runs: dict[str, Any]) -> None:
     if b12_runs["code"] != 1:
         pytest.skip("the --lr 0.5 run finished; nothing to keep")

@@ -192,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        hint = " (continue with --resume auto)" if args.command == "train" else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
 
 

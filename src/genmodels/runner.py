@@ -37,7 +37,7 @@ from genmodels.checkpoint import (
 )
 from genmodels.config import RunConfig, config_to_dict
 from genmodels.data import load_csv, train_test_split
-from genmodels.errors import CheckpointError, ConfigError
+from genmodels.errors import CheckpointError, ConfigError, TrainingError
 from genmodels.fileio import write_json, write_text
 from genmodels.training import Trainer
 
@@ -225,9 +225,7 @@ def run_training(
             data_info=data_info,
         )
 
-    write_text(paths["config"], yaml.safe_dump(config_to_dict(config), sort_keys=False))
     trainer.fit(train, evaluate=_make_evaluate(name, test), on_checkpoint=checkpoint)
-    checkpoint(trainer, paths["checkpoint"])
 
     ema = trainer.ema.eval()
     sampling = config.sampling
@@ -243,7 +241,10 @@ def run_training(
     sample_seconds = time.perf_counter() - start
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples).all(1)).sum())
-        log.warning("%d of %d samples are not finite", bad, len(samples))
+        raise TrainingError(
+            f"{bad} of {len(samples)} generated samples are not finite; the trained model is unusable "
+            f"(its state is in {paths['last']}); try a lower --lr or a smaller training.grad_clip"
+        )
 
     metrics: dict[str, Any] = {
         "model": name,
@@ -271,6 +272,8 @@ def run_training(
     n_eval = sampling.n_eval or len(test_np)
     metrics.update(evaluate_samples(samples[:n_eval], test_np, train_np, seed=config.data.split_seed))
 
+    checkpoint(trainer, paths["checkpoint"])
+    write_text(paths["config"], yaml.safe_dump(config_to_dict(config), sort_keys=False))
     write_text(paths["history"], _history_csv(trainer.history))
     write_json(paths["metrics"], metrics)
     from genmodels.data import save_csv

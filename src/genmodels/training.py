@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,6 +45,30 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["cpu"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class _DeferredInterrupt:
+    """While alive, the first Ctrl-C (SIGINT) only sets ``requested``, so the loop can finish its epoch
+    and save a consistent, resumable checkpoint; a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ANN001
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning(
+            "Ctrl-C: finishing this epoch, then saving a resumable checkpoint (Ctrl-C again to stop now)"
+        )
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class Trainer:
@@ -134,8 +160,8 @@ class Trainer:
         """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)``.
 
         ``evaluate(ema_model)`` runs every ``eval_every`` epochs and after the last one;
-        ``on_checkpoint(self)`` every ``checkpoint_every`` epochs, after the last one, and on Ctrl-C
-        (after which KeyboardInterrupt propagates).
+        ``on_checkpoint(self)`` every ``checkpoint_every`` epochs, after the last one, and at the end
+        of the epoch in which Ctrl-C was pressed (after which KeyboardInterrupt is raised).
 
         Raises:
             TrainingError: the loss or gradient norm became non-finite (the model is left at its
@@ -158,6 +184,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         self.model.train()
+        interrupt = _DeferredInterrupt()
         try:
             while self.epoch < cfg.epochs:
                 start = time.perf_counter()
@@ -205,16 +232,13 @@ class Trainer:
                     loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", steps_s=f"{steps_per_epoch / seconds:.0f}"
                 )
                 bar.update(1)
-                if on_checkpoint is not None and (
-                    last or (cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0)
-                ):
+                periodic = bool(cfg.checkpoint_every) and self.epoch % cfg.checkpoint_every == 0
+                if on_checkpoint is not None and (last or periodic or interrupt.requested):
                     on_checkpoint(self)
-        except KeyboardInterrupt:
-            bar.close()
-            log.warning("interrupted at epoch %d; saving a resumable checkpoint", self.epoch)
-            if on_checkpoint is not None and self.epoch > 0:
-                on_checkpoint(self)
-            raise
+                if interrupt.requested and not last:
+                    log.warning("interrupted after epoch %d; a resumable checkpoint was saved", self.epoch)
+                    raise KeyboardInterrupt
         finally:
+            interrupt.restore()
             bar.close()
             self.model.eval()

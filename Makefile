@@ -1,0 +1,36 @@
+# The two commands of the README: `make run` (set up, train both models on the shipped data) and
+# `make test` (set up, lint, run the test suite). Both create the virtual environment on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The CPU build of PyTorch; install it before the package so the range in pyproject.toml is already met.
+TORCH ?= torch==2.13.0
+
+.PHONY: run test lint setup benchmark clean
+
+$(STAMP): pyproject.toml requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python train_realnvp.py --config configs/realnvp.yaml
+	$(BIN)/python train_ddpm.py --config configs/ddpm.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks train_realnvp.py train_ddpm.py
+	$(BIN)/ruff format --check src tests benchmarks train_realnvp.py train_ddpm.py
+
+test: lint
+	$(BIN)/python -m pytest
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache
