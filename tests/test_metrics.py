@@ -350,3 +350,15 @@ def test_two_sample_floor_uses_disjoint_halves() -> None:
 def test_two_sample_floor_is_near_zero_for_energy_distance() -> None:
     real = _rng(21).normal(size=(3000, 2))
     assert abs(two_sample_floor(energy_distance, real)) < 0.01
+
+
+def test_c2st_with_boosted_trees_detects_blur_and_not_identity():
+    rng = np.random.default_rng(0)
+    square = rng.uniform(-1, 1, size=(8000, 2))
+    other = rng.uniform(-1, 1, size=(3000, 2))
+    same = metrics.c2st(square[:3000], other, classifier="hgb")
+    blurred = metrics.c2st(square[:3000] + 0.3 * rng.standard_normal((3000, 2)), other, classifier="hgb")
+    assert abs(same - 0.5) < 0.03
+    assert blurred > 0.55
+    with pytest.raises(ValueError, match="classifier"):
+        metrics.c2st(square, other, classifier="svm")

@@ -120,7 +120,9 @@ def _pairwise_sum(
     return total
 
 
-def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5) -> float:
+def c2st(
+    x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, classifier: str = "mlp"
+) -> float:
     """Classifier two-sample test: cross-validated accuracy of a classifier telling x from y.
 
     Follows Lueckmann et al. 2021 ("Benchmarking Simulation-Based Inference", the ``sbibm``
@@ -137,11 +139,16 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5) -> fl
     a larger ``tol`` were rejected: they stop during the initial loss plateau and lose most of the
     power on multimodal data.
 
+    ``classifier="hgb"`` uses scikit-learn's histogram gradient-boosted trees instead of the MLP
+    (same folds and scoring). On the 689 data they are the more sensitive test: data blurred by
+    Gaussian noise of σ = 0.05 score 0.54 (MLP: 0.50), a Gaussian fitted to the data 0.78 (MLP: 0.75).
+
     Args:
         x: first sample, shape ``(N, D)``, e.g. real data.
         y: second sample, shape ``(M, D)``, e.g. generated data.
         seed: seed for the fold split and the network initialisation / batch order.
         n_folds: number of cross-validation folds, at least 2.
+        classifier: ``"mlp"`` (Lueckmann et al. 2021) or ``"hgb"`` (gradient-boosted trees).
 
     Returns:
         Mean accuracy in ``[0, 1]``: about 0.5 when the samples are indistinguishable, 1.0 when
@@ -156,6 +163,8 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5) -> fl
     from sklearn.model_selection import StratifiedKFold
     from sklearn.neural_network import MLPClassifier
 
+    if classifier not in ("mlp", "hgb"):
+        raise ValueError(f"classifier must be 'mlp' or 'hgb', got {classifier!r}")
     if int(n_folds) != n_folds or n_folds < 2:
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
     n_folds = int(n_folds)
@@ -172,6 +181,13 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5) -> fl
     accuracies = []
     for train, test in folds.split(data, labels):
         n_train = train.shape[0]
+        if classifier == "hgb":
+            from sklearn.ensemble import HistGradientBoostingClassifier
+
+            clf = HistGradientBoostingClassifier(random_state=seed)
+            clf.fit(data[train], labels[train])
+            accuracies.append(float(np.mean(clf.predict(data[test]) == labels[test])))
+            continue
         clf = MLPClassifier(
             hidden_layer_sizes=(10 * dim, 10 * dim),
             activation="relu",

@@ -93,7 +93,8 @@ def sample_model(
 def evaluate_samples(
     samples: np.ndarray, real_test: np.ndarray, real_train: np.ndarray, *, seed: int
 ) -> dict:
-    """C2ST of ``samples`` against the held-out points, beside its floor (two disjoint real sets)."""
+    """C2ST (MLP and gradient-boosted trees) of ``samples`` against the held-out points, each beside
+    its floor: the same test between two disjoint sets of real points of the same size."""
     n = min(len(samples), len(real_test))
     rng = np.random.default_rng(seed)
     gen = samples[rng.choice(len(samples), n, replace=False)]
@@ -102,10 +103,13 @@ def evaluate_samples(
     out = {"n_eval": int(n)}
     if n < 10:
         log.warning("too few held-out points (%d) for a two-sample test; c2st skipped", n)
-        out.update(c2st=math.nan, c2st_floor=math.nan)
+        out.update(c2st=math.nan, c2st_floor=math.nan, c2st_hgb=math.nan, c2st_hgb_floor=math.nan)
         return out
+    real_a, real_b = other[: len(test)], test[: len(other)]
     out["c2st"] = M.c2st(gen, test, seed=seed)
-    out["c2st_floor"] = M.c2st(other[: len(test)], test[: len(other)], seed=seed)
+    out["c2st_floor"] = M.c2st(real_a, real_b, seed=seed)
+    out["c2st_hgb"] = M.c2st(gen, test, seed=seed, classifier="hgb")
+    out["c2st_hgb_floor"] = M.c2st(real_a, real_b, seed=seed, classifier="hgb")
     return out
 
 
