@@ -154,7 +154,12 @@ def load_checkpoint(
             "Checkpoints are written by 'genmodels train' under OUTPUT_DIR/checkpoints/."
         )
     version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(
+            f"{path} has an invalid checkpoint format version {version!r} (expected a whole number "
+            f"from 1 to {FORMAT_VERSION}); the file is damaged or was not written by genmodels"
+        )
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format version {version}, newer than this genmodels "
             f"{__version__} reads (version {FORMAT_VERSION}); upgrade genmodels"
@@ -162,6 +167,19 @@ def load_checkpoint(
     missing = [key for key in _REQUIRED_KEYS if key not in payload]
     if missing:
         raise CheckpointError(f"{path} is an incomplete genmodels checkpoint (missing: {', '.join(missing)})")
+    # A file with the marker but values of the wrong kind is rejected here, not by a raw error later.
+    dim, columns, weights = payload["dim"], payload["columns"], payload["model"]
+    trainer = payload.get("trainer")
+    checks = {
+        "dim": isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1,
+        "columns": isinstance(columns, (list, tuple)) and all(isinstance(c, str) for c in columns),
+        "model": isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values()),
+        "trainer": trainer is None or (isinstance(trainer, dict) and isinstance(trainer.get("epoch"), int)),
+        "test_data": isinstance(payload.get("test_data"), (torch.Tensor, type(None))),
+    }
+    damaged = [name for name, ok in checks.items() if not ok]
+    if damaged:
+        raise CheckpointError(f"{path} is a damaged genmodels checkpoint (invalid: {', '.join(damaged)})")
     model_type = payload.get("model_type")
     if model_type not in MODEL_TYPES:
         raise CheckpointError(

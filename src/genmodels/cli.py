@@ -5,6 +5,7 @@
     genmodels train ddpm    [same options]
     genmodels sample CHECKPOINT -n N -o samples.csv
     genmodels make-data NAME -n N --seed S -o file.csv   (NAME: text, two_moons, 8gaussians, ...)
+    genmodels plot CHECKPOINT [--output_dir DIR] [--format png|svg|pdf] [--data CSV]
 
 ``train_realnvp.py`` and ``train_ddpm.py`` at the repository root are the specification's entry points;
 they call :func:`main` with ``train realnvp`` / ``train ddpm``.
@@ -48,6 +49,14 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
             "--sampling_steps", type=int, help="reverse steps (0 = all; fewer uses the DDIM sampler)"
         )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or config printout")
+    parser.add_argument(
+        "--format", default="png", choices=["png", "svg", "pdf"], help="figure format (default png)"
+    )
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also log training to OUTPUT_DIR/tensorboard (pip install tensorboard)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--text", default=None, help="for 'text': the characters to render (default 689)")
     make.add_argument("-o", "--output", required=True, help="CSV file to write")
+    _add_evaluate_parser(sub)
+    _add_compare_parser(sub)
+    _add_plot_parser(sub)
     return parser
 
 
@@ -109,10 +121,16 @@ def _train(args: argparse.Namespace) -> int:
         print(f"effective {model_type} config:")
         print(yaml.safe_dump(config_to_dict(config), sort_keys=False).rstrip())
     result = run_training(
-        config, output_dir=args.output_dir, device=args.device, progress=not args.quiet, resume=args.resume
+        config,
+        output_dir=args.output_dir,
+        device=args.device,
+        progress=not args.quiet,
+        resume=args.resume,
+        fmt=args.format,
+        tensorboard=args.tensorboard,
     )
     print(json.dumps(result.metrics, indent=2))
-    for key in ("results", "loss", "checkpoint", "metrics"):
+    for key in ("results", "loss", "checkpoint", "metrics", "index"):
         print(f"wrote {result.paths[key]}")
     return 0
 
@@ -168,6 +186,146 @@ def _make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", help="CSV of evaluation points (default: the held-out split stored in the checkpoint)"
+    )
+    parser.add_argument("-n", type=int, default=3000, help="samples to generate (default 3000)")
+    parser.add_argument(
+        "--n_eval", type=int, help="points per sample in the two-sample tests (default min(n, N_real/2))"
+    )
+    parser.add_argument(
+        "--ode_points", type=int, default=1000, help="DDPM: points for the ODE likelihood (0 skips)"
+    )
+    parser.add_argument(
+        "--bound_points", type=int, default=1000, help="DDPM: points for the variational bound"
+    )
+    parser.add_argument("--n_boot", type=int, default=10, help="bootstrap replicates (default 10)")
+    parser.add_argument(
+        "--dataset", help="generator that made the data (e.g. checkerboard), for the exact entropy"
+    )
+    parser.add_argument("--text", help="text rendered in the data, for mode coverage (default: detect '689')")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device (default cpu)"
+    )
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    evaluate = sub.add_parser(
+        "evaluate", help="held-out likelihood, sample quality and mode coverage of a checkpoint"
+    )
+    evaluate.add_argument("checkpoint")
+    _add_evaluation_options(evaluate)
+    evaluate.add_argument("--output", help="JSON file for the metrics")
+
+
+def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    compare = sub.add_parser("compare", help="evaluate runs side by side: compare.md and figures/compare.png")
+    compare.add_argument("run_dirs", nargs="*", help="training output directories (their checkpoints/)")
+    compare.add_argument("--realnvp", help="a RealNVP checkpoint")
+    compare.add_argument("--ddpm", help="a DDPM checkpoint")
+    compare.add_argument(
+        "--output_dir", help="where compare.md and figures/ go (default: the first RUN_DIR, else .)"
+    )
+    _add_evaluation_options(compare)
+
+
+def _evaluation_kwargs(args: argparse.Namespace) -> dict:
+    from genmodels.data import GENERATORS
+    from genmodels.errors import ConfigError
+    from genmodels.runner import resolve_device
+
+    for name in ("n", "n_boot"):
+        if getattr(args, name) < (2 if name == "n_boot" else 10):
+            raise ConfigError(f"--{name} is too small (got {getattr(args, name)})")
+    if args.ode_points < 0 or args.bound_points < 0:
+        raise ConfigError("--ode_points and --bound_points must be >= 0")
+    if args.dataset is not None and args.dataset not in GENERATORS:
+        raise ConfigError(
+            f"unknown dataset {args.dataset!r}; expected one of {', '.join(sorted(GENERATORS))}"
+        )
+    return {
+        "data": args.data,
+        "device": str(resolve_device(args.device)),
+        "n_samples": args.n,
+        "n_eval": args.n_eval,
+        "n_ode": args.ode_points,
+        "n_bound": args.bound_points,
+        "n_boot": args.n_boot,
+        "dataset": args.dataset,
+        "text": args.text,
+        "seed": args.seed,
+    }
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from genmodels.evaluation import evaluate_checkpoint, format_report
+    from genmodels.fileio import write_json
+
+    result = evaluate_checkpoint(args.checkpoint, **_evaluation_kwargs(args))
+    print(format_report(result.metrics))
+    if args.output:
+        write_json(args.output, result.metrics)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from genmodels.errors import ConfigError
+    from genmodels.evaluation import compare_checkpoints, run_checkpoints
+
+    checkpoints = []
+    for run_dir in args.run_dirs:
+        found = run_checkpoints(run_dir)
+        if not found:
+            raise ConfigError(f"{run_dir} holds no checkpoints/realnvp.pt or checkpoints/ddpm.pt")
+        checkpoints += [(f"{model_type} ({run_dir})", path) for model_type, path in found]
+    for model_type in ("realnvp", "ddpm"):
+        if getattr(args, model_type):
+            checkpoints.append((f"{model_type} ({getattr(args, model_type)})", getattr(args, model_type)))
+    if not checkpoints:
+        raise ConfigError("compare needs RUN_DIRs or --realnvp / --ddpm checkpoints")
+    output_dir = args.output_dir or (args.run_dirs[0] if args.run_dirs else ".")
+    table, paths = compare_checkpoints(checkpoints, output_dir, **_evaluation_kwargs(args))
+    print(table)
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
+    plot = sub.add_parser("plot", help="write every figure of a checkpoint's model and the results page")
+    plot.add_argument("checkpoint")
+    plot.add_argument(
+        "--output_dir", help="run directory for figures/ and index.html (default: the checkpoint's run)"
+    )
+    plot.add_argument("--format", default="png", choices=["png", "svg", "pdf"], help="figure format")
+    plot.add_argument("--data", help="CSV of real points (default: the held-out split in the checkpoint)")
+    plot.add_argument("--text", help="text rendered in the data, to colour points by glyph (e.g. 689)")
+    plot.add_argument("-n", "--n_samples", type=int, default=5000, help="samples to draw (default 5000)")
+    plot.add_argument("--seed", type=int, default=0)
+    plot.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from genmodels.report import plot_checkpoint
+
+    paths = plot_checkpoint(
+        args.checkpoint,
+        output_dir=args.output_dir,
+        fmt=args.format,
+        data=args.data,
+        text=args.text,
+        n_samples=args.n_samples,
+        seed=args.seed,
+        device=args.device,
+    )
+    for path in paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
 def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
     return f"warning: {message}\n"
 
@@ -180,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     handlers = {"train": _train, "sample": _sample, "make-data": _make_data}
+    handlers.update(evaluate=_evaluate, compare=_compare)
+    handlers["plot"] = _plot
     try:
         return handlers[args.command](args)
     except TrainingError as error:

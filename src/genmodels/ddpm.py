@@ -245,7 +245,7 @@ class DDPM(nn.Module):
         z0, log_det = self.standardize(x0)
         total = self._prior_term(z0)
         for i in range(1, self.diffusion_steps + 1):
-            timestep = torch.full((z0.shape[0],), i, dtype=torch.long, device=z0.device)
+            timestep = torch.full((1,), i, dtype=torch.long, device=z0.device)  # broadcast over points
             total = total + self._bound_terms(z0, timestep)
         return total - log_det
 
@@ -299,7 +299,9 @@ class DDPM(nn.Module):
         trajectory = [x]
         t_all = torch.tensor(timesteps, device=device)
         for k, i in enumerate(timesteps):
-            timestep = t_all[k].expand(n)
+            # One timestep shared by every point: shape (1,), so the time embedding and each block's
+            # conditioning are computed once and broadcast over the n points.
+            timestep = t_all[k : k + 1]
             if full:
                 x = self.posterior_mean_prediction(x, timestep)
                 if i > 1:

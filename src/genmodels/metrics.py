@@ -120,9 +120,7 @@ def _pairwise_sum(
     return total
 
 
-def c2st(
-    x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, classifier: str = "mlp"
-) -> float:
+def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, classifier: str = "mlp") -> float:
     """Classifier two-sample test: cross-validated accuracy of a classifier telling x from y.
 
     Follows Lueckmann et al. 2021 ("Benchmarking Simulation-Based Inference", the ``sbibm``

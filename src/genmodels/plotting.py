@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
@@ -37,12 +38,16 @@ __all__ = [
     "DPI",
     "PALETTE",
     "grid_for",
+    "plot_animation",
+    "plot_coloured_panels",
     "plot_density",
     "plot_loss",
     "plot_pairs",
     "plot_panels",
     "plot_strip",
     "plot_training_diagnostics",
+    "plot_vector_fields",
+    "plot_warped_grid",
 ]
 
 DPI = 150
@@ -317,6 +322,7 @@ def plot_panels(
         heading.append(f"showing columns ({names[a]}, {names[b]}) of {d}")
     # Height: the data area (panel width less tick labels, times the aspect) plus title and labels.
     height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading)
+    height += 0.22 * max(str(title).count("\n") for title, _ in panels)  # multi-line panel titles
     fig = _new_figure(_PANEL_INCHES * n, height)
     axes = fig.subplots(1, n, squeeze=False)[0]
     for i, (ax, (title, _), xy) in enumerate(zip(axes, panels, projected, strict=True)):
@@ -719,11 +725,20 @@ def _is_loss_key(key: str) -> bool:
     return any(tok in _LOSS_TOKENS for tok in tokens)
 
 
+def _spans_decade(series: Mapping[str, Sequence[float]]) -> bool:
+    """Whether the finite, positive values of ``series`` span at least a factor of 10."""
+    values = np.concatenate([np.asarray(v, dtype=float).ravel() for v in series.values()] or [np.zeros(0)])
+    values = values[np.isfinite(values) & (values > 0)]
+    return values.size > 0 and float(values.max()) >= 10.0 * float(values.min())
+
+
 def plot_training_diagnostics(
     history: Mapping[str, Sequence[float]],
     path: PathLike,
     *,
     x_key: str = "epoch",
+    heldout: Sequence[str] = (),
+    titles: Mapping[str, str] | None = None,
     fmt: str = "png",
 ) -> Path:
     """A 1 x 3 figure: loss curves, learning rate (log y) and gradient norm (log y) per epoch.
@@ -732,26 +747,499 @@ def plot_training_diagnostics(
     whose underscore-separated parts include loss, nll, mse, kl, elbo or bpd (e.g. "train_nll",
     "val_loss"). A missing series leaves its panel with a short note.
 
+    ``heldout`` names keys (e.g. "test_nll_bound", in other units than the training loss) drawn in
+    a fourth panel beside the loss instead of in it; the figure is then 1 x 4. ``titles`` renames
+    panels by their default titles ("loss", "held-out", "learning rate", "gradient norm").
+
     Returns:
         The path written.
     """
     x = _history_x(history, x_key)
+    apart = [k for k in heldout if k in history]
     panels = [
-        ("loss", {k: v for k, v in history.items() if k != x_key and _is_loss_key(k)}, False),
+        (
+            "loss",
+            {k: v for k, v in history.items() if k != x_key and k not in apart and _is_loss_key(k)},
+            False,
+        ),
+        *([("held-out", {k: history[k] for k in apart}, False)] if apart else []),
         ("learning rate", {k: history[k] for k in ("lr",) if k in history}, True),
         ("gradient norm", {k: history[k] for k in ("grad_norm",) if k in history}, True),
     ]
-    fig = _new_figure(13.5, 4.0)
-    axes = fig.subplots(1, 3)
+    names = dict(titles or {})
+    fig = _new_figure(4.5 * len(panels), 4.0)
+    axes = fig.subplots(1, len(panels))
     for i, (ax, (name, series, log_y)) in enumerate(zip(axes, panels, strict=True)):
         if series:
+            # A log axis helps only across a wide range; over a narrow one it repeats tick labels.
+            log_y = log_y and _spans_decade(series)
             _draw_curves(ax, x, series, log_y=log_y, color_offset=0 if i == 0 else i + 1)
-            if i > 0 and ax.get_legend() is not None:
+            if name in ("learning rate", "gradient norm") and ax.get_legend() is not None:
                 ax.get_legend().remove()
         else:
             ax.text(
                 0.5, 0.5, f"no {name} recorded", transform=ax.transAxes, ha="center", va="center", color="0.4"
             )
-        ax.set_title(name, fontsize=11)
+        ax.set_title(names.get(name, name), fontsize=11)
         ax.set_xlabel(_pretty(x_key) if x_key in history else "step")
+    return _save(fig, path, fmt)
+
+
+# --------------------------------------------------------------------------------------------------
+# Model pictures: coloured scatters, warped grids, vector fields, animations
+# --------------------------------------------------------------------------------------------------
+
+_OTHER_COLOR = "#BBBBBB"
+_SEQUENTIAL = "cividis"  # perceptually uniform and readable with colour-vision deficiencies
+_GIF_DPI = 100
+_VECTOR_CMAP = "plasma"  # dark to bright and perceptually uniform; readable on a white background
+
+
+def _draw_coloured(
+    ax: Axes,
+    xy: np.ndarray,
+    labels: np.ndarray,
+    categories: Sequence[str] | None,
+    *,
+    n_for_style: int,
+    scale: float = 1.0,
+    legend: bool = False,
+) -> None:
+    """Scatter ``xy`` coloured by integer ``labels`` (names in ``categories``, -1 drawn grey) or,
+    without ``categories``, by float ``labels`` in [0, 1] on a sequential colour map."""
+    size, alpha = _Style.marker(n_for_style)
+    rasterized = len(xy) > _RASTERIZE_ABOVE
+    if categories is None:
+        ax.scatter(
+            xy[:, 0],
+            xy[:, 1],
+            c=np.clip(labels, 0.0, 1.0),
+            cmap=_SEQUENTIAL,
+            vmin=0.0,
+            vmax=1.0,
+            s=size * scale,
+            alpha=alpha,
+            linewidths=0,
+            rasterized=rasterized,
+        )
+        return
+    groups = [(-1, "background", _OTHER_COLOR)] + [
+        (k, str(name), _Style.color(k)) for k, name in enumerate(categories)
+    ]
+    for k, name, color in groups:
+        mask = labels == k
+        if not mask.any():
+            continue
+        ax.scatter(
+            xy[mask, 0],
+            xy[mask, 1],
+            s=size * scale,
+            alpha=alpha if k >= 0 else alpha * 0.6,
+            color=color,
+            linewidths=0,
+            label=name,
+            rasterized=int(mask.sum()) > _RASTERIZE_ABOVE,
+        )
+    if legend:
+        ax.legend(fontsize=8, markerscale=max(1.0, 6.0 / math.sqrt(size * scale)), frameon=False, loc="best")
+
+
+def _check_labels(labels: np.ndarray, n: int, categories: Sequence[str] | None) -> np.ndarray:
+    values = np.asarray(labels)
+    if values.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {values.shape}")
+    if categories is not None:
+        values = values.astype(np.int64)
+        if values.size and (values.min() < -1 or values.max() >= len(categories)):
+            raise ValueError(f"labels must be in -1..{len(categories) - 1}")
+    return values
+
+
+def plot_coloured_panels(
+    panels: Sequence[tuple[str, np.ndarray]],
+    labels: np.ndarray,
+    path: PathLike,
+    *,
+    categories: Sequence[str] | None = None,
+    normal_rings: Sequence[bool] | None = None,
+    suptitle: str | None = None,
+    colour_note: str | None = None,
+    dims: tuple[int, int] = (0, 1),
+    fmt: str = "png",
+) -> Path:
+    """One row of scatter panels of the same N points, each coloured by the same per-point labels.
+
+    Use it to follow points from one space to another, e.g. data x and its latent z = f(x)
+    coloured by the glyph each point came from.
+
+    Args:
+        panels: ``(title, points)`` pairs, every ``points`` (N, D) with D >= 2 and the same N.
+        labels: (N,) integer class per point (with ``categories``; -1 = none of them, drawn grey),
+            or floats in [0, 1] drawn on a sequential colour map (without ``categories``).
+        path: output file; its suffix is replaced by ``"." + fmt``.
+        categories: names of the classes 0, 1, ...; a legend shows them.
+        normal_rings: per panel, whether to draw the 1, 2 and 3 sigma circles of N(0, I).
+        suptitle: optional figure title; ``colour_note`` is appended below it (e.g. "colour: x1 quantile").
+        dims: the two columns drawn.
+        fmt: "png" (default), "svg" or "pdf".
+
+    Returns:
+        The path written.
+    """
+    if len(panels) == 0:
+        raise ValueError("plot_coloured_panels needs at least one panel")
+    arrays = [_points(data, f"panel {title!r}") for title, data in panels]
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError(f"all panels must hold the same points, got sizes {[len(a) for a in arrays]}")
+    d = min(a.shape[1] for a in arrays)
+    a, b = _check_dims(dims, d, "the panels")
+    values = _check_labels(labels, n, categories)
+    projected = [arr[:, [a, b]] for arr in arrays]
+    finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in projected], axis=0)
+    projected = [xy[finite] for xy in projected]
+    values = values[finite]
+    rings = [False] * len(panels) if normal_rings is None else [bool(r) for r in normal_rings]
+    if len(rings) != len(panels):
+        raise ValueError(f"normal_rings has {len(rings)} flags for {len(panels)} panels")
+
+    heading = [h for h in (suptitle, colour_note) if h]
+    k = len(panels)
+    fig = _new_figure(_PANEL_INCHES * k, _PANEL_INCHES + 0.05 + 0.3 * len(heading))
+    axes = fig.subplots(1, k, squeeze=False)[0]
+    for i, (ax, (title, _), xy) in enumerate(zip(axes, panels, projected, strict=True)):
+        box = _Style.box(xy)
+        _draw_coloured(
+            ax, xy, values, categories, n_for_style=len(xy), legend=categories is not None and i == 0
+        )
+        if rings[i]:
+            theta = np.linspace(0.0, 2.0 * math.pi, 200)
+            for r in (1.0, 2.0, 3.0):
+                ax.plot(r * np.cos(theta), r * np.sin(theta), color="0.35", linewidth=0.7, linestyle="--")
+            ax.plot([], [], color="0.35", linewidth=0.7, linestyle="--", label="N(0, I): 1, 2, 3 σ")
+            if categories is None:
+                ax.legend(fontsize=8, frameon=False, loc="upper right")
+        _Style.frame(ax, box)
+        ax.set_title(title, fontsize=11)
+    if heading:
+        fig.suptitle("\n".join(heading), fontsize=12)
+    return _save(fig, path, fmt)
+
+
+def plot_warped_grid(
+    stages: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    path: PathLike,
+    *,
+    labels: np.ndarray | None = None,
+    categories: Sequence[str] | None = None,
+    suptitle: str | None = None,
+    fmt: str = "png",
+) -> Path:
+    """A row of panels showing grid lines (and points) after successive maps, e.g. flow layers.
+
+    Args:
+        stages: ``(title, lines, points)`` per panel: ``lines`` (L, P, 2) polylines, the first half
+            drawn in one colour (e.g. the grid's vertical lines) and the second half in another;
+            ``points`` (N, 2) points carried along (may be empty), coloured by ``labels``.
+        path: output file; its suffix is replaced by ``"." + fmt``.
+        labels, categories: as in :func:`plot_coloured_panels` (no ``labels``: one grey).
+        suptitle: optional figure title.
+        fmt: "png" (default), "svg" or "pdf".
+
+    Each panel's limits come from the quantiles of its grid-line vertices, so a layer that
+    sends a few lines far away still shows the bulk of the grid.
+
+    Returns:
+        The path written.
+    """
+    if len(stages) == 0:
+        raise ValueError("plot_warped_grid needs at least one stage")
+    k = len(stages)
+    legend_height = 0.3 if categories is not None and labels is not None else 0.0
+    fig = _new_figure(
+        _STRIP_INCHES * 1.15 * k, _STRIP_INCHES * 1.15 + 0.2 + legend_height + (0.35 if suptitle else 0.0)
+    )
+    axes = fig.subplots(1, k, squeeze=False)[0]
+    scale = (_STRIP_INCHES / _PANEL_INCHES) ** 2
+    line_colors = ("#0072B2", "#D55E00")
+    for i, (ax, (title, lines, points)) in enumerate(zip(axes, stages, strict=True)):
+        lines = np.asarray(lines, dtype=float)
+        if lines.ndim != 3 or lines.shape[2] != 2:
+            raise ValueError(f"lines of stage {title!r} must have shape (L, P, 2), got {lines.shape}")
+        pts = np.asarray(points, dtype=float).reshape(-1, 2)
+        vertices = _Style.finite_rows(lines.reshape(-1, 2))
+        if i == 0 or len(pts) < 10:
+            box = _Style.box(vertices if len(vertices) else pts, aspect=1.0)
+        else:  # where the carried points go: lines sent far away are cut off
+            box = _Style.box(_Style.finite_rows(pts), aspect=1.0)
+        half = len(lines) // 2
+        for j, line in enumerate(lines):
+            ax.plot(
+                line[:, 0],
+                line[:, 1],
+                color=line_colors[0 if j < half else 1],
+                linewidth=0.6,
+                alpha=0.55,
+                zorder=1,
+            )
+        if len(pts):
+            if labels is None:
+                _Style.scatter(ax, pts, "0.3", box=box, scale=scale)
+            else:
+                values = _check_labels(labels, len(pts), categories)
+                _draw_coloured(
+                    ax,
+                    pts,
+                    values,
+                    categories,
+                    n_for_style=len(pts),
+                    scale=scale,
+                )
+        _Style.frame(ax, box)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(labelsize=7)
+    if categories is not None and labels is not None:
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            names,
+            loc="outside lower center",
+            ncols=len(names),
+            fontsize=9,
+            frameon=False,
+            markerscale=4.0,
+        )
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=12)
+    return _save(fig, path, fmt)
+
+
+def plot_vector_fields(
+    points: np.ndarray,
+    fields: Sequence[tuple[str, np.ndarray]],
+    path: PathLike,
+    *,
+    background: np.ndarray | None = None,
+    suptitle: str | None = None,
+    fmt: str = "png",
+) -> Path:
+    """A row of quiver panels: one vector field per panel on the same 2-D grid of ``points``.
+
+    Args:
+        points: (G, 2) arrow tails (a regular grid).
+        fields: ``(title, vectors)`` per panel, ``vectors`` (G, 2).
+        path: output file; its suffix is replaced by ``"." + fmt``.
+        background: optional (N, 2) points drawn faintly beneath the arrows (e.g. the data).
+        suptitle: optional figure title.
+        fmt: "png" (default), "svg" or "pdf".
+
+    Arrows show the direction only (all the same length, 0.8 grid spacings); their colour shows
+    the vector's length relative to that panel's longest (a colour bar on the right).
+
+    Returns:
+        The path written.
+    """
+    pts = _points(points, "points")[:, :2]
+    if len(fields) == 0:
+        raise ValueError("plot_vector_fields needs at least one field")
+    box = _Style.box(_Style.finite_rows(pts), aspect=None)
+    spacing = max(box[1] - box[0], box[3] - box[2]) / max(math.sqrt(len(pts)) - 1.0, 1.0)
+    k = len(fields)
+    fig = _new_figure(3.3 * k + 0.6, 3.45 + (0.35 if suptitle else 0.0))
+    axes = fig.subplots(1, k, squeeze=False)[0]
+    arrows = None
+    for ax, (title, vectors) in zip(axes, fields, strict=True):
+        vec = np.asarray(vectors, dtype=float)
+        if vec.shape != pts.shape:
+            raise ValueError(f"vectors of {title!r} must have shape {pts.shape}, got {vec.shape}")
+        if background is not None:
+            bg = _Style.finite_rows(_points(background, "background")[:, :2])
+            size, alpha = _Style.marker(len(bg))
+            ax.scatter(
+                bg[:, 0],
+                bg[:, 1],
+                s=size * 0.6,
+                alpha=min(1.0, alpha * 0.8),
+                color="0.6",
+                linewidths=0,
+                rasterized=len(bg) > _RASTERIZE_ABOVE,
+            )
+        norm = np.linalg.norm(vec, axis=1)
+        ok = np.isfinite(norm) & (norm > 0)
+        longest = float(norm[ok].max()) if ok.any() else 0.0
+        if longest > 0:
+            unit = vec[ok] / norm[ok, None] * (0.8 * spacing)
+            arrows = ax.quiver(
+                pts[ok, 0],
+                pts[ok, 1],
+                unit[:, 0],
+                unit[:, 1],
+                norm[ok] / longest,
+                cmap=ListedColormap(colormaps[_VECTOR_CMAP](np.linspace(0.0, 0.85, 256))),
+                clim=(0.0, 1.0),
+                angles="xy",
+                scale_units="xy",
+                scale=1.0,
+                width=0.005,
+                headwidth=3.5,
+                headlength=4.0,
+                headaxislength=3.5,
+                zorder=2,
+            )
+        _Style.frame(ax, box)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(labelsize=7)
+    if arrows is not None:
+        bar = fig.colorbar(arrows, ax=list(axes), shrink=0.85, pad=0.01, aspect=25)
+        bar.set_label("length / longest in panel", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
+    return _save(fig, path, fmt)
+
+
+def plot_animation(
+    frames: Sequence[tuple[str, np.ndarray]],
+    path: PathLike,
+    *,
+    reference: np.ndarray | None = None,
+    suptitle: str | None = None,
+    fps: float = 8.0,
+    hold_last: int = 8,
+    size_inches: float = 4.4,
+) -> Path:
+    """An animated, looping GIF of 2-D point clouds, e.g. the reverse diffusion x_L ... x_0.
+
+    Args:
+        frames: ``(title, points)`` per frame, ``points`` (N, D) with D >= 2 (columns 0 and 1 drawn).
+        path: output file; its suffix is replaced by ".gif".
+        reference: optional (M, >= 2) points (e.g. the real data) whose quantile box, widened to hold
+            the frames' points too, sets the common axis limits; else the frames' own points do.
+        suptitle: optional title above every frame.
+        fps: frames per second.
+        hold_last: the last frame is repeated this many extra times before the loop restarts.
+        size_inches: width and height of the square figure; written at 100 dpi.
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.animation import PillowWriter
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if len(frames) == 0:
+        raise ValueError("plot_animation needs at least one frame")
+    arrays = [_Style.finite_rows(_points(data, f"frame {title!r}")[:, :2]) for title, data in frames]
+    parts = [arrays[0], arrays[-1]] + ([] if reference is None else [_points(reference, "reference")[:, :2]])
+    box = _Style.box(_Style.finite_rows(np.concatenate(parts)))
+    size, alpha = _Style.marker(max(len(a) for a in arrays))
+    fig = Figure(figsize=(size_inches, size_inches), dpi=_GIF_DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    scatter = ax.scatter(
+        arrays[0][:, 0], arrays[0][:, 1], s=size, alpha=alpha, color=_Style.color(0), linewidths=0
+    )
+    _Style.frame(ax, box)
+    title = ax.set_title(frames[0][0], fontsize=11)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=11)
+    target = Path(path).with_suffix(".gif")
+    writer = PillowWriter(fps=fps)
+    with atomic_path(target) as tmp:
+        writer.setup(fig, str(tmp), dpi=_GIF_DPI)
+        for (name, _), xy in zip(frames, arrays, strict=True):
+            scatter.set_offsets(xy)
+            title.set_text(name)
+            writer.grab_frame()
+        for _ in range(max(int(hold_last), 0)):
+            writer.grab_frame()
+        writer.finish()
+    return target
+
+
+# --------------------------------------------------------------------------------------------------
+# Model comparison sheet
+# --------------------------------------------------------------------------------------------------
+
+
+def plot_compare(
+    panels: Sequence[tuple[str, np.ndarray]],
+    densities: Sequence[tuple[str, np.ndarray, Box]],
+    path: PathLike,
+    *,
+    reference: np.ndarray | None = None,
+    columns: Sequence[str] | None = None,
+    suptitle: str | None = None,
+    fmt: str = "png",
+) -> Path:
+    """One sheet comparing models: scatter panels (real data, each model's samples) in the first row
+    and log-density heatmaps in the second.
+
+    Args:
+        panels: ``(title, points (N, >=2))`` pairs, drawn in the limits of ``reference`` (or of the
+            first panel).
+        densities: ``(title, log_density (H, W), extent)`` triples as for :func:`plot_density`
+            (row 0 at the bottom); each heatmap has its own colour scale, from the larger of its 5 %
+            quantile and (maximum - 20 nats) up to its maximum.
+        path: output file; its suffix is replaced by ``"." + fmt``.
+        reference: points whose quantile box sets the scatter limits.
+        columns: names of the two plotted columns.
+        suptitle: optional figure title.
+        fmt: "png" (default), "svg" or "pdf".
+
+    Returns:
+        The path written.
+    """
+    if len(panels) == 0:
+        raise ValueError("plot_compare needs at least one scatter panel")
+    arrays = [_Style.finite_rows(_points(data, f"panel {title!r}")[:, :2]) for title, data in panels]
+    ref = arrays[0] if reference is None else _Style.finite_rows(_points(reference, "reference")[:, :2])
+    box = _Style.box(ref)
+    names = _column_names(None if columns is None else list(columns)[:2], 2)
+    n_cols = max(len(panels), len(densities))
+    n_rows = 2 if densities else 1
+    fig = _new_figure(_PANEL_INCHES * n_cols, (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0))
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for i, ax in enumerate(axes[0]):
+        if i >= len(arrays):
+            ax.set_axis_off()
+            continue
+        _Style.scatter(ax, arrays[i], _Style.color(i), box=box, n_for_style=len(arrays[i]))
+        ax.set_title(panels[i][0], fontsize=10)
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+    if densities:
+        cmap = colormaps["viridis"]
+        cmap = cmap.with_extremes(bad=cmap(0.0), under=cmap(0.0))
+        for i, ax in enumerate(axes[1]):
+            if i >= len(densities):
+                ax.set_axis_off()
+                continue
+            title, log_density, extent = densities[i]
+            logp = np.asarray(log_density, dtype=float)
+            if logp.ndim != 2:
+                raise ValueError(f"log-density {title!r} must be a 2-D (H, W) array, got shape {logp.shape}")
+            finite = logp[np.isfinite(logp)]
+            vmax = float(finite.max()) if finite.size else 0.0
+            vmin = max(float(np.quantile(finite, 0.05)), vmax - 20.0) if finite.size else -1.0
+            if vmin >= vmax:
+                vmin = vmax - 1.0
+            image = ax.imshow(
+                np.ma.masked_invalid(logp),
+                origin="lower",
+                extent=tuple(float(v) for v in extent),
+                cmap=cmap,
+                vmin=vmin,
+                vmax=vmax,
+                interpolation="nearest",
+                aspect="equal",
+            )
+            bar = fig.colorbar(image, ax=ax, extend="min", shrink=0.85)
+            bar.set_label("log p(x) [nats]", fontsize=8)
+            bar.ax.tick_params(labelsize=7)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel(names[0])
+            ax.set_ylabel(names[1])
+            ax.tick_params(labelsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=12)
     return _save(fig, path, fmt)

@@ -8,12 +8,14 @@ Output layout under ``output_dir``::
     metrics/<model>_history.csv   per-epoch training log
     figures/<model>_results.png   the specification's three panels
     figures/<model>_loss.png      loss curves
+    figures/<model>_*.png         the model's other figures (see genmodels.report), index.html the page
     samples/<model>.csv           generated samples in the data's units
     configs/<model>.yaml          the effective config of the run
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -150,6 +152,8 @@ def run_training(
     device: str = "auto",
     progress: bool = True,
     resume: str | None = None,
+    fmt: str = "png",
+    tensorboard: bool = False,
 ) -> RunResult:
     """Train ``config``'s model on its data and write every output; see the module docstring.
 
@@ -159,11 +163,14 @@ def run_training(
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         progress: show progress bars.
         resume: a checkpoint to continue from, or ``"auto"`` for ``checkpoints/<model>_last.pt``.
+        fmt: figure format, "png", "svg" or "pdf" (see :func:`genmodels.report.write_figures`).
+        tensorboard: also log the training history to ``tensorboard/<model>`` (needs the
+            ``tensorboard`` package).
 
     Raises:
         DataError, ConfigError, CheckpointError, TrainingError: problems the user can fix.
     """
-    from genmodels import plotting
+    from genmodels import report, visualize
 
     out = Path(output_dir)
     name = config.model_type
@@ -229,19 +236,28 @@ def run_training(
             data_info=data_info,
         )
 
-    trainer.fit(train, evaluate=_make_evaluate(name, test), on_checkpoint=checkpoint)
+    board = report.TensorBoardLog(out / "tensorboard" / name) if tensorboard else None
+    evaluate = _make_evaluate(name, test)
+    if board is not None:
+        evaluate = board.wrap(evaluate, trainer.history)
+    trainer.fit(train, evaluate=evaluate, on_checkpoint=checkpoint)
+    if board is not None:
+        board.close(trainer.history)
 
     ema = trainer.ema.eval()
     sampling = config.sampling
     start = time.perf_counter()
-    samples = sample_model(
-        ema,
-        sampling.n_samples,
-        seed=config.training.seed,
-        chunk_size=sampling.chunk_size,
-        sampling_steps=sampling.sampling_steps,
-        eta=sampling.eta,
-    )
+    # The DDPM figures show the reverse process of the first samples, recorded on the way.
+    recorder = visualize.record_reverse_process(ema) if name == "ddpm" else contextlib.nullcontext()
+    with recorder as recording:
+        samples = sample_model(
+            ema,
+            sampling.n_samples,
+            seed=config.training.seed,
+            chunk_size=sampling.chunk_size,
+            sampling_steps=sampling.sampling_steps,
+            eta=sampling.eta,
+        )
     sample_seconds = time.perf_counter() - start
     if not np.isfinite(samples).all():
         bad = int((~np.isfinite(samples).all(1)).sum())
@@ -265,14 +281,9 @@ def run_training(
             metrics["train_nll"] = float(-torch.cat([ema.log_prob(b) for b in train.split(65536)]).mean())
             metrics["test_nll"] = float(-ema.log_prob(test).mean()) if len(test) else math.nan
             metrics["test_nll_per_dim"] = metrics["test_nll"] / dim
-            middle = ("Latent z = f(x)", ema(train[:20000])[0].cpu().numpy())
         else:
             metrics["test_nll_bound"] = float(ema.nll_bound(test).mean()) if len(test) else math.nan
             metrics["test_nll_bound_per_dim"] = metrics["test_nll_bound"] / dim
-            middle = (
-                "Forward Diffused",
-                ema.forward_diffuse(train[:20000], ema.diffusion_steps).cpu().numpy(),
-            )
     n_eval = sampling.n_eval or len(test_np)
     metrics.update(evaluate_samples(samples[:n_eval], test_np, train_np, seed=config.data.split_seed))
 
@@ -283,26 +294,20 @@ def run_training(
     from genmodels.data import save_csv
 
     save_csv(paths["samples"], samples, dataset.columns)
-    real_show = train_np[:20000]
-    title_metric = (
-        f"test NLL {metrics['test_nll']:.3f} nats" if name == "realnvp" else f"C2ST {metrics['c2st']:.3f}"
-    )
-    plotting.plot_panels(
-        [("Original Data", real_show), middle, (f"Generated Samples ({title_metric})", samples[:20000])],
-        paths["results"],
+    figures = report.write_figures(
+        ema,
+        name,
+        train_np,
+        samples,
+        trainer.history,
+        out,
+        fmt=fmt,
+        metrics=metrics,
         columns=dataset.columns,
-        reference=real_show,
-        share_reference=[True, False, True],
-        suptitle=f"{'RealNVP' if name == 'realnvp' else 'DDPM'} on {Path(config.data.path).name}",
+        data_name=config.data.path,
+        reverse=recording.trajectory(samples) if recording is not None else None,
+        sampling_steps=sampling.sampling_steps,
+        seed=config.training.seed,
     )
-    loss_history = {"epoch": trainer.history["epoch"]}
-    if name == "realnvp":
-        loss_history["train_nll"] = trainer.history["loss"]
-        if "test_nll" in trainer.history:
-            loss_history["test_nll"] = trainer.history["test_nll"]
-        ylabel = "negative log-likelihood [nats]"
-    else:
-        loss_history["weighted_mse"] = trainer.history["loss"]
-        ylabel = "weighted MSE"
-    plotting.plot_loss(loss_history, paths["loss"], ylabel=ylabel, title=f"{name} training loss")
+    paths.update(figures)
     return RunResult(metrics=metrics, paths=paths)

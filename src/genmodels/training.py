@@ -92,12 +92,13 @@ class Trainer:
         self.config = config
         self.progress = progress
         params = [p for p in model.parameters() if p.requires_grad]
+        # The fused implementation updates every parameter in one kernel (CPU and CUDA alike).
         if config.weight_decay > 0:
             self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-                params, lr=config.learning_rate, weight_decay=config.weight_decay
+                params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
             )
         else:
-            self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+            self.optimizer = torch.optim.Adam(params, lr=config.learning_rate, fused=True)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=config.lr_decay)
         self.ema: nn.Module = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else model
         self.epoch = 0
@@ -226,7 +227,12 @@ class Trainer:
                 last = self.epoch == cfg.epochs
                 if evaluate is not None and (self.epoch % cfg.eval_every == 0 or last):
                     self.ema.eval()
-                    record.update(evaluate(self.ema))
+                    # The evaluation draws its own random numbers (e.g. DDPM timesteps) from a copy of
+                    # the RNG state, so the training stream, and thus the model, is the same for any
+                    # eval_every.
+                    cuda = [data.device.index or 0] if data.device.type == "cuda" else []
+                    with torch.random.fork_rng(devices=cuda):
+                        record.update(evaluate(self.ema))
                 self._record(record)
                 bar.set_postfix(
                     loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", steps_s=f"{steps_per_epoch / seconds:.0f}"

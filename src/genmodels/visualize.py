@@ -1,0 +1,327 @@
+"""Arrays for the figures of a trained model: densities, warped grids, trajectories, vector fields.
+
+Everything here turns a model (and numpy inputs) into numpy arrays; nothing is drawn. The drawing
+is in :mod:`genmodels.plotting` and the choice of figures in :mod:`genmodels.report`.
+
+* RealNVP: :func:`log_density_on_grid`, :func:`warped_grid` (lines of a regular grid pushed through
+  the flow bijection by bijection), :func:`latent` (z = f(x)).
+* DDPM: :func:`record_reverse_process` (the reverse process x_L ... x_0 of the first points of an
+  ordinary sampling run, captured on the way, at no extra cost), :func:`forward_process` (x_0 ... x_L)
+  and :func:`denoising_field` (the learned denoising displacement on a grid at a few noise levels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "ReverseRecording",
+    "WarpedGrid",
+    "VectorField",
+    "closest_indices",
+    "denoising_field",
+    "forward_process",
+    "grid_lines",
+    "latent",
+    "log_density_on_grid",
+    "noise_level_timesteps",
+    "record_reverse_process",
+    "warped_grid",
+]
+
+_BATCH = 65536
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.buffers()).device
+
+
+def _tensor(model: nn.Module, values: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values), dtype=torch.float32, device=_device(model))
+
+
+# --------------------------------------------------------------------------------------------------
+# RealNVP
+# --------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def log_density_on_grid(flow: nn.Module, grid: np.ndarray, *, batch_size: int = _BATCH) -> np.ndarray:
+    """``log p(x)`` of a flow at the points ``grid (G, D)``: ``(G,)`` float64 in nats.
+
+    Non-finite values (overflow far from the data) are returned as ``-inf``.
+    """
+    x = _tensor(flow, grid)
+    out = torch.cat([flow.log_prob(chunk) for chunk in x.split(batch_size)]).double().cpu().numpy()
+    out[~np.isfinite(out)] = -np.inf
+    return out
+
+
+@torch.no_grad()
+def latent(flow: nn.Module, x: np.ndarray, *, batch_size: int = _BATCH) -> np.ndarray:
+    """The latent ``z = f(x)`` of points ``x (N, D)``: ``(N, D)`` float64."""
+    t = _tensor(flow, x)
+    return torch.cat([flow(chunk)[0] for chunk in t.split(batch_size)]).double().cpu().numpy()
+
+
+def grid_lines(
+    box: tuple[float, float, float, float], *, n_lines: int = 15, n_points: int = 160
+) -> np.ndarray:
+    """Lines of a regular grid over ``box = (x0, x1, y0, y1)``: ``(2 * n_lines, n_points, 2)``.
+
+    The first ``n_lines`` lines are vertical (constant x), the rest horizontal (constant y).
+    """
+    if n_lines < 2 or n_points < 2:
+        raise ValueError("n_lines and n_points must be at least 2")
+    x0, x1, y0, y1 = box
+    xs, ys = np.linspace(x0, x1, n_lines), np.linspace(y0, y1, n_lines)
+    tx, ty = np.linspace(x0, x1, n_points), np.linspace(y0, y1, n_points)
+    vertical = np.stack(
+        [np.broadcast_to(xs[:, None], (n_lines, n_points)), np.broadcast_to(ty, (n_lines, n_points))], -1
+    )
+    horizontal = np.stack(
+        [np.broadcast_to(tx, (n_lines, n_points)), np.broadcast_to(ys[:, None], (n_lines, n_points))], -1
+    )
+    return np.concatenate([vertical, horizontal]).astype(float)
+
+
+@dataclass
+class WarpedGrid:
+    """A grid and some points pushed through a flow.
+
+    Attributes:
+        titles: one per stage ("data space x", "after coupling 3", ..., "latent z").
+        lines: per stage, the grid lines ``(n_lines, n_points, 2)``.
+        points: per stage, the carried points ``(N, 2)`` (empty when none were given).
+    """
+
+    titles: list[str]
+    lines: list[np.ndarray]
+    points: list[np.ndarray]
+
+
+def _coupling_stages(n_bijections: int, kinds: Sequence[str], n_panels: int) -> list[int]:
+    """Indices (into the trajectory, -1 = the input) of the stages to show: the input, roughly
+    geometrically spaced couplings, and the last bijection (the latent)."""
+    couplings = [i for i, kind in enumerate(kinds) if kind == "AffineCoupling"]
+    if not couplings:
+        return [-1, n_bijections - 1]
+    want = max(n_panels - 1, 1)
+    # 1, 2, 4, ... couplings, then always the last: early layers bend the most visibly.
+    counts = sorted({min(2**k, len(couplings)) for k in range(want)} | {len(couplings)})
+    while len(counts) > want:
+        counts.pop(-2)
+    return [-1, *[couplings[c - 1] for c in counts]]
+
+
+@torch.no_grad()
+def warped_grid(
+    flow: nn.Module,
+    box: tuple[float, float, float, float],
+    *,
+    points: np.ndarray | None = None,
+    n_panels: int = 5,
+    n_lines: int = 15,
+    n_points: int = 160,
+) -> WarpedGrid:
+    """Push the lines of a regular grid over ``box`` (data space, 2-D) through the flow.
+
+    Returns the grid (and ``points``, if given) at the input, after a few chosen couplings (1, 2, 4,
+    ... of them) and at the latent, ``n_panels`` stages in all. Only for 2-D flows.
+    """
+    if getattr(flow, "dim", 2) != 2:
+        raise ValueError("warped_grid needs a 2-D flow")
+    lines = grid_lines(box, n_lines=n_lines, n_points=n_points)
+    shape = lines.shape
+    flat = lines.reshape(-1, 2)
+    n_grid = len(flat)
+    pts = np.zeros((0, 2)) if points is None else np.asarray(points, dtype=float)[:, :2]
+    x = _tensor(flow, np.concatenate([flat, pts]))
+    stages = [x.double().cpu().numpy()]
+    kinds = []
+    for bijection, y in zip(flow._bijections(), flow.trajectory(x), strict=True):
+        kinds.append(type(bijection).__name__)
+        stages.append(y.double().cpu().numpy())
+    chosen = _coupling_stages(len(kinds), kinds, n_panels)
+    n_couplings_before = np.cumsum([k == "AffineCoupling" for k in kinds])
+    titles, out_lines, out_points = [], [], []
+    for index in chosen:
+        if index == -1:
+            titles.append("data space x")
+        elif index == len(kinds) - 1:
+            titles.append(f"latent z (after all {int(n_couplings_before[-1])} couplings)")
+        else:
+            count = int(n_couplings_before[index])
+            titles.append(f"after {count} coupling{'s' if count != 1 else ''}")
+        values = stages[index + 1]
+        out_lines.append(values[:n_grid].reshape(shape))
+        out_points.append(values[n_grid:])
+    return WarpedGrid(titles, out_lines, out_points)
+
+
+# --------------------------------------------------------------------------------------------------
+# DDPM
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReverseRecording:
+    """The reverse process of the first ``n_keep`` points of a sampling run.
+
+    Filled by :func:`record_reverse_process`; :meth:`trajectory` gives it in data units.
+    """
+
+    n_keep: int
+    timesteps: list[int] = field(default_factory=list)
+    states: list[torch.Tensor] = field(default_factory=list)
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+    def trajectory(self, final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(timesteps (T + 1,), states (T + 1, n, D))`` in data units, from x_L down to x_0.
+
+        ``final`` holds the sampling run's output (its first rows are x_0 of the recorded points).
+        """
+        if not self.states:
+            raise ValueError("nothing was recorded (was the model sampled inside record_reverse_process?)")
+        n = min(len(self.states[0]), len(final))
+        stacked = torch.stack([s[:n] for s in self.states]).double()
+        states = (stacked * self.std.double() + self.mean.double()).numpy()
+        last = np.asarray(final, dtype=float)[None, :n]
+        return np.asarray([*self.timesteps, 0]), np.concatenate([states, last])
+
+
+@contextlib.contextmanager
+def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording]:
+    """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside.
+
+    The denoising network sees x_i at every reverse step, so a hook on its input captures the whole
+    reverse process of an ordinary sampling run (ancestral or strided) without extra network passes.
+    Only the first call per timestep is kept (the first chunk of a chunked run). x_0 is the sampler's
+    output; pass it to :meth:`ReverseRecording.trajectory`.
+    """
+    recording = ReverseRecording(n_keep=int(n_keep))
+    std_module = getattr(model, "standardize", None)
+    network = getattr(model, "network", None)
+    if network is None or std_module is None:
+        raise ValueError("record_reverse_process needs a DDPM (a model with .network and .standardize)")
+    recording.mean = std_module.mean.detach().cpu()
+    recording.std = std_module.std.detach().cpu()
+    seen: set[int] = set()
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        if len(args) < 2:
+            return
+        x, timestep = args[0], args[1]
+        step = int(timestep.reshape(-1)[0])
+        if step in seen:
+            return
+        seen.add(step)
+        recording.timesteps.append(step)
+        recording.states.append(x[: recording.n_keep].detach().float().cpu().clone())
+
+    handle = network.register_forward_pre_hook(hook)
+    try:
+        yield recording
+    finally:
+        handle.remove()
+
+
+def closest_indices(timesteps: np.ndarray, targets: Sequence[float]) -> list[int]:
+    """Index into ``timesteps`` of the entry nearest each target timestep (duplicates dropped)."""
+    ts = np.asarray(timesteps, dtype=float)
+    out: list[int] = []
+    for target in targets:
+        index = int(np.argmin(np.abs(ts - target)))
+        if index not in out:
+            out.append(index)
+    return out
+
+
+@torch.no_grad()
+def forward_process(
+    model: nn.Module, x0: np.ndarray, timesteps: Sequence[int], *, seed: int = 0
+) -> list[np.ndarray]:
+    """Draws ``x_i ~ q(x_i | x_0)`` of the points ``x0 (N, D)`` at each timestep, in data units."""
+    x = _tensor(model, x0)
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    out = []
+    for i in timesteps:
+        xi = model.forward_diffuse(x, int(i), generator=generator)
+        out.append(model.standardize.inverse(xi)[0].double().cpu().numpy())
+    return out
+
+
+def noise_level_timesteps(model: nn.Module, levels: Sequence[float] = (0.7, 0.4, 0.2, 0.08)) -> list[int]:
+    """Timesteps whose noise std sqrt(1 - ᾱ_i²) (standardised units) is nearest each level."""
+    sigma = model.schedule.sigma_bar.detach().cpu().double().numpy()
+    steps: list[int] = []
+    for level in levels:
+        i = int(np.argmin(np.abs(sigma[1:] - level))) + 1
+        if i not in steps:
+            steps.append(i)
+    return steps
+
+
+@dataclass
+class VectorField:
+    """The learned denoising displacement on a 2-D grid at a few timesteps, in data units.
+
+    Attributes:
+        points: ``(G, 2)`` grid points (data units).
+        timesteps: the timesteps i.
+        sigmas: the noise std sqrt(1 - ᾱ_i²) at each, in standardised units.
+        vectors: per timestep, ``(G, 2)`` displacements ``σ̄_i² ∇ log p_i(x) = -σ̄_i ε_θ(x, i)``
+            mapped to data units: where Tweedie's formula moves a point x_i towards ᾱ_i E[x_0 | x_i].
+    """
+
+    points: np.ndarray
+    timesteps: list[int]
+    sigmas: list[float]
+    vectors: list[np.ndarray]
+
+
+@torch.no_grad()
+def denoising_field(model: nn.Module, grid: np.ndarray, timesteps: Sequence[int]) -> VectorField:
+    """:class:`VectorField` of a 2-D DDPM at the points ``grid (G, 2)`` (data units)."""
+    x = _tensor(model, grid)
+    z, _ = model.standardize(x)
+    std = model.standardize.std
+    sigmas, vectors = [], []
+    for i in timesteps:
+        timestep = torch.full((len(z),), int(i), dtype=torch.long, device=z.device)
+        sigma = model.schedule.sigma_bar[int(i)]
+        eps = model._eps_prediction(z, timestep)
+        vectors.append((-sigma * eps * std).double().cpu().numpy())
+        sigmas.append(float(sigma))
+    return VectorField(np.asarray(grid, dtype=float), [int(i) for i in timesteps], sigmas, vectors)
+
+
+def fractions_of(total: int, fractions: Sequence[float]) -> list[int]:
+    """``round(f * total)`` for each fraction, deduplicated, in the given order."""
+    out: list[int] = []
+    for f in fractions:
+        value = int(round(f * total))
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def frame_timesteps(total: int, n_frames: int = 30, power: float = 2.0) -> list[float]:
+    """``n_frames`` target timesteps from ``total`` down to 0, denser near 0 (where structure forms)."""
+    u = np.linspace(1.0, 0.0, max(int(n_frames), 2))
+    return [float(total * v**power) for v in u]
+
+
+def finite_or_nan(value: float) -> float:
+    return float(value) if value is not None and math.isfinite(float(value)) else math.nan

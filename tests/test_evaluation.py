@@ -1,0 +1,130 @@
+"""Checkpoint evaluation: the metric pieces on known answers, the report, and the evaluate / compare commands."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genmodels.checkpoint import build_model, save_checkpoint
+from genmodels.cli import main
+from genmodels.config import default_config, with_overrides
+from genmodels.data import make_checkerboard, make_text
+from genmodels.evaluation import (
+    compare_table,
+    entropy_reference,
+    evaluate_checkpoint,
+    format_report,
+    looks_like_text,
+    mode_coverage,
+    sample_metrics,
+)
+
+TINY = {
+    "realnvp": {"model.n_coupling_layers": 2, "model.hidden_units": 8},
+    "ddpm": {
+        "model.diffusion_steps": 10,
+        "model.hidden_units": 8,
+        "model.n_blocks": 1,
+        "model.time_embed_dim": 4,
+    },
+}
+
+
+def tiny_checkpoint(tmp_path, model_type: str, points: np.ndarray) -> str:
+    config = with_overrides(default_config(model_type), TINY[model_type])
+    torch.manual_seed(0)
+    model = build_model(config, 2)
+    train = torch.as_tensor(points[:400], dtype=torch.float32)
+    model.set_standardization(train.mean(0), train.std(0))
+    path = tmp_path / model_type / "checkpoints" / f"{model_type}.pt"
+    save_checkpoint(
+        path,
+        config=config,
+        model=model,
+        dim=2,
+        columns=("x", "y"),
+        test_data=torch.as_tensor(points[400:], dtype=torch.float32),
+    )
+    return str(path)
+
+
+def test_entropy_reference_uses_the_closed_form_when_the_generator_is_named() -> None:
+    points = make_checkerboard(2000, seed=0)
+    named = entropy_reference(points, dataset="checkerboard")
+    assert named["source"] == "exact" and named["value"] == pytest.approx(math.log(8.0))
+    assert named["knn"] == pytest.approx(math.log(8.0), abs=0.15)
+    unnamed = entropy_reference(points)
+    assert unnamed["source"] == "knn" and unnamed["exact"] is None and unnamed["se"] > 0
+
+
+def test_mode_coverage_counts_a_missing_digit() -> None:
+    real = make_text(3000, seed=0, background=0.0)
+    generated = real[np.isin(np.arange(len(real)), np.flatnonzero(real[:, 0] < 0.45))]  # drop the 9
+    cov = mode_coverage(generated, real)
+    shares = {g["char"]: g for g in cov["glyphs"]}
+    assert shares["9"]["generated"] < 0.02 < 0.25 < shares["9"]["real"]
+    assert shares["6"]["generated"] > shares["6"]["real"]
+    assert cov["max_abs_difference"] > 0.25
+    assert sum(g["real"] for g in cov["glyphs"]) + cov["outside"]["real"] == pytest.approx(1.0)
+    assert looks_like_text(real) and not looks_like_text(make_checkerboard(1000, seed=0))
+
+
+def test_sample_metrics_sit_at_the_floor_for_real_samples() -> None:
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(400, 2))
+    out = sample_metrics(rng.normal(size=(200, 2)), real, n_boot=3)
+    assert out["n_eval"] == 200
+    for key in ("c2st_mlp", "c2st_hgb", "energy", "mmd", "sliced_w2"):
+        lo, hi = out[key]["interval"]
+        assert lo <= hi and math.isfinite(out[key]["floor"])
+    assert abs(out["c2st_mlp"]["value"] - 0.5) < 0.12
+    shifted = sample_metrics(rng.normal(size=(200, 2)) + 3.0, real, n_boot=3)
+    assert shifted["c2st_mlp"]["value"] > 0.9 and shifted["energy"]["value"] > 10 * abs(
+        out["energy"]["value"]
+    )
+    with pytest.raises(ValueError, match="too few"):
+        sample_metrics(real[:5], real)
+
+
+@pytest.mark.parametrize("model_type", ["realnvp", "ddpm"])
+def test_evaluate_checkpoint_on_its_held_out_split(tmp_path, model_type: str) -> None:
+    points = make_text(700, seed=1)
+    path = tiny_checkpoint(tmp_path, model_type, points)
+    result = evaluate_checkpoint(path, n_samples=300, n_bound=50, n_ode=20, n_boot=2)
+    m = result.metrics
+    assert m["n_real"] == 300 and m["samples"]["n_eval"] == 150
+    expected = {"realnvp": {"exact"}, "ddpm": {"bound", "ode"}}[model_type]
+    assert set(m["likelihood"]) == expected
+    for entry in m["likelihood"].values():
+        assert math.isfinite(entry["value"]) and entry["per_dim"] == pytest.approx(entry["value"] / 2)
+        assert entry["gap"] == pytest.approx(entry["value"] - m["entropy"]["value"])
+    assert m["mode_coverage"] is not None and m["mode_coverage"]["text"] == "689"
+    report = format_report(m)
+    assert "gap" in report and "floor" in report and "inside '8'" in report
+    table = compare_table([(model_type, m)])
+    assert table.startswith("| metric |") and "C2ST" in table
+
+
+def test_evaluate_and_compare_commands(tmp_path, capsys) -> None:
+    points = make_text(700, seed=2)
+    nvp = tiny_checkpoint(tmp_path, "realnvp", points)
+    ddpm = tiny_checkpoint(tmp_path, "ddpm", points)
+    out_json = tmp_path / "eval.json"
+    fast = ["-n", "200", "--n_boot", "2", "--ode_points", "10", "--bound_points", "20"]
+    assert main(["evaluate", ddpm, "--output", str(out_json), *fast]) == 0
+    saved = json.loads(out_json.read_text())
+    assert saved["model"] == "ddpm" and "ode" in saved["likelihood"]
+    assert "probability-flow ODE" in capsys.readouterr().out
+
+    out_dir = tmp_path / "cmp"
+    args = ["compare", "--realnvp", nvp, "--ddpm", ddpm, "--output_dir", str(out_dir), *fast]
+    assert main(args) == 0
+    assert (out_dir / "compare.md").read_text().startswith("| metric |")
+    assert (out_dir / "figures" / "compare.png").stat().st_size > 10_000
+    assert main(["compare", str(tmp_path / "realnvp"), "--output_dir", str(out_dir), *fast]) == 0
+    assert main(["evaluate", ddpm, "--dataset", "nope"]) == 2
+    assert main(["compare", str(tmp_path / "missing")]) == 2
