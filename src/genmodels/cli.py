@@ -352,7 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = " (continue with --resume auto)" if args.command == "train" else ""
+        hint = ""
+        if args.command == "train":
+            last = Path(args.output_dir, "checkpoints", f"{args.model_type}_last.pt")
+            if last.is_file():
+                where = "" if args.output_dir == "outputs" else f" --output_dir {args.output_dir}"
+                hint = f" (continue with --resume auto{where})"
         print(f"interrupted{hint}", file=sys.stderr)
         return 130
 

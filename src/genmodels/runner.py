@@ -214,6 +214,14 @@ def run_training(
         if payload.get("trainer") is None:
             raise CheckpointError(f"{resume_path} holds no training state to resume from")
         trainer.load_state_dict(payload["trainer"])
+        stored, asked = payload["config"].training, config.training
+        kept = [
+            f"{key} {getattr(stored, key)} (kept) vs {getattr(asked, key)} (asked)"
+            for key in ("learning_rate", "lr_decay", "weight_decay")
+            if getattr(stored, key) != getattr(asked, key)
+        ]
+        if kept:
+            log.warning("resuming keeps the checkpoint's optimizer state: %s", "; ".join(kept))
         log.info("resumed from %s at epoch %d", resume_path, trainer.epoch)
 
     data_info = {
