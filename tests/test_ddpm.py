@@ -85,7 +85,7 @@ def test_mean_and_eps_parameterisations_give_the_same_loss_for_the_same_mean():
     a = eps_model.loss(x)
     torch.manual_seed(7)
     b = mean_model.loss(x)
-    assert float(a) == pytest.approx(float(b), rel=1e-5)
+    assert float(a.detach()) == pytest.approx(float(b.detach()), rel=1e-5)
 
 
 def test_bound_weight_is_inverse_twice_the_reverse_variance():
