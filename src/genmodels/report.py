@@ -81,7 +81,7 @@ _CAPTIONS = {
 _SHOW_POINTS = 20000
 _TRAJECTORY_POINTS = 2000
 _GIF_FRAMES = 30
-_STRIP_FRACTIONS = (1.0, 0.75, 0.5, 0.25, 0.1, 0.0)
+_STRIP_NOISE_LEVELS = (0.95, 0.8, 0.6, 0.4, 0.2)  # sqrt(1 - ᾱ_i²) between x_L and x_0
 _DENSITY_RESOLUTION = 200
 _FIELD_RESOLUTION = 25
 _MIN_GLYPH_SHARE = 0.5
@@ -369,7 +369,10 @@ def _ddpm_figures(
         reverse = recording.trajectory(final.double().cpu().numpy())
     timesteps, states = reverse
     states = states[:, :_TRAJECTORY_POINTS]
-    chosen = V.closest_indices(timesteps, [f * steps for f in _STRIP_FRACTIONS])
+    # Snapshots at even steps in noise level, not in i: with the default schedule x_i is almost pure
+    # noise for i above about L/2, and the digits form in the last few hundred steps.
+    strip_steps = list(dict.fromkeys([steps, *V.noise_level_timesteps(model, _STRIP_NOISE_LEVELS), 0]))
+    chosen = V.closest_indices(timesteps, strip_steps)
     written["reverse"] = P.plot_strip(
         [(f"x_{int(timesteps[k])}", states[k]) for k in chosen],
         target("reverse"),
@@ -383,7 +386,7 @@ def _ddpm_figures(
         reference=real,
         suptitle=f"DDPM{where}",
     )
-    forward_steps = V.fractions_of(steps, _STRIP_FRACTIONS[::-1])
+    forward_steps = list(dict.fromkeys(strip_steps[::-1]))
     x0 = real[:_TRAJECTORY_POINTS]
     diffused = V.forward_process(model, x0, forward_steps, seed=seed)
     written["forward"] = P.plot_strip(
@@ -405,7 +408,7 @@ def _ddpm_figures(
         ],
         target("vector_field"),
         background=real[:5000],
-        suptitle=f"DDPM{where}: learned denoising direction -σ̄ᵢ ε_θ(x, i) (grey: data)",
+        suptitle=f"DDPM{where}: learned denoising direction -σ̄_i ε_θ(x, i) (grey: data)",
         fmt=fmt,
     )
 
