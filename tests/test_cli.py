@@ -725,3 +725,54 @@ def test_sample_rejects_other_files(capsys: pytest.CaptureFixture[str], tmp_path
         code, _, err = cli(capsys, "sample", path, "-n", "5", "-o", tmp_path / "x.csv")
         assert code == 2
         assert_clean_error(err, str(path))
+
+
+def test_resume_without_config_continues_the_stored_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`--resume auto` alone keeps the stored run's settings (epochs, samples, data), not the defaults."""
+    config = write_config(tmp_path / "c.yaml", "realnvp", training={"checkpoint_every": 1, "epochs": 3})
+    out = tmp_path / "out"
+    code, _, err = cli(
+        capsys, "train", "realnvp", "--config", config, "--data", case("B13.csv"), "--output_dir", out
+    )
+    assert code == 0, err
+    code, _, err = cli(capsys, "train", "realnvp", "--resume", "auto", "--output_dir", out, "--epochs", "4")
+    assert code == 0, err
+    stored = load_checkpoint(out / "checkpoints" / "realnvp.pt")["config"]
+    assert stored.training.epochs == 4 and stored.data.path == str(case("B13.csv"))
+    assert stored.sampling.n_samples == SMALL["realnvp"]["sampling"]["n_samples"]
+
+
+def test_user_mistakes_get_clear_errors(
+    capsys: pytest.CaptureFixture[str], realnvp_run: Path, tmp_path: Path
+):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    code, _, err = cli(capsys, "train", "realnvp", "--data", case("B13.csv"), "--output_dir", a_file)
+    assert code == 2
+    assert_clean_error(err, "--output_dir", "is a file")
+    tiny = tmp_path / "tiny.csv"
+    tiny.write_text("x,y\n" + "".join(f"{i}e-200,{-i}e-200\n" for i in range(1, 30)))
+    code, _, err = cli(capsys, "train", "realnvp", "--data", tiny, "--output_dir", tmp_path / "o")
+    assert code == 2
+    assert_clean_error(err, "column 'x'", "rescale")
+    code, _, err = cli(capsys, "make-data", "text", "--text", "   ", "-n", "10", "-o", tmp_path / "t.csv")
+    assert code == 2
+    assert_clean_error(err, "visible character")
+    code, _, err = cli(capsys, "sample", tiny, "-n", "5", "-o", tmp_path / "s.csv")
+    assert code == 2
+    assert_clean_error(err, "not a genmodels checkpoint")
+    assert "weights_only" not in err
+    ckpt = realnvp_run / "checkpoints" / "realnvp.pt"
+    code, _, err = cli(capsys, "sample", ckpt, "-n", "5", "--sampling_steps", "10", "-o", tmp_path / "s.csv")
+    assert code == 2
+    assert_clean_error(err, "--sampling_steps", "DDPM")
+
+
+def test_ddpm_sampling_steps_above_diffusion_steps_is_rejected(tmp_path: Path) -> None:
+    from genmodels.config import default_config
+    from genmodels.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sampling.sampling_steps"):
+        with_overrides(default_config("ddpm"), {"sampling.sampling_steps": 99999})

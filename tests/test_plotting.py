@@ -274,3 +274,21 @@ def test_degenerate_data(tmp_path: Path) -> None:
     assert plot_panels([("constant", pts)], tmp_path / "c.png").exists()
     grid, extent = grid_for(pts, resolution=4)
     assert np.isfinite(grid).all() and extent[0] < extent[1]
+
+
+def test_points_outside_the_axes_are_counted_on_the_figure(tmp_path):
+    """Diverged samples drawn inside the data's limits are announced, not silently cut off."""
+    from matplotlib.figure import Figure
+
+    from genmodels.plotting import _Style
+
+    rng = np.random.default_rng(0)
+    inside = rng.normal(size=(900, 2))
+    far = rng.normal(size=(100, 2)) * 1e5
+    ax = Figure().subplots()
+    _Style.scatter(ax, np.concatenate([inside, far]), "black", box=(-4.0, 4.0, -4.0, 4.0))
+    texts = [t.get_text() for t in ax.texts]
+    assert any(t.startswith("100 of 1,000 points (10.0%) outside") for t in texts), texts
+    ax = Figure().subplots()
+    _Style.scatter(ax, inside, "black", box=(-10.0, 10.0, -10.0, 10.0))
+    assert not ax.texts

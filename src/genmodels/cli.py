@@ -95,11 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from genmodels.config import config_to_dict, default_config, load_config, with_overrides
+    from genmodels.errors import ConfigError
     from genmodels.runner import run_training
 
     model_type = args.model_type
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            f"--output_dir {args.output_dir} is a file; expected a directory (it is created if missing)"
+        )
     if args.config is not None:
         config = load_config(args.config, model_type)
+    elif args.resume is not None:
+        # Continue the stored run as it was configured; options given now still override it.
+        from genmodels.checkpoint import load_checkpoint
+
+        resume_path = out / "checkpoints" / f"{model_type}_last.pt" if args.resume == "auto" else args.resume
+        config = load_checkpoint(resume_path, expected_type=model_type)["config"]
     elif Path(_SPEC_DEFAULTS[model_type]).is_file():
         config = load_config(_SPEC_DEFAULTS[model_type], model_type)
     else:
@@ -152,6 +164,12 @@ def _sample(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
     model = model_from_checkpoint(payload, device=device)
+    steps = getattr(model, "diffusion_steps", None)
+    if args.sampling_steps and (steps is None or args.sampling_steps > steps):
+        expected = (
+            "applies only to DDPM checkpoints" if steps is None else f"must be at most {steps} (0 = all)"
+        )
+        raise ConfigError(f"--sampling_steps {args.sampling_steps} {expected}")
     samples = sample_model(model, args.n, seed=args.seed, sampling_steps=args.sampling_steps, eta=args.eta)
     bad = int((~np.isfinite(samples).all(axis=1)).sum())
     if bad:

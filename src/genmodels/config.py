@@ -229,6 +229,12 @@ class RunConfig:
         errors: list[str] = []
         for section in (self.model, self.training, self.data, self.sampling):
             errors.extend(section.problems())
+        steps = getattr(self.model, "diffusion_steps", None)
+        if steps is not None and self.sampling.sampling_steps > steps:
+            errors.append(
+                f"sampling.sampling_steps ({self.sampling.sampling_steps}) must be at most "
+                f"model.diffusion_steps ({steps}); 0 means all"
+            )
         return errors
 
 

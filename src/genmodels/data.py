@@ -411,8 +411,8 @@ def _glyph_layout(
     from matplotlib.font_manager import FontProperties
     from matplotlib.textpath import TextPath
 
-    if not text:
-        raise ValueError("text must not be empty")
+    if not text.strip():
+        raise ValueError("text must contain at least one visible character")
     prop = FontProperties(fname=_font_file(font))
     per_char: list[list[np.ndarray]] = []
     n_before = 0

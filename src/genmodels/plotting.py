@@ -171,6 +171,29 @@ class _Style:
         if box is None:
             box = cls.box(xy)
         cls.frame(ax, box)
+        cls.note_outside(ax, xy, box)
+
+    @staticmethod
+    def note_outside(ax: Axes, xy: np.ndarray, box: Box) -> None:
+        """Say how many points fall outside the drawn limits when it is more than 1%: a figure must not
+        hide that samples have diverged."""
+        finite = np.isfinite(xy).all(axis=1)
+        inside = (
+            finite & (xy[:, 0] >= box[0]) & (xy[:, 0] <= box[1]) & (xy[:, 1] >= box[2]) & (xy[:, 1] <= box[3])
+        )
+        outside = int(len(xy) - inside.sum())
+        if len(xy) and outside > 0.01 * len(xy):
+            ax.text(
+                0.98,
+                0.02,
+                f"{outside:,} of {len(xy):,} points ({100 * outside / len(xy):.1f}%) outside the axes",
+                transform=ax.transAxes,
+                ha="right",
+                va="bottom",
+                fontsize=8,
+                color="#D55E00",
+                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5},
+            )
 
     @staticmethod
     def frame(ax: Axes, box: Box) -> None:

@@ -745,8 +745,8 @@ def plot_checkpoint(
     if n >= 10:
         rng = np.random.default_rng(seed)
         metrics["c2st"] = M.c2st(
-            samples[rng.choice(len(samples), n, replace=False)],
             real[rng.choice(len(real), n, replace=False)],
+            samples[rng.choice(len(samples), n, replace=False)],
             seed=seed,
         )
     history = (payload.get("trainer") or {}).get("history") or {}

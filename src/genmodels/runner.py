@@ -39,7 +39,7 @@ from genmodels.checkpoint import (
 )
 from genmodels.config import RunConfig, config_to_dict
 from genmodels.data import load_csv, train_test_split
-from genmodels.errors import CheckpointError, ConfigError, TrainingError
+from genmodels.errors import CheckpointError, ConfigError, DataError, TrainingError
 from genmodels.fileio import write_json, write_text
 from genmodels.training import Trainer
 
@@ -108,11 +108,25 @@ def evaluate_samples(
         out.update(c2st=math.nan, c2st_floor=math.nan, c2st_hgb=math.nan, c2st_hgb_floor=math.nan)
         return out
     real_a, real_b = other[: len(test)], test[: len(other)]
-    out["c2st"] = M.c2st(gen, test, seed=seed)
+    # The real points come first: their mean and standard deviation scale both samples, so a few
+    # huge outliers among bad samples cannot squash the data into one point.
+    out["c2st"] = M.c2st(test, gen, seed=seed)
     out["c2st_floor"] = M.c2st(real_a, real_b, seed=seed)
-    out["c2st_hgb"] = M.c2st(gen, test, seed=seed, classifier="hgb")
+    out["c2st_hgb"] = M.c2st(test, gen, seed=seed, classifier="hgb")
     out["c2st_hgb_floor"] = M.c2st(real_a, real_b, seed=seed, classifier="hgb")
     return out
+
+
+def _check_float32_range(values: np.ndarray, columns: tuple[str, ...], path: str) -> None:
+    """The models compute in float32: each column's spread must be representable there."""
+    info = np.finfo(np.float32)
+    std = values.std(0)
+    for name, s, m in zip(columns, std, np.abs(values).max(0), strict=True):
+        if s < 1e3 * info.tiny or m > info.max / 1e3:
+            raise DataError(
+                f"column '{name}' of {path} has values of magnitude up to {m:.3g} with standard deviation "
+                f"{s:.3g}: outside what 32-bit floats can standardise; rescale the column (e.g. to unit scale)"
+            )
 
 
 def _history_csv(history: dict[str, list[float]]) -> str:
@@ -191,6 +205,7 @@ def run_training(
         dataset.values, test_fraction=config.data.test_fraction, seed=config.data.split_seed
     )
     dim = train_np.shape[1]
+    _check_float32_range(train_np, dataset.columns, config.data.path)
     if len(train_np) < 2:
         raise ConfigError(f"{config.data.path}: only {len(train_np)} training row(s) after the split")
     train = torch.as_tensor(train_np, dtype=torch.float32, device=dev)
