@@ -433,9 +433,12 @@ def _history_figures(
     else:
         loss_history["weighted_mse"] = history["loss"]
         ylabel = "weighted MSE"
-    written["loss"] = P.plot_loss(
-        loss_history, target("loss"), ylabel=ylabel, title=f"{model_type} training loss", fmt=fmt
+    title = (
+        "RealNVP: NLL per epoch (train: mean over the epoch's batches; held-out: averaged weights)"
+        if model_type == "realnvp"
+        else "DDPM: training loss per epoch (weighted MSE of the posterior mean)"
     )
+    written["loss"] = P.plot_loss(loss_history, target("loss"), ylabel=ylabel, title=title, fmt=fmt)
     diag = dict(loss_history)
     heldout: list[str] = []
     if model_type == "ddpm" and "test_nll_bound" in history:
