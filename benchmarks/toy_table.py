@@ -31,7 +31,7 @@ MODELS = ("realnvp", "ddpm")
 def _config(model_type: str, data: Path, args: argparse.Namespace):
     path = ROOT / "configs" / f"{model_type}.yaml"
     config = load_config(path, model_type) if path.is_file() else default_config(model_type)
-    overrides = {"data.path": str(data), "training.epochs": args.epochs}
+    overrides = {"data.path": str(data), "training.epochs": args.epochs, "sampling.n_samples": args.samples}
     if model_type == "ddpm" and args.diffusion_steps:
         overrides["model.diffusion_steps"] = args.diffusion_steps
     return with_overrides(config, overrides)
