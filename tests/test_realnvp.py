@@ -185,4 +185,4 @@ def test_property_invertible_with_exact_log_det(dim, layers, width, hidden, seed
     z, log_det = flow(x)
     torch.testing.assert_close(flow.inverse(z), x, atol=1e-7, rtol=1e-7)
     jac = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], x[0])
-    assert float(log_det[0]) == pytest.approx(float(torch.linalg.slogdet(jac).logabsdet), abs=1e-7)
+    assert float(log_det[0].detach()) == pytest.approx(float(torch.linalg.slogdet(jac).logabsdet), abs=1e-7)
