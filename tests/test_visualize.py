@@ -116,7 +116,6 @@ def test_closest_indices_and_frames() -> None:
     assert V.closest_indices(ts, [100, 74, 0, 1]) == [0, 1, 5]
     frames = V.frame_timesteps(100, 30)
     assert len(frames) == 30 and frames[0] == 100 and frames[-1] == 0
-    assert V.fractions_of(2500, [0.0, 0.1, 1.0, 1.0]) == [0, 250, 2500]
 
 
 def test_glyph_colouring() -> None:

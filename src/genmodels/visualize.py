@@ -307,16 +307,6 @@ def denoising_field(model: nn.Module, grid: np.ndarray, timesteps: Sequence[int]
     return VectorField(np.asarray(grid, dtype=float), [int(i) for i in timesteps], sigmas, vectors)
 
 
-def fractions_of(total: int, fractions: Sequence[float]) -> list[int]:
-    """``round(f * total)`` for each fraction, deduplicated, in the given order."""
-    out: list[int] = []
-    for f in fractions:
-        value = int(round(f * total))
-        if value not in out:
-            out.append(value)
-    return out
-
-
 def frame_timesteps(total: int, n_frames: int = 30, power: float = 2.0) -> list[float]:
     """``n_frames`` target timesteps from ``total`` down to 0, denser near 0 (where structure forms)."""
     u = np.linspace(1.0, 0.0, max(int(n_frames), 2))
