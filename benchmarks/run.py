@@ -91,6 +91,7 @@ from _peers import (  # noqa: E402
     plain_realnvp,
 )
 
+from genmodels.acceleration import autocast, compile_function, compiled_network  # noqa: E402
 from genmodels.config import DDPMModelConfig, TrainingConfig  # noqa: E402
 from genmodels.ddpm import DDPM  # noqa: E402
 from genmodels.realnvp import RealNVP  # noqa: E402
@@ -127,6 +128,7 @@ class Context:
     settings: Settings
     sizes: Sizes
     report: Report
+    compile: bool = True
 
     @property
     def device(self) -> torch.device:
@@ -151,6 +153,41 @@ def train_step(loss: Callable[[torch.Tensor], torch.Tensor], optimizer, batch: t
         optimizer.step()
 
     return step
+
+
+def accelerated(
+    loss: Callable[[torch.Tensor], torch.Tensor], device: torch.device, precision: str, compiled: bool
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``loss`` as ``genmodels.training.Trainer`` runs it with ``training.precision`` and
+    ``training.compile``."""
+    fn = compile_function(loss, device) if compiled else loss
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        with autocast(device, precision):
+            return fn(batch)
+
+    return run
+
+
+def variants(ctx: Context) -> dict[str, tuple[str, bool]]:
+    """The accelerated genmodels cases: name suffix -> (precision, compiled)."""
+    out = {"bfloat16": ("bfloat16", False)}
+    if ctx.compile:
+        out.update({"compiled": ("float32", True), "compiled bfloat16": ("bfloat16", True)})
+    return out
+
+
+def fastest_vs_peers(ctx: Context, bench: str, times: dict[str, float], peers: list[str]) -> None:
+    """Rows: each genmodels variant's speed-up over the fastest peer measured in the same rounds."""
+    present = [name for name in peers if name in times]
+    if not present:
+        return
+    best = min(present, key=times.__getitem__)
+    for name, seconds in times.items():
+        if name.startswith("genmodels") and "Trainer" not in name and "default Adam" not in name:
+            ctx.report.add(
+                Row(bench, f"{name}: speed-up over the fastest peer ({best})", times[best] / seconds, "x")
+            )
 
 
 def fused_adam(module: torch.nn.Module) -> torch.optim.Optimizer:
@@ -232,13 +269,21 @@ def bench_realnvp_train(ctx: Context) -> None:
     cases: dict[str, Callable[[], object]] = {}
     per_call: dict[str, int] = {}
 
-    def ours(optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer]) -> Callable[[], object]:
+    def ours(
+        optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer],
+        precision: str = "float32",
+        compiled: bool = False,
+    ) -> Callable[[], object]:
         torch.manual_seed(0)
         model = genmodels_realnvp(spec, batch)
-        return train_step(model.loss, optimizer(model), batch)
+        return train_step(accelerated(model.loss, ctx.device, precision, compiled), optimizer(model), batch)
 
     cases["genmodels"] = ours(fused_adam)
     add_case(ctx, bench, cases, "genmodels, default Adam", lambda: ours(default_adam))
+    for suffix, (precision, compiled) in variants(ctx).items():
+        add_case(
+            ctx, bench, cases, f"genmodels {suffix}", lambda p=precision, c=compiled: ours(fused_adam, p, c)
+        )
     epoch_batches = 4
     data = toy_points(REALNVP_BATCH * epoch_batches, ctx.device, seed=1)
     add_case(
@@ -262,6 +307,7 @@ def bench_realnvp_train(ctx: Context) -> None:
     timings = interleaved(cases, ctx.settings)
     times = {name: t.median / per_call.get(name, 1) for name, t in timings.items()}
     report_times(ctx, bench, times, "genmodels", "ms/step", 1e3)
+    fastest_vs_peers(ctx, bench, times, list(FLOW_PEERS))
 
 
 def bench_realnvp_flops(ctx: Context) -> None:
@@ -272,6 +318,13 @@ def bench_realnvp_flops(ctx: Context) -> None:
     flops = count_flops(lambda: model.loss(batch).backward())
     model.zero_grad(set_to_none=True)
     cases: dict[str, Callable[[], object]] = {"step": train_step(model.loss, fused_adam(model), batch)}
+    for suffix, (precision, compiled) in variants(ctx).items():
+        torch.manual_seed(0)
+        other = genmodels_realnvp(spec, batch)
+        loss = accelerated(other.loss, ctx.device, precision, compiled)
+        add_case(
+            ctx, bench, cases, f"step {suffix}", lambda o=other, f=loss: train_step(f, fused_adam(o), batch)
+        )
     peak_flops: dict[str, int] = {}
     for label, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
         call, peak_flops[label] = matmul_case(
@@ -290,6 +343,16 @@ def bench_realnvp_flops(ctx: Context) -> None:
         peak = peak_flops[label] / timings[label].median
         report.add(Row(bench, f"matmul peak {label} {shape}", peak / 1e9, "GFLOP/s"))
         report.add(Row(bench, f"genmodels fraction of {label} peak", 100 * rate / peak, "%"))
+    # The accelerated paths do the same FLOPs; their rate against the float32 peak is the speed-up
+    # a user sees over what float32 arithmetic alone could reach.
+    peak32 = peak_flops["float32"] / timings["float32"].median
+    for suffix in variants(ctx):
+        if f"step {suffix}" in timings:
+            step = timings[f"step {suffix}"].median
+            report.add(Row(bench, f"genmodels {suffix} step", step * 1e3, "ms/step"))
+            report.add(
+                Row(bench, f"genmodels {suffix} fraction of float32 peak", 100 * flops / step / peak32, "%")
+            )
 
 
 def bench_ddpm_train(ctx: Context) -> None:
@@ -298,13 +361,21 @@ def bench_ddpm_train(ctx: Context) -> None:
     cases: dict[str, Callable[[], object]] = {}
     per_call: dict[str, int] = {}
 
-    def ours(optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer]) -> Callable[[], object]:
+    def ours(
+        optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer],
+        precision: str = "float32",
+        compiled: bool = False,
+    ) -> Callable[[], object]:
         torch.manual_seed(0)
         model = genmodels_ddpm(batch)
-        return train_step(model.loss, optimizer(model), batch)
+        return train_step(accelerated(model.loss, ctx.device, precision, compiled), optimizer(model), batch)
 
     cases["genmodels"] = ours(fused_adam)
     add_case(ctx, bench, cases, "genmodels, default Adam", lambda: ours(default_adam))
+    for suffix, (precision, compiled) in variants(ctx).items():
+        add_case(
+            ctx, bench, cases, f"genmodels {suffix}", lambda p=precision, c=compiled: ours(fused_adam, p, c)
+        )
     epoch_batches = 4
     data = toy_points(DDPM_BATCH * epoch_batches, ctx.device, seed=1)
     add_case(
@@ -328,6 +399,7 @@ def bench_ddpm_train(ctx: Context) -> None:
     timings = interleaved(cases, ctx.settings)
     times = {name: t.median / per_call.get(name, 1) for name, t in timings.items()}
     report_times(ctx, bench, times, "genmodels", "ms/step", 1e3)
+    fastest_vs_peers(ctx, bench, times, ["diffusers DDPMScheduler loop"])
     model = genmodels_ddpm(batch)
     flops = count_flops(lambda: model.loss(batch).backward())
     ctx.report.add(Row(bench, "matmul FLOPs per step (fwd+bwd)", flops / 1e9, "GFLOP"))
@@ -350,6 +422,25 @@ def bench_ddpm_sample(ctx: Context) -> None:
     cases: dict[str, Callable[[], object]] = {
         "genmodels DDPM": lambda: ancestral.sample(n, generator=generator()),
     }
+
+    def accelerated_sampler(precision: str, compiled: bool) -> Callable[[], object]:
+        torch.manual_seed(0)
+        model = genmodels_ddpm(data, steps=sizes.ancestral_steps).eval()
+
+        def run() -> object:
+            with compiled_network(model, compiled) as m, autocast(device, precision):
+                return m.sample(n, generator=generator())
+
+        return run
+
+    for suffix, (precision, compiled) in variants(ctx).items():
+        add_case(
+            ctx,
+            bench,
+            cases,
+            f"genmodels DDPM {suffix}",
+            lambda p=precision, c=compiled: accelerated_sampler(p, c),
+        )
 
     def diffusers_ddpm() -> Callable[[], object]:
         scheduler = diffusers_scheduler(ancestral.schedule, "ddpm")
@@ -400,6 +491,10 @@ def bench_ddpm_sample(ctx: Context) -> None:
         "ancestral": (sizes.ancestral_steps, full_steps, "genmodels DDPM", "diffusers DDPMScheduler loop"),
         "ddim": (sizes.ddim_steps, DDIM_STEPS, "genmodels DDIM", "diffusers DDIMScheduler loop"),
     }
+    for suffix in variants(ctx):
+        name = f"genmodels DDPM {suffix}"
+        if name in timings:
+            groups[suffix] = (sizes.ancestral_steps, full_steps, name, "diffusers DDPMScheduler loop")
     report = ctx.report
     report.add(Row(bench, f"network matmul FLOPs per step ({SAMPLE_POINTS} pts)", flops_full / 1e9, "GFLOP"))
     for label in ("float32", "bfloat16"):
@@ -409,10 +504,13 @@ def bench_ddpm_sample(ctx: Context) -> None:
         scale = point_scale * target_steps / timed_steps
         note = "" if scale == 1 else f"extrapolated from {n} pts x {timed_steps} steps"
         label = f"{SAMPLE_POINTS} pts x {target_steps} steps"
-        times = {
-            f"{name} ({label})": timings[name].median * scale for name in (ours, peer) if name in timings
-        }
+        # the peer's row is reported once, with the float32 sampler; variants get a speed-up row
+        shown = (ours, peer) if ours in ("genmodels DDPM", "genmodels DDIM") else (ours,)
+        times = {f"{name} ({label})": timings[name].median * scale for name in shown if name in timings}
         report_times(ctx, bench, times, f"{ours} ({label})", "s", 1.0, note)
+        if peer in timings:
+            speed_up = timings[peer].median / timings[ours].median
+            report.add(Row(bench, f"{ours}: speed-up over {peer}", speed_up, "x"))
         rate = flops_timed * timed_steps / timings[ours].median
         for peak_label in ("float32", "bfloat16"):
             peak = peak_flops[peak_label] / timings[peak_label].median
@@ -579,6 +677,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated benchmark names (default: all)")
     parser.add_argument("--rounds", type=int, help="interleaved timing rounds (default 7; 3 with --quick)")
     parser.add_argument("--warmup", type=int, help="warm-up calls per case (default 3; 1 with --quick)")
+    parser.add_argument(
+        "--no_compile", action="store_true", help="skip the torch.compile cases (they compile for minutes)"
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--memory-ddpm-steps", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -623,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         min_sample_s=0.02 if args.quick else 0.2,
         quick=args.quick,
     )
-    ctx = Context(settings, sizes, Report())
+    ctx = Context(settings, sizes, Report(), compile=not args.no_compile)
     names = args.only.split(",") if args.only else list(BENCHMARKS)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"# {_versions()}")

@@ -86,7 +86,8 @@ class DenoisingNetwork(nn.Module):
         cond = self.time_mlp(self.time_table[timestep])
         for block in self.blocks:
             h = block(h, cond)
-        return self.output(torch.nn.functional.silu(self.out_norm(h)))
+        # float32 out, also under bfloat16 autocast: the diffusion arithmetic stays float32.
+        return self.output(torch.nn.functional.silu(self.out_norm(h))).float()
 
 
 class DDPM(nn.Module):

@@ -31,6 +31,7 @@ import yaml
 from torch import nn
 
 from genmodels import metrics as M
+from genmodels.acceleration import autocast, compiled_network
 from genmodels.checkpoint import (
     architecture_differences,
     build_model,
@@ -78,17 +79,24 @@ def sample_model(
     chunk_size: int = 65536,
     sampling_steps: int = 0,
     eta: float = 1.0,
+    precision: str = "float32",
 ) -> np.ndarray:
-    """Draw ``n`` samples ``(n, D)`` in the data's units, ``chunk_size`` at a time, reproducibly."""
+    """Draw ``n`` samples ``(n, D)`` in the data's units, ``chunk_size`` at a time, reproducibly.
+
+    ``precision="bfloat16"`` runs the networks' matrix products in bfloat16
+    (:func:`genmodels.acceleration.autocast`); wrap the call in
+    :func:`genmodels.acceleration.compiled_network` to sample with a compiled DDPM network.
+    """
     device = next(model.buffers()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     chunks = []
-    for start in range(0, n, chunk_size):
-        m = min(chunk_size, n - start)
-        if hasattr(model, "diffusion_steps"):
-            chunks.append(model.sample(m, generator=generator, steps=sampling_steps or None, eta=eta))
-        else:
-            chunks.append(model.sample(m, generator=generator))
+    with autocast(device, precision):
+        for start in range(0, n, chunk_size):
+            m = min(chunk_size, n - start)
+            if hasattr(model, "diffusion_steps"):
+                chunks.append(model.sample(m, generator=generator, steps=sampling_steps or None, eta=eta))
+            else:
+                chunks.append(model.sample(m, generator=generator))
     return torch.cat(chunks).cpu().double().numpy()
 
 
@@ -271,8 +279,8 @@ def run_training(
     sampling = config.sampling
     start = time.perf_counter()
     # The DDPM figures show the reverse process of the first samples, recorded on the way.
-    recorder = visualize.record_reverse_process(ema) if name == "ddpm" else contextlib.nullcontext()
-    with recorder as recording:
+    recorder = visualize.record_reverse_process if name == "ddpm" else lambda _: contextlib.nullcontext()
+    with compiled_network(ema, sampling.compile), recorder(ema) as recording:
         samples = sample_model(
             ema,
             sampling.n_samples,
@@ -280,6 +288,7 @@ def run_training(
             chunk_size=sampling.chunk_size,
             sampling_steps=sampling.sampling_steps,
             eta=sampling.eta,
+            precision=sampling.precision,
         )
     sample_seconds = time.perf_counter() - start
     if not np.isfinite(samples).all():

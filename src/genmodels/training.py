@@ -5,6 +5,8 @@ slices it into batches of ``batch_size`` (the last batch of an epoch holds the r
 when ``weight_decay > 0``) with an exponential learning-rate decay applied once per epoch, global
 gradient-norm clipping, an exponential moving average (EMA) of the weights for evaluation and sampling,
 a stop at the first non-finite loss or gradient, and a state that checkpoints and resumes exactly.
+``training.precision`` and ``training.compile`` choose how the loss is computed
+(:mod:`genmodels.acceleration`); the backward pass and the optimizer always work on float32 weights.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from genmodels.acceleration import autocast, compile_function
 from genmodels.config import TrainingConfig
 from genmodels.errors import TrainingError
 
@@ -176,6 +179,7 @@ class Trainer:
             raise TrainingError("no training data: the training split is empty")
         batch_size = min(cfg.batch_size, n)
         steps_per_epoch = math.ceil(n / batch_size)
+        loss_fn = compile_function(self.model.loss, data.device) if cfg.compile else self.model.loss
         bar = tqdm(
             total=cfg.epochs,
             initial=self.epoch,
@@ -194,7 +198,8 @@ class Trainer:
                 order = torch.randperm(n, device=data.device)
                 for i in range(steps_per_epoch):
                     batch = data[order[i * batch_size : (i + 1) * batch_size]]
-                    loss = self.model.loss(batch)
+                    with autocast(data.device, cfg.precision):
+                        loss = loss_fn(batch)
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
