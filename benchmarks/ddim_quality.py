@@ -1,7 +1,8 @@
 """Sample quality against sampling cost for a trained DDPM: the full ancestral sampler against the
 strided DDIM sampler at a few step counts, each scored by C2ST against the held-out points.
 
-    python benchmarks/ddim_quality.py CHECKPOINT [--steps 50,100,250] [--eta 1] [-n 10000] [--seeds 0,1]
+    python benchmarks/ddim_quality.py CHECKPOINT [--steps 50,100,250] [--eta 1] [-n 10000] [--seeds 0,1,2]
+        [--precision bfloat16] [--compile]
 
 For every sampler it draws ``n`` points (the same seeds for every sampler), times the sampling and
 runs the MLP and gradient-boosted-trees C2ST of :func:`genmodels.evaluation.sample_metrics` against
@@ -20,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from genmodels.acceleration import compiled_network  # noqa: E402
 from genmodels.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from genmodels.evaluation import sample_metrics  # noqa: E402
 from genmodels.runner import sample_model  # noqa: E402
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", default="50,100,250", help="DDIM step counts, comma-separated")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM noise scale (default 1)")
     parser.add_argument("-n", type=int, default=10000, help="samples per sampler and seed (default 10000)")
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--compile", action="store_true", help="sample with a compiled network")
     parser.add_argument("--seeds", default="0,1,2", help="sampling seeds, comma-separated (default 0,1,2)")
     args = parser.parse_args(argv)
 
@@ -47,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         seconds, c2st, hgb, floor = [], [], [], []
         for seed in seeds:
             start = time.perf_counter()
-            samples = sample_model(model, args.n, seed=seed, sampling_steps=steps, eta=args.eta)
+            with compiled_network(model, args.compile):
+                samples = sample_model(
+                    model, args.n, seed=seed, sampling_steps=steps, eta=args.eta, precision=args.precision
+                )
             seconds.append(time.perf_counter() - start)
             scores = sample_metrics(samples, test, n_boot=0, seed=seed)
             c2st.append(scores["c2st_mlp"]["value"])
@@ -65,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row[0]} {row[1]} steps: {row[2]:.1f} s, c2st {row[3]:.4f}, hgb {row[4]:.4f}", flush=True)
 
     full = rows[0]
-    print(f"\n{args.n} samples per seed, seeds {seeds}; C2ST against half of {len(test)} held-out points\n")
+    how = f"{args.precision}{', compiled' if args.compile else ''}"
+    print(
+        f"\n{args.n} samples per seed ({how}), seeds {seeds}; C2ST against half of {len(test)} held-out points\n"
+    )
     print("| sampler | steps | seconds | C2ST (MLP) | Δ vs full | C2ST (trees) | Δ vs full | floor (MLP) |")
     print("|---|---|---|---|---|---|---|---|")
     for name, steps, sec, c, h, f in rows:

@@ -51,6 +51,10 @@ The benchmarks (``--only`` takes their names, comma-separated):
     chunk_size=65536)`` for both genmodels models (the DDPM with fewer diffusion steps under
     ``--quick``; the memory of sampling does not depend on the step count).
 
+Every genmodels case is also timed with ``precision="bfloat16"``, with ``torch.compile`` and with both
+(``genmodels.acceleration``; ``--no_compile`` skips the compiled ones), each with its speed-up over
+the fastest peer.
+
 FLOPs count only matrix products (linear layers); activations, normalisations and the optimizer
 are elementwise work that the count leaves out, so the "fraction of peak" is a lower bound of how busy
 the arithmetic units are. Thread count follows ``OMP_NUM_THREADS`` / torch's default; it is printed
@@ -396,10 +400,35 @@ def bench_ddpm_train(ctx: Context) -> None:
         return train_step(loss, default_adam(network), batch)
 
     add_case(ctx, bench, cases, "diffusers DDPMScheduler loop", diffusers_case)
+
+    def diffusers_dataloader_case() -> Callable[[], object]:
+        # The loop as diffusers' training examples write it: batches from a shuffling DataLoader.
+        torch.manual_seed(0)
+        model = genmodels_ddpm(data)
+        network = copy.deepcopy(model.network)
+        scheduler = diffusers_scheduler(model.schedule, "ddpm")
+        loss = diffusers_loss(network, scheduler, model.standardize.mean, model.standardize.std)
+        optimizer = default_adam(network)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(data), batch_size=DDPM_BATCH, shuffle=True
+        )
+
+        def epoch() -> None:
+            for (x0,) in loader:
+                train_step(loss, optimizer, x0)()
+
+        return epoch
+
+    add_case(ctx, bench, cases, "diffusers loop, DataLoader batches", diffusers_dataloader_case)
+    per_call["diffusers loop, DataLoader batches"] = epoch_batches
     timings = interleaved(cases, ctx.settings)
     times = {name: t.median / per_call.get(name, 1) for name, t in timings.items()}
     report_times(ctx, bench, times, "genmodels", "ms/step", 1e3)
     fastest_vs_peers(ctx, bench, times, ["diffusers DDPMScheduler loop"])
+    if "diffusers loop, DataLoader batches" in times:
+        for name in [n for n in times if n.startswith("genmodels") and "default Adam" not in n]:
+            speed_up = times["diffusers loop, DataLoader batches"] / times[name]
+            ctx.report.add(Row(bench, f"{name}: speed-up over the DataLoader diffusers loop", speed_up, "x"))
     model = genmodels_ddpm(batch)
     flops = count_flops(lambda: model.loss(batch).backward())
     ctx.report.add(Row(bench, "matmul FLOPs per step (fwd+bwd)", flops / 1e9, "GFLOP"))
@@ -481,9 +510,11 @@ def bench_ddpm_sample(ctx: Context) -> None:
         cases[label], peak_flops[label] = matmul_case(n, width, width, dtype, device, target_flops=1e9)
     timings = interleaved(cases, ctx.settings)
 
-    # the network's FLOPs per step at the full size, and at the size timed
+    # The network's FLOPs per step at the full size, and at the size timed, called as the sampler
+    # calls it: one timestep shape (1,) for all points, so the time embedding and each block's
+    # conditioning are computed once per step (the diffusers loop passes one timestep per point).
     with torch.inference_mode():
-        t_full = torch.full((SAMPLE_POINTS,), full_steps, device=device)
+        t_full = torch.full((1,), full_steps, device=device)
         flops_full = count_flops(lambda: ddim.network(toy_points(SAMPLE_POINTS, device), t_full))
     flops_timed = flops_full * n / SAMPLE_POINTS
     point_scale = SAMPLE_POINTS / n

@@ -52,21 +52,27 @@ def compile_function(fn: F, device: torch.device | str) -> F:
 
 @contextlib.contextmanager
 def compiled_network(model: torch.nn.Module, enabled: bool = True) -> Iterator[torch.nn.Module]:
-    """While inside, ``model.network`` (a DDPM's denoising network) is a compiled wrapper of itself.
+    """While inside, ``model.network`` (a DDPM's denoising network) is a compiled wrapper of itself,
+    for sampling (under ``torch.inference_mode``).
 
-    The wrapper shares the parameters; the model's ``state_dict`` keys are unchanged once the context
-    is left. Hooks registered on ``model.network`` inside the context run outside the compiled code.
-    A model without a ``network`` (RealNVP, whose sampling is cheap) or ``enabled=False`` is left as
-    it is. Yields ``model``.
+    The weights are frozen into the compiled code (inductor's ``freezing``: constant folding, packed
+    weights, and the bias and activation fused into each matrix product), so they must not change
+    while inside. The model's ``state_dict`` keys are unchanged once the context is left. Hooks
+    registered on ``model.network`` inside the context run outside the compiled code. A model without
+    a ``network`` (RealNVP, whose sampling is cheap) or ``enabled=False`` is left as it is. Yields
+    ``model``.
     """
     modules = model._modules
     original = modules.get("network")
     if not enabled or original is None:
         yield model
         return
+    import torch._inductor.config as inductor_config
+
     device = next(original.parameters()).device
     modules["network"] = compile_function(original, device)
     try:
-        yield model
+        with inductor_config.patch(freezing=True):
+            yield model
     finally:
         modules["network"] = original
