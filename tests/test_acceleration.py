@@ -15,7 +15,12 @@ import pytest
 import torch
 import yaml
 
-from genmodels.acceleration import autocast, compiled_network
+from genmodels.acceleration import (
+    COMPILE_WORTHWHILE_POINT_STEPS,
+    autocast,
+    compiled_network,
+    worth_compiling,
+)
 from genmodels.cli import main
 from genmodels.config import DDPMModelConfig, TrainingConfig, default_config, with_overrides
 from genmodels.ddpm import DDPM
@@ -134,7 +139,7 @@ def test_compiled_training_follows_the_eager_losses():
     for compiled in (False, True):
         torch.manual_seed(0)
         flow = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=16)
-        trainer = fit(flow, data, epochs=3, compile=compiled)
+        trainer = fit(flow, data, epochs=3, compile="on" if compiled else "off")
         histories[compiled] = trainer.history["loss"]
     torch.testing.assert_close(
         torch.tensor(histories[True]), torch.tensor(histories[False]), atol=1e-4, rtol=1e-4
@@ -173,6 +178,8 @@ def test_unknown_precision_is_a_clear_error():
         with_overrides(config, {"training.precision": "fp16"})
     with pytest.raises(ConfigError, match="sampling.compile"):
         with_overrides(config, {"sampling.compile": "yes"})
+    assert with_overrides(config, {"training.compile": True}).training.compile == "on"
+    assert with_overrides(config, {"sampling.compile": False}).sampling.compile == "off"
 
 
 def test_cli_precision_option_reaches_the_run_and_the_sampler(
@@ -196,7 +203,8 @@ def test_cli_precision_option_reaches_the_run_and_the_sampler(
     assert main([*argv, "--precision", "bfloat16", "--quiet"]) == 0
     stored = yaml.safe_load((out / "configs" / "realnvp.yaml").read_text())
     assert stored["training"]["precision"] == stored["sampling"]["precision"] == "bfloat16"
-    assert stored["training"]["compile"] is False
+    assert stored["training"]["compile"] == "off"
+    assert stored["sampling"]["compile"] == "auto"
     target = tmp_path / "s.csv"
     ckpt = out / "checkpoints" / "realnvp.pt"
     assert main(["sample", str(ckpt), "-n", "30", "-o", str(target), "--precision", "bfloat16"]) == 0
@@ -205,3 +213,51 @@ def test_cli_precision_option_reaches_the_run_and_the_sampler(
     with pytest.raises(SystemExit):
         main(["sample", str(ckpt), "-n", "3", "-o", str(target), "--precision", "half"])
     assert "--precision" in capsys.readouterr().err
+
+
+def test_auto_compiles_only_long_ddpm_sampling():
+    ddpm = DDPM.from_config(DDPMModelConfig(diffusion_steps=10, hidden_units=8, n_blocks=1), 2)
+    flow = perturbed_flow(layers=2)
+    assert worth_compiling("auto", ddpm, 20000, 2500)
+    assert worth_compiling("auto", ddpm, COMPILE_WORTHWHILE_POINT_STEPS, 1)
+    assert not worth_compiling("auto", ddpm, COMPILE_WORTHWHILE_POINT_STEPS - 1, 1)
+    assert not worth_compiling("auto", flow, 10**9, 1)
+    assert worth_compiling("on", ddpm, 1, 1) and worth_compiling("on", flow, 1, 1)
+    assert not worth_compiling("off", ddpm, 10**9, 2500)
+    with pytest.raises(ValueError, match="auto, on or off"):
+        worth_compiling("sometimes", ddpm, 1, 1)
+
+
+@needs_compiler
+def test_ddpm_run_with_compiled_sampling_writes_every_output(tmp_path: Path) -> None:
+    data = tmp_path / "data.csv"
+    data.write_text("x,y\n" + "\n".join(f"{a},{b}" for a, b in gaussian_data(400).numpy()))
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": {"diffusion_steps": 8, "hidden_units": 16, "n_blocks": 1},
+                "training": {"epochs": 1, "batch_size": 128},
+                "sampling": {"n_samples": 300, "n_eval": 40, "compile": "on", "precision": "bfloat16"},
+            }
+        )
+    )
+    out = tmp_path / "out"
+    argv = [
+        "train",
+        "ddpm",
+        "--config",
+        str(config),
+        "--data",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    for name in ("ddpm_results.png", "ddpm_loss.png"):
+        assert (out / "figures" / name).stat().st_size > 0
+    samples = (out / "samples" / "ddpm.csv").read_text().splitlines()
+    assert len(samples) == 301
+    payload = torch.load(out / "checkpoints" / "ddpm.pt", weights_only=True)
+    assert not any("_orig_mod" in key for key in payload["model"])

@@ -72,8 +72,7 @@ def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, com
     parser.add_argument(
         "--compile",
         action="store_true",
-        default=None,
-        help=f"use torch.compile (sets {compile_keys}; pays off on long runs, see benchmarks/)",
+        help=f"use torch.compile (sets {compile_keys} to on; pays off on long runs, see benchmarks/)",
     )
 
 
@@ -98,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sample.add_argument("--sampling_steps", type=int, default=0, help="DDPM: reverse steps (0 = all)")
     sample.add_argument("--eta", type=float, default=1.0, help="DDPM DDIM: noise scale in [0, 1]")
-    _add_speed_options(sample, "the sampler's precision", "whether the DDPM network is compiled")
+    _add_speed_options(
+        sample,
+        "the sampler's precision",
+        "compilation of the DDPM network; default: auto, on for long sampling",
+    )
 
     make = sub.add_parser("make-data", help="write a synthetic 2-D dataset as CSV")
     make.add_argument("name", help="generator: text, two_moons, 8gaussians, checkerboard, pinwheel, ...")
@@ -146,8 +149,8 @@ def _train(args: argparse.Namespace) -> int:
         "sampling.sampling_steps": getattr(args, "sampling_steps", None),
         "training.precision": args.precision,
         "sampling.precision": args.precision,
-        "training.compile": args.compile,
-        "sampling.compile": args.compile,
+        "training.compile": "on" if args.compile else None,
+        "sampling.compile": "on" if args.compile else None,
     }
     config = with_overrides(config, overrides)
     if not args.quiet:
@@ -173,7 +176,7 @@ def _train(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from genmodels.acceleration import compiled_network
+    from genmodels.acceleration import compiled_network, worth_compiling
     from genmodels.checkpoint import load_checkpoint, model_from_checkpoint
     from genmodels.data import save_csv
     from genmodels.errors import CheckpointError, ConfigError
@@ -194,7 +197,9 @@ def _sample(args: argparse.Namespace) -> int:
             "applies only to DDPM checkpoints" if steps is None else f"must be at most {steps} (0 = all)"
         )
         raise ConfigError(f"--sampling_steps {args.sampling_steps} {expected}")
-    with compiled_network(model, bool(args.compile)):
+    work_steps = args.sampling_steps or steps or 1
+    compiled = worth_compiling("on" if args.compile else "auto", model, args.n, work_steps)
+    with compiled_network(model, compiled):
         samples = sample_model(
             model,
             args.n,

@@ -76,19 +76,22 @@ class SamplingConfig:
         sampling_steps: DDPM only: reverse steps (0 = all ``diffusion_steps``, ancestral sampling;
             fewer uses the strided DDIM sampler).
         eta: DDPM only: DDIM stochasticity (1 = ancestral-like noise, 0 = deterministic).
-        chunk_size: points generated at once, to bound memory.
+        chunk_size: points taken through all reverse steps at once: bounds memory, and a few thousand
+            keep a DDPM's activations in the CPU's cache.
         precision: ``"float32"``, or ``"bfloat16"`` to run the networks' matrix products in bfloat16
             (autocast; the flow and diffusion arithmetic stay in float32).
-        compile: compile the DDPM denoising network with ``torch.compile`` before sampling.
+        compile: sample with the DDPM denoising network compiled by ``torch.compile``: ``"on"``,
+            ``"off"``, or ``"auto"``: on when the sampling is long enough to repay the compilation
+            (:func:`genmodels.acceleration.worth_compiling`). ``true``/``false`` mean on/off.
     """
 
     n_samples: int = 20000
     n_eval: int = 0
     sampling_steps: int = 0
     eta: float = 1.0
-    chunk_size: int = 65536
+    chunk_size: int = 4096
     precision: Literal["float32", "bfloat16"] = "float32"
-    compile: bool = False
+    compile: Literal["auto", "on", "off"] = "auto"
 
     def problems(self) -> list[str]:
         errors: list[str] = []
@@ -119,8 +122,8 @@ class TrainingConfig:
         precision: ``"float32"``, or ``"bfloat16"`` for mixed precision: the networks' matrix products
             run in bfloat16 (autocast), while the weights, the optimizer, the flow's log-determinants
             and the diffusion arithmetic stay in float32. Held-out metrics are always float32.
-        compile: compile the training loss (forward and backward) with ``torch.compile``; the first
-            steps of each batch shape pay the compilation.
+        compile: ``"on"`` compiles the training loss (forward and backward) with ``torch.compile``;
+            the first step of each batch shape pays the compilation. ``true``/``false`` mean on/off.
     """
 
     epochs: int = 500
@@ -134,7 +137,7 @@ class TrainingConfig:
     eval_every: int = 10
     checkpoint_every: int = 50
     precision: Literal["float32", "bfloat16"] = "float32"
-    compile: bool = False
+    compile: Literal["on", "off"] = "off"
 
     def problems(self) -> list[str]:
         errors: list[str] = []
@@ -297,6 +300,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = get_origin(annotation)
     if origin is Literal:
         choices = get_args(annotation)
+        if isinstance(value, bool) and {"on", "off"} <= set(choices):
+            value = "on" if value else "off"  # YAML reads on/off/true/false as booleans
         if value not in choices:
             raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))} (got {value!r})")
         return value

@@ -31,7 +31,7 @@ import yaml
 from torch import nn
 
 from genmodels import metrics as M
-from genmodels.acceleration import autocast, compiled_network
+from genmodels.acceleration import autocast, compiled_network, worth_compiling
 from genmodels.checkpoint import (
     architecture_differences,
     build_model,
@@ -76,7 +76,7 @@ def sample_model(
     n: int,
     *,
     seed: int,
-    chunk_size: int = 65536,
+    chunk_size: int = 4096,
     sampling_steps: int = 0,
     eta: float = 1.0,
     precision: str = "float32",
@@ -280,7 +280,9 @@ def run_training(
     start = time.perf_counter()
     # The DDPM figures show the reverse process of the first samples, recorded on the way.
     recorder = visualize.record_reverse_process if name == "ddpm" else lambda _: contextlib.nullcontext()
-    with compiled_network(ema, sampling.compile), recorder(ema) as recording:
+    steps = sampling.sampling_steps or getattr(ema, "diffusion_steps", 1)
+    compiled = worth_compiling(sampling.compile, ema, sampling.n_samples, steps)
+    with compiled_network(ema, compiled), recorder(ema) as recording:
         samples = sample_model(
             ema,
             sampling.n_samples,

@@ -179,7 +179,7 @@ class Trainer:
             raise TrainingError("no training data: the training split is empty")
         batch_size = min(cfg.batch_size, n)
         steps_per_epoch = math.ceil(n / batch_size)
-        loss_fn = compile_function(self.model.loss, data.device) if cfg.compile else self.model.loss
+        loss_fn = compile_function(self.model.loss, data.device) if cfg.compile == "on" else self.model.loss
         bar = tqdm(
             total=cfg.epochs,
             initial=self.epoch,
