@@ -36,9 +36,10 @@ The benchmarks (``--only`` takes their names, comma-separated):
     against the usual diffusers loop (``DDPMScheduler.add_noise`` with ``trained_betas`` equal to
     genmodels' β² schedule, MSE on the noise) around the very same network module.
 ``ddpm_sample``
-    Seconds to draw 65,536 points through all 2,500 ancestral steps (``model.sample(n)``) against a
-    diffusers ``DDPMScheduler.step`` loop with the same network, and with 100 DDIM steps
-    (``model.sample(n, steps=100, eta=1)``) against ``DDIMScheduler.step``; the network's FLOPs per
+    Seconds to draw 65,536 points through all 2,500 ancestral steps as ``genmodels sample`` does
+    (``genmodels.runner.sample_model``: chunks of 4,096 points, each taken through every step) against a
+    diffusers ``DDPMScheduler.step`` loop with the same network on all points at once, and with 100
+    DDIM steps (``sampling_steps=100, eta=1``) against ``DDIMScheduler.step``; the network's FLOPs per
     step (one call on 65,536 points) and the achieved fraction of the matmul rate of the network's
     ``N x 64 @ 64 x 64`` products. With ``--quick`` fewer points and steps are timed and the seconds
     are scaled linearly to the full size (marked "extrapolated").
@@ -95,10 +96,16 @@ from _peers import (  # noqa: E402
     plain_realnvp,
 )
 
-from genmodels.acceleration import autocast, compile_function, compiled_network  # noqa: E402
+from genmodels.acceleration import (  # noqa: E402
+    autocast,
+    compile_function,
+    compiled_network,
+    tune_allocator,
+)
 from genmodels.config import DDPMModelConfig, TrainingConfig  # noqa: E402
 from genmodels.ddpm import DDPM  # noqa: E402
 from genmodels.realnvp import RealNVP  # noqa: E402
+from genmodels.runner import sample_model  # noqa: E402
 
 LEARNING_RATE = 1e-3
 REALNVP_BATCH = 2048
@@ -448,8 +455,9 @@ def bench_ddpm_sample(ctx: Context) -> None:
     def generator() -> torch.Generator:
         return torch.Generator(device=device).manual_seed(0)
 
+    # genmodels samples as `genmodels sample` does: sample_model, in chunks of the default size.
     cases: dict[str, Callable[[], object]] = {
-        "genmodels DDPM": lambda: ancestral.sample(n, generator=generator()),
+        "genmodels DDPM": lambda: sample_model(ancestral, n, seed=0),
     }
 
     def accelerated_sampler(precision: str, compiled: bool) -> Callable[[], object]:
@@ -457,8 +465,8 @@ def bench_ddpm_sample(ctx: Context) -> None:
         model = genmodels_ddpm(data, steps=sizes.ancestral_steps).eval()
 
         def run() -> object:
-            with compiled_network(model, compiled) as m, autocast(device, precision):
-                return m.sample(n, generator=generator())
+            with compiled_network(model, compiled) as m:
+                return sample_model(m, n, seed=0, precision=precision)
 
         return run
 
@@ -485,8 +493,8 @@ def bench_ddpm_sample(ctx: Context) -> None:
         )
 
     add_case(ctx, bench, cases, "diffusers DDPMScheduler loop", diffusers_ddpm)
-    cases["genmodels DDIM"] = lambda: ddim.sample(
-        n, generator=generator(), steps=sizes.ddim_steps, eta=DDIM_ETA
+    cases["genmodels DDIM"] = lambda: sample_model(
+        ddim, n, seed=0, sampling_steps=sizes.ddim_steps, eta=DDIM_ETA
     )
 
     def diffusers_ddim() -> Callable[[], object]:
@@ -562,7 +570,6 @@ MEMORY_CASES = (
 
 def memory_workload(case: str, device: torch.device, ddpm_steps: int) -> Callable[[], object]:
     """Set up ``case`` (model, optimizer, data) and return the workload whose memory is measured."""
-    from genmodels.runner import sample_model
 
     torch.manual_seed(0)
     kind, name = case.split(": ", 1)
@@ -711,6 +718,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no_compile", action="store_true", help="skip the torch.compile cases (they compile for minutes)"
     )
+    parser.add_argument(
+        "--no_allocator_tuning",
+        action="store_true",
+        help="leave glibc's malloc thresholds alone (genmodels.acceleration.tune_allocator)",
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--memory-ddpm-steps", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -738,6 +750,8 @@ def _versions() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
+    # As the genmodels command line does; every case, peers included, runs in this process with it.
+    allocator = "untuned" if args.no_allocator_tuning else ("tuned" if tune_allocator() else "untuned")
     if args.memory_child:
         try:
             result = memory_child(args.memory_child, device, args.memory_ddpm_steps or 1)
@@ -762,7 +776,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# device {device} ({where}), torch threads {torch.get_num_threads()}, "
         f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-        f"{'quick' if args.quick else 'full'} mode: warm-up {settings.warmup}, rounds {settings.rounds}"
+        f"{'quick' if args.quick else 'full'} mode: warm-up {settings.warmup}, rounds {settings.rounds}, "
+        f"malloc {allocator}"
     )
     failed = []
     for name in names:

@@ -392,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _format_warning
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
+    from genmodels.acceleration import tune_allocator
+
+    tune_allocator()
     handlers = {"train": _train, "sample": _sample, "make-data": _make_data}
     handlers.update(evaluate=_evaluate, compare=_compare)
     handlers["plot"] = _plot
