@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from genmodels.acceleration import compiled_network  # noqa: E402
+from genmodels.acceleration import compiled_network, tune_allocator  # noqa: E402
 from genmodels.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 from genmodels.evaluation import sample_metrics  # noqa: E402
 from genmodels.runner import sample_model  # noqa: E402
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="sample with a compiled network")
     parser.add_argument("--seeds", default="0,1,2", help="sampling seeds, comma-separated (default 0,1,2)")
     args = parser.parse_args(argv)
+    tune_allocator()  # as the genmodels command line does
 
     payload = load_checkpoint(args.checkpoint)
     if payload["model_type"] != "ddpm":

@@ -176,7 +176,7 @@ def test_unknown_precision_is_a_clear_error():
     config = default_config("realnvp")
     with pytest.raises(ConfigError, match="training.precision"):
         with_overrides(config, {"training.precision": "fp16"})
-    with pytest.raises(ConfigError, match="sampling.compile"):
+    with pytest.raises(ConfigError, match="sampling.compile .*'auto', 'on', 'off' \\(or true/false\\)"):
         with_overrides(config, {"sampling.compile": "yes"})
     assert with_overrides(config, {"training.compile": True}).training.compile == "on"
     assert with_overrides(config, {"sampling.compile": False}).sampling.compile == "off"
@@ -205,10 +205,27 @@ def test_cli_precision_option_reaches_the_run_and_the_sampler(
     assert stored["training"]["precision"] == stored["sampling"]["precision"] == "bfloat16"
     assert stored["training"]["compile"] == "off"
     assert stored["sampling"]["compile"] == "auto"
-    target = tmp_path / "s.csv"
     ckpt = out / "checkpoints" / "realnvp.pt"
-    assert main(["sample", str(ckpt), "-n", "30", "-o", str(target), "--precision", "bfloat16"]) == 0
-    assert len(target.read_text().splitlines()) == 31
+    # `sample` takes the run's stored precision unless told otherwise
+    written = {}
+    for name, extra in {
+        "stored": [],
+        "bf16": ["--precision", "bfloat16"],
+        "f32": ["--precision", "float32"],
+    }.items():
+        target = tmp_path / f"{name}.csv"
+        assert main(["sample", str(ckpt), "-n", "30", "-o", str(target), *extra]) == 0
+        written[name] = target.read_text()
+        assert len(written[name].splitlines()) == 31
+    assert written["stored"] == written["bf16"] != written["f32"]
+    # a config's compile: on is switched off from the command line
+    config.write_text(config.read_text() + "\n" + yaml.safe_dump({"sampling": {"compile": "on"}}))
+    out2 = tmp_path / "out2"
+    argv2 = ["train", "realnvp", "--config", str(config), "--data", str(data), "--output_dir", str(out2)]
+    assert main([*argv2, "--no-compile", "--quiet"]) == 0
+    stored2 = yaml.safe_load((out2 / "configs" / "realnvp.yaml").read_text())
+    assert stored2["training"]["compile"] == stored2["sampling"]["compile"] == "off"
+    target = tmp_path / "s.csv"
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["sample", str(ckpt), "-n", "3", "-o", str(target), "--precision", "half"])
@@ -262,3 +279,21 @@ def test_ddpm_run_with_compiled_sampling_writes_every_output(tmp_path: Path) -> 
     assert len(samples) == 301
     payload = torch.load(out / "checkpoints" / "ddpm.pt", weights_only=True)
     assert not any("_orig_mod" in key for key in payload["model"])
+
+
+def test_without_a_cpp_compiler_compilation_is_skipped_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import genmodels.acceleration as acceleration
+
+    monkeypatch.setenv("CXX", "/nonexistent/g++")
+    monkeypatch.setattr(acceleration, "_COMPILER_WARNED", False)
+    flow = perturbed_flow(layers=2)
+    with caplog.at_level("WARNING"):
+        assert acceleration.compile_function(flow.loss, "cpu") == flow.loss
+        model = DDPM.from_config(DDPMModelConfig(diffusion_steps=5, hidden_units=8, n_blocks=1), 2)
+        network = model.network
+        with compiled_network(model) as same:
+            assert same.network is network
+    warnings = [r for r in caplog.records if "C++ compiler" in r.getMessage()]
+    assert len(warnings) == 1 and "CXX=/nonexistent/g++" in warnings[0].getMessage()

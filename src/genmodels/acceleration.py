@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -25,10 +28,14 @@ __all__ = [
     "autocast",
     "compile_function",
     "compiled_network",
+    "compiler_available",
     "worth_compiling",
 ]
 
+log = logging.getLogger(__name__)
+
 PRECISIONS = ("float32", "bfloat16")
+_COMPILER_WARNED = False
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -92,16 +99,33 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 
 
+def compiler_available(device: torch.device | str) -> bool:
+    """Whether ``torch.compile`` can build code for ``device``: on the CPU it needs a C++ compiler
+    (``$CXX``, else ``g++``, ``clang++`` or ``c++`` on the PATH). Logs one warning when it cannot."""
+    global _COMPILER_WARNED
+    if torch.device(device).type != "cpu":
+        return True
+    cxx = os.environ.get("CXX")
+    found = shutil.which(cxx) is not None if cxx else any(shutil.which(c) for c in ("g++", "clang++", "c++"))
+    if not found and not _COMPILER_WARNED:
+        _COMPILER_WARNED = True
+        where = f"CXX={cxx} is not a program on the PATH" if cxx else "no g++, clang++ or c++ on the PATH"
+        log.warning("torch.compile needs a C++ compiler on the CPU (%s); running without compiling", where)
+    return found
+
+
 def compile_function(fn: F, device: torch.device | str) -> F:
     """``torch.compile(fn)``; on CUDA with ``mode="reduce-overhead"``, which replays the compiled
     step as a CUDA graph (small batches are otherwise bound by kernel launches).
 
-    Compilation happens at the first call of each new input shape, not here. Where compilation fails
-    (no C++ compiler for the CPU backend, say), the call falls back to running ``fn`` eagerly, with a
-    warning from ``torch._dynamo``.
+    Compilation happens at the first call of each new input shape, not here. Without a C++ compiler
+    on the CPU (:func:`compiler_available`) ``fn`` is returned as it is; where compilation fails for
+    another reason, the call falls back to running ``fn`` eagerly, with warnings from ``torch._dynamo``.
     """
     import torch._dynamo
 
+    if not compiler_available(device):
+        return fn
     mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
     compiled = torch.compile(fn, mode=mode)
 
@@ -159,6 +183,9 @@ def compiled_network(model: torch.nn.Module, enabled: bool = True) -> Iterator[t
     import torch._inductor.config as inductor_config
 
     device = next(original.parameters()).device
+    if not compiler_available(device):
+        yield model
+        return
     mode = "reduce-overhead" if device.type == "cuda" else None
     modules["network"] = torch.compile(original, mode=mode)
     try:

@@ -67,12 +67,14 @@ def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, com
         "--precision",
         choices=["float32", "bfloat16"],
         help=f"bfloat16: mixed-precision matrix products, faster on CPUs with AVX-512 BF16 and on GPUs "
-        f"(sets {precision_keys}; default float32)",
+        f"(sets {precision_keys})",
     )
     parser.add_argument(
         "--compile",
-        action="store_true",
-        help=f"use torch.compile (sets {compile_keys} to on; pays off on long runs, see benchmarks/)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"use torch.compile, or not (sets {compile_keys} to on or off; pays off on long runs, "
+        "see the README's Speed section)",
     )
 
 
@@ -149,8 +151,8 @@ def _train(args: argparse.Namespace) -> int:
         "sampling.sampling_steps": getattr(args, "sampling_steps", None),
         "training.precision": args.precision,
         "sampling.precision": args.precision,
-        "training.compile": "on" if args.compile else None,
-        "sampling.compile": "on" if args.compile else None,
+        "training.compile": None if args.compile is None else ("on" if args.compile else "off"),
+        "sampling.compile": None if args.compile is None else ("on" if args.compile else "off"),
     }
     config = with_overrides(config, overrides)
     if not args.quiet:
@@ -198,8 +200,10 @@ def _sample(args: argparse.Namespace) -> int:
         )
         raise ConfigError(f"--sampling_steps {args.sampling_steps} {expected}")
     work_steps = args.sampling_steps or steps or 1
-    precision = args.precision or "float32"
-    compiled = worth_compiling("on" if args.compile else "auto", model, args.n, work_steps, precision)
+    stored = payload["config"].sampling  # the run's own settings, unless overridden here
+    precision = args.precision or stored.precision
+    setting = stored.compile if args.compile is None else ("on" if args.compile else "off")
+    compiled = worth_compiling(setting, model, args.n, work_steps, precision)
     with compiled_network(model, compiled):
         samples = sample_model(
             model,

@@ -304,7 +304,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, bool) and {"on", "off"} <= set(choices):
             value = "on" if value else "off"  # YAML reads on/off/true/false as booleans
         if value not in choices:
-            raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))} (got {value!r})")
+            also = " (or true/false)" if {"on", "off"} <= set(choices) else ""
+            raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))}{also} (got {value!r})")
         return value
     if annotation is bool:
         if not isinstance(value, bool):

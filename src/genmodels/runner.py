@@ -245,6 +245,13 @@ def run_training(
         ]
         if kept:
             log.warning("resuming keeps the checkpoint's optimizer state: %s", "; ".join(kept))
+        if stored.precision != asked.precision:
+            log.warning(
+                "the run continues in %s; its first %d epochs were trained in %s",
+                asked.precision,
+                int(payload["trainer"]["epoch"]),
+                stored.precision,
+            )
         log.info("resumed from %s at epoch %d", resume_path, trainer.epoch)
 
     data_info = {
