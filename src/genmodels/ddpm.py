@@ -86,8 +86,8 @@ class DenoisingNetwork(nn.Module):
         cond = self.time_mlp(self.time_table[timestep])
         for block in self.blocks:
             h = block(h, cond)
-        # float32 out, also under bfloat16 autocast: the diffusion arithmetic stays float32.
-        return self.output(torch.nn.functional.silu(self.out_norm(h))).float()
+        # x's dtype out, also under bfloat16 autocast: the diffusion arithmetic keeps its precision.
+        return self.output(torch.nn.functional.silu(self.out_norm(h))).to(x.dtype)
 
 
 class DDPM(nn.Module):

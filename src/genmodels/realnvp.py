@@ -134,8 +134,8 @@ class AffineCoupling(nn.Module):
 
     def shift_and_log_scale(self, x_cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The affine parameters ``t, s`` (each ``(N, n_trans)``) computed from the kept half."""
-        # Under bfloat16 autocast the conditioner's products are bfloat16; the bijection is float32.
-        shift, raw = self.net(x_cond).float().split(self.n_trans, dim=-1)
+        # Under bfloat16 autocast the conditioner's products are bfloat16; the bijection keeps x's dtype.
+        shift, raw = self.net(x_cond).to(x_cond.dtype).split(self.n_trans, dim=-1)
         return shift, self.scale_clamp * torch.tanh(raw / self.scale_clamp)
 
     def _transform(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
