@@ -2,7 +2,7 @@
 strided DDIM sampler at a few step counts, each scored by C2ST against the held-out points.
 
     python benchmarks/ddim_quality.py CHECKPOINT [--steps 50,100,250] [--eta 1] [-n 10000] [--seeds 0,1,2]
-        [--precision bfloat16] [--compile]
+        [--spacing quadratic|linear] [--precision bfloat16] [--compile]
 
 For every sampler it draws ``n`` points (the same seeds for every sampler), times the sampling and
 runs the MLP and gradient-boosted-trees C2ST of :func:`genmodels.evaluation.sample_metrics` against
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", default="50,100,250", help="DDIM step counts, comma-separated")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM noise scale (default 1)")
     parser.add_argument("-n", type=int, default=10000, help="samples per sampler and seed (default 10000)")
+    parser.add_argument(
+        "--spacing", default="quadratic", choices=["quadratic", "linear"], help="DDIM timesteps"
+    )
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--compile", action="store_true", help="sample with a compiled network")
     parser.add_argument("--seeds", default="0,1,2", help="sampling seeds, comma-separated (default 0,1,2)")
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     model = model_from_checkpoint(payload)
     test = payload["test_data"].double().numpy()
     seeds = [int(s) for s in args.seeds.split(",")]
-    samplers = [("ancestral", 0)] + [(f"DDIM eta={args.eta:g}", int(s)) for s in args.steps.split(",")]
+    ddim = f"DDIM {args.spacing}, eta={args.eta:g}"
+    samplers = [("ancestral", 0)] + [(ddim, int(s)) for s in args.steps.split(",")]
 
     rows = []
     for name, steps in samplers:
@@ -54,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             with compiled_network(model, args.compile):
                 samples = sample_model(
-                    model, args.n, seed=seed, sampling_steps=steps, eta=args.eta, precision=args.precision
+                    model,
+                    args.n,
+                    seed=seed,
+                    sampling_steps=steps,
+                    eta=args.eta,
+                    precision=args.precision,
+                    ddim_spacing=args.spacing,
                 )
             seconds.append(time.perf_counter() - start)
             scores = sample_metrics(samples, test, n_boot=0, seed=seed)

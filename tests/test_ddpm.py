@@ -202,3 +202,23 @@ def test_data_units_bound_shifts_with_scale():
     torch.manual_seed(0)
     b = float(model.nll_bound(x * 1000).mean())
     assert b - a == pytest.approx(2 * math.log(1000), abs=0.05)
+
+
+def test_ddim_timesteps_linear_and_quadratic():
+    from genmodels.ddpm import ddim_timesteps
+
+    linear = ddim_timesteps(2500, 100, "linear")
+    assert linear == torch.linspace(2500, 1, 100).round().long().tolist()
+    quadratic = ddim_timesteps(2500, 100)
+    assert len(quadratic) == 100 and quadratic[0] == 2500 and quadratic[-1] == 1
+    gaps = -torch.diff(torch.tensor(quadratic, dtype=torch.float64))
+    assert bool((gaps > 0).all())
+    # dense near the data: the gaps shrink linearly towards i = 1 (2 (L - 1) / (S - 1)² per step)
+    assert gaps[0] > 40 * gaps[-1]
+    assert float(gaps[:-1].diff().mean()) == pytest.approx(-2 * 2499 / 99**2, rel=0.05)
+    assert ddim_timesteps(10, 1) == [10]
+    assert ddim_timesteps(5, 50) == [5, 4, 3, 2, 1]  # rounding duplicates are kept once
+    with pytest.raises(ValueError, match="spacing"):
+        ddim_timesteps(100, 10, "cosine")
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        ddim_timesteps(100, 0)

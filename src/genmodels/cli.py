@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sample.add_argument("--sampling_steps", type=int, default=0, help="DDPM: reverse steps (0 = all)")
     sample.add_argument("--eta", type=float, default=1.0, help="DDPM DDIM: noise scale in [0, 1]")
+    sample.add_argument(
+        "--ddim_spacing",
+        choices=["quadratic", "linear"],
+        help="DDPM DDIM: timestep spacing (default: the checkpoint's sampling.ddim_spacing)",
+    )
     _add_speed_options(
         sample,
         "the sampler's precision",
@@ -212,6 +217,7 @@ def _sample(args: argparse.Namespace) -> int:
             sampling_steps=args.sampling_steps,
             eta=args.eta,
             precision=precision,
+            ddim_spacing=args.ddim_spacing or stored.ddim_spacing,
         )
     bad = int((~np.isfinite(samples).all(axis=1)).sum())
     if bad:

@@ -76,6 +76,9 @@ class SamplingConfig:
         sampling_steps: DDPM only: reverse steps (0 = all ``diffusion_steps``, ancestral sampling;
             fewer uses the strided DDIM sampler).
         eta: DDPM only: DDIM stochasticity (1 = ancestral-like noise, 0 = deterministic).
+        ddim_spacing: DDPM only: where the DDIM sampler's timesteps lie: ``"quadratic"`` (dense near
+            the data; at 100 of 2,500 steps its samples were as good as the full sampler's) or
+            ``"linear"`` (evenly spaced).
         chunk_size: points taken through all reverse steps at once: bounds memory, and a few thousand
             keep a DDPM's activations in the CPU's cache.
         precision: ``"float32"``, or ``"bfloat16"`` to run the networks' matrix products in bfloat16
@@ -90,6 +93,7 @@ class SamplingConfig:
     n_eval: int = 0
     sampling_steps: int = 0
     eta: float = 1.0
+    ddim_spacing: Literal["quadratic", "linear"] = "quadratic"
     chunk_size: int = 4096
     precision: Literal["float32", "bfloat16"] = "float32"
     compile: Literal["auto", "on", "off"] = "auto"

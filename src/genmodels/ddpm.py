@@ -29,7 +29,7 @@ from genmodels.nets import ResidualBlock, sinusoidal_embedding
 from genmodels.realnvp import Standardize
 from genmodels.schedule import NoiseSchedule
 
-__all__ = ["DenoisingNetwork", "DDPM"]
+__all__ = ["DenoisingNetwork", "DDPM", "ddim_timesteps"]
 
 
 class DenoisingNetwork(nn.Module):
@@ -88,6 +88,28 @@ class DenoisingNetwork(nn.Module):
             h = block(h, cond)
         # x's dtype out, also under bfloat16 autocast: the diffusion arithmetic keeps its precision.
         return self.output(torch.nn.functional.silu(self.out_norm(h))).to(x.dtype)
+
+
+def ddim_timesteps(diffusion_steps: int, steps: int, spacing: str = "quadratic") -> list[int]:
+    """The decreasing timesteps L = i_0 > ... > i_{S-1} = 1 of a strided sampler with ``steps`` = S.
+
+    ``"linear"`` spaces them evenly; ``"quadratic"`` as 1 + (L - 1)(1 - u)² for u evenly spaced in
+    [0, 1], so they are dense near the data, where the samples' fine detail is formed. The last ones
+    are at least S - 1, ..., 2, 1, so S <= L gives S distinct timesteps; duplicates are kept once.
+
+    Raises:
+        ValueError: ``steps < 1`` or an unknown ``spacing``.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if spacing not in ("quadratic", "linear"):
+        raise ValueError(f"spacing must be 'quadratic' or 'linear', got {spacing!r}")
+    u = torch.linspace(0, 1, steps, dtype=torch.float64)
+    shape = (1 - u) ** 2 if spacing == "quadratic" else 1 - u
+    grid = (1 + (diffusion_steps - 1) * shape).round().long()
+    # Where the grid is denser than whole timesteps (its end), keep the last ones at S-1, ..., 2, 1.
+    grid = torch.maximum(grid, torch.arange(steps, 0, -1).clamp_max(diffusion_steps))
+    return grid.unique_consecutive().tolist()
 
 
 class DDPM(nn.Module):
@@ -277,14 +299,19 @@ class DDPM(nn.Module):
         generator: torch.Generator | None = None,
         steps: int | None = None,
         eta: float = 1.0,
+        spacing: str = "quadratic",
         return_trajectory: bool = False,
     ) -> torch.Tensor:
         """Draw ``n`` samples ``(n, D)`` in the data's units.
 
         With ``steps`` None (or L): ancestral sampling through all L steps, x_L ~ N(0, I),
         x_{i-1} = μ_θ(x_i, i) + σ̃_i z, and the mean alone at i = 1. With ``steps < L``: the strided
-        DDIM sampler (Song, Meng & Ermon 2021, eq. 12) on ``steps`` evenly spaced timesteps with noise
-        scale ``eta``.
+        DDIM sampler (Song, Meng & Ermon 2021, eq. 12) with noise scale ``eta`` on ``steps`` timesteps
+        (fewer where rounding makes two equal), spaced ``"quadratic"`` (i_k = 1 + (L - 1)(1 - k/(S-1))²,
+        dense near the data, as Song et al. sec. D.2 use) or ``"linear"`` (evenly).
+
+        Raises:
+            ValueError: ``steps < 1`` or an unknown ``spacing``.
         """
         device = self.schedule.beta2.device
         x = torch.randn(n, self.dim, generator=generator, device=device)
@@ -293,10 +320,7 @@ class DDPM(nn.Module):
         if full:
             timesteps = list(range(self.diffusion_steps, 0, -1))
         else:
-            if steps < 1:
-                raise ValueError(f"steps must be >= 1, got {steps}")
-            grid = torch.linspace(self.diffusion_steps, 1, steps).round().long().unique_consecutive()
-            timesteps = grid.tolist()
+            timesteps = ddim_timesteps(self.diffusion_steps, steps, spacing)
         trajectory = [x]
         t_all = torch.tensor(timesteps, device=device)
         for k, i in enumerate(timesteps):

@@ -726,6 +726,7 @@ def plot_checkpoint(
                 chunk_size=sampling.chunk_size,
                 sampling_steps=sampling.sampling_steps,
                 eta=sampling.eta,
+                ddim_spacing=sampling.ddim_spacing,
             )
         reverse = recording.trajectory(samples)
     else:

@@ -80,6 +80,7 @@ def sample_model(
     sampling_steps: int = 0,
     eta: float = 1.0,
     precision: str = "float32",
+    ddim_spacing: str = "quadratic",
 ) -> np.ndarray:
     """Draw ``n`` samples ``(n, D)`` in the data's units, ``chunk_size`` at a time, reproducibly.
 
@@ -94,7 +95,10 @@ def sample_model(
         for start in range(0, n, chunk_size):
             m = min(chunk_size, n - start)
             if hasattr(model, "diffusion_steps"):
-                chunks.append(model.sample(m, generator=generator, steps=sampling_steps or None, eta=eta))
+                steps = sampling_steps or None
+                chunks.append(
+                    model.sample(m, generator=generator, steps=steps, eta=eta, spacing=ddim_spacing)
+                )
             else:
                 chunks.append(model.sample(m, generator=generator))
     return torch.cat(chunks).cpu().double().numpy()
@@ -298,6 +302,7 @@ def run_training(
             sampling_steps=sampling.sampling_steps,
             eta=sampling.eta,
             precision=sampling.precision,
+            ddim_spacing=sampling.ddim_spacing,
         )
     sample_seconds = time.perf_counter() - start
     if not np.isfinite(samples).all():
