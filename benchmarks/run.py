@@ -116,6 +116,7 @@ DDIM_ETA = 1.0
 MEMORY_POINTS = 1_000_000
 MEMORY_CHUNK = 65_536
 MEMORY_TRAIN_STEPS = 5
+EPOCH_BATCHES = 4  # batches per timed epoch of the per-epoch cases (Trainer.fit, DataLoader loop)
 
 
 @dataclass(frozen=True)
@@ -273,12 +274,18 @@ def add_case(
         ctx.report.skip(bench, name, f"could not be built: {type(error).__name__}: {error}")
 
 
-# -- benchmarks ---------------------------------------------------------------------------------------
-def bench_realnvp_train(ctx: Context) -> None:
-    bench, spec = "realnvp_train", FlowSpec()
-    batch = toy_points(REALNVP_BATCH, ctx.device)
-    cases: dict[str, Callable[[], object]] = {}
-    per_call: dict[str, int] = {}
+def add_genmodels_training_cases(
+    ctx: Context,
+    bench: str,
+    cases: dict[str, Callable[[], object]],
+    per_call: dict[str, int],
+    build: Callable[[torch.Tensor], torch.nn.Module],
+    batch: torch.Tensor,
+) -> torch.Tensor:
+    """The genmodels training-step cases of ``bench``: the model ``build(data)`` makes, with the fused
+    Adam ("genmodels"), the default Adam, each accelerated variant, and ``Trainer.fit`` over an epoch
+    of ``EPOCH_BATCHES`` batches (its time is divided by that, through ``per_call``). Returns that
+    epoch's data, for other per-epoch cases."""
 
     def ours(
         optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer],
@@ -286,7 +293,7 @@ def bench_realnvp_train(ctx: Context) -> None:
         compiled: bool = False,
     ) -> Callable[[], object]:
         torch.manual_seed(0)
-        model = genmodels_realnvp(spec, batch)
+        model = build(batch)
         return train_step(accelerated(model.loss, ctx.device, precision, compiled), optimizer(model), batch)
 
     cases["genmodels"] = ours(fused_adam)
@@ -295,16 +302,20 @@ def bench_realnvp_train(ctx: Context) -> None:
         add_case(
             ctx, bench, cases, f"genmodels {suffix}", lambda p=precision, c=compiled: ours(fused_adam, p, c)
         )
-    epoch_batches = 4
-    data = toy_points(REALNVP_BATCH * epoch_batches, ctx.device, seed=1)
-    add_case(
-        ctx,
-        bench,
-        cases,
-        "genmodels Trainer.fit",
-        lambda: trainer_steps(genmodels_realnvp(spec, data), data, REALNVP_BATCH),
-    )
-    per_call["genmodels Trainer.fit"] = epoch_batches
+    data = toy_points(len(batch) * EPOCH_BATCHES, ctx.device, seed=1)
+    add_case(ctx, bench, cases, "genmodels Trainer.fit", lambda: trainer_steps(build(data), data, len(batch)))
+    per_call["genmodels Trainer.fit"] = EPOCH_BATCHES
+    return data
+
+
+# -- benchmarks ---------------------------------------------------------------------------------------
+def bench_realnvp_train(ctx: Context) -> None:
+    bench, spec = "realnvp_train", FlowSpec()
+    batch = toy_points(REALNVP_BATCH, ctx.device)
+    cases: dict[str, Callable[[], object]] = {}
+    per_call: dict[str, int] = {}
+
+    add_genmodels_training_cases(ctx, bench, cases, per_call, lambda d: genmodels_realnvp(spec, d), batch)
 
     def peer(build: Callable[[FlowSpec], object]) -> Callable[[], object]:
         torch.manual_seed(0)
@@ -372,31 +383,7 @@ def bench_ddpm_train(ctx: Context) -> None:
     cases: dict[str, Callable[[], object]] = {}
     per_call: dict[str, int] = {}
 
-    def ours(
-        optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer],
-        precision: str = "float32",
-        compiled: bool = False,
-    ) -> Callable[[], object]:
-        torch.manual_seed(0)
-        model = genmodels_ddpm(batch)
-        return train_step(accelerated(model.loss, ctx.device, precision, compiled), optimizer(model), batch)
-
-    cases["genmodels"] = ours(fused_adam)
-    add_case(ctx, bench, cases, "genmodels, default Adam", lambda: ours(default_adam))
-    for suffix, (precision, compiled) in variants(ctx).items():
-        add_case(
-            ctx, bench, cases, f"genmodels {suffix}", lambda p=precision, c=compiled: ours(fused_adam, p, c)
-        )
-    epoch_batches = 4
-    data = toy_points(DDPM_BATCH * epoch_batches, ctx.device, seed=1)
-    add_case(
-        ctx,
-        bench,
-        cases,
-        "genmodels Trainer.fit",
-        lambda: trainer_steps(genmodels_ddpm(data), data, DDPM_BATCH),
-    )
-    per_call["genmodels Trainer.fit"] = epoch_batches
+    data = add_genmodels_training_cases(ctx, bench, cases, per_call, genmodels_ddpm, batch)
 
     def diffusers_case() -> Callable[[], object]:
         torch.manual_seed(0)
@@ -427,7 +414,7 @@ def bench_ddpm_train(ctx: Context) -> None:
         return epoch
 
     add_case(ctx, bench, cases, "diffusers loop, DataLoader batches", diffusers_dataloader_case)
-    per_call["diffusers loop, DataLoader batches"] = epoch_batches
+    per_call["diffusers loop, DataLoader batches"] = EPOCH_BATCHES
     timings = interleaved(cases, ctx.settings)
     times = {name: t.median / per_call.get(name, 1) for name, t in timings.items()}
     report_times(ctx, bench, times, "genmodels", "ms/step", 1e3)
