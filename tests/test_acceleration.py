@@ -238,6 +238,7 @@ def test_auto_compiles_only_long_bfloat16_ddpm_sampling():
     long = COMPILE_WORTHWHILE_POINT_STEPS
     assert worth_compiling("auto", ddpm, long, 1, "bfloat16")
     assert not worth_compiling("auto", ddpm, long - 1, 1, "bfloat16")
+    assert worth_compiling("auto", ddpm, long // 10, 0, "bfloat16")  # 0 steps: all 10 of the model's
     assert not worth_compiling("auto", ddpm, long, 1, "float32")  # measured: no faster in float32
     assert not worth_compiling("auto", flow, 10**9, 1, "bfloat16")
     assert worth_compiling("on", ddpm, 1, 1, "float32") and worth_compiling("on", flow, 1, 1, "float32")

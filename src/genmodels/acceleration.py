@@ -114,6 +114,11 @@ def compiler_available(device: torch.device | str) -> bool:
     return found
 
 
+def _compile_mode(device: torch.device | str) -> str | None:
+    """CUDA graphs (``"reduce-overhead"``) on a GPU, where small steps are bound by kernel launches."""
+    return "reduce-overhead" if torch.device(device).type == "cuda" else None
+
+
 def compile_function(fn: F, device: torch.device | str) -> F:
     """``torch.compile(fn)``; on CUDA with ``mode="reduce-overhead"``, which replays the compiled
     step as a CUDA graph (small batches are otherwise bound by kernel launches).
@@ -126,8 +131,7 @@ def compile_function(fn: F, device: torch.device | str) -> F:
 
     if not compiler_available(device):
         return fn
-    mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
-    compiled = torch.compile(fn, mode=mode)
+    compiled = torch.compile(fn, mode=_compile_mode(device))
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -144,8 +148,11 @@ def compile_function(fn: F, device: torch.device | str) -> F:
 COMPILE_WORTHWHILE_POINT_STEPS = 4 * 10**7
 
 
-def worth_compiling(setting: str, model: torch.nn.Module, n_points: int, steps: int, precision: str) -> bool:
-    """Whether to sample ``n_points`` through ``steps`` reverse steps with a compiled network.
+def worth_compiling(
+    setting: str, model: torch.nn.Module, n_points: int, sampling_steps: int, precision: str
+) -> bool:
+    """Whether to sample ``n_points`` through ``sampling_steps`` reverse steps (0: all of the model's
+    ``diffusion_steps``) with a compiled network.
 
     ``setting`` is ``sampling.compile``: ``"on"``, ``"off"`` or ``"auto"``: on for a model with a
     ``network`` sampled in bfloat16 when ``n_points * steps >= COMPILE_WORTHWHILE_POINT_STEPS``
@@ -158,8 +165,10 @@ def worth_compiling(setting: str, model: torch.nn.Module, n_points: int, steps: 
         raise ValueError(f"compile must be auto, on or off (got {setting!r})")
     if setting != "auto":
         return setting == "on"
-    has_network = getattr(model, "network", None) is not None
-    return has_network and precision == "bfloat16" and n_points * steps >= COMPILE_WORTHWHILE_POINT_STEPS
+    if getattr(model, "network", None) is None or precision != "bfloat16":
+        return False
+    steps = sampling_steps or getattr(model, "diffusion_steps", 1)
+    return n_points * steps >= COMPILE_WORTHWHILE_POINT_STEPS
 
 
 @contextlib.contextmanager
@@ -186,8 +195,7 @@ def compiled_network(model: torch.nn.Module, enabled: bool = True) -> Iterator[t
     if not compiler_available(device):
         yield model
         return
-    mode = "reduce-overhead" if device.type == "cuda" else None
-    modules["network"] = torch.compile(original, mode=mode)
+    modules["network"] = torch.compile(original, mode=_compile_mode(device))
     try:
         with inductor_config.patch(freezing=True), torch._dynamo.config.patch(suppress_errors=True):
             yield model

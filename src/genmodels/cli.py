@@ -78,6 +78,11 @@ def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, com
     )
 
 
+def _compile_setting(flag: bool | None) -> str | None:
+    """``--compile`` -> "on", ``--no-compile`` -> "off", neither -> None (the config decides)."""
+    return None if flag is None else ("on" if flag else "off")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``genmodels`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -156,8 +161,8 @@ def _train(args: argparse.Namespace) -> int:
         "sampling.sampling_steps": getattr(args, "sampling_steps", None),
         "training.precision": args.precision,
         "sampling.precision": args.precision,
-        "training.compile": None if args.compile is None else ("on" if args.compile else "off"),
-        "sampling.compile": None if args.compile is None else ("on" if args.compile else "off"),
+        "training.compile": _compile_setting(args.compile),
+        "sampling.compile": _compile_setting(args.compile),
     }
     config = with_overrides(config, overrides)
     if not args.quiet:
@@ -204,11 +209,10 @@ def _sample(args: argparse.Namespace) -> int:
             "applies only to DDPM checkpoints" if steps is None else f"must be at most {steps} (0 = all)"
         )
         raise ConfigError(f"--sampling_steps {args.sampling_steps} {expected}")
-    work_steps = args.sampling_steps or steps or 1
     stored = payload["config"].sampling  # the run's own settings, unless overridden here
     precision = args.precision or stored.precision
-    setting = stored.compile if args.compile is None else ("on" if args.compile else "off")
-    compiled = worth_compiling(setting, model, args.n, work_steps, precision)
+    setting = _compile_setting(args.compile) or stored.compile
+    compiled = worth_compiling(setting, model, args.n, args.sampling_steps, precision)
     with compiled_network(model, compiled):
         samples = sample_model(
             model,

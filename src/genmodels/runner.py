@@ -291,8 +291,9 @@ def run_training(
     start = time.perf_counter()
     # The DDPM figures show the reverse process of the first samples, recorded on the way.
     recorder = visualize.record_reverse_process if name == "ddpm" else lambda _: contextlib.nullcontext()
-    steps = sampling.sampling_steps or getattr(ema, "diffusion_steps", 1)
-    compiled = worth_compiling(sampling.compile, ema, sampling.n_samples, steps, sampling.precision)
+    compiled = worth_compiling(
+        sampling.compile, ema, sampling.n_samples, sampling.sampling_steps, sampling.precision
+    )
     with compiled_network(ema, compiled), recorder(ema) as recording:
         samples = sample_model(
             ema,
