@@ -49,7 +49,9 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
             "--sampling_steps", type=int, help="reverse steps (0 = all; fewer uses the DDIM sampler)"
         )
     _add_speed_options(
-        parser, "training.precision and sampling.precision", "training.compile and sampling.compile"
+        parser,
+        "training.precision and sampling.precision; default float32",
+        "sets training.compile and sampling.compile to on or off",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or config printout")
     parser.add_argument(
@@ -73,7 +75,7 @@ def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, com
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help=f"use torch.compile, or not (sets {compile_keys} to on or off; pays off on long runs, "
+        help=f"use torch.compile, or not ({compile_keys}; pays off on long runs, "
         "see the README's Speed section)",
     )
 
@@ -111,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_speed_options(
         sample,
-        "the sampler's precision",
-        "compilation of the DDPM network; default: on for long bfloat16 sampling",
+        "the sampler's precision; default: the checkpoint's sampling.precision",
+        "the DDPM network; default: the checkpoint's sampling.compile",
     )
 
     make = sub.add_parser("make-data", help="write a synthetic 2-D dataset as CSV")

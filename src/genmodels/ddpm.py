@@ -306,9 +306,9 @@ class DDPM(nn.Module):
 
         With ``steps`` None (or L): ancestral sampling through all L steps, x_L ~ N(0, I),
         x_{i-1} = μ_θ(x_i, i) + σ̃_i z, and the mean alone at i = 1. With ``steps < L``: the strided
-        DDIM sampler (Song, Meng & Ermon 2021, eq. 12) with noise scale ``eta`` on ``steps`` timesteps
-        (fewer where rounding makes two equal), spaced ``"quadratic"`` (i_k = 1 + (L - 1)(1 - k/(S-1))²,
-        dense near the data, as Song et al. sec. D.2 use) or ``"linear"`` (evenly).
+        DDIM sampler (Song, Meng & Ermon 2021, eq. 12) with noise scale ``eta`` on the ``steps``
+        timesteps of :func:`ddim_timesteps` with ``spacing`` ``"quadratic"`` (dense near the data, as
+        Song et al. sec. D.2 use) or ``"linear"``.
 
         Raises:
             ValueError: ``steps < 1`` or an unknown ``spacing``.
