@@ -59,10 +59,12 @@ def test_eps_simple_loss_equals_weighted_posterior_mean_error():
     x = torch.randn(256, 2)
     torch.manual_seed(5)
     shortcut = model.loss(x)
-    # The same draw through the general weighted-mean path.
+    # The same draw through the general weighted-mean path, with one timestep per point.
     torch.manual_seed(5)
     z0, _ = model.standardize(x)
-    t = torch.randint(1, model.diffusion_steps + 1, (256,))
+    share = model.points_per_timestep
+    assert share == 8
+    t = torch.randint(1, model.diffusion_steps + 1, (256 // share,)).repeat_interleave(share)
     xi = model.schedule.q_sample(z0, t, torch.randn_like(z0))
     target = model.schedule.posterior_mean(z0, xi, t)
     error = (model.posterior_mean_prediction(xi, t) - target).pow(2).mean(-1)
@@ -77,7 +79,9 @@ def test_mean_and_eps_parameterisations_give_the_same_loss_for_the_same_mean():
 
     class ImpliedMean(nn.Module):
         def forward(self, x, t):
-            return eps_model.schedule.mean_from_eps(x, eps_model.network(x, t), t)
+            # t holds one timestep per run of points (the loss shares them); the schedule needs each point's.
+            per_point = t.repeat_interleave(x.shape[0] // t.shape[0])
+            return eps_model.schedule.mean_from_eps(x, eps_model.network(x, t), per_point)
 
     mean_model.network = ImpliedMean()
     x = torch.randn(128, 2)
@@ -222,3 +226,57 @@ def test_ddim_timesteps_linear_and_quadratic():
         ddim_timesteps(100, 10, "cosine")
     with pytest.raises(ValueError, match="steps must be >= 1"):
         ddim_timesteps(100, 0)
+
+
+def test_network_with_shared_timesteps_equals_one_timestep_per_point():
+    model = small_ddpm(steps=50)
+    x = torch.randn(24, 2)
+    shared = torch.tensor([3, 50, 17])
+    per_point = shared.repeat_interleave(8)
+    torch.testing.assert_close(model.network(x, shared), model.network(x, per_point), rtol=1e-6, atol=1e-6)
+    # One timestep for all points broadcasts, as the sampler uses it.
+    torch.testing.assert_close(
+        model.network(x, shared[:1]), model.network(x, shared[:1].expand(24)), rtol=1e-6, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="does not divide the 24 rows"):
+        model.network(x, torch.tensor([1, 2, 3, 4, 5]))
+
+
+@pytest.mark.parametrize(("n", "share", "rows"), [(256, 8, 32), (12, 8, 3), (7, 8, 7), (40, 1, 40)])
+def test_loss_draws_one_timestep_per_run_of_points(n, share, rows):
+    """gcd(N, points_per_timestep) points share a draw, so a partial batch still works."""
+    model = small_ddpm(points_per_timestep=share)
+    seen = []
+    network = model.network
+
+    class Recording(nn.Module):
+        def forward(self, x, t):
+            seen.append((x.shape[0], t.shape[0]))
+            return network(x, t)
+
+    model.network = Recording()
+    loss = model.loss(torch.randn(n, 2))
+    assert seen == [(n, rows)]
+    assert math.isfinite(float(loss.detach()))
+
+
+def test_sharing_timesteps_leaves_the_expected_loss_unchanged():
+    """Every point's timestep is still uniform: the mean loss over many draws matches per-point draws."""
+    per_point = small_ddpm(steps=20, points_per_timestep=1)
+    shared = small_ddpm(steps=20, points_per_timestep=16)
+    shared.load_state_dict(per_point.state_dict())
+    x = torch.randn(512, 2)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        a = torch.stack([per_point.loss(x) for _ in range(400)])
+        b = torch.stack([shared.loss(x) for _ in range(400)])
+    standard_error = math.sqrt(float(a.var() + b.var()) / 400)
+    assert abs(float(a.mean() - b.mean())) < 4 * standard_error
+    # Sharing makes single draws noisier (fewer distinct timesteps), not biased.
+    assert float(b.var()) > float(a.var())
+
+
+def test_points_per_timestep_is_validated():
+    with pytest.raises(ValueError, match="points_per_timestep must be >= 1"):
+        DDPM(2, steps=10, beta2_start=1e-3, beta2_end=0.1, network=nn.Identity(), points_per_timestep=0)
+    assert "model.points_per_timestep must be >= 1 (got 0)" in DDPMModelConfig(points_per_timestep=0).problems()

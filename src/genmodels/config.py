@@ -207,6 +207,8 @@ class DDPMModelConfig:
         weighting: ``"simple"`` (Ho et al. 2020, sec. 3.4: equal weight on the noise error at every
             timestep) or ``"bound"`` (the variational bound's 1/(2σ²_i) on the mean error).
         reverse_variance: σ²_i of the reverse steps: ``"posterior"`` (σ̃²_i) or ``"beta"`` (β²_i).
+        points_per_timestep: training points that share one timestep draw, so the network embeds and
+            projects a batch's timesteps this many times fewer; 1 draws one per point.
     """
 
     diffusion_steps: int = 2500
@@ -219,6 +221,7 @@ class DDPMModelConfig:
     parameterisation: Literal["eps", "mean"] = "eps"
     weighting: Literal["simple", "bound"] = "simple"
     reverse_variance: Literal["posterior", "beta"] = "posterior"
+    points_per_timestep: int = 8
 
     def problems(self) -> list[str]:
         errors: list[str] = []
@@ -229,6 +232,11 @@ class DDPMModelConfig:
         _check(errors, self.hidden_units >= 1, f"model.hidden_units must be >= 1 (got {self.hidden_units})")
         _check(errors, self.n_blocks >= 1, "model.n_blocks must be >= 1")
         _check(errors, self.input_embed_dim >= 0, "model.input_embed_dim must be >= 0")
+        _check(
+            errors,
+            self.points_per_timestep >= 1,
+            f"model.points_per_timestep must be >= 1 (got {self.points_per_timestep})",
+        )
         return errors
 
 

@@ -44,7 +44,10 @@ class DenoisingNetwork(nn.Module):
         time_embed_dim: width of the timestep embedding.
         input_embed_dim: width of a random Fourier embedding of ``x_i`` appended to it (0: none).
 
-    Shapes: ``x (N, D)``, ``timestep (N,)`` int -> ``(N, D)``.
+    Shapes: ``x (N, D)``, ``timestep (G,)`` int -> ``(N, D)``, where G divides N: row g's timestep is
+    that of the g-th run of N / G consecutive points (G = N: one each; G = 1: one for all). The
+    timestep's embedding and projections are computed per row of ``timestep``, so sharing timesteps
+    saves their cost.
     """
 
     def __init__(
@@ -122,6 +125,10 @@ class DDPM(nn.Module):
         network: the denoising network ``(x_i, i) -> (N, D)``.
         parameterisation: ``"eps"`` or ``"mean"`` (what the network outputs).
         weighting: ``"simple"`` or ``"bound"`` (see the module docstring).
+        points_per_timestep: training points that share one timestep draw (see :meth:`loss`).
+
+    Raises:
+        ValueError: an unknown option or ``points_per_timestep < 1``.
     """
 
     def __init__(
@@ -135,8 +142,11 @@ class DDPM(nn.Module):
         parameterisation: str = "eps",
         weighting: str = "simple",
         reverse_variance: str = "posterior",
+        points_per_timestep: int = 1,
     ) -> None:
         super().__init__()
+        if points_per_timestep < 1:
+            raise ValueError(f"points_per_timestep must be >= 1, got {points_per_timestep}")
         if reverse_variance not in ("posterior", "beta"):
             raise ValueError(f"reverse_variance must be 'posterior' or 'beta', got {reverse_variance!r}")
         if parameterisation not in ("eps", "mean"):
@@ -147,6 +157,7 @@ class DDPM(nn.Module):
         self.diffusion_steps = steps
         self.parameterisation = parameterisation
         self.weighting = weighting
+        self.points_per_timestep = points_per_timestep
         self.standardize = Standardize(dim)
         self.schedule = NoiseSchedule(steps, beta2_start, beta2_end)
         self.network = network
@@ -181,6 +192,7 @@ class DDPM(nn.Module):
             parameterisation=config.parameterisation,
             weighting=config.weighting,
             reverse_variance=config.reverse_variance,
+            points_per_timestep=config.points_per_timestep,
         )
 
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -225,17 +237,26 @@ class DDPM(nn.Module):
     def loss(self, x0: torch.Tensor) -> torch.Tensor:
         """Weighted MSE between μ_θ and μ̃ at i ~ U{1..L}, averaged over points and dimensions.
 
-        ``x0 (N, D)`` in data units; returns a scalar.
+        ``x0 (N, D)`` in data units; returns a scalar. Each timestep is drawn for a run of
+        ``points_per_timestep`` consecutive points (gcd(N, points_per_timestep) when that does not
+        divide N), so the network embeds and projects N / points_per_timestep timesteps instead of N.
+        Every point's timestep is still uniform, so the loss's expectation is unchanged; callers should
+        shuffle the data so that a run is a random set of points.
         """
         z0, _ = self.standardize(x0)
-        timestep = torch.randint(1, self.diffusion_steps + 1, (z0.shape[0],), device=z0.device)
+        n = z0.shape[0]
+        share = math.gcd(n, self.points_per_timestep)
+        shared = torch.randint(1, self.diffusion_steps + 1, (n // share,), device=z0.device)
+        timestep = shared.repeat_interleave(share) if share > 1 else shared
         noise = torch.randn_like(z0)
         xi = self.schedule.q_sample(z0, timestep, noise)
+        out = self.network(xi, shared)
         if self.parameterisation == "eps" and self.weighting == "simple":
             # Identical to the weighted mean error, computed without the large weights' rounding.
-            return (self.network(xi, timestep) - noise).pow(2).mean()
+            return (out - noise).pow(2).mean()
         target = self.schedule.posterior_mean(z0, xi, timestep)
-        error = (self.posterior_mean_prediction(xi, timestep) - target).pow(2).mean(-1)
+        mean = self.schedule.mean_from_eps(xi, out, timestep) if self.parameterisation == "eps" else out
+        error = (mean - target).pow(2).mean(-1)
         return (self.mean_weight(timestep) * error).mean()
 
     # -- likelihood bound ---------------------------------------------------------------------------

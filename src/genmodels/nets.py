@@ -56,7 +56,12 @@ class ResidualBlock(nn.Module):
     """``h + W2 act(W1 act(LayerNorm(h)) + time_projection)``: a pre-norm residual MLP block with a
     conditioning input added between its two layers.
 
-    Shapes: ``h (N, width)``, ``cond (N, cond_dim)`` -> ``(N, width)``.
+    Shapes: ``h (N, width)``, ``cond (G, cond_dim)`` -> ``(N, width)``, where G divides N and row g of
+    ``cond`` conditions the g-th run of N / G consecutive rows of ``h`` (G = N: one row each; G = 1:
+    all rows). Sharing a condition projects it G times instead of N.
+
+    Raises:
+        ValueError: G does not divide N.
     """
 
     def __init__(self, width: int, cond_dim: int, *, activation: str = "silu") -> None:
@@ -68,7 +73,11 @@ class ResidualBlock(nn.Module):
         self.act = ACTIVATIONS[activation]()
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        u = self.linear1(self.act(self.norm(h))) + self.cond(cond)
+        u = self.linear1(self.act(self.norm(h)))
+        n, width = u.shape
+        if n % cond.shape[0]:
+            raise ValueError(f"cond has {cond.shape[0]} rows, which does not divide the {n} rows of h")
+        u = (u.view(cond.shape[0], n // cond.shape[0], width) + self.cond(cond).unsqueeze(1)).view(n, width)
         return h + self.linear2(self.act(u))
 
 
