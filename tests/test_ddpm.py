@@ -279,4 +279,6 @@ def test_sharing_timesteps_leaves_the_expected_loss_unchanged():
 def test_points_per_timestep_is_validated():
     with pytest.raises(ValueError, match="points_per_timestep must be >= 1"):
         DDPM(2, steps=10, beta2_start=1e-3, beta2_end=0.1, network=nn.Identity(), points_per_timestep=0)
-    assert "model.points_per_timestep must be >= 1 (got 0)" in DDPMModelConfig(points_per_timestep=0).problems()
+    assert (
+        "model.points_per_timestep must be >= 1 (got 0)" in DDPMModelConfig(points_per_timestep=0).problems()
+    )
