@@ -88,6 +88,18 @@ def test_c2st_far_apart_is_perfect() -> None:
     assert c2st(x, y) > 0.98
 
 
+def test_c2st_on_a_few_points_fits_without_warnings() -> None:
+    """Fewer training points than the usual mini-batch: one batch of all of them, no warning per fold."""
+    import warnings
+
+    rng = _rng(4)
+    x = rng.normal(size=(15, 2))
+    y = rng.normal(size=(15, 2)) + np.array([10.0, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert c2st(x, y) > 0.9
+
+
 def test_c2st_is_deterministic_for_a_seed() -> None:
     rng = _rng(3)
     x, y = rng.normal(size=(150, 3)), rng.normal(size=(120, 3)) + 0.5

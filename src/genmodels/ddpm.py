@@ -125,7 +125,10 @@ class DDPM(nn.Module):
         network: the denoising network ``(x_i, i) -> (N, D)``.
         parameterisation: ``"eps"`` or ``"mean"`` (what the network outputs).
         weighting: ``"simple"`` or ``"bound"`` (see the module docstring).
-        points_per_timestep: training points that share one timestep draw (see :meth:`loss`).
+        points_per_timestep: training points that share one timestep draw (see :meth:`loss`). Above 1,
+            ``network`` gets one timestep per run of points, ``(G,)`` for ``(N, D)`` inputs, as
+            :class:`DenoisingNetwork` accepts; 1 (the default here; :meth:`from_config` uses the
+            config's 8) gives any network one timestep per point.
 
     Raises:
         ValueError: an unknown option or ``points_per_timestep < 1``.

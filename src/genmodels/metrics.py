@@ -190,7 +190,7 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, class
             hidden_layer_sizes=(10 * dim, 10 * dim),
             activation="relu",
             solver="adam",
-            batch_size=min(1024, max(64, n_train // 8)),
+            batch_size=min(1024, n_train, max(64, n_train // 8)),
             learning_rate_init=1e-2,
             max_iter=1000,
             random_state=seed,
