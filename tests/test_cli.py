@@ -392,6 +392,21 @@ def test_device_cuda_without_gpu(capsys: pytest.CaptureFixture[str], tmp_path: P
     )
     assert code == 2
     assert_clean_error(err, "--device cuda", "no CUDA GPU")
+    capsys.readouterr()
+    # Not quiet: the device is checked before the effective config is printed.
+    code = main(
+        [
+            "train",
+            "realnvp",
+            "--data",
+            str(case("B13.csv")),
+            "--device",
+            "cuda",
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
+    assert code == 2 and capsys.readouterr().out == ""
     code, _, err = cli(capsys, "make-data", "two_moons", "-n", "10", "-o", tmp_path / "m.csv")
     assert code == 0
     assert not (tmp_path / "checkpoints").exists()
@@ -725,6 +740,28 @@ def test_sample_rejects_other_files(capsys: pytest.CaptureFixture[str], tmp_path
         code, _, err = cli(capsys, "sample", path, "-n", "5", "-o", tmp_path / "x.csv")
         assert code == 2
         assert_clean_error(err, str(path))
+
+
+def test_resume_may_change_points_per_timestep(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Timestep sharing only changes how the model is trained, so a resumed run may change it."""
+    out = tmp_path / "out"
+    config = write_config(tmp_path / "a.yaml", "ddpm", training={"checkpoint_every": 1})
+    code, _, err = cli(
+        capsys, "train", "ddpm", "--config", config, "--data", case("B12.csv"), "--output_dir", out
+    )
+    assert code == 0, err
+    assert load_checkpoint(out / "checkpoints" / "ddpm.pt")["config"].model.points_per_timestep == 8
+    changed = write_config(
+        tmp_path / "b.yaml", "ddpm", model={"points_per_timestep": 1}, training={"epochs": 3}
+    )
+    code, stdout, err = cli(capsys, "train", "ddpm", "--config", changed, "--data", case("B12.csv"),
+                            "--resume", "auto", "--output_dir", out)  # fmt: skip
+    assert code == 0, err
+    stored = load_checkpoint(out / "checkpoints" / "ddpm.pt")["config"]
+    assert stored.model.points_per_timestep == 1 and stored.training.epochs == 3
+    # The metrics printed are the same valid JSON as the metrics file (non-finite values as null).
+    printed = json.loads(stdout[stdout.index("{") : stdout.index("\n}") + 2])
+    assert printed == json.loads((out / "metrics" / "ddpm.json").read_text())
 
 
 def test_resume_without_config_continues_the_stored_run(

@@ -276,9 +276,18 @@ def test_sharing_timesteps_leaves_the_expected_loss_unchanged():
     assert float(b.var()) > float(a.var())
 
 
-def test_points_per_timestep_is_validated():
-    with pytest.raises(ValueError, match="points_per_timestep must be >= 1"):
-        DDPM(2, steps=10, beta2_start=1e-3, beta2_end=0.1, network=nn.Identity(), points_per_timestep=0)
+@pytest.mark.parametrize("value", [0, -1, 2.5, 8.0, True, "8", None])
+def test_points_per_timestep_is_validated(value):
+    with pytest.raises(ValueError, match="points_per_timestep must be an integer >= 1"):
+        DDPM(2, steps=10, beta2_start=1e-3, beta2_end=0.1, network=nn.Identity(), points_per_timestep=value)
+
+
+def test_points_per_timestep_config_check_names_the_key():
     assert (
         "model.points_per_timestep must be >= 1 (got 0)" in DDPMModelConfig(points_per_timestep=0).problems()
     )
+
+
+def test_loss_of_an_empty_batch_is_an_error():
+    with pytest.raises(ValueError, match="empty batch"):
+        small_ddpm().loss(torch.zeros(0, 2))

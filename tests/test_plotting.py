@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -157,6 +158,10 @@ def test_plot_pairs(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytes
     check_png(out, sizes[-1])
     with pytest.raises(ValueError):
         plot_pairs(real, gen[:, :2], tmp_path / "bad.png")
+    # Samples all far outside the data's range (a barely trained model) draw without numerical warnings.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_png(plot_pairs(real, gen + 1e6, tmp_path / "far.png", max_points=1000), sizes[-1])
 
 
 def test_plot_strip(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -198,10 +198,20 @@ def load_checkpoint(
     return payload
 
 
+# ``model`` keys that only change how the model is trained, not what its weights mean: a resumed run may
+# change them, like the batch size or the learning rate.
+TRAINING_ONLY_MODEL_KEYS = frozenset({"points_per_timestep"})
+
+
 def architecture_differences(stored: RunConfig, requested: RunConfig) -> list[str]:
-    """``model`` settings that differ between two configs of one model type, as ``key: a -> b``."""
+    """``model`` settings that differ between two configs of one model type, as ``key: a -> b``
+    (except :data:`TRAINING_ONLY_MODEL_KEYS`)."""
     a, b = config_to_dict(stored)["model"], config_to_dict(requested)["model"]
-    return [f"model.{k}: {a[k]!r} (checkpoint) vs {b[k]!r} (config)" for k in a if a[k] != b.get(k)]
+    return [
+        f"model.{k}: {a[k]!r} (checkpoint) vs {b[k]!r} (config)"
+        for k in a
+        if a[k] != b.get(k) and k not in TRAINING_ONLY_MODEL_KEYS
+    ]
 
 
 def model_from_checkpoint(

@@ -14,7 +14,6 @@ they call :func:`main` with ``train realnvp`` / ``train ddpm``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import warnings
@@ -132,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from genmodels.config import config_to_dict, default_config, load_config, with_overrides
     from genmodels.errors import ConfigError
-    from genmodels.runner import run_training
+    from genmodels.fileio import json_text
+    from genmodels.runner import resolve_device, run_training
 
     model_type = args.model_type
     out = Path(args.output_dir)
@@ -167,6 +167,7 @@ def _train(args: argparse.Namespace) -> int:
         "sampling.compile": _compile_setting(args.compile),
     }
     config = with_overrides(config, overrides)
+    resolve_device(args.device)  # an unavailable device is an error before anything is printed
     if not args.quiet:
         import yaml
 
@@ -181,7 +182,7 @@ def _train(args: argparse.Namespace) -> int:
         fmt=args.format,
         tensorboard=args.tensorboard,
     )
-    print(json.dumps(result.metrics, indent=2))
+    print(json_text(result.metrics))
     for key in ("results", "loss", "checkpoint", "metrics", "index"):
         print(f"wrote {result.paths[key]}")
     return 0

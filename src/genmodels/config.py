@@ -208,7 +208,9 @@ class DDPMModelConfig:
             timestep) or ``"bound"`` (the variational bound's 1/(2σ²_i) on the mean error).
         reverse_variance: σ²_i of the reverse steps: ``"posterior"`` (σ̃²_i) or ``"beta"`` (β²_i).
         points_per_timestep: training points that share one timestep draw, so the network embeds and
-            projects a batch's timesteps this many times fewer; 1 draws one per point.
+            projects a batch's timesteps this many times fewer; 1 draws one per point. A batch whose
+            size it does not divide shares in runs of their gcd. Training only: a resumed run may
+            change it.
     """
 
     diffusion_steps: int = 2500

@@ -131,7 +131,7 @@ class DDPM(nn.Module):
             config's 8) gives any network one timestep per point.
 
     Raises:
-        ValueError: an unknown option or ``points_per_timestep < 1``.
+        ValueError: an unknown option, or ``points_per_timestep`` not an integer >= 1.
     """
 
     def __init__(
@@ -148,8 +148,12 @@ class DDPM(nn.Module):
         points_per_timestep: int = 1,
     ) -> None:
         super().__init__()
-        if points_per_timestep < 1:
-            raise ValueError(f"points_per_timestep must be >= 1, got {points_per_timestep}")
+        if (
+            isinstance(points_per_timestep, bool)
+            or not isinstance(points_per_timestep, int)
+            or points_per_timestep < 1
+        ):
+            raise ValueError(f"points_per_timestep must be an integer >= 1, got {points_per_timestep!r}")
         if reverse_variance not in ("posterior", "beta"):
             raise ValueError(f"reverse_variance must be 'posterior' or 'beta', got {reverse_variance!r}")
         if parameterisation not in ("eps", "mean"):
@@ -248,6 +252,8 @@ class DDPM(nn.Module):
         """
         z0, _ = self.standardize(x0)
         n = z0.shape[0]
+        if n == 0:
+            raise ValueError("the loss needs at least one point, got an empty batch")
         share = math.gcd(n, self.points_per_timestep)
         shared = torch.randint(1, self.diffusion_steps + 1, (n // share,), device=z0.device)
         timestep = shared.repeat_interleave(share) if share > 1 else shared

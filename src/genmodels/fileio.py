@@ -49,8 +49,8 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically (non-finite floats become null)."""
+def json_text(obj: Any) -> str:
+    """``obj`` as indented, valid JSON: non-finite floats become null."""
 
     def clean(value: Any) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
@@ -61,4 +61,9 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
             return [clean(v) for v in value]
         return value
 
-    write_text(path, json.dumps(clean(obj), indent=2, sort_keys=False) + "\n")
+    return json.dumps(clean(obj), indent=2, sort_keys=False)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (non-finite floats become null)."""
+    write_text(path, json_text(obj) + "\n")

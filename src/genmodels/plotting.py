@@ -410,10 +410,12 @@ def plot_pairs(
             if i == j:
                 edges = np.linspace(*limits[j], 41)
                 for data, color, label in zip((real, gen), colors, labels, strict=True):
+                    # A density over all points, also those outside the axis: points out of view lower
+                    # the curve (and no point in view is a flat zero, not 0/0).
                     ax.hist(
                         data[:, j],
                         bins=edges,
-                        density=True,
+                        weights=np.full(len(data), 1.0 / (max(len(data), 1) * (edges[1] - edges[0]))),
                         histtype="step",
                         color=color,
                         linewidth=1.4,
