@@ -116,6 +116,22 @@ def test_unknown_key_at_every_level(tmp_path: Path, text: str, key: str, suggest
     assert key in message and f"did you mean '{suggestion}'" in message and str(path) in message
 
 
+@pytest.mark.parametrize(
+    ("text", "model_type", "home"),
+    [
+        ("training:\n  points_per_timestep: 4\n", "ddpm", "model.points_per_timestep"),
+        ("model:\n  epochs: 4\n", "realnvp", "training.epochs"),
+        ("sampling:\n  test_fraction: 0.2\n", "ddpm", "data.test_fraction"),
+    ],
+)
+def test_key_in_the_wrong_section_names_its_section(
+    tmp_path: Path, text: str, model_type: str, home: str
+) -> None:
+    path = write_yaml(tmp_path / "bad.yaml", text)
+    with pytest.raises(ConfigError, match=rf"it belongs in '{re.escape(home)}'"):
+        load_config(path, model_type)
+
+
 def test_unknown_key_without_a_close_match_lists_the_valid_keys() -> None:
     with pytest.raises(ConfigError, match=r"'sampling.zzz' \(valid keys: n_samples, n_eval"):
         config_from_dict({"sampling": {"zzz": 1}}, "realnvp")

@@ -390,7 +390,13 @@ def config_from_dict(raw: Mapping[str, Any], model_type: str, *, source: str = "
         for written, sub_value in value.items():
             sub = aliases.get(written, written)
             if sub not in valid:
-                unknown.append(f"'{key}.{written}'{_closest(str(written), valid + list(aliases))}")
+                home = [
+                    other
+                    for other in _SECTIONS
+                    if other != key and sub in {f.name for f in dataclasses.fields(getattr(config, other))}
+                ]
+                where = f" (it belongs in '{home[0]}.{sub}')" if home else None
+                unknown.append(f"'{key}.{written}'{where or _closest(str(written), valid + list(aliases))}")
             elif sub in section:
                 first = f"{key}.{written_as[sub]}"
                 raise ConfigError(f"{source}: '{first}' and '{key}.{written}' both set {key}.{sub}; keep one")
