@@ -249,6 +249,9 @@ class DDPM(nn.Module):
         divide N), so the network embeds and projects N / points_per_timestep timesteps instead of N.
         Every point's timestep is still uniform, so the loss's expectation is unchanged; callers should
         shuffle the data so that a run is a random set of points.
+
+        Raises:
+            ValueError: an empty batch.
         """
         z0, _ = self.standardize(x0)
         n = z0.shape[0]
