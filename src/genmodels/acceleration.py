@@ -119,11 +119,22 @@ def _compile_mode(device: torch.device | str) -> str | None:
     return "reduce-overhead" if torch.device(device).type == "cuda" else None
 
 
+def _compile(fn: Any, device: torch.device | str) -> Any:
+    """``torch.compile`` with one static graph per input shape (``dynamic=False``).
+
+    A run meets two batch sizes: the full one and the partial last batch (or sampling chunk). By
+    default, the second size makes torch recompile a shape-generic graph that then also serves the full
+    batches: measured on the default DDPM in bfloat16, 18.0 ms per training step against 11.7 ms with
+    two static graphs, which also compiled faster here (9 s against 35 s).
+    """
+    return torch.compile(fn, mode=_compile_mode(device), dynamic=False)
+
+
 def compile_function(fn: F, device: torch.device | str) -> F:
     """``torch.compile(fn)``; on CUDA with ``mode="reduce-overhead"``, which replays the compiled
     step as a CUDA graph (small batches are otherwise bound by kernel launches).
 
-    Compilation happens at the first call of each new input shape, not here. Without a C++ compiler
+    Compilation happens at the first call of each new input shape (one static graph each), not here. Without a C++ compiler
     on the CPU (:func:`compiler_available`) ``fn`` is returned as it is; where compilation fails for
     another reason, the call falls back to running ``fn`` eagerly, with warnings from ``torch._dynamo``.
     """
@@ -131,7 +142,7 @@ def compile_function(fn: F, device: torch.device | str) -> F:
 
     if not compiler_available(device):
         return fn
-    compiled = torch.compile(fn, mode=_compile_mode(device))
+    compiled = _compile(fn, device)
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -195,7 +206,7 @@ def compiled_network(model: torch.nn.Module, enabled: bool = True) -> Iterator[t
     if not compiler_available(device):
         yield model
         return
-    modules["network"] = torch.compile(original, mode=_compile_mode(device))
+    modules["network"] = _compile(original, device)
     try:
         with inductor_config.patch(freezing=True), torch._dynamo.config.patch(suppress_errors=True):
             yield model
