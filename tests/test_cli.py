@@ -210,6 +210,14 @@ def test_script_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
+def test_scripts_name_themselves_in_usage_and_errors() -> None:
+    result = script("train_ddpm.py", "--help")
+    assert result.returncode == 0 and result.stdout.startswith("usage: train_ddpm.py [-h]")
+    result = script("train_realnvp.py", "--bogus")
+    assert result.returncode == 2
+    assert "train_realnvp.py: error: unrecognized arguments: --bogus" in result.stderr
+
+
 # -- genmodels sample / make-data ----------------------------------------------------------------------
 
 

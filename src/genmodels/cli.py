@@ -84,10 +84,11 @@ def _compile_setting(flag: bool | None) -> str | None:
     return None if flag is None else ("on" if flag else "off")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``genmodels`` argument parser."""
+def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
+    """The ``genmodels`` argument parser; ``train_prog`` names the ``train <model>`` commands in their
+    usage and errors (the specification's scripts give their own file name)."""
     parser = argparse.ArgumentParser(
-        prog="genmodels",
+        prog=train_prog or "genmodels",
         description="Train and sample RealNVP flows and DDPM diffusion models on point data.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model and write its figures, checkpoint and metrics")
     models = train.add_subparsers(dest="model_type", required=True)
     for model_type in ("realnvp", "ddpm"):
-        _add_train_options(models.add_parser(model_type, help=f"train {model_type}"), model_type)
+        named = {"prog": train_prog} if train_prog else {}
+        _add_train_options(models.add_parser(model_type, help=f"train {model_type}", **named), model_type)
 
     sample = sub.add_parser("sample", help="draw samples from a checkpoint into a CSV file")
     sample.add_argument("checkpoint")
@@ -403,13 +405,16 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
     return f"warning: {message}\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 training failed, 2 bad input, 130 Ctrl-C)."""
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 training failed, 2 bad input, 130 Ctrl-C).
+
+    ``prog``: the name a ``train`` command's usage and errors give it (default ``genmodels train <model>``).
+    """
     from genmodels.errors import GenModelsError, TrainingError
 
     warnings.formatwarning = _format_warning
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     from genmodels.acceleration import tune_allocator
 
     tune_allocator()
