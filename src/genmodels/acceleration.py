@@ -3,10 +3,10 @@
 bfloat16 is opt-in (``training.precision``, ``sampling.precision``, ``--precision``): on a CPU with
 AVX-512 bfloat16 instructions its matrix products run about twice as fast as float32 ones, elsewhere
 it may be slower, and it changes the numbers a run produces. ``torch.compile`` fuses the element-wise
-work around the matrix products but costs 10-30 s of compilation per input shape on a CPU: training
+work around the matrix products but costs 4-40 s of compilation per run on a 2-core CPU: training
 compiles only when asked (``training.compile``); sampling a DDPM compiles by default where that was
-measured to win: in bfloat16, when the sampling is long enough to repay it (``sampling.compile: auto``). ``benchmarks/run.py`` measures all
-of it.
+measured to win: in bfloat16, when the sampling is long enough to repay it (``sampling.compile:
+auto``). ``benchmarks/run.py`` measures all of it.
 """
 
 from __future__ import annotations
@@ -134,9 +134,10 @@ def compile_function(fn: F, device: torch.device | str) -> F:
     """``torch.compile(fn)``; on CUDA with ``mode="reduce-overhead"``, which replays the compiled
     step as a CUDA graph (small batches are otherwise bound by kernel launches).
 
-    Compilation happens at the first call of each new input shape (one static graph each), not here. Without a C++ compiler
-    on the CPU (:func:`compiler_available`) ``fn`` is returned as it is; where compilation fails for
-    another reason, the call falls back to running ``fn`` eagerly, with warnings from ``torch._dynamo``.
+    Compilation happens at the first call of each new input shape (one static graph each), not here.
+    Without a C++ compiler on the CPU (:func:`compiler_available`) ``fn`` is returned as it is; where
+    compilation fails for another reason, the call falls back to running ``fn`` eagerly, with warnings
+    from ``torch._dynamo``.
     """
     import torch._dynamo
 

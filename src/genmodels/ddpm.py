@@ -223,7 +223,10 @@ class DDPM(nn.Module):
     # -- the reverse process ------------------------------------------------------------------------
     def posterior_mean_prediction(self, xi: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """μ_θ(x_i, i) for standardised ``xi (N, D)`` and ``timestep (N,)`` in 1..L."""
-        out = self.network(xi, timestep)
+        return self._mean_from_output(xi, self.network(xi, timestep), timestep)
+
+    def _mean_from_output(self, xi: torch.Tensor, out: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """μ_θ from the network's output ``out (N, D)``, with one ``timestep (N,)`` per point."""
         if self.parameterisation == "eps":
             return self.schedule.mean_from_eps(xi, out, timestep)
         return out
@@ -267,8 +270,7 @@ class DDPM(nn.Module):
             # Identical to the weighted mean error, computed without the large weights' rounding.
             return (out - noise).pow(2).mean()
         target = self.schedule.posterior_mean(z0, xi, timestep)
-        mean = self.schedule.mean_from_eps(xi, out, timestep) if self.parameterisation == "eps" else out
-        error = (mean - target).pow(2).mean(-1)
+        error = (self._mean_from_output(xi, out, timestep) - target).pow(2).mean(-1)
         return (self.mean_weight(timestep) * error).mean()
 
     # -- likelihood bound ---------------------------------------------------------------------------

@@ -74,10 +74,10 @@ class ResidualBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         u = self.linear1(self.act(self.norm(h)))
-        n, width = u.shape
-        if n % cond.shape[0]:
-            raise ValueError(f"cond has {cond.shape[0]} rows, which does not divide the {n} rows of h")
-        u = (u.view(cond.shape[0], n // cond.shape[0], width) + self.cond(cond).unsqueeze(1)).view(n, width)
+        (n, width), groups = u.shape, cond.shape[0]
+        if n % groups:
+            raise ValueError(f"cond has {groups} rows, which does not divide the {n} rows of h")
+        u = (u.view(groups, n // groups, width) + self.cond(cond).unsqueeze(1)).view(n, width)
         return h + self.linear2(self.act(u))
 
 
