@@ -3,10 +3,9 @@
 bfloat16 is opt-in (``training.precision``, ``sampling.precision``, ``--precision``): on a CPU with
 AVX-512 bfloat16 instructions its matrix products run about twice as fast as float32 ones, elsewhere
 it may be slower, and it changes the numbers a run produces. ``torch.compile`` fuses the element-wise
-work around the matrix products but costs 4-40 s of compilation per run on a 2-core CPU: training
-compiles only when asked (``training.compile``); sampling a DDPM compiles by default where that was
-measured to win: in bfloat16, when the sampling is long enough to repay it (``sampling.compile:
-auto``). ``benchmarks/run.py`` measures all of it.
+work around the matrix products but costs 4-40 s of compilation per run on a 2-core CPU. By default
+(``auto``) it is used only where it was measured to win, in runs long enough to repay it: training a
+RealNVP on a CPU (``training.compile``) and sampling a DDPM in bfloat16 (``sampling.compile``). ``benchmarks/run.py`` measures all of it.
 """
 
 from __future__ import annotations
@@ -29,7 +28,9 @@ __all__ = [
     "compile_function",
     "compiled_network",
     "compiler_available",
+    "TRAINING_COMPILE_WORTHWHILE_STEPS",
     "worth_compiling",
+    "worth_compiling_training",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,15 +100,16 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 
 
-def compiler_available(device: torch.device | str) -> bool:
+def compiler_available(device: torch.device | str, *, warn: bool = True) -> bool:
     """Whether ``torch.compile`` can build code for ``device``: on the CPU it needs a C++ compiler
-    (``$CXX``, else ``g++``, ``clang++`` or ``c++`` on the PATH). Logs one warning when it cannot."""
+    (``$CXX``, else ``g++``, ``clang++`` or ``c++`` on the PATH). With ``warn``, logs one warning (per
+    process) when it cannot."""
     global _COMPILER_WARNED
     if torch.device(device).type != "cpu":
         return True
     cxx = os.environ.get("CXX")
     found = shutil.which(cxx) is not None if cxx else any(shutil.which(c) for c in ("g++", "clang++", "c++"))
-    if not found and not _COMPILER_WARNED:
+    if not found and warn and not _COMPILER_WARNED:
         _COMPILER_WARNED = True
         where = f"CXX={cxx} is not a program on the PATH" if cxx else "no g++, clang++ or c++ on the PATH"
         log.warning("torch.compile needs a C++ compiler on the CPU (%s); running without compiling", where)
@@ -153,6 +155,13 @@ def compile_function(fn: F, device: torch.device | str) -> F:
     return run  # type: ignore[return-value]
 
 
+def _check_setting(setting: str) -> str:
+    """``setting`` if it is ``"auto"``, ``"on"`` or ``"off"``; otherwise a ValueError."""
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"compile must be auto, on or off (got {setting!r})")
+    return setting
+
+
 # Measured on a 2-core AVX-512 CPU with the default DDPM network, 4,096-point chunks through 2,500
 # steps: compiling and freezing costs 4-10 s; in bfloat16 it then saves about 0.2 µs per point and step
 # (0.89 -> 0.68 µs), so it pays from about 5e7 point-steps (20,000 points through 2,500 steps). In
@@ -173,14 +182,44 @@ def worth_compiling(
     Raises:
         ValueError: an unknown ``setting``.
     """
-    if setting not in ("auto", "on", "off"):
-        raise ValueError(f"compile must be auto, on or off (got {setting!r})")
-    if setting != "auto":
+    if _check_setting(setting) != "auto":
         return setting == "on"
     if getattr(model, "network", None) is None or precision != "bfloat16":
         return False
     steps = sampling_steps or getattr(model, "diffusion_steps", 1)
     return n_points * steps >= COMPILE_WORTHWHILE_POINT_STEPS
+
+
+# Measured on a 2-core AVX-512 CPU (``benchmarks/run.py`` and whole ``genmodels train`` runs): the
+# compiled training loss wins for RealNVP in float32 (1.50 -> 1.11 s per epoch of the default run) and
+# in bfloat16 (1.18 -> 0.71 s). For the default DDPM it gained 0-10% per step in either precision, from
+# run to run: too little to be sure of repaying its compilation. Compiling costs 20-40 s, the saving
+# of about 1,500-3,000 RealNVP steps, hence the floor on the run's length.
+_TRAINING_COMPILE_WINS = {"RealNVP": ("float32", "bfloat16")}
+TRAINING_COMPILE_WORTHWHILE_STEPS = 5000
+
+
+def worth_compiling_training(
+    setting: str, model: torch.nn.Module, device: torch.device | str, steps: int, precision: str
+) -> bool:
+    """Whether to train ``model`` for ``steps`` optimizer steps on ``device`` with a compiled loss.
+
+    ``setting`` is ``training.compile``: ``"on"``, ``"off"`` or ``"auto"``. ``"auto"`` compiles on a
+    CPU with a C++ compiler (without one it stays silent and eager) for a model (or a subclass of one)
+    and ``precision`` where compiling was measured to win (RealNVP, in float32 or bfloat16), when the
+    run has at least :data:`TRAINING_COMPILE_WORTHWHILE_STEPS` steps. It stays off on a GPU, where it
+    has not been measured; ``"on"`` uses CUDA graphs there.
+
+    Raises:
+        ValueError: an unknown ``setting``.
+    """
+    if _check_setting(setting) != "auto":
+        return setting == "on"
+    if torch.device(device).type != "cpu" or steps < TRAINING_COMPILE_WORTHWHILE_STEPS:
+        return False
+    names = {cls.__name__ for cls in type(model).__mro__}
+    measured = any(precision in _TRAINING_COMPILE_WINS.get(name, ()) for name in names)
+    return measured and compiler_available(device, warn=False)
 
 
 @contextlib.contextmanager

@@ -128,7 +128,10 @@ class TrainingConfig:
             run in bfloat16 (autocast), while the weights, the optimizer, the flow's log-determinants
             and the diffusion arithmetic stay in float32. Held-out metrics are always float32.
         compile: ``"on"`` compiles the training loss (forward and backward) with ``torch.compile``;
-            the first step of each batch shape pays the compilation. ``true``/``false`` mean on/off.
+            the first step of each batch shape pays the compilation. ``"auto"`` does so only where it
+            was measured to win (:func:`genmodels.acceleration.worth_compiling_training`: a RealNVP on
+            a CPU with a C++ compiler, for at least 5,000 steps).
+            ``true``/``false`` mean on/off.
     """
 
     epochs: int = 500
@@ -142,7 +145,7 @@ class TrainingConfig:
     eval_every: int = 10
     checkpoint_every: int = 50
     precision: Literal["float32", "bfloat16"] = "float32"
-    compile: Literal["on", "off"] = "off"
+    compile: Literal["auto", "on", "off"] = "auto"
 
     def problems(self) -> list[str]:
         errors: list[str] = []

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from genmodels.acceleration import autocast, compile_function
+from genmodels.acceleration import autocast, compile_function, worth_compiling_training
 from genmodels.config import TrainingConfig
 from genmodels.errors import TrainingError
 
@@ -179,7 +179,15 @@ class Trainer:
             raise TrainingError("no training data: the training split is empty")
         batch_size = min(cfg.batch_size, n)
         steps_per_epoch = math.ceil(n / batch_size)
-        loss_fn = compile_function(self.model.loss, data.device) if cfg.compile == "on" else self.model.loss
+        remaining = max(cfg.epochs - self.epoch, 0) * steps_per_epoch
+        compiled = worth_compiling_training(cfg.compile, self.model, data.device, remaining, cfg.precision)
+        loss_fn = self.model.loss
+        if compiled:
+            log.info(
+                "training with a compiled loss (training.compile: %s); its first steps compile it",
+                cfg.compile,
+            )
+            loss_fn = compile_function(loss_fn, data.device)
         bar = tqdm(
             total=cfg.epochs,
             initial=self.epoch,
