@@ -212,10 +212,11 @@ def default_adam(module: torch.nn.Module) -> torch.optim.Optimizer:
 
 
 def trainer_steps(model: torch.nn.Module, data: torch.Tensor, batch_size: int) -> Callable[[], None]:
-    """One epoch of ``genmodels.training.Trainer.fit`` over ``data`` (a whole number of batches)."""
+    """One epoch of ``genmodels.training.Trainer.fit`` over ``data`` (a whole number of batches), eager."""
     from genmodels.training import Trainer
 
     config = TrainingConfig(
+        compile="off",
         epochs=1,
         batch_size=batch_size,
         learning_rate=LEARNING_RATE,
