@@ -28,7 +28,7 @@ __all__ = [
     "compile_function",
     "compiled_network",
     "compiler_available",
-    "TRAINING_COMPILE_WORTHWHILE_STEPS",
+    "TRAINING_COMPILE_WORTHWHILE_POINTS",
     "worth_compiling",
     "worth_compiling_training",
 ]
@@ -132,27 +132,52 @@ def _compile(fn: Any, device: torch.device | str) -> Any:
     return torch.compile(fn, mode=_compile_mode(device), dynamic=False)
 
 
+class _EagerFallback:
+    """Calls ``compiled``; where compiling fails (``torch._dynamo``'s errors: no working C++ compiler,
+    an inductor failure), logs one warning and calls ``eager``, then and for every later call."""
+
+    def __init__(self, compiled: Callable[..., Any], eager: Callable[..., Any], what: str) -> None:
+        self.compiled, self.eager, self.what, self.failed = compiled, eager, what, False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from torch._dynamo.exc import TorchDynamoException
+
+        if not self.failed:
+            try:
+                return self.compiled(*args, **kwargs)
+            except TorchDynamoException as error:
+                self.failed = True
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+                log.warning("torch.compile could not compile %s (%s); running it eagerly", self.what, reason)
+        return self.eager(*args, **kwargs)
+
+
 def compile_function(fn: F, device: torch.device | str) -> F:
     """``torch.compile(fn)``; on CUDA with ``mode="reduce-overhead"``, which replays the compiled
     step as a CUDA graph (small batches are otherwise bound by kernel launches).
 
     Compilation happens at the first call of each new input shape (one static graph each), not here.
     Without a C++ compiler on the CPU (:func:`compiler_available`) ``fn`` is returned as it is; where
-    compilation fails for another reason, the call falls back to running ``fn`` eagerly, with warnings
-    from ``torch._dynamo``.
+    compilation fails for another reason (a compiler that does not work), that call and every later
+    one run ``fn`` eagerly, after one warning.
     """
-    import torch._dynamo
-
     if not compiler_available(device):
         return fn
-    compiled = _compile(fn, device)
+    return functools.wraps(fn)(
+        _EagerFallback(_compile(fn, device), fn, getattr(fn, "__name__", "a function"))
+    )
 
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with torch._dynamo.config.patch(suppress_errors=True):
-            return compiled(*args, **kwargs)
 
-    return run  # type: ignore[return-value]
+class _CompiledNetwork(torch.nn.Module):
+    """``network`` run through its compiled version, or eagerly once compiling it has failed."""
+
+    def __init__(self, network: torch.nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.network = network
+        self.call = _EagerFallback(_compile(network, device), network, "the denoising network")
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.call(*args, **kwargs)
 
 
 def _check_setting(setting: str) -> str:
@@ -187,35 +212,41 @@ def worth_compiling(
     if getattr(model, "network", None) is None or precision != "bfloat16":
         return False
     steps = sampling_steps or getattr(model, "diffusion_steps", 1)
-    return n_points * steps >= COMPILE_WORTHWHILE_POINT_STEPS
+    if n_points * steps < COMPILE_WORTHWHILE_POINT_STEPS:
+        return False
+    device = next(model.network.parameters()).device
+    return compiler_available(device, warn=False)
 
 
 # Measured on a 2-core AVX-512 CPU (``benchmarks/run.py`` and whole ``genmodels train`` runs): the
-# compiled training loss wins for RealNVP in float32 (1.50 -> 1.11 s per epoch of the default run) and
-# in bfloat16 (1.18 -> 0.71 s). For the default DDPM it gained 0-10% per step in either precision, from
-# run to run: too little to be sure of repaying its compilation. Compiling costs 20-40 s, the saving
-# of about 1,500-3,000 RealNVP steps, hence the floor on the run's length.
+# compiled training loss wins for RealNVP in float32 (1.42 -> 1.20 s per epoch of 59,000 points in the
+# default run, about 3.7 µs saved per 1,000 points; 1.50 -> 1.11 s in shorter runs) and in bfloat16
+# (1.18 -> 0.71 s). Compiling costs 20-45 s (a cold cache at the top), so it pays after about 1.2e7
+# points; at batch size 256 it saved about as much per point. For the default DDPM it gained 0-10% per
+# step in either precision, from run to run: too little to be sure of repaying its compilation.
 _TRAINING_COMPILE_WINS = {"RealNVP": ("float32", "bfloat16")}
-TRAINING_COMPILE_WORTHWHILE_STEPS = 5000
+TRAINING_COMPILE_WORTHWHILE_POINTS = 15 * 10**6
 
 
 def worth_compiling_training(
-    setting: str, model: torch.nn.Module, device: torch.device | str, steps: int, precision: str
+    setting: str, model: torch.nn.Module, device: torch.device | str, points: int, precision: str
 ) -> bool:
-    """Whether to train ``model`` for ``steps`` optimizer steps on ``device`` with a compiled loss.
+    """Whether to train ``model`` on ``device`` with a compiled loss, for a run that passes ``points``
+    training points through it in all (epochs times the training set's size).
 
     ``setting`` is ``training.compile``: ``"on"``, ``"off"`` or ``"auto"``. ``"auto"`` compiles on a
     CPU with a C++ compiler (without one it stays silent and eager) for a model (or a subclass of one)
-    and ``precision`` where compiling was measured to win (RealNVP, in float32 or bfloat16), when the
-    run has at least :data:`TRAINING_COMPILE_WORTHWHILE_STEPS` steps. It stays off on a GPU, where it
-    has not been measured; ``"on"`` uses CUDA graphs there.
+    and ``precision`` where compiling was measured to win (RealNVP, in float32 or bfloat16), when
+    ``points`` is at least :data:`TRAINING_COMPILE_WORTHWHILE_POINTS` (the default RealNVP run: 2.9e7).
+    It stays off on a GPU, where it has not been measured; ``"on"`` uses CUDA graphs there. Judged on
+    the whole run, so a resumed run decides as the uninterrupted one did.
 
     Raises:
         ValueError: an unknown ``setting``.
     """
     if _check_setting(setting) != "auto":
         return setting == "on"
-    if torch.device(device).type != "cpu" or steps < TRAINING_COMPILE_WORTHWHILE_STEPS:
+    if torch.device(device).type != "cpu" or points < TRAINING_COMPILE_WORTHWHILE_POINTS:
         return False
     names = {cls.__name__ for cls in type(model).__mro__}
     measured = any(precision in _TRAINING_COMPILE_WINS.get(name, ()) for name in names)
@@ -239,16 +270,15 @@ def compiled_network(model: torch.nn.Module, enabled: bool = True) -> Iterator[t
     if not enabled or original is None:
         yield model
         return
-    import torch._dynamo
     import torch._inductor.config as inductor_config
 
     device = next(original.parameters()).device
     if not compiler_available(device):
         yield model
         return
-    modules["network"] = _compile(original, device)
+    modules["network"] = _CompiledNetwork(original, device)
     try:
-        with inductor_config.patch(freezing=True), torch._dynamo.config.patch(suppress_errors=True):
+        with inductor_config.patch(freezing=True):
             yield model
     finally:
         modules["network"] = original

@@ -179,15 +179,15 @@ class Trainer:
             raise TrainingError("no training data: the training split is empty")
         batch_size = min(cfg.batch_size, n)
         steps_per_epoch = math.ceil(n / batch_size)
-        remaining = max(cfg.epochs - self.epoch, 0) * steps_per_epoch
-        compiled = worth_compiling_training(cfg.compile, self.model, data.device, remaining, cfg.precision)
-        loss_fn = self.model.loss
-        if compiled:
+        # judged on the whole run, so that a resumed run trains as the uninterrupted one did
+        eager_fn = loss_fn = self.model.loss
+        if worth_compiling_training(cfg.compile, self.model, data.device, cfg.epochs * n, cfg.precision):
+            loss_fn = compile_function(eager_fn, data.device)
+        if loss_fn is not eager_fn:
             log.info(
                 "training with a compiled loss (training.compile: %s); its first steps compile it",
                 cfg.compile,
             )
-            loss_fn = compile_function(loss_fn, data.device)
         bar = tqdm(
             total=cfg.epochs,
             initial=self.epoch,
