@@ -130,7 +130,7 @@ class TrainingConfig:
         compile: ``"on"`` compiles the training loss (forward and backward) with ``torch.compile``;
             the first step of each batch shape pays the compilation. ``"auto"`` does so only where it
             was measured to win (:func:`genmodels.acceleration.worth_compiling_training`: a RealNVP on
-            a CPU with a C++ compiler, for at least 5,000 steps).
+            a CPU with a C++ compiler, for runs of at least 1.5e7 training points in all).
             ``true``/``false`` mean on/off.
     """
 
