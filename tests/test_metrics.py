@@ -321,6 +321,28 @@ def test_bootstrap_interval_contains_point_estimate() -> None:
     assert low_e < energy_distance(x, y) < high_e
 
 
+def test_bootstrap_interval_is_corrected_for_the_bias_of_duplicate_rows() -> None:
+    """Resampled rows repeat, and repeated rows shrink the energy distance's within-sample terms: the
+    replicates sit above the estimate. Corrected, the interval holds its own estimate and covers the
+    true value (the population energy distance between N(0, I) and N(0.3 e, I), from 30-point samples)
+    about as often as it claims; uncorrected: 81% and about 85% in this setting."""
+    rng = _rng(7)
+    truth = float(
+        np.mean(
+            [energy_distance(rng.normal(size=(3000, 2)), rng.normal(size=(3000, 2)) + 0.3) for _ in range(4)]
+        )
+    )
+    reps, inside, covered = 100, 0, 0
+    for r in range(reps):
+        rng = _rng(1000 + r)
+        x, y = rng.normal(size=(30, 2)), rng.normal(size=(30, 2)) + 0.3
+        low, high = bootstrap_interval(energy_distance, x, y, n_boot=100, seed=r)
+        inside += low <= energy_distance(x, y) <= high
+        covered += low <= truth <= high
+    assert inside >= 95
+    assert covered >= 88  # 95% nominal; 100 trials
+
+
 def test_bootstrap_interval_percentiles_of_mean_difference() -> None:
     # For the difference of means the percentile interval approximates the normal interval.
     rng = _rng(20)

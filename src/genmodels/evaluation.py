@@ -18,8 +18,8 @@ Sample quality
     and sliced W2 between ``n_eval`` generated points and ``n_eval`` real points, each beside its
     floor: the same statistic between those real points and ``n_eval`` *other* real points (the real
     data are split into two disjoint halves, so ``n_eval <= N_real // 2``), i.e. what a perfect model
-    scores at the same sample sizes. Energy, MMD and sliced W2 carry a percentile bootstrap interval
-    (:func:`genmodels.metrics.bootstrap_interval`); a bootstrap of the C2ST would retrain its
+    scores at the same sample sizes. Energy, MMD and sliced W2 carry a bias-corrected percentile
+    bootstrap interval (:func:`genmodels.metrics.bootstrap_interval`); a bootstrap of the C2ST would retrain its
     classifier hundreds of times, so its interval is the binomial one of the cross-validated
     accuracy on ``2 n_eval`` test predictions, ``acc ± 1.96 sqrt(acc (1 - acc) / (2 n_eval))``.
 
