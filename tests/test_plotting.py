@@ -215,6 +215,26 @@ def test_plot_loss_skips_nan(tmp_path: Path, history: dict, monkeypatch: pytest.
     assert scales[-1] == "log"
 
 
+def test_a_long_loss_title_stays_inside_the_figure(
+    tmp_path: Path, history: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's RealNVP loss title (88 characters) used to run off both edges of the figure."""
+    boxes: list[tuple[object, object]] = []
+    original = Figure.savefig
+
+    def capture(self: Figure, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)  # drawn: the layout and the text extents are final
+        boxes.append((self.axes[0].title.get_window_extent(), self.bbox))
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    title = "RealNVP: NLL per epoch (train: mean over the epoch's batches; held-out: averaged weights)"
+    losses = {k: history[k] for k in ("epoch", "train_nll", "test_nll")}
+    plot_loss(losses, tmp_path / "loss.png", ylabel="NLL [nats]", title=title)
+    text, figure = boxes[-1]
+    assert figure.x0 <= text.x0 and text.x1 <= figure.x1
+    assert text.y1 <= figure.y1
+
+
 def test_plot_loss_single_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sizes = figure_sizes(monkeypatch)
     out = plot_loss({"epoch": [1], "train_nll": [1.5]}, tmp_path / "one.png", ylabel="NLL", title="one")

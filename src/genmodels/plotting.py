@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -741,7 +742,8 @@ def plot_loss(
     _draw_curves(ax, x, series, log_y=log_y)
     ax.set_xlabel(_pretty(x_key) if x_key in history else "step")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=11)
+    # wrapped to the axes' width (about 64 characters at this size), so a long title is not cut off
+    ax.set_title(textwrap.fill(title, width=64), fontsize=11)
     return _save(fig, path, fmt)
 
 
