@@ -3,9 +3,10 @@
 bfloat16 is opt-in (``training.precision``, ``sampling.precision``, ``--precision``): on a CPU with
 AVX-512 bfloat16 instructions its matrix products run about twice as fast as float32 ones, elsewhere
 it may be slower, and it changes the numbers a run produces. ``torch.compile`` fuses the element-wise
-work around the matrix products but costs 4-40 s of compilation per run on a 2-core CPU. By default
-(``auto``) it is used only where it was measured to win, in runs long enough to repay it: training a
-RealNVP on a CPU (``training.compile``) and sampling a DDPM in bfloat16 (``sampling.compile``). ``benchmarks/run.py`` measures all of it.
+work around the matrix products but costs 4-45 s of compilation per run on a 2-core CPU. Training
+compiles when asked (``training.compile: on``, or ``auto``: where it was measured to be faster);
+sampling a DDPM compiles by default where that was measured to win, in bfloat16 when the sampling is
+long enough to repay it (``sampling.compile: auto``). ``benchmarks/run.py`` measures all of it.
 """
 
 from __future__ import annotations
@@ -221,7 +222,9 @@ def worth_compiling(
 # Measured on a 2-core AVX-512 CPU (``benchmarks/run.py`` and whole ``genmodels train`` runs): the
 # compiled training loss wins for RealNVP in float32 (1.42 -> 1.20 s per epoch of 59,000 points in the
 # default run, about 3.7 µs saved per 1,000 points; 1.50 -> 1.11 s in shorter runs) and in bfloat16
-# (1.18 -> 0.71 s). Compiling costs 20-45 s (a cold cache at the top), so it pays after about 1.2e7
+# (1.18 -> 0.71 s). It is not the default: in the one compiled default run the gradient norm spiked
+# past the clipping threshold in 6 epochs (up to 5,400), against never (at most 37) in the eager run.
+# Compiling costs 20-45 s (a cold cache at the top), so it pays after about 1.2e7
 # points; at batch size 256 it saved about as much per point. For the default DDPM it gained 0-10% per
 # step in either precision, from run to run: too little to be sure of repaying its compilation.
 _TRAINING_COMPILE_WINS = {"RealNVP": ("float32", "bfloat16")}

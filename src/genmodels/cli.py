@@ -50,8 +50,8 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
     _add_speed_options(
         parser,
         "training.precision and sampling.precision; default float32",
-        "sets training.compile and sampling.compile to on or off; by default (auto) only where it "
-        "was measured to win",
+        "sets training.compile and sampling.compile to on or off; by default training is eager and "
+        "sampling compiles where it was measured to win",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars or config printout")
     parser.add_argument(
