@@ -62,6 +62,16 @@ def gaussian_data(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 2, generator=generator) @ MIX + SHIFT
 
 
+def run_inputs(tmp_path: Path, n_points: int, settings: dict) -> tuple[Path, Path]:
+    """A CSV of ``n_points`` points of :func:`gaussian_data` and a YAML config of ``settings``, for a run
+    through the command line."""
+    data = tmp_path / "data.csv"
+    data.write_text("x,y\n" + "\n".join(f"{a},{b}" for a, b in gaussian_data(n_points).numpy()))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    return data, config
+
+
 def test_float32_precision_is_exactly_the_plain_computation():
     flow = perturbed_flow()
     x = gaussian_data(512)
@@ -209,18 +219,14 @@ def test_unknown_precision_is_a_clear_error():
 def test_cli_precision_option_reaches_the_run_and_the_sampler(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    data = tmp_path / "data.csv"
-    points = gaussian_data(600).numpy()
-    data.write_text("x,y\n" + "\n".join(f"{a},{b}" for a, b in points))
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "model": {"n_coupling_layers": 2, "hidden_units": 16},
-                "training": {"epochs": 2, "batch_size": 128},
-                "sampling": {"n_samples": 200, "n_eval": 50},
-            }
-        )
+    data, config = run_inputs(
+        tmp_path,
+        600,
+        {
+            "model": {"n_coupling_layers": 2, "hidden_units": 16},
+            "training": {"epochs": 2, "batch_size": 128},
+            "sampling": {"n_samples": 200, "n_eval": 50},
+        },
     )
     out = tmp_path / "out"
     argv = ["train", "realnvp", "--config", str(config), "--data", str(data), "--output_dir", str(out)]
@@ -380,17 +386,14 @@ def test_a_failing_compilation_runs_eagerly_after_one_warning(
 def test_a_compiler_that_does_not_work_gives_one_warning_not_tracebacks(tmp_path: Path) -> None:
     """A C++ compiler on the PATH that fails (here /bin/false): the run trains eagerly after one warning.
     In a fresh process, since torch remembers a working compiler once it has found one."""
-    data = tmp_path / "data.csv"
-    data.write_text("x,y\n" + "\n".join(f"{a},{b}" for a, b in gaussian_data(300).numpy()))
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "model": {"n_coupling_layers": 2, "hidden_units": 8},
-                "training": {"epochs": 2, "batch_size": 64},
-                "sampling": {"n_samples": 100, "n_eval": 30},
-            }
-        )
+    data, config = run_inputs(
+        tmp_path,
+        300,
+        {
+            "model": {"n_coupling_layers": 2, "hidden_units": 8},
+            "training": {"epochs": 2, "batch_size": 64},
+            "sampling": {"n_samples": 100, "n_eval": 30},
+        },
     )
     env = {**os.environ, "CXX": "/bin/false", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
     argv = [
@@ -416,17 +419,14 @@ def test_a_compiler_that_does_not_work_gives_one_warning_not_tracebacks(tmp_path
 
 @needs_compiler
 def test_ddpm_run_with_compiled_sampling_writes_every_output(tmp_path: Path) -> None:
-    data = tmp_path / "data.csv"
-    data.write_text("x,y\n" + "\n".join(f"{a},{b}" for a, b in gaussian_data(400).numpy()))
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "model": {"diffusion_steps": 8, "hidden_units": 16, "n_blocks": 1},
-                "training": {"epochs": 1, "batch_size": 128},
-                "sampling": {"n_samples": 300, "n_eval": 40, "compile": "on", "precision": "bfloat16"},
-            }
-        )
+    data, config = run_inputs(
+        tmp_path,
+        400,
+        {
+            "model": {"diffusion_steps": 8, "hidden_units": 16, "n_blocks": 1},
+            "training": {"epochs": 1, "batch_size": 128},
+            "sampling": {"n_samples": 300, "n_eval": 40, "compile": "on", "precision": "bfloat16"},
+        },
     )
     out = tmp_path / "out"
     argv = [
