@@ -319,6 +319,12 @@ def test_resume_auto_continues_a_run(capsys: pytest.CaptureFixture[str], tmp_pat
     assert metrics["steps"] == 2 * first["steps"]
     history = (out / "metrics" / "realnvp_history.csv").read_text().splitlines()
     assert len(history) == 1 + 4
+    # Fewer epochs than the checkpoint has trained: an error, and the finished run's files untouched.
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    code, _, err = cli(capsys, *base, "--epochs", "3", "--resume", "auto")
+    assert code == 2
+    assert_clean_error(err, "--epochs", "is 3", "already trained 4 epochs")
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
 def test_missing_data_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -240,6 +240,12 @@ def run_training(
         model.load_state_dict(payload["model"])
         if payload.get("trainer") is None:
             raise CheckpointError(f"{resume_path} holds no training state to resume from")
+        trained = int(payload["trainer"]["epoch"])
+        if trained > config.training.epochs:
+            raise ConfigError(
+                f"training.epochs (--epochs) is {config.training.epochs}, but {resume_path} has already "
+                f"trained {trained} epochs; ask for at least {trained} to resume it"
+            )
         trainer.load_state_dict(payload["trainer"])
         stored, asked = payload["config"].training, config.training
         kept = [
