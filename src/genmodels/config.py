@@ -206,6 +206,8 @@ class DDPMModelConfig:
         hidden_units: width of the denoising network.
         n_blocks: residual MLP blocks in the denoising network.
         input_embed_dim: width of a random Fourier embedding of the noisy input (0 = the raw input).
+            Measured on toy densities, it makes the probability-flow likelihood far worse (its gap to
+            the entropy grows by 1-1.7 nats), so the default leaves it off.
         parameterisation: ``"eps"`` predicts the noise and derives the posterior mean from it;
             ``"mean"`` outputs the posterior mean μ_θ directly.
         weighting: ``"simple"`` (Ho et al. 2020, sec. 3.4: equal weight on the noise error at every
