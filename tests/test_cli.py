@@ -8,8 +8,10 @@ pytest's temporary directories.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +25,7 @@ import yaml
 from genmodels.checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
 from genmodels.cli import main
 from genmodels.config import load_config, with_overrides
-from genmodels.data import DataWarning, load_csv
+from genmodels.data import GENERATORS, DataWarning, load_csv
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = REPO.parent / "shared" / "cases"
@@ -827,3 +829,145 @@ def test_ddpm_sampling_steps_above_diffusion_steps_is_rejected(tmp_path: Path) -
 
     with pytest.raises(ConfigError, match="sampling.sampling_steps"):
         with_overrides(default_config("ddpm"), {"sampling.sampling_steps": 99999})
+
+
+# -- resuming, output folders, data that float32 cannot hold, seeds ------------------------------------
+
+
+def moons_csv(path: Path, n: int = 600, *, seed: int = 0, offset: float = 0.0) -> Path:
+    points = GENERATORS["two_moons"](n, seed=seed) + offset
+    np.savetxt(path, points, delimiter=",", header="x,y", comments="", fmt="%.10g")
+    return path
+
+
+def test_resume_applies_a_new_learning_rate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`--lr` on a resumed run takes effect at once, continuing at lr × decay^epoch; the stored config
+    and the recorded learning rates agree."""
+    data = moons_csv(tmp_path / "d.csv")
+    config = write_config(tmp_path / "c.yaml", "realnvp", training={"lr_decay": 0.9})
+    out = tmp_path / "out"
+    base = ["train", "realnvp", "--config", config, "--data", data, "--output_dir", out]
+    assert cli(capsys, *base)[0] == 0
+    code, _, err = cli(capsys, *base, "--epochs", "4", "--lr", "5e-4", "--resume", "auto")
+    assert code == 0, err
+    rows = (out / "metrics" / "realnvp_history.csv").read_text().splitlines()
+    column = rows[0].split(",").index("lr")
+    lrs = [float(row.split(",")[column]) for row in rows[1:]]
+    assert lrs == pytest.approx([1e-3 * 0.9, 1e-3 * 0.81, 5e-4 * 0.9**3, 5e-4 * 0.9**4], rel=1e-6)
+    stored = load_checkpoint(out / "checkpoints" / "realnvp.pt")["config"]
+    assert stored.training.learning_rate == 5e-4
+
+
+def test_resume_on_other_data_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", "realnvp")
+    out = tmp_path / "out"
+    base = ["train", "realnvp", "--config", config, "--output_dir", out]
+    assert cli(capsys, *base, "--data", moons_csv(tmp_path / "a.csv"))[0] == 0
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    other = moons_csv(tmp_path / "b.csv", seed=1, offset=3.0)
+    code, _, err = cli(capsys, *base, "--data", other, "--epochs", "3", "--resume", "auto")
+    assert code == 2
+    assert_clean_error(err, "cannot resume", "other data", str(other))
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+    # The same data under another name resumes.
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes((tmp_path / "a.csv").read_bytes())
+    assert cli(capsys, *base, "--data", copy, "--epochs", "3", "--resume", "auto")[0] == 0
+
+
+@pytest.mark.parametrize("blocked", ["figures", "metrics", "index.html/"])
+def test_a_blocked_output_folder_stops_the_run_before_training(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, blocked: str
+) -> None:
+    """A file where an output folder goes (or a folder where index.html goes) stops the run before it
+    trains, so an earlier run's checkpoint and metrics are untouched."""
+    data = moons_csv(tmp_path / "d.csv")
+    config = write_config(tmp_path / "c.yaml", "realnvp")
+    out = tmp_path / "out"
+    base = ["train", "realnvp", "--config", config, "--data", data, "--output_dir", out]
+    assert cli(capsys, *base)[0] == 0
+    target = out / blocked.rstrip("/")
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink()
+    target.mkdir() if blocked.endswith("/") else target.write_text("in the way")
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    code, _, err = cli(capsys, *base, "--seed", "3")
+    assert code == 2
+    assert_clean_error(err, "--output_dir", str(target))
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+
+def test_sampling_into_the_checkpoint_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = moons_csv(tmp_path / "d.csv")
+    config = write_config(tmp_path / "c.yaml", "realnvp")
+    out = tmp_path / "out"
+    assert cli(capsys, "train", "realnvp", "--config", config, "--data", data, "--output_dir", out)[0] == 0
+    ckpt = out / "checkpoints" / "realnvp.pt"
+    before = ckpt.read_bytes()
+    code, _, err = cli(
+        capsys, "sample", ckpt, "-n", "10", "-o", out / "checkpoints" / ".." / "checkpoints" / "realnvp.pt"
+    )
+    assert code == 2
+    assert_clean_error(err, "-o", "is the checkpoint itself")
+    assert ckpt.read_bytes() == before
+    # Too few rows for the two-sample tests: a clear error, not a traceback.
+    small = moons_csv(tmp_path / "small.csv", n=12)
+    code, _, err = cli(capsys, "evaluate", ckpt, "--data", small)
+    assert code == 2
+    assert_clean_error(err, str(small), "12 rows", "at least 20")
+
+
+def test_offset_data_that_float32_rounds_away(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1e9 + N(0, 1) is constant in float32: an error naming the column; 1e5 + N(0, 1) is rounded to
+    steps of 0.8% of its spread: a warning; the unshifted data: neither."""
+    config = write_config(tmp_path / "c.yaml", "realnvp", training={"epochs": 1})
+    base = ["train", "realnvp", "--config", config, "--output_dir", tmp_path / "out"]
+    rng = np.random.default_rng(0)
+    far = tmp_path / "far.csv"
+    np.savetxt(far, np.c_[1e9 + rng.normal(size=400), rng.normal(size=400)], delimiter=",", fmt="%.17g")
+    code, _, err = cli(capsys, *base, "--data", far)
+    assert code == 2
+    assert_clean_error(err, "column '", str(far), "subtract an offset")
+    with caplog.at_level(logging.WARNING, logger="genmodels.runner"):
+        assert cli(capsys, *base, "--data", moons_csv(tmp_path / "near.csv", offset=1e5))[0] == 0
+    assert "round it to steps of" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="genmodels.runner"):
+        assert cli(capsys, *base, "--data", moons_csv(tmp_path / "plain.csv"))[0] == 0
+    assert "round it to steps" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "yaml_text, needles",
+    [
+        ("training:\n  seed: 99999999999999999999\n", ["training.seed", "[0, 2^63)"]),
+        ("training:\n  learning_rate: .inf\n", ["training.learning_rate", "finite"]),
+        ("training:\n  epochs: 2\n  epochs: 3\n", ["line 3", "'epochs' is given twice"]),
+    ],
+)
+def test_bad_yaml_values_get_clear_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, yaml_text: str, needles: list[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    data = moons_csv(tmp_path / "d.csv")
+    code, _, err = cli(
+        capsys, "train", "realnvp", "--config", config, "--data", data, "--output_dir", tmp_path / "o"
+    )
+    assert code == 2
+    assert_clean_error(err, str(config), *needles)
+    assert not (tmp_path / "o" / "checkpoints").exists() or not any(
+        (tmp_path / "o" / "checkpoints").iterdir()
+    )
+
+
+def test_seed_options_are_range_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["sample", "x.pt", "-o", "y.csv"], ["make-data", "two_moons", "-o", "y.csv"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, "--seed", "99999999999999999999"])
+        assert exit_info.value.code == 2
+        assert "--seed: must be in [0, 2^63)" in capsys.readouterr().err

@@ -25,6 +25,19 @@ __all__ = ["main", "build_parser"]
 _SPEC_DEFAULTS = {"realnvp": "configs/realnvp.yaml", "ddpm": "configs/ddpm.yaml"}
 
 
+def _seed(text: str) -> int:
+    """argparse type of ``--seed``: an integer in [0, 2^63)."""
+    from genmodels.config import MAX_SEED
+
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^63), got {seed}")
+    return seed
+
+
 def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None:
     parser.add_argument(
         "--config",
@@ -34,7 +47,7 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
     parser.add_argument("--epochs", type=int, help="training epochs (overrides training.epochs)")
     parser.add_argument("--batch_size", type=int, help="training batch size (overrides training.batch_size)")
     parser.add_argument("--lr", type=float, help="learning rate (overrides training.learning_rate)")
-    parser.add_argument("--seed", type=int, help="random seed (overrides training.seed)")
+    parser.add_argument("--seed", type=_seed, help="random seed (overrides training.seed)")
     parser.add_argument("--data", help="CSV dataset (overrides data.path; default 689_data.csv)")
     parser.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)"
@@ -104,7 +117,7 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     sample.add_argument("checkpoint")
     sample.add_argument("-n", type=int, default=10000, help="number of samples (default 10000)")
     sample.add_argument("-o", "--output", required=True, help="CSV file to write")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sample.add_argument("--sampling_steps", type=int, default=0, help="DDPM: reverse steps (0 = all)")
     sample.add_argument("--eta", type=float, default=1.0, help="DDPM DDIM: noise scale in [0, 1]")
@@ -122,7 +135,7 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     make = sub.add_parser("make-data", help="write a synthetic 2-D dataset as CSV")
     make.add_argument("name", help="generator: text, two_moons, 8gaussians, checkerboard, pinwheel, ...")
     make.add_argument("-n", type=int, default=65536, help="number of points (default 65536)")
-    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--seed", type=_seed, default=0)
     make.add_argument("--text", default=None, help="for 'text': the characters to render (default 689)")
     make.add_argument("-o", "--output", required=True, help="CSV file to write")
     _add_evaluate_parser(sub)
@@ -206,6 +219,8 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sampling_steps must be >= 0 (got {args.sampling_steps})")
     if not 0.0 <= args.eta <= 1.0:
         raise ConfigError(f"--eta must be in [0, 1] (got {args.eta})")
+    if Path(args.output).resolve() == Path(args.checkpoint).resolve():
+        raise ConfigError(f"-o {args.output} is the checkpoint itself; write the samples to another file")
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
     model = model_from_checkpoint(payload, device=device)
@@ -281,7 +296,7 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
         "--dataset", help="generator that made the data (e.g. checkerboard), for the exact entropy"
     )
     parser.add_argument("--text", help="text rendered in the data, for mode coverage (default: detect '689')")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0)
     parser.add_argument(
         "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device (default cpu)"
     )
@@ -312,9 +327,9 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
     from genmodels.errors import ConfigError
     from genmodels.runner import resolve_device
 
-    for name in ("n", "n_boot"):
-        if getattr(args, name) < (2 if name == "n_boot" else 10):
-            raise ConfigError(f"--{name} is too small (got {getattr(args, name)})")
+    for name, least in (("n", 10), ("n_boot", 2)):
+        if getattr(args, name) < least:
+            raise ConfigError(f"--{name} must be at least {least} (got {getattr(args, name)})")
     if args.ode_points < 0 or args.bound_points < 0:
         raise ConfigError("--ode_points and --bound_points must be >= 0")
     if args.dataset is not None and args.dataset not in GENERATORS:
@@ -380,7 +395,7 @@ def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("--data", help="CSV of real points (default: the held-out split in the checkpoint)")
     plot.add_argument("--text", help="text rendered in the data, to colour points by glyph (e.g. 689)")
     plot.add_argument("-n", "--n_samples", type=int, default=5000, help="samples to draw (default 5000)")
-    plot.add_argument("--seed", type=int, default=0)
+    plot.add_argument("--seed", type=_seed, default=0)
     plot.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,14 @@ __all__ = [
 MODEL_TYPES = ("realnvp", "ddpm")
 
 
+MAX_SEED = 2**63 - 1
+
+
+def _valid_seed(seed: int) -> bool:
+    """Seeds are the integers 0..2^63 - 1 that torch's and numpy's generators both accept."""
+    return 0 <= seed <= MAX_SEED
+
+
 def _check(errors: list[str], ok: bool, message: str) -> None:
     if not ok:
         errors.append(message)
@@ -63,6 +72,11 @@ class DataConfig:
         errors: list[str] = []
         _check(errors, 0.0 <= self.test_fraction < 1.0, "data.test_fraction must be in [0, 1)")
         _check(errors, bool(self.path), "data.path must not be empty")
+        _check(
+            errors,
+            _valid_seed(self.split_seed),
+            f"data.split_seed must be an integer in [0, 2^63) (got {self.split_seed})",
+        )
         return errors
 
 
@@ -153,7 +167,12 @@ class TrainingConfig:
         _check(errors, self.epochs >= 1, f"training.epochs must be >= 1 (got {self.epochs})")
         _check(errors, self.batch_size >= 1, f"training.batch_size must be >= 1 (got {self.batch_size})")
         _check(
-            errors, self.learning_rate > 0, f"training.learning_rate must be > 0 (got {self.learning_rate})"
+            errors,
+            math.isfinite(self.learning_rate) and self.learning_rate > 0,
+            f"training.learning_rate must be a finite number > 0 (got {self.learning_rate})",
+        )
+        _check(
+            errors, _valid_seed(self.seed), f"training.seed must be an integer in [0, 2^63) (got {self.seed})"
         )
         _check(errors, 0 < self.lr_decay <= 1, f"training.lr_decay must be in (0, 1] (got {self.lr_decay})")
         _check(errors, self.grad_clip >= 0, "training.grad_clip must be >= 0")
@@ -432,6 +451,25 @@ def _yaml_error_message(path: str | os.PathLike[str], error: yaml.YAMLError) -> 
     return f"{path}{where}: not valid YAML: {detail}"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML would
+    keep the last value silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"key {key!r} is given twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: str | os.PathLike[str], model_type: str) -> RunConfig:
     """Load ``path`` (YAML) as a ``model_type`` run config; see :func:`config_from_dict`.
 
@@ -440,7 +478,7 @@ def load_config(path: str | os.PathLike[str], model_type: str) -> RunConfig:
     """
     try:
         with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle)
+            raw = yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:

@@ -193,6 +193,9 @@ def _binomial_interval(acc: float, n_test: int) -> tuple[float, float]:
     return acc - half, acc + half
 
 
+MIN_TWO_SAMPLE_POINTS = 10
+
+
 def sample_metrics(
     generated: np.ndarray,
     real: np.ndarray,
@@ -212,8 +215,10 @@ def sample_metrics(
     rng = np.random.default_rng(seed)
     half = len(real) // 2
     n = min(len(generated), half) if n_eval is None else min(int(n_eval), len(generated), half)
-    if n < 10:
-        raise ValueError(f"too few points for the two-sample tests: {n} (need >= 10 per sample)")
+    if n < MIN_TWO_SAMPLE_POINTS:
+        raise ValueError(
+            f"too few points for the two-sample tests: {n} (need >= {MIN_TWO_SAMPLE_POINTS} per sample)"
+        )
     perm = rng.permutation(len(real))
     real_a, real_b = real[perm[:n]], real[perm[half : half + n]]
     gen = generated[rng.choice(len(generated), size=n, replace=False)]
@@ -417,7 +422,7 @@ def evaluate_checkpoint(
     """
     from genmodels.checkpoint import load_checkpoint, model_from_checkpoint
     from genmodels.data import load_csv
-    from genmodels.errors import ConfigError
+    from genmodels.errors import ConfigError, DataError
 
     payload = load_checkpoint(checkpoint, map_location=device)
     model = model_from_checkpoint(payload, device=device)
@@ -435,6 +440,11 @@ def evaluate_checkpoint(
             raise ConfigError(f"{checkpoint} stores no held-out data; pass --data")
         real = test.double().cpu().numpy()
         source = "held-out split stored in the checkpoint"
+    if len(real) < 2 * MIN_TWO_SAMPLE_POINTS:
+        raise DataError(
+            f"{source} has {len(real)} rows; the two-sample tests need at least {2 * MIN_TWO_SAMPLE_POINTS} "
+            f"(two halves of {MIN_TWO_SAMPLE_POINTS})"
+        )
     result = evaluate_model(model, payload["model_type"], real, **options)
     result.columns = tuple(payload["columns"])
     result.metrics = {

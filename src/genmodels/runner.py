@@ -129,8 +129,20 @@ def evaluate_samples(
     return out
 
 
+# 32-bit floats round a column to steps of spacing(max |value|); relative to the column's spread,
+# a step above the first share is an error (the data would be visibly quantised), above the second a
+# warning.
+FLOAT32_STEP_ERROR = 1e-2
+FLOAT32_STEP_WARNING = 1e-3
+
+
 def _check_float32_range(values: np.ndarray, columns: tuple[str, ...], path: str) -> None:
-    """The models compute in float32: each column's spread must be representable there."""
+    """The models compute in float32: each column's spread must be representable there, and not lost
+    to rounding (a large offset with a small spread, e.g. 1e9 + N(0, 1), is constant in float32).
+
+    Raises:
+        DataError: a column outside float32's range, or rounded to steps of more than 1% of its spread.
+    """
     info = np.finfo(np.float32)
     std = values.std(0)
     for name, s, m in zip(columns, std, np.abs(values).max(0), strict=True):
@@ -139,6 +151,34 @@ def _check_float32_range(values: np.ndarray, columns: tuple[str, ...], path: str
                 f"column '{name}' of {path} has values of magnitude up to {m:.3g} with standard deviation "
                 f"{s:.3g}: outside what 32-bit floats can standardise; rescale the column (e.g. to unit scale)"
             )
+        step = float(np.spacing(np.float32(m)))
+        if step > FLOAT32_STEP_WARNING * s:
+            message = (
+                f"column '{name}' of {path} has values of magnitude up to {m:.6g} but a standard deviation "
+                f"of only {s:.3g}: 32-bit floats round it to steps of {step:.3g} ({step / s:.2%} of its "
+                "spread)"
+            )
+            if step > FLOAT32_STEP_ERROR * s:
+                raise DataError(f"{message}; subtract an offset first (e.g. the column's mean)")
+            log.warning("%s; the models see it rounded", message)
+
+
+def _check_output_paths(out: Path, files: list[Path]) -> None:
+    """Check before training that the run's output ``files`` can be written: no file where one of
+    their folders goes, no folder where a file goes. Otherwise a run would train, replace part of an
+    earlier run's outputs and only then fail.
+
+    Raises:
+        ConfigError: naming ``--output_dir`` and the path in the way.
+    """
+    for file in files:
+        if file.is_dir():
+            raise ConfigError(f"--output_dir {out}: {file} is a folder; the run writes a file there")
+        for folder in (file.parent, *file.parent.parents):
+            if folder.exists() and not folder.is_dir():
+                raise ConfigError(
+                    f"--output_dir {out}: {folder} is a file; the run writes its outputs into a folder there"
+                )
 
 
 def _history_csv(history: dict[str, list[float]]) -> str:
@@ -212,6 +252,7 @@ def run_training(
         "config": out / "configs" / f"{name}.yaml",
     }
 
+    _check_output_paths(out, [*paths.values(), out / "index.html"])
     dataset = load_csv(config.data.path, drop_invalid=config.data.drop_invalid)
     train_np, test_np = train_test_split(
         dataset.values, test_fraction=config.data.test_fraction, seed=config.data.split_seed
@@ -237,7 +278,20 @@ def run_training(
             if payload["dim"] != dim:
                 differences.append(f"data dimension: {payload['dim']} (checkpoint) vs {dim} (data)")
             raise CheckpointError(f"cannot resume from {resume_path}: " + "; ".join(differences))
+        mean, std = model.standardize.mean.clone(), model.standardize.std.clone()
         model.load_state_dict(payload["model"])
+        if not (
+            torch.allclose(model.standardize.mean, mean, rtol=1e-5, atol=1e-6 * float(std.max()))
+            and torch.allclose(model.standardize.std, std, rtol=1e-5)
+        ):
+            trained_on = payload.get("data") or {}
+            where = f" ({trained_on['path']}, {trained_on['n_rows']} rows)" if "n_rows" in trained_on else ""
+            raise CheckpointError(
+                f"cannot resume from {resume_path}: it was trained on other data{where}; the training "
+                f"split of {config.data.path} ({len(dataset.values)} rows, test_fraction "
+                f"{config.data.test_fraction}, split_seed {config.data.split_seed}) has another mean or "
+                "standard deviation"
+            )
         if payload.get("trainer") is None:
             raise CheckpointError(f"{resume_path} holds no training state to resume from")
         trained = int(payload["trainer"]["epoch"])
@@ -248,13 +302,14 @@ def run_training(
             )
         trainer.load_state_dict(payload["trainer"])
         stored, asked = payload["config"].training, config.training
-        kept = [
-            f"{key} {getattr(stored, key)} (kept) vs {getattr(asked, key)} (asked)"
-            for key in ("learning_rate", "lr_decay", "weight_decay")
-            if getattr(stored, key) != getattr(asked, key)
-        ]
-        if kept:
-            log.warning("resuming keeps the checkpoint's optimizer state: %s", "; ".join(kept))
+        changed = trainer.adopt_optimizer_settings(stored)
+        if changed:
+            log.info(
+                "resuming with %s: the learning rate continues at %.4g (learning_rate × lr_decay^%d)",
+                ", ".join(changed),
+                trainer.optimizer.param_groups[0]["lr"],
+                trainer.epoch,
+            )
         if stored.precision != asked.precision:
             log.warning(
                 "the run continues in %s; its first %d epochs were trained in %s",

@@ -135,6 +135,35 @@ class Trainer:
         self.history = {k: list(v) for k, v in state["history"].items()}
         restore_rng_state(state["rng"])
 
+    def adopt_optimizer_settings(self, previous: TrainingConfig) -> list[str]:
+        """After :meth:`load_state_dict`: use this trainer's ``learning_rate``, ``lr_decay`` and
+        ``weight_decay`` where they differ from ``previous``, the config the loaded state was trained
+        with (the loaded optimizer and scheduler state would otherwise keep the old ones). The learning
+        rate continues at ``learning_rate * lr_decay ** epoch``, where a run started with the new
+        settings would be; Adam's moment estimates are kept.
+
+        Returns:
+            The changed settings as ``"key old -> new"`` (empty: nothing changed, the state is untouched).
+        """
+        cfg = self.config
+        keys = ("learning_rate", "lr_decay", "weight_decay")
+        changed = [
+            f"{key} {getattr(previous, key)} -> {getattr(cfg, key)}"
+            for key in keys
+            if getattr(previous, key) != getattr(cfg, key)
+        ]
+        if not changed:
+            return []
+        lr = cfg.learning_rate * cfg.lr_decay**self.epoch
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=cfg.learning_rate, lr=lr, weight_decay=cfg.weight_decay)
+            if "decoupled_weight_decay" in group:  # Adam's state loaded into AdamW, or back
+                group["decoupled_weight_decay"] = cfg.weight_decay > 0
+        self.scheduler.base_lrs = [cfg.learning_rate for _ in self.optimizer.param_groups]
+        self.scheduler.gamma = cfg.lr_decay
+        self.scheduler._last_lr = [lr for _ in self.optimizer.param_groups]
+        return changed
+
     # -- loop --------------------------------------------------------------------------------------
     @torch.no_grad()
     def _update_ema(self) -> None:
