@@ -971,3 +971,23 @@ def test_seed_options_are_range_checked(capsys: pytest.CaptureFixture[str]) -> N
             main([*argv, "--seed", "99999999999999999999"])
         assert exit_info.value.code == 2
         assert "--seed: must be in [0, 2^63)" in capsys.readouterr().err
+
+
+def test_resuming_from_another_folder_names_the_relative_data_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    moons_csv(run / "d.csv")
+    config = write_config(run / "c.yaml", "realnvp", training={"checkpoint_every": 1})
+    monkeypatch.chdir(run)
+    assert (
+        cli(capsys, "train", "realnvp", "--config", config, "--data", "d.csv", "--output_dir", run / "out")[0]
+        == 0
+    )
+    monkeypatch.chdir(tmp_path)
+    resume = ["train", "realnvp", "--resume", "auto", "--output_dir", run / "out", "--epochs", "3"]
+    code, _, err = cli(capsys, *resume)
+    assert code == 2
+    assert_clean_error(err, "d.csv", "relative to where the run was started", "--data")
+    assert cli(capsys, *resume, "--data", run / "d.csv")[0] == 0

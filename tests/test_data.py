@@ -100,6 +100,16 @@ def test_b04_one_column():
         load_csv(case("B04.csv"))
 
 
+@pytest.mark.parametrize("sep, name", [(";", "semicolons"), ("\t", "tabs")])
+def test_another_separator_is_named(tmp_path, sep: str, name: str):
+    path = tmp_path / "points.csv"
+    path.write_text(f"x{sep}y\n" + "".join(f"{i}{sep}{i * 2}\n" for i in range(10)))
+    with pytest.raises(
+        DataError, match=f"1 column .*seems to be separated by {name}; the file must use commas"
+    ):
+        load_csv(path)
+
+
 def test_b05_three_columns():
     data = load_csv(case("B05.csv"))
     assert data.columns == ("a", "b", "c")

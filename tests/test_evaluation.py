@@ -128,3 +128,9 @@ def test_evaluate_and_compare_commands(tmp_path, capsys) -> None:
     assert main(["compare", str(tmp_path / "realnvp"), "--output_dir", str(out_dir), *fast]) == 0
     assert main(["evaluate", ddpm, "--dataset", "nope"]) == 2
     assert main(["compare", str(tmp_path / "missing")]) == 2
+    capsys.readouterr()
+    assert main(["evaluate", ddpm, "--output", str(tmp_path), *fast]) == 2
+    assert "--output " + str(tmp_path) + " is a folder" in capsys.readouterr().err
+    assert main(["compare", "--realnvp", ddpm, *fast]) == 2  # a DDPM passed as the RealNVP
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(ddpm) in err and "ddpm" in err and "realnvp" in err

@@ -186,3 +186,15 @@ def test_property_invertible_with_exact_log_det(dim, layers, width, hidden, seed
     torch.testing.assert_close(flow.inverse(z), x, atol=1e-7, rtol=1e-7)
     jac = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], x[0])
     assert float(log_det[0].detach()) == pytest.approx(float(torch.linalg.slogdet(jac).logabsdet), abs=1e-7)
+
+
+def test_points_of_the_wrong_shape_or_dtype_are_named():
+    flow = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
+    for bad in (torch.zeros(2), torch.zeros(4, 3), torch.zeros(1, 4, 2)):
+        with pytest.raises(ValueError, match=r"x must have shape \(N, 2\), got"):
+            flow.log_prob(bad)
+    with pytest.raises(ValueError, match=r"z must have shape \(N, 2\)"):
+        flow.inverse(torch.zeros(3))
+    with pytest.raises(ValueError, match=r"x is torch.float64 but the flow computes in torch.float32"):
+        flow.log_prob(torch.zeros(4, 2, dtype=torch.float64))
+    assert flow.double().log_prob(torch.zeros(4, 2, dtype=torch.float64)).shape == (4,)

@@ -686,6 +686,7 @@ def test_files_that_are_not_checkpoints_are_rejected(trained: Path, tmp_path: Pa
         "truncated.pt": good[: len(good) // 2],
         "pickle.pt": pickle.dumps({"format": FORMAT, "x": 1}),
         "object.pt": pickle.dumps(Path("x")),
+        "samples.csv": b"x,y\n0.5,1.5\n",
         "zip.pt": None,
         "plain_dict.pt": None,
         "tensor.pt": None,
@@ -722,6 +723,8 @@ def test_files_that_are_not_checkpoints_are_rejected(trained: Path, tmp_path: Pa
         assert str(path) in str(error.value), (name, str(error.value))
         if name.startswith("damaged_"):
             assert name[len("damaged_") : -3] in str(error.value)
+        if name in ("random.pt", "empty.pt", "metrics.json", "truncated.pt", "samples.csv"):
+            assert "not a PyTorch checkpoint file (a zip archive), or it is truncated" in str(error.value)
 
 
 def test_loading_always_uses_weights_only(

@@ -127,6 +127,11 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint path is a directory, not a file: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; a CSV, text or cut-off file is not one
+        raise CheckpointError(
+            f"{path} is not a genmodels checkpoint: it is not a PyTorch checkpoint file (a zip archive), "
+            "or it is truncated. Checkpoints are written by 'genmodels train' under OUTPUT_DIR/checkpoints/."
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except OSError as error:

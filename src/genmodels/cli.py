@@ -183,6 +183,19 @@ def _train(args: argparse.Namespace) -> int:
         "sampling.compile": _compile_setting(args.compile),
     }
     config = with_overrides(config, overrides)
+    stored_path = Path(config.data.path)
+    if (
+        args.resume is not None
+        and args.data is None
+        and not stored_path.is_absolute()
+        and not stored_path.exists()
+    ):
+        from genmodels.errors import DataError
+
+        raise DataError(
+            f"the run's data file {config.data.path} is not found from this folder ({Path.cwd()}); its "
+            "path is relative to where the run was started: resume from there, or pass --data"
+        )
     resolve_device(args.device)  # an unavailable device is an error before anything is printed
     if not args.quiet:
         import yaml
@@ -351,9 +364,12 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from genmodels.errors import ConfigError
     from genmodels.evaluation import evaluate_checkpoint, format_report
     from genmodels.fileio import write_json
 
+    if args.output and Path(args.output).is_dir():
+        raise ConfigError(f"--output {args.output} is a folder; expected the JSON file to write")
     result = evaluate_checkpoint(args.checkpoint, **_evaluation_kwargs(args))
     print(format_report(result.metrics))
     if args.output:
@@ -374,6 +390,9 @@ def _compare(args: argparse.Namespace) -> int:
         checkpoints += [(f"{model_type} ({run_dir})", path) for model_type, path in found]
     for model_type in ("realnvp", "ddpm"):
         if getattr(args, model_type):
+            from genmodels.checkpoint import load_checkpoint
+
+            load_checkpoint(getattr(args, model_type), expected_type=model_type)  # --ddpm x.pt: a DDPM's
             checkpoints.append((f"{model_type} ({getattr(args, model_type)})", getattr(args, model_type)))
     if not checkpoints:
         raise ConfigError("compare needs RUN_DIRs or --realnvp / --ddpm checkpoints")

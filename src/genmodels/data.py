@@ -177,6 +177,10 @@ def _records(text: str, path: Path) -> list[tuple[int, list[str]]]:
     return records
 
 
+# Separators a CSV file from elsewhere may use instead of commas, for a hint when only one column is found.
+_OTHER_SEPARATORS = ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars"))
+
+
 def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_rows: int = 4) -> Dataset:
     """Load a CSV file of numbers into a :class:`Dataset`, validating everything.
 
@@ -227,8 +231,10 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
             )
     n_cols = len(columns)
     if n_cols < 2:
+        other = next((name for sep, name in _OTHER_SEPARATORS if sep in columns[0]), None)
+        hint = f" (it seems to be separated by {other}; the file must use commas)" if other else ""
         raise DataError(
-            f"{file} has 1 column ({columns[0]!r}); at least 2 are needed: the models learn a density "
+            f"{file} has 1 column ({columns[0]!r}){hint}; at least 2 are needed: the models learn a density "
             "over points with 2 or more coordinates, one per comma-separated column"
         )
 

@@ -209,8 +209,22 @@ class RealNVP(nn.Module):
     def _bijections(self) -> list[nn.Module]:
         return [self.standardize, *self.layers]
 
+    def _check_points(self, x: torch.Tensor, name: str) -> None:
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{name} must have shape (N, {self.dim}), got {tuple(x.shape)}")
+        dtype = self.standardize.mean.dtype
+        if x.dtype != dtype:
+            raise ValueError(
+                f"{name} is {x.dtype} but the flow computes in {dtype}; convert it with .to({dtype})"
+            )
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map data to latent: ``x (N, D) -> z = f(x) (N, D)`` and ``log |det ∂f/∂x| (N,)`` in nats."""
+        """Map data to latent: ``x (N, D) -> z = f(x) (N, D)`` and ``log |det ∂f/∂x| (N,)`` in nats.
+
+        Raises:
+            ValueError: ``x`` is not ``(N, D)``, or not of the flow's dtype.
+        """
+        self._check_points(x, "x")
         log_det = x.new_zeros(x.shape[0])
         for bijection in self._bijections():
             x, ld = bijection(x)
@@ -222,7 +236,12 @@ class RealNVP(nn.Module):
         return self.forward(x)[1]
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        """Map latent to data: ``z (N, D) -> x = f⁻¹(z) (N, D)`` in the data's units."""
+        """Map latent to data: ``z (N, D) -> x = f⁻¹(z) (N, D)`` in the data's units.
+
+        Raises:
+            ValueError: ``z`` is not ``(N, D)``, or not of the flow's dtype.
+        """
+        self._check_points(z, "z")
         for bijection in reversed(self._bijections()):
             z, _ = bijection.inverse(z)
         return z
