@@ -291,3 +291,19 @@ def test_points_per_timestep_config_check_names_the_key():
 def test_loss_of_an_empty_batch_is_an_error():
     with pytest.raises(ValueError, match="empty batch"):
         small_ddpm().loss(torch.zeros(0, 2))
+
+
+def test_sampler_and_trainer_arguments_are_checked():
+    model = small_ddpm(10)
+    for steps in (0, 11, 50):
+        with pytest.raises(ValueError, match=r"steps must be in 1\.\.10"):
+            model.sample(4, steps=steps)
+    for eta in (-0.1, 5.0):
+        with pytest.raises(ValueError, match=r"eta must be in \[0, 1\]"):
+            model.sample(4, steps=5, eta=eta)
+    assert model.sample(4, steps=10).shape == (4, 2)
+    from genmodels.errors import ConfigError
+
+    for bad in ({"batch_size": -1}, {"epochs": 0}, {"learning_rate": float("inf")}):
+        with pytest.raises(ConfigError, match="invalid training config: training"):
+            Trainer(model, TrainingConfig(**bad))

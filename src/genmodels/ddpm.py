@@ -346,8 +346,12 @@ class DDPM(nn.Module):
         Song et al. sec. D.2 use) or ``"linear"``.
 
         Raises:
-            ValueError: ``steps < 1`` or an unknown ``spacing``.
+            ValueError: ``steps`` not in 1..L, ``eta`` not in [0, 1], or an unknown ``spacing``.
         """
+        if steps is not None and not 1 <= steps <= self.diffusion_steps:
+            raise ValueError(f"steps must be in 1..{self.diffusion_steps} (the diffusion steps), got {steps}")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
         device = self.schedule.beta2.device
         x = torch.randn(n, self.dim, generator=generator, device=device)
         s = self.schedule

@@ -25,7 +25,7 @@ from torch import nn
 
 from genmodels.acceleration import autocast, compile_function, worth_compiling_training
 from genmodels.config import TrainingConfig
-from genmodels.errors import TrainingError
+from genmodels.errors import ConfigError, TrainingError
 
 __all__ = ["Trainer", "capture_rng_state", "restore_rng_state"]
 
@@ -82,6 +82,9 @@ class Trainer:
         config: the training settings.
         progress: show a tqdm progress bar (loss, learning rate, steps per second).
 
+    Raises:
+        ConfigError: ``config`` has invalid values (e.g. ``batch_size < 1``).
+
     Attributes:
         ema: the averaged copy of ``model`` used for evaluation and sampling (``model`` itself when
             ``ema_decay`` is 0).
@@ -91,6 +94,9 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, config: TrainingConfig, *, progress: bool = True) -> None:
+        problems = config.problems()
+        if problems:
+            raise ConfigError("invalid training config: " + "; ".join(problems))
         self.model = model
         self.config = config
         self.progress = progress
