@@ -249,7 +249,9 @@ def test_cli_precision_option_reaches_the_run_and_the_sampler(
         assert len(written[name].splitlines()) == 31
     assert written["stored"] == written["bf16"] != written["f32"]
     # a config's compile: on is switched off from the command line
-    config.write_text(config.read_text() + "\n" + yaml.safe_dump({"sampling": {"compile": "on"}}))
+    raw = yaml.safe_load(config.read_text())
+    raw["sampling"]["compile"] = "on"
+    config.write_text(yaml.safe_dump(raw))
     out2 = tmp_path / "out2"
     argv2 = ["train", "realnvp", "--config", str(config), "--data", str(data), "--output_dir", str(out2)]
     assert main([*argv2, "--no-compile", "--quiet"]) == 0

@@ -132,7 +132,7 @@ def evaluate_samples(
 # 32-bit floats round a column to steps of spacing(max |value|); relative to the column's spread,
 # a step above the first share is an error (the data would be visibly quantised), above the second a
 # warning.
-FLOAT32_STEP_ERROR = 1e-2
+FLOAT32_STEP_ERROR = 1e-1
 FLOAT32_STEP_WARNING = 1e-3
 
 
@@ -141,7 +141,7 @@ def _check_float32_range(values: np.ndarray, columns: tuple[str, ...], path: str
     to rounding (a large offset with a small spread, e.g. 1e9 + N(0, 1), is constant in float32).
 
     Raises:
-        DataError: a column outside float32's range, or rounded to steps of more than 1% of its spread.
+        DataError: a column outside float32's range, or rounded to steps of more than 10% of its spread.
     """
     info = np.finfo(np.float32)
     std = values.std(0)
