@@ -109,7 +109,7 @@ def test_evaluate_checkpoint_on_its_held_out_split(tmp_path, model_type: str) ->
     assert table.startswith("| metric |") and "C2ST" in table
 
 
-def test_evaluate_and_compare_commands(tmp_path, capsys) -> None:
+def test_evaluate_and_compare_commands(tmp_path, capsys, monkeypatch) -> None:
     points = make_text(700, seed=2)
     nvp = tiny_checkpoint(tmp_path, "realnvp", points)
     ddpm = tiny_checkpoint(tmp_path, "ddpm", points)
@@ -125,7 +125,18 @@ def test_evaluate_and_compare_commands(tmp_path, capsys) -> None:
     assert main(args) == 0
     assert (out_dir / "compare.md").read_text().startswith("| metric |")
     assert (out_dir / "figures" / "compare.png").stat().st_size > 10_000
+    from genmodels import plotting
+
+    titles = []
+    real_plot = plotting.plot_compare
+
+    def recording_plot(*args, suptitle, **kwargs):
+        titles.append(suptitle)
+        return real_plot(*args, suptitle=suptitle, **kwargs)
+
+    monkeypatch.setattr(plotting, "plot_compare", recording_plot)
     assert main(["compare", str(tmp_path / "realnvp"), "--output_dir", str(out_dir), *fast]) == 0
+    assert titles == ["RealNVP and the data"]
     assert main(["evaluate", ddpm, "--dataset", "nope"]) == 2
     assert main(["compare", str(tmp_path / "missing")]) == 2
     capsys.readouterr()

@@ -660,11 +660,13 @@ def compare_checkpoints(
     densities: list[tuple[str, np.ndarray, tuple[float, float, float, float]]] = []
     if real.shape[1] == 2:
         grid, extent = plotting.grid_for(real, resolution=grid_resolution)
+    shown: list[str] = []
     for model_type, name in (("realnvp", "RealNVP"), ("ddpm", "DDPM")):
         match = next(((label, ev) for label, ev in results if ev.metrics["model"] == model_type), None)
         if match is None:
             continue
         label, ev = match
+        shown.append(name)
         c2st = ev.metrics["samples"]["c2st_mlp"]["value"]
         panels.append((f"{name} samples (C2ST {c2st:.3f})", ev.samples))
         if real.shape[1] == 2 and ev.model is not None:
@@ -675,6 +677,11 @@ def compare_checkpoints(
                 (f"{name} log p(x), {how}", logp.reshape(grid_resolution, grid_resolution), extent)
             )
     paths["figure"] = plotting.plot_compare(
-        panels, densities, paths["figure"], reference=real, columns=columns, suptitle="RealNVP vs DDPM"
+        panels,
+        densities,
+        paths["figure"],
+        reference=real,
+        columns=columns,
+        suptitle=" vs ".join(shown) if len(shown) > 1 else f"{shown[0]} and the data",
     )
     return table, paths
