@@ -912,6 +912,10 @@ def test_sampling_into_the_checkpoint_is_refused(capsys: pytest.CaptureFixture[s
     assert code == 2
     assert_clean_error(err, "-o", "is the checkpoint itself")
     assert ckpt.read_bytes() == before
+    # The Python API rebuilds the model from the path as from the loaded payload.
+    by_path, by_payload = model_from_checkpoint(ckpt), model_from_checkpoint(load_checkpoint(ckpt))
+    points = torch.randn(5, 2, dtype=torch.float32)
+    assert torch.equal(by_path.log_prob(points), by_payload.log_prob(points))
     # Too few rows for the two-sample tests: a clear error, not a traceback.
     small = moons_csv(tmp_path / "small.csv", n=12)
     code, _, err = cli(capsys, "evaluate", ckpt, "--data", small)

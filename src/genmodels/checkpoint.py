@@ -220,9 +220,20 @@ def architecture_differences(stored: RunConfig, requested: RunConfig) -> list[st
 
 
 def model_from_checkpoint(
-    payload: dict[str, Any], *, use_ema: bool = True, device: str | torch.device = "cpu"
+    payload: dict[str, Any] | str | os.PathLike[str],
+    *,
+    use_ema: bool = True,
+    device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """Rebuild the model of a loaded checkpoint (the EMA weights where stored), in eval mode."""
+    """Rebuild the model of a checkpoint (the EMA weights where stored), in eval mode, on ``device``.
+
+    ``payload`` is a checkpoint file's path, or what :func:`load_checkpoint` returned for one.
+
+    Raises:
+        CheckpointError: the file is not a usable checkpoint, or its weights do not fit its config.
+    """
+    if isinstance(payload, (str, os.PathLike)):
+        payload = load_checkpoint(payload, map_location=device)
     model = build_model(payload["config"], payload["dim"])
     state = payload["model"]
     trainer = payload.get("trainer") or {}
