@@ -304,6 +304,8 @@ def test_sampler_and_trainer_arguments_are_checked():
     assert model.sample(4, steps=10).shape == (4, 2)
     from genmodels.errors import ConfigError
 
+    with pytest.raises(ValueError, match="invalid DDPM config: model.diffusion_steps must be >= 1"):
+        DDPM.from_config(DDPMModelConfig(diffusion_steps=0), 2)
     for bad in ({"batch_size": -1}, {"epochs": 0}, {"learning_rate": float("inf")}):
         with pytest.raises(ConfigError, match="invalid training config: training"):
             Trainer(model, TrainingConfig(**bad))

@@ -181,7 +181,14 @@ class DDPM(nn.Module):
 
     @classmethod
     def from_config(cls, config, dim: int) -> DDPM:  # noqa: ANN001 - DDPMModelConfig
-        """Build from a :class:`genmodels.config.DDPMModelConfig`."""
+        """Build from a :class:`genmodels.config.DDPMModelConfig`.
+
+        Raises:
+            ValueError: the config has invalid values (e.g. ``diffusion_steps < 1``).
+        """
+        problems = config.problems()
+        if problems:
+            raise ValueError("invalid DDPM config: " + "; ".join(problems))
         network = DenoisingNetwork(
             dim,
             config.diffusion_steps,
