@@ -875,7 +875,10 @@ def test_resume_on_other_data_is_refused(capsys: pytest.CaptureFixture[str], tmp
     assert cli(capsys, *base, "--data", copy, "--epochs", "3", "--resume", "auto")[0] == 0
 
 
-@pytest.mark.parametrize("blocked", ["figures", "metrics", "index.html/"])
+@pytest.mark.parametrize(
+    "blocked",
+    ["figures", "metrics", "index.html/", "figures/realnvp_density.png/", "figures/realnvp_results.svg/"],
+)
 def test_a_blocked_output_folder_stops_the_run_before_training(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, blocked: str
 ) -> None:
@@ -889,11 +892,11 @@ def test_a_blocked_output_folder_stops_the_run_before_training(
     target = out / blocked.rstrip("/")
     if target.is_dir():
         shutil.rmtree(target)
-    else:
+    elif target.exists():
         target.unlink()
     target.mkdir() if blocked.endswith("/") else target.write_text("in the way")
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
-    code, _, err = cli(capsys, *base, "--seed", "3")
+    code, _, err = cli(capsys, *base, "--seed", "3", "--format", "svg" if "svg" in blocked else "png")
     assert code == 2
     assert_clean_error(err, "--output_dir", str(target))
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
@@ -912,6 +915,16 @@ def test_sampling_into_the_checkpoint_is_refused(capsys: pytest.CaptureFixture[s
     assert code == 2
     assert_clean_error(err, "-o", "is the checkpoint itself")
     assert ckpt.read_bytes() == before
+    # evaluate --output: not the checkpoint, not a folder, not under a file; all checked before evaluating
+    for output, needle in (
+        (str(ckpt), "is the checkpoint itself"),
+        (str(tmp_path / "new_folder") + "/", "is a folder"),
+        (str(data / "x.json"), f"{data} is a file, not a folder"),
+    ):
+        code, _, err = cli(capsys, "evaluate", ckpt, "--output", output)
+        assert code == 2
+        assert_clean_error(err, "--output", needle)
+    assert ckpt.read_bytes() == before and not (tmp_path / "new_folder").exists()
     # The Python API rebuilds the model from the path as from the loaded payload.
     by_path, by_payload = model_from_checkpoint(ckpt), model_from_checkpoint(load_checkpoint(ckpt))
     points = torch.randn(5, 2, dtype=torch.float32)
@@ -948,7 +961,8 @@ def test_offset_data_that_float32_rounds_away(
 @pytest.mark.parametrize(
     "yaml_text, needles",
     [
-        ("training:\n  seed: 99999999999999999999\n", ["training.seed", "[0, 2^63)"]),
+        ("training:\n  seed: 99999999999999999999\n", ["training.seed", "[0, 2^32)"]),
+        ("data:\n  split_seed: 4294967296\n", ["data.split_seed", "[0, 2^32)"]),
         ("training:\n  learning_rate: .inf\n", ["training.learning_rate", "finite"]),
         ("training:\n  epochs: 2\n  epochs: 3\n", ["line 3", "'epochs' is given twice"]),
     ],
@@ -972,9 +986,23 @@ def test_bad_yaml_values_get_clear_errors(
 def test_seed_options_are_range_checked(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["sample", "x.pt", "-o", "y.csv"], ["make-data", "two_moons", "-o", "y.csv"]):
         with pytest.raises(SystemExit) as exit_info:
-            main([*argv, "--seed", "99999999999999999999"])
+            main([*argv, "--seed", "4294967296"])
         assert exit_info.value.code == 2
-        assert "--seed: must be in [0, 2^63)" in capsys.readouterr().err
+        assert "--seed: must be in [0, 2^32)" in capsys.readouterr().err
+
+
+def test_a_broken_link_for_the_figures_folder_stops_the_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "figures").symlink_to(tmp_path / "nowhere")
+    data = moons_csv(tmp_path / "d.csv")
+    config = write_config(tmp_path / "c.yaml", "realnvp")
+    code, _, err = cli(capsys, "train", "realnvp", "--config", config, "--data", data, "--output_dir", out)
+    assert code == 2
+    assert_clean_error(err, "--output_dir", str(out / "figures"))
+    assert sorted(p.name for p in out.iterdir()) == ["figures"]
 
 
 def test_resuming_from_another_folder_names_the_relative_data_path(

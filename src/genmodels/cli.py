@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ _SPEC_DEFAULTS = {"realnvp": "configs/realnvp.yaml", "ddpm": "configs/ddpm.yaml"
 
 
 def _seed(text: str) -> int:
-    """argparse type of ``--seed``: an integer in [0, 2^63)."""
+    """argparse type of ``--seed``: an integer in [0, 2^32)."""
     from genmodels.config import MAX_SEED
 
     try:
@@ -34,8 +35,27 @@ def _seed(text: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if not 0 <= seed <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2^63), got {seed}")
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^32), got {seed}")
     return seed
+
+
+def _check_output_file(option: str, output: str, checkpoint: str) -> None:
+    """Before any work: ``output`` (given as ``option``) must be a writable file's place, and not
+    ``checkpoint``.
+
+    Raises:
+        ConfigError: naming the option and what is in the way.
+    """
+    from genmodels.errors import ConfigError
+
+    path = Path(output)
+    if output.endswith(("/", os.sep)) or path.is_dir():
+        raise ConfigError(f"{option} {output} is a folder; expected the file to write")
+    for folder in path.parents:
+        if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+            raise ConfigError(f"{option} {output}: {folder} is a file, not a folder")
+    if path.resolve() == Path(checkpoint).resolve():
+        raise ConfigError(f"{option} {output} is the checkpoint itself; write to another file")
 
 
 def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None:
@@ -232,8 +252,7 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sampling_steps must be >= 0 (got {args.sampling_steps})")
     if not 0.0 <= args.eta <= 1.0:
         raise ConfigError(f"--eta must be in [0, 1] (got {args.eta})")
-    if Path(args.output).resolve() == Path(args.checkpoint).resolve():
-        raise ConfigError(f"-o {args.output} is the checkpoint itself; write the samples to another file")
+    _check_output_file("-o", args.output, args.checkpoint)
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
     model = model_from_checkpoint(payload, device=device)
@@ -364,12 +383,11 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from genmodels.errors import ConfigError
     from genmodels.evaluation import evaluate_checkpoint, format_report
     from genmodels.fileio import write_json
 
-    if args.output and Path(args.output).is_dir():
-        raise ConfigError(f"--output {args.output} is a folder; expected the JSON file to write")
+    if args.output:
+        _check_output_file("--output", args.output, args.checkpoint)
     result = evaluate_checkpoint(args.checkpoint, **_evaluation_kwargs(args))
     print(format_report(result.metrics))
     if args.output:

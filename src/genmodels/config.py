@@ -39,11 +39,11 @@ __all__ = [
 MODEL_TYPES = ("realnvp", "ddpm")
 
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**32 - 1
 
 
 def _valid_seed(seed: int) -> bool:
-    """Seeds are the integers 0..2^63 - 1 that torch's and numpy's generators both accept."""
+    """Seeds are the integers 0..2^32 - 1, which torch, numpy and scikit-learn (the C2ST) all accept."""
     return 0 <= seed <= MAX_SEED
 
 
@@ -75,7 +75,7 @@ class DataConfig:
         _check(
             errors,
             _valid_seed(self.split_seed),
-            f"data.split_seed must be an integer in [0, 2^63) (got {self.split_seed})",
+            f"data.split_seed must be an integer in [0, 2^32) (got {self.split_seed})",
         )
         return errors
 
@@ -172,7 +172,7 @@ class TrainingConfig:
             f"training.learning_rate must be a finite number > 0 (got {self.learning_rate})",
         )
         _check(
-            errors, _valid_seed(self.seed), f"training.seed must be an integer in [0, 2^63) (got {self.seed})"
+            errors, _valid_seed(self.seed), f"training.seed must be an integer in [0, 2^32) (got {self.seed})"
         )
         _check(errors, 0 < self.lr_decay <= 1, f"training.lr_decay must be in (0, 1] (got {self.lr_decay})")
         _check(errors, self.grad_clip >= 0, "training.grad_clip must be >= 0")

@@ -163,6 +163,9 @@ def _check_float32_range(values: np.ndarray, columns: tuple[str, ...], path: str
             log.warning("%s; the models see it rounded", message)
 
 
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".gif")
+
+
 def _check_output_paths(out: Path, files: list[Path]) -> None:
     """Check before training that the run's output ``files`` can be written: no file where one of
     their folders goes, no folder where a file goes. Otherwise a run would train, replace part of an
@@ -171,11 +174,14 @@ def _check_output_paths(out: Path, files: list[Path]) -> None:
     Raises:
         ConfigError: naming ``--output_dir`` and the path in the way.
     """
+    figures = out / "figures"
+    if figures.is_dir():  # every figure of any format, not only the results and loss figures
+        files = [*files, *(p for p in figures.iterdir() if p.suffix in FIGURE_SUFFIXES)]
     for file in files:
         if file.is_dir():
             raise ConfigError(f"--output_dir {out}: {file} is a folder; the run writes a file there")
         for folder in (file.parent, *file.parent.parents):
-            if folder.exists() and not folder.is_dir():
+            if (folder.exists() or folder.is_symlink()) and not folder.is_dir():  # a file, a broken link
                 raise ConfigError(
                     f"--output_dir {out}: {folder} is a file; the run writes its outputs into a folder there"
                 )
