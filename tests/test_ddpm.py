@@ -302,6 +302,7 @@ def test_sampler_and_trainer_arguments_are_checked():
         with pytest.raises(ValueError, match=r"eta must be in \[0, 1\]"):
             model.sample(4, steps=5, eta=eta)
     assert model.sample(4, steps=10).shape == (4, 2)
+    assert small_ddpm(10).double().sample(3, steps=5).dtype == torch.float64
     from genmodels.errors import ConfigError
 
     with pytest.raises(ValueError, match="invalid DDPM config: model.diffusion_steps must be >= 1"):

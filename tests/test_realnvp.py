@@ -198,3 +198,4 @@ def test_points_of_the_wrong_shape_or_dtype_are_named():
     with pytest.raises(ValueError, match=r"x is torch.float64 but the flow computes in torch.float32"):
         flow.log_prob(torch.zeros(4, 2, dtype=torch.float64))
     assert flow.double().log_prob(torch.zeros(4, 2, dtype=torch.float64)).shape == (4,)
+    assert flow.sample(3).dtype == torch.float64

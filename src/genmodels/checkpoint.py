@@ -151,7 +151,9 @@ def load_checkpoint(
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "weights_only" in str(error) or "Weights only" in str(error):
             first = "it holds objects other than tensors and plain values"
-        elif isinstance(error, (zipfile.BadZipFile, EOFError, pickle.UnpicklingError)) or "zip" in str(error):
+        elif isinstance(error, (zipfile.BadZipFile, EOFError, pickle.UnpicklingError)) or any(
+            sign in str(error) for sign in ("zip", "hasRecord", "inline_container", "PytorchStreamReader")
+        ):  # a zip archive that torch.save did not write, or a damaged one
             first = "it is not a PyTorch checkpoint file, or it is truncated"
         raise CheckpointError(
             f"{path} is not a genmodels checkpoint (it could not be read as one: {first[:200]})"

@@ -176,7 +176,11 @@ class TrainingConfig:
         )
         _check(errors, 0 < self.lr_decay <= 1, f"training.lr_decay must be in (0, 1] (got {self.lr_decay})")
         _check(errors, self.grad_clip >= 0, "training.grad_clip must be >= 0")
-        _check(errors, self.weight_decay >= 0, "training.weight_decay must be >= 0")
+        _check(
+            errors,
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            f"training.weight_decay must be a finite number >= 0 (got {self.weight_decay})",
+        )
         _check(errors, 0 <= self.ema_decay < 1, "training.ema_decay must be in [0, 1)")
         _check(errors, self.eval_every >= 1, "training.eval_every must be >= 1")
         _check(errors, self.checkpoint_every >= 0, "training.checkpoint_every must be >= 0")

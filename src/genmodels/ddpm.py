@@ -360,7 +360,7 @@ class DDPM(nn.Module):
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         device = self.schedule.beta2.device
-        x = torch.randn(n, self.dim, generator=generator, device=device)
+        x = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
         s = self.schedule
         full = steps is None or steps >= self.diffusion_steps
         if full:

@@ -259,7 +259,7 @@ class RealNVP(nn.Module):
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``n`` samples ``x = f⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units."""
         device = self.standardize.mean.device
-        z = torch.randn(n, self.dim, generator=generator, device=device)
+        z = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
         return self.inverse(z)
 
     @torch.no_grad()
