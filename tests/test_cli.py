@@ -1024,3 +1024,32 @@ def test_resuming_from_another_folder_names_the_relative_data_path(
     assert code == 2
     assert_clean_error(err, "d.csv", "relative to where the run was started", "--data")
     assert cli(capsys, *resume, "--data", run / "d.csv")[0] == 0
+
+
+def test_resume_with_a_config_keeps_the_stored_settings_it_does_not_set(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A --config given on resume lays its keys over the stored run's settings, not over the defaults."""
+    data = moons_csv(tmp_path / "d.csv")
+    config = write_config(tmp_path / "c.yaml", "realnvp", training={"learning_rate": 5e-3})
+    out = tmp_path / "out"
+    assert cli(capsys, "train", "realnvp", "--config", config, "--data", data, "--output_dir", out)[0] == 0
+    extra = tmp_path / "w.yaml"
+    extra.write_text("training:\n  weight_decay: 0.001\n")
+    code, _, err = cli(
+        capsys,
+        "train",
+        "realnvp",
+        "--config",
+        extra,
+        "--resume",
+        "auto",
+        "--output_dir",
+        out,
+        "--epochs",
+        "3",
+    )
+    assert code == 0, err
+    stored = load_checkpoint(out / "checkpoints" / "realnvp.pt")["config"]
+    assert stored.training.learning_rate == 5e-3 and stored.training.weight_decay == 0.001
+    assert stored.data.path == str(data) and stored.model.n_coupling_layers == 4

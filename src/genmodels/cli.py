@@ -165,7 +165,7 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from genmodels.config import config_to_dict, default_config, load_config, with_overrides
+    from genmodels.config import config_to_dict, default_config, load_config, with_overrides, yaml_settings
     from genmodels.errors import ConfigError
     from genmodels.fileio import json_text
     from genmodels.runner import resolve_device, run_training
@@ -176,14 +176,17 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--output_dir {args.output_dir} is a file; expected a directory (it is created if missing)"
         )
-    if args.config is not None:
-        config = load_config(args.config, model_type)
-    elif args.resume is not None:
-        # Continue the stored run as it was configured; options given now still override it.
+    if args.resume is not None:
+        # Continue the stored run as it was configured; a --config file and the options given now
+        # override only what they set.
         from genmodels.checkpoint import load_checkpoint
 
         resume_path = out / "checkpoints" / f"{model_type}_last.pt" if args.resume == "auto" else args.resume
         config = load_checkpoint(resume_path, expected_type=model_type)["config"]
+        if args.config is not None:
+            config = with_overrides(config, yaml_settings(args.config, model_type), source=args.config)
+    elif args.config is not None:
+        config = load_config(args.config, model_type)
     elif Path(_SPEC_DEFAULTS[model_type]).is_file():
         config = load_config(_SPEC_DEFAULTS[model_type], model_type)
     else:

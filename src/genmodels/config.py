@@ -494,6 +494,25 @@ def load_config(path: str | os.PathLike[str], model_type: str) -> RunConfig:
     return config_from_dict(raw, model_type, source=str(path))
 
 
+def yaml_settings(path: str | os.PathLike[str], model_type: str) -> dict[str, Any]:
+    """The settings a YAML config file writes, as dotted ``section.key`` overrides (for
+    :func:`with_overrides`), so that a file can be laid over another config (a resumed run's) instead of
+    over the defaults.
+
+    Raises:
+        ConfigError: the file is not a valid ``model_type`` config (see :func:`load_config`).
+    """
+    load_config(path, model_type)  # every check, with its messages
+    with open(path, encoding="utf-8") as handle:
+        raw = yaml.load(handle, Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    return {
+        f"{section}.{key}": value
+        for section, values in raw.items()
+        if section != "model_type"
+        for key, value in (values or {}).items()
+    }
+
+
 def with_overrides(
     config: RunConfig, overrides: Mapping[str, Any], *, source: str = "command line"
 ) -> RunConfig:
