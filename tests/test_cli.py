@@ -965,6 +965,7 @@ def test_offset_data_that_float32_rounds_away(
         ("data:\n  split_seed: 4294967296\n", ["data.split_seed", "[0, 2^32)"]),
         ("training:\n  learning_rate: .inf\n", ["training.learning_rate", "finite"]),
         ("training:\n  weight_decay: .inf\n", ["training.weight_decay", "finite"]),
+        ("training:\n  ? [a, b]\n  : 1\n", ["line 2", "keys must be plain names"]),
         ("training:\n  epochs: 2\n  epochs: 3\n", ["line 3", "'epochs' is given twice"]),
     ],
 )

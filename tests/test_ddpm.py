@@ -295,10 +295,10 @@ def test_loss_of_an_empty_batch_is_an_error():
 
 def test_sampler_and_trainer_arguments_are_checked():
     model = small_ddpm(10)
-    for steps in (0, 11, 50):
+    for steps in (0, 11, 50, 2.5, True, "5"):
         with pytest.raises(ValueError, match=r"steps must be in 1\.\.10"):
             model.sample(4, steps=steps)
-    for eta in (-0.1, 5.0):
+    for eta in (-0.1, 5.0, "0.5"):
         with pytest.raises(ValueError, match=r"eta must be in \[0, 1\]"):
             model.sample(4, steps=5, eta=eta)
     assert model.sample(4, steps=10).shape == (4, 2)

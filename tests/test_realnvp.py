@@ -193,6 +193,8 @@ def test_points_of_the_wrong_shape_or_dtype_are_named():
     for bad in (torch.zeros(2), torch.zeros(4, 3), torch.zeros(1, 4, 2)):
         with pytest.raises(ValueError, match=r"x must have shape \(N, 2\), got"):
             flow.log_prob(bad)
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor of shape \(N, 2\), got list"):
+        flow.log_prob([[0.0, 0.0]])
     with pytest.raises(ValueError, match=r"z must have shape \(N, 2\)"):
         flow.inverse(torch.zeros(3))
     with pytest.raises(ValueError, match=r"x is torch.float64 but the flow computes in torch.float32"):

@@ -355,9 +355,11 @@ class DDPM(nn.Module):
         Raises:
             ValueError: ``steps`` not in 1..L, ``eta`` not in [0, 1], or an unknown ``spacing``.
         """
-        if steps is not None and not 1 <= steps <= self.diffusion_steps:
+        if steps is not None and (
+            isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.diffusion_steps
+        ):
             raise ValueError(f"steps must be in 1..{self.diffusion_steps} (the diffusion steps), got {steps}")
-        if not 0.0 <= eta <= 1.0:
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         device = self.schedule.beta2.device
         x = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)

@@ -210,6 +210,8 @@ class RealNVP(nn.Module):
         return [self.standardize, *self.layers]
 
     def _check_points(self, x: torch.Tensor, name: str) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape (N, {self.dim}), got {type(x).__name__}")
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{name} must have shape (N, {self.dim}), got {tuple(x.shape)}")
         dtype = self.standardize.mean.dtype
