@@ -481,15 +481,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_config(path: str | os.PathLike[str], model_type: str) -> RunConfig:
-    """Load ``path`` (YAML) as a ``model_type`` run config; see :func:`config_from_dict`.
+def _read_yaml(path: str | os.PathLike[str]) -> Any:
+    """The parsed content of the YAML file ``path`` (duplicate keys rejected).
 
     Raises:
-        ConfigError: the file is missing, not YAML, or its content is invalid.
+        ConfigError: the file is missing, a directory, not UTF-8 text or not YAML.
     """
     try:
         with open(path, encoding="utf-8") as handle:
-            raw = yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+            return yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:
@@ -498,7 +498,15 @@ def load_config(path: str | os.PathLike[str], model_type: str) -> RunConfig:
         raise ConfigError(_yaml_error_message(path, error)) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text (UTF-8) YAML file") from None
-    return config_from_dict(raw, model_type, source=str(path))
+
+
+def load_config(path: str | os.PathLike[str], model_type: str) -> RunConfig:
+    """Load ``path`` (YAML) as a ``model_type`` run config; see :func:`config_from_dict`.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or its content is invalid.
+    """
+    return config_from_dict(_read_yaml(path), model_type, source=str(path))
 
 
 def yaml_settings(path: str | os.PathLike[str], model_type: str) -> dict[str, Any]:
@@ -509,12 +517,11 @@ def yaml_settings(path: str | os.PathLike[str], model_type: str) -> dict[str, An
     Raises:
         ConfigError: the file is not a valid ``model_type`` config (see :func:`load_config`).
     """
-    load_config(path, model_type)  # every check, with its messages
-    with open(path, encoding="utf-8") as handle:
-        raw = yaml.load(handle, Loader=_UniqueKeyLoader) or {}  # noqa: S506 - a SafeLoader subclass
+    raw = _read_yaml(path)
+    config_from_dict(raw, model_type, source=str(path))  # every check, with its messages
     return {
         f"{section}.{key}": value
-        for section, values in raw.items()
+        for section, values in (raw or {}).items()
         if section != "model_type"
         for key, value in (values or {}).items()
     }
