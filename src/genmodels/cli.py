@@ -47,13 +47,14 @@ def _check_output_file(option: str, output: str, checkpoint: str) -> None:
         ConfigError: naming the option and what is in the way.
     """
     from genmodels.errors import ConfigError
+    from genmodels.fileio import path_in_the_way
 
     path = Path(output)
-    if output.endswith(("/", os.sep)) or path.is_dir():
+    blocker = path_in_the_way(path)
+    if output.endswith(("/", os.sep)) or blocker == path:
         raise ConfigError(f"{option} {output} is a folder; expected the file to write")
-    for folder in path.parents:
-        if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
-            raise ConfigError(f"{option} {output}: {folder} is a file, not a folder")
+    if blocker is not None:
+        raise ConfigError(f"{option} {output}: {blocker} is a file, not a folder")
     if path.resolve() == Path(checkpoint).resolve():
         raise ConfigError(f"{option} {output} is the checkpoint itself; write to another file")
 

@@ -11,7 +11,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_json", "write_text"]
+__all__ = ["atomic_path", "path_in_the_way", "write_json", "write_text"]
+
+
+def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
+    """What stops a file from being written at ``path``: ``path`` itself where it is a folder, else the
+    nearest of its parent folders that exists as something other than a folder (a file, a broken
+    link); None where nothing does."""
+    target = Path(path)
+    if target.is_dir():
+        return target
+    for folder in target.parents:
+        if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+            return folder
+    return None
 
 
 @contextlib.contextmanager

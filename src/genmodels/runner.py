@@ -41,7 +41,7 @@ from genmodels.checkpoint import (
 from genmodels.config import RunConfig, config_to_dict
 from genmodels.data import load_csv, train_test_split
 from genmodels.errors import CheckpointError, ConfigError, DataError, TrainingError
-from genmodels.fileio import write_json, write_text
+from genmodels.fileio import path_in_the_way, write_json, write_text
 from genmodels.training import Trainer
 
 __all__ = ["RunResult", "resolve_device", "run_training", "sample_model", "evaluate_samples"]
@@ -178,13 +178,13 @@ def _check_output_paths(out: Path, files: list[Path]) -> None:
     if figures.is_dir():  # every figure of any format, not only the results and loss figures
         files = [*files, *(p for p in figures.iterdir() if p.suffix in FIGURE_SUFFIXES)]
     for file in files:
-        if file.is_dir():
+        blocker = path_in_the_way(file)
+        if blocker == file:
             raise ConfigError(f"--output_dir {out}: {file} is a folder; the run writes a file there")
-        for folder in (file.parent, *file.parent.parents):
-            if (folder.exists() or folder.is_symlink()) and not folder.is_dir():  # a file, a broken link
-                raise ConfigError(
-                    f"--output_dir {out}: {folder} is a file; the run writes its outputs into a folder there"
-                )
+        if blocker is not None:  # a file or a broken link
+            raise ConfigError(
+                f"--output_dir {out}: {blocker} is a file; the run writes its outputs into a folder there"
+            )
 
 
 def _history_csv(history: dict[str, list[float]]) -> str:
