@@ -958,6 +958,25 @@ def test_offset_data_that_float32_rounds_away(
     assert "round it to steps" not in caplog.text
 
 
+def test_logged_warnings_are_marked_as_warnings(tmp_path: Path) -> None:
+    """A warning logged during a run reaches the terminal as 'warning: ...', like Python's warnings;
+    progress messages stay bare."""
+    config = write_config(tmp_path / "c.yaml", "realnvp", training={"epochs": 1})
+    data = moons_csv(tmp_path / "near.csv", offset=1e5)
+    result = script(
+        "train_realnvp.py", "--config", config, "--data", data, "--n_samples", "200",
+        "--output_dir", tmp_path / "out", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    rounding = [line for line in lines if "round it to steps of" in line]
+    assert [line[: len("warning: column 'x' of ")] for line in rounding] == [
+        "warning: column 'x' of ",
+        "warning: column 'y' of ",
+    ], lines
+    assert any(line.startswith("figures written to ") for line in lines), lines
+
+
 @pytest.mark.parametrize(
     "yaml_text, needles",
     [

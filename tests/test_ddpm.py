@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -310,3 +311,18 @@ def test_sampler_and_trainer_arguments_are_checked():
     for bad in ({"batch_size": -1}, {"epochs": 0}, {"learning_rate": float("inf")}):
         with pytest.raises(ConfigError, match="invalid training config: training"):
             Trainer(model, TrainingConfig(**bad))
+    # Built in Python, a config gets no YAML coercion: wrong types are named, not trained on.
+    wrong_types = {
+        "batch_size": (2.5, "a whole number"),
+        "epochs": (True, "a whole number"),
+        "learning_rate": ("1e-3", "a number"),
+        "precision": ("fp16", "one of 'float32', 'bfloat16'"),
+        "compile": (True, "one of 'auto', 'on', 'off'"),
+    }
+    for key, (value, expected) in wrong_types.items():
+        with pytest.raises(
+            ConfigError, match=re.escape(f"training.{key} must be {expected} (got {value!r})")
+        ):
+            Trainer(model, TrainingConfig(**{key: value}))
+    with pytest.raises(ValueError, match=re.escape("model.hidden_units must be a whole number (got 64.0)")):
+        DDPM.from_config(DDPMModelConfig(hidden_units=64.0), 2)

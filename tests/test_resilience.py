@@ -514,7 +514,7 @@ def test_nan_loss_stops_with_epoch_and_step(
     config = run_config("realnvp", data, epochs=5, checkpoint_every=1)
     with pytest.raises(TrainingError, match=r"non-finite loss at epoch 3, step 3 of 5"):
         run_training(config, output_dir=out, device="cpu", progress=False)
-    assert calls["n"] == 13
+    assert calls["n"] == 15  # the epoch is finished (without updates), then the error is raised
     assert not (out / "checkpoints" / "realnvp.pt").exists()
     assert not (out / "metrics").exists() and not (out / "samples").exists()
     payload = load_checkpoint(out / "checkpoints" / "realnvp_last.pt")
@@ -523,6 +523,51 @@ def test_nan_loss_stops_with_epoch_and_step(
     model = model_from_checkpoint(payload)
     assert torch.isfinite(model.log_prob(torch.zeros(4, 2))).all()
     assert leftovers(out) == []
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_non_finite_step_leaves_the_weights_of_the_last_finite_step(weight_decay: float) -> None:
+    """The non-finite check waits for the epoch's end, but no update is applied from the bad step on:
+    the model ends exactly where a run stopped just before that step ends, Adam's step count with it."""
+    from genmodels.config import TrainingConfig
+
+    data = torch.as_tensor(mixture(256, seed=4), dtype=torch.float32)  # 4 steps of 64 per epoch
+    config = TrainingConfig(epochs=3, batch_size=64, learning_rate=1e-2, weight_decay=weight_decay)
+    bad_step = 4 + 2  # epoch 2, step 2
+
+    def run(poison: bool, stop_before: int | None = None) -> tuple[Trainer, int, Exception | None]:
+        torch.manual_seed(0)
+        flow = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
+        real_loss = flow.loss
+        calls = {"n": 0}
+
+        def loss(x: torch.Tensor) -> torch.Tensor:
+            calls["n"] += 1
+            if calls["n"] == stop_before:
+                raise KeyboardInterrupt  # the reference run ends before this step
+            value = real_loss(x)
+            return value * math.nan if poison and calls["n"] == bad_step else value
+
+        flow.loss = loss  # type: ignore[method-assign]
+        trainer = Trainer(flow, config, progress=False)
+        try:
+            trainer.fit(data)
+        except (TrainingError, KeyboardInterrupt) as error:
+            return trainer, calls["n"], error
+        return trainer, calls["n"], None
+
+    poisoned, calls, error = run(poison=True)
+    assert isinstance(error, TrainingError)
+    assert str(error).startswith("non-finite loss at epoch 2, step 2 of 4")
+    assert calls == 8  # the rest of epoch 2 ran, without updates
+    reference, _, _ = run(poison=False, stop_before=bad_step)
+    for name, got in poisoned.model.state_dict().items():
+        assert torch.equal(got, reference.model.state_dict()[name]), name
+    assert {float(state["step"]) for state in poisoned.optimizer.state.values()} == {bad_step - 1.0}
+    assert not hasattr(poisoned.optimizer, "found_inf")
+    # Unpoisoned, the same run goes on updating through the whole of epoch 2.
+    clean, _, _ = run(poison=False, stop_before=9)
+    assert {float(state["step"]) for state in clean.optimizer.state.values()} == {8.0}
 
 
 def test_nan_loss_through_the_cli_exits_1(

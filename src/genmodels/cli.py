@@ -462,6 +462,15 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
     return f"warning: {message}\n"
 
 
+class _MessageFormatter(logging.Formatter):
+    """Log records as their bare message; warnings and errors get the ``warning:`` prefix that
+    Python warnings get too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return f"warning: {message}" if record.levelno >= logging.WARNING else message
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 training failed, 2 bad input, 130 Ctrl-C).
 
@@ -470,7 +479,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     from genmodels.errors import GenModelsError, TrainingError
 
     warnings.formatwarning = _format_warning
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_MessageFormatter("%(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     args = build_parser(prog).parse_args(argv)
     from genmodels.acceleration import tune_allocator
 

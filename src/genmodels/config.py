@@ -52,6 +52,33 @@ def _check(errors: list[str], ok: bool, message: str) -> None:
         errors.append(message)
 
 
+def _type_problems(config: Any, section: str) -> list[str]:
+    """The fields of ``config`` whose value does not have its annotated type: a config built in Python
+    skips the coercion that one read from YAML gets (an int field takes no float, not even 2.0)."""
+    errors: list[str] = []
+    for name, annotation in get_type_hints(type(config)).items():
+        value = getattr(config, name)
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if get_origin(annotation) is Literal:
+            choices = get_args(annotation)
+            ok, expected = (
+                isinstance(value, str) and value in choices,
+                f"one of {', '.join(map(repr, choices))}",
+            )
+        elif annotation is int:
+            ok, expected = is_number and isinstance(value, int), "a whole number"
+        elif annotation is float:
+            ok, expected = is_number, "a number"
+        elif annotation is bool:
+            ok, expected = isinstance(value, bool), "True or False"
+        elif annotation is str:
+            ok, expected = isinstance(value, (str, os.PathLike)), "a string"
+        else:
+            continue
+        _check(errors, ok, f"{section}.{name} must be {expected} (got {value!r})")
+    return errors
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where the data come from and how the held-out split is made.
@@ -69,7 +96,9 @@ class DataConfig:
     drop_invalid: bool = False
 
     def problems(self) -> list[str]:
-        errors: list[str] = []
+        errors = _type_problems(self, "data")
+        if errors:
+            return errors
         _check(errors, 0.0 <= self.test_fraction < 1.0, "data.test_fraction must be in [0, 1)")
         _check(errors, bool(self.path), "data.path must not be empty")
         _check(
@@ -113,7 +142,9 @@ class SamplingConfig:
     compile: Literal["auto", "on", "off"] = "auto"
 
     def problems(self) -> list[str]:
-        errors: list[str] = []
+        errors = _type_problems(self, "sampling")
+        if errors:
+            return errors
         _check(errors, self.n_samples >= 1, "sampling.n_samples must be >= 1")
         _check(errors, self.n_eval >= 0, "sampling.n_eval must be >= 0")
         _check(errors, self.sampling_steps >= 0, "sampling.sampling_steps must be >= 0")
@@ -163,7 +194,9 @@ class TrainingConfig:
     compile: Literal["auto", "on", "off"] = "off"
 
     def problems(self) -> list[str]:
-        errors: list[str] = []
+        errors = _type_problems(self, "training")
+        if errors:
+            return errors
         _check(errors, self.epochs >= 1, f"training.epochs must be >= 1 (got {self.epochs})")
         _check(errors, self.batch_size >= 1, f"training.batch_size must be >= 1 (got {self.batch_size})")
         _check(
@@ -209,7 +242,9 @@ class RealNVPModelConfig:
     actnorm: bool = False
 
     def problems(self) -> list[str]:
-        errors: list[str] = []
+        errors = _type_problems(self, "model")
+        if errors:
+            return errors
         _check(errors, self.n_coupling_layers >= 1, "model.n_coupling_layers must be >= 1")
         _check(errors, self.n_hidden >= 0, "model.n_hidden must be >= 0")
         _check(errors, self.hidden_units >= 1, f"model.hidden_units must be >= 1 (got {self.hidden_units})")
@@ -255,7 +290,9 @@ class DDPMModelConfig:
     points_per_timestep: int = 8
 
     def problems(self) -> list[str]:
-        errors: list[str] = []
+        errors = _type_problems(self, "model")
+        if errors:
+            return errors
         _check(errors, self.diffusion_steps >= 1, "model.diffusion_steps must be >= 1")
         _check(errors, 0 < self.beta2_start < 1, "model.beta2_start must be in (0, 1)")
         _check(errors, 0 < self.beta2_end < 1, "model.beta2_end must be in (0, 1)")

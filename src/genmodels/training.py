@@ -4,7 +4,12 @@ The whole training set is one tensor on the device; every epoch draws one random
 slices it into batches of ``batch_size`` (the last batch of an epoch holds the remainder). Adam (AdamW
 when ``weight_decay > 0``) with an exponential learning-rate decay applied once per epoch, global
 gradient-norm clipping, an exponential moving average (EMA) of the weights for evaluation and sampling,
-a stop at the first non-finite loss or gradient, and a state that checkpoints and resumes exactly.
+a stop after the first non-finite loss or gradient, and a state that checkpoints and resumes exactly.
+
+The loop never waits for the device within an epoch: the losses and gradient norms stay on the device
+until the epoch ends, and a non-finite step is detected there (one synchronisation per epoch). From that
+step on the optimizer applies no update (the fused Adam kernels' ``found_inf`` input, which automatic
+mixed precision uses to skip steps), so the model keeps the weights of its last finite step.
 ``training.precision`` and ``training.compile`` choose how the loss is computed
 (:mod:`genmodels.acceleration`); the backward pass and the optimizer always work on float32 weights.
 """
@@ -183,6 +188,19 @@ class Trainer:
         for ema_buffer, buffer in zip(self.ema.buffers(), self.model.buffers(), strict=True):
             ema_buffer.copy_(buffer)
 
+    def _check_finite(self, losses: list[float], grad_norms: list[float]) -> None:
+        """Raise :class:`TrainingError` naming the epoch's first step with a non-finite loss or gradient
+        norm (``self.epoch`` is the number of epochs completed before it)."""
+        for i, (loss, grad_norm) in enumerate(zip(losses, grad_norms, strict=True)):
+            if math.isfinite(loss) and math.isfinite(grad_norm):
+                continue
+            what = "loss" if not math.isfinite(loss) else "gradient norm"
+            raise TrainingError(
+                f"non-finite {what} at epoch {self.epoch + 1}, step {i + 1} of {len(losses)} "
+                f"(learning rate {self.optimizer.param_groups[0]['lr']:.3g}); try a lower "
+                "--lr, a smaller training.grad_clip, or check the data's scale for outliers"
+            )
+
     def _record(self, values: dict[str, float]) -> None:
         n = len(self.history.get("epoch", []))
         for key in set(self.history) | set(values):
@@ -203,8 +221,8 @@ class Trainer:
         of the epoch in which Ctrl-C was pressed (after which KeyboardInterrupt is raised).
 
         Raises:
-            TrainingError: the loss or gradient norm became non-finite (the model is left at its
-                last finite state's weights, and no checkpoint is written).
+            TrainingError: the loss or gradient norm became non-finite; raised at the end of that
+                epoch, with the model at the weights of its last finite step and no checkpoint written.
         """
         from tqdm.auto import tqdm
 
@@ -236,8 +254,9 @@ class Trainer:
         try:
             while self.epoch < cfg.epochs:
                 start = time.perf_counter()
-                loss_sum = torch.zeros((), device=data.device)
-                grad_sum = 0.0
+                step_stats: list[torch.Tensor] = []
+                # 1 from the first non-finite step of the epoch on; the optimizer then updates nothing
+                skip = torch.zeros((), device=data.device)
                 order = torch.randperm(n, device=data.device)
                 for i in range(steps_per_epoch):
                     batch = data[order[i * batch_size : (i + 1) * batch_size]]
@@ -247,19 +266,16 @@ class Trainer:
                     loss.backward()
                     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
                     grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-                    loss_value, grad_value = torch.stack([loss.detach(), grad_norm.detach()]).tolist()
-                    if not (math.isfinite(loss_value) and math.isfinite(grad_value)):
-                        what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-                        raise TrainingError(
-                            f"non-finite {what} at epoch {self.epoch + 1}, step {i + 1} of {steps_per_epoch} "
-                            f"(learning rate {self.optimizer.param_groups[0]['lr']:.3g}); try a lower "
-                            "--lr, a smaller training.grad_clip, or check the data's scale for outliers"
-                        )
+                    stats = torch.stack([loss.detach().float(), grad_norm.detach().float()])
+                    step_stats.append(stats)
+                    skip = torch.maximum(skip, (~torch.isfinite(stats).all()).float())
+                    self.optimizer.found_inf = skip  # read by the fused Adam/AdamW step
                     self.optimizer.step()
                     self.step += 1
                     self._update_ema()
-                    loss_sum += loss.detach() * batch.shape[0]
-                    grad_sum += grad_value
+                # The epoch's one wait for the device.
+                losses, grad_norms = torch.stack(step_stats).T.tolist()
+                self._check_finite(losses, grad_norms)
                 self.scheduler.step()
                 self.epoch += 1
                 seconds = time.perf_counter() - start
@@ -267,9 +283,10 @@ class Trainer:
                 lr = self.optimizer.param_groups[0]["lr"]
                 record = {
                     "epoch": self.epoch,
-                    "loss": loss_sum.item() / n,
+                    "loss": sum(value * min(batch_size, n - i * batch_size) for i, value in enumerate(losses))
+                    / n,
                     "lr": lr,
-                    "grad_norm": grad_sum / steps_per_epoch,
+                    "grad_norm": sum(grad_norms) / steps_per_epoch,
                     "seconds": seconds,
                 }
                 last = self.epoch == cfg.epochs
@@ -293,6 +310,7 @@ class Trainer:
                     log.warning("interrupted after epoch %d; a resumable checkpoint was saved", self.epoch)
                     raise KeyboardInterrupt
         finally:
+            self.optimizer.__dict__.pop("found_inf", None)
             interrupt.restore()
             bar.close()
             self.model.eval()
