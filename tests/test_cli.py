@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -795,6 +796,99 @@ def test_resume_without_config_continues_the_stored_run(
     stored = load_checkpoint(out / "checkpoints" / "realnvp.pt")["config"]
     assert stored.training.epochs == 4 and stored.data.path == str(case("B13.csv"))
     assert stored.sampling.n_samples == SMALL["realnvp"]["sampling"]["n_samples"]
+
+
+@pytest.fixture(scope="module")
+def moons_realnvp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small RealNVP run (1 epoch on two moons, made here); returns its output folder."""
+    root = tmp_path_factory.mktemp("moons_realnvp")
+    config = write_config(root / "c.yaml", "realnvp", training={"epochs": 1, "checkpoint_every": 1})
+    out = root / "out"
+    code = main(["train", "realnvp", "--config", str(config), "--data", str(moons_csv(root / "m.csv"))]
+                + ["--output_dir", str(out), "--quiet"])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_sample_writes_to_stdout_through_links_and_into_pipes(
+    capsys: pytest.CaptureFixture[str], moons_realnvp: Path, tmp_path: Path
+) -> None:
+    """`-o -` is standard output; a link is written through (it stays a link), a pipe is written into
+    (it stays a pipe): the atomic rename must not replace either with a plain file."""
+    ckpt = moons_realnvp / "checkpoints" / "realnvp.pt"
+    code, out, err = cli(capsys, "sample", ckpt, "-n", "5", "-o", "-")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "x,y" and len(lines) == 6 and all(len(line.split(",")) == 2 for line in lines[1:])
+    assert err.strip() == "wrote 5 samples of realnvp to standard output"
+    code, out, _ = cli(capsys, "make-data", "two_moons", "-n", "3", "-o", "-")
+    assert code == 0 and out.splitlines()[0] == "x,y" and len(out.splitlines()) == 4
+    assert not (Path.cwd() / "-").exists()
+
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "target.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert cli(capsys, "sample", ckpt, "-n", "7", "-o", link)[0] == 0
+    assert link.is_symlink() and len(read_samples(target)) == 7
+
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "fifo.csv"
+        os.mkfifo(fifo)
+        received: list[str] = []
+        reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+        reader.start()
+        code = cli(capsys, "sample", ckpt, "-n", "4", "-o", fifo)[0]
+        reader.join(timeout=60)
+        assert code == 0
+        assert received and received[0].startswith("x,y\n") and len(received[0].splitlines()) == 5
+        assert fifo.is_fifo()
+
+
+def test_sample_and_evaluate_refuse_to_overwrite_a_checkpoint(
+    capsys: pytest.CaptureFixture[str], moons_realnvp: Path
+) -> None:
+    ckpt = moons_realnvp / "checkpoints" / "realnvp.pt"
+    last = moons_realnvp / "checkpoints" / "realnvp_last.pt"
+    before = last.read_bytes()
+    code, _, err = cli(capsys, "sample", ckpt, "-n", "5", "-o", last)
+    assert code == 2
+    assert_clean_error(err, f"-o {last}", "PyTorch checkpoint")
+    code, _, err = cli(capsys, "evaluate", ckpt, "-n", "50", "--output", last)
+    assert code == 2
+    assert_clean_error(err, f"--output {last}", "PyTorch checkpoint")
+    assert last.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "option, needle",
+    [(["--n_eval", "0"], "--n_eval must be at least 10 (got 0)"), (["--text", " "], "--text must contain")],
+)
+def test_evaluate_option_values_are_checked(
+    capsys: pytest.CaptureFixture[str], moons_realnvp: Path, option: list[str], needle: str
+) -> None:
+    code, out, err = cli(capsys, "evaluate", moons_realnvp / "checkpoints" / "realnvp.pt", *option)
+    assert code == 2 and out == ""
+    assert_clean_error(err, needle)
+
+
+def test_a_tiny_training_split_skips_the_floor_instead_of_failing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """4 training rows are too few for the floor's two-sample test: it is skipped (null in the
+    metrics), and the run still writes its checkpoint, metrics and figures."""
+    config = write_config(tmp_path / "c.yaml", "realnvp", data={"test_fraction": 0.99})
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="genmodels.runner"):
+        code, _, err = cli(capsys, "train", "realnvp", "--config", config,
+                           "--data", moons_csv(tmp_path / "m.csv", n=400), "--output_dir", out)  # fmt: skip
+    assert code == 0, err
+    assert "too few training points (4) for the c2st floor" in caplog.text
+    metrics = read_metrics(out, "realnvp")
+    assert metrics["c2st_floor"] is None and metrics["c2st_hgb_floor"] is None
+    assert 0 <= metrics["c2st"] <= 1
+    assert (out / "checkpoints" / "realnvp.pt").is_file()
 
 
 def test_user_mistakes_get_clear_errors(

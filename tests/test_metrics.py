@@ -100,6 +100,28 @@ def test_c2st_on_a_few_points_fits_without_warnings() -> None:
         assert c2st(x, y) > 0.9
 
 
+@pytest.mark.parametrize("classifier", ["mlp", "hgb"])
+def test_c2st_fits_its_classifiers_on_one_thread(classifier: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The classifiers' OpenMP and BLAS pools are limited to one thread while they fit (spinning
+    threads slowed the test by orders of magnitude on a busy CPU), and restored afterwards."""
+    from threadpoolctl import threadpool_info
+
+    seen: list[set[int]] = []
+    inner = metrics._cross_validated_accuracy
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003
+        seen.append({pool["num_threads"] for pool in threadpool_info()})
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "_cross_validated_accuracy", spy)
+    before = [pool["num_threads"] for pool in threadpool_info()]
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(200, 2)), rng.normal(size=(200, 2)) + 3.0
+    assert metrics.c2st(x, y, seed=0, classifier=classifier) > 0.95
+    assert seen == [{1}]
+    assert {pool["num_threads"] for pool in threadpool_info()} == set(before)  # pools loaded since: same
+
+
 def test_c2st_is_deterministic_for_a_seed() -> None:
     rng = _rng(3)
     x, y = rng.normal(size=(150, 3)), rng.normal(size=(120, 3)) + 0.5

@@ -20,6 +20,10 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["main", "build_parser"]
 
@@ -57,6 +61,35 @@ def _check_output_file(option: str, output: str, checkpoint: str) -> None:
         raise ConfigError(f"{option} {output}: {blocker} is a file, not a folder")
     if path.resolve() == Path(checkpoint).resolve():
         raise ConfigError(f"{option} {output} is the checkpoint itself; write to another file")
+    if _is_zip_archive(path):
+        raise ConfigError(
+            f"{option} {output} is a PyTorch checkpoint (a zip archive); write to another file, "
+            "or remove it first if it is to be replaced"
+        )
+
+
+def _is_zip_archive(path: Path) -> bool:
+    """Whether ``path`` is a regular file that starts like a zip archive (as torch.save writes)."""
+    try:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _write_points(output: str, points: np.ndarray, columns: tuple[str, ...], what: str) -> None:
+    """Write ``points`` as CSV to ``output`` ('-': standard output, the message then to standard error)."""
+    from genmodels.data import csv_text, save_csv
+
+    if output == "-":
+        sys.stdout.write(csv_text(points, columns))
+        sys.stdout.flush()
+        print(f"wrote {what} to standard output", file=sys.stderr)
+        return
+    save_csv(output, points, columns)
+    print(f"wrote {what} to {output}")
 
 
 def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None:
@@ -137,7 +170,7 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="draw samples from a checkpoint into a CSV file")
     sample.add_argument("checkpoint")
     sample.add_argument("-n", type=int, default=10000, help="number of samples (default 10000)")
-    sample.add_argument("-o", "--output", required=True, help="CSV file to write")
+    sample.add_argument("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sample.add_argument("--sampling_steps", type=int, default=0, help="DDPM: reverse steps (0 = all)")
@@ -158,7 +191,7 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     make.add_argument("-n", type=int, default=65536, help="number of points (default 65536)")
     make.add_argument("--seed", type=_seed, default=0)
     make.add_argument("--text", default=None, help="for 'text': the characters to render (default 689)")
-    make.add_argument("-o", "--output", required=True, help="CSV file to write")
+    make.add_argument("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
     _add_evaluate_parser(sub)
     _add_compare_parser(sub)
     _add_plot_parser(sub)
@@ -246,7 +279,6 @@ def _sample(args: argparse.Namespace) -> int:
 
     from genmodels.acceleration import compiled_network, worth_compiling
     from genmodels.checkpoint import load_checkpoint, model_from_checkpoint
-    from genmodels.data import save_csv
     from genmodels.errors import CheckpointError, ConfigError
     from genmodels.runner import resolve_device, sample_model
 
@@ -256,7 +288,8 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sampling_steps must be >= 0 (got {args.sampling_steps})")
     if not 0.0 <= args.eta <= 1.0:
         raise ConfigError(f"--eta must be in [0, 1] (got {args.eta})")
-    _check_output_file("-o", args.output, args.checkpoint)
+    if args.output != "-":
+        _check_output_file("-o", args.output, args.checkpoint)
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
     model = model_from_checkpoint(payload, device=device)
@@ -286,13 +319,14 @@ def _sample(args: argparse.Namespace) -> int:
             f"{bad} of {args.n} samples from {args.checkpoint} are not finite (diverged weights?); "
             f"nothing was written to {args.output}"
         )
-    save_csv(args.output, samples, tuple(payload["columns"]))
-    print(f"wrote {args.n} samples of {payload['model_type']} to {args.output}")
+    _write_points(
+        args.output, samples, tuple(payload["columns"]), f"{args.n} samples of {payload['model_type']}"
+    )
     return 0
 
 
 def _make_data(args: argparse.Namespace) -> int:
-    from genmodels.data import GENERATORS, save_csv
+    from genmodels.data import GENERATORS
     from genmodels.errors import ConfigError
 
     if args.name not in GENERATORS:
@@ -308,8 +342,7 @@ def _make_data(args: argparse.Namespace) -> int:
         points = GENERATORS[args.name](args.n, seed=args.seed, **kwargs)
     except ValueError as error:
         raise ConfigError(f"make-data {args.name}: {error}") from None
-    save_csv(args.output, points, ("x", "y"))
-    print(f"wrote {len(points)} points of {args.name} to {args.output}")
+    _write_points(args.output, points, ("x", "y"), f"{len(points)} points of {args.name}")
     return 0
 
 
@@ -366,6 +399,10 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
     for name, least in (("n", 10), ("n_boot", 2)):
         if getattr(args, name) < least:
             raise ConfigError(f"--{name} must be at least {least} (got {getattr(args, name)})")
+    if args.n_eval is not None and args.n_eval < 10:
+        raise ConfigError(f"--n_eval must be at least 10 (got {args.n_eval})")
+    if args.text is not None and not args.text.strip():
+        raise ConfigError("--text must contain at least one visible character")
     if args.ode_points < 0 or args.bound_points < 0:
         raise ConfigError("--ode_points and --bound_points must be >= 0")
     if args.dataset is not None and args.dataset not in GENERATORS:

@@ -34,13 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from genmodels.errors import DataError
-from genmodels.fileio import atomic_path
+from genmodels.fileio import write_text
 
 __all__ = [
     "Dataset",
     "DataWarning",
     "load_csv",
     "save_csv",
+    "csv_text",
     "train_test_split",
     "make_text",
     "make_two_moons",
@@ -318,13 +319,22 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
 
 
 def save_csv(path: str | os.PathLike[str], values: np.ndarray, columns: Sequence[str] | None = None) -> None:
-    """Write ``values`` (shape ``(N, D)``) to ``path`` as CSV with a header line, atomically.
+    """Write ``values`` (shape ``(N, D)``) to ``path`` as CSV with a header line, atomically
+    (the text of :func:`csv_text`; a symbolic link is written through, a device or pipe written directly).
+
+    Raises:
+        ValueError: as :func:`csv_text`.
+    """
+    write_text(path, csv_text(values, columns))
+
+
+def csv_text(values: np.ndarray, columns: Sequence[str] | None = None) -> str:
+    """``values`` (shape ``(N, D)``) as CSV text with a header line.
 
     Numbers are written at full precision: float64 values as their shortest exact decimal form, float32
     values with 9 significant digits; :func:`load_csv` reads the same values back exactly.
 
     Args:
-        path: destination file (parent directories are created).
         values: finite numbers of shape ``(N, D)`` with ``D >= 1``.
         columns: ``D`` column names; default ``x, y`` for ``D == 2``, else ``x0, x1, ...``.
 
@@ -354,8 +364,7 @@ def save_csv(path: str | os.PathLike[str], values: np.ndarray, columns: Sequence
     header = io.StringIO()
     csv.writer(header, lineterminator="\n").writerow(names)
     body = "".join(",".join(cells[i : i + d]) + "\n" for i in range(0, len(cells), d))
-    with atomic_path(path) as tmp:
-        tmp.write_text(header.getvalue() + body, encoding="utf-8")
+    return header.getvalue() + body
 
 
 def train_test_split(values: np.ndarray, *, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,9 +34,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     The caller writes the whole file to the yielded path (by any library). The rename is atomic on POSIX
     and Windows file systems, so readers see either the previous file or the complete new one.
-    Parent directories are created.
+    Parent directories are created. A symbolic link is written through: the file it points to is
+    replaced and the link kept. Where ``path`` is not a regular file but a device or a pipe (such as
+    ``/dev/stdout``), ``path`` itself is yielded and written directly.
     """
     target = Path(path)
+    try:
+        mode: int | None = os.stat(target).st_mode  # of what a link points to
+    except OSError:
+        mode = None
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        yield target
+        return
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent

@@ -123,8 +123,12 @@ def evaluate_samples(
     # The real points come first: their mean and standard deviation scale both samples, so a few
     # huge outliers among bad samples cannot squash the data into one point.
     out["c2st"] = M.c2st(test, gen, seed=seed)
-    out["c2st_floor"] = M.c2st(real_a, real_b, seed=seed)
     out["c2st_hgb"] = M.c2st(test, gen, seed=seed, classifier="hgb")
+    if len(real_a) < 10:
+        log.warning("too few training points (%d) for the c2st floor; floor skipped", len(real_a))
+        out.update(c2st_floor=math.nan, c2st_hgb_floor=math.nan)
+        return out
+    out["c2st_floor"] = M.c2st(real_a, real_b, seed=seed)
     out["c2st_hgb_floor"] = M.c2st(real_a, real_b, seed=seed, classifier="hgb")
     return out
 
