@@ -873,6 +873,53 @@ def test_evaluate_option_values_are_checked(
     assert_clean_error(err, needle)
 
 
+def test_sample_refuses_a_count_beyond_the_machines_memory(
+    capsys: pytest.CaptureFixture[str], moons_realnvp: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "huge.csv"
+    code, _, err = cli(capsys, "sample", moons_realnvp / "checkpoints" / "realnvp.pt", "-n", str(10**13),
+                       "-o", target)  # fmt: skip
+    assert code == 2
+    assert_clean_error(err, f"-n {10**13}", "GiB of memory", "fewer samples")
+    assert not target.exists()
+
+
+def test_compare_warns_when_runs_were_evaluated_on_other_points(
+    capsys: pytest.CaptureFixture[str], moons_realnvp: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = tmp_path / "other"
+    config = write_config(tmp_path / "c.yaml", "realnvp", training={"epochs": 1})
+    data = moons_csv(tmp_path / "m.csv", n=300, seed=3)
+    assert cli(capsys, "train", "realnvp", "--config", config, "--data", data, "--output_dir", other)[0] == 0
+    fast = ["-n", "100", "--n_boot", "2", "--output_dir", tmp_path / "cmp"]
+    with caplog.at_level(logging.WARNING, logger="genmodels.evaluation"):
+        assert cli(capsys, "compare", moons_realnvp, other, *fast)[0] == 0
+    assert "were evaluated on other points" not in caplog.text
+    assert f"realnvp ({other}) was evaluated on other points than realnvp ({moons_realnvp})" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="genmodels.evaluation"):
+        assert cli(capsys, "compare", moons_realnvp, other, *fast, "--data", data)[0] == 0
+    assert "other points" not in caplog.text
+
+
+def test_a_new_run_into_a_run_folder_says_it_replaces_it(
+    capsys: pytest.CaptureFixture[str], moons_realnvp: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(moons_realnvp, out)
+    config = write_config(tmp_path / "c.yaml", "realnvp", training={"epochs": 1})
+    data = moons_csv(tmp_path / "m.csv")
+    with caplog.at_level(logging.INFO, logger="genmodels.runner"):
+        assert (
+            cli(capsys, "train", "realnvp", "--config", config, "--data", data, "--output_dir", out)[0] == 0
+        )
+        assert f"{out} already holds a realnvp run" in caplog.text and "--resume auto" in caplog.text
+        caplog.clear()
+        assert cli(capsys, "train", "ddpm", "--config", write_config(tmp_path / "d.yaml", "ddpm"),
+                   "--data", data, "--output_dir", out)[0] == 0  # fmt: skip
+        assert "already holds" not in caplog.text
+
+
 def test_a_tiny_training_split_skips_the_floor_instead_of_failing(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

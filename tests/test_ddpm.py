@@ -326,3 +326,34 @@ def test_sampler_and_trainer_arguments_are_checked():
             Trainer(model, TrainingConfig(**{key: value}))
     with pytest.raises(ValueError, match=re.escape("model.hidden_units must be a whole number (got 64.0)")):
         DDPM.from_config(DDPMModelConfig(hidden_units=64.0), 2)
+
+
+def test_models_check_their_inputs_and_the_trainer_its_data() -> None:
+    """Wrong shapes, dtypes, empty batches, negative counts and non-finite training data get errors
+    that name what was expected, from both models and the trainer alike."""
+    from genmodels.errors import TrainingError
+    from genmodels.realnvp import RealNVP
+
+    ddpm = small_ddpm(10)
+    flow = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
+    for method in (ddpm.nll_bound, ddpm.nll_bound_estimate, ddpm.loss):
+        with pytest.raises(ValueError, match=re.escape("x0 must have shape (N, 2), got (4, 3)")):
+            method(torch.randn(4, 3))
+        with pytest.raises(ValueError, match="x0 is torch.float64 but the model computes in torch.float32"):
+            method(torch.randn(4, 2, dtype=torch.float64))
+    for model in (ddpm, flow):
+        with pytest.raises(ValueError, match="the loss needs at least one point"):
+            model.loss(torch.zeros(0, 2))
+        for n in (-1, 2.5, True):
+            with pytest.raises(ValueError, match="number of samples must be a whole number >= 0"):
+                model.sample(n)
+        assert model.sample(0).shape == (0, 2)
+    config = TrainingConfig(epochs=1, batch_size=32)
+    data = torch.randn(100, 2)
+    data[[7, 40]] = math.nan
+    with pytest.raises(TrainingError, match="non-finite values .* in 2 of 100 rows, the first at row 7"):
+        Trainer(flow, config, progress=False).fit(data)
+    with pytest.raises(ValueError, match="the training data have 3 columns but the model takes 2"):
+        Trainer(flow, config, progress=False).fit(torch.randn(100, 3))
+    with pytest.raises(ValueError, match=re.escape("shape (N, D), got (100,)")):
+        Trainer(ddpm, config, progress=False).fit(torch.randn(100))

@@ -68,6 +68,33 @@ def _check_output_file(option: str, output: str, checkpoint: str) -> None:
         )
 
 
+# Memory per sampled value on the way to the CSV file (which is written in chunks): the float32 samples,
+# their concatenation and the float64 array.
+_BYTES_PER_SAMPLED_VALUE = 32
+
+
+def _check_sample_memory(n: int, dim: int) -> None:
+    """Refuse ``-n`` samples of ``dim`` values whose CSV would be built in more memory than the machine
+    has (where the platform tells its physical memory).
+
+    Raises:
+        ConfigError: naming ``-n`` and the memory it would need.
+    """
+    from genmodels.errors import ConfigError
+
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return
+    need = n * dim * _BYTES_PER_SAMPLED_VALUE
+    if physical > 0 and need > physical:
+        raise ConfigError(
+            f"-n {n}: writing {n} samples of {dim} values needs about {need / 2**30:.0f} GiB of memory, "
+            f"more than this machine's {physical / 2**30:.0f} GiB; draw fewer samples (for more, run "
+            "sample several times with different --seed values)"
+        )
+
+
 def _is_zip_archive(path: Path) -> bool:
     """Whether ``path`` is a regular file that starts like a zip archive (as torch.save writes)."""
     try:
@@ -292,6 +319,7 @@ def _sample(args: argparse.Namespace) -> int:
         _check_output_file("-o", args.output, args.checkpoint)
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
+    _check_sample_memory(args.n, int(payload["dim"]))
     model = model_from_checkpoint(payload, device=device)
     steps = getattr(model, "diffusion_steps", None)
     if args.sampling_steps and (steps is None or args.sampling_steps > steps):

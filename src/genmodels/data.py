@@ -30,11 +30,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
 from genmodels.errors import DataError
-from genmodels.fileio import write_text
+from genmodels.fileio import atomic_path
 
 __all__ = [
     "Dataset",
@@ -42,6 +43,7 @@ __all__ = [
     "load_csv",
     "save_csv",
     "csv_text",
+    "write_csv",
     "train_test_split",
     "make_text",
     "make_two_moons",
@@ -319,28 +321,42 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
 
 
 def save_csv(path: str | os.PathLike[str], values: np.ndarray, columns: Sequence[str] | None = None) -> None:
-    """Write ``values`` (shape ``(N, D)``) to ``path`` as CSV with a header line, atomically
-    (the text of :func:`csv_text`; a symbolic link is written through, a device or pipe written directly).
+    """Write ``values`` (shape ``(N, D)``) to ``path`` as CSV with a header line (see :func:`write_csv`),
+    atomically: a symbolic link is written through, a device or a pipe directly.
 
     Raises:
-        ValueError: as :func:`csv_text`.
+        ValueError: as :func:`write_csv`; nothing is written then.
     """
-    write_text(path, csv_text(values, columns))
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        write_csv(handle, values, columns)
 
 
 def csv_text(values: np.ndarray, columns: Sequence[str] | None = None) -> str:
-    """``values`` (shape ``(N, D)``) as CSV text with a header line.
+    """``values`` (shape ``(N, D)``) as CSV text with a header line (see :func:`write_csv`)."""
+    buffer = io.StringIO()
+    write_csv(buffer, values, columns)
+    return buffer.getvalue()
+
+
+_CSV_CHUNK_ROWS = 65536
+
+
+def write_csv(handle: TextIO, values: np.ndarray, columns: Sequence[str] | None = None) -> None:
+    """Write ``values`` (shape ``(N, D)``) as CSV with a header line to the text stream ``handle``,
+    ``65,536`` rows at a time, so the text never needs more memory than one chunk's.
 
     Numbers are written at full precision: float64 values as their shortest exact decimal form, float32
     values with 9 significant digits; :func:`load_csv` reads the same values back exactly.
 
     Args:
+        handle: an open text stream.
         values: finite numbers of shape ``(N, D)`` with ``D >= 1``.
         columns: ``D`` column names; default ``x, y`` for ``D == 2``, else ``x0, x1, ...``.
 
     Raises:
         ValueError: ``values`` is not 2-D or not finite, or ``columns`` has the wrong length or names that
-            would be misread (empty, number-like, containing line breaks).
+            would be misread (empty, number-like, containing line breaks); checked before anything is
+            written.
     """
     array = np.asarray(values)
     if array.ndim != 2:
@@ -355,16 +371,15 @@ def csv_text(values: np.ndarray, columns: Sequence[str] | None = None) -> str:
     for name in names:
         if not name.strip() or _looks_numeric(name) or "\n" in name or "\r" in name:
             raise ValueError(f"column name {name!r} is empty, number-like or has a line break")
-    if array.dtype == np.float32:
-        rows = (format(v, ".9g") for v in array.ravel().tolist())
-    else:
-        rows = (repr(v) for v in array.astype(np.float64).ravel().tolist())
-    cells = list(rows)
+    csv.writer(handle, lineterminator="\n").writerow(names)
+    if array.dtype != np.float32:
+        array = array.astype(np.float64, copy=False)
+    float32 = array.dtype == np.float32
     d = array.shape[1]
-    header = io.StringIO()
-    csv.writer(header, lineterminator="\n").writerow(names)
-    body = "".join(",".join(cells[i : i + d]) + "\n" for i in range(0, len(cells), d))
-    return header.getvalue() + body
+    for start in range(0, array.shape[0], _CSV_CHUNK_ROWS):
+        chunk = array[start : start + _CSV_CHUNK_ROWS].ravel().tolist()
+        cells = [format(v, ".9g") for v in chunk] if float32 else [repr(v) for v in chunk]
+        handle.write("".join(",".join(cells[i : i + d]) + "\n" for i in range(0, len(cells), d)))
 
 
 def train_test_split(values: np.ndarray, *, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from genmodels.nets import ResidualBlock, sinusoidal_embedding
-from genmodels.realnvp import Standardize
+from genmodels.realnvp import Standardize, check_points, check_sample_count
 from genmodels.schedule import NoiseSchedule
 
 __all__ = ["DenoisingNetwork", "DDPM", "ddim_timesteps"]
@@ -251,6 +251,9 @@ class DDPM(nn.Module):
             return 1.0 / (2.0 * self.reverse_variance[timestep])
         return (s.alpha[timestep] * s.sigma_bar[timestep] / s.beta2[timestep]) ** 2
 
+    def _check_points(self, x0: torch.Tensor) -> None:
+        check_points(x0, self.dim, self.standardize.mean.dtype, "x0")
+
     def loss(self, x0: torch.Tensor) -> torch.Tensor:
         """Weighted MSE between μ_θ and μ̃ at i ~ U{1..L}, averaged over points and dimensions.
 
@@ -261,8 +264,9 @@ class DDPM(nn.Module):
         shuffle the data so that a run is a random set of points.
 
         Raises:
-            ValueError: an empty batch.
+            ValueError: an empty batch, or ``x0`` not ``(N, D)`` of the model's dtype.
         """
+        self._check_points(x0)
         z0, _ = self.standardize(x0)
         n = z0.shape[0]
         if n == 0:
@@ -306,7 +310,11 @@ class DDPM(nn.Module):
         ``x0 (N, D)`` in data units; returns ``(N,)`` nats per sample in the data's units (the
         standardisation's log-Jacobian included). The decoder p(x_0 | x_1) is the Gaussian
         N(μ_θ(x_1, 1), β²_1 I) (continuous data, no discretisation). Costs L network passes.
+
+        Raises:
+            ValueError: ``x0`` is not ``(N, D)`` of the model's dtype.
         """
+        self._check_points(x0)
         z0, log_det = self.standardize(x0)
         total = self._prior_term(z0)
         for i in range(1, self.diffusion_steps + 1):
@@ -321,7 +329,11 @@ class DDPM(nn.Module):
         random i is drawn in each, and its term is weighted by the range's length.
 
         ``x0 (N, D)``; returns ``(N,)`` nats. Costs ``strata + 1`` network passes instead of L.
+
+        Raises:
+            ValueError: ``x0`` is not ``(N, D)`` of the model's dtype.
         """
+        self._check_points(x0)
         z0, log_det = self.standardize(x0)
         n, device = z0.shape[0], z0.device
         total = self._prior_term(z0) + self._bound_terms(z0, torch.ones(n, dtype=torch.long, device=device))
@@ -353,8 +365,10 @@ class DDPM(nn.Module):
         Song et al. sec. D.2 use) or ``"linear"``.
 
         Raises:
-            ValueError: ``steps`` not in 1..L, ``eta`` not in [0, 1], or an unknown ``spacing``.
+            ValueError: ``n`` not a whole number >= 0, ``steps`` not in 1..L, ``eta`` not in [0, 1], or
+                an unknown ``spacing``.
         """
+        check_sample_count(n)
         if steps is not None and (
             isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.diffusion_steps
         ):

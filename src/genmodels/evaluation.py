@@ -644,6 +644,16 @@ def compare_checkpoints(
     for label, path in checkpoints:
         log.info("evaluating %s (%s)", label, path)
         results.append((label, evaluate_checkpoint(path, data=data, device=device, **options)))
+    first_label, first_real = results[0][0], results[0][1].real
+    others = [label for label, ev in results[1:] if not np.array_equal(ev.real, first_real)]
+    if others:
+        log.warning(
+            "%s %s evaluated on other points than %s (each run on its own held-out split): the numbers "
+            "are not directly comparable; --data evaluates every run on the same file",
+            ", ".join(others),
+            "was" if len(others) == 1 else "were",
+            first_label,
+        )
     table = compare_table([(label, ev.metrics) for label, ev in results])
     paths = {
         "table": out / "compare.md",

@@ -31,7 +31,31 @@ from torch import nn
 
 from genmodels.nets import MLP
 
-__all__ = ["Standardize", "ActNorm", "AffineCoupling", "RealNVP", "standard_normal_log_prob"]
+__all__ = ["Standardize", "ActNorm", "AffineCoupling", "RealNVP", "check_points", "standard_normal_log_prob"]
+
+
+def check_points(x: torch.Tensor, dim: int, dtype: torch.dtype, name: str, *, model: str = "model") -> None:
+    """Check that ``x`` is a ``(N, dim)`` tensor of ``dtype``, the points a model of that dimension and
+    precision takes.
+
+    Raises:
+        TypeError: ``x`` is not a tensor.
+        ValueError: the shape or the dtype differs (the message names ``name`` and what was expected).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, {dim}), got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (N, {dim}), got {tuple(x.shape)}")
+    if x.dtype != dtype:
+        raise ValueError(
+            f"{name} is {x.dtype} but the {model} computes in {dtype}; convert it with .to({dtype})"
+        )
+
+
+def check_sample_count(n: int) -> None:
+    """Raise ValueError unless ``n`` is a whole number >= 0 (a number of samples to draw)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"the number of samples must be a whole number >= 0, got {n!r}")
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
@@ -210,15 +234,7 @@ class RealNVP(nn.Module):
         return [self.standardize, *self.layers]
 
     def _check_points(self, x: torch.Tensor, name: str) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor of shape (N, {self.dim}), got {type(x).__name__}")
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"{name} must have shape (N, {self.dim}), got {tuple(x.shape)}")
-        dtype = self.standardize.mean.dtype
-        if x.dtype != dtype:
-            raise ValueError(
-                f"{name} is {x.dtype} but the flow computes in {dtype}; convert it with .to({dtype})"
-            )
+        check_points(x, self.dim, self.standardize.mean.dtype, name, model="flow")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Map data to latent: ``x (N, D) -> z = f(x) (N, D)`` and ``log |det ∂f/∂x| (N,)`` in nats.
@@ -254,12 +270,24 @@ class RealNVP(nn.Module):
         return standard_normal_log_prob(z) + log_det
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` in nats per sample."""
+        """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` in nats per sample.
+
+        Raises:
+            ValueError: ``x`` is empty, not ``(N, D)``, or not of the flow's dtype.
+        """
+        self._check_points(x, "x")
+        if x.shape[0] == 0:
+            raise ValueError("the loss needs at least one point, got an empty batch")
         return -self.log_prob(x).mean()
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw ``n`` samples ``x = f⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units."""
+        """Draw ``n`` samples ``x = f⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units.
+
+        Raises:
+            ValueError: ``n`` is not a whole number >= 0.
+        """
+        check_sample_count(n)
         device = self.standardize.mean.device
         z = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
         return self.inverse(z)

@@ -328,6 +328,13 @@ def run_training(
                 stored.precision,
             )
         log.info("resumed from %s at epoch %d", resume_path, trainer.epoch)
+    elif paths["checkpoint"].exists() or paths["last"].exists():
+        log.info(
+            "%s already holds a %s run; this new run replaces its outputs as it goes "
+            "(--resume auto would continue it instead)",
+            out,
+            name,
+        )
 
     data_info = {
         "path": str(config.data.path),

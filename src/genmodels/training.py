@@ -221,15 +221,30 @@ class Trainer:
         of the epoch in which Ctrl-C was pressed (after which KeyboardInterrupt is raised).
 
         Raises:
-            TrainingError: the loss or gradient norm became non-finite; raised at the end of that
-                epoch, with the model at the weights of its last finite step and no checkpoint written.
+            ValueError: ``data`` is not ``(N, D)`` with the model's D (where the model has ``dim``).
+            TrainingError: ``data`` is empty or holds non-finite values; or the loss or gradient norm
+                became non-finite, raised at the end of that epoch, with the model at the weights of its
+                last finite step and no checkpoint written.
         """
         from tqdm.auto import tqdm
 
         cfg = self.config
+        if not isinstance(data, torch.Tensor) or data.dim() != 2:
+            shape = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
+            raise ValueError(f"the training data must be a tensor of shape (N, D), got {shape}")
+        dim = getattr(self.model, "dim", None)
+        if dim is not None and data.shape[1] != dim:
+            raise ValueError(f"the training data have {data.shape[1]} columns but the model takes {dim}")
         n = data.shape[0]
         if n == 0:
             raise TrainingError("no training data: the training split is empty")
+        finite = torch.isfinite(data).all(dim=1)
+        if not bool(finite.all()):
+            rows = (~finite).nonzero().flatten()
+            raise TrainingError(
+                f"the training data hold non-finite values (nan or inf) in {len(rows)} of {n} rows, "
+                f"the first at row {int(rows[0])}"
+            )
         batch_size = min(cfg.batch_size, n)
         steps_per_epoch = math.ceil(n / batch_size)
         # judged on the whole run, so that a resumed run trains as the uninterrupted one did
