@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -846,6 +847,72 @@ def test_sample_writes_to_stdout_through_links_and_into_pipes(
         assert fifo.is_fifo()
 
 
+def _genmodels_process(*args: str | Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    code = "import sys; from genmodels.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=env, **kwargs)
+
+
+def test_sample_to_dev_stdout_appends_and_a_closed_pipe_is_an_error(
+    moons_realnvp: Path, tmp_path: Path
+) -> None:
+    """`-o /dev/stdout >> file` appends (opening /dev/stdout anew would truncate the file) and its
+    message goes to standard error; a reader that stops early makes the command fail, not claim success."""
+    ckpt = moons_realnvp / "checkpoints" / "realnvp.pt"
+    appended = tmp_path / "all.csv"
+    appended.write_text("x,y\n1,1\n")
+    with open(appended, "a") as handle:
+        process = _genmodels_process("sample", ckpt, "-n", "3", "-o", "/dev/stdout", stdout=handle,
+                                     stderr=subprocess.PIPE)  # fmt: skip
+        _, err = process.communicate(timeout=180)
+    assert process.returncode == 0, err
+    lines = appended.read_text().splitlines()
+    assert lines[:3] == ["x,y", "1,1", "x,y"] and len(lines) == 6
+    assert b"wrote 3 samples of realnvp to standard output" in err
+
+    process = _genmodels_process("sample", ckpt, "-n", "300000", "-o", "-", stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(4) == b"x,y\n"
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=180) == 2
+    assert_clean_error(err, "standard output was closed before all 300000 samples")
+    assert "wrote" not in err
+
+
+def test_output_paths_that_cannot_hold_the_file_are_refused_before_any_work(
+    capsys: pytest.CaptureFixture[str], moons_realnvp: Path, tmp_path: Path
+) -> None:
+    ckpt = moons_realnvp / "checkpoints" / "realnvp.pt"
+    (tmp_path / "loop_a").symlink_to(tmp_path / "loop_b")
+    (tmp_path / "loop_b").symlink_to(tmp_path / "loop_a")
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "into_a_file").symlink_to(tmp_path / "a_file" / "x.csv")
+    archive = tmp_path / "notes.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("a.txt", "b")
+    cases = [
+        ("loop_a", "cannot be followed to a file"),
+        ("into_a_file", "a_file is a file, not a folder"),
+        ("notes.zip", "is a zip archive"),
+    ]
+    for name, needle in cases:
+        for argv in (["sample", ckpt, "-n", "5"], ["make-data", "two_moons", "-n", "5"]):
+            code, _, err = cli(capsys, *argv, "-o", tmp_path / name)
+            assert code == 2, (argv, err)
+            assert_clean_error(err, f"-o {tmp_path / name}", needle)
+    assert (tmp_path / "loop_a").is_symlink() and archive.read_bytes()[:2] == b"PK"
+    code, _, err = cli(capsys, "make-data", "two_moons", "-n", str(10**12), "-o", tmp_path / "x.csv")
+    assert code == 2
+    assert_clean_error(err, f"-n {10**12}", "GiB of memory")
+    for argv in (["make-data", "text", "-n", "50", "-o", tmp_path / "t.csv"], ["evaluate", ckpt, "-n", "50"]):
+        code, _, err = cli(capsys, *argv, "--text", "\u200b")
+        assert code == 2
+        assert_clean_error(err, "no visible glyphs")
+    assert not (tmp_path / "x.csv").exists() and not (tmp_path / "t.csv").exists()
+
+
 def test_sample_and_evaluate_refuse_to_overwrite_a_checkpoint(
     capsys: pytest.CaptureFixture[str], moons_realnvp: Path
 ) -> None:
@@ -854,16 +921,19 @@ def test_sample_and_evaluate_refuse_to_overwrite_a_checkpoint(
     before = last.read_bytes()
     code, _, err = cli(capsys, "sample", ckpt, "-n", "5", "-o", last)
     assert code == 2
-    assert_clean_error(err, f"-o {last}", "PyTorch checkpoint")
+    assert_clean_error(err, f"-o {last}", "zip archive (as PyTorch checkpoints are)")
     code, _, err = cli(capsys, "evaluate", ckpt, "-n", "50", "--output", last)
     assert code == 2
-    assert_clean_error(err, f"--output {last}", "PyTorch checkpoint")
+    assert_clean_error(err, f"--output {last}", "zip archive (as PyTorch checkpoints are)")
     assert last.read_bytes() == before
 
 
 @pytest.mark.parametrize(
     "option, needle",
-    [(["--n_eval", "0"], "--n_eval must be at least 10 (got 0)"), (["--text", " "], "--text must contain")],
+    [
+        (["--n_eval", "0"], "--n_eval must be at least 10 (got 0)"),
+        (["--text", " "], "--text: text must contain at least one visible character"),
+    ],
 )
 def test_evaluate_option_values_are_checked(
     capsys: pytest.CaptureFixture[str], moons_realnvp: Path, option: list[str], needle: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -348,6 +349,9 @@ def test_models_check_their_inputs_and_the_trainer_its_data() -> None:
             with pytest.raises(ValueError, match="number of samples must be a whole number >= 0"):
                 model.sample(n)
         assert model.sample(0).shape == (0, 2)
+        assert model.sample(np.int64(3)).shape == model.sample(torch.tensor(3)).shape == (3, 2)
+    assert ddpm.nll_bound_estimate(torch.zeros(0, 2)).shape == (0,)
+    assert TrainingConfig(epochs=np.int64(2), learning_rate=np.float32(1e-3)).problems() == []
     config = TrainingConfig(epochs=1, batch_size=32)
     data = torch.randn(100, 2)
     data[[7, 40]] = math.nan

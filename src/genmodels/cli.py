@@ -14,6 +14,7 @@ they call :func:`main` with ``train realnvp`` / ``train ddpm``.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -43,7 +44,7 @@ def _seed(text: str) -> int:
     return seed
 
 
-def _check_output_file(option: str, output: str, checkpoint: str) -> None:
+def _check_output_file(option: str, output: str, checkpoint: str | None = None) -> None:
     """Before any work: ``output`` (given as ``option``) must be a writable file's place, and not
     ``checkpoint``.
 
@@ -51,31 +52,37 @@ def _check_output_file(option: str, output: str, checkpoint: str) -> None:
         ConfigError: naming the option and what is in the way.
     """
     from genmodels.errors import ConfigError
-    from genmodels.fileio import path_in_the_way
+    from genmodels.fileio import is_special_path, path_in_the_way
 
     path = Path(output)
-    blocker = path_in_the_way(path)
-    if output.endswith(("/", os.sep)) or blocker == path:
+    if is_special_path(path):
+        return  # a device or pipe (/dev/stdout, /dev/null) is written into, not replaced
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError) as error:  # a loop of symbolic links
+        raise ConfigError(f"{option} {output} cannot be followed to a file ({error})") from None
+    blocker = path_in_the_way(resolved)
+    if output.endswith(("/", os.sep)) or blocker == resolved or path.is_dir():
         raise ConfigError(f"{option} {output} is a folder; expected the file to write")
     if blocker is not None:
         raise ConfigError(f"{option} {output}: {blocker} is a file, not a folder")
-    if path.resolve() == Path(checkpoint).resolve():
+    if checkpoint is not None and resolved == Path(checkpoint).resolve():
         raise ConfigError(f"{option} {output} is the checkpoint itself; write to another file")
     if _is_zip_archive(path):
         raise ConfigError(
-            f"{option} {output} is a PyTorch checkpoint (a zip archive); write to another file, "
+            f"{option} {output} is a zip archive (as PyTorch checkpoints are); write to another file, "
             "or remove it first if it is to be replaced"
         )
 
 
-# Memory per sampled value on the way to the CSV file (which is written in chunks): the float32 samples,
-# their concatenation and the float64 array.
-_BYTES_PER_SAMPLED_VALUE = 32
+# Memory per sampled value on the way to the CSV file, which is written in chunks: the float32 samples,
+# their concatenation and the float64 array, with room to spare (53 bytes were measured for 4e6 samples).
+_BYTES_PER_SAMPLED_VALUE = 80
 
 
-def _check_sample_memory(n: int, dim: int) -> None:
-    """Refuse ``-n`` samples of ``dim`` values whose CSV would be built in more memory than the machine
-    has (where the platform tells its physical memory).
+def _check_sample_memory(n: int, dim: int, what: str = "samples") -> None:
+    """Refuse ``-n`` points of ``dim`` values that would need more memory than the machine has (where
+    the platform tells its physical memory).
 
     Raises:
         ConfigError: naming ``-n`` and the memory it would need.
@@ -89,9 +96,9 @@ def _check_sample_memory(n: int, dim: int) -> None:
     need = n * dim * _BYTES_PER_SAMPLED_VALUE
     if physical > 0 and need > physical:
         raise ConfigError(
-            f"-n {n}: writing {n} samples of {dim} values needs about {need / 2**30:.0f} GiB of memory, "
-            f"more than this machine's {physical / 2**30:.0f} GiB; draw fewer samples (for more, run "
-            "sample several times with different --seed values)"
+            f"-n {n}: writing {n} {what} of {dim} values needs about {need / 2**30:.0f} GiB of memory, "
+            f"more than this machine's {physical / 2**30:.0f} GiB; ask for fewer (for more, run the "
+            "command several times with different --seed values)"
         )
 
 
@@ -107,16 +114,28 @@ def _is_zip_archive(path: Path) -> bool:
 
 
 def _write_points(output: str, points: np.ndarray, columns: tuple[str, ...], what: str) -> None:
-    """Write ``points`` as CSV to ``output`` ('-': standard output, the message then to standard error)."""
-    from genmodels.data import csv_text, save_csv
+    """Write ``points`` as CSV to ``output``: '-' is standard output; the message goes to standard
+    error when the points may go to the terminal or a pipe ('-', a device such as /dev/stdout).
 
-    if output == "-":
-        sys.stdout.write(csv_text(points, columns))
-        sys.stdout.flush()
+    Raises:
+        OSError: the reader of standard output went away before all points were written.
+    """
+    from genmodels.data import save_csv, write_csv
+    from genmodels.fileio import is_special_path
+
+    # Opening /dev/stdout anew would truncate a file that standard output is appending to (>>).
+    if output == "-" or os.path.abspath(output) in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        try:
+            write_csv(sys.stdout, points, columns)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # Later writes to the closed pipe (at exit, too) go nowhere instead of raising again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise OSError(errno.EPIPE, f"standard output was closed before all {what} were written") from None
         print(f"wrote {what} to standard output", file=sys.stderr)
         return
     save_csv(output, points, columns)
-    print(f"wrote {what} to {output}")
+    print(f"wrote {what} to {output}", file=sys.stderr if is_special_path(output) else sys.stdout)
 
 
 def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None:
@@ -361,6 +380,9 @@ def _make_data(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown dataset {args.name!r}; expected one of {', '.join(sorted(GENERATORS))}")
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1 (got {args.n})")
+    _check_sample_memory(args.n, 2, "points")
+    if args.output != "-":
+        _check_output_file("-o", args.output)
     kwargs = {}
     if args.text is not None:
         if args.name != "text":
@@ -429,8 +451,13 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
             raise ConfigError(f"--{name} must be at least {least} (got {getattr(args, name)})")
     if args.n_eval is not None and args.n_eval < 10:
         raise ConfigError(f"--n_eval must be at least 10 (got {args.n_eval})")
-    if args.text is not None and not args.text.strip():
-        raise ConfigError("--text must contain at least one visible character")
+    if args.text is not None:
+        from genmodels.data import glyph_area
+
+        try:
+            glyph_area(args.text)
+        except ValueError as error:
+            raise ConfigError(f"--text: {error}") from None
     if args.ode_points < 0 or args.bound_points < 0:
         raise ConfigError("--ode_points and --bound_points must be >= 0")
     if args.dataset is not None and args.dataset not in GENERATORS:

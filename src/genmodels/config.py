@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ def _type_problems(config: Any, section: str) -> list[str]:
     errors: list[str] = []
     for name, annotation in get_type_hints(type(config)).items():
         value = getattr(config, name)
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
         if get_origin(annotation) is Literal:
             choices = get_args(annotation)
             ok, expected = (
@@ -66,7 +67,7 @@ def _type_problems(config: Any, section: str) -> list[str]:
                 f"one of {', '.join(map(repr, choices))}",
             )
         elif annotation is int:
-            ok, expected = is_number and isinstance(value, int), "a whole number"
+            ok, expected = is_number and isinstance(value, numbers.Integral), "a whole number"
         elif annotation is float:
             ok, expected = is_number, "a number"
         elif annotation is bool:

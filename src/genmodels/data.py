@@ -447,7 +447,10 @@ def _glyph_layout(
     per_char: list[list[np.ndarray]] = []
     n_before = 0
     for i in range(len(text)):
-        polygons = TextPath((0.0, 0.0), text[: i + 1], size=1.0, prop=prop).to_polygons(closed_only=True)
+        try:
+            polygons = TextPath((0.0, 0.0), text[: i + 1], size=1.0, prop=prop).to_polygons(closed_only=True)
+        except AttributeError:  # matplotlib cannot build the path of a text without any ink so far
+            polygons = []
         per_char.append([np.asarray(p, dtype=np.float64) for p in polygons[n_before:]])
         n_before = len(polygons)
     all_vertices = [p for polys in per_char for p in polys]

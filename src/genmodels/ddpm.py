@@ -334,6 +334,8 @@ class DDPM(nn.Module):
             ValueError: ``x0`` is not ``(N, D)`` of the model's dtype.
         """
         self._check_points(x0)
+        if x0.shape[0] == 0:
+            return x0.new_zeros(0)
         z0, log_det = self.standardize(x0)
         n, device = z0.shape[0], z0.device
         total = self._prior_term(z0) + self._bound_terms(z0, torch.ones(n, dtype=torch.long, device=device))
@@ -368,7 +370,7 @@ class DDPM(nn.Module):
             ValueError: ``n`` not a whole number >= 0, ``steps`` not in 1..L, ``eta`` not in [0, 1], or
                 an unknown ``spacing``.
         """
-        check_sample_count(n)
+        n = check_sample_count(n)
         if steps is not None and (
             isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.diffusion_steps
         ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "path_in_the_way", "write_json", "write_text"]
+__all__ = ["atomic_path", "is_special_path", "path_in_the_way", "write_json", "write_text"]
 
 
 def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
@@ -28,6 +29,19 @@ def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
     return None
 
 
+def is_special_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is written into rather than replaced: a device, pipe or socket (after links),
+    or a name under /dev or /proc, whose links (/dev/stdout -> /proc/self/fd/1 -> a redirected file)
+    stand for a stream that may be appended to."""
+    if os.path.abspath(path).startswith(("/dev/", "/proc/")):
+        return True
+    try:
+        mode = os.stat(path).st_mode  # of what a link points to
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``, on error delete it.
@@ -35,19 +49,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     The caller writes the whole file to the yielded path (by any library). The rename is atomic on POSIX
     and Windows file systems, so readers see either the previous file or the complete new one.
     Parent directories are created. A symbolic link is written through: the file it points to is
-    replaced and the link kept. Where ``path`` is not a regular file but a device or a pipe (such as
+    replaced and the link kept. Where :func:`is_special_path` holds (a device or pipe, such as
     ``/dev/stdout``), ``path`` itself is yielded and written directly.
+
+    Raises:
+        OSError: ``path`` is a loop of symbolic links (or cannot be written).
     """
     target = Path(path)
-    try:
-        mode: int | None = os.stat(target).st_mode  # of what a link points to
-    except OSError:
-        mode = None
-    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if is_special_path(target):
         yield target
         return
     if target.is_symlink():
-        target = Path(os.path.realpath(target))
+        target = Path(os.path.realpath(target, strict=False))
+        if target.is_symlink():  # realpath stops at a loop of links
+            raise OSError(errno.ELOOP, f"{path}: a loop of symbolic links")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent

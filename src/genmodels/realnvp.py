@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterator
 
 import torch
@@ -52,10 +53,20 @@ def check_points(x: torch.Tensor, dim: int, dtype: torch.dtype, name: str, *, mo
         )
 
 
-def check_sample_count(n: int) -> None:
-    """Raise ValueError unless ``n`` is a whole number >= 0 (a number of samples to draw)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+def check_sample_count(n: int) -> int:
+    """``n`` as an ``int`` where it is a whole number >= 0 (a Python, NumPy or 0-d tensor integer): a
+    number of samples to draw.
+
+    Raises:
+        ValueError: anything else (a bool, a float such as 2.0, a negative number).
+    """
+    try:
+        count = operator.index(n)
+    except TypeError:
+        count = -1
+    if isinstance(n, bool) or count < 0:
         raise ValueError(f"the number of samples must be a whole number >= 0, got {n!r}")
+    return count
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
@@ -287,7 +298,7 @@ class RealNVP(nn.Module):
         Raises:
             ValueError: ``n`` is not a whole number >= 0.
         """
-        check_sample_count(n)
+        n = check_sample_count(n)
         device = self.standardize.mean.device
         z = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
         return self.inverse(z)
