@@ -950,7 +950,7 @@ def test_sample_refuses_a_count_beyond_the_machines_memory(
     code, _, err = cli(capsys, "sample", moons_realnvp / "checkpoints" / "realnvp.pt", "-n", str(10**13),
                        "-o", target)  # fmt: skip
     assert code == 2
-    assert_clean_error(err, f"-n {10**13}", "GiB of memory", "fewer samples")
+    assert_clean_error(err, f"-n {10**13}", "GiB of memory", "ask for fewer")
     assert not target.exists()
 
 
