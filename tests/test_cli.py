@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -911,6 +912,25 @@ def test_output_paths_that_cannot_hold_the_file_are_refused_before_any_work(
         assert code == 2
         assert_clean_error(err, "no visible glyphs")
     assert not (tmp_path / "x.csv").exists() and not (tmp_path / "t.csv").exists()
+
+
+def test_eta_without_the_strided_sampler_draws_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "c.yaml", "ddpm", training={"epochs": 1})
+    out = tmp_path / "out"
+    assert cli(capsys, "train", "ddpm", "--config", config, "--data", moons_csv(tmp_path / "m.csv"),
+               "--output_dir", out)[0] == 0  # fmt: skip
+    ckpt = out / "checkpoints" / "ddpm.pt"
+    for steps in ("0", "20"):
+        with pytest.warns(UserWarning, match=r"--eta 0.5 has no effect: .* all 20 steps run the ancestral"):
+            code, _, err = cli(capsys, "sample", ckpt, "-n", "5", "--eta", "0.5", "--sampling_steps", steps,
+                               "-o", tmp_path / "s.csv")  # fmt: skip
+        assert code == 0, err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cli(capsys, "sample", ckpt, "-n", "5", "--eta", "0.5", "--sampling_steps", "5",
+                   "-o", tmp_path / "s.csv")[0] == 0  # fmt: skip
 
 
 def test_sample_and_evaluate_refuse_to_overwrite_a_checkpoint(

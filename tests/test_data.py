@@ -311,6 +311,32 @@ def test_round_trip_property(tmp_path, values):
     assert data.values.dtype == np.float64
 
 
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        (",x,y\n0,1.5,2\n1,2.5,3.1\n2,0.3,1\n", "has no name and counts the rows (0, 1, ...)"),
+        (",x,y\n1,1.5,2\n2,2.5,3.1\n3,0.3,1\n", "has no name and counts the rows (1, 2, ...)"),
+        ("x,y,\n1.5,2,\n2.5,3.1,\n0.3,1,\n", "ends with an empty field (a comma at the end of each line?)"),
+        ("x,y\n1.5,2,\n2.5,3.1,\n0.3,1,\n", "ends with an empty field (a comma at the end of each line?)"),
+    ],
+)
+def test_a_saved_row_index_or_trailing_commas_get_one_clear_error(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text(text)
+    with pytest.raises(DataError) as error:
+        load_csv(path, min_rows=2)
+    assert needle in str(error.value) and str(path) in str(error.value)
+    assert str(error.value).count("\n") == 0  # one line, not one per row
+
+
+def test_an_unnamed_column_that_is_not_an_index_is_data(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text(",x,y\n0,1.5,2\n2,2.5,3.1\n1,0.3,1\n")
+    assert load_csv(path, min_rows=2).columns == ("x0", "x", "y")
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_csv_is_written_in_chunks_with_the_same_text(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: type

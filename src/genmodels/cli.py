@@ -346,6 +346,12 @@ def _sample(args: argparse.Namespace) -> int:
             "applies only to DDPM checkpoints" if steps is None else f"must be at most {steps} (0 = all)"
         )
         raise ConfigError(f"--sampling_steps {args.sampling_steps} {expected}")
+    if args.eta != 1.0 and steps is not None and args.sampling_steps in (0, steps):
+        warnings.warn(
+            f"--eta {args.eta:g} has no effect: it sets the noise of the strided DDIM sampler, and all "
+            f"{steps} steps run the ancestral sampler; pass --sampling_steps below {steps} to use it",
+            stacklevel=1,
+        )
     stored = payload["config"].sampling  # the run's own settings, unless overridden here
     precision = args.precision or stored.precision
     setting = _compile_setting(args.compile) or stored.compile

@@ -241,6 +241,18 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
             "over points with 2 or more coordinates, one per comma-separated column"
         )
 
+    lengths = {len(fields) for _, fields in data_records}
+    if (
+        data_records
+        and lengths <= {n_cols, n_cols + 1}
+        and max(lengths) > 2
+        and all(not fields[-1].strip() for _, fields in data_records)
+    ):
+        raise DataError(
+            f"every row of {file} ends with an empty field (a comma at the end of each line?); "
+            "remove the trailing commas"
+        )
+
     rows: list[list[float]] = []
     problems: list[str] = []  # one entry per bad cell or malformed row
     bad_lines: list[int] = []
@@ -292,6 +304,16 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
             + (f" ({n_dropped} invalid rows were dropped)" if n_dropped else "")
         )
     values = np.asarray(rows, dtype=np.float64).reshape(len(rows), n_cols)
+
+    if data_records is not records and not first[0].strip() and len(values) > 1:
+        index = values[:, 0]
+        if np.array_equal(index, np.arange(len(index))) or np.array_equal(
+            index, np.arange(1, len(index) + 1)
+        ):
+            raise DataError(
+                f"the first column of {file} has no name and counts the rows ({index[0]:g}, {index[1]:g}, ...): "
+                "it looks like a saved row index (pandas' to_csv without index=False); remove the column"
+            )
 
     for j, name in enumerate(columns):
         column = values[:, j]
