@@ -870,6 +870,14 @@ def test_sample_to_dev_stdout_appends_and_a_closed_pipe_is_an_error(
     lines = appended.read_text().splitlines()
     assert lines[:3] == ["x,y", "1,1", "x,y"] and len(lines) == 6
     assert b"wrote 3 samples of realnvp to standard output" in err
+    with open(appended, "a") as handle:  # any output file of the command line, here evaluate's JSON
+        process = _genmodels_process("evaluate", ckpt, "-n", "50", "--n_boot", "2", "--output", "/dev/stdout",
+                                     stdout=handle, stderr=subprocess.PIPE)  # fmt: skip
+        _, err = process.communicate(timeout=180)
+    assert process.returncode == 0, err
+    text = appended.read_text()
+    assert text.splitlines()[:6] == lines
+    assert json.loads(text[text.index("\n{") : text.rindex("}") + 1])["model"] == "realnvp"
 
     process = _genmodels_process("sample", ckpt, "-n", "300000", "-o", "-", stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE)  # fmt: skip

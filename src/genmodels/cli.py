@@ -62,7 +62,7 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None) 
     except (RuntimeError, OSError) as error:  # a loop of symbolic links
         raise ConfigError(f"{option} {output} cannot be followed to a file ({error})") from None
     blocker = path_in_the_way(resolved)
-    if output.endswith(("/", os.sep)) or blocker == resolved or path.is_dir():
+    if output.endswith(("/", os.sep)) or blocker == resolved:
         raise ConfigError(f"{option} {output} is a folder; expected the file to write")
     if blocker is not None:
         raise ConfigError(f"{option} {output}: {blocker} is a file, not a folder")
@@ -121,10 +121,9 @@ def _write_points(output: str, points: np.ndarray, columns: tuple[str, ...], wha
         OSError: the reader of standard output went away before all points were written.
     """
     from genmodels.data import save_csv, write_csv
-    from genmodels.fileio import is_special_path
+    from genmodels.fileio import is_special_path, stream_descriptor
 
-    # Opening /dev/stdout anew would truncate a file that standard output is appending to (>>).
-    if output == "-" or os.path.abspath(output) in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+    if output == "-":
         try:
             write_csv(sys.stdout, points, columns)
             sys.stdout.flush()
@@ -135,7 +134,8 @@ def _write_points(output: str, points: np.ndarray, columns: tuple[str, ...], wha
         print(f"wrote {what} to standard output", file=sys.stderr)
         return
     save_csv(output, points, columns)
-    print(f"wrote {what} to {output}", file=sys.stderr if is_special_path(output) else sys.stdout)
+    where = "standard output" if stream_descriptor(output) == 1 else output
+    print(f"wrote {what} to {where}", file=sys.stderr if is_special_path(output) else sys.stdout)
 
 
 def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None:
@@ -450,13 +450,13 @@ def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
 def _evaluation_kwargs(args: argparse.Namespace) -> dict:
     from genmodels.data import GENERATORS
     from genmodels.errors import ConfigError
+    from genmodels.metrics import MIN_TWO_SAMPLE_POINTS
     from genmodels.runner import resolve_device
 
-    for name, least in (("n", 10), ("n_boot", 2)):
-        if getattr(args, name) < least:
-            raise ConfigError(f"--{name} must be at least {least} (got {getattr(args, name)})")
-    if args.n_eval is not None and args.n_eval < 10:
-        raise ConfigError(f"--n_eval must be at least 10 (got {args.n_eval})")
+    for name, least in (("n", MIN_TWO_SAMPLE_POINTS), ("n_boot", 2), ("n_eval", MIN_TWO_SAMPLE_POINTS)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            raise ConfigError(f"--{name} must be at least {least} (got {value})")
     if args.text is not None:
         from genmodels.data import glyph_area
 

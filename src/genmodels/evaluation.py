@@ -193,9 +193,6 @@ def _binomial_interval(acc: float, n_test: int) -> tuple[float, float]:
     return acc - half, acc + half
 
 
-MIN_TWO_SAMPLE_POINTS = 10
-
-
 def sample_metrics(
     generated: np.ndarray,
     real: np.ndarray,
@@ -215,9 +212,9 @@ def sample_metrics(
     rng = np.random.default_rng(seed)
     half = len(real) // 2
     n = min(len(generated), half) if n_eval is None else min(int(n_eval), len(generated), half)
-    if n < MIN_TWO_SAMPLE_POINTS:
+    if n < M.MIN_TWO_SAMPLE_POINTS:
         raise ValueError(
-            f"too few points for the two-sample tests: {n} (need >= {MIN_TWO_SAMPLE_POINTS} per sample)"
+            f"too few points for the two-sample tests: {n} (need >= {M.MIN_TWO_SAMPLE_POINTS} per sample)"
         )
     perm = rng.permutation(len(real))
     real_a, real_b = real[perm[:n]], real[perm[half : half + n]]
@@ -440,10 +437,10 @@ def evaluate_checkpoint(
             raise ConfigError(f"{checkpoint} stores no held-out data; pass --data")
         real = test.double().cpu().numpy()
         source = "held-out split stored in the checkpoint"
-    if len(real) < 2 * MIN_TWO_SAMPLE_POINTS:
+    if len(real) < 2 * M.MIN_TWO_SAMPLE_POINTS:
         raise DataError(
-            f"{source} has {len(real)} rows; the two-sample tests need at least {2 * MIN_TWO_SAMPLE_POINTS} "
-            f"(two halves of {MIN_TWO_SAMPLE_POINTS})"
+            f"{source} has {len(real)} rows; the two-sample tests need at least {2 * M.MIN_TWO_SAMPLE_POINTS} "
+            f"(two halves of {M.MIN_TWO_SAMPLE_POINTS})"
         )
     result = evaluate_model(model, payload["model_type"], real, **options)
     result.columns = tuple(payload["columns"])

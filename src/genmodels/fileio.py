@@ -7,13 +7,22 @@ import errno
 import json
 import math
 import os
+import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "is_special_path", "path_in_the_way", "write_json", "write_text"]
+__all__ = [
+    "atomic_path",
+    "is_special_path",
+    "path_in_the_way",
+    "stream_descriptor",
+    "write_json",
+    "write_text",
+]
 
 
 def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
@@ -27,6 +36,18 @@ def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
         if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
             return folder
     return None
+
+
+# Names of this process's standard output and error: opened anew, they would truncate a file that the
+# stream appends to (``>> file``), so they are written through the open stream instead.
+_STREAM_NAMES = {"/dev/stdout": 1, "/dev/fd/1": 1, "/proc/self/fd/1": 1}
+_STREAM_NAMES |= {"/dev/stderr": 2, "/dev/fd/2": 2, "/proc/self/fd/2": 2}
+
+
+def stream_descriptor(path: str | os.PathLike[str]) -> int | None:
+    """1 or 2 where ``path`` names this process's standard output or error (``/dev/stdout``,
+    ``/dev/fd/2``, ...); None otherwise."""
+    return _STREAM_NAMES.get(os.path.abspath(path))
 
 
 def is_special_path(path: str | os.PathLike[str]) -> bool:
@@ -49,13 +70,25 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     The caller writes the whole file to the yielded path (by any library). The rename is atomic on POSIX
     and Windows file systems, so readers see either the previous file or the complete new one.
     Parent directories are created. A symbolic link is written through: the file it points to is
-    replaced and the link kept. Where :func:`is_special_path` holds (a device or pipe, such as
-    ``/dev/stdout``), ``path`` itself is yielded and written directly.
+    replaced and the link kept. A name of standard output or error (:func:`stream_descriptor`) is
+    written through the open stream once the file is complete, so ``>> file`` appends. Where
+    :func:`is_special_path` holds otherwise (a device or pipe), ``path`` itself is yielded and written
+    directly.
 
     Raises:
         OSError: ``path`` is a loop of symbolic links (or cannot be written).
     """
     target = Path(path)
+    descriptor = stream_descriptor(target)
+    if descriptor is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            tmp = Path(folder) / target.name
+            yield tmp
+            sys.stdout.flush()
+            sys.stderr.flush()
+            with open(tmp, "rb") as source, open(descriptor, "wb", closefd=False) as stream:
+                shutil.copyfileobj(source, stream)
+        return
     if is_special_path(target):
         yield target
         return

@@ -48,7 +48,11 @@ __all__ = [
     "gaussian_entropy",
     "bootstrap_interval",
     "two_sample_floor",
+    "MIN_TWO_SAMPLE_POINTS",
 ]
+
+# The fewest points per sample that the genmodels evaluations run a two-sample test on.
+MIN_TWO_SAMPLE_POINTS = 10
 
 # Number of float64 entries in one block of a pairwise-distance matrix (~32 MB).
 _BLOCK_ELEMENTS = 4_000_000

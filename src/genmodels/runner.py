@@ -115,7 +115,7 @@ def evaluate_samples(
     test = real_test[rng.choice(len(real_test), n, replace=False)]
     other = real_train[rng.choice(len(real_train), min(n, len(real_train)), replace=False)]
     out = {"n_eval": int(n)}
-    if n < 10:
+    if n < M.MIN_TWO_SAMPLE_POINTS:
         log.warning("too few held-out points (%d) for a two-sample test; c2st skipped", n)
         out.update(c2st=math.nan, c2st_floor=math.nan, c2st_hgb=math.nan, c2st_hgb_floor=math.nan)
         return out
@@ -124,7 +124,7 @@ def evaluate_samples(
     # huge outliers among bad samples cannot squash the data into one point.
     out["c2st"] = M.c2st(test, gen, seed=seed)
     out["c2st_hgb"] = M.c2st(test, gen, seed=seed, classifier="hgb")
-    if len(real_a) < 10:
+    if len(real_a) < M.MIN_TWO_SAMPLE_POINTS:
         log.warning("too few training points (%d) for the c2st floor; floor skipped", len(real_a))
         out.update(c2st_floor=math.nan, c2st_hgb_floor=math.nan)
         return out
