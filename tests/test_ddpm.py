@@ -21,7 +21,7 @@ def small_ddpm(steps: int = 20, *, parameterisation: str = "eps", weighting: str
         beta2_start=kw.pop("beta2_start", 1e-3),
         beta2_end=kw.pop("beta2_end", 0.2),
         hidden_units=16,
-        n_blocks=1,
+        n_blocks=kw.pop("n_blocks", 1),
         time_embed_dim=8,
         parameterisation=parameterisation,
         weighting=weighting,
@@ -242,6 +242,41 @@ def test_network_with_shared_timesteps_equals_one_timestep_per_point():
     )
     with pytest.raises(ValueError, match="does not divide the 24 rows"):
         model.network(x, torch.tensor([1, 2, 3, 4, 5]))
+
+
+@pytest.mark.parametrize("input_embed_dim", [0, 6])
+def test_frozen_network_equals_the_module_at_each_of_its_timesteps(input_embed_dim):
+    model = small_ddpm(steps=50, input_embed_dim=input_embed_dim, n_blocks=3)
+    timesteps = torch.tensor([50, 31, 7, 1])
+    frozen = model.network.frozen(timesteps)
+    x = torch.randn(33, 2)
+    for k in range(len(timesteps)):
+        expected = model.network(x, timesteps[k : k + 1])
+        torch.testing.assert_close(frozen(x, k), expected, rtol=1e-5, atol=1e-6)
+    # Built from the weights as they were: a later update does not leak into it.
+    before = frozen(x, 0)
+    with torch.no_grad():
+        model.network.blocks[0].linear2.weight.add_(torch.randn(16, 16))
+    torch.testing.assert_close(frozen(x, 0), before, rtol=0, atol=0)
+    assert not torch.allclose(model.network(x, timesteps[:1]), before)
+
+
+@pytest.mark.parametrize("steps", [None, 7])
+def test_sampler_draws_the_same_points_with_the_frozen_network_as_with_the_module(steps):
+    model = small_ddpm(steps=30)
+
+    class Unfrozen(nn.Module):  # not a DenoisingNetwork: the sampler calls it as it is
+        def __init__(self, network: nn.Module) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            return self.network(x, timestep)
+
+    frozen = model.sample(500, generator=torch.Generator().manual_seed(1), steps=steps)
+    model.network = Unfrozen(model.network)
+    unfrozen = model.sample(500, generator=torch.Generator().manual_seed(1), steps=steps)
+    torch.testing.assert_close(frozen, unfrozen, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(("n", "share", "rows"), [(256, 8, 32), (12, 8, 3), (7, 8, 7), (40, 1, 40)])

@@ -205,24 +205,22 @@ class ReverseRecording:
 def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording]:
     """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside.
 
-    The denoising network sees x_i at every reverse step, so a hook on its input captures the whole
-    reverse process of an ordinary sampling run (ancestral or strided) without extra network passes.
+    A hook on the sampler's reverse steps (:meth:`genmodels.ddpm.DDPM.register_reverse_step_hook`)
+    captures the whole reverse process of an ordinary sampling run (ancestral or strided) without
+    extra network passes.
     Only the first call per timestep is kept (the first chunk of a chunked run). x_0 is the sampler's
     output; pass it to :meth:`ReverseRecording.trajectory`.
     """
     recording = ReverseRecording(n_keep=int(n_keep))
     std_module = getattr(model, "standardize", None)
-    network = getattr(model, "network", None)
-    if network is None or std_module is None:
-        raise ValueError("record_reverse_process needs a DDPM (a model with .network and .standardize)")
+    register = getattr(model, "register_reverse_step_hook", None)
+    if register is None or std_module is None:
+        raise ValueError("record_reverse_process needs a DDPM (a model with reverse steps and .standardize)")
     recording.mean = std_module.mean.detach().cpu()
     recording.std = std_module.std.detach().cpu()
     seen: set[int] = set()
 
-    def hook(module: nn.Module, args: tuple) -> None:
-        if len(args) < 2:
-            return
-        x, timestep = args[0], args[1]
+    def hook(x: torch.Tensor, timestep: torch.Tensor) -> None:
         step = int(timestep.reshape(-1)[0])
         if step in seen:
             return
@@ -230,7 +228,7 @@ def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[Rev
         recording.timesteps.append(step)
         recording.states.append(x[: recording.n_keep].detach().float().cpu().clone())
 
-    handle = network.register_forward_pre_hook(hook)
+    handle = register(hook)
     try:
         yield recording
     finally:
