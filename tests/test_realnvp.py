@@ -112,6 +112,23 @@ def test_actnorm_initialises_from_first_batch_and_inverts():
     assert float(log_det[0].detach()) == pytest.approx(-math.log(float(x.std(0).prod())), rel=1e-4)
 
 
+def test_actnorm_reads_its_flag_until_initialised_and_again_after_loading(monkeypatch):
+    torch.manual_seed(0)
+    layer = ActNorm(2).train()
+    fresh = ActNorm(2).state_dict()
+    layer(torch.randn(100, 2) * 4.0)
+    scale = layer.log_scale.detach().clone()
+    reads = []
+    real_bool = torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(1) or real_bool(t))
+    layer(torch.randn(100, 2))  # a later batch neither re-initialises nor waits for the device flag
+    assert reads == [] and torch.equal(layer.log_scale.detach(), scale)
+    layer.load_state_dict(fresh)  # an uninitialised state: the next training batch initialises again
+    layer(torch.randn(1000, 2) * 0.5)
+    assert reads == [1]
+    torch.testing.assert_close(layer.log_scale.detach(), torch.full((2,), math.log(2.0)), atol=0.1, rtol=0)
+
+
 def fit_flow(data: torch.Tensor, *, epochs: int = 150, seed: int = 0) -> RealNVP:
     from genmodels.config import TrainingConfig
     from genmodels.training import Trainer

@@ -110,14 +110,23 @@ class ActNorm(nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
         self.register_buffer("initialized", torch.tensor(False))
+        # The buffer's value once it is known to be True: reading the buffer waits for the device, so
+        # it is read only until then (again after a state_dict is loaded).
+        self._known_initialized = False
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - torch's signature
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known_initialized = False
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.training and not bool(self.initialized) and x.shape[0] > 1:
-            with torch.no_grad():
-                std = x.std(0).clamp_min(1e-6)
-                self.log_scale.copy_(-torch.log(std))
-                self.bias.copy_(-x.mean(0) / std)
-                self.initialized.fill_(True)
+        if self.training and not self._known_initialized and x.shape[0] > 1:
+            if not bool(self.initialized):
+                with torch.no_grad():
+                    std = x.std(0).clamp_min(1e-6)
+                    self.log_scale.copy_(-torch.log(std))
+                    self.bias.copy_(-x.mean(0) / std)
+                    self.initialized.fill_(True)
+            self._known_initialized = True
         return x * torch.exp(self.log_scale) + self.bias, self.log_scale.sum().expand(x.shape[0])
 
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
