@@ -274,9 +274,16 @@ def test_sampler_draws_the_same_points_with_the_frozen_network_as_with_the_modul
             return self.network(x, timestep)
 
     frozen = model.sample(500, generator=torch.Generator().manual_seed(1), steps=steps)
+    calls = []
+    handle = model.network.register_forward_pre_hook(lambda module, args: calls.append(int(args[1][0])))
+    hooked = model.sample(500, generator=torch.Generator().manual_seed(1), steps=steps)
+    handle.remove()
+    # A hook of the network's own sees every step: the sampler calls the module itself then.
+    assert len(calls) == (steps or 30) and calls[-1] == 1
     model.network = Unfrozen(model.network)
     unfrozen = model.sample(500, generator=torch.Generator().manual_seed(1), steps=steps)
     torch.testing.assert_close(frozen, unfrozen, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(hooked, unfrozen, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(("n", "share", "rows"), [(256, 8, 32), (12, 8, 3), (7, 8, 7), (40, 1, 40)])

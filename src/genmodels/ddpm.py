@@ -447,6 +447,10 @@ class DDPM(nn.Module):
         timesteps of :func:`ddim_timesteps` with ``spacing`` ``"quadratic"`` (dense near the data, as
         Song et al. sec. D.2 use) or ``"linear"``.
 
+        Outside autocast a :class:`DenoisingNetwork` (not a subclass) without forward hooks of its own
+        is evaluated in its :meth:`~DenoisingNetwork.frozen` form, the same function computed faster;
+        :meth:`register_reverse_step_hook` observes the steps either way.
+
         Raises:
             ValueError: ``n`` not a whole number >= 0, ``steps`` not in 1..L, ``eta`` not in [0, 1], or
                 an unknown ``spacing``.
@@ -469,11 +473,17 @@ class DDPM(nn.Module):
         trajectory = [x]
         t_all = torch.tensor(timesteps, device=device)
         # One timestep shared by every point: shape (1,), so the time embedding and each block's
-        # conditioning are computed once and broadcast over the n points; in float32 outside autocast,
-        # the network's frozen form computes them once for all timesteps before the loop.
+        # conditioning are computed once and broadcast over the n points. Outside autocast, a plain
+        # DenoisingNetwork (no subclass, no hooks of its own to call) is replaced by its frozen form,
+        # which computes them once for all timesteps before the loop.
+        net = self.network
         frozen = None
-        if isinstance(self.network, DenoisingNetwork) and not torch.is_autocast_enabled(device.type):
-            frozen = self.network.frozen(t_all)
+        if (
+            type(net) is DenoisingNetwork
+            and not (net._forward_pre_hooks or net._forward_hooks)
+            and not torch.is_autocast_enabled(device.type)
+        ):
+            frozen = net.frozen(t_all)
         for k, i in enumerate(timesteps):
             timestep = t_all[k : k + 1]
             for hook in self._reverse_step_hooks.values():
