@@ -145,11 +145,10 @@ def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode
             low = min(max(int(math.floor(s)), 1), model.diffusion_steps)
             high = min(low + 1, model.diffusion_steps)
             w = s - low
-            out = model._eps_prediction(x, torch.full((x.shape[0],), low, dtype=torch.long, device=x.device))
+            # Shape (1,): one timestep for all points, so its embedding and projections are computed once.
+            out = model._eps_prediction(x, torch.full((1,), low, dtype=torch.long, device=x.device))
             if w > 0 and high != low:
-                at_high = model._eps_prediction(
-                    x, torch.full((x.shape[0],), high, dtype=torch.long, device=x.device)
-                )
+                at_high = model._eps_prediction(x, torch.full((1,), high, dtype=torch.long, device=x.device))
                 out = (1 - w) * out + w * at_high
             return out
 
@@ -166,9 +165,8 @@ def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode
         embedding = sinusoidal_embedding(torch.tensor([s], device=x.device), width).to(
             network.time_table.dtype
         )
-        zeros = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        with _time_table_row(network, embedding):
-            out = network(x, zeros)
+        with _time_table_row(network, embedding):  # row 0 for all points (a (1,) timestep broadcasts)
+            out = network(x, torch.zeros(1, dtype=torch.long, device=x.device))
         if model.parameterisation == "eps":
             return out
         # μ = (x - β²/σ̄ ε) / α  =>  ε = (x - α μ) σ̄ / β², with the continuous α(s), β²(s), σ̄(s).

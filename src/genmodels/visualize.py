@@ -297,7 +297,7 @@ def denoising_field(model: nn.Module, grid: np.ndarray, timesteps: Sequence[int]
     std = model.standardize.std
     sigmas, vectors = [], []
     for i in timesteps:
-        timestep = torch.full((len(z),), int(i), dtype=torch.long, device=z.device)
+        timestep = torch.full((1,), int(i), dtype=torch.long, device=z.device)  # shared by all points
         sigma = model.schedule.sigma_bar[int(i)]
         eps = model._eps_prediction(z, timestep)
         vectors.append((-sigma * eps * std).double().cpu().numpy())
