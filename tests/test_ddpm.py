@@ -244,6 +244,23 @@ def test_network_with_shared_timesteps_equals_one_timestep_per_point():
         model.network(x, torch.tensor([1, 2, 3, 4, 5]))
 
 
+@pytest.mark.parametrize("method", ["nll_bound", "nll_bound_estimate"])
+def test_likelihood_bound_follows_its_generator(method):
+    model = small_ddpm(steps=20)
+    x = torch.randn(6, 2)
+    bound = getattr(model, method)
+
+    def seeded(seed: int) -> torch.Tensor:
+        return bound(x, generator=torch.Generator().manual_seed(seed))
+
+    torch.testing.assert_close(seeded(0), seeded(0), rtol=0, atol=0)
+    assert not torch.allclose(seeded(0), seeded(1))
+    torch.manual_seed(7)
+    global_draws = bound(x)
+    torch.manual_seed(7)
+    torch.testing.assert_close(bound(x), global_draws, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("input_embed_dim", [0, 6])
 def test_frozen_network_equals_the_module_at_each_of_its_timesteps(input_embed_dim):
     model = small_ddpm(steps=50, input_embed_dim=input_embed_dim, n_blocks=3)

@@ -366,9 +366,12 @@ class DDPM(nn.Module):
         return (self.mean_weight(timestep) * error).mean()
 
     # -- likelihood bound ---------------------------------------------------------------------------
-    def _bound_terms(self, z0: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def _bound_terms(
+        self, z0: torch.Tensor, timestep: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Per-point bound term at ``timestep (N,)``: the KL L_{i-1} for i >= 2, -log p(x_0 | x_1) for i = 1."""
-        xi = self.schedule.q_sample(z0, timestep)
+        noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+        xi = self.schedule.q_sample(z0, timestep, noise)
         mean = self.posterior_mean_prediction(xi, timestep)
         var = self.reverse_variance[timestep]
         sq = (mean - self.schedule.posterior_mean(z0, xi, timestep)).pow(2).sum(-1)
@@ -390,7 +393,9 @@ class DDPM(nn.Module):
 
         ``x0 (N, D)`` in data units; returns ``(N,)`` nats per sample in the data's units (the
         standardisation's log-Jacobian included). The decoder p(x_0 | x_1) is the Gaussian
-        N(μ_θ(x_1, 1), β²_1 I) (continuous data, no discretisation). Costs L network passes.
+        N(μ_θ(x_1, 1), β²_1 I) (continuous data, no discretisation). Costs L network passes. Each
+        step's term is evaluated at one draw of x_i ~ q(x_i | x_0), from ``generator`` (default: torch's
+        global generator), so a seeded generator gives the same numbers every time.
 
         Raises:
             ValueError: ``x0`` is not ``(N, D)`` of the model's dtype.
@@ -400,16 +405,19 @@ class DDPM(nn.Module):
         total = self._prior_term(z0)
         for i in range(1, self.diffusion_steps + 1):
             timestep = torch.full((1,), i, dtype=torch.long, device=z0.device)  # broadcast over points
-            total = total + self._bound_terms(z0, timestep)
+            total = total + self._bound_terms(z0, timestep, generator)
         return total - log_det
 
     @torch.no_grad()
-    def nll_bound_estimate(self, x0: torch.Tensor, *, strata: int = 32) -> torch.Tensor:
+    def nll_bound_estimate(
+        self, x0: torch.Tensor, *, strata: int = 32, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Unbiased, cheap estimate of :meth:`nll_bound`: the prior and decoder terms exactly, and the
         L - 1 KL terms by stratified sampling: i in 2..L is cut into ``strata`` equal ranges, one
         random i is drawn in each, and its term is weighted by the range's length.
 
-        ``x0 (N, D)``; returns ``(N,)`` nats. Costs ``strata + 1`` network passes instead of L.
+        ``x0 (N, D)``; returns ``(N,)`` nats. Costs ``strata + 1`` network passes instead of L. The
+        timesteps and the x_i are drawn from ``generator`` (default: torch's global generator).
 
         Raises:
             ValueError: ``x0`` is not ``(N, D)`` of the model's dtype.
@@ -419,12 +427,13 @@ class DDPM(nn.Module):
             return x0.new_zeros(0)
         z0, log_det = self.standardize(x0)
         n, device = z0.shape[0], z0.device
-        total = self._prior_term(z0) + self._bound_terms(z0, torch.ones(n, dtype=torch.long, device=device))
+        ones = torch.ones(n, dtype=torch.long, device=device)
+        total = self._prior_term(z0) + self._bound_terms(z0, ones, generator)
         edges = torch.linspace(2, self.diffusion_steps + 1, min(strata, self.diffusion_steps - 1) + 1).long()
         for low, high in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
             if high > low:
-                timestep = torch.randint(low, high, (n,), device=device)
-                total = total + (high - low) * self._bound_terms(z0, timestep)
+                timestep = torch.randint(low, high, (n,), generator=generator, device=device)
+                total = total + (high - low) * self._bound_terms(z0, timestep, generator)
         return total - log_det
 
     # -- sampling -----------------------------------------------------------------------------------
