@@ -274,6 +274,9 @@ def test_frozen_network_equals_the_module_at_each_of_its_timesteps(input_embed_d
     before = frozen(x, 0)
     with torch.no_grad():
         model.network.blocks[0].linear2.weight.add_(torch.randn(16, 16))
+        model.network.out_norm.weight.mul_(2.0)
+        if model.network.fourier is not None:
+            model.network.fourier.mul_(3.0)
     torch.testing.assert_close(frozen(x, 0), before, rtol=0, atol=0)
     assert not torch.allclose(model.network(x, timesteps[:1]), before)
 
@@ -356,12 +359,21 @@ def test_loss_of_an_empty_batch_is_an_error():
 
 def test_sampler_and_trainer_arguments_are_checked():
     model = small_ddpm(10)
-    for steps in (0, 11, 50, 2.5, True, "5"):
-        with pytest.raises(ValueError, match=r"steps must be in 1\.\.10"):
+    for steps in (0, 11, 50, 2.5, True, "5", np.float64(5.0)):
+        with pytest.raises(ValueError, match=r"steps must be a whole number in 1\.\.10"):
             model.sample(4, steps=steps)
-    for eta in (-0.1, 5.0, "0.5"):
-        with pytest.raises(ValueError, match=r"eta must be in \[0, 1\]"):
+    for eta in (-0.1, 5.0, "0.5", math.nan, True, torch.tensor([0.1, 0.2])):
+        with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\]"):
             model.sample(4, steps=5, eta=eta)
+    with pytest.raises(ValueError, match="spacing must be 'quadratic' or 'linear', got 'cubic'"):
+        model.sample(4, spacing="cubic")
+    # NumPy and tensor numbers, as a loop over an array gives them, are numbers.
+    generated = model.sample(
+        4, steps=np.int64(5), eta=np.float32(0.5), generator=torch.Generator().manual_seed(2)
+    )
+    plain = model.sample(4, steps=5, eta=0.5, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(generated, plain, rtol=0, atol=0)
+    assert model.sample(4, steps=torch.tensor(5), eta=torch.tensor(0.0)).shape == (4, 2)
     assert model.sample(4, steps=10).shape == (4, 2)
     assert small_ddpm(10).double().sample(3, steps=5).dtype == torch.float64
     from genmodels.errors import ConfigError

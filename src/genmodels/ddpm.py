@@ -21,6 +21,8 @@ bound it reports is in the data's own units (nats per sample).
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -33,6 +35,15 @@ from genmodels.realnvp import Standardize, check_points, check_sample_count
 from genmodels.schedule import NoiseSchedule
 
 __all__ = ["DenoisingNetwork", "DDPM", "FrozenDenoiser", "ddim_timesteps"]
+
+
+def _input_features(x: torch.Tensor, fourier: torch.Tensor | None) -> torch.Tensor:
+    """The input layer's features of ``x (N, D)``: x, then its Fourier features with the frequencies
+    ``fourier (D, F)`` if any, ``(N, D + 2F)``."""
+    if fourier is None:
+        return x
+    proj = 2 * math.pi * x @ fourier
+    return torch.cat([x, torch.sin(proj), torch.cos(proj)], dim=-1)
 
 
 class DenoisingNetwork(nn.Module):
@@ -83,15 +94,8 @@ class DenoisingNetwork(nn.Module):
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        """The input layer's features of ``x (N, D)``: x itself, then its Fourier features if any."""
-        if self.fourier is None:
-            return x
-        proj = 2 * math.pi * x @ self.fourier
-        return torch.cat([x, torch.sin(proj), torch.cos(proj)], dim=-1)
-
     def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        h = self.input(self._features(x))
+        h = self.input(_input_features(x, self.fourier))
         cond = self.time_mlp(self.time_table[timestep])
         for block in self.blocks:
             h = block(h, cond)
@@ -139,7 +143,7 @@ class FrozenDenoiser:
                 )
                 for block in network.blocks
             ]
-            self.features = network._features  # x and its Fourier features: a fixed buffer, not trained
+            self.fourier = None if network.fourier is None else network.fourier.clone()
             self.input = network.input.bias.clone(), network.input.weight.t().contiguous()
             self.out_norm = norm(network.out_norm)
             self.output = network.output.bias.clone(), network.output.weight.t().contiguous()
@@ -147,7 +151,7 @@ class FrozenDenoiser:
     def __call__(self, x: torch.Tensor, k: int) -> torch.Tensor:
         layer_norm, silu = torch.nn.functional.layer_norm, torch.nn.functional.silu
         with torch.no_grad():
-            h = torch.addmm(self.input[0], self.features(x), self.input[1])
+            h = torch.addmm(self.input[0], _input_features(x, self.fourier), self.input[1])
             first_bias = self.first_bias[k]
             for j, (norm, weight1, weight2, bias2) in enumerate(self.blocks):
                 u = silu(layer_norm(h, *norm), inplace=True)
@@ -465,12 +469,27 @@ class DDPM(nn.Module):
                 an unknown ``spacing``.
         """
         n = check_sample_count(n)
-        if steps is not None and (
-            isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.diffusion_steps
-        ):
-            raise ValueError(f"steps must be in 1..{self.diffusion_steps} (the diffusion steps), got {steps}")
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        if steps is not None:
+            try:  # a Python, NumPy or 0-d tensor integer
+                whole = None if isinstance(steps, bool) else operator.index(steps)
+            except TypeError:
+                whole = None
+            if whole is None or not 1 <= whole <= self.diffusion_steps:
+                raise ValueError(
+                    f"steps must be a whole number in 1..{self.diffusion_steps} (the diffusion steps), "
+                    f"got {steps!r}"
+                )
+            steps = whole
+        eta_value = None  # a real number, also a NumPy or one-element tensor one
+        if isinstance(eta, torch.Tensor) and eta.numel() == 1 and not eta.dtype == torch.bool:
+            eta_value = float(eta)
+        elif isinstance(eta, numbers.Real) and not isinstance(eta, bool):
+            eta_value = float(eta)
+        if eta_value is None or not 0.0 <= eta_value <= 1.0:
+            raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+        eta = eta_value
+        if spacing not in ("quadratic", "linear"):
+            raise ValueError(f"spacing must be 'quadratic' or 'linear', got {spacing!r}")
         device = self.schedule.beta2.device
         x = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
         s = self.schedule
