@@ -141,6 +141,25 @@ def fit_flow(data: torch.Tensor, *, epochs: int = 150, seed: int = 0) -> RealNVP
     return flow
 
 
+def test_a_finished_trainer_warns_instead_of_training_and_leaves_both_models_in_eval_mode(caplog):
+    from genmodels.config import TrainingConfig
+    from genmodels.training import Trainer
+
+    torch.manual_seed(0)
+    flow = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
+    trainer = Trainer(flow, TrainingConfig(epochs=2, batch_size=64, ema_decay=0.9), progress=False)
+    data = torch.randn(200, 2)
+    trainer.fit(data)
+    assert trainer.epoch == 2 and not trainer.model.training and not trainer.ema.training
+    weights = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.model.train()
+    with caplog.at_level("WARNING", logger="genmodels.training"):
+        trainer.fit(data)
+    assert "nothing to train: the model has already been trained for 2 epochs" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(weights, trainer.model.parameters(), strict=True))
+    assert trainer.epoch == 2 and not trainer.model.training and not trainer.ema.training
+
+
 def test_fit_to_gaussian_matches_analytic_log_prob():
     torch.manual_seed(0)
     cov = torch.tensor([[2.0, 1.2], [1.2, 1.0]])

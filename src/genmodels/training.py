@@ -245,6 +245,16 @@ class Trainer:
                 f"the training data hold non-finite values (nan or inf) in {len(rows)} of {n} rows, "
                 f"the first at row {int(rows[0])}"
             )
+        if self.epoch >= cfg.epochs:
+            log.warning(
+                "nothing to train: the model has already been trained for %d epochs and "
+                "training.epochs (--epochs) is %d; raise it to train longer",
+                self.epoch,
+                cfg.epochs,
+            )
+            self.model.eval()
+            self.ema.eval()
+            return
         batch_size = min(cfg.batch_size, n)
         steps_per_epoch = math.ceil(n / batch_size)
         # judged on the whole run, so that a resumed run trains as the uninterrupted one did
@@ -329,3 +339,4 @@ class Trainer:
             interrupt.restore()
             bar.close()
             self.model.eval()
+            self.ema.eval()
