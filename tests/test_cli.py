@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -1312,3 +1313,19 @@ def test_resume_with_a_config_keeps_the_stored_settings_it_does_not_set(
     stored = load_checkpoint(out / "checkpoints" / "realnvp.pt")["config"]
     assert stored.training.learning_rate == 5e-3 and stored.training.weight_decay == 0.001
     assert stored.data.path == str(data) and stored.model.n_coupling_layers == 4
+
+
+def test_loading_onto_a_device_this_machine_lacks_names_the_device_not_the_file(tmp_path: Path) -> None:
+    # The device is checked before the file is read: the checkpoint is not to blame.
+    missing = tmp_path / "run.pt"
+    cases = [
+        ("gpu", "must be a torch device such as 'cpu' or 'cuda', got 'gpu'"),
+        ("meta", "holds no values"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(("cuda", "device 'cuda' is not available on this machine"))
+    for device, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            model_from_checkpoint(missing, device=device)
+    with pytest.raises(ValueError, match="map_location 'meta' holds no values"):
+        load_checkpoint(missing, map_location="meta")

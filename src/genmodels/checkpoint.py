@@ -102,6 +102,24 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
+def _check_device(device: str | torch.device, what: str) -> torch.device:
+    """``device`` as a ``torch.device`` that can hold tensors on this machine; otherwise a ValueError
+    naming ``what`` (the argument) and the reason."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{what} must be a torch device such as 'cpu' or 'cuda', got {device!r}") from None
+    if resolved.type == "meta":
+        raise ValueError(f"{what} 'meta' holds no values; load the checkpoint onto 'cpu' or 'cuda'")
+    try:
+        torch.empty(0, device=resolved)
+    except (RuntimeError, AssertionError) as error:
+        text = str(error).strip()
+        reason = text.splitlines()[0].split(". ")[0] if text else type(error).__name__
+        raise ValueError(f"{what} {str(resolved)!r} is not available on this machine ({reason})") from None
+    return resolved
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -121,7 +139,10 @@ def load_checkpoint(
     Raises:
         CheckpointError: missing file, not a checkpoint of this project, a newer format version, or
             the other model type.
+        ValueError: ``map_location`` is not a device this machine has.
     """
+    if isinstance(map_location, (str, torch.device)):
+        _check_device(map_location, "map_location")
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -233,7 +254,9 @@ def model_from_checkpoint(
 
     Raises:
         CheckpointError: the file is not a usable checkpoint, or its weights do not fit its config.
+        ValueError: ``device`` is not a device this machine has (such as "cuda" without a GPU).
     """
+    device = _check_device(device, "device")
     if isinstance(payload, (str, os.PathLike)):
         payload = load_checkpoint(payload, map_location=device)
     model = build_model(payload["config"], payload["dim"])
