@@ -28,7 +28,7 @@ from genmodels.runner import sample_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0].replace("\n", " "))
     parser.add_argument("checkpoint", help="a DDPM checkpoint written by `genmodels train ddpm`")
     parser.add_argument("--steps", default="50,100,250", help="DDIM step counts, comma-separated")
     parser.add_argument("--eta", type=float, default=1.0, help="DDIM noise scale (default 1)")

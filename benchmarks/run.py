@@ -714,6 +714,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--memory-ddpm-steps", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds must be at least 1 (a median needs a round), got {args.rounds}")
+    if args.warmup is not None and args.warmup < 0:
+        parser.error(f"--warmup must be 0 or more, got {args.warmup}")
+    if args.only is not None and not args.only.strip(","):
+        parser.error(f"--only needs benchmark names, comma-separated; choose from {', '.join(BENCHMARKS)}")
     if args.only:
         unknown = [n for n in args.only.split(",") if n not in BENCHMARKS]
         if unknown:

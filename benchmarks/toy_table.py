@@ -44,7 +44,7 @@ def _fmt(entry: dict | None, key: str = "gap") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0].replace("\n", " "))
     parser.add_argument("--epochs", type=int, help="training epochs for both models (default: the configs')")
     parser.add_argument("--n", type=int, default=65536, help="points per data set (default 65536)")
     parser.add_argument(
