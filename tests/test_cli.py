@@ -972,6 +972,22 @@ def test_evaluate_option_values_are_checked(
     assert_clean_error(err, needle)
 
 
+def test_evaluate_output_dash_prints_the_json_alone_and_an_empty_name_is_an_error(
+    capsys: pytest.CaptureFixture[str], moons_realnvp: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ckpt = moons_realnvp / "checkpoints" / "realnvp.pt"
+    code, out, err = cli(capsys, "evaluate", ckpt, "-n", "50", "--n_boot", "2", "--output", "-")
+    assert code == 0 and not (tmp_path / "-").exists()
+    metrics = json.loads(out)
+    assert metrics["model"] == "realnvp" and math.isfinite(metrics["likelihood"]["exact"]["value"])
+    assert "nats" in err  # the readable report goes to standard error
+    for command in (["evaluate", ckpt, "--output", ""], ["sample", ckpt, "-n", "5", "-o", ""]):
+        code, _, err = cli(capsys, *command)
+        assert code == 2
+        assert_clean_error(err, "must name a file, got an empty string")
+
+
 def test_sample_refuses_a_count_beyond_the_machines_memory(
     capsys: pytest.CaptureFixture[str], moons_realnvp: Path, tmp_path: Path
 ) -> None:

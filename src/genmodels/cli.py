@@ -54,6 +54,8 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None) 
     from genmodels.errors import ConfigError
     from genmodels.fileio import is_special_path, path_in_the_way
 
+    if not output:
+        raise ConfigError(f"{option} must name a file, got an empty string")
     path = Path(output)
     if is_special_path(path):
         return  # a device or pipe (/dev/stdout, /dev/null) is written into, not replaced
@@ -433,7 +435,7 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("checkpoint")
     _add_evaluation_options(evaluate)
-    evaluate.add_argument("--output", help="JSON file for the metrics")
+    evaluate.add_argument("--output", help="JSON file for the metrics ('-': standard output)")
 
 
 def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
@@ -486,13 +488,17 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from genmodels.evaluation import evaluate_checkpoint, format_report
-    from genmodels.fileio import write_json
+    from genmodels.fileio import json_text, write_json
 
-    if args.output:
+    to_stdout = args.output == "-"
+    if args.output is not None and not to_stdout:
         _check_output_file("--output", args.output, args.checkpoint)
     result = evaluate_checkpoint(args.checkpoint, **_evaluation_kwargs(args))
-    print(format_report(result.metrics))
-    if args.output:
+    # With '--output -' the JSON alone goes to standard output, so it can be piped; the report to stderr.
+    print(format_report(result.metrics), file=sys.stderr if to_stdout else sys.stdout)
+    if to_stdout:
+        print(json_text(result.metrics))
+    elif args.output is not None:
         write_json(args.output, result.metrics)
         print(f"wrote {args.output}")
     return 0
