@@ -1345,3 +1345,30 @@ def test_loading_onto_a_device_this_machine_lacks_names_the_device_not_the_file(
             model_from_checkpoint(missing, device=device)
     with pytest.raises(ValueError, match="map_location 'meta' holds no values"):
         load_checkpoint(missing, map_location="meta")
+
+
+@pytest.mark.parametrize(
+    "command, needle",
+    [
+        (["train", "realnvp", "--output_dir", ""], "--output_dir must name a file or folder"),
+        (["train", "ddpm", "--config", ""], "--config must name a file or folder"),
+        (["train", "realnvp", "--resume", ""], "--resume must name a file or folder"),
+        (["plot", "x.pt", "--output_dir", ""], "--output_dir must name a file or folder"),
+        (["evaluate", ""], "CHECKPOINT must name a file or folder"),
+        (["compare", ""], "RUN_DIR must name a file or folder"),
+        (["compare", "no/such/run"], "RUN_DIR no/such/run does not exist"),
+        (["evaluate", "x.pt", "-n", "3"], "error: -n must be at least 10 (got 3)"),
+    ],
+)
+def test_empty_paths_and_missing_runs_are_named(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    needle: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys, *command)
+    assert code == 2
+    assert_clean_error(err, needle)
+    assert list(tmp_path.iterdir()) == []  # nothing was written into the current folder

@@ -458,7 +458,8 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
     for name, least in (("n", MIN_TWO_SAMPLE_POINTS), ("n_boot", 2), ("n_eval", MIN_TWO_SAMPLE_POINTS)):
         value = getattr(args, name)
         if value is not None and value < least:
-            raise ConfigError(f"--{name} must be at least {least} (got {value})")
+            flag = "-n" if name == "n" else f"--{name}"
+            raise ConfigError(f"{flag} must be at least {least} (got {value})")
     if args.text is not None:
         from genmodels.data import glyph_area
 
@@ -510,6 +511,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     checkpoints = []
     for run_dir in args.run_dirs:
+        if not Path(run_dir).exists():
+            raise ConfigError(f"RUN_DIR {run_dir} does not exist")
         found = run_checkpoints(run_dir)
         if not found:
             raise ConfigError(f"{run_dir} holds no checkpoints/realnvp.pt or checkpoints/ddpm.pt")
@@ -575,6 +578,29 @@ class _MessageFormatter(logging.Formatter):
         return f"warning: {message}" if record.levelno >= logging.WARNING else message
 
 
+# Options naming a file or folder, by attribute; an empty name would silently mean the current folder.
+_PATH_OPTIONS = {
+    "checkpoint": "CHECKPOINT",
+    "run_dirs": "RUN_DIR",
+    "config": "--config",
+    "resume": "--resume",
+    "data": "--data",
+    "output_dir": "--output_dir",
+    "realnvp": "--realnvp",
+    "ddpm": "--ddpm",
+}
+
+
+def _check_no_empty_paths(args: argparse.Namespace) -> None:
+    """Raises ConfigError for a path option given as an empty string (``--output_dir ''``)."""
+    from genmodels.errors import ConfigError
+
+    for attribute, option in _PATH_OPTIONS.items():
+        value = getattr(args, attribute, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            raise ConfigError(f"{option} must name a file or folder, got an empty string")
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 training failed, 2 bad input, 130 Ctrl-C).
 
@@ -594,6 +620,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     handlers.update(evaluate=_evaluate, compare=_compare)
     handlers["plot"] = _plot
     try:
+        _check_no_empty_paths(args)
         return handlers[args.command](args)
     except TrainingError as error:
         print(f"error: {error}", file=sys.stderr)
