@@ -352,6 +352,20 @@ def test_points_per_timestep_config_check_names_the_key():
     )
 
 
+def test_builders_reject_a_dict_config_and_a_bad_dimension():
+    with pytest.raises(
+        TypeError, match=re.escape("config must be a DDPMModelConfig, got dict (build one with")
+    ):
+        DDPM.from_config({"diffusion_steps": 10}, 2)
+    for dim in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="dim \\(the data dimension\\) must be a whole number >= 1"):
+            DDPM.from_config(DDPMModelConfig(diffusion_steps=10), dim)
+    with pytest.raises(
+        TypeError, match=re.escape("config must be a TrainingConfig, got dict (build one with")
+    ):
+        Trainer(small_ddpm(), {"epochs": 2})
+
+
 def test_loss_of_an_empty_batch_is_an_error():
     with pytest.raises(ValueError, match="empty batch"):
         small_ddpm().loss(torch.zeros(0, 2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -158,6 +159,31 @@ def test_a_finished_trainer_warns_instead_of_training_and_leaves_both_models_in_
     assert "nothing to train: the model has already been trained for 2 epochs" in caplog.text
     assert all(torch.equal(a, b) for a, b in zip(weights, trainer.model.parameters(), strict=True))
     assert trainer.epoch == 2 and not trainer.model.training and not trainer.ema.training
+
+
+def test_constructor_and_standardization_arguments_are_checked():
+    for kwargs, needle in (
+        ({"n_coupling_layers": 0}, "n_coupling_layers must be a whole number >= 1, got 0"),
+        ({"n_coupling_layers": -1}, "n_coupling_layers must be a whole number >= 1, got -1"),
+        ({"hidden_units": 0}, "hidden_units must be a whole number >= 1, got 0"),
+        ({"n_hidden": 2.0}, "n_hidden must be a whole number >= 0, got 2.0"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            RealNVP(2, **kwargs)
+    assert len(RealNVP(2, n_coupling_layers=np.int64(3), hidden_units=8).layers) == 3
+    flow = RealNVP(3, n_coupling_layers=2, hidden_units=8)
+    flow.set_standardization(np.array([1.0, 2.0, 3.0]), [1.0, 2.0, 4.0])  # NumPy and lists are numbers
+    torch.testing.assert_close(flow.standardize.std, torch.tensor([1.0, 2.0, 4.0]))
+    for mean, std, needle in (
+        (torch.zeros(2), torch.ones(3), "mean must have shape (3,), one value per dimension, got (2,)"),
+        (torch.zeros(3), torch.ones(3, 1), "std must have shape (3,), one value per dimension, got (3, 1)"),
+        (torch.zeros(3), ["a", "b", "c"], "std must be numbers of shape (3,)"),
+        (torch.tensor([0.0, math.nan, 0.0]), torch.ones(3), "mean must be finite"),
+        (torch.zeros(3), torch.tensor([1.0, 0.0, 1.0]), "standard deviations must be positive"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            flow.set_standardization(mean, std)
+    torch.testing.assert_close(flow.standardize.std, torch.tensor([1.0, 2.0, 4.0]))  # unchanged
 
 
 def test_fit_to_gaussian_matches_analytic_log_prob():

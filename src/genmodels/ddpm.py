@@ -266,8 +266,19 @@ class DDPM(nn.Module):
         """Build from a :class:`genmodels.config.DDPMModelConfig`.
 
         Raises:
-            ValueError: the config has invalid values (e.g. ``diffusion_steps < 1``).
+            TypeError: ``config`` is not a DDPMModelConfig (a dict: ``DDPMModelConfig(**values)``).
+            ValueError: the config has invalid values (e.g. ``diffusion_steps < 1``), or ``dim`` is not
+                a whole number >= 1.
         """
+        from genmodels.config import DDPMModelConfig
+
+        if not isinstance(config, DDPMModelConfig):
+            raise TypeError(
+                f"config must be a DDPMModelConfig, got {type(config).__name__}"
+                + (" (build one with DDPMModelConfig(**values))" if isinstance(config, dict) else "")
+            )
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
+            raise ValueError(f"dim (the data dimension) must be a whole number >= 1, got {dim!r}")
         problems = config.problems()
         if problems:
             raise ValueError("invalid DDPM config: " + "; ".join(problems))

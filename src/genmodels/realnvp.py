@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from collections.abc import Iterator
 
@@ -85,11 +86,33 @@ class Standardize(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Set the statistics, ``mean (D,)`` and ``std (D,)`` (all positive)."""
-        if not bool((std > 0).all()):
+        """Set the statistics, ``mean (D,)`` and ``std (D,)`` (finite; ``std`` positive). Tensors,
+        NumPy arrays or sequences of numbers.
+
+        Raises:
+            ValueError: a statistic of another shape than ``(D,)``, not numeric, or not finite, or a
+                standard deviation <= 0.
+        """
+        values = {}
+        for name, value in (("mean", mean), ("std", std)):
+            try:
+                tensor = torch.as_tensor(value, dtype=self.mean.dtype, device=self.mean.device)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(
+                    f"{name} must be numbers of shape ({self.mean.shape[0]},), got {value!r}"
+                ) from None
+            if tensor.shape != self.mean.shape:
+                raise ValueError(
+                    f"{name} must have shape ({self.mean.shape[0]},), one value per dimension, "
+                    f"got {tuple(tensor.shape)}"
+                )
+            if not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{name} must be finite, got {tensor.tolist()}")
+            values[name] = tensor
+        if not bool((values["std"] > 0).all()):
             raise ValueError("standard deviations must be positive")
-        self.mean.copy_(mean)
-        self.std.copy_(std)
+        self.mean.copy_(values["mean"])
+        self.std.copy_(values["std"])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_det = -torch.log(self.std).sum().expand(x.shape[0])
@@ -212,6 +235,10 @@ class RealNVP(nn.Module):
 
     Call :meth:`set_standardization` with the training data's statistics before training, so the flow
     works on standardised data while every density stays in the data's own units.
+
+    Raises:
+        ValueError: ``dim < 2``, ``n_coupling_layers`` or ``hidden_units`` not a whole number >= 1, or
+            ``n_hidden`` not one >= 0.
     """
 
     def __init__(
@@ -228,6 +255,13 @@ class RealNVP(nn.Module):
         super().__init__()
         if dim < 2:
             raise ValueError(f"RealNVP needs data of at least 2 dimensions, got {dim}")
+        for name, value, least in (
+            ("n_coupling_layers", n_coupling_layers, 1),
+            ("n_hidden", n_hidden, 0),
+            ("hidden_units", hidden_units, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
         self.dim = dim
         self.standardize = Standardize(dim)
         layers: list[nn.Module] = []

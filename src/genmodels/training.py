@@ -88,6 +88,7 @@ class Trainer:
         progress: show a tqdm progress bar (loss, learning rate, steps per second).
 
     Raises:
+        TypeError: ``config`` is not a TrainingConfig (a dict: ``TrainingConfig(**values)``).
         ConfigError: ``config`` has invalid values (e.g. ``batch_size < 1``).
 
     Attributes:
@@ -99,6 +100,11 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, config: TrainingConfig, *, progress: bool = True) -> None:
+        if not isinstance(config, TrainingConfig):
+            raise TypeError(
+                f"config must be a TrainingConfig, got {type(config).__name__}"
+                + (" (build one with TrainingConfig(**values))" if isinstance(config, dict) else "")
+            )
         problems = config.problems()
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
