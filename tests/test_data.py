@@ -555,6 +555,12 @@ def test_text_other_strings_and_options():
         make_text(10, seed=0, background=1.5)
     with pytest.raises(ValueError):
         make_text(10, seed=0, text="")
+    # A character the font lacks would be drawn as its empty box: named instead.
+    with pytest.raises(
+        ValueError, match=r"has no glyph for '漢' \(U\+6F22\); it would be drawn as an empty box"
+    ):
+        make_text(10, seed=0, text="A漢")
+    assert make_text(200, seed=0, text="Ωé ß-9!").shape == (200, 2)
 
 
 def kl_entropy(x: np.ndarray) -> float:

@@ -465,6 +465,17 @@ def _glyph_layout(
 
     if not text.strip():
         raise ValueError("text must contain at least one visible character")
+    from matplotlib.ft2font import FT2Font
+
+    charmap = FT2Font(_font_file(font)).get_charmap()
+    missing = sorted({c for c in text if not c.isspace() and ord(c) not in charmap})
+    if missing:
+        listed = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in missing)
+        raise ValueError(
+            f"the font {os.path.basename(_font_file(font))} has no glyph for {listed}; it would be drawn "
+            "as an empty box. Use characters the font has (Latin, Greek and Cyrillic letters, digits, "
+            "punctuation), or another font"
+        )
     prop = FontProperties(fname=_font_file(font))
     per_char: list[list[np.ndarray]] = []
     n_before = 0
