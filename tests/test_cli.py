@@ -1372,3 +1372,21 @@ def test_empty_paths_and_missing_runs_are_named(
     assert code == 2
     assert_clean_error(err, needle)
     assert list(tmp_path.iterdir()) == []  # nothing was written into the current folder
+
+
+@pytest.mark.parametrize(
+    "argv, usage",
+    [
+        (["train", "realnvp", "--sampling_steps", "5"], "usage: genmodels train realnvp"),
+        (["sample", "x.pt", "-o", "s.csv", "--epochs", "3"], "usage: genmodels sample"),
+    ],
+)
+def test_an_option_the_command_lacks_is_reported_with_that_commands_usage(
+    capsys: pytest.CaptureFixture[str], argv: list[str], usage: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith(usage)
+    assert f"error: unrecognized arguments: {' '.join(argv[-2:])}" in err

@@ -243,6 +243,9 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     _add_evaluate_parser(sub)
     _add_compare_parser(sub)
     _add_plot_parser(sub)
+    # Each command's own parser, so that an option it does not know is reported with its usage.
+    for command in [*sub.choices.values(), *models.choices.values()]:
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -612,7 +615,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(_MessageFormatter("%(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    args = build_parser(prog).parse_args(argv)
+    args, unknown = build_parser(prog).parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     from genmodels.acceleration import tune_allocator
 
     tune_allocator()
