@@ -317,8 +317,7 @@ class DDPM(nn.Module):
         z0, _ = self.standardize(x0)
         if isinstance(timestep, int):
             timestep = torch.full((x0.shape[0],), timestep, dtype=torch.long, device=x0.device)
-        noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
-        return self.schedule.q_sample(z0, timestep, noise)
+        return self.schedule.q_sample(z0, timestep, generator=generator)
 
     # -- the reverse process ------------------------------------------------------------------------
     def posterior_mean_prediction(self, xi: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
@@ -385,8 +384,7 @@ class DDPM(nn.Module):
         self, z0: torch.Tensor, timestep: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Per-point bound term at ``timestep (N,)``: the KL L_{i-1} for i >= 2, -log p(x_0 | x_1) for i = 1."""
-        noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
-        xi = self.schedule.q_sample(z0, timestep, noise)
+        xi = self.schedule.q_sample(z0, timestep, generator=generator)
         mean = self.posterior_mean_prediction(xi, timestep)
         var = self.reverse_variance[timestep]
         sq = (mean - self.schedule.posterior_mean(z0, xi, timestep)).pow(2).sum(-1)

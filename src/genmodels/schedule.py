@@ -85,11 +85,17 @@ class NoiseSchedule(nn.Module):
         return broadcast_to(getattr(self, name)[timestep], like)
 
     def q_sample(
-        self, x0: torch.Tensor, timestep: torch.Tensor, noise: torch.Tensor | None = None
+        self,
+        x0: torch.Tensor,
+        timestep: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Draw ``x_i ~ q(x_i | x_0) = N(ᾱ_i x_0, (1 - ᾱ_i²) I)``; ``x0 (N, D)``, ``timestep (N,)``."""
+        """Draw ``x_i ~ q(x_i | x_0) = N(ᾱ_i x_0, (1 - ᾱ_i²) I)``; ``x0 (N, D)``, ``timestep (N,)``.
+        Without ``noise``, it is drawn from ``generator`` (default: torch's global generator)."""
         if noise is None:
-            noise = torch.randn_like(x0)
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         return self.gather("alpha_bar", timestep, x0) * x0 + self.gather("sigma_bar", timestep, x0) * noise
 
     def posterior_mean(self, x0: torch.Tensor, xi: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
