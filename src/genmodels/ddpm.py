@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -31,7 +30,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from genmodels.nets import ResidualBlock, sinusoidal_embedding
-from genmodels.realnvp import Standardize, check_points, check_sample_count
+from genmodels.realnvp import Standardize, check_points, check_sample_count, whole_number
 from genmodels.schedule import NoiseSchedule
 
 __all__ = ["DenoisingNetwork", "DDPM", "FrozenDenoiser", "ddim_timesteps"]
@@ -479,10 +478,7 @@ class DDPM(nn.Module):
         """
         n = check_sample_count(n)
         if steps is not None:
-            try:  # a Python, NumPy or 0-d tensor integer
-                whole = None if isinstance(steps, bool) else operator.index(steps)
-            except TypeError:
-                whole = None
+            whole = whole_number(steps)
             if whole is None or not 1 <= whole <= self.diffusion_steps:
                 raise ValueError(
                     f"steps must be a whole number in 1..{self.diffusion_steps} (the diffusion steps), "

@@ -33,7 +33,15 @@ from torch import nn
 
 from genmodels.nets import MLP
 
-__all__ = ["Standardize", "ActNorm", "AffineCoupling", "RealNVP", "check_points", "standard_normal_log_prob"]
+__all__ = [
+    "Standardize",
+    "ActNorm",
+    "AffineCoupling",
+    "RealNVP",
+    "check_points",
+    "standard_normal_log_prob",
+    "whole_number",
+]
 
 
 def check_points(x: torch.Tensor, dim: int, dtype: torch.dtype, name: str, *, model: str = "model") -> None:
@@ -54,18 +62,26 @@ def check_points(x: torch.Tensor, dim: int, dtype: torch.dtype, name: str, *, mo
         )
 
 
+def whole_number(value: object) -> int | None:
+    """``value`` as an ``int`` where it is a Python, NumPy or 0-d tensor integer (not a bool); else None
+    (a float such as 2.0 included)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def check_sample_count(n: int) -> int:
-    """``n`` as an ``int`` where it is a whole number >= 0 (a Python, NumPy or 0-d tensor integer): a
-    number of samples to draw.
+    """``n`` as an ``int`` where it is a whole number >= 0 (see :func:`whole_number`): a number of
+    samples to draw.
 
     Raises:
         ValueError: anything else (a bool, a float such as 2.0, a negative number).
     """
-    try:
-        count = operator.index(n)
-    except TypeError:
-        count = -1
-    if isinstance(n, bool) or count < 0:
+    count = whole_number(n)
+    if count is None or count < 0:
         raise ValueError(f"the number of samples must be a whole number >= 0, got {n!r}")
     return count
 
