@@ -30,6 +30,7 @@ __all__ = [
     "DDPMModelConfig",
     "RunConfig",
     "MODEL_TYPES",
+    "check_config_type",
     "default_config",
     "load_config",
     "config_from_dict",
@@ -51,6 +52,14 @@ def _valid_seed(seed: int) -> bool:
 def _check(errors: list[str], ok: bool, message: str) -> None:
     if not ok:
         errors.append(message)
+
+
+def check_config_type(config: object, expected: type) -> None:
+    """Raise TypeError unless ``config`` is an ``expected`` config dataclass; for a dict, say how to
+    build one from it (``expected(**values)``)."""
+    if not isinstance(config, expected):
+        hint = f" (build one with {expected.__name__}(**values))" if isinstance(config, dict) else ""
+        raise TypeError(f"config must be a {expected.__name__}, got {type(config).__name__}{hint}")
 
 
 def _type_problems(config: Any, section: str) -> list[str]:

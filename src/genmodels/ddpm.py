@@ -269,13 +269,9 @@ class DDPM(nn.Module):
             ValueError: the config has invalid values (e.g. ``diffusion_steps < 1``), or ``dim`` is not
                 a whole number >= 1.
         """
-        from genmodels.config import DDPMModelConfig
+        from genmodels.config import DDPMModelConfig, check_config_type
 
-        if not isinstance(config, DDPMModelConfig):
-            raise TypeError(
-                f"config must be a DDPMModelConfig, got {type(config).__name__}"
-                + (" (build one with DDPMModelConfig(**values))" if isinstance(config, dict) else "")
-            )
+        check_config_type(config, DDPMModelConfig)
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
             raise ValueError(f"dim (the data dimension) must be a whole number >= 1, got {dim!r}")
         problems = config.problems()

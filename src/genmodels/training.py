@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from genmodels.acceleration import autocast, compile_function, worth_compiling_training
-from genmodels.config import TrainingConfig
+from genmodels.config import TrainingConfig, check_config_type
 from genmodels.errors import ConfigError, TrainingError
 
 __all__ = ["Trainer", "capture_rng_state", "restore_rng_state"]
@@ -100,11 +100,7 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, config: TrainingConfig, *, progress: bool = True) -> None:
-        if not isinstance(config, TrainingConfig):
-            raise TypeError(
-                f"config must be a TrainingConfig, got {type(config).__name__}"
-                + (" (build one with TrainingConfig(**values))" if isinstance(config, dict) else "")
-            )
+        check_config_type(config, TrainingConfig)
         problems = config.problems()
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
