@@ -46,7 +46,7 @@ def _seed(text: str) -> int:
 
 def _check_output_file(option: str, output: str, checkpoint: str | None = None) -> None:
     """Before any work: ``output`` (given as ``option``) must be a writable file's place, and not
-    ``checkpoint``.
+    ``checkpoint``; ``-`` (standard output) always is.
 
     Raises:
         ConfigError: naming the option and what is in the way.
@@ -56,6 +56,8 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None) 
 
     if not output:
         raise ConfigError(f"{option} must name a file, got an empty string")
+    if output == "-":
+        return
     path = Path(output)
     if is_special_path(path):
         return  # a device or pipe (/dev/stdout, /dev/null) is written into, not replaced
@@ -339,8 +341,7 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sampling_steps must be >= 0 (got {args.sampling_steps})")
     if not 0.0 <= args.eta <= 1.0:
         raise ConfigError(f"--eta must be in [0, 1] (got {args.eta})")
-    if args.output != "-":
-        _check_output_file("-o", args.output, args.checkpoint)
+    _check_output_file("-o", args.output, args.checkpoint)
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
     _check_sample_memory(args.n, int(payload["dim"]))
@@ -392,8 +393,7 @@ def _make_data(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1 (got {args.n})")
     _check_sample_memory(args.n, 2, "points")
-    if args.output != "-":
-        _check_output_file("-o", args.output)
+    _check_output_file("-o", args.output)
     kwargs = {}
     if args.text is not None:
         if args.name != "text":
@@ -495,7 +495,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from genmodels.fileio import json_text, write_json
 
     to_stdout = args.output == "-"
-    if args.output is not None and not to_stdout:
+    if args.output is not None:
         _check_output_file("--output", args.output, args.checkpoint)
     result = evaluate_checkpoint(args.checkpoint, **_evaluation_kwargs(args))
     # With '--output -' the JSON alone goes to standard output, so it can be piped; the report to stderr.
