@@ -145,3 +145,12 @@ def test_evaluate_and_compare_commands(tmp_path, capsys, monkeypatch) -> None:
     assert main(["compare", "--realnvp", ddpm, *fast]) == 2  # a DDPM passed as the RealNVP
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(ddpm) in err and "ddpm" in err and "realnvp" in err
+    # DDPM-only options are refused for a RealNVP, instead of being silently ignored; negative ones too.
+    assert main(["evaluate", nvp, "--ode_points", "10", "--output", str(out_json)]) == 2
+    err = capsys.readouterr().err
+    assert "--ode_points applies only to DDPM checkpoints" in err and "realnvp" in err
+    assert main(["evaluate", nvp, "--ode_points", "5", "--bound_points", "5"]) == 2
+    assert "--ode_points and --bound_points apply only" in capsys.readouterr().err
+    assert main(["evaluate", ddpm, "--bound_points", "-1"]) == 2
+    assert "--bound_points must be >= 0 (got -1)" in capsys.readouterr().err
+    assert saved == json.loads(out_json.read_text())  # the refused run left the earlier metrics alone

@@ -416,10 +416,10 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
         "--n_eval", type=int, help="points per sample in the two-sample tests (default min(n, N_real/2))"
     )
     parser.add_argument(
-        "--ode_points", type=int, default=1000, help="DDPM: points for the ODE likelihood (0 skips)"
+        "--ode_points", type=int, help="DDPM: points for the ODE likelihood (default 1000; 0 skips)"
     )
     parser.add_argument(
-        "--bound_points", type=int, default=1000, help="DDPM: points for the variational bound"
+        "--bound_points", type=int, help="DDPM: points for the variational bound (default 1000)"
     )
     parser.add_argument("--n_boot", type=int, default=10, help="bootstrap replicates (default 10)")
     parser.add_argument(
@@ -470,8 +470,10 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
             glyph_area(args.text)
         except ValueError as error:
             raise ConfigError(f"--text: {error}") from None
-    if args.ode_points < 0 or args.bound_points < 0:
-        raise ConfigError("--ode_points and --bound_points must be >= 0")
+    for flag in DDPM_EVALUATION_OPTIONS:
+        value = getattr(args, flag)
+        if value is not None and value < 0:
+            raise ConfigError(f"--{flag} must be >= 0 (got {value})")
     if args.dataset is not None and args.dataset not in GENERATORS:
         raise ConfigError(
             f"unknown dataset {args.dataset!r}; expected one of {', '.join(sorted(GENERATORS))}"
@@ -481,13 +483,34 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
         "device": str(resolve_device(args.device)),
         "n_samples": args.n,
         "n_eval": args.n_eval,
-        "n_ode": args.ode_points,
-        "n_bound": args.bound_points,
+        "n_ode": 1000 if args.ode_points is None else args.ode_points,
+        "n_bound": 1000 if args.bound_points is None else args.bound_points,
         "n_boot": args.n_boot,
         "dataset": args.dataset,
         "text": args.text,
         "seed": args.seed,
     }
+
+
+# Options of ``evaluate`` and ``compare`` that only a DDPM's evaluation uses.
+DDPM_EVALUATION_OPTIONS = ("ode_points", "bound_points")
+
+
+def _check_ddpm_options(args: argparse.Namespace) -> None:
+    """A ConfigError when ``evaluate`` is given a DDPM-only option for a checkpoint of another model
+    (as ``sample --sampling_steps`` is), instead of ignoring it. Looks only when one was given."""
+    from genmodels.checkpoint import load_checkpoint
+    from genmodels.errors import ConfigError
+
+    given = [f"--{flag}" for flag in DDPM_EVALUATION_OPTIONS if getattr(args, flag) is not None]
+    if not given:
+        return
+    model_type = load_checkpoint(args.checkpoint)["model_type"]
+    if model_type != "ddpm":
+        raise ConfigError(
+            f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only to DDPM checkpoints; "
+            f"{args.checkpoint} is a {model_type} one"
+        )
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -497,6 +520,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     to_stdout = args.output == "-"
     if args.output is not None:
         _check_output_file("--output", args.output, args.checkpoint)
+    _check_ddpm_options(args)
     result = evaluate_checkpoint(args.checkpoint, **_evaluation_kwargs(args))
     # With '--output -' the JSON alone goes to standard output, so it can be piped; the report to stderr.
     print(format_report(result.metrics), file=sys.stderr if to_stdout else sys.stdout)
