@@ -118,6 +118,10 @@ def assert_outputs(out: Path, name: str) -> dict[str, Any]:
     for key in keys:
         assert isinstance(metrics[key], (int, float)) and math.isfinite(metrics[key]), (key, metrics[key])
     assert metrics["steps"] >= metrics["epochs"] >= 1
+    nll_key = "test_nll" if name == "realnvp" else "test_nll_bound"
+    assert metrics["units"][nll_key].startswith("nats per point")
+    assert metrics["units"][nll_key + "_per_dim"].startswith("nats per dimension")
+    assert metrics["units"]["train_seconds"] == "seconds" and set(metrics["units"]) <= set(metrics)
     return metrics
 
 

@@ -118,6 +118,7 @@ def test_evaluate_and_compare_commands(tmp_path, capsys, monkeypatch) -> None:
     assert main(["evaluate", ddpm, "--output", str(out_json), *fast]) == 0
     saved = json.loads(out_json.read_text())
     assert saved["model"] == "ddpm" and "ode" in saved["likelihood"]
+    assert "per_dim, per_dim_se: nats per dimension" in saved["units"]["likelihood"]
     assert "probability-flow ODE" in capsys.readouterr().out
 
     out_dir = tmp_path / "cmp"

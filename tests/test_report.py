@@ -173,12 +173,16 @@ def test_vector_formats(tmp_path: Path, text_points: np.ndarray) -> None:
 def test_index_page(tmp_path: Path) -> None:
     (tmp_path / "metrics").mkdir()
     (tmp_path / "configs").mkdir()
-    (tmp_path / "metrics" / "ddpm.json").write_text(json.dumps({"c2st": 0.5123, "epochs": 3, "note": "<b>"}))
+    metrics = {"c2st": 0.5123, "epochs": 3, "note": "<b>", "units": {"c2st": "accuracy <0.5>"}}
+    (tmp_path / "metrics" / "ddpm.json").write_text(json.dumps(metrics))
     (tmp_path / "configs" / "ddpm.yaml").write_text("model:\n  diffusion_steps: 7 # <x>\n")
     page_path = report.write_index(tmp_path)
     page = page_path.read_text()
     assert page_path == tmp_path / "index.html"
     assert "0.5123" in page and "diffusion_steps: 7" in page and "&lt;x&gt;" in page and "&lt;b&gt;" in page
+    # The units are a column beside their metric, not a row of their own.
+    assert re.search(r"<th>c2st</th><td[^>]*>0.5123</td><td[^>]*>accuracy &lt;0.5&gt;</td>", page)
+    assert "<th>units</th>" not in page
     assert not re.search(r"(src|href)=\"(https?:)?//", page), "the page must work offline"
     assert '<h2 id="ddpm">DDPM</h2>' in page and "RealNVP</h2>" not in page
 

@@ -306,6 +306,18 @@ def mode_coverage(generated: np.ndarray, real: np.ndarray, text: str = "689") ->
 # --------------------------------------------------------------------------------------------------
 
 
+# Stored as the "units" entry of :func:`evaluate_model`'s metrics, so a metrics file says what its numbers are.
+UNITS: dict[str, str] = {
+    "entropy": "value, se: nats per point (natural logarithm, in the data's own coordinates)",
+    "likelihood": "value, se, gap, gap_se: nats per point; per_dim, per_dim_se: nats per dimension",
+    "samples": (
+        "c2st_mlp, c2st_hgb: classifier accuracy (0.5: indistinguishable); energy, sliced_w2: data "
+        "units; mmd: squared MMD of a Gaussian kernel (no units)"
+    ),
+    "seconds": "seconds",
+}
+
+
 def evaluate_model(
     model: torch.nn.Module,
     model_type: str,
@@ -399,6 +411,7 @@ def evaluate_model(
         "samples": quality,
         "mode_coverage": coverage,
         "seconds": {k: round(v, 3) for k, v in timing.items()},
+        "units": UNITS,
     }
     return Evaluation(metrics=metrics, samples=samples, real=real, model=model)
 

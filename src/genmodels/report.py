@@ -489,8 +489,13 @@ def _sort_figures(model_type: str, files: list[Path]) -> list[Path]:
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> str:
+    """The metrics as an HTML table; their ``"units"`` entry, where it is a mapping, becomes a column."""
+    units = metrics.get("units")
+    units = units if isinstance(units, Mapping) else {}
     rows = []
     for key, value in metrics.items():
+        if key == "units" and units:
+            continue
         if isinstance(value, float):
             text, cls = (f"{value:.6g}" if math.isfinite(value) else "n/a"), "num"
         elif isinstance(value, int) and not isinstance(value, bool):
@@ -499,7 +504,11 @@ def _metrics_table(metrics: Mapping[str, Any]) -> str:
             text, cls = "n/a", "num"
         else:
             text, cls = (json.dumps(value) if isinstance(value, (list, dict)) else str(value)), ""
-        rows.append(f'<tr><th>{html.escape(str(key))}</th><td class="{cls}">{html.escape(text)}</td></tr>')
+        unit = html.escape(str(units.get(key, "")))
+        rows.append(
+            f'<tr><th>{html.escape(str(key))}</th><td class="{cls}">{html.escape(text)}</td>'
+            f'<td class="muted">{unit}</td></tr>'
+        )
     return "<table>\n" + "\n".join(rows) + "\n</table>"
 
 

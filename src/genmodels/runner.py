@@ -104,6 +104,22 @@ def sample_model(
     return torch.cat(chunks).cpu().double().numpy()
 
 
+# A run's metrics file carries this as its "units" entry, so the file says what its numbers are.
+METRIC_UNITS: dict[str, str] = {
+    "train_seconds": "seconds",
+    "sample_seconds": "seconds",
+    "train_nll": "nats per point",
+    "test_nll": "nats per point",
+    "test_nll_per_dim": "nats per dimension",
+    "test_nll_bound": "nats per point (upper bound on the NLL)",
+    "test_nll_bound_per_dim": "nats per dimension (upper bound on the NLL)",
+    "c2st": "classifier accuracy (0.5: indistinguishable)",
+    "c2st_floor": "classifier accuracy (0.5: indistinguishable)",
+    "c2st_hgb": "classifier accuracy (0.5: indistinguishable)",
+    "c2st_hgb_floor": "classifier accuracy (0.5: indistinguishable)",
+}
+
+
 def evaluate_samples(
     samples: np.ndarray, real_test: np.ndarray, real_train: np.ndarray, *, seed: int
 ) -> dict:
@@ -411,6 +427,7 @@ def run_training(
             metrics["test_nll_bound_per_dim"] = metrics["test_nll_bound"] / dim
     n_eval = sampling.n_eval or len(test_np)
     metrics.update(evaluate_samples(samples[:n_eval], test_np, train_np, seed=config.data.split_seed))
+    metrics["units"] = {key: unit for key, unit in METRIC_UNITS.items() if key in metrics}
 
     checkpoint(trainer, paths["checkpoint"])
     write_text(paths["config"], yaml.safe_dump(config_to_dict(config), sort_keys=False))
