@@ -906,7 +906,11 @@ def test_output_paths_that_cannot_hold_the_file_are_refused_before_any_work(
     archive = tmp_path / "notes.zip"
     with zipfile.ZipFile(archive, "w") as handle:
         handle.writestr("a.txt", "b")
+    locked = tmp_path / "locked.csv"
+    locked.write_text("x,y\n1,2\n")
+    locked.chmod(0o444)
     cases = [
+        ("locked.csv", "is read-only; make it writable (chmod u+w)"),
         ("loop_a", "cannot be followed to a file"),
         ("into_a_file", "a_file is a file, not a folder"),
         ("notes.zip", "is a zip archive"),
@@ -917,6 +921,7 @@ def test_output_paths_that_cannot_hold_the_file_are_refused_before_any_work(
             assert code == 2, (argv, err)
             assert_clean_error(err, f"-o {tmp_path / name}", needle)
     assert (tmp_path / "loop_a").is_symlink() and archive.read_bytes()[:2] == b"PK"
+    assert locked.read_text() == "x,y\n1,2\n"
     code, _, err = cli(capsys, "make-data", "two_moons", "-n", str(10**12), "-o", tmp_path / "x.csv")
     assert code == 2
     assert_clean_error(err, f"-n {10**12}", "GiB of memory")

@@ -72,6 +72,14 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None) 
         raise ConfigError(f"{option} {output}: {blocker} is a file, not a folder")
     if checkpoint is not None and resolved == Path(checkpoint).resolve():
         raise ConfigError(f"{option} {output} is the checkpoint itself; write to another file")
+    if resolved.is_file() and not resolved.stat().st_mode & 0o222:
+        raise ConfigError(
+            f"{option} {output} is read-only; make it writable (chmod u+w) if it is to be replaced, "
+            "or write to another file"
+        )
+    folder = next((p for p in resolved.parents if p.exists()), None)
+    if folder is not None and not os.access(folder, os.W_OK):
+        raise ConfigError(f"{option} {output}: the folder {folder} is not writable")
     if _is_zip_archive(path):
         raise ConfigError(
             f"{option} {output} is a zip archive (as PyTorch checkpoints are); write to another file, "
