@@ -61,6 +61,18 @@ def test_entropy_reference_uses_the_closed_form_when_the_generator_is_named() ->
     assert unnamed["source"] == "knn" and unnamed["exact"] is None and unnamed["se"] > 0
 
 
+def test_entropy_reference_warns_when_the_data_do_not_match_the_named_generator(caplog) -> None:
+    with caplog.at_level("WARNING", logger="genmodels.evaluation"):
+        for n in (300, 6554):  # the estimator's edge bias is largest at few points; no warning
+            entropy_reference(make_checkerboard(n, seed=1), dataset="checkerboard")
+        assert not caplog.records
+        rescaled = entropy_reference(3.0 * make_checkerboard(2000, seed=0), dataset="checkerboard")
+    assert rescaled["value"] == pytest.approx(math.log(8.0))  # the exact value, as asked
+    assert rescaled["knn"] == pytest.approx(math.log(8.0) + 2 * math.log(3.0), abs=0.15)
+    (record,) = caplog.records
+    assert "do not look drawn from checkerboard" in record.getMessage() and "2.079" in record.getMessage()
+
+
 def test_mode_coverage_counts_a_missing_digit() -> None:
     real = make_text(3000, seed=0, background=0.0)
     generated = real[np.isin(np.arange(len(real)), np.flatnonzero(real[:, 0] < 0.45))]  # drop the 9
