@@ -204,10 +204,11 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
     Raises:
         DataError: the file is missing, unreadable, binary or empty; has fewer than 2 columns; has bad cells
             or rows (all listed with file line and column) and ``drop_invalid`` is false; has fewer than
-            ``min_rows`` valid rows; or has a constant column.
+            ``min_rows`` valid rows; has a constant column; or has a header with number-like names or
+            names holding line breaks.
 
     Warns:
-        DataWarning: rows were dropped; the header line holds number-like names; or fewer than half the
+        DataWarning: rows were dropped; or fewer than half the
             rows (and fewer than 1,000) are distinct points.
     """
     file = Path(path)
@@ -222,15 +223,13 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
     else:
         columns = tuple(name.strip() or f"x{i}" for i, name in enumerate(first))
         data_records = records[1:]
-        numeric = [name for name in first if _looks_numeric(name)]
+        numeric = [name for name in first if _looks_numeric(name) or "\n" in name or "\r" in name]
         if numeric:
-            warnings.warn(
-                DataWarning(
-                    f"line {first_line} of {file} was read as a header although "
-                    f"{_plural(len(numeric), 'cell')} ({', '.join(map(repr, numeric[:5]))}) look like "
-                    "numbers; check that no data row was lost"
-                ),
-                stacklevel=2,
+            raise DataError(
+                f"line {first_line} of {file} is read as the header, but {_plural(len(numeric), 'name')} "
+                f"({', '.join(map(repr, numeric[:5]))}) look like numbers or hold a line break; name every "
+                "column with text (e.g. x,y), so that the samples' CSV can be read back, or, if the line "
+                "is data, make all of its cells numbers"
             )
     n_cols = len(columns)
     if n_cols < 2:
