@@ -1006,6 +1006,13 @@ def test_sample_refuses_a_count_beyond_the_machines_memory(
     assert code == 2
     assert_clean_error(err, f"-n {10**13}", "GiB of memory", "ask for fewer")
     assert not target.exists()
+    # train draws its samples after training: the same count is refused before any training
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "realnvp", "--data", moons_csv(tmp_path / "m.csv"), "--epochs", "1",
+                       "--n_samples", str(10**13), "--output_dir", out)  # fmt: skip
+    assert code == 2
+    assert_clean_error(err, f"sampling.n_samples (--n_samples) {10**13}", "GiB of memory")
+    assert not out.exists()
 
 
 def test_compare_warns_when_runs_were_evaluated_on_other_points(

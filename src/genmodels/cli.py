@@ -92,9 +92,9 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None) 
 _BYTES_PER_SAMPLED_VALUE = 80
 
 
-def _check_sample_memory(n: int, dim: int, what: str = "samples") -> None:
-    """Refuse ``-n`` points of ``dim`` values that would need more memory than the machine has (where
-    the platform tells its physical memory).
+def _check_sample_memory(n: int, dim: int, what: str = "samples", option: str = "-n") -> None:
+    """Refuse ``n`` points (given as ``option``) of ``dim`` values that would need more memory than the
+    machine has (where the platform tells its physical memory).
 
     Raises:
         ConfigError: naming ``-n`` and the memory it would need.
@@ -108,7 +108,7 @@ def _check_sample_memory(n: int, dim: int, what: str = "samples") -> None:
     need = n * dim * _BYTES_PER_SAMPLED_VALUE
     if physical > 0 and need > physical:
         raise ConfigError(
-            f"-n {n}: writing {n} {what} of {dim} values needs about {need / 2**30:.0f} GiB of memory, "
+            f"{option} {n}: writing {n} {what} of {dim} values needs about {need / 2**30:.0f} GiB of memory, "
             f"more than this machine's {physical / 2**30:.0f} GiB; ask for fewer (for more, run the "
             "command several times with different --seed values)"
         )
@@ -315,6 +315,8 @@ def _train(args: argparse.Namespace) -> int:
             "path is relative to where the run was started: resume from there, or pass --data"
         )
     resolve_device(args.device)  # an unavailable device is an error before anything is printed
+    # Before training: the samples drawn after it must fit in memory (2 values each at the least).
+    _check_sample_memory(config.sampling.n_samples, 2, option="sampling.n_samples (--n_samples)")
     if not args.quiet:
         import yaml
 
