@@ -88,6 +88,23 @@ def test_c2st_far_apart_is_perfect() -> None:
     assert c2st(x, y) > 0.98
 
 
+def test_c2st_passes_ctrl_c_on_instead_of_letting_the_classifier_swallow_it(monkeypatch) -> None:
+    """scikit-learn's MLP catches KeyboardInterrupt in its epoch loop and only warns; c2st re-raises it."""
+    from sklearn.neural_network import MLPClassifier
+
+    calls = []
+
+    def interrupted(self, *args, **kwargs):  # called by the MLP inside its own try/except KeyboardInterrupt
+        calls.append(1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MLPClassifier, "_update_no_improvement_count", interrupted)
+    rng = _rng(5)
+    with pytest.raises(KeyboardInterrupt):
+        c2st(rng.normal(size=(200, 2)), rng.normal(size=(200, 2)))
+    assert calls == [1]
+
+
 def test_c2st_on_a_few_points_fits_without_warnings() -> None:
     """Fewer training points than the usual mini-batch: one batch of all of them, no warning per fold."""
     import warnings

@@ -125,6 +125,10 @@ def _pairwise_sum(
     return total
 
 
+# The warning scikit-learn's MLPClassifier gives, instead of raising, when Ctrl-C stops its fit.
+_MLP_INTERRUPTED = "Training interrupted by user"
+
+
 def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, classifier: str = "mlp") -> float:
     """Classifier two-sample test: cross-validated accuracy of a classifier telling x from y.
 
@@ -215,7 +219,15 @@ def _cross_validated_accuracy(
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(data[train], labels[train])
+            # scikit-learn's MLP catches Ctrl-C, warns and returns a half-fitted classifier; make it
+            # stop the program as Ctrl-C does everywhere else.
+            warnings.filterwarnings("error", message=_MLP_INTERRUPTED)
+            try:
+                clf.fit(data[train], labels[train])
+            except UserWarning as warning:
+                if _MLP_INTERRUPTED not in str(warning):
+                    raise
+                raise KeyboardInterrupt from None
         accuracies.append(float(np.mean(clf.predict(data[test]) == labels[test])))
     return float(np.mean(accuracies))
 
