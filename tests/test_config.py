@@ -217,6 +217,14 @@ def test_out_of_range_value_names_the_key(model_type: str, section: str, key: st
     assert f"{section}.{key}" in message and "run.yaml" in message
 
 
+@pytest.mark.parametrize("start, end", [(0.01, 0.1), (0.1, 0.01), (1e-4, 0.07)])
+def test_a_schedule_whose_alpha_bar_underflows_is_refused_on_load(start: float, end: float) -> None:
+    # ᾱ_L of 1.2e-31, 1.2e-31 and 3.3e-20: the sampler's float32 values overflowed to nan (measured).
+    with pytest.raises(ConfigError, match=r"model.beta2_start/beta2_end: .* drives ᾱ_L to .*e-(31|20)"):
+        config_from_dict({"model": {"beta2_start": start, "beta2_end": end}}, "ddpm", source="run.yaml")
+    config_from_dict({"model": {"beta2_start": 1e-4, "beta2_end": 0.05}}, "ddpm")  # ᾱ_L 1.5e-14: fine
+
+
 def test_every_out_of_range_value_is_listed() -> None:
     with pytest.raises(ConfigError) as info:
         raw = {"training": {"epochs": 0, "learning_rate": -1}, "model": {"hidden_units": 0}}

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genmodels.schedule import NoiseSchedule
+from genmodels.schedule import MIN_ALPHA_BAR, NoiseSchedule, final_alpha_bar
 
 
 def test_golden_values_default_schedule():
@@ -37,6 +37,19 @@ def test_golden_values_default_schedule():
     assert 5e3 < 1 / (2 * float(s.posterior_variance[2])) < 2e4
     assert 50 < 1 / (2 * float(s.posterior_variance[500])) < 200
     assert float(s.alpha_bar[1300]) == pytest.approx(0.03, abs=0.01)
+
+
+@pytest.mark.parametrize("steps, start, end", [(2500, 1e-4, 0.02), (1, 0.3, 0.3), (6000, 1e-4, 0.02)])
+def test_final_alpha_bar_is_the_schedules_last_value(steps, start, end):
+    expected = NoiseSchedule(steps, start, end).alpha_bar.double()[-1].item()
+    assert final_alpha_bar(steps, start, end) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_schedule_below_the_smallest_alpha_bar_is_refused():
+    assert final_alpha_bar(2500, 1e-4, 0.07) < MIN_ALPHA_BAR < final_alpha_bar(2500, 1e-4, 0.06)
+    with pytest.raises(ValueError, match="drives ᾱ_L to 3.3e-20, below 1e-18"):
+        NoiseSchedule(2500, 1e-4, 0.07)
+    NoiseSchedule(2500, 1e-4, 0.06)
 
 
 def test_single_step_schedule_uses_the_end_value():
@@ -126,10 +139,13 @@ def test_invalid_schedules_are_rejected():
     end=st.floats(1e-6, 0.999),
 )
 def test_property_schedule_is_valid(steps, start, end):
+    if final_alpha_bar(steps, start, end) < MIN_ALPHA_BAR:
+        with pytest.raises(ValueError, match="drives ᾱ_L"):
+            NoiseSchedule(steps, start, end)
+        return
     s = NoiseSchedule(steps, start, end).double()
     assert torch.isfinite(s.alpha_bar).all() and torch.isfinite(s.posterior_variance).all()
     assert float(s.alpha_bar[0]) == 1.0
-    # ᾱ may underflow to 0 in float32 storage for very long, steep schedules.
     assert (s.alpha_bar[1:] < 1).all() and (s.alpha_bar[1:] >= 0).all()
     assert (s.alpha_bar[1:] <= s.alpha_bar[:-1]).all()
     assert (s.posterior_variance[1:] >= 0).all()

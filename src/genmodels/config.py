@@ -306,6 +306,11 @@ class DDPMModelConfig:
         _check(errors, self.diffusion_steps >= 1, "model.diffusion_steps must be >= 1")
         _check(errors, 0 < self.beta2_start < 1, "model.beta2_start must be in (0, 1)")
         _check(errors, 0 < self.beta2_end < 1, "model.beta2_end must be in (0, 1)")
+        if self.diffusion_steps >= 1 and 0 < self.beta2_start < 1 and 0 < self.beta2_end < 1:
+            from genmodels.schedule import schedule_problem
+
+            problem = schedule_problem(self.diffusion_steps, self.beta2_start, self.beta2_end)
+            _check(errors, problem is None, f"model.beta2_start/beta2_end: {problem}")
         _check(errors, self.time_embed_dim >= 2, "model.time_embed_dim must be >= 2")
         _check(errors, self.hidden_units >= 1, f"model.hidden_units must be >= 1 (got {self.hidden_units})")
         _check(errors, self.n_blocks >= 1, "model.n_blocks must be >= 1")

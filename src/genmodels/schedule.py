@@ -24,7 +24,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["NoiseSchedule", "broadcast_to"]
+__all__ = ["MIN_ALPHA_BAR", "NoiseSchedule", "broadcast_to", "final_alpha_bar", "schedule_problem"]
+
+# The smallest ᾱ_L a schedule may reach. The reverse mean divides by α_i at every step, so sampling
+# multiplies the network's errors by up to 1/ᾱ_L: with ᾱ_L near 1e-20 float32 samples overflow to
+# inf and nan (measured with the default network). The spec's schedule ends at ᾱ_L = 3.2e-6.
+MIN_ALPHA_BAR = 1e-18
+
+
+def final_alpha_bar(steps: int, beta2_start: float, beta2_end: float) -> float:
+    """ᾱ_L = prod_i sqrt(1 - β²_i) of the linear β² schedule (computed in float64 logarithms)."""
+    beta2 = torch.linspace(beta2_start, beta2_end, steps, dtype=torch.float64) if steps > 1 else None
+    if beta2 is None:
+        beta2 = torch.tensor([beta2_end], dtype=torch.float64)
+    return float(torch.exp(0.5 * torch.log1p(-beta2).sum()))
+
+
+def schedule_problem(steps: int, beta2_start: float, beta2_end: float) -> str | None:
+    """Why a schedule with these (in-range) values cannot be sampled in float32, or None."""
+    alpha_bar = final_alpha_bar(steps, beta2_start, beta2_end)
+    if alpha_bar >= MIN_ALPHA_BAR:
+        return None
+    return (
+        f"the β² schedule from {beta2_start:g} to {beta2_end:g} over {steps} steps drives ᾱ_L to "
+        f"{alpha_bar:.1e}, below {MIN_ALPHA_BAR:g}: sampling divides by ᾱ and would overflow float32; "
+        "lower beta2_end, beta2_start or diffusion_steps (the default schedule ends at ᾱ_L = 3.2e-6)"
+    )
 
 
 def broadcast_to(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -45,7 +70,8 @@ class NoiseSchedule(nn.Module):
     ``posterior_coef_x0`` and ``posterior_coef_xi`` (the two coefficients of μ̃_i).
 
     Raises:
-        ValueError: for L < 1 or β² outside (0, 1).
+        ValueError: for L < 1, β² outside (0, 1), or a schedule whose ᾱ_L is below
+            :data:`MIN_ALPHA_BAR`.
     """
 
     def __init__(self, steps: int, beta2_start: float, beta2_end: float) -> None:
@@ -54,6 +80,9 @@ class NoiseSchedule(nn.Module):
             raise ValueError(f"the schedule needs at least 1 step, got {steps}")
         if not (0 < beta2_start < 1 and 0 < beta2_end < 1):
             raise ValueError(f"beta2 must be in (0, 1), got {beta2_start} and {beta2_end}")
+        problem = schedule_problem(steps, beta2_start, beta2_end)
+        if problem is not None:
+            raise ValueError(problem)
         self.steps = steps
         if steps == 1:
             beta2 = torch.tensor([beta2_end], dtype=torch.float64)
