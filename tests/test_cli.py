@@ -474,6 +474,15 @@ def test_b02_rows_dropped_behind_an_option(capsys: pytest.CaptureFixture[str], t
     assert code == 0, err
     data = load_checkpoint(out / "checkpoints" / "realnvp.pt")["data"]
     assert (data["n_rows"], data["n_dropped"]) == (995, 5)
+    # evaluate --data suggests --drop_invalid for the same file, and has it
+    ckpt = out / "checkpoints" / "realnvp.pt"
+    code, _, err = cli(capsys, "evaluate", ckpt, "--data", case("B02.csv"), "-n", "200", "--n_boot", "2")
+    assert code == 2 and "pass --drop_invalid" in err
+    with pytest.warns(DataWarning, match="dropped 5 invalid rows"):
+        code, _, err = cli(capsys, "evaluate", ckpt, "--data", case("B02.csv"), "--drop_invalid",
+                           "-n", "200", "--n_boot", "2", "--output", tmp_path / "e.json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads((tmp_path / "e.json").read_text())["n_real"] == 995
 
 
 def test_b17_misspelled_keys(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

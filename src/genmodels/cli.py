@@ -421,6 +421,9 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", help="CSV of evaluation points (default: the held-out split stored in the checkpoint)"
     )
+    parser.add_argument(
+        "--drop_invalid", action="store_true", help="drop --data rows with bad cells instead of failing"
+    )
     parser.add_argument("-n", type=int, default=3000, help="samples to generate (default 3000)")
     parser.add_argument(
         "--n_eval", type=int, help="points per sample in the two-sample tests (default min(n, N_real/2))"
@@ -490,6 +493,7 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
         )
     return {
         "data": args.data,
+        "drop_invalid": args.drop_invalid,
         "device": str(resolve_device(args.device)),
         "n_samples": args.n,
         "n_eval": args.n_eval,

@@ -435,11 +435,13 @@ def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
     data: str | Path | None = None,
+    drop_invalid: bool = False,
     device: str = "cpu",
     **options: Any,
 ) -> Evaluation:
     """Load a checkpoint of either model and run :func:`evaluate_model` on its held-out split
-    (``payload["test_data"]``), or on the CSV file ``data``.
+    (``payload["test_data"]``), or on the CSV file ``data`` (read by :func:`genmodels.data.load_csv`
+    with ``drop_invalid``).
 
     Raises:
         CheckpointError: the checkpoint cannot be used; DataError: bad ``data``; ConfigError: no
@@ -452,7 +454,7 @@ def evaluate_checkpoint(
     payload = load_checkpoint(checkpoint, map_location=device)
     model = model_from_checkpoint(payload, device=device)
     if data is not None:
-        dataset = load_csv(data)
+        dataset = load_csv(data, drop_invalid=drop_invalid)
         real = dataset.values
         source = str(data)
         if real.shape[1] != payload["dim"]:
