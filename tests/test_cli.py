@@ -1076,6 +1076,14 @@ def test_a_tiny_training_split_skips_the_floor_instead_of_failing(
     assert metrics["c2st_floor"] is None and metrics["c2st_hgb_floor"] is None
     assert 0 <= metrics["c2st"] <= 1
     assert (out / "checkpoints" / "realnvp.pt").is_file()
+    # Fewer than 4 training rows is an error naming the split, before any training
+    for fraction, left in ((0.995, 2), (0.999, 1)):
+        config = write_config(tmp_path / "c.yaml", "realnvp", data={"test_fraction": fraction})
+        code, _, err = cli(capsys, "train", "realnvp", "--config", config, "--data", tmp_path / "m.csv",
+                           "--output_dir", tmp_path / "out2")  # fmt: skip
+        assert code == 2
+        assert_clean_error(err, f"data.test_fraction {fraction:g} leaves {left} of its 400 rows", "at least 4")
+    assert not (tmp_path / "out2" / "checkpoints").exists()
 
 
 def test_user_mistakes_get_clear_errors(

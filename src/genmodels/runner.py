@@ -237,6 +237,10 @@ def _make_evaluate(model_type: str, test: torch.Tensor):
     raise ConfigError(f"unknown model type {model_type!r}")
 
 
+# Fewest training rows a run accepts after the split: as many as a data file must have.
+MIN_TRAINING_ROWS = 4
+
+
 def run_training(
     config: RunConfig,
     *,
@@ -284,9 +288,13 @@ def run_training(
         dataset.values, test_fraction=config.data.test_fraction, seed=config.data.split_seed
     )
     dim = train_np.shape[1]
+    if len(train_np) < MIN_TRAINING_ROWS:  # before the range check, which 1 row would fail as constant
+        raise ConfigError(
+            f"{config.data.path}: data.test_fraction {config.data.test_fraction:g} leaves "
+            f"{len(train_np)} of its {len(dataset.values)} rows for training; at least {MIN_TRAINING_ROWS} are "
+            "needed: lower data.test_fraction"
+        )
     _check_float32_range(train_np, dataset.columns, config.data.path)
-    if len(train_np) < 2:
-        raise ConfigError(f"{config.data.path}: only {len(train_np)} training row(s) after the split")
     train = torch.as_tensor(train_np, dtype=torch.float32, device=dev)
     test = torch.as_tensor(test_np, dtype=torch.float32, device=dev)
 
