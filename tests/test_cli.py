@@ -1006,6 +1006,18 @@ def test_evaluate_output_dash_prints_the_json_alone_and_an_empty_name_is_an_erro
         assert_clean_error(err, "must name a file, got an empty string")
 
 
+def test_sample_refuses_ddpm_only_options_for_a_realnvp(
+    capsys: pytest.CaptureFixture[str], moons_realnvp: Path, tmp_path: Path
+) -> None:
+    ckpt = moons_realnvp / "checkpoints" / "realnvp.pt"
+    for option, needle in ((["--eta", "0.5"], "--eta 0.5 applies only to DDPM checkpoints"),
+                           (["--sampling_steps", "5"], "--sampling_steps 5 applies only to DDPM checkpoints")):  # fmt: skip
+        code, _, err = cli(capsys, "sample", ckpt, "-n", "5", *option, "-o", tmp_path / "s.csv")
+        assert code == 2
+        assert_clean_error(err, needle)
+    assert not (tmp_path / "s.csv").exists()
+
+
 def test_sample_refuses_a_count_beyond_the_machines_memory(
     capsys: pytest.CaptureFixture[str], moons_realnvp: Path, tmp_path: Path
 ) -> None:
@@ -1082,7 +1094,9 @@ def test_a_tiny_training_split_skips_the_floor_instead_of_failing(
         code, _, err = cli(capsys, "train", "realnvp", "--config", config, "--data", tmp_path / "m.csv",
                            "--output_dir", tmp_path / "out2")  # fmt: skip
         assert code == 2
-        assert_clean_error(err, f"data.test_fraction {fraction:g} leaves {left} of its 400 rows", "at least 4")
+        assert_clean_error(
+            err, f"data.test_fraction {fraction:g} leaves {left} of its 400 rows", "at least 4"
+        )
     assert not (tmp_path / "out2" / "checkpoints").exists()
 
 

@@ -446,3 +446,16 @@ def test_models_check_their_inputs_and_the_trainer_its_data() -> None:
         Trainer(flow, config, progress=False).fit(torch.randn(100, 3))
     with pytest.raises(ValueError, match=re.escape("shape (N, D), got (100,)")):
         Trainer(ddpm, config, progress=False).fit(torch.randn(100))
+
+
+def test_reverse_step_hook_sees_every_step_and_must_be_callable() -> None:
+    model = DDPM.from_config(DDPMModelConfig(diffusion_steps=6, hidden_units=8, n_blocks=1), dim=2)
+    seen = []
+    handle = model.register_reverse_step_hook(lambda x, t: seen.append((tuple(x.shape), int(t))))
+    model.sample(3, generator=torch.Generator().manual_seed(0))
+    assert seen == [((3, 2), i) for i in range(6, 0, -1)]
+    handle.remove()
+    model.sample(3)
+    assert len(seen) == 6
+    with pytest.raises(TypeError, match="hook must be callable as hook\\(x_i, timestep\\), got int"):
+        model.register_reverse_step_hook(3)

@@ -170,6 +170,16 @@ def test_constructor_and_standardization_arguments_are_checked():
     ):
         with pytest.raises(ValueError, match=re.escape(needle)):
             RealNVP(2, **kwargs)
+    for dim in (2.5, "2", 1, True):
+        with pytest.raises(
+            ValueError, match=re.escape(f"at least 2 dimensions (a whole number), got {dim!r}")
+        ):
+            RealNVP(dim)
+    for clamp in (0, -1.0, float("inf"), "3"):  # 0 gave nan log-densities
+        with pytest.raises(
+            ValueError, match=re.escape(f"scale_clamp must be a finite number > 0, got {clamp!r}")
+        ):
+            RealNVP(2, scale_clamp=clamp)
     assert len(RealNVP(2, n_coupling_layers=np.int64(3), hidden_units=8).layers) == 3
     flow = RealNVP(3, n_coupling_layers=2, hidden_units=8)
     flow.set_standardization(np.array([1.0, 2.0, 3.0]), [1.0, 2.0, 4.0])  # NumPy and lists are numbers

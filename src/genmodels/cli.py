@@ -362,6 +362,10 @@ def _sample(args: argparse.Namespace) -> int:
             "applies only to DDPM checkpoints" if steps is None else f"must be at most {steps} (0 = all)"
         )
         raise ConfigError(f"--sampling_steps {args.sampling_steps} {expected}")
+    if args.eta != 1.0 and steps is None:
+        raise ConfigError(
+            f"--eta {args.eta:g} applies only to DDPM checkpoints (the strided sampler's noise)"
+        )
     if args.eta != 1.0 and steps is not None and args.sampling_steps in (0, steps):
         warnings.warn(
             f"--eta {args.eta:g} has no effect: it sets the noise of the strided DDIM sampler, and all "

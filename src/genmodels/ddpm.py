@@ -255,7 +255,12 @@ class DDPM(nn.Module):
     ) -> RemovableHandle:
         """Call ``hook(x_i, timestep)`` at every reverse step of :meth:`sample` (ancestral or strided),
         before the network sees x_i: ``x_i (n, D)`` standardised, ``timestep (1,)`` long, the step i
-        shared by all n points. Returns a handle whose ``remove()`` unregisters it."""
+        shared by all n points. Returns a handle whose ``remove()`` unregisters it.
+
+        Raises:
+            TypeError: ``hook`` is not callable."""
+        if not callable(hook):
+            raise TypeError(f"hook must be callable as hook(x_i, timestep), got {type(hook).__name__}")
         handle = RemovableHandle(self._reverse_step_hooks)
         self._reverse_step_hooks[handle.id] = hook
         return handle

@@ -253,8 +253,8 @@ class RealNVP(nn.Module):
     works on standardised data while every density stays in the data's own units.
 
     Raises:
-        ValueError: ``dim < 2``, ``n_coupling_layers`` or ``hidden_units`` not a whole number >= 1, or
-            ``n_hidden`` not one >= 0.
+        ValueError: ``dim`` not a whole number >= 2, ``n_coupling_layers`` or ``hidden_units`` not one
+            >= 1, ``n_hidden`` not one >= 0, or ``scale_clamp`` not a finite number > 0.
     """
 
     def __init__(
@@ -269,8 +269,10 @@ class RealNVP(nn.Module):
         actnorm: bool = False,
     ) -> None:
         super().__init__()
-        if dim < 2:
-            raise ValueError(f"RealNVP needs data of at least 2 dimensions, got {dim}")
+        if whole_number(dim) is None or dim < 2:
+            raise ValueError(f"RealNVP needs data of at least 2 dimensions (a whole number), got {dim!r}")
+        if not (isinstance(scale_clamp, numbers.Real) and math.isfinite(scale_clamp) and scale_clamp > 0):
+            raise ValueError(f"scale_clamp must be a finite number > 0, got {scale_clamp!r}")
         for name, value, least in (
             ("n_coupling_layers", n_coupling_layers, 1),
             ("n_hidden", n_hidden, 0),
