@@ -187,6 +187,23 @@ def test_index_page(tmp_path: Path) -> None:
     assert '<h2 id="ddpm">DDPM</h2>' in page and "RealNVP</h2>" not in page
 
 
+
+def test_index_page_sets_apart_figures_older_than_the_metrics(tmp_path: Path) -> None:
+    import os
+
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "metrics").mkdir()
+    stale, fresh = tmp_path / "figures" / "realnvp_density.png", tmp_path / "figures" / "realnvp_results.png"
+    stale.write_bytes(b"old")
+    (tmp_path / "metrics" / "realnvp.json").write_text(json.dumps({"test_nll": 1.0}))
+    fresh.write_bytes(b"new")
+    os.utime(stale, ns=(1, 1))  # written long before the metrics
+    page = report.write_index(tmp_path).read_text()
+    figures, older = page.split("<h3>Older figures</h3>")
+    assert "realnvp_results.png" in figures and "realnvp_density.png" not in figures
+    assert "realnvp_density.png" in older and "earlier run into this folder" in older
+
+
 def test_tensorboard_missing_package_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -523,7 +523,8 @@ def _read_metrics(path: Path) -> dict[str, Any] | None:
 
 def write_index(out_dir: str | os.PathLike[str]) -> Path:
     """Write ``out_dir/index.html``: every figure under ``figures/``, the metrics of
-    ``metrics/*.json`` and the configs of ``configs/*.yaml``, one section per model.
+    ``metrics/*.json`` and the configs of ``configs/*.yaml``, one section per model. A model's figures
+    older than its metrics file (left by an earlier run into the folder) are shown apart, as older.
 
     Figures are linked by relative paths and the page has no external resources, so the directory
     can be copied or opened offline as it is. Returns the path written.
@@ -581,10 +582,23 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
                 + "</p>"
             )
         own = _sort_figures(model, [p for p in figures if p.name.startswith(model + "_")])
+        # A run writes its metrics, then its figures: a figure older than the metrics was left by an
+        # earlier run into this folder (a 2-D run's density before a 3-D one), so it is set apart.
+        metrics_file = metrics_dir / f"{model}.json"
+        written = metrics_file.stat().st_mtime_ns if metrics_file.is_file() else None
+        older = [p for p in own if written is not None and p.stat().st_mtime_ns < written]
+        own = [p for p in own if p not in older]
         if own:
             parts.append("<h3>Figures</h3>")
         for path in own:
             parts.append(_figure_html(model, path))
+        if older:
+            parts.append("<h3>Older figures</h3>")
+            parts.append(
+                '<p class="muted">Written before these metrics, by an earlier run into this folder; '
+                "they may not show this run's model.</p>"
+            )
+            parts.extend(_figure_html(model, path) for path in older)
         config = config_dir / f"{model}.yaml"
         if config.is_file():
             parts.append("<h3>Effective config</h3>")
