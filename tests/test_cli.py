@@ -1061,11 +1061,17 @@ def test_a_new_run_into_a_run_folder_says_it_replaces_it(
     shutil.copytree(moons_realnvp, out)
     config = write_config(tmp_path / "c.yaml", "realnvp", training={"epochs": 1})
     data = moons_csv(tmp_path / "m.csv")
+    last = out / "checkpoints" / "realnvp_last.pt"
+    before = last.read_bytes()
     with caplog.at_level(logging.INFO, logger="genmodels.runner"):
         assert (
             cli(capsys, "train", "realnvp", "--config", config, "--data", data, "--output_dir", out)[0] == 0
         )
-        assert f"{out} already holds a realnvp run" in caplog.text and "--resume auto" in caplog.text
+        # The earlier run's resumable state is set aside, not overwritten by the new run's.
+        previous = out / "checkpoints" / "realnvp_last.previous.pt"
+        assert previous.read_bytes() == before and last.read_bytes() != before
+        assert f"{out} already holds a realnvp run" in caplog.text
+        assert f"its resumable checkpoint is kept as {previous} (--resume {previous} continues it)" in caplog.text
         caplog.clear()
         assert cli(capsys, "train", "ddpm", "--config", write_config(tmp_path / "d.yaml", "ddpm"),
                    "--data", data, "--output_dir", out)[0] == 0  # fmt: skip

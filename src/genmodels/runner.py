@@ -353,11 +353,18 @@ def run_training(
             )
         log.info("resumed from %s at epoch %d", resume_path, trainer.epoch)
     elif paths["checkpoint"].exists() or paths["last"].exists():
+        kept = ""
+        if paths["last"].exists():
+            # The earlier run's resumable state is set aside, not overwritten by this run's first
+            # checkpoint: a run started into the wrong folder and stopped leaves it resumable.
+            previous = paths["last"].with_name(f"{name}_last.previous.pt")
+            paths["last"].replace(previous)
+            kept = f"; its resumable checkpoint is kept as {previous} (--resume {previous} continues it)"
         log.info(
-            "%s already holds a %s run; this new run replaces its outputs as it goes "
-            "(--resume auto would continue it instead)",
+            "%s already holds a %s run; this new run replaces its outputs as it goes%s",
             out,
             name,
+            kept or " (--resume auto would continue it instead)",
         )
 
     data_info = {
