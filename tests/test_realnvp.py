@@ -273,3 +273,19 @@ def test_points_of_the_wrong_shape_or_dtype_are_named():
         flow.log_prob(torch.zeros(4, 2, dtype=torch.float64))
     assert flow.double().log_prob(torch.zeros(4, 2, dtype=torch.float64)).shape == (4,)
     assert flow.sample(3).dtype == torch.float64
+
+
+def test_sample_model_warns_about_samples_far_outside_the_data(caplog, monkeypatch) -> None:
+    from genmodels.runner import sample_model
+
+    flow = RealNVP(2, n_coupling_layers=2, hidden_units=8)
+    flow.set_standardization(torch.tensor([1.0, -1.0]), torch.tensor([2.0, 0.5]))
+    with caplog.at_level("WARNING", logger="genmodels.runner"):
+        sample_model(flow, 500, seed=0)  # an untrained flow: standard normal in standardised units
+        assert not caplog.records
+        far = torch.tensor([[1.0, -1.0], [1.0 + 2.0 * 60, -1.0], [1.0, -1.0 - 0.5 * 1e4]])
+        monkeypatch.setattr(flow, "sample", lambda n, generator=None: far[:n])
+        assert sample_model(flow, 3, seed=0).shape == (3, 2)
+    (record,) = caplog.records
+    assert "2 of 3 samples lie more than 50 training standard deviations" in record.getMessage()
+    assert "(up to 1e+04)" in record.getMessage()
