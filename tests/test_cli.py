@@ -1071,7 +1071,10 @@ def test_a_new_run_into_a_run_folder_says_it_replaces_it(
         previous = out / "checkpoints" / "realnvp_last.previous.pt"
         assert previous.read_bytes() == before and last.read_bytes() != before
         assert f"{out} already holds a realnvp run" in caplog.text
-        assert f"its resumable checkpoint is kept as {previous} (--resume {previous} continues it)" in caplog.text
+        assert (
+            f"its resumable checkpoint is kept as {previous} (--resume {previous} continues it)"
+            in caplog.text
+        )
         caplog.clear()
         assert cli(capsys, "train", "ddpm", "--config", write_config(tmp_path / "d.yaml", "ddpm"),
                    "--data", data, "--output_dir", out)[0] == 0  # fmt: skip

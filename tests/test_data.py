@@ -589,3 +589,14 @@ def test_repository_689_file_is_ours_and_reproducible():
         assert not np.array_equal(reference[:100], data.values[:100])
         assert data.values.mean(axis=0) == pytest.approx(reference.mean(axis=0), abs=0.06)
         assert data.values.std(axis=0) == pytest.approx(reference.std(axis=0), rel=0.1)
+
+
+def test_utf16_csv_is_named_as_such(tmp_path):
+    for encoding in ("utf-16", "utf-16-be"):
+        path = tmp_path / "u16.csv"
+        text = "x,y\n1,2\n3,4\n5,6\n7,8\n"
+        path.write_bytes(
+            ("\ufeff" + text).encode(encoding) if encoding.endswith("be") else text.encode(encoding)
+        )
+        with pytest.raises(DataError, match=r"u16.csv is UTF-16 text .*; save it as UTF-8 CSV"):
+            load_csv(path)

@@ -187,7 +187,6 @@ def test_index_page(tmp_path: Path) -> None:
     assert '<h2 id="ddpm">DDPM</h2>' in page and "RealNVP</h2>" not in page
 
 
-
 def test_index_page_sets_apart_figures_older_than_the_metrics(tmp_path: Path) -> None:
     import os
 

@@ -148,6 +148,8 @@ def _read_text(path: Path) -> str:
         raise DataError(f"data file {str(path)!r} cannot be read (permission denied)") from None
     except OSError as exc:
         raise DataError(f"data file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise DataError(f"{path} is UTF-16 text (as some spreadsheet programs save it); save it as UTF-8 CSV")
     if b"\x00" in raw:
         raise DataError(f"{path} is not a text CSV file (it contains NUL bytes; binary data?)")
     try:
