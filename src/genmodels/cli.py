@@ -97,7 +97,7 @@ def _check_sample_memory(n: int, dim: int, what: str = "samples", option: str = 
     machine has (where the platform tells its physical memory).
 
     Raises:
-        ConfigError: naming ``-n`` and the memory it would need.
+        ConfigError: naming ``option`` and the memory it would need.
     """
     from genmodels.errors import ConfigError
 
@@ -495,14 +495,13 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
         raise ConfigError(
             f"unknown dataset {args.dataset!r}; expected one of {', '.join(sorted(GENERATORS))}"
         )
-    return {
+    given = {"n_ode": args.ode_points, "n_bound": args.bound_points}  # not given: evaluate_model's defaults
+    return {key: value for key, value in given.items() if value is not None} | {
         "data": args.data,
         "drop_invalid": args.drop_invalid,
         "device": str(resolve_device(args.device)),
         "n_samples": args.n,
         "n_eval": args.n_eval,
-        "n_ode": 1000 if args.ode_points is None else args.ode_points,
-        "n_bound": 1000 if args.bound_points is None else args.bound_points,
         "n_boot": args.n_boot,
         "dataset": args.dataset,
         "text": args.text,

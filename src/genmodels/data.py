@@ -225,7 +225,7 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
     else:
         columns = tuple(name.strip() or f"x{i}" for i, name in enumerate(first))
         data_records = records[1:]
-        numeric = [name for name in first if _looks_numeric(name) or "\n" in name or "\r" in name]
+        numeric = [name for name in first if _misread_name(name)]
         if numeric:
             raise DataError(
                 f"line {first_line} of {file} is read as the header, but {_plural(len(numeric), 'name')} "
@@ -364,6 +364,12 @@ def csv_text(values: np.ndarray, columns: Sequence[str] | None = None) -> str:
 _CSV_CHUNK_ROWS = 65536
 
 
+def _misread_name(name: str) -> bool:
+    """Whether a column name would not survive a header line: it looks like a number (the line would
+    read as data) or holds a line break."""
+    return _looks_numeric(name) or "\n" in name or "\r" in name
+
+
 def write_csv(handle: TextIO, values: np.ndarray, columns: Sequence[str] | None = None) -> None:
     """Write ``values`` (shape ``(N, D)``) as CSV with a header line to the text stream ``handle``,
     ``65,536`` rows at a time, so the text never needs more memory than one chunk's.
@@ -392,7 +398,7 @@ def write_csv(handle: TextIO, values: np.ndarray, columns: Sequence[str] | None 
     if len(names) != array.shape[1]:
         raise ValueError(f"{len(names)} column names for {array.shape[1]} columns")
     for name in names:
-        if not name.strip() or _looks_numeric(name) or "\n" in name or "\r" in name:
+        if not name.strip() or _misread_name(name):
             raise ValueError(f"column name {name!r} is empty, number-like or has a line break")
     csv.writer(handle, lineterminator="\n").writerow(names)
     if array.dtype != np.float32:

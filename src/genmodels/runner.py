@@ -131,6 +131,7 @@ def _warn_far_samples(model: nn.Module, samples: np.ndarray) -> None:
         )  # fmt: skip
 
 
+_ACCURACY = "classifier accuracy (0.5: indistinguishable)"
 # A run's metrics file carries this as its "units" entry, so the file says what its numbers are.
 METRIC_UNITS: dict[str, str] = {
     "train_seconds": "seconds",
@@ -140,10 +141,10 @@ METRIC_UNITS: dict[str, str] = {
     "test_nll_per_dim": "nats per dimension",
     "test_nll_bound": "nats per point (upper bound on the NLL)",
     "test_nll_bound_per_dim": "nats per dimension (upper bound on the NLL)",
-    "c2st": "classifier accuracy (0.5: indistinguishable)",
-    "c2st_floor": "classifier accuracy (0.5: indistinguishable)",
-    "c2st_hgb": "classifier accuracy (0.5: indistinguishable)",
-    "c2st_hgb_floor": "classifier accuracy (0.5: indistinguishable)",
+    "c2st": _ACCURACY,
+    "c2st_floor": _ACCURACY,
+    "c2st_hgb": _ACCURACY,
+    "c2st_hgb_floor": _ACCURACY,
 }
 
 

@@ -32,12 +32,16 @@ __all__ = ["MIN_ALPHA_BAR", "NoiseSchedule", "broadcast_to", "final_alpha_bar", 
 MIN_ALPHA_BAR = 1e-18
 
 
+def _linear_beta2(steps: int, beta2_start: float, beta2_end: float) -> torch.Tensor:
+    """β²_1..β²_L ``(L,)`` float64, linear from ``beta2_start`` to ``beta2_end`` (one step: the end value)."""
+    if steps == 1:
+        return torch.tensor([beta2_end], dtype=torch.float64)
+    return torch.linspace(beta2_start, beta2_end, steps, dtype=torch.float64)
+
+
 def final_alpha_bar(steps: int, beta2_start: float, beta2_end: float) -> float:
     """ᾱ_L = prod_i sqrt(1 - β²_i) of the linear β² schedule (computed in float64 logarithms)."""
-    beta2 = torch.linspace(beta2_start, beta2_end, steps, dtype=torch.float64) if steps > 1 else None
-    if beta2 is None:
-        beta2 = torch.tensor([beta2_end], dtype=torch.float64)
-    return float(torch.exp(0.5 * torch.log1p(-beta2).sum()))
+    return float(torch.exp(0.5 * torch.log1p(-_linear_beta2(steps, beta2_start, beta2_end)).sum()))
 
 
 def schedule_problem(steps: int, beta2_start: float, beta2_end: float) -> str | None:
@@ -84,11 +88,7 @@ class NoiseSchedule(nn.Module):
         if problem is not None:
             raise ValueError(problem)
         self.steps = steps
-        if steps == 1:
-            beta2 = torch.tensor([beta2_end], dtype=torch.float64)
-        else:
-            beta2 = torch.linspace(beta2_start, beta2_end, steps, dtype=torch.float64)
-        beta2 = torch.cat([torch.zeros(1, dtype=torch.float64), beta2])
+        beta2 = torch.cat([torch.zeros(1, dtype=torch.float64), _linear_beta2(steps, beta2_start, beta2_end)])
         alpha = torch.sqrt(1.0 - beta2)
         alpha_bar = torch.cumprod(alpha, 0)
         one_minus_ab2 = 1.0 - alpha_bar**2  # entry 0 is exactly 0
