@@ -383,6 +383,26 @@ def test_output_dir_that_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path:
     assert blocker.read_text() == "not a directory"
 
 
+UNWRITABLE = Path("/proc/genmodels-test")  # /proc takes no new folders, not even from root
+
+
+@pytest.mark.skipif(not UNWRITABLE.parent.is_dir(), reason="needs Linux's /proc")
+def test_output_folders_that_cannot_be_made_are_refused_before_training(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = write_config(tmp_path / "c.yaml", "realnvp", training={"epochs": 1})
+    code, out, err = cli(
+        capsys, "train", "realnvp", "--config", config, "--data", case("B13.csv"), "--output_dir", UNWRITABLE
+    )
+    assert code == 2
+    assert_clean_error(err, f"--output_dir {UNWRITABLE}", "files cannot be written into")
+    assert "epoch" not in out + err  # refused before training, not after it
+    target = UNWRITABLE / "sub" / "x.csv"  # /proc names are streams to -o, so a missing folder here
+    code, _, err = cli(capsys, "make-data", "two_moons", "-n", "5", "-o", target)
+    assert code == 2
+    assert_clean_error(err, f"-o {target}", "files cannot be written into")
+
+
 def test_config_of_the_other_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = cli(
         capsys, "train", "realnvp", "--config", REPO / "configs" / "ddpm.yaml", "--output_dir", tmp_path / "o"
@@ -824,6 +844,42 @@ def moons_realnvp(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 + ["--output_dir", str(out), "--quiet"])  # fmt: skip
     assert code == 0
     return out
+
+
+def test_hand_edited_checkpoints_are_named_as_damaged(
+    capsys: pytest.CaptureFixture[str], moons_realnvp: Path, tmp_path: Path
+) -> None:
+    """A checkpoint whose weights were edited (nan values, a tensor of another shape, an optimizer
+    state of another size) is a damaged checkpoint, for resuming and for sampling alike."""
+    payload = torch.load(moons_realnvp / "checkpoints" / "realnvp_last.pt", weights_only=True)
+    key = next(iter(k for k in payload["model"] if k.endswith("weight")))
+
+    def edited_weights(tensor: torch.Tensor) -> dict:  # the weights and their average (which sampling uses)
+        trainer = {**payload["trainer"], "ema": {**payload["trainer"]["ema"], key: tensor}}
+        return {**payload, "model": {**payload["model"], key: tensor}, "trainer": trainer}
+
+    optimizer = payload["trainer"]["optimizer"]
+    fewer_params = {**optimizer, "param_groups": [{**optimizer["param_groups"][0], "params": [0]}]}
+    edits = {
+        "nan.pt": (edited_weights(torch.full_like(payload["model"][key], math.nan)), "hold nan or inf values"),
+        "shape.pt": (edited_weights(payload["model"][key][:1]), "weights do not fit its own config (size mismatch"),
+        "optimizer.pt": (
+            {**payload, "trainer": {**payload["trainer"], "optimizer": fewer_params}},
+            "its training state does not fit its model",
+        ),
+    }
+    out = tmp_path / "out"
+    for name, (edited, needle) in edits.items():
+        torch.save(edited, tmp_path / name)
+        code, _, err = cli(capsys, "train", "realnvp", "--data", moons_csv(tmp_path / "m.csv"), "--epochs", "2",
+                           "--resume", tmp_path / name, "--output_dir", out)  # fmt: skip
+        assert code == 2, err
+        assert_clean_error(err, str(tmp_path / name), needle)
+        if name != "optimizer.pt":  # sampling needs only the weights
+            code, _, err = cli(capsys, "sample", tmp_path / name, "-n", "5", "-o", tmp_path / "s.csv")
+            assert code == 2, err
+            assert_clean_error(err, needle)
+    assert not (out / "checkpoints").exists() and not (tmp_path / "s.csv").exists()
 
 
 def test_sample_writes_to_stdout_through_links_and_into_pipes(

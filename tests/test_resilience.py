@@ -38,7 +38,7 @@ from genmodels.cli import main
 from genmodels.config import config_from_dict, load_config, with_overrides
 from genmodels.data import save_csv
 from genmodels.errors import CheckpointError, TrainingError
-from genmodels.fileio import write_json
+from genmodels.fileio import folder_problem, write_json
 from genmodels.realnvp import RealNVP
 from genmodels.runner import run_training
 from genmodels.training import Trainer
@@ -401,6 +401,23 @@ def test_json_overwrite_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert path.read_bytes() == old
     assert leftovers(tmp_path) == []
     assert os.listdir(path.parent) == ["m.json"]
+
+
+def test_the_output_folder_probe_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert folder_problem(tmp_path / "a" / "b" / "c") is None
+    assert os.listdir(tmp_path) == []  # the folders it made for the probe are gone again
+    (tmp_path / "kept").mkdir()
+    assert folder_problem(tmp_path / "kept") is None
+    assert os.listdir(tmp_path) == ["kept"] and os.listdir(tmp_path / "kept") == []
+
+    def full_disk(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("tempfile.TemporaryFile", full_disk)
+    assert folder_problem(tmp_path / "new" / "deeper") == (
+        f"files cannot be written into {tmp_path / 'new' / 'deeper'} (No space left on device)"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["kept"]
 
 
 def test_figure_overwrite_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

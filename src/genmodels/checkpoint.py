@@ -33,6 +33,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "model_from_checkpoint",
+    "load_weights",
     "architecture_differences",
 ]
 
@@ -212,6 +213,14 @@ def load_checkpoint(
     damaged = [name for name, ok in checks.items() if not ok]
     if damaged:
         raise CheckpointError(f"{path} is a damaged genmodels checkpoint (invalid: {', '.join(damaged)})")
+    ema = trainer.get("ema") if trainer is not None else None
+    for where, state in (("model", weights), ("trainer.ema", ema if isinstance(ema, dict) else {})):
+        bad = [key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()]
+        if bad:  # training stops at the first non-finite loss, so its checkpoints never hold these
+            raise CheckpointError(
+                f"{path} is a damaged genmodels checkpoint: its {where} weights hold nan or inf values "
+                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+            )
     model_type = payload.get("model_type")
     if model_type not in MODEL_TYPES:
         raise CheckpointError(
@@ -264,8 +273,20 @@ def model_from_checkpoint(
     trainer = payload.get("trainer") or {}
     if use_ema and trainer.get("ema") is not None:
         state = trainer["ema"]
+    load_weights(model, state, "the checkpoint")
+    return model.to(device).eval()
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state)``, with a mismatch (a missing, unexpected or reshaped tensor)
+    reported as the checkpoint's fault.
+
+    Raises:
+        CheckpointError: naming ``source`` and the first mismatched tensors.
+    """
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise CheckpointError(f"the checkpoint's weights do not fit its own config: {error}") from None
-    return model.to(device).eval()
+        lines = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        detail = "; ".join(lines[:3]) + ("; ..." if len(lines) > 3 else "") if lines else str(error)
+        raise CheckpointError(f"{source}'s weights do not fit its own config ({detail[:500]})") from None

@@ -52,14 +52,14 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None) 
         ConfigError: naming the option and what is in the way.
     """
     from genmodels.errors import ConfigError
-    from genmodels.fileio import is_special_path, path_in_the_way
+    from genmodels.fileio import folder_problem, is_special_path, path_in_the_way
 
     if not output:
         raise ConfigError(f"{option} must name a file, got an empty string")
     if output == "-":
         return
     path = Path(output)
-    if is_special_path(path):
+    if is_special_path(path) and path.exists():
         return  # a device or pipe (/dev/stdout, /dev/null) is written into, not replaced
     try:
         resolved = path.resolve()
@@ -77,9 +77,9 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None) 
             f"{option} {output} is read-only; make it writable (chmod u+w) if it is to be replaced, "
             "or write to another file"
         )
-    folder = next((p for p in resolved.parents if p.exists()), None)
-    if folder is not None and not os.access(folder, os.W_OK):
-        raise ConfigError(f"{option} {output}: the folder {folder} is not writable")
+    problem = folder_problem(resolved.parent)
+    if problem is not None:
+        raise ConfigError(f"{option} {output}: {problem}")
     if _is_zip_archive(path):
         raise ConfigError(
             f"{option} {output} is a zip archive (as PyTorch checkpoints are); write to another file, "

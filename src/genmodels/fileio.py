@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "atomic_path",
+    "folder_problem",
     "is_special_path",
     "path_in_the_way",
     "stream_descriptor",
@@ -35,6 +36,34 @@ def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
     for folder in target.parents:
         if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
             return folder
+    return None
+
+
+def folder_problem(folder: str | os.PathLike[str]) -> str | None:
+    """Why files cannot be written into ``folder``, or None where they can.
+
+    Tried, not guessed from permission bits (which root passes, and which miss read-only file systems
+    and pseudo file systems such as /proc): the missing folders are created and a temporary file is
+    written in ``folder``; everything the probe made is removed again.
+    """
+    target = Path(folder)
+    missing = []
+    while not (target.exists() or target.is_symlink()) and target != target.parent:
+        missing.append(target)
+        target = target.parent
+    created: list[Path] = []
+    try:
+        for path in reversed(missing):
+            path.mkdir()
+            created.append(path)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        return f"files cannot be written into {folder} ({error.strerror or error})"
+    finally:
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                path.rmdir()
     return None
 
 

@@ -36,12 +36,13 @@ from genmodels.checkpoint import (
     architecture_differences,
     build_model,
     load_checkpoint,
+    load_weights,
     save_checkpoint,
 )
 from genmodels.config import RunConfig, config_to_dict
 from genmodels.data import load_csv, train_test_split
 from genmodels.errors import CheckpointError, ConfigError, DataError, TrainingError
-from genmodels.fileio import path_in_the_way, write_json, write_text
+from genmodels.fileio import folder_problem, path_in_the_way, write_json, write_text
 from genmodels.training import Trainer
 
 __all__ = ["RunResult", "resolve_device", "run_training", "sample_model", "evaluate_samples"]
@@ -216,7 +217,7 @@ FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".gif")
 
 def _check_output_paths(out: Path, files: list[Path]) -> None:
     """Check before training that the run's output ``files`` can be written: no file where one of
-    their folders goes, no folder where a file goes. Otherwise a run would train, replace part of an
+    their folders goes, no folder where a file goes, and every folder creatable and writable. Otherwise a run would train, replace part of an
     earlier run's outputs and only then fail.
 
     Raises:
@@ -233,6 +234,10 @@ def _check_output_paths(out: Path, files: list[Path]) -> None:
             raise ConfigError(
                 f"--output_dir {out}: {blocker} is a file; the run writes its outputs into a folder there"
             )
+    for folder in dict.fromkeys(file.parent for file in files):
+        problem = folder_problem(folder)
+        if problem is not None:
+            raise ConfigError(f"--output_dir {out}: {problem}")
 
 
 def _history_csv(history: dict[str, list[float]]) -> str:
@@ -341,7 +346,7 @@ def run_training(
                 differences.append(f"data dimension: {payload['dim']} (checkpoint) vs {dim} (data)")
             raise CheckpointError(f"cannot resume from {resume_path}: " + "; ".join(differences))
         mean, std = model.standardize.mean.clone(), model.standardize.std.clone()
-        model.load_state_dict(payload["model"])
+        load_weights(model, payload["model"], str(resume_path))
         if not (
             torch.allclose(model.standardize.mean, mean, rtol=1e-5, atol=1e-6 * float(std.max()))
             and torch.allclose(model.standardize.std, std, rtol=1e-5)
@@ -362,7 +367,13 @@ def run_training(
                 f"training.epochs (--epochs) is {config.training.epochs}, but {resume_path} has already "
                 f"trained {trained} epochs; ask for at least {trained} to resume it"
             )
-        trainer.load_state_dict(payload["trainer"])
+        try:
+            trainer.load_state_dict(payload["trainer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:  # a damaged or hand-edited file
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise CheckpointError(
+                f"{resume_path} is a damaged checkpoint: its training state does not fit its model ({first[:300]})"
+            ) from None
         stored, asked = payload["config"].training, config.training
         changed = trainer.adopt_optimizer_settings(stored)
         if changed:
