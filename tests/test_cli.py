@@ -861,8 +861,14 @@ def test_hand_edited_checkpoints_are_named_as_damaged(
     optimizer = payload["trainer"]["optimizer"]
     fewer_params = {**optimizer, "param_groups": [{**optimizer["param_groups"][0], "params": [0]}]}
     edits = {
-        "nan.pt": (edited_weights(torch.full_like(payload["model"][key], math.nan)), "hold nan or inf values"),
-        "shape.pt": (edited_weights(payload["model"][key][:1]), "weights do not fit its own config (size mismatch"),
+        "nan.pt": (
+            edited_weights(torch.full_like(payload["model"][key], math.nan)),
+            "hold nan or inf values",
+        ),
+        "shape.pt": (
+            edited_weights(payload["model"][key][:1]),
+            "weights do not fit its own config (size mismatch",
+        ),
         "optimizer.pt": (
             {**payload, "trainer": {**payload["trainer"], "optimizer": fewer_params}},
             "its training state does not fit its model",

@@ -403,7 +403,9 @@ def test_json_overwrite_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert os.listdir(path.parent) == ["m.json"]
 
 
-def test_the_output_folder_probe_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_output_folder_probe_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert folder_problem(tmp_path / "a" / "b" / "c") is None
     assert os.listdir(tmp_path) == []  # the folders it made for the probe are gone again
     (tmp_path / "kept").mkdir()

@@ -215,7 +215,9 @@ def load_checkpoint(
         raise CheckpointError(f"{path} is a damaged genmodels checkpoint (invalid: {', '.join(damaged)})")
     ema = trainer.get("ema") if trainer is not None else None
     for where, state in (("model", weights), ("trainer.ema", ema if isinstance(ema, dict) else {})):
-        bad = [key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()]
+        bad = [
+            key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()
+        ]
         if bad:  # training stops at the first non-finite loss, so its checkpoints never hold these
             raise CheckpointError(
                 f"{path} is a damaged genmodels checkpoint: its {where} weights hold nan or inf values "
