@@ -336,6 +336,27 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_exits_130(tmp_path: Path, capsy
     assert math.isfinite(metrics["test_nll"])
 
 
+def test_an_ignored_ctrl_c_stays_ignored_during_training() -> None:
+    """Under ``nohup`` (SIGINT ignored) training neither installs its Ctrl-C handler nor stops."""
+    from genmodels.config import TrainingConfig
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        model = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
+        trainer = Trainer(model, TrainingConfig(epochs=3, batch_size=64, eval_every=1), progress=False)
+
+        def evaluate(_: torch.nn.Module) -> dict[str, float]:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C after every epoch
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            return {}
+
+        trainer.fit(torch.randn(256, 2), evaluate=evaluate)
+        assert trainer.epoch == 3
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 # -- 3. atomic outputs -------------------------------------------------------------------------------
 
 

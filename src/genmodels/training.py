@@ -62,7 +62,12 @@ class _DeferredInterrupt:
     def __init__(self) -> None:
         self.requested = False
         self._previous = None
-        if threading.current_thread() is threading.main_thread():
+        # Only in the main thread, and not where SIGINT is ignored (``nohup``, a background job of a
+        # non-interactive shell): there Ctrl-C must keep doing nothing.
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        ):
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame) -> None:  # noqa: ANN001
