@@ -715,13 +715,16 @@ def test_b13_invertibility_before_after_training_and_reload(realnvp_run: Path, t
         assert _max_round_trip_error(model_from_checkpoint(payload, use_ema=use_ema), x) < 1e-4
 
 
-def test_b15_ddpm_three_steps(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_b15_ddpm_three_steps(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     code, _, err = cli(
         capsys, "train", "ddpm", "--config", case("B15_ddpm_three_steps.yaml"), "--data", case("B13.csv"),
         "--n_samples", "500", "--output_dir", out,
     )  # fmt: skip
     assert code == 0, err
+    assert "ends at ᾱ_L = 0.612: x_L keeps 61% of the data's scale" in caplog.text  # steep, but short
     metrics = assert_outputs(out, "ddpm")
     assert metrics["epochs"] == 2
     assert np.isfinite(read_samples(out / "samples" / "ddpm.csv")).all()

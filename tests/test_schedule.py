@@ -9,7 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genmodels.schedule import MIN_ALPHA_BAR, NoiseSchedule, final_alpha_bar
+from genmodels.schedule import (
+    MAX_FINAL_ALPHA_BAR,
+    MIN_ALPHA_BAR,
+    NoiseSchedule,
+    final_alpha_bar,
+    schedule_warning,
+)
 
 
 def test_golden_values_default_schedule():
@@ -50,6 +56,17 @@ def test_a_schedule_below_the_smallest_alpha_bar_is_refused():
     with pytest.raises(ValueError, match="drives ᾱ_L to 3.3e-20, below 1e-18"):
         NoiseSchedule(2500, 1e-4, 0.07)
     NoiseSchedule(2500, 1e-4, 0.06)
+
+
+def test_a_schedule_that_keeps_the_data_in_x_L_draws_a_warning():
+    assert schedule_warning(2500, 1e-4, 0.02) is None  # the spec's: ᾱ_L = 3.2e-6
+    s = NoiseSchedule(3, 1e-4, 0.5)  # the B15 case
+    x0 = torch.ones(1, 2)
+    x_l = s.q_sample(x0, torch.tensor([3]), torch.zeros(1, 2))
+    assert float(x_l[0, 0]) == pytest.approx(0.612, abs=5e-4)  # x_3 keeps 61% of x_0 when ε = 0
+    assert "ends at ᾱ_L = 0.612: x_L keeps 61% of the data's scale" in schedule_warning(3, 1e-4, 0.5)
+    assert final_alpha_bar(100, 1e-4, 0.1) < MAX_FINAL_ALPHA_BAR < final_alpha_bar(80, 1e-4, 0.1)
+    assert schedule_warning(100, 1e-4, 0.1) is None and schedule_warning(80, 1e-4, 0.1) is not None
 
 
 def test_single_step_schedule_uses_the_end_value():

@@ -43,6 +43,7 @@ from genmodels.config import RunConfig, config_to_dict
 from genmodels.data import load_csv, train_test_split
 from genmodels.errors import CheckpointError, ConfigError, DataError, TrainingError
 from genmodels.fileio import folder_problem, path_in_the_way, write_json, write_text
+from genmodels.schedule import schedule_warning
 from genmodels.training import Trainer
 
 __all__ = ["RunResult", "resolve_device", "run_training", "sample_model", "evaluate_samples"]
@@ -331,6 +332,11 @@ def run_training(
     train = torch.as_tensor(train_np, dtype=torch.float32, device=dev)
     test = torch.as_tensor(test_np, dtype=torch.float32, device=dev)
 
+    if name == "ddpm":
+        steps = config.model
+        concern = schedule_warning(steps.diffusion_steps, steps.beta2_start, steps.beta2_end)
+        if concern is not None:
+            log.warning("model.beta2_start/beta2_end: %s", concern)
     torch.manual_seed(config.training.seed)
     model = build_model(config, dim)
     model.set_standardization(train.mean(0), train.std(0))

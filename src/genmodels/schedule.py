@@ -24,12 +24,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["MIN_ALPHA_BAR", "NoiseSchedule", "broadcast_to", "final_alpha_bar", "schedule_problem"]
+__all__ = [
+    "MAX_FINAL_ALPHA_BAR",
+    "MIN_ALPHA_BAR",
+    "NoiseSchedule",
+    "broadcast_to",
+    "final_alpha_bar",
+    "schedule_problem",
+    "schedule_warning",
+]
 
 # The smallest ᾱ_L a schedule may reach. The reverse mean divides by α_i at every step, so sampling
 # multiplies the network's errors by up to 1/ᾱ_L: with ᾱ_L near 1e-20 float32 samples overflow to
 # inf and nan (measured with the default network). The spec's schedule ends at ᾱ_L = 3.2e-6.
 MIN_ALPHA_BAR = 1e-18
+
+# The largest ᾱ_L a schedule may end at without a warning: x_L = ᾱ_L x_0 + sqrt(1 - ᾱ_L²) ε keeps ᾱ_L of
+# the data's scale, while sampling starts from N(0, I), which knows nothing of the data.
+MAX_FINAL_ALPHA_BAR = 0.1
 
 
 def _linear_beta2(steps: int, beta2_start: float, beta2_end: float) -> torch.Tensor:
@@ -53,6 +65,21 @@ def schedule_problem(steps: int, beta2_start: float, beta2_end: float) -> str | 
         f"the β² schedule from {beta2_start:g} to {beta2_end:g} over {steps} steps drives ᾱ_L to "
         f"{alpha_bar:.1e}, below {MIN_ALPHA_BAR:g}: sampling divides by ᾱ and would overflow float32; "
         "lower beta2_end, beta2_start or diffusion_steps (the default schedule ends at ᾱ_L = 3.2e-6)"
+    )
+
+
+def schedule_warning(steps: int, beta2_start: float, beta2_end: float) -> str | None:
+    """Why a schedule with these values leaves x_L far from N(0, I) (ᾱ_L above
+    :data:`MAX_FINAL_ALPHA_BAR`), or None. Such a model can be trained and sampled, but its samples
+    start from noise that lacks the data's trace that x_L holds, and its bound's prior term is large."""
+    alpha_bar = final_alpha_bar(steps, beta2_start, beta2_end)
+    if alpha_bar <= MAX_FINAL_ALPHA_BAR:
+        return None
+    return (
+        f"the β² schedule from {beta2_start:g} to {beta2_end:g} over {steps} steps ends at ᾱ_L = "
+        f"{alpha_bar:.3f}: x_L keeps {alpha_bar:.0%} of the data's scale, but sampling starts from pure "
+        "noise N(0, I), so the samples will not reach the data's distribution; raise beta2_end or "
+        "diffusion_steps (the default schedule ends at ᾱ_L = 3.2e-6)"
     )
 
 
