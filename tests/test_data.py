@@ -234,6 +234,20 @@ def test_number_like_or_multiline_header_names_are_refused(tmp_path, header):
         load_csv(write(tmp_path, header + "\n1,2\n3,4\n5,6\n7,9\n"))
 
 
+@pytest.mark.parametrize("header, clash", [("x,x", "columns 1 and 2 are both named 'x'"),
+                                           ("a,b, a ", "columns 1 and 3 are both named 'a'")])  # fmt: skip
+def test_two_columns_of_one_name_are_refused(tmp_path, header, clash):
+    width = header.count(",") + 1
+    rows = "".join(",".join(str(i + j) for j in range(width)) + "\n" for i in range(6))
+    with pytest.raises(DataError, match=rf"line 1 of .*, the header: {clash}; give every column its own"):
+        load_csv(write(tmp_path, header + "\n" + rows))
+
+
+def test_an_unnamed_column_gets_a_name_no_other_column_has(tmp_path):
+    assert load_csv(write(tmp_path, "x1,\n1,2\n3,4\n5,6\n7,9\n")).columns == ("x1", "column_2")
+    assert load_csv(write(tmp_path, "a,\n1,2\n3,4\n5,6\n7,9\n")).columns == ("a", "x1")
+
+
 def test_no_header_three_columns_names(tmp_path):
     data = load_csv(write(tmp_path, "1,2,3\n4,5,6\n7,8,0\n1,1,1\n"))
     assert data.columns == ("x0", "x1", "x2")

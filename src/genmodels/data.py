@@ -223,7 +223,11 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
         columns = _default_columns(len(first))
         data_records = records
     else:
-        columns = tuple(name.strip() or f"x{i}" for i, name in enumerate(first))
+        given = {name.strip() for name in first}
+        columns = tuple(  # an empty name gets one that no other column has
+            name.strip() or (f"x{i}" if f"x{i}" not in given else f"column_{i + 1}")
+            for i, name in enumerate(first)
+        )
         data_records = records[1:]
         numeric = [name for name in first if _misread_name(name)]
         if numeric:
@@ -233,6 +237,15 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
                 "column with text (e.g. x,y), so that the samples' CSV can be read back, or, if the line "
                 "is data, make all of its cells numbers"
             )
+        seen: dict[str, int] = {}
+        for i, name in enumerate(columns, start=1):
+            if name in seen:
+                raise DataError(
+                    f"line {first_line} of {file}, the header: columns {seen[name]} and {i} are both named "
+                    f"{name!r}; give every column its own name (the names label the figures' axes and the "
+                    "samples' CSV)"
+                )
+            seen[name] = i
     n_cols = len(columns)
     if n_cols < 2:
         other = next((name for sep, name in _OTHER_SEPARATORS if sep in columns[0]), None)
