@@ -131,6 +131,29 @@ def test_b07_degenerate_warning():
     assert data.values.shape == (1000, 2)
 
 
+def test_points_on_a_line_or_plane_draw_a_warning(tmp_path):
+    rng = np.random.default_rng(3)
+    x, y, z = rng.normal(size=(3, 2000))
+    flat = {
+        "line.csv": (np.c_[x, 2 * x + 1], "lie on a straight line: a weighted sum of columns 'x', 'y'"),
+        "plane.csv": (
+            np.c_[x, y, x - 3 * y],
+            "lie on a 2-dimensional plane in 3 dimensions: .* 'x0', 'x1', 'x2'",
+        ),
+        "line3.csv": (np.c_[x, 2 * x, -x], "lie on a straight line"),
+    }
+    for name, (values, message) in flat.items():
+        save_csv(tmp_path / name, values)
+        with pytest.warns(DataWarning, match=rf"{name}: the points {message}"):
+            load_csv(tmp_path / name)
+    # Strongly correlated but spread (1% noise), and the shipped data: no warning.
+    save_csv(tmp_path / "close.csv", np.c_[x, 2 * x + 0.01 * z])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_csv(tmp_path / "close.csv")
+        load_csv(REPO / "689_data.csv")
+
+
 def test_b08_small_but_valid():
     data = load_csv(case("B08.csv"))
     assert data.values.shape == (10, 2)
@@ -184,7 +207,7 @@ def test_header_only(tmp_path):
 
 
 def test_wrong_field_counts(tmp_path):
-    text = "x,y\n1,2\n3\n4,5,6\n7,8\n9,10\n11,12\n"
+    text = "x,y\n1,2\n3\n4,5,6\n7,8\n9,10\n11,14\n"
     with pytest.raises(DataError) as info:
         load_csv(write(tmp_path, text))
     message = str(info.value)
@@ -192,7 +215,7 @@ def test_wrong_field_counts(tmp_path):
     assert "line 4: 3 fields ('4,5,6'), expected 2 (x, y)" in message
     with pytest.warns(DataWarning, match="lines 3, 4"):
         data = load_csv(write(tmp_path, text), drop_invalid=True)
-    assert data.values.tolist() == [[1, 2], [7, 8], [9, 10], [11, 12]]
+    assert data.values.tolist() == [[1, 2], [7, 8], [9, 10], [11, 14]]
     assert data.n_dropped == 2
 
 

@@ -344,6 +344,9 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
                 f"(largest magnitude {float(np.max(np.abs(column))):.3g}); rescale the column"
             )
 
+    flat = _flat_directions(values, columns)
+    if flat is not None:
+        warnings.warn(DataWarning(f"{file}: {flat}"), stacklevel=2)
     n_distinct = len(np.unique(values, axis=0))
     if n_distinct < 0.5 * len(values) and n_distinct < 1000:
         warnings.warn(
@@ -354,6 +357,42 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
             stacklevel=2,
         )
     return Dataset(values=values, columns=columns, path=str(file), n_dropped=n_dropped)
+
+
+# The smallest spread, relative to the largest, of any direction of the standardised points that counts
+# as spread at all: below it the points lie on a plane (a line in 2-D) up to rounding of their text.
+FLAT_SPREAD = 1e-4
+
+
+def _flat_directions(values: np.ndarray, columns: Sequence[str]) -> str | None:
+    """Why ``values (N, D)`` (no constant column; named ``columns``) lie on a lower-dimensional plane, or None: some linear
+    combination of the standardised columns spreads less than :data:`FLAT_SPREAD` of the widest one,
+    where a density over D coordinates has no finite maximum (the flow's likelihood grows without
+    bound as it narrows onto the plane)."""
+    n, d = values.shape
+    if n <= d:
+        return None
+    with np.errstate(all="ignore"):
+        z = values - values.mean(0)
+        z = z / np.abs(z).max(0)  # first to within [-1, 1], so that tiny or huge columns stay finite
+        z = z / z.std(0)
+        covariance = z.T @ z / n
+    if not np.isfinite(covariance).all():
+        return None
+    eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+    spread = np.sqrt(np.clip(eigenvalues, 0.0, None) / eigenvalues[-1])
+    flat = int(np.sum(spread < FLAT_SPREAD))
+    if flat == 0:
+        return None
+    where = "on a straight line" if d - flat == 1 else f"on a {d - flat}-dimensional plane in {d} dimensions"
+    direction = eigenvectors[:, 0]
+    involved = [repr(columns[j]) for j in np.flatnonzero(np.abs(direction) > 0.05 * np.abs(direction).max())]
+    return (
+        f"the points lie {where}: a weighted sum of columns {', '.join(involved)} is the same on every row "
+        f"(its spread is {float(spread[0]):.1g} of the widest direction's), so one column follows "
+        "from the others; a density over all of them is degenerate and its likelihood can grow without "
+        "bound; remove a column that the others determine"
+    )
 
 
 def save_csv(path: str | os.PathLike[str], values: np.ndarray, columns: Sequence[str] | None = None) -> None:
