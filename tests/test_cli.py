@@ -1006,6 +1006,18 @@ def test_output_paths_that_cannot_hold_the_file_are_refused_before_any_work(
     assert not (tmp_path / "x.csv").exists() and not (tmp_path / "t.csv").exists()
 
 
+def test_ctrl_c_while_pytorch_loads_ends_with_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted() -> None:  # the first call after parsing, where the slow imports begin
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("genmodels.acceleration.tune_allocator", interrupted)
+    code, out, err = cli(capsys, "make-data", "two_moons", "-n", "5", "-o", "-")
+    assert code == 130
+    assert err == "interrupted\n" and out == ""
+
+
 def test_eta_without_the_strided_sampler_draws_a_warning(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -659,13 +659,13 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     args, unknown = build_parser(prog).parse_known_args(argv)
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    from genmodels.acceleration import tune_allocator
-
-    tune_allocator()
     handlers = {"train": _train, "sample": _sample, "make-data": _make_data}
     handlers.update(evaluate=_evaluate, compare=_compare)
     handlers["plot"] = _plot
-    try:
+    try:  # from here on, Ctrl-C (even while PyTorch loads) ends with one line, not a traceback
+        from genmodels.acceleration import tune_allocator
+
+        tune_allocator()
         _check_no_empty_paths(args)
         return handlers[args.command](args)
     except TrainingError as error:
