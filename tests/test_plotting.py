@@ -317,3 +317,29 @@ def test_points_outside_the_axes_are_counted_on_the_figure(tmp_path):
     ax = Figure().subplots()
     _Style.scatter(ax, inside, "black", box=(-10.0, 10.0, -10.0, 10.0))
     assert not ax.texts
+
+
+def test_log_axis_labels_share_one_style_across_magnitudes() -> None:
+    """The gradient-norm axis of a run with spikes spans 10 to 1e7: before, its labels went "1000",
+    "1e4", "1e+05"; small values read "1e-01"."""
+    assert [plotting._plain_number(v) for v in (1e-4, 0.001, 0.1, 2, 1000, 1e4, 1e5, 8.2e6)] == [
+        "1e-4", "0.001", "0.1", "2", "1000", "1e4", "1e5", "8.2e6",
+    ]  # fmt: skip
+    figure = Figure()
+    ax = figure.subplots()
+    epochs = np.arange(1.0, 101.0)
+    norms = np.full(100, 20.0)
+    norms[[10, 50]] = [1e4, 8e6]
+    plotting._draw_curves(ax, epochs, {"grad_norm": norms.tolist()}, log_y=True)
+    figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert {"10", "100", "1000", "1e4", "1e5", "1e6"} <= set(labels), labels
+    assert not any("+" in label or "^" in label for label in labels), labels
+    assert {t.get_text() for t in ax.get_xticklabels() if t.get_text()} >= {
+        "0",
+        "20",
+        "40",
+        "60",
+        "80",
+        "100",
+    }

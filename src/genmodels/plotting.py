@@ -701,17 +701,36 @@ def _draw_curves(
         return
     if log_y and all((v > 0).all() for v in drawn):
         ax.set_yscale("log")
-        # Plain numbers ("0.5", "2", "1e-04") instead of mathtext powers, also on minor ticks.
-        ax.yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
-        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
+        # Plain numbers in one style ("0.5", "2", "1000", "1e5") instead of mathtext powers, also on minor ticks.
+        ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
+        ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
     finite_x = x[np.isfinite(x)]
     if finite_x.size and np.all(finite_x == np.round(finite_x)):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
     if len(np.unique(finite_x)) == 1:
         ax.set_xlim(float(finite_x[0]) - 1.0, float(finite_x[0]) + 1.0)
     ax.grid(True, linewidth=0.4, alpha=0.35)
     ax.tick_params(labelsize=8, which="both")
     ax.legend(fontsize=8, frameon=False)
+
+
+def _plain_number(value: float) -> str:
+    """A tick label in one style for any magnitude: plain from 0.001 to 9,999 ("0.005", "20", "5000"),
+    else a short power of ten ("2e-5", "1e4", "8.2e6")."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    exponent = math.floor(math.log10(abs(value)) + 1e-9)
+    if -3 <= exponent <= 3:
+        return f"{value:.6g}"
+    return f"{value / 10**exponent:.3g}e{exponent}"
+
+
+class _PlainLogFormatter(LogFormatter):
+    """matplotlib's LogFormatter (its choice of which minor ticks to label) with :func:`_plain_number`
+    labels: its own labels switch from "1e4" to "1e+05" and write 0.1 as "1e-01"."""
+
+    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+        return _plain_number(x)
 
 
 def plot_loss(
