@@ -161,6 +161,32 @@ def test_a_finished_trainer_warns_instead_of_training_and_leaves_both_models_in_
     assert trainer.epoch == 2 and not trainer.model.training and not trainer.ema.training
 
 
+@pytest.mark.parametrize("model_type", ["realnvp", "ddpm"])
+def test_training_unstandardised_data_draws_a_warning(caplog, model_type):
+    from genmodels.config import DDPMModelConfig, TrainingConfig
+    from genmodels.ddpm import DDPM
+    from genmodels.training import Trainer
+
+    def train(model: torch.nn.Module, data: torch.Tensor) -> str:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="genmodels.training"):
+            Trainer(model, TrainingConfig(epochs=1, batch_size=64), progress=False).fit(data)
+        return caplog.text
+
+    def build() -> torch.nn.Module:
+        if model_type == "realnvp":
+            return RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
+        return DDPM.from_config(DDPMModelConfig(diffusion_steps=10, hidden_units=8, n_blocks=1), dim=2)
+
+    ring = 40 * torch.randn(200, 2) + torch.tensor([100.0, 0.0])  # the B10 case's scale
+    text = train(build(), ring)
+    assert "have means " in text and "call model.set_standardization(data.mean(0), data.std(0))" in text
+    model = build()
+    model.set_standardization(ring.mean(0), ring.std(0))
+    assert train(model, ring) == ""
+    assert train(build(), torch.randn(200, 2)) == ""  # already near mean 0 and deviation 1
+
+
 def test_constructor_and_standardization_arguments_are_checked():
     for kwargs, needle in (
         ({"n_coupling_layers": 0}, "n_coupling_layers must be a whole number >= 1, got 0"),

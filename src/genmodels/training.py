@@ -84,6 +84,27 @@ class _DeferredInterrupt:
             self._previous = None
 
 
+def _warn_unstandardised(model: nn.Module, data: torch.Tensor) -> None:
+    """Warn when ``data (N, D)``, in the units of ``model.standardize``, are far from mean 0 and
+    standard deviation 1 (the scale the networks' initialisation and learning rate assume): most often
+    ``set_standardization`` was not called before training through the Python API."""
+    standardize = getattr(model, "standardize", None)
+    if standardize is None or data.shape[0] < 2:
+        return
+    with torch.no_grad():
+        z = (data.to(standardize.mean.dtype) - standardize.mean) / standardize.std
+        mean, std = z.mean(0), z.std(0)
+    if bool((mean.abs() <= 5).all() and (std <= 10).all() and (std >= 0.1).all()):
+        return
+    log.warning(
+        "the training data, in the model's standardised units, have means %s and standard deviations %s; "
+        "the networks train best near 0 and 1: call model.set_standardization(data.mean(0), data.std(0)) "
+        "before training",
+        ", ".join(f"{float(v):.3g}" for v in mean[:4]) + (", ..." if len(mean) > 4 else ""),
+        ", ".join(f"{float(v):.3g}" for v in std[:4]) + (", ..." if len(std) > 4 else ""),
+    )
+
+
 class Trainer:
     """Optimises ``model`` on a point set; keeps everything needed to resume.
 
@@ -225,7 +246,9 @@ class Trainer:
 
         ``evaluate(ema_model)`` runs every ``eval_every`` epochs and after the last one;
         ``on_checkpoint(self)`` every ``checkpoint_every`` epochs, after the last one, and at the end
-        of the epoch in which Ctrl-C was pressed (after which KeyboardInterrupt is raised).
+        of the epoch in which Ctrl-C was pressed (after which KeyboardInterrupt is raised). A fresh run
+        logs a warning when ``data``, in the units of the model's standardisation, lie far from mean 0
+        and standard deviation 1 (``set_standardization`` not called).
 
         Raises:
             ValueError: ``data`` is not ``(N, D)`` with the model's D (where the model has ``dim``).
@@ -252,6 +275,8 @@ class Trainer:
                 f"the training data hold non-finite values (nan or inf) in {len(rows)} of {n} rows, "
                 f"the first at row {int(rows[0])}"
             )
+        if self.epoch == 0:
+            _warn_unstandardised(self.model, data)
         if self.epoch >= cfg.epochs:
             log.warning(
                 "nothing to train: the model has already been trained for %d epochs and "
