@@ -167,3 +167,14 @@ def test_evaluate_and_compare_commands(tmp_path, capsys, monkeypatch) -> None:
     assert main(["evaluate", ddpm, "--bound_points", "-1"]) == 2
     assert "--bound_points must be >= 0 (got -1)" in capsys.readouterr().err
     assert saved == json.loads(out_json.read_text())  # the refused run left the earlier metrics alone
+
+
+def test_accuracy_intervals_are_wilson_intervals_within_0_and_1() -> None:
+    from genmodels.evaluation import _binomial_interval
+
+    # Known answers: 50 of 100 gives [0.4038, 0.5962]; 100 of 100 gives [0.9630, 1].
+    assert _binomial_interval(0.5, 100) == pytest.approx((0.40383, 0.59617), abs=5e-5)
+    assert _binomial_interval(1.0, 100) == pytest.approx((0.96300, 1.0), abs=5e-5)
+    for acc in (0.0, 0.001, 0.9983, 0.99, 1.0):  # the accuracies of samples far from the data
+        lo, hi = _binomial_interval(acc, 1000)
+        assert 0.0 <= lo <= acc <= hi <= 1.0

@@ -203,9 +203,14 @@ def likelihood_metrics(
     return out
 
 
-def _binomial_interval(acc: float, n_test: int) -> tuple[float, float]:
-    half = 1.96 * math.sqrt(max(acc * (1 - acc), 0.0) / max(n_test, 1))
-    return acc - half, acc + half
+def _binomial_interval(acc: float, n_test: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (Wilson 1927) of an accuracy ``acc`` on ``n_test`` trials: unlike
+    ``acc ± z·SE`` it stays within [0, 1], also at accuracies near 0 or 1."""
+    n = max(n_test, 1)
+    shrink = 1 + z * z / n
+    center = (acc + z * z / (2 * n)) / shrink
+    half = z / shrink * math.sqrt(max(acc * (1 - acc), 0.0) / n + z * z / (4 * n * n))
+    return max(center - half, 0.0), min(center + half, 1.0)
 
 
 def sample_metrics(
@@ -252,7 +257,7 @@ def sample_metrics(
             kind = f"bootstrap 95% ({n_boot} replicates)"
         else:
             lo, hi = _binomial_interval(value, 2 * n)
-            kind = "binomial 95%"
+            kind = "binomial 95% (Wilson)"
         out[name] = {
             "value": value,
             "interval": [float(lo), float(hi)],
