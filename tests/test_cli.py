@@ -314,12 +314,15 @@ def test_make_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
 # -- options ---------------------------------------------------------------------------------------
 
 
-def test_resume_auto_continues_a_run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_resume_auto_continues_a_run(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
     config = write_config(tmp_path / "c.yaml", "realnvp", training={"checkpoint_every": 1})
     out = tmp_path / "out"
     base = ["train", "realnvp", "--config", config, "--data", case("B13.csv"), "--output_dir", out]
-    code, _, err = cli(capsys, *base)
+    code, _, err = cli(capsys, *base, "--resume", "auto")  # no run there yet: a new one starts
     assert code == 0, err
+    assert "--resume auto: no realnvp run to resume in" in caplog.text and "starting a new one" in caplog.text
     first = read_metrics(out, "realnvp")
     assert first["epochs"] == 2
     code, _, err = cli(capsys, *base, "--epochs", "4", "--resume", "auto")

@@ -165,7 +165,10 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)"
     )
     parser.add_argument("--output_dir", default="outputs", help="where outputs are written (default outputs)")
-    parser.add_argument("--resume", help="continue from a checkpoint, or 'auto' for OUTPUT_DIR's latest one")
+    parser.add_argument(
+        "--resume",
+        help="continue from a checkpoint, or 'auto' for OUTPUT_DIR's latest one (a new run where there is none)",
+    )
     parser.add_argument("--drop_invalid", action="store_true", help="drop CSV rows with bad cells (counted)")
     parser.add_argument("--n_samples", type=int, help="samples to draw after training (sampling.n_samples)")
     if model_type == "ddpm":
@@ -271,12 +274,18 @@ def _train(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--output_dir {args.output_dir} is a file; expected a directory (it is created if missing)"
         )
+    last = out / "checkpoints" / f"{model_type}_last.pt"
+    if args.resume == "auto" and not (last.exists() or last.is_symlink()):
+        logging.getLogger("genmodels.runner").warning(
+            "--resume auto: no %s run to resume in %s (no %s); starting a new one", model_type, out, last
+        )
+        args.resume = None
     if args.resume is not None:
         # Continue the stored run as it was configured; a --config file and the options given now
         # override only what they set.
         from genmodels.checkpoint import load_checkpoint
 
-        resume_path = out / "checkpoints" / f"{model_type}_last.pt" if args.resume == "auto" else args.resume
+        resume_path = last if args.resume == "auto" else args.resume
         config = load_checkpoint(resume_path, expected_type=model_type)["config"]
         if args.config is not None:
             config = with_overrides(config, yaml_settings(args.config, model_type), source=args.config)

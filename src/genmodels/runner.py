@@ -292,7 +292,8 @@ def run_training(
         output_dir: directory for all outputs (created).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         progress: show progress bars.
-        resume: a checkpoint to continue from, or ``"auto"`` for ``checkpoints/<model>_last.pt``.
+        resume: a checkpoint to continue from, or ``"auto"`` for ``checkpoints/<model>_last.pt`` where
+            it exists (else a new run starts).
         fmt: figure format, "png", "svg" or "pdf" (see :func:`genmodels.report.write_figures`).
         tensorboard: also log the training history to ``tensorboard/<model>`` (needs the
             ``tensorboard`` package).
@@ -343,6 +344,12 @@ def run_training(
     model.to(dev)
     trainer = Trainer(model, config.training, progress=progress)
 
+    if resume == "auto" and not (paths["last"].exists() or paths["last"].is_symlink()):
+        # "auto" continues a run where there is one, so a job script may always pass it
+        log.info(
+            "--resume auto: no %s run to resume in %s (no %s); starting a new one", name, out, paths["last"]
+        )
+        resume = None
     if resume is not None:
         resume_path = paths["last"] if resume == "auto" else Path(resume)
         payload = load_checkpoint(resume_path, expected_type=name, map_location=dev)
