@@ -1034,10 +1034,27 @@ def test_eta_without_the_strided_sampler_draws_a_warning(
             code, _, err = cli(capsys, "sample", ckpt, "-n", "5", "--eta", "0.5", "--sampling_steps", steps,
                                "-o", tmp_path / "s.csv")  # fmt: skip
         assert code == 0, err
+    with pytest.warns(UserWarning) as caught:
+        code, _, err = cli(capsys, "sample", ckpt, "-n", "5", "--eta", "0.5", "--ddim_spacing", "linear",
+                           "-o", tmp_path / "s.csv")  # fmt: skip
+    assert code == 0, err
+    assert [str(w.message) for w in caught] == [  # once, by the command line, not again by DDPM.sample
+        "--eta 0.5 and --ddim_spacing linear have no effect: they set the strided DDIM sampler, and all 20 "
+        "steps run the ancestral sampler; pass --sampling_steps below 20 to use it"
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert cli(capsys, "sample", ckpt, "-n", "5", "--eta", "0.5", "--sampling_steps", "5",
-                   "-o", tmp_path / "s.csv")[0] == 0  # fmt: skip
+        for option in (["--eta", "0.5"], ["--ddim_spacing", "linear"]):
+            assert cli(capsys, "sample", ckpt, "-n", "5", *option, "--sampling_steps", "5",
+                       "-o", tmp_path / "s.csv")[0] == 0  # fmt: skip
+    model = model_from_checkpoint(ckpt)  # the Python API says so too
+    with pytest.warns(UserWarning, match=r"eta=0, spacing='quadratic': these set the strided DDIM sampler"):
+        model.sample(3, eta=0.0)
+    with pytest.warns(UserWarning, match=r"spacing='linear'"):
+        model.sample(3, steps=20, spacing="linear")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.sample(3, steps=5, eta=0.0, spacing="linear")
 
 
 def test_sample_and_evaluate_refuse_to_overwrite_a_checkpoint(

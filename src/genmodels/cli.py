@@ -375,12 +375,18 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--eta {args.eta:g} applies only to DDPM checkpoints (the strided sampler's noise)"
         )
-    if args.eta != 1.0 and steps is not None and args.sampling_steps in (0, steps):
-        warnings.warn(
-            f"--eta {args.eta:g} has no effect: it sets the noise of the strided DDIM sampler, and all "
-            f"{steps} steps run the ancestral sampler; pass --sampling_steps below {steps} to use it",
-            stacklevel=1,
-        )
+    ddim_spacing = args.ddim_spacing
+    if steps is not None and args.sampling_steps in (0, steps):  # the ancestral sampler: no DDIM options
+        unused = [f"--eta {args.eta:g}"] if args.eta != 1.0 else []
+        unused += [f"--ddim_spacing {ddim_spacing}"] if ddim_spacing is not None else []
+        if unused:
+            warnings.warn(
+                f"{' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect: "
+                f"{'it sets' if len(unused) == 1 else 'they set'} the strided DDIM sampler, and all {steps} "
+                f"steps run the ancestral sampler; pass --sampling_steps below {steps} to use it",
+                stacklevel=1,
+            )
+        args.eta, ddim_spacing = 1.0, None  # warned here, not again by DDPM.sample
     stored = payload["config"].sampling  # the run's own settings, unless overridden here
     precision = args.precision or stored.precision
     setting = _compile_setting(args.compile) or stored.compile
@@ -393,7 +399,7 @@ def _sample(args: argparse.Namespace) -> int:
             sampling_steps=args.sampling_steps,
             eta=args.eta,
             precision=precision,
-            ddim_spacing=args.ddim_spacing or stored.ddim_spacing,
+            ddim_spacing=ddim_spacing or stored.ddim_spacing,
         )
     bad = int((~np.isfinite(samples).all(axis=1)).sum())
     if bad:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -473,6 +474,9 @@ class DDPM(nn.Module):
         is evaluated in its :meth:`~DenoisingNetwork.frozen` form, the same function computed faster;
         :meth:`register_reverse_step_hook` observes the steps either way.
 
+        Warns (UserWarning) when ``eta`` or ``spacing`` is given for the ancestral sampler, which
+        they do not change.
+
         Raises:
             ValueError: ``n`` not a whole number >= 0, ``steps`` not in 1..L, ``eta`` not in [0, 1], or
                 an unknown ``spacing``.
@@ -500,6 +504,13 @@ class DDPM(nn.Module):
         x = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
         s = self.schedule
         full = steps is None or steps >= self.diffusion_steps
+        if full and (eta != 1.0 or spacing != "quadratic"):
+            warnings.warn(
+                f"eta={eta:g}, spacing={spacing!r}: these set the strided DDIM sampler, but all "
+                f"{self.diffusion_steps} steps run the ancestral sampler, which they do not change; pass "
+                f"steps below {self.diffusion_steps} to use it",
+                stacklevel=2,
+            )
         if full:
             timesteps = list(range(self.diffusion_steps, 0, -1))
         else:
