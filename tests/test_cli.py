@@ -1324,6 +1324,13 @@ def test_sampling_into_the_checkpoint_is_refused(capsys: pytest.CaptureFixture[s
     assert code == 2
     assert_clean_error(err, "-o", "is the checkpoint itself")
     assert ckpt.read_bytes() == before
+    data_before = data.read_bytes()  # nor into the data the run was trained on (a link to it included)
+    (tmp_path / "link.csv").symlink_to(data)
+    for target in (data, tmp_path / "link.csv"):
+        code, _, err = cli(capsys, "sample", ckpt, "-n", "10", "-o", target)
+        assert code == 2
+        assert_clean_error(err, f"-o {target} is the data {ckpt} was trained on")
+    assert data.read_bytes() == data_before
     # evaluate --output: not the checkpoint, not a folder, not under a file; all checked before evaluating
     for output, needle in (
         (str(ckpt), "is the checkpoint itself"),

@@ -87,6 +87,27 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None) 
         )
 
 
+def _check_not_training_data(option: str, output: str, checkpoint: str, payload: dict) -> None:
+    """Refuse to write over the CSV file the checkpoint was trained on (its stored ``data.path``, as
+    seen from here): resuming or evaluating the run needs it.
+
+    Raises:
+        ConfigError: naming the option, the file and the checkpoint.
+    """
+    from genmodels.errors import ConfigError
+
+    trained_on = (payload.get("data") or {}).get("path") or payload["config"].data.path
+    try:
+        same = Path(output).is_file() and os.path.samefile(output, trained_on)
+    except OSError:  # the data file is not found from here
+        return
+    if same:
+        raise ConfigError(
+            f"{option} {output} is the data {checkpoint} was trained on (resuming and evaluating the run "
+            "read it again); write the samples to another file"
+        )
+
+
 # Memory per sampled value on the way to the CSV file, which is written in chunks: the float32 samples,
 # their concatenation and the float64 array, with room to spare (53 bytes were measured for 4e6 samples).
 _BYTES_PER_SAMPLED_VALUE = 80
@@ -363,6 +384,7 @@ def _sample(args: argparse.Namespace) -> int:
     _check_output_file("-o", args.output, args.checkpoint)
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
+    _check_not_training_data("-o", args.output, args.checkpoint, payload)
     _check_sample_memory(args.n, int(payload["dim"]))
     model = model_from_checkpoint(payload, device=device)
     steps = getattr(model, "diffusion_steps", None)
