@@ -315,3 +315,38 @@ def test_sample_model_warns_about_samples_far_outside_the_data(caplog, monkeypat
     (record,) = caplog.records
     assert "2 of 3 samples lie more than 50 training standard deviations" in record.getMessage()
     assert "(up to 1e+04)" in record.getMessage()
+
+
+@pytest.mark.parametrize("model_type", ["realnvp", "ddpm"])
+def test_weights_are_counted_from_the_config_and_huge_networks_refused(tmp_path, model_type):
+    from genmodels.checkpoint import build_model, parameter_count
+    from genmodels.config import config_from_dict
+    from genmodels.errors import ConfigError
+    from genmodels.resources import physical_memory
+
+    for extra in ({}, {"hidden_units": 16, "n_hidden": 3} if model_type == "realnvp" else {"n_blocks": 2}):
+        config = config_from_dict({"model": extra}, model_type)
+        for dim in (2, 3, 6):
+            weights = sum(p.numel() for p in build_model(config, dim).parameters())
+            assert parameter_count(config, dim) == pytest.approx(weights, rel=0.05)  # biases aside
+    if physical_memory() is None:
+        pytest.skip("the platform does not tell its memory")
+    huge = config_from_dict({"model": {"hidden_units": 10**10}}, model_type)
+    with pytest.raises(
+        ConfigError, match=r"model \(.*hidden_units\): training a network of .* weights needs "
+    ):
+        build_model(huge, 2)
+
+
+def test_sampling_more_points_than_memory_holds_is_refused_at_once():
+    from genmodels.config import DDPMModelConfig
+    from genmodels.ddpm import DDPM
+
+    flow = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
+    ddpm = DDPM.from_config(DDPMModelConfig(diffusion_steps=10, hidden_units=8, n_blocks=1), dim=2)
+    for model in (flow, ddpm):
+        with pytest.raises(
+            ValueError, match=r"drawing 10000000000000 samples of 2 values at once needs about"
+        ):
+            model.sample(10**13)
+        assert model.sample(3).shape == (3, 2)

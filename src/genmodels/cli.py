@@ -121,17 +121,13 @@ def _check_sample_memory(n: int, dim: int, what: str = "samples", option: str = 
         ConfigError: naming ``option`` and the memory it would need.
     """
     from genmodels.errors import ConfigError
+    from genmodels.resources import memory_problem
 
-    try:
-        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return
-    need = n * dim * _BYTES_PER_SAMPLED_VALUE
-    if physical > 0 and need > physical:
+    problem = memory_problem(n * dim * _BYTES_PER_SAMPLED_VALUE, f"writing {n} {what} of {dim} values")
+    if problem is not None:
         raise ConfigError(
-            f"{option} {n}: writing {n} {what} of {dim} values needs about {need / 2**30:.0f} GiB of memory, "
-            f"more than this machine's {physical / 2**30:.0f} GiB; ask for fewer (for more, run the "
-            "command several times with different --seed values)"
+            f"{option} {n}: {problem}; ask for fewer (for more, run the command several times with "
+            "different --seed values)"
         )
 
 

@@ -481,7 +481,8 @@ class DDPM(nn.Module):
             ValueError: ``n`` not a whole number >= 0, ``steps`` not in 1..L, ``eta`` not in [0, 1], or
                 an unknown ``spacing``.
         """
-        n = check_sample_count(n)
+        width = getattr(getattr(self.network, "input", None), "out_features", 0)  # of the residual stream
+        n = check_sample_count(n, self.dim, width)
         if steps is not None:
             whole = whole_number(steps)
             if whole is None or not 1 <= whole <= self.diffusion_steps:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from genmodels.nets import MLP
+from genmodels.resources import memory_problem
 
 __all__ = [
     "Standardize",
@@ -73,16 +74,26 @@ def whole_number(value: object) -> int | None:
         return None
 
 
-def check_sample_count(n: int) -> int:
+# Bytes per sampled value a sampler holds at once: the float32 noise, the samples and a working copy.
+_BYTES_PER_SAMPLED_VALUE = 16
+
+
+def check_sample_count(n: int, dim: int = 1, width: int = 0) -> int:
     """``n`` as an ``int`` where it is a whole number >= 0 (see :func:`whole_number`): a number of
-    samples to draw.
+    samples of ``dim`` values to draw, that fit in the machine's memory (with a network ``width``
+    values wide evaluated on all of them at once).
 
     Raises:
-        ValueError: anything else (a bool, a float such as 2.0, a negative number).
+        ValueError: anything else (a bool, a float such as 2.0, a negative number, more samples than
+            the memory holds).
     """
     count = whole_number(n)
     if count is None or count < 0:
         raise ValueError(f"the number of samples must be a whole number >= 0, got {n!r}")
+    need = count * (dim + width) * _BYTES_PER_SAMPLED_VALUE
+    problem = memory_problem(need, f"drawing {count} samples of {dim} values at once")
+    if problem is not None:
+        raise ValueError(f"{problem}; draw them in parts")
     return count
 
 
@@ -359,7 +370,7 @@ class RealNVP(nn.Module):
         Raises:
             ValueError: ``n`` is not a whole number >= 0.
         """
-        n = check_sample_count(n)
+        n = check_sample_count(n, self.dim)
         device = self.standardize.mean.device
         z = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
         return self.inverse(z)
