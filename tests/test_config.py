@@ -370,3 +370,13 @@ def test_case_configs_load(cases_dir: Path) -> None:
     assert b15.model.diffusion_steps == 3 and b15.model.beta2_end == 0.5
     b18 = load_config(cases_dir / "B18_other_architecture.yaml", "realnvp")
     assert (b18.model.n_coupling_layers, b18.model.hidden_units) == (3, 17)
+
+
+def test_a_data_file_given_as_config_is_named_in_a_short_error(tmp_path: Path) -> None:
+    rows = "".join(f"{i * 0.37:.17f},{i * -1.9:.17f}\n" for i in range(2000))
+    path = write_yaml(tmp_path / "moons.csv", "x,y\n" + rows)  # 100 KB of one YAML string
+    with pytest.raises(ConfigError) as info:
+        load_config(path, "realnvp")
+    message = str(info.value)
+    assert "expected a mapping of sections" in message and "The data go to --data" in message
+    assert len(message) < 400 and " ...'" in message

@@ -49,6 +49,14 @@ def _valid_seed(seed: int) -> bool:
     return 0 <= seed <= MAX_SEED
 
 
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a CSV file given as a config is one long string)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 4] + " ..." + (text[-1] if text[-1] in "'\"]}" else "")
+
+
 def _check(errors: list[str], ok: bool, message: str) -> None:
     if not ok:
         errors.append(message)
@@ -85,7 +93,7 @@ def _type_problems(config: Any, section: str) -> list[str]:
             ok, expected = isinstance(value, (str, os.PathLike)), "a string"
         else:
             continue
-        _check(errors, ok, f"{section}.{name} must be {expected} (got {value!r})")
+        _check(errors, ok, f"{section}.{name} must be {expected} (got {_shown(value)})")
     return errors
 
 
@@ -400,30 +408,32 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             value = "on" if value else "off"  # YAML reads on/off/true/false as booleans
         if value not in choices:
             also = " (or true/false)" if {"on", "off"} <= set(choices) else ""
-            raise ConfigError(f"{where} must be one of {', '.join(map(repr, choices))}{also} (got {value!r})")
+            raise ConfigError(
+                f"{where} must be one of {', '.join(map(repr, choices))}{also} (got {_shown(value)})"
+            )
         return value
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false (got {value!r})")
+            raise ConfigError(f"{where} must be true or false (got {_shown(value)})")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{where} must be a whole number (got {value!r})")
+            raise ConfigError(f"{where} must be a whole number (got {_shown(value)})")
         return value
     if annotation is float:
         if isinstance(value, str):
             try:
                 value = float(value)  # YAML reads 1e-3 (no dot) as a string
             except ValueError:
-                raise ConfigError(f"{where} must be a number (got {value!r})") from None
+                raise ConfigError(f"{where} must be a number (got {_shown(value)})") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number (got {value!r})")
+            raise ConfigError(f"{where} must be a number (got {_shown(value)})")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be text (got {value!r})")
+            raise ConfigError(f"{where} must be text (got {_shown(value)})")
         return value
     return value
 
@@ -446,7 +456,14 @@ def config_from_dict(raw: Mapping[str, Any], model_type: str, *, source: str = "
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{source}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {raw!r}")
+        hint = (
+            "; is it a data file? The data go to --data, a YAML config to --config"
+            if isinstance(raw, str)
+            else ""
+        )
+        raise ConfigError(
+            f"{source}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {_shown(raw)}{hint}"
+        )
     config = default_config(model_type)
     raw = dict(raw)
     declared = raw.pop("model_type", model_type)
@@ -462,7 +479,7 @@ def config_from_dict(raw: Mapping[str, Any], model_type: str, *, source: str = "
             value = {}
         if not isinstance(value, Mapping):
             raise ConfigError(
-                f"{source}: section '{key}' must be a mapping of keys to values (got {value!r})"
+                f"{source}: section '{key}' must be a mapping of keys to values (got {_shown(value)})"
             )
         valid = [f.name for f in dataclasses.fields(getattr(config, key))]
         aliases = _ALIASES.get(key, {})
