@@ -343,3 +343,22 @@ def test_log_axis_labels_share_one_style_across_magnitudes() -> None:
         "80",
         "100",
     }
+
+
+def test_panels_in_another_space_carry_their_own_axis_names(tmp_path: Path, monkeypatch) -> None:
+    """The latent panel of the results figure is in z, not in the data's columns."""
+    drawn: list[Figure] = []
+    real_save = plotting._save
+    monkeypatch.setattr(
+        plotting, "_save", lambda fig, path, fmt: (drawn.append(fig), real_save(fig, path, fmt))[1]
+    )
+    points = np.random.default_rng(0).normal(size=(300, 2))
+    plotting.plot_panels([("data", points), ("latent", points)], tmp_path / "p.png", columns=["a", "b"],
+                         panel_columns=[None, ["z₁", "z₂"]])  # fmt: skip
+    plotting.plot_coloured_panels([("data", points), ("latent", points)], np.zeros(300, dtype=int),
+                                  tmp_path / "c.png", categories=["all"], panel_columns=[["a", "b"], ["z₁", "z₂"]])  # fmt: skip
+    for figure in drawn:
+        axes = figure.axes[:2]
+        assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in axes] == [("a", "b"), ("z₁", "z₂")]
+    with pytest.raises(ValueError, match="panel_columns has 1 entries for 2 panels"):
+        plotting.plot_panels([("data", points), ("latent", points)], tmp_path / "p.png", panel_columns=[None])

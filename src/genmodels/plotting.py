@@ -274,6 +274,21 @@ def _overlap(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _panel_names(
+    panel_columns: Sequence[Sequence[str] | None] | None, n_panels: int, names: list[str], d: int
+) -> list[list[str]]:
+    """Each panel's D axis names: its own from ``panel_columns``, else ``names``.
+
+    Raises:
+        ValueError: ``panel_columns`` of another length than the panels, or names not D long.
+    """
+    if panel_columns is None:
+        return [names] * n_panels
+    if len(panel_columns) != n_panels:
+        raise ValueError(f"panel_columns has {len(panel_columns)} entries for {n_panels} panels")
+    return [names if own is None else _column_names(own, d) for own in panel_columns]
+
+
 def plot_panels(
     panels: Sequence[tuple[str, np.ndarray]],
     path: PathLike,
@@ -281,6 +296,7 @@ def plot_panels(
     reference: np.ndarray | None = None,
     share_reference: Sequence[bool] | None = None,
     columns: Sequence[str] | None = None,
+    panel_columns: Sequence[Sequence[str] | None] | None = None,
     suptitle: str | None = None,
     dims: tuple[int, int] = (0, 1),
     fmt: str = "png",
@@ -300,6 +316,8 @@ def plot_panels(
             own quantile box overlaps the reference box with intersection-over-union >= 0.5; without
             a ``reference`` every panel has its own limits.
         columns: names of the D columns, used as axis labels (default "x1", "x2", ...).
+        panel_columns: per panel, other names for its axes (a panel in another space, such as the
+            latent z1, z2), or None for ``columns``.
         suptitle: optional figure title.
         dims: the two columns drawn. When D > 2 the figure says which pair it shows
             ("showing columns (a, b) of D"); use :func:`plot_pairs` for all pairs at once.
@@ -318,6 +336,7 @@ def plot_panels(
         )
     a, b = _check_dims(dims, d, "the panels")
     names = _column_names(columns, d)
+    axis_names = _panel_names(panel_columns, len(panels), names, d)
     projected = [_Style.finite_rows(arr[:, [a, b]]) for arr in arrays]
 
     ref_xy: np.ndarray | None = None
@@ -353,8 +372,8 @@ def plot_panels(
         box = ref_box if flags[i] and ref_box is not None else own_boxes[i]
         _Style.scatter(ax, xy, _Style.color(i), box=box)
         ax.set_title(title, fontsize=11)
-        ax.set_xlabel(names[a])
-        ax.set_ylabel(names[b])
+        ax.set_xlabel(axis_names[i][a])
+        ax.set_ylabel(axis_names[i][b])
     if heading:
         fig.suptitle("\n".join(heading), fontsize=12)
     return _save(fig, path, fmt)
@@ -911,6 +930,7 @@ def plot_coloured_panels(
     suptitle: str | None = None,
     colour_note: str | None = None,
     dims: tuple[int, int] = (0, 1),
+    panel_columns: Sequence[Sequence[str] | None] | None = None,
     fmt: str = "png",
 ) -> Path:
     """One row of scatter panels of the same N points, each coloured by the same per-point labels.
@@ -927,6 +947,7 @@ def plot_coloured_panels(
         normal_rings: per panel, whether to draw the 1, 2 and 3 sigma circles of N(0, I).
         suptitle: optional figure title; ``colour_note`` is appended below it (e.g. "colour: x1 quantile").
         dims: the two columns drawn.
+        panel_columns: per panel, the names of its D axes (None: "x1", "x2", ...), drawn as labels.
         fmt: "png" (default), "svg" or "pdf".
 
     Returns:
@@ -940,6 +961,7 @@ def plot_coloured_panels(
         raise ValueError(f"all panels must hold the same points, got sizes {[len(a) for a in arrays]}")
     d = min(a.shape[1] for a in arrays)
     a, b = _check_dims(dims, d, "the panels")
+    axis_names = _panel_names(panel_columns, len(panels), _column_names(None, d), d)
     values = _check_labels(labels, n, categories)
     projected = [arr[:, [a, b]] for arr in arrays]
     finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in projected], axis=0)
@@ -963,10 +985,12 @@ def plot_coloured_panels(
             for r in (1.0, 2.0, 3.0):
                 ax.plot(r * np.cos(theta), r * np.sin(theta), color="0.35", linewidth=0.7, linestyle="--")
             ax.plot([], [], color="0.35", linewidth=0.7, linestyle="--", label="N(0, I): 1, 2, 3 σ")
-            if categories is None:
-                ax.legend(fontsize=8, frameon=False, loc="upper right")
+            if categories is None:  # on a white box, so the circles do not run through the text
+                ax.legend(fontsize=8, loc="upper right", frameon=True, framealpha=0.9, edgecolor="none")
         _Style.frame(ax, box)
         ax.set_title(title, fontsize=11)
+        ax.set_xlabel(axis_names[i][a])
+        ax.set_ylabel(axis_names[i][b])
     if heading:
         fig.suptitle("\n".join(heading), fontsize=12)
     return _save(fig, path, fmt)

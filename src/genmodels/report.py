@@ -150,6 +150,12 @@ def _headline(model_type: str, metrics: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _latent_names(dim: int) -> list[str]:
+    """Axis names of the latent space: z1, z2, ... (subscripts, as in z = f(x))."""
+    subscripts = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+    return [f"z{str(i + 1).translate(subscripts)}" for i in range(dim)]
+
+
 def _subsample(values: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     if len(values) <= n:
         return values
@@ -225,12 +231,15 @@ def write_figures(
         # The specification's three panels.
         if model_type == "realnvp":
             middle = ("Latent z = f(x)", V.latent(model, real_show))
+            middle_names = _latent_names(dim)
         else:
             with torch.no_grad():
                 x = torch.as_tensor(real_show, dtype=torch.float32, device=next(model.buffers()).device)
                 generator = torch.Generator(device=x.device).manual_seed(seed)
                 diffused = model.forward_diffuse(x, model.diffusion_steps, generator=generator)
             middle = ("Forward Diffused", diffused.double().cpu().numpy())
+            names = list(columns) if columns is not None else [f"x{i + 1}" for i in range(dim)]
+            middle_names = [f"{name} (standardised)" for name in names]
         written["results"] = P.plot_panels(
             [
                 ("Original Data", real_show),
@@ -239,6 +248,7 @@ def write_figures(
             ],
             target("results"),
             columns=columns,
+            panel_columns=[None, middle_names, None],
             reference=real_show,
             share_reference=[True, False, True],
             suptitle=f"{name}{where}",
@@ -315,6 +325,7 @@ def _realnvp_figures(
         target("latent"),
         categories=categories,
         normal_rings=[False, True],
+        panel_columns=[columns, _latent_names(dim)],
         suptitle=f"RealNVP{where}: where the data land in the latent space",
         colour_note=note,
         fmt=fmt,
