@@ -357,6 +357,7 @@ def test_panels_in_another_space_carry_their_own_axis_names(tmp_path: Path, monk
                          panel_columns=[None, ["z₁", "z₂"]])  # fmt: skip
     plotting.plot_coloured_panels([("data", points), ("latent", points)], np.zeros(300, dtype=int),
                                   tmp_path / "c.png", categories=["all"], panel_columns=[["a", "b"], ["z₁", "z₂"]])  # fmt: skip
+    assert len(drawn) == 2
     for figure in drawn:
         axes = figure.axes[:2]
         assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in axes] == [("a", "b"), ("z₁", "z₂")]
