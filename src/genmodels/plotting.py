@@ -723,6 +723,8 @@ def _draw_curves(
         # Plain numbers in one style ("0.5", "2", "1000", "1e5") instead of mathtext powers, also on minor ticks.
         ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
         ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
+    else:  # small values (a learning rate near 1e-3) as "9.5" under a "×10⁻⁴", not "0.00095"
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
     finite_x = x[np.isfinite(x)]
     if finite_x.size and np.all(finite_x == np.round(finite_x)):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
