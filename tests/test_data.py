@@ -206,6 +206,12 @@ def test_header_only(tmp_path):
         load_csv(write(tmp_path, "x,y\n"))
 
 
+def test_one_dropped_row_is_named_as_one_line(tmp_path):
+    with pytest.warns(DataWarning, match=r"dropped 1 invalid row of .* \(line 3\)"):
+        data = load_csv(write(tmp_path, "x,y\n1,2\nnan,3\n4,5\n7,9\n9,10\n"), drop_invalid=True)
+    assert len(data.values) == 4
+
+
 def test_wrong_field_counts(tmp_path):
     text = "x,y\n1,2\n3\n4,5,6\n7,8\n9,10\n11,14\n"
     with pytest.raises(DataError) as info:

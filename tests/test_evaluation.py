@@ -178,3 +178,11 @@ def test_accuracy_intervals_are_wilson_intervals_within_0_and_1() -> None:
     for acc in (0.0, 0.001, 0.9983, 0.99, 1.0):  # the accuracies of samples far from the data
         lo, hi = _binomial_interval(acc, 1000)
         assert 0.0 <= lo <= acc <= hi <= 1.0
+
+
+def test_report_numbers_of_any_size_stay_short() -> None:
+    from genmodels.evaluation import _fmt
+
+    assert [_fmt(v) for v in (1.2345678, 0.00012345, 2.705589901536181e29, -3e7, 0.0, math.nan)] == [
+        "1.2346", "0.0001234", "2.706e+29", "-3e+07", "0.0000", "n/a",
+    ]  # fmt: skip

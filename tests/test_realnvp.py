@@ -350,3 +350,17 @@ def test_sampling_more_points_than_memory_holds_is_refused_at_once():
         ):
             model.sample(10**13)
         assert model.sample(3).shape == (3, 2)
+
+
+def test_trainer_names_a_wrong_model_or_data_dtype():
+    from genmodels.config import TrainingConfig
+    from genmodels.training import Trainer
+
+    with pytest.raises(TypeError, match="model must be an nn.Module with a loss"):
+        Trainer(None, TrainingConfig())  # type: ignore[arg-type]
+    trainer = Trainer(
+        RealNVP(2, n_coupling_layers=2, hidden_units=8), TrainingConfig(epochs=1), progress=False
+    )
+    with pytest.raises(ValueError, match=r"the training data are torch.float64 but the model computes in "):
+        trainer.fit(torch.randn(100, 2, dtype=torch.float64))
+    assert trainer.epoch == 0

@@ -173,10 +173,25 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
         default=None,
         help=f"YAML config (default: {_SPEC_DEFAULTS[model_type]} if it exists, else the built-in defaults)",
     )
-    parser.add_argument("--epochs", type=int, help="training epochs (overrides training.epochs)")
-    parser.add_argument("--batch_size", type=int, help="training batch size (overrides training.batch_size)")
-    parser.add_argument("--lr", type=float, help="learning rate (overrides training.learning_rate)")
-    parser.add_argument("--seed", type=_seed, help="random seed (overrides training.seed)")
+    from genmodels.config import default_config
+
+    spec = default_config(model_type).training  # the specification's values, which the shipped configs hold
+    parser.add_argument(
+        "--epochs", type=int, help=f"training epochs (overrides training.epochs; default {spec.epochs})"
+    )
+    parser.add_argument(
+        "--batch_size",
+        type=int,
+        help=f"training batch size (overrides training.batch_size; default {spec.batch_size})",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help=f"learning rate (overrides training.learning_rate; default {spec.learning_rate:g})",
+    )
+    parser.add_argument(
+        "--seed", type=_seed, help=f"random seed (overrides training.seed; default {spec.seed})"
+    )
     parser.add_argument("--data", help="CSV dataset (overrides data.path; default 689_data.csv)")
     parser.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)"

@@ -308,7 +308,10 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
         n_dropped = len(bad_lines)
         shown = ", ".join(str(n) for n in bad_lines[:10]) + (", ..." if len(bad_lines) > 10 else "")
         warnings.warn(
-            DataWarning(f"dropped {_plural(n_dropped, 'invalid row')} of {file} (lines {shown})"),
+            DataWarning(
+                f"dropped {_plural(n_dropped, 'invalid row')} of {file} "
+                f"({'line' if n_dropped == 1 else 'lines'} {shown})"
+            ),
             stacklevel=2,
         )
 

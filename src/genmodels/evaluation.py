@@ -524,7 +524,9 @@ _SAMPLE_NAMES = {
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
-    return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+    if value != 0 and not 1e-3 <= abs(value) < 1e6:  # tiny or huge (a diverged model's NLL): a power of ten
+        return f"{value:.{digits}g}"
+    return f"{value:.{digits}f}"
 
 
 def format_report(metrics: dict[str, Any]) -> str:
@@ -674,7 +676,7 @@ def compare_checkpoints(
     out = Path(output_dir)
     results: list[tuple[str, Evaluation]] = []
     for label, path in checkpoints:
-        log.info("evaluating %s (%s)", label, path)
+        log.info("evaluating %s", label if str(path) in label else f"{label} ({path})")
         results.append((label, evaluate_checkpoint(path, data=data, device=device, **options)))
     first_label, first_real = results[0][0], results[0][1].real
     others = [label for label, ev in results[1:] if not np.array_equal(ev.real, first_real)]

@@ -114,7 +114,8 @@ class Trainer:
         progress: show a tqdm progress bar (loss, learning rate, steps per second).
 
     Raises:
-        TypeError: ``config`` is not a TrainingConfig (a dict: ``TrainingConfig(**values)``).
+        TypeError: ``config`` is not a TrainingConfig (a dict: ``TrainingConfig(**values)``), or
+            ``model`` is not an ``nn.Module`` with a ``loss`` method.
         ConfigError: ``config`` has invalid values (e.g. ``batch_size < 1``).
 
     Attributes:
@@ -130,6 +131,10 @@ class Trainer:
         problems = config.problems()
         if problems:
             raise ConfigError("invalid training config: " + "; ".join(problems))
+        if not isinstance(model, nn.Module) or not callable(getattr(model, "loss", None)):
+            raise TypeError(
+                f"model must be an nn.Module with a loss(batch) method, got {type(model).__name__}"
+            )
         self.model = model
         self.config = config
         self.progress = progress
@@ -251,7 +256,8 @@ class Trainer:
         and standard deviation 1 (``set_standardization`` not called).
 
         Raises:
-            ValueError: ``data`` is not ``(N, D)`` with the model's D (where the model has ``dim``).
+            ValueError: ``data`` is not ``(N, D)`` with the model's D (where the model has ``dim``), or
+                of another dtype than the model computes in.
             TrainingError: ``data`` is empty or holds non-finite values; or the loss or gradient norm
                 became non-finite, raised at the end of that epoch, with the model at the weights of its
                 last finite step and no checkpoint written.
@@ -265,6 +271,12 @@ class Trainer:
         dim = getattr(self.model, "dim", None)
         if dim is not None and data.shape[1] != dim:
             raise ValueError(f"the training data have {data.shape[1]} columns but the model takes {dim}")
+        standardize = getattr(self.model, "standardize", None)
+        if standardize is not None and data.dtype != standardize.mean.dtype:
+            raise ValueError(
+                f"the training data are {data.dtype} but the model computes in {standardize.mean.dtype}; "
+                f"convert them with .to({standardize.mean.dtype})"
+            )
         n = data.shape[0]
         if n == 0:
             raise TrainingError("no training data: the training split is empty")
