@@ -643,3 +643,15 @@ def test_utf16_csv_is_named_as_such(tmp_path):
         )
         with pytest.raises(DataError, match=r"u16.csv is UTF-16 text .*; save it as UTF-8 CSV"):
             load_csv(path)
+
+
+def test_one_column_hints_name_the_likely_cause(tmp_path):
+    with pytest.raises(
+        DataError, match=r"\(it seems to be separated by semicolons; the file must use commas\)"
+    ):
+        load_csv(write(tmp_path, "x;y\n1;2\n3;4\n5;6\n7;8\n"))
+    config = "# settings; see the docs\nmodel:\n  n_coupling_layers: 14\ntraining:\n  epochs: 5\n"
+    with pytest.raises(DataError) as info:
+        load_csv(write(tmp_path, config))
+    assert "semicolons" not in str(info.value)  # the one semicolon is in a comment
+    assert "its first line is a comment: is it a config file? The data go to --data" in str(info.value)

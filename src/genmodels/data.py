@@ -182,6 +182,11 @@ def _records(text: str, path: Path) -> list[tuple[int, list[str]]]:
     return records
 
 
+def _shown_name(name: str, limit: int = 60) -> str:
+    text = repr(name)
+    return text if len(text) <= limit else text[: limit - 5] + " ..." + text[-1]
+
+
 # Separators a CSV file from elsewhere may use instead of commas, for a hint when only one column is found.
 _OTHER_SEPARATORS = ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars"))
 
@@ -248,10 +253,16 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
             seen[name] = i
     n_cols = len(columns)
     if n_cols < 2:
-        other = next((name for sep, name in _OTHER_SEPARATORS if sep in columns[0]), None)
+        lines = [first[0]] + [fields[0] for _, fields in data_records[:20]]
+        other = next(  # a separator on most of the first lines, not one in a comment of some other file
+            (name for sep, name in _OTHER_SEPARATORS if sum(sep in line for line in lines) > len(lines) / 2),
+            None,
+        )
         hint = f" (it seems to be separated by {other}; the file must use commas)" if other else ""
+        if first[0].lstrip().startswith("#"):
+            hint = " (its first line is a comment: is it a config file? The data go to --data, a config to --config)"
         raise DataError(
-            f"{file} has 1 column ({columns[0]!r}){hint}; at least 2 are needed: the models learn a density "
+            f"{file} has 1 column ({_shown_name(columns[0])}){hint}; at least 2 are needed: the models learn a density "
             "over points with 2 or more coordinates, one per comma-separated column"
         )
 
