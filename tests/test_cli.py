@@ -346,6 +346,9 @@ def test_missing_data_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert code == 2
     assert_clean_error(err, str(missing), "does not exist")
     assert not (tmp_path / "out" / "checkpoints").exists()
+    capsys.readouterr()  # without --quiet: the error comes before the effective config is printed
+    assert main(["train", "realnvp", "--data", str(missing), "--output_dir", str(tmp_path / "out")]) == 2
+    assert "effective realnvp config" not in capsys.readouterr().out
 
 
 def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

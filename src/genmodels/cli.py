@@ -296,6 +296,7 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     from genmodels.config import config_to_dict, default_config, load_config, with_overrides, yaml_settings
+    from genmodels.data import check_data_path
     from genmodels.errors import ConfigError
     from genmodels.fileio import json_text
     from genmodels.runner import resolve_device, run_training
@@ -356,6 +357,7 @@ def _train(args: argparse.Namespace) -> int:
             "path is relative to where the run was started: resume from there, or pass --data"
         )
     resolve_device(args.device)  # an unavailable device is an error before anything is printed
+    check_data_path(config.data.path)  # and so is a missing data file
     # Before training: the samples drawn after it must fit in memory (2 values each at the least).
     _check_sample_memory(config.sampling.n_samples, 2, option="sampling.n_samples (--n_samples)")
     if not args.quiet:

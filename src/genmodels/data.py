@@ -136,14 +136,24 @@ def _plural(count: int, word: str) -> str:
     return f"{count:,} {word}" + ("" if count == 1 else "s")
 
 
+def check_data_path(path: str | os.PathLike[str]) -> None:
+    """Before any work: ``path`` names a data file that exists (reading it may still fail).
+
+    Raises:
+        DataError: ``path`` does not exist or is a folder.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise DataError(f"data path {str(target)!r} is a directory, not a CSV file")
+    if not target.exists():
+        raise DataError(f"data file {str(target)!r} does not exist")
+
+
 def _read_text(path: Path) -> str:
     """Read ``path`` as UTF-8 text, turning every way this can fail into a :class:`DataError`."""
+    check_data_path(path)
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"data file {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise DataError(f"data path {str(path)!r} is a directory, not a CSV file") from None
     except PermissionError:
         raise DataError(f"data file {str(path)!r} cannot be read (permission denied)") from None
     except OSError as exc:
