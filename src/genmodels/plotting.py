@@ -387,6 +387,7 @@ def plot_pairs(
     columns: Sequence[str] | None = None,
     max_points: int | None = 4000,
     labels: tuple[str, str] = ("real", "generated"),
+    suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
     """Pair-plot grid of real vs generated points, overlaid in two colours with a legend.
@@ -402,6 +403,7 @@ def plot_pairs(
         columns: names of the D columns (default "x1", "x2", ...).
         max_points: each cloud is reproducibly subsampled to at most this many points (None: all).
         labels: legend labels of the two clouds.
+        suptitle: optional figure title (e.g. the model and the data).
         fmt: "png" (default), "svg" or "pdf".
 
     Returns:
@@ -413,7 +415,10 @@ def plot_pairs(
     if gen.shape[1] != d:
         raise ValueError(f"generated has {gen.shape[1]} columns but real has {d}")
     names = _column_names(columns, d)
-    real_s, gen_s = _subsample(real, max_points), _subsample(gen, max_points, seed=1)
+    real_s = _subsample(real, max_points)
+    # As many generated points as real ones in the scatters, drawn under them, so neither cloud hides
+    # the other (the histograms use every point).
+    gen_s = _subsample(gen, len(real_s), seed=1)
     limits = [_Style.interval(real[:, j]) for j in range(d)]
     size, alpha = _Style.marker(max(len(real_s), len(gen_s)))
     colors = (_Style.color(0), _Style.color(1))
@@ -444,7 +449,7 @@ def plot_pairs(
                 ax.set_xlim(*limits[j])
                 ax.set_yticks([])
             else:
-                for data, color, label in zip((real_s, gen_s), colors, labels, strict=True):
+                for data, color, label in zip((gen_s, real_s), colors[::-1], labels[::-1], strict=True):
                     ax.scatter(
                         data[:, j],
                         data[:, i],
@@ -476,6 +481,8 @@ def plot_pairs(
         frameon=False,
         fontsize=10,
     )
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=12)
     return _save(fig, path, fmt)
 
 

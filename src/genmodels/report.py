@@ -258,7 +258,9 @@ def write_figures(
         log.info("the data are 1-D: scatter figures skipped")
 
     if dim > 2:
-        written["pairs"] = P.plot_pairs(real_show, samples_show, target("pairs"), columns=columns, fmt=fmt)
+        written["pairs"] = P.plot_pairs(
+            real_show, samples_show, target("pairs"), columns=columns, suptitle=f"{name}{where}", fmt=fmt
+        )
     elif dim == 2:
         log.debug("2-D data: no pair plot")
 
