@@ -68,7 +68,7 @@ _CAPTIONS = {
     "results": "Data, the model's intermediate space, and generated samples.",
     "density": "The model's log-density log p(x) with the data's 50 % / 90 % highest-density contours.",
     "warped_grid": "A regular grid in data space (and data points) pushed through the flow, "
-    "coupling by coupling: how each layer bends space.",
+    "coupling by coupling: how each layer bends space (after the first panel, in standardised units).",
     "latent": "Where each part of the data lands in the latent space z = f(x).",
     "reverse": "The reverse (generative) process: snapshots of x_i from pure noise (i = L) to samples (i = 0).",
     "reverse_gif": "The reverse process, animated.",
@@ -353,7 +353,8 @@ def _realnvp_figures(
         target("warped_grid"),
         labels=labels[carried],
         categories=categories,
-        suptitle=f"RealNVP{where}: a regular grid in data space pushed through the flow",
+        suptitle=f"RealNVP{where}: a regular grid in data space pushed through the flow\n"
+        "(the first panel in the data's units, the others in standardised units)",
         fmt=fmt,
     )
 
