@@ -859,7 +859,8 @@ def test_hand_edited_checkpoints_are_named_as_damaged(
     capsys: pytest.CaptureFixture[str], moons_realnvp: Path, tmp_path: Path
 ) -> None:
     """A checkpoint whose weights were edited (nan values, a tensor of another shape, an optimizer
-    state of another size) is a damaged checkpoint, for resuming and for sampling alike."""
+    state of another size, negative second moments) is a damaged checkpoint, for resuming and for
+    sampling alike (a file with impossible optimizer values may be damaged anywhere)."""
     payload = torch.load(moons_realnvp / "checkpoints" / "realnvp_last.pt", weights_only=True)
     key = next(iter(k for k in payload["model"] if k.endswith("weight")))
 
@@ -869,6 +870,11 @@ def test_hand_edited_checkpoints_are_named_as_damaged(
 
     optimizer = payload["trainer"]["optimizer"]
     fewer_params = {**optimizer, "param_groups": [{**optimizer["param_groups"][0], "params": [0]}]}
+    first = optimizer["state"][0]  # a flipped sign bit in Adam's second moments
+    negative = {
+        **optimizer,
+        "state": {**optimizer["state"], 0: {**first, "exp_avg_sq": -first["exp_avg_sq"] - 1}},
+    }
     edits = {
         "nan.pt": (
             edited_weights(torch.full_like(payload["model"][key], math.nan)),
@@ -882,6 +888,10 @@ def test_hand_edited_checkpoints_are_named_as_damaged(
             {**payload, "trainer": {**payload["trainer"], "optimizer": fewer_params}},
             "its training state does not fit its model",
         ),
+        "moments.pt": (
+            {**payload, "trainer": {**payload["trainer"], "optimizer": negative}},
+            "optimizer state holds negative values where only values >= 0 can be (exp_avg_sq of parameter 0)",
+        ),
     }
     out = tmp_path / "out"
     for name, (edited, needle) in edits.items():
@@ -890,7 +900,7 @@ def test_hand_edited_checkpoints_are_named_as_damaged(
                            "--resume", tmp_path / name, "--output_dir", out)  # fmt: skip
         assert code == 2, err
         assert_clean_error(err, str(tmp_path / name), needle)
-        if name != "optimizer.pt":  # sampling needs only the weights
+        if name != "optimizer.pt":  # sampling does not load the optimizer state into an optimizer
             code, _, err = cli(capsys, "sample", tmp_path / name, "-n", "5", "-o", tmp_path / "s.csv")
             assert code == 2, err
             assert_clean_error(err, needle)
@@ -1334,6 +1344,24 @@ def test_sampling_into_the_checkpoint_is_refused(capsys: pytest.CaptureFixture[s
         assert code == 2
         assert_clean_error(err, f"-o {target} is the data {ckpt} was trained on")
     assert data.read_bytes() == data_before
+    # nor over the run's other outputs (its metrics, a figure, its config), which are not CSV files
+    for target in (out / "metrics" / "realnvp.json", out / "configs" / "realnvp.yaml", config):
+        target_before = target.read_bytes()
+        code, _, err = cli(capsys, "sample", ckpt, "-n", "10", "-o", target)
+        assert code == 2
+        assert_clean_error(err, f"-o {target} exists and is a {target.suffix} file, not a CSV file")
+        assert target.read_bytes() == target_before
+    history = out / "metrics" / "realnvp_history.csv"
+    history_before = history.read_bytes()
+    code, _, err = cli(capsys, "sample", ckpt, "-n", "10", "-o", history)
+    assert code == 2
+    assert_clean_error(err, f"-o {history} is one of the run's metrics files")
+    assert history.read_bytes() == history_before
+    code, _, err = cli(capsys, "make-data", "two_moons", "-n", "10", "-o", out / "metrics" / "realnvp.json")
+    assert code == 2 and "not a CSV file" in err
+    assert (
+        cli(capsys, "sample", ckpt, "-n", "3", "-o", tmp_path / "new.json")[0] == 0
+    )  # a new name is the user's
     # evaluate --output: not the checkpoint, not a folder, not under a file; all checked before evaluating
     for output, needle in (
         (str(ckpt), "is the checkpoint itself"),

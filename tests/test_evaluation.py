@@ -186,3 +186,21 @@ def test_report_numbers_of_any_size_stay_short() -> None:
     assert [_fmt(v) for v in (1.2345678, 0.00012345, 2.705589901536181e29, -3e7, 0.0, math.nan)] == [
         "1.2346", "0.0001234", "2.706e+29", "-3e+07", "0.0000", "n/a",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("n_samples", "n_test", "named"),
+    [(1, 200, "too few samples (1; raise sampling.n_samples"), (200, 5, "too few held-out points (5;")],
+)
+def test_a_skipped_two_sample_test_names_the_side_with_too_few_points(
+    caplog: pytest.LogCaptureFixture, n_samples: int, n_test: int, named: str
+) -> None:
+    from genmodels.runner import evaluate_samples
+
+    rng = np.random.default_rng(0)
+    with caplog.at_level("WARNING"):
+        out = evaluate_samples(
+            rng.normal(size=(n_samples, 2)), rng.normal(size=(n_test, 2)), rng.normal(size=(300, 2)), seed=0
+        )
+    assert out["n_eval"] == min(n_samples, n_test) and math.isnan(out["c2st"])
+    assert any(named in r.getMessage() and "c2st skipped" in r.getMessage() for r in caplog.records)

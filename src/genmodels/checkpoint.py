@@ -174,8 +174,9 @@ def load_checkpoint(
         The checkpoint dict, its ``"config"`` replaced by a validated :class:`RunConfig`.
 
     Raises:
-        CheckpointError: missing file, not a checkpoint of this project, a newer format version, or
-            the other model type.
+        CheckpointError: missing file, not a checkpoint of this project, a newer format version, the
+            other model type, or weights or optimizer state that training cannot have written (nan or
+            inf values, negative second moments).
         ValueError: ``map_location`` is not a device this machine has.
     """
     if isinstance(map_location, (str, torch.device)):
@@ -259,6 +260,9 @@ def load_checkpoint(
                 f"{path} is a damaged genmodels checkpoint: its {where} weights hold nan or inf values "
                 f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
             )
+    problem = _optimizer_state_problem(trainer.get("optimizer") if trainer is not None else None)
+    if problem:  # Adam's second moments are sums of squares; resuming from such a state diverges
+        raise CheckpointError(f"{path} is a damaged genmodels checkpoint: its optimizer state {problem}")
     model_type = payload.get("model_type")
     if model_type not in MODEL_TYPES:
         raise CheckpointError(
@@ -271,6 +275,26 @@ def load_checkpoint(
     except ConfigError as error:
         raise CheckpointError(f"{path}: its stored config is invalid: {error}") from None
     return payload
+
+
+def _optimizer_state_problem(optimizer: Any) -> str | None:
+    """What is impossible in a stored Adam/AdamW state (non-finite values, a negative second moment or
+    step count), or None; training never writes these, so they mean the file was damaged or edited."""
+    if not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict):
+        return None  # a missing or malformed state is reported where it is loaded
+    for index, entry in optimizer["state"].items():
+        for name, value in entry.items() if isinstance(entry, dict) else ():
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                continue
+            if not value.isfinite().all():
+                return f"holds nan or inf values ({name} of parameter {index})"
+            if name in _NON_NEGATIVE_STATE and (value < 0).any():
+                return f"holds negative values where only values >= 0 can be ({name} of parameter {index})"
+    return None
+
+
+# Adam's per-parameter state that is a count or a running sum of squares.
+_NON_NEGATIVE_STATE = frozenset({"step", "exp_avg_sq", "max_exp_avg_sq"})
 
 
 # ``model`` keys that only change how the model is trained, not what its weights mean: a resumed run may

@@ -44,9 +44,17 @@ def _seed(text: str) -> int:
     return seed
 
 
-def _check_output_file(option: str, output: str, checkpoint: str | None = None) -> None:
+# Files a points CSV must not replace: a run's own outputs (metrics, figures, configs, pages) and code.
+_NOT_CSV_SUFFIXES = frozenset(
+    {".json", ".pt", ".pth", ".png", ".gif", ".jpg", ".jpeg", ".pdf", ".svg", ".yaml", ".yml", ".md"}
+    | {".html", ".py", ".toml", ".gz", ".zip"}
+)
+
+
+def _check_output_file(option: str, output: str, checkpoint: str | None = None, *, csv: bool = False) -> None:
     """Before any work: ``output`` (given as ``option``) must be a writable file's place, and not
-    ``checkpoint``; ``-`` (standard output) always is.
+    ``checkpoint``; ``-`` (standard output) always is. With ``csv``, an existing file whose name says
+    it is something else (``metrics/realnvp.json``, a figure, a config) is not replaced by points.
 
     Raises:
         ConfigError: naming the option and what is in the way.
@@ -72,6 +80,11 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None) 
         raise ConfigError(f"{option} {output}: {blocker} is a file, not a folder")
     if checkpoint is not None and resolved == Path(checkpoint).resolve():
         raise ConfigError(f"{option} {output} is the checkpoint itself; write to another file")
+    if csv and resolved.is_file() and resolved.suffix.lower() in _NOT_CSV_SUFFIXES:
+        raise ConfigError(
+            f"{option} {output} exists and is a {resolved.suffix.lower()} file, not a CSV file; write the "
+            "points to a .csv file, or remove it first if it is to be replaced"
+        )
     if resolved.is_file() and not resolved.stat().st_mode & 0o222:
         raise ConfigError(
             f"{option} {output} is read-only; make it writable (chmod u+w) if it is to be replaced, "
@@ -89,7 +102,8 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None) 
 
 def _check_not_training_data(option: str, output: str, checkpoint: str, payload: dict) -> None:
     """Refuse to write over the CSV file the checkpoint was trained on (its stored ``data.path``, as
-    seen from here): resuming or evaluating the run needs it.
+    seen from here): resuming or evaluating the run needs it; nor over a file in the run's ``metrics/``
+    folder (its per-epoch history is a CSV file too).
 
     Raises:
         ConfigError: naming the option, the file and the checkpoint.
@@ -106,6 +120,12 @@ def _check_not_training_data(option: str, output: str, checkpoint: str, payload:
             f"{option} {output} is the data {checkpoint} was trained on (resuming and evaluating the run "
             "read it again); write the samples to another file"
         )
+    folder = Path(checkpoint).resolve().parent
+    if folder.name == "checkpoints" and Path(output).is_file():  # OUTPUT_DIR/checkpoints/<model>.pt
+        if Path(output).resolve().parent == folder.parent / "metrics":
+            raise ConfigError(
+                f"{option} {output} is one of the run's metrics files; write the samples to another file"
+            )
 
 
 # Memory per sampled value on the way to the CSV file, which is written in chunks: the float32 samples,
@@ -394,7 +414,7 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sampling_steps must be >= 0 (got {args.sampling_steps})")
     if not 0.0 <= args.eta <= 1.0:
         raise ConfigError(f"--eta must be in [0, 1] (got {args.eta})")
-    _check_output_file("-o", args.output, args.checkpoint)
+    _check_output_file("-o", args.output, args.checkpoint, csv=True)
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
     _check_not_training_data("-o", args.output, args.checkpoint, payload)
@@ -457,7 +477,7 @@ def _make_data(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1 (got {args.n})")
     _check_sample_memory(args.n, 2, "points")
-    _check_output_file("-o", args.output)
+    _check_output_file("-o", args.output, csv=True)
     kwargs = {}
     if args.text is not None:
         if args.name != "text":

@@ -162,7 +162,16 @@ def evaluate_samples(
     other = real_train[rng.choice(len(real_train), min(n, len(real_train)), replace=False)]
     out = {"n_eval": int(n)}
     if n < M.MIN_TWO_SAMPLE_POINTS:
-        log.warning("too few held-out points (%d) for a two-sample test; c2st skipped", n)
+        fewest = (
+            f"samples ({len(samples)}; raise sampling.n_samples, --n_samples)"
+            if len(samples) < len(real_test)
+            else f"held-out points ({len(real_test)}; raise data.test_fraction)"
+        )
+        log.warning(
+            "too few %s for a two-sample test (at least %d are needed); c2st skipped",
+            fewest,
+            M.MIN_TWO_SAMPLE_POINTS,
+        )
         out.update(c2st=math.nan, c2st_floor=math.nan, c2st_hgb=math.nan, c2st_hgb_floor=math.nan)
         return out
     real_a, real_b = other[: len(test)], test[: len(other)]

@@ -59,8 +59,11 @@ class _DeferredInterrupt:
     """While alive, the first Ctrl-C (SIGINT) only sets ``requested``, so the loop can finish its epoch
     and save a consistent, resumable checkpoint; a second Ctrl-C interrupts at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, steps_per_epoch: int) -> None:
         self.requested = False
+        self.steps_per_epoch = steps_per_epoch
+        self.steps_done = 0  # of the current epoch, set by the loop
+        self.epoch_start = time.perf_counter()
         self._previous = None
         # Only in the main thread, and not where SIGINT is ignored (``nohup``, a background job of a
         # non-interactive shell): there Ctrl-C must keep doing nothing.
@@ -75,8 +78,20 @@ class _DeferredInterrupt:
             raise KeyboardInterrupt
         self.requested = True
         log.warning(
-            "Ctrl-C: finishing this epoch, then saving a resumable checkpoint (Ctrl-C again to stop now)"
+            "Ctrl-C: finishing this epoch%s, then saving a resumable checkpoint (Ctrl-C again to stop now)",
+            self._time_left(),
         )
+
+    def _time_left(self) -> str:
+        """`` (step 12 of 1800, about 9 min left)`` when the rest of the epoch takes over 10 s, else ''."""
+        done, total = self.steps_done, self.steps_per_epoch
+        if done == 0:
+            return ""
+        seconds = (time.perf_counter() - self.epoch_start) / done * (total - done)
+        if seconds < 10:
+            return ""
+        left = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+        return f" (step {done + 1} of {total}, about {left} left)"
 
     def restore(self) -> None:
         if self._previous is not None:
@@ -319,15 +334,16 @@ class Trainer:
             dynamic_ncols=True,
         )
         self.model.train()
-        interrupt = _DeferredInterrupt()
+        interrupt = _DeferredInterrupt(steps_per_epoch)
         try:
             while self.epoch < cfg.epochs:
-                start = time.perf_counter()
+                start = interrupt.epoch_start = time.perf_counter()
                 step_stats: list[torch.Tensor] = []
                 # 1 from the first non-finite step of the epoch on; the optimizer then updates nothing
                 skip = torch.zeros((), device=data.device)
                 order = torch.randperm(n, device=data.device)
                 for i in range(steps_per_epoch):
+                    interrupt.steps_done = i
                     batch = data[order[i * batch_size : (i + 1) * batch_size]]
                     with autocast(data.device, cfg.precision):
                         loss = loss_fn(batch)
