@@ -250,6 +250,23 @@ def test_yaml_scientific_notation_without_a_dot(tmp_path: Path) -> None:
     assert load_config(path, "realnvp").training.learning_rate == pytest.approx(1e-4)
 
 
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("1e3", "(got '1e3'); YAML reads 1e3 as text: write 1000"),
+        ('"64"', "(got '64'); write it without quotes: 64"),
+        ("abc", "(got 'abc')"),
+    ],
+)
+def test_a_whole_number_written_as_text_says_how_to_write_it(tmp_path: Path, text: str, hint: str) -> None:
+    path = write_yaml(tmp_path / "c.yaml", f"training:\n  batch_size: {text}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, "realnvp")
+    message = str(info.value)
+    assert message.endswith(f"training.batch_size in {path} must be a whole number {hint}")
+    assert ("YAML reads" in message) == (text == "1e3") and ("without quotes" in message) == (text == '"64"')
+
+
 def test_section_that_is_not_a_mapping() -> None:
     with pytest.raises(ConfigError, match="section 'training' must be a mapping"):
         config_from_dict({"training": [1, 2]}, "realnvp")

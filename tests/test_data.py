@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +103,7 @@ def test_b04_one_column():
         load_csv(case("B04.csv"))
 
 
-@pytest.mark.parametrize("sep, name", [(";", "semicolons"), ("\t", "tabs")])
+@pytest.mark.parametrize("sep, name", [(";", "semicolons"), ("\t", "tabs"), (" ", "spaces")])
 def test_another_separator_is_named(tmp_path, sep: str, name: str):
     path = tmp_path / "points.csv"
     path.write_text(f"x{sep}y\n" + "".join(f"{i}{sep}{i * 2}\n" for i in range(10)))
@@ -643,6 +645,22 @@ def test_utf16_csv_is_named_as_such(tmp_path):
         )
         with pytest.raises(DataError, match=r"u16.csv is UTF-16 text .*; save it as UTF-8 CSV"):
             load_csv(path)
+
+
+def test_decimal_commas_and_compressed_files_are_named(tmp_path):
+    path = tmp_path / "comma.csv"
+    path.write_text("x;y\n0,126;-0,132\n1,5;2,25\n3,0;4,75\n")
+    with pytest.raises(DataError, match=r"separated by semicolons, with decimal commas; the file must"):
+        load_csv(path)
+    gz = tmp_path / "points.csv.gz"
+    gz.write_bytes(gzip.compress(b"x,y\n1,2\n3,4\n5,6\n7,8\n"))
+    with pytest.raises(DataError, match=r"points.csv.gz is gzip-compressed; decompress it first"):
+        load_csv(gz)
+    book = tmp_path / "points.xlsx"
+    with zipfile.ZipFile(book, "w") as archive:
+        archive.writestr("xl/workbook.xml", "<workbook/>")
+    with pytest.raises(DataError, match=r"points.xlsx is a zip archive .*export the sheet as a CSV file"):
+        load_csv(book)
 
 
 def test_one_column_hints_name_the_likely_cause(tmp_path):

@@ -49,6 +49,21 @@ def _valid_seed(seed: int) -> bool:
     return 0 <= seed <= MAX_SEED
 
 
+def _integer_hint(value: Any) -> str:
+    """For text YAML did not read as a number, though it is a whole one (``1e3``): how to write it."""
+    if isinstance(value, str) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except ValueError:
+            return ""
+        if not (number.is_integer() and abs(number) < 1e15):
+            return ""
+        if value.strip() == str(int(number)):  # "64", quoted
+            return f"; write it without quotes: {int(number)}"
+        return f"; YAML reads {value.strip()} as text: write {int(number)}"
+    return ""
+
+
 def _shown(value: object, limit: int = 80) -> str:
     """``repr(value)``, cut to ``limit`` characters (a CSV file given as a config is one long string)."""
     text = repr(value)
@@ -420,7 +435,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{where} must be a whole number (got {_shown(value)})")
+            raise ConfigError(f"{where} must be a whole number (got {_shown(value)}){_integer_hint(value)}")
         return value
     if annotation is float:
         if isinstance(value, str):

@@ -160,6 +160,10 @@ def _read_text(path: Path) -> str:
         raise DataError(f"data file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise DataError(f"{path} is UTF-16 text (as some spreadsheet programs save it); save it as UTF-8 CSV")
+    if raw.startswith(b"\x1f\x8b"):
+        raise DataError(f"{path} is gzip-compressed; decompress it first (gunzip {path})")
+    if raw.startswith(b"PK\x03\x04"):
+        raise DataError(f"{path} is a zip archive (a spreadsheet workbook?); export the sheet as a CSV file")
     if b"\x00" in raw:
         raise DataError(f"{path} is not a text CSV file (it contains NUL bytes; binary data?)")
     try:
@@ -198,7 +202,7 @@ def _shown_name(name: str, limit: int = 60) -> str:
 
 
 # Separators a CSV file from elsewhere may use instead of commas, for a hint when only one column is found.
-_OTHER_SEPARATORS = ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars"))
+_OTHER_SEPARATORS = ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars"), (" ", "spaces"))
 
 
 def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_rows: int = 4) -> Dataset:
@@ -263,12 +267,17 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
             seen[name] = i
     n_cols = len(columns)
     if n_cols < 2:
-        lines = [first[0]] + [fields[0] for _, fields in data_records[:20]]
+        lines = [",".join(fields).strip() for fields in (first, *(f for _, f in data_records[:20]))]
         other = next(  # a separator on most of the first lines, not one in a comment of some other file
             (name for sep, name in _OTHER_SEPARATORS if sum(sep in line for line in lines) > len(lines) / 2),
             None,
         )
         hint = f" (it seems to be separated by {other}; the file must use commas)" if other else ""
+        if other and any("," in line for line in lines[1:]):  # 0,126;-0,132: decimal commas as well
+            hint = (
+                f" (it seems to be separated by {other}, with decimal commas; the file must separate columns "
+                "with commas and write numbers with a decimal point)"
+            )
         if first[0].lstrip().startswith("#"):
             hint = " (its first line is a comment: is it a config file? The data go to --data, a config to --config)"
         raise DataError(
