@@ -80,11 +80,6 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None, 
         raise ConfigError(f"{option} {output}: {blocker} is a file, not a folder")
     if checkpoint is not None and resolved == Path(checkpoint).resolve():
         raise ConfigError(f"{option} {output} is the checkpoint itself; write to another file")
-    if csv and resolved.is_file() and resolved.suffix.lower() in _NOT_CSV_SUFFIXES:
-        raise ConfigError(
-            f"{option} {output} exists and is a {resolved.suffix.lower()} file, not a CSV file; write the "
-            "points to a .csv file, or remove it first if it is to be replaced"
-        )
     if resolved.is_file() and not resolved.stat().st_mode & 0o222:
         raise ConfigError(
             f"{option} {output} is read-only; make it writable (chmod u+w) if it is to be replaced, "
@@ -97,6 +92,11 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None, 
         raise ConfigError(
             f"{option} {output} is a zip archive (as PyTorch checkpoints are); write to another file, "
             "or remove it first if it is to be replaced"
+        )
+    if csv and resolved.is_file() and resolved.suffix.lower() in _NOT_CSV_SUFFIXES:
+        raise ConfigError(
+            f"{option} {output} exists and is a {resolved.suffix.lower()} file, not a CSV file; write the "
+            "points to a .csv file, or remove it first if it is to be replaced"
         )
 
 
