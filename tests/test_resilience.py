@@ -357,8 +357,13 @@ def test_ctrl_c_in_a_long_epoch_says_how_long_the_epoch_still_runs(
 
     monkeypatch.setattr(model, "loss", counting_loss)
     trainer = Trainer(model, TrainingConfig(epochs=1, batch_size=1), progress=False)
-    with caplog.at_level("WARNING", logger=training.log.name):
-        trainer.fit(torch.randn(100, 2))  # the last epoch: it ends as it would have
+    # as at a terminal, also where the tests run in a background job (which ignores SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with caplog.at_level("WARNING", logger=training.log.name):
+            trainer.fit(torch.randn(100, 2))  # the last epoch: it ends as it would have
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert trainer.epoch == 1 and clock["steps"] == 100
     warnings = [r.getMessage() for r in caplog.records if "Ctrl-C" in r.getMessage()]
     assert warnings == [
