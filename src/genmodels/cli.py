@@ -100,7 +100,7 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None, 
         )
 
 
-def _check_not_training_data(option: str, output: str, checkpoint: str, payload: dict) -> None:
+def _check_not_the_runs_own_files(option: str, output: str, checkpoint: str, payload: dict) -> None:
     """Refuse to write over the CSV file the checkpoint was trained on (its stored ``data.path``, as
     seen from here): resuming or evaluating the run needs it; nor over a file in the run's ``metrics/``
     folder (its per-epoch history is a CSV file too).
@@ -417,7 +417,7 @@ def _sample(args: argparse.Namespace) -> int:
     _check_output_file("-o", args.output, args.checkpoint, csv=True)
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
-    _check_not_training_data("-o", args.output, args.checkpoint, payload)
+    _check_not_the_runs_own_files("-o", args.output, args.checkpoint, payload)
     _check_sample_memory(args.n, int(payload["dim"]))
     model = model_from_checkpoint(payload, device=device)
     steps = getattr(model, "diffusion_steps", None)

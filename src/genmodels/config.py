@@ -51,17 +51,17 @@ def _valid_seed(seed: int) -> bool:
 
 def _integer_hint(value: Any) -> str:
     """For text YAML did not read as a number, though it is a whole one (``1e3``): how to write it."""
-    if isinstance(value, str) and not isinstance(value, bool):
-        try:
-            number = float(value)
-        except ValueError:
-            return ""
-        if not (number.is_integer() and abs(number) < 1e15):
-            return ""
-        if value.strip() == str(int(number)):  # "64", quoted
-            return f"; write it without quotes: {int(number)}"
-        return f"; YAML reads {value.strip()} as text: write {int(number)}"
-    return ""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if not (number.is_integer() and abs(number) < 1e15):
+        return ""
+    if value.strip() == str(int(number)):  # "64", quoted
+        return f"; write it without quotes: {int(number)}"
+    return f"; YAML reads {value.strip()} as text: write {int(number)}"
 
 
 def _shown(value: object, limit: int = 80) -> str:
