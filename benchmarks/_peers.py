@@ -169,7 +169,7 @@ FLOW_PEERS: dict[str, Callable[[FlowSpec], Trainable]] = {
 # -- diffusers: its schedulers around genmodels' denoising network ----------------------------------
 def diffusers_scheduler(schedule: nn.Module, kind: str = "ddpm"):  # noqa: ANN201 - a diffusers scheduler
     """A diffusers ``DDPMScheduler`` (``kind="ddpm"``) or ``DDIMScheduler`` (``"ddim"``) whose betas are
-    genmodels' β² schedule (``schedule``: a :class:`genmodels.schedule.NoiseSchedule`), checked to give
+    genmodels' β² schedule (``schedule``: a :class:`genmodels.models.schedule.NoiseSchedule`), checked to give
     the same ᾱ (genmodels' ᾱ_i is the square root of diffusers' ``alphas_cumprod``)."""
     diffusers = _require("diffusers")
     betas = schedule.beta2[1:].double().cpu().numpy()

@@ -5,7 +5,7 @@ strided DDIM sampler at a few step counts, each scored by C2ST against the held-
         [--spacing quadratic|linear] [--precision bfloat16] [--compile]
 
 For every sampler it draws ``n`` points (the same seeds for every sampler), times the sampling and
-runs the MLP and gradient-boosted-trees C2ST of :func:`genmodels.evaluation.sample_metrics` against
+runs the MLP and gradient-boosted-trees C2ST of :func:`genmodels.evaluation.scoring.sample_metrics` against
 half of the checkpoint's held-out split (its floor: the same test between the two halves). Prints a
 Markdown table with the mean over seeds and the difference to the full sampler.
 """
@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from genmodels.acceleration import compiled_network, tune_allocator  # noqa: E402
-from genmodels.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from genmodels.evaluation import sample_metrics  # noqa: E402
-from genmodels.runner import sample_model  # noqa: E402
+from genmodels.evaluation.sampling import sample_model  # noqa: E402
+from genmodels.evaluation.scoring import sample_metrics  # noqa: E402
+from genmodels.train.acceleration import compiled_network, tune_allocator  # noqa: E402
+from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

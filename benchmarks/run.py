@@ -18,7 +18,7 @@ The benchmarks (``--only`` takes their names, comma-separated):
 ``realnvp_train``
     ms per optimisation step (loss, backward, Adam step) of a RealNVP with 14 affine couplings, each
     conditioned by a ReLU MLP with 2 hidden layers of 128 units, on a batch of 2048 2-D points.
-    "genmodels" is ``genmodels.realnvp.RealNVP`` with the optimizer ``genmodels.training.Trainer``
+    "genmodels" is ``genmodels.models.realnvp.RealNVP`` with the optimizer ``genmodels.train.trainer.Trainer``
     builds (``torch.optim.Adam(params, lr, fused=True)``); "genmodels, default Adam" isolates the
     optimizer's share; "genmodels Trainer.fit" is the library's whole training loop per step (batch
     gathering, gradient clipping, the loss/gradient check, the EMA update). The peers, normflows,
@@ -31,13 +31,13 @@ The benchmarks (``--only`` takes their names, comma-separated):
     time, as a fraction of the measured rate of a float32 (and a bfloat16) ``2048x128 @ 128x128``
     matmul loop, the step's dominant shape, timed in the same rounds.
 ``ddpm_train``
-    ms per optimisation step of ``genmodels.ddpm.DDPM`` with the default config (2500 steps, 4
+    ms per optimisation step of ``genmodels.models.ddpm.DDPM`` with the default config (2500 steps, 4
     residual blocks of width 64, time embedding 32, eps prediction, simple loss) on a batch of 4096,
     against the usual diffusers loop (``DDPMScheduler.add_noise`` with ``trained_betas`` equal to
     genmodels' β² schedule, MSE on the noise) around the very same network module.
 ``ddpm_sample``
     Seconds to draw 65,536 points through all 2,500 ancestral steps as ``genmodels sample`` does
-    (``genmodels.runner.sample_model``: chunks of 4,096 points, each taken through every step) against a
+    (``genmodels.evaluation.sampling.sample_model``: chunks of 4,096 points, each taken through every step) against a
     diffusers ``DDPMScheduler.step`` loop with the same network on all points at once, and with 100
     DDIM steps (``sampling_steps=100, eta=1``) against ``DDIMScheduler.step``; the network's FLOPs per
     step (one call on 65,536 points) and the achieved fraction of the matmul rate of the network's
@@ -48,12 +48,12 @@ The benchmarks (``--only`` takes their names, comma-separated):
     mark (``resource.getrusage().ru_maxrss``, read as the process's own ``VmHWM`` on Linux, see
     ``_max_rss_mb``) over the workload, or on CUDA the growth of
     ``torch.cuda.max_memory_allocated``. Workloads: 5 training steps of each RealNVP implementation
-    and of both DDPM loops, and ``genmodels.runner.sample_model(model, 1_000_000, seed=0,
+    and of both DDPM loops, and ``genmodels.evaluation.sampling.sample_model(model, 1_000_000, seed=0,
     chunk_size=65536)`` for both genmodels models (the DDPM with fewer diffusion steps under
     ``--quick``; the memory of sampling does not depend on the step count).
 
 Every genmodels case is also timed with ``precision="bfloat16"``, with ``torch.compile`` and with both
-(``genmodels.acceleration``; ``--no_compile`` skips the compiled ones), each with its speed-up over
+(``genmodels.train.acceleration``; ``--no_compile`` skips the compiled ones), each with its speed-up over
 the fastest peer.
 
 FLOPs count only matrix products (linear layers); activations, normalisations and the optimizer
@@ -96,16 +96,16 @@ from _peers import (  # noqa: E402
     plain_realnvp,
 )
 
-from genmodels.acceleration import (  # noqa: E402
+from genmodels.config import DDPMModelConfig, TrainingConfig  # noqa: E402
+from genmodels.evaluation.sampling import sample_model  # noqa: E402
+from genmodels.models.ddpm import DDPM  # noqa: E402
+from genmodels.models.realnvp import RealNVP  # noqa: E402
+from genmodels.train.acceleration import (  # noqa: E402
     autocast,
     compile_function,
     compiled_network,
     tune_allocator,
 )
-from genmodels.config import DDPMModelConfig, TrainingConfig  # noqa: E402
-from genmodels.ddpm import DDPM  # noqa: E402
-from genmodels.realnvp import RealNVP  # noqa: E402
-from genmodels.runner import sample_model  # noqa: E402
 
 LEARNING_RATE = 1e-3
 REALNVP_BATCH = 2048
@@ -170,7 +170,7 @@ def train_step(loss: Callable[[torch.Tensor], torch.Tensor], optimizer, batch: t
 def accelerated(
     loss: Callable[[torch.Tensor], torch.Tensor], device: torch.device, precision: str, compiled: bool
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``loss`` as ``genmodels.training.Trainer`` runs it with ``training.precision`` and
+    """``loss`` as ``genmodels.train.trainer.Trainer`` runs it with ``training.precision`` and
     ``training.compile``."""
     fn = compile_function(loss, device) if compiled else loss
 
@@ -203,7 +203,7 @@ def fastest_vs_peers(ctx: Context, bench: str, times: dict[str, float], peers: l
 
 
 def fused_adam(module: torch.nn.Module) -> torch.optim.Optimizer:
-    """The optimizer ``genmodels.training.Trainer`` builds (without weight decay)."""
+    """The optimizer ``genmodels.train.trainer.Trainer`` builds (without weight decay)."""
     return torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=LEARNING_RATE, fused=True)
 
 
@@ -212,8 +212,8 @@ def default_adam(module: torch.nn.Module) -> torch.optim.Optimizer:
 
 
 def trainer_steps(model: torch.nn.Module, data: torch.Tensor, batch_size: int) -> Callable[[], None]:
-    """One epoch of ``genmodels.training.Trainer.fit`` over ``data`` (a whole number of batches), eager."""
-    from genmodels.training import Trainer
+    """One epoch of ``genmodels.train.trainer.Trainer.fit`` over ``data`` (a whole number of batches), eager."""
+    from genmodels.train.trainer import Trainer
 
     config = TrainingConfig(
         compile="off",
@@ -709,7 +709,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no_allocator_tuning",
         action="store_true",
-        help="leave glibc's malloc thresholds alone (genmodels.acceleration.tune_allocator)",
+        help="leave glibc's malloc thresholds alone (genmodels.train.acceleration.tune_allocator)",
     )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--memory-ddpm-steps", type=int, help=argparse.SUPPRESS)

@@ -4,7 +4,7 @@
 
 For each of 8gaussians, checkerboard and two_moons: writes the data set as CSV, trains both models with
 the default configs (``configs/*.yaml`` where present; ``--epochs`` overrides the epochs, e.g. for a
-quick check), evaluates each final checkpoint on its held-out split (:mod:`genmodels.evaluation`,
+quick check), evaluates each final checkpoint on its held-out split (:mod:`genmodels.evaluation.scoring`,
 with the generator named so the closed-form entropy is used where it exists) and prints the table.
 The full run (default epochs) takes hours on a CPU.
 """
@@ -20,9 +20,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from genmodels.config import default_config, load_config, with_overrides  # noqa: E402
 from genmodels.data import GENERATORS, save_csv  # noqa: E402
-from genmodels.evaluation import evaluate_checkpoint  # noqa: E402
+from genmodels.evaluation.scoring import evaluate_checkpoint  # noqa: E402
 from genmodels.fileio import write_json, write_text  # noqa: E402
-from genmodels.runner import run_training  # noqa: E402
+from genmodels.run import run_training  # noqa: E402
 
 DATASETS = ("8gaussians", "checkerboard", "two_moons")
 MODELS = ("realnvp", "ddpm")

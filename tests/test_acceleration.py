@@ -18,7 +18,12 @@ import pytest
 import torch
 import yaml
 
-from genmodels.acceleration import (
+from genmodels.cli import main
+from genmodels.config import DDPMModelConfig, TrainingConfig, default_config, with_overrides
+from genmodels.errors import ConfigError
+from genmodels.models.ddpm import DDPM
+from genmodels.models.realnvp import RealNVP
+from genmodels.train.acceleration import (
     COMPILE_WORTHWHILE_POINT_STEPS,
     TRAINING_COMPILE_WORTHWHILE_POINTS,
     autocast,
@@ -27,12 +32,7 @@ from genmodels.acceleration import (
     worth_compiling,
     worth_compiling_training,
 )
-from genmodels.cli import main
-from genmodels.config import DDPMModelConfig, TrainingConfig, default_config, with_overrides
-from genmodels.ddpm import DDPM
-from genmodels.errors import ConfigError
-from genmodels.realnvp import RealNVP
-from genmodels.training import Trainer
+from genmodels.train.trainer import Trainer
 
 needs_compiler = pytest.mark.skipif(
     shutil.which("gcc") is None and shutil.which("cc") is None and shutil.which("g++") is None,
@@ -280,7 +280,7 @@ def test_auto_compiles_only_long_bfloat16_ddpm_sampling():
 
 
 def test_auto_compiles_training_only_where_measured_to_win(monkeypatch: pytest.MonkeyPatch) -> None:
-    import genmodels.acceleration as acceleration
+    import genmodels.train.acceleration as acceleration
 
     monkeypatch.setattr(acceleration, "compiler_available", lambda device, warn=True: True)
     ddpm = DDPM.from_config(DDPMModelConfig(diffusion_steps=10, hidden_units=8, n_blocks=1), 2)
@@ -312,8 +312,8 @@ def test_auto_compiles_training_only_where_measured_to_win(monkeypatch: pytest.M
 def test_trainer_with_auto_compiles_when_the_whole_run_is_long_enough(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import genmodels.acceleration as acceleration
-    import genmodels.training as training
+    import genmodels.train.acceleration as acceleration
+    import genmodels.train.trainer as training
 
     compiled: list[object] = []
 
@@ -352,7 +352,7 @@ def test_a_failing_compilation_runs_eagerly_after_one_warning(
 ) -> None:
     from torch._dynamo.exc import TorchDynamoException
 
-    import genmodels.acceleration as acceleration
+    import genmodels.train.acceleration as acceleration
 
     calls = []
 
@@ -454,7 +454,7 @@ def test_ddpm_run_with_compiled_sampling_writes_every_output(tmp_path: Path) -> 
 def test_without_a_cpp_compiler_compilation_is_skipped_with_one_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    import genmodels.acceleration as acceleration
+    import genmodels.train.acceleration as acceleration
 
     monkeypatch.setenv("CXX", "/nonexistent/g++")
     monkeypatch.setattr(acceleration, "_COMPILER_WARNED", False)

@@ -26,10 +26,10 @@ import pytest
 import torch
 import yaml
 
-from genmodels.checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
 from genmodels.cli import main
 from genmodels.config import load_config, with_overrides
 from genmodels.data import GENERATORS, DataWarning, load_csv
+from genmodels.train.checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = REPO.parent / "shared" / "cases"
@@ -681,7 +681,7 @@ def _max_round_trip_error(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 
 def test_b13_invertibility_before_after_training_and_reload(realnvp_run: Path, tmp_path: Path) -> None:
-    from genmodels.training import Trainer
+    from genmodels.train.trainer import Trainer
 
     data = load_csv(case("B13.csv"))
     x = torch.as_tensor(data.values, dtype=torch.float32)
@@ -1028,7 +1028,7 @@ def test_ctrl_c_while_pytorch_loads_ends_with_one_line(
     def interrupted() -> None:  # the first call after parsing, where the slow imports begin
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("genmodels.acceleration.tune_allocator", interrupted)
+    monkeypatch.setattr("genmodels.train.acceleration.tune_allocator", interrupted)
     code, out, err = cli(capsys, "make-data", "two_moons", "-n", "5", "-o", "-")
     assert code == 130
     assert err == "interrupted\n" and out == ""
@@ -1154,12 +1154,12 @@ def test_compare_warns_when_runs_were_evaluated_on_other_points(
     data = moons_csv(tmp_path / "m.csv", n=300, seed=3)
     assert cli(capsys, "train", "realnvp", "--config", config, "--data", data, "--output_dir", other)[0] == 0
     fast = ["-n", "100", "--n_boot", "2", "--output_dir", tmp_path / "cmp"]
-    with caplog.at_level(logging.WARNING, logger="genmodels.evaluation"):
+    with caplog.at_level(logging.WARNING, logger="genmodels.evaluation.scoring"):
         assert cli(capsys, "compare", moons_realnvp, other, *fast)[0] == 0
     assert "were evaluated on other points" not in caplog.text
     assert f"realnvp ({other}) was evaluated on other points than realnvp ({moons_realnvp})" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="genmodels.evaluation"):
+    with caplog.at_level(logging.WARNING, logger="genmodels.evaluation.scoring"):
         assert cli(capsys, "compare", moons_realnvp, other, *fast, "--data", data)[0] == 0
     assert "other points" not in caplog.text
 
@@ -1173,7 +1173,7 @@ def test_a_new_run_into_a_run_folder_says_it_replaces_it(
     data = moons_csv(tmp_path / "m.csv")
     last = out / "checkpoints" / "realnvp_last.pt"
     before = last.read_bytes()
-    with caplog.at_level(logging.INFO, logger="genmodels.runner"):
+    with caplog.at_level(logging.INFO, logger="genmodels.run"):
         assert (
             cli(capsys, "train", "realnvp", "--config", config, "--data", data, "--output_dir", out)[0] == 0
         )
@@ -1198,7 +1198,7 @@ def test_a_tiny_training_split_skips_the_floor_instead_of_failing(
     metrics), and the run still writes its checkpoint, metrics and figures."""
     config = write_config(tmp_path / "c.yaml", "realnvp", data={"test_fraction": 0.99})
     out = tmp_path / "out"
-    with caplog.at_level(logging.WARNING, logger="genmodels.runner"):
+    with caplog.at_level(logging.WARNING, logger="genmodels.run"):
         code, _, err = cli(capsys, "train", "realnvp", "--config", config,
                            "--data", moons_csv(tmp_path / "m.csv", n=400), "--output_dir", out)  # fmt: skip
     assert code == 0, err
@@ -1396,11 +1396,11 @@ def test_offset_data_that_float32_rounds_away(
     code, _, err = cli(capsys, *base, "--data", far)
     assert code == 2
     assert_clean_error(err, "column '", str(far), "subtract an offset")
-    with caplog.at_level(logging.WARNING, logger="genmodels.runner"):
+    with caplog.at_level(logging.WARNING, logger="genmodels.run"):
         assert cli(capsys, *base, "--data", moons_csv(tmp_path / "near.csv", offset=1e5))[0] == 0
     assert "round it to steps of" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="genmodels.runner"):
+    with caplog.at_level(logging.WARNING, logger="genmodels.run"):
         assert cli(capsys, *base, "--data", moons_csv(tmp_path / "plain.csv"))[0] == 0
     assert "round it to steps" not in caplog.text
 

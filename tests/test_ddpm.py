@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from genmodels.config import DDPMModelConfig, TrainingConfig
-from genmodels.ddpm import DDPM
-from genmodels.training import Trainer
+from genmodels.models.ddpm import DDPM
+from genmodels.train.trainer import Trainer
 
 
 def small_ddpm(steps: int = 20, *, parameterisation: str = "eps", weighting: str = "simple", **kw) -> DDPM:
@@ -47,7 +47,7 @@ class OracleEps(nn.Module):
 
 
 def oracle_ddpm(steps: int, dim: int = 2, reverse_variance: str = "beta") -> DDPM:
-    from genmodels.schedule import NoiseSchedule
+    from genmodels.models.schedule import NoiseSchedule
 
     schedule = NoiseSchedule(steps, 1e-4, 0.02)
     network = OracleEps(schedule.sigma_bar.clone())
@@ -211,7 +211,7 @@ def test_data_units_bound_shifts_with_scale():
 
 
 def test_ddim_timesteps_linear_and_quadratic():
-    from genmodels.ddpm import ddim_timesteps
+    from genmodels.models.ddpm import ddim_timesteps
 
     linear = ddim_timesteps(2500, 100, "linear")
     assert linear == torch.linspace(2500, 1, 100).round().long().tolist()
@@ -418,7 +418,7 @@ def test_models_check_their_inputs_and_the_trainer_its_data() -> None:
     """Wrong shapes, dtypes, empty batches, negative counts and non-finite training data get errors
     that name what was expected, from both models and the trainer alike."""
     from genmodels.errors import TrainingError
-    from genmodels.realnvp import RealNVP
+    from genmodels.models.realnvp import RealNVP
 
     ddpm = small_ddpm(10)
     flow = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from genmodels.checkpoint import build_model, save_checkpoint
 from genmodels.cli import main
 from genmodels.config import default_config, with_overrides
 from genmodels.data import make_checkerboard, make_text
-from genmodels.evaluation import (
+from genmodels.evaluation.scoring import (
     compare_table,
     entropy_reference,
     evaluate_checkpoint,
@@ -22,6 +21,7 @@ from genmodels.evaluation import (
     mode_coverage,
     sample_metrics,
 )
+from genmodels.train.checkpoint import build_model, save_checkpoint
 
 TINY = {
     "realnvp": {"model.n_coupling_layers": 2, "model.hidden_units": 8},
@@ -62,7 +62,7 @@ def test_entropy_reference_uses_the_closed_form_when_the_generator_is_named() ->
 
 
 def test_entropy_reference_warns_when_the_data_do_not_match_the_named_generator(caplog) -> None:
-    with caplog.at_level("WARNING", logger="genmodels.evaluation"):
+    with caplog.at_level("WARNING", logger="genmodels.evaluation.scoring"):
         for n in (300, 6554):  # the estimator's edge bias is largest at few points; no warning
             entropy_reference(make_checkerboard(n, seed=1), dataset="checkerboard")
         assert not caplog.records
@@ -138,7 +138,7 @@ def test_evaluate_and_compare_commands(tmp_path, capsys, monkeypatch) -> None:
     assert main(args) == 0
     assert (out_dir / "compare.md").read_text().startswith("| metric |")
     assert (out_dir / "figures" / "compare.png").stat().st_size > 10_000
-    from genmodels import plotting
+    from genmodels.plots import figures as plotting
 
     titles = []
     real_plot = plotting.plot_compare
@@ -170,7 +170,7 @@ def test_evaluate_and_compare_commands(tmp_path, capsys, monkeypatch) -> None:
 
 
 def test_accuracy_intervals_are_wilson_intervals_within_0_and_1() -> None:
-    from genmodels.evaluation import _binomial_interval
+    from genmodels.evaluation.scoring import _binomial_interval
 
     # Known answers: 50 of 100 gives [0.4038, 0.5962]; 100 of 100 gives [0.9630, 1].
     assert _binomial_interval(0.5, 100) == pytest.approx((0.40383, 0.59617), abs=5e-5)
@@ -181,7 +181,7 @@ def test_accuracy_intervals_are_wilson_intervals_within_0_and_1() -> None:
 
 
 def test_report_numbers_of_any_size_stay_short() -> None:
-    from genmodels.evaluation import _fmt
+    from genmodels.evaluation.scoring import _fmt
 
     assert [_fmt(v) for v in (1.2345678, 0.00012345, 2.705589901536181e29, -3e7, 0.0, math.nan)] == [
         "1.2346", "0.0001234", "2.706e+29", "-3e+07", "0.0000", "n/a",
@@ -195,7 +195,7 @@ def test_report_numbers_of_any_size_stay_short() -> None:
 def test_a_skipped_two_sample_test_names_the_side_with_too_few_points(
     caplog: pytest.LogCaptureFixture, n_samples: int, n_test: int, named: str
 ) -> None:
-    from genmodels.runner import evaluate_samples
+    from genmodels.evaluation.sampling import evaluate_samples
 
     rng = np.random.default_rng(0)
     with caplog.at_level("WARNING"):

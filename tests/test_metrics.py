@@ -1,4 +1,4 @@
-"""Tests of genmodels.metrics against closed-form values and brute-force computations."""
+"""Tests of genmodels.evaluation.metrics against closed-form values and brute-force computations."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from scipy.spatial.distance import cdist
 from scipy.special import ive
 from scipy.stats import norm
 
-from genmodels import metrics
-from genmodels.metrics import (
+from genmodels.evaluation import metrics
+from genmodels.evaluation.metrics import (
     bootstrap_interval,
     c2st,
     energy_distance,

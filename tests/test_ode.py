@@ -8,9 +8,14 @@ import pytest
 import torch
 
 from genmodels.config import DDPMModelConfig
-from genmodels.ddpm import DDPM
-from genmodels.ode import ContinuousSchedule, _network_eps, probability_flow_log_prob, probability_flow_nll
-from genmodels.realnvp import RealNVP
+from genmodels.models.ddpm import DDPM
+from genmodels.models.flow_ode import (
+    ContinuousSchedule,
+    _network_eps,
+    probability_flow_log_prob,
+    probability_flow_nll,
+)
+from genmodels.models.realnvp import RealNVP
 
 MEAN = torch.tensor([1.0, -2.0])
 COV = torch.tensor([[4.0, 1.8], [1.8, 2.25]])  # correlation 0.6

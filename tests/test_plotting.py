@@ -1,4 +1,4 @@
-"""Tests for genmodels.plotting: files of the right size and format, not blank, written atomically."""
+"""Tests for genmodels.plots.figures: files of the right size and format, not blank, written atomically."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from genmodels import plotting
-from genmodels.plotting import (
+from genmodels.plots import figures as plotting
+from genmodels.plots.figures import (
     DPI,
     grid_for,
     plot_density,
@@ -305,7 +305,7 @@ def test_points_outside_the_axes_are_counted_on_the_figure(tmp_path):
     """Diverged samples drawn inside the data's limits are announced, not silently cut off."""
     from matplotlib.figure import Figure
 
-    from genmodels.plotting import _Style
+    from genmodels.plots.figures import _Style
 
     rng = np.random.default_rng(0)
     inside = rng.normal(size=(900, 2))

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genmodels.realnvp import ActNorm, AffineCoupling, RealNVP, standard_normal_log_prob
+from genmodels.models.realnvp import ActNorm, AffineCoupling, RealNVP, standard_normal_log_prob
 
 
 def perturbed_flow(dim: int, *, seed: int = 0, scale: float = 0.1, **kwargs) -> RealNVP:
@@ -132,7 +132,7 @@ def test_actnorm_reads_its_flag_until_initialised_and_again_after_loading(monkey
 
 def fit_flow(data: torch.Tensor, *, epochs: int = 150, seed: int = 0) -> RealNVP:
     from genmodels.config import TrainingConfig
-    from genmodels.training import Trainer
+    from genmodels.train.trainer import Trainer
 
     torch.manual_seed(seed)
     flow = RealNVP(2, n_coupling_layers=4, n_hidden=1, hidden_units=32)
@@ -144,7 +144,7 @@ def fit_flow(data: torch.Tensor, *, epochs: int = 150, seed: int = 0) -> RealNVP
 
 def test_a_finished_trainer_warns_instead_of_training_and_leaves_both_models_in_eval_mode(caplog):
     from genmodels.config import TrainingConfig
-    from genmodels.training import Trainer
+    from genmodels.train.trainer import Trainer
 
     torch.manual_seed(0)
     flow = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
@@ -154,7 +154,7 @@ def test_a_finished_trainer_warns_instead_of_training_and_leaves_both_models_in_
     assert trainer.epoch == 2 and not trainer.model.training and not trainer.ema.training
     weights = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.model.train()
-    with caplog.at_level("WARNING", logger="genmodels.training"):
+    with caplog.at_level("WARNING", logger="genmodels.train.trainer"):
         trainer.fit(data)
     assert "nothing to train: the model has already been trained for 2 epochs" in caplog.text
     assert all(torch.equal(a, b) for a, b in zip(weights, trainer.model.parameters(), strict=True))
@@ -164,12 +164,12 @@ def test_a_finished_trainer_warns_instead_of_training_and_leaves_both_models_in_
 @pytest.mark.parametrize("model_type", ["realnvp", "ddpm"])
 def test_training_unstandardised_data_draws_a_warning(caplog, model_type):
     from genmodels.config import DDPMModelConfig, TrainingConfig
-    from genmodels.ddpm import DDPM
-    from genmodels.training import Trainer
+    from genmodels.models.ddpm import DDPM
+    from genmodels.train.trainer import Trainer
 
     def train(model: torch.nn.Module, data: torch.Tensor) -> str:
         caplog.clear()
-        with caplog.at_level("WARNING", logger="genmodels.training"):
+        with caplog.at_level("WARNING", logger="genmodels.train.trainer"):
             Trainer(model, TrainingConfig(epochs=1, batch_size=64), progress=False).fit(data)
         return caplog.text
 
@@ -302,11 +302,11 @@ def test_points_of_the_wrong_shape_or_dtype_are_named():
 
 
 def test_sample_model_warns_about_samples_far_outside_the_data(caplog, monkeypatch) -> None:
-    from genmodels.runner import sample_model
+    from genmodels.evaluation.sampling import sample_model
 
     flow = RealNVP(2, n_coupling_layers=2, hidden_units=8)
     flow.set_standardization(torch.tensor([1.0, -1.0]), torch.tensor([2.0, 0.5]))
-    with caplog.at_level("WARNING", logger="genmodels.runner"):
+    with caplog.at_level("WARNING", logger="genmodels.run"):
         sample_model(flow, 500, seed=0)  # an untrained flow: standard normal in standardised units
         assert not caplog.records
         far = torch.tensor([[1.0, -1.0], [1.0 + 2.0 * 60, -1.0], [1.0, -1.0 - 0.5 * 1e4]])
@@ -319,10 +319,10 @@ def test_sample_model_warns_about_samples_far_outside_the_data(caplog, monkeypat
 
 @pytest.mark.parametrize("model_type", ["realnvp", "ddpm"])
 def test_weights_are_counted_from_the_config_and_huge_networks_refused(tmp_path, model_type):
-    from genmodels.checkpoint import build_model, parameter_count
     from genmodels.config import config_from_dict
     from genmodels.errors import ConfigError
-    from genmodels.resources import physical_memory
+    from genmodels.models.resources import physical_memory
+    from genmodels.train.checkpoint import build_model, parameter_count
 
     for extra in ({}, {"hidden_units": 16, "n_hidden": 3} if model_type == "realnvp" else {"n_blocks": 2}):
         config = config_from_dict({"model": extra}, model_type)
@@ -340,7 +340,7 @@ def test_weights_are_counted_from_the_config_and_huge_networks_refused(tmp_path,
 
 def test_sampling_more_points_than_memory_holds_is_refused_at_once():
     from genmodels.config import DDPMModelConfig
-    from genmodels.ddpm import DDPM
+    from genmodels.models.ddpm import DDPM
 
     flow = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
     ddpm = DDPM.from_config(DDPMModelConfig(diffusion_steps=10, hidden_units=8, n_blocks=1), dim=2)
@@ -354,7 +354,7 @@ def test_sampling_more_points_than_memory_holds_is_refused_at_once():
 
 def test_trainer_names_a_wrong_model_or_data_dtype():
     from genmodels.config import TrainingConfig
-    from genmodels.training import Trainer
+    from genmodels.train.trainer import Trainer
 
     with pytest.raises(TypeError, match="model must be an nn.Module with a loss"):
         Trainer(None, TrainingConfig())  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Tests for genmodels.report: every figure of both models, the results page (rendered in headless
+"""Tests for genmodels.plots.report: every figure of both models, the results page (rendered in headless
 Chromium when it is installed), TensorBoard logging, the training run's outputs and `genmodels plot`."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from genmodels import report
 from genmodels.cli import main
 from genmodels.config import default_config, with_overrides
 from genmodels.data import make_text, save_csv
 from genmodels.errors import ConfigError
-from genmodels.plotting import DPI
-from genmodels.runner import run_training
+from genmodels.plots import report
+from genmodels.plots.figures import DPI
+from genmodels.run import run_training
 from test_visualize import tiny_ddpm, tiny_flow
 
 CHROMIUM = next(
@@ -106,7 +106,7 @@ def test_realnvp_figures(tmp_path: Path, text_points: np.ndarray, saved_sizes: d
 
 
 def test_ddpm_figures(tmp_path: Path, text_points: np.ndarray, saved_sizes: dict) -> None:
-    from genmodels.visualize import record_reverse_process
+    from genmodels.plots.arrays import record_reverse_process
 
     model = tiny_ddpm(steps=30)
     with record_reverse_process(model, 300) as recording:
@@ -147,7 +147,7 @@ def test_higher_dimensions_get_pair_plots(
     real = rng.normal(size=(400, 3)) * [1.0, 2.0, 0.5]
     model = tiny_flow(3) if model_type == "realnvp" else tiny_ddpm(3, steps=10)
     samples = model.sample(400).numpy()
-    with caplog.at_level("INFO", logger="genmodels.report"):
+    with caplog.at_level("INFO", logger="genmodels.plots.report"):
         paths = report.write_figures(model, model_type, real, samples, history(), tmp_path, index=False)
     assert "pairs" in paths and "index" not in paths
     assert not {"density", "warped_grid", "vector_field"} & set(paths)

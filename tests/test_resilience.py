@@ -25,8 +25,15 @@ import pytest
 import torch
 import yaml
 
-from genmodels import plotting
-from genmodels.checkpoint import (
+from genmodels.cli import main
+from genmodels.config import config_from_dict, load_config, with_overrides
+from genmodels.data import save_csv
+from genmodels.errors import CheckpointError, TrainingError
+from genmodels.fileio import folder_problem, write_json
+from genmodels.models.realnvp import RealNVP
+from genmodels.plots import figures as plotting
+from genmodels.run import run_training
+from genmodels.train.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
     build_model,
@@ -34,14 +41,7 @@ from genmodels.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from genmodels.cli import main
-from genmodels.config import config_from_dict, load_config, with_overrides
-from genmodels.data import save_csv
-from genmodels.errors import CheckpointError, TrainingError
-from genmodels.fileio import folder_problem, write_json
-from genmodels.realnvp import RealNVP
-from genmodels.runner import run_training
-from genmodels.training import Trainer
+from genmodels.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,7 +133,7 @@ def no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(plotting, "plot_panels", lambda *args, **kwargs: None)
     monkeypatch.setattr(plotting, "plot_loss", lambda *args, **kwargs: None)
     try:
-        from genmodels import report
+        from genmodels.plots import report
     except ImportError:
         return
     if hasattr(report, "write_figures"):
@@ -341,8 +341,8 @@ def test_ctrl_c_in_a_long_epoch_says_how_long_the_epoch_still_runs(
 ) -> None:
     """The first Ctrl-C finishes the epoch; when that takes a while, the warning says which step the
     epoch is at and about how long the rest takes (here 3 s a step, Ctrl-C at step 13 of 100)."""
-    from genmodels import training
     from genmodels.config import TrainingConfig
+    from genmodels.train import trainer as training
 
     clock = {"steps": 0}
     monkeypatch.setattr(training.time, "perf_counter", lambda: 3.0 * clock["steps"])
@@ -649,7 +649,7 @@ def test_non_finite_step_leaves_the_weights_of_the_last_finite_step(weight_decay
 def test_nan_loss_through_the_cli_exits_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from genmodels.ddpm import DDPM
+    from genmodels.models.ddpm import DDPM
 
     data = write_data(tmp_path / "d.csv", mixture(300, seed=9))
     config = write_config(tmp_path / "c.yaml", "ddpm", epochs=3, checkpoint_every=1)

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genmodels.schedule import (
+from genmodels.models.schedule import (
     MAX_FINAL_ALPHA_BAR,
     MIN_ALPHA_BAR,
     NoiseSchedule,

@@ -1,4 +1,4 @@
-"""Tests for genmodels.visualize: the arrays behind the model figures, on tiny models."""
+"""Tests for genmodels.plots.arrays: the arrays behind the model figures, on tiny models."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from genmodels import visualize as V
 from genmodels.data import make_text
-from genmodels.ddpm import DDPM, DenoisingNetwork
-from genmodels.realnvp import RealNVP
-from genmodels.report import glyph_colouring
+from genmodels.models.ddpm import DDPM, DenoisingNetwork
+from genmodels.models.realnvp import RealNVP
+from genmodels.plots import arrays as V
+from genmodels.plots.report import glyph_colouring
 
 
 def tiny_flow(dim: int = 2) -> RealNVP:

@@ -141,7 +141,7 @@ def _check_sample_memory(n: int, dim: int, what: str = "samples", option: str = 
         ConfigError: naming ``option`` and the memory it would need.
     """
     from genmodels.errors import ConfigError
-    from genmodels.resources import memory_problem
+    from genmodels.models.resources import memory_problem
 
     problem = memory_problem(n * dim * _BYTES_PER_SAMPLED_VALUE, f"writing {n} {what} of {dim} values")
     if problem is not None:
@@ -319,7 +319,8 @@ def _train(args: argparse.Namespace) -> int:
     from genmodels.data import check_data_path
     from genmodels.errors import ConfigError
     from genmodels.fileio import json_text
-    from genmodels.runner import resolve_device, run_training
+    from genmodels.run import run_training
+    from genmodels.train.acceleration import resolve_device
 
     model_type = args.model_type
     out = Path(args.output_dir)
@@ -329,14 +330,14 @@ def _train(args: argparse.Namespace) -> int:
         )
     last = out / "checkpoints" / f"{model_type}_last.pt"
     if args.resume == "auto" and not (last.exists() or last.is_symlink()):
-        logging.getLogger("genmodels.runner").warning(
+        logging.getLogger("genmodels.run").warning(
             "--resume auto: no %s run to resume in %s (no %s); starting a new one", model_type, out, last
         )
         args.resume = None
     if args.resume is not None:
         # Continue the stored run as it was configured; a --config file and the options given now
         # override only what they set.
-        from genmodels.checkpoint import load_checkpoint
+        from genmodels.train.checkpoint import load_checkpoint
 
         resume_path = last if args.resume == "auto" else args.resume
         config = load_checkpoint(resume_path, expected_type=model_type)["config"]
@@ -403,10 +404,10 @@ def _train(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from genmodels.acceleration import compiled_network, worth_compiling
-    from genmodels.checkpoint import load_checkpoint, model_from_checkpoint
     from genmodels.errors import CheckpointError, ConfigError
-    from genmodels.runner import resolve_device, sample_model
+    from genmodels.evaluation.sampling import sample_model
+    from genmodels.train.acceleration import compiled_network, resolve_device, worth_compiling
+    from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1 (got {args.n})")
@@ -542,8 +543,8 @@ def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
 def _evaluation_kwargs(args: argparse.Namespace) -> dict:
     from genmodels.data import GENERATORS
     from genmodels.errors import ConfigError
-    from genmodels.metrics import MIN_TWO_SAMPLE_POINTS
-    from genmodels.runner import resolve_device
+    from genmodels.evaluation.metrics import MIN_TWO_SAMPLE_POINTS
+    from genmodels.train.acceleration import resolve_device
 
     for name, least in (("n", MIN_TWO_SAMPLE_POINTS), ("n_boot", 2), ("n_eval", MIN_TWO_SAMPLE_POINTS)):
         value = getattr(args, name)
@@ -586,8 +587,8 @@ DDPM_EVALUATION_OPTIONS = ("ode_points", "bound_points")
 def _check_ddpm_options(args: argparse.Namespace) -> None:
     """A ConfigError when ``evaluate`` is given a DDPM-only option for a checkpoint of another model
     (as ``sample --sampling_steps`` is), instead of ignoring it. Looks only when one was given."""
-    from genmodels.checkpoint import load_checkpoint
     from genmodels.errors import ConfigError
+    from genmodels.train.checkpoint import load_checkpoint
 
     given = [f"--{flag}" for flag in DDPM_EVALUATION_OPTIONS if getattr(args, flag) is not None]
     if not given:
@@ -601,7 +602,7 @@ def _check_ddpm_options(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from genmodels.evaluation import evaluate_checkpoint, format_report
+    from genmodels.evaluation.scoring import evaluate_checkpoint, format_report
     from genmodels.fileio import json_text, write_json
 
     to_stdout = args.output == "-"
@@ -621,7 +622,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from genmodels.errors import ConfigError
-    from genmodels.evaluation import compare_checkpoints, run_checkpoints
+    from genmodels.plots.report import compare_checkpoints, run_checkpoints
 
     checkpoints = []
     for run_dir in args.run_dirs:
@@ -633,7 +634,7 @@ def _compare(args: argparse.Namespace) -> int:
         checkpoints += [(f"{model_type} ({run_dir})", path) for model_type, path in found]
     for model_type in ("realnvp", "ddpm"):
         if getattr(args, model_type):
-            from genmodels.checkpoint import load_checkpoint
+            from genmodels.train.checkpoint import load_checkpoint
 
             load_checkpoint(getattr(args, model_type), expected_type=model_type)  # --ddpm x.pt: a DDPM's
             checkpoints.append((f"{model_type} ({getattr(args, model_type)})", getattr(args, model_type)))
@@ -662,7 +663,7 @@ def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from genmodels.report import plot_checkpoint
+    from genmodels.plots.report import plot_checkpoint
 
     paths = plot_checkpoint(
         args.checkpoint,
@@ -733,7 +734,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     handlers.update(evaluate=_evaluate, compare=_compare)
     handlers["plot"] = _plot
     try:  # from here on, Ctrl-C (even while PyTorch loads) ends with one line, not a traceback
-        from genmodels.acceleration import tune_allocator
+        from genmodels.train.acceleration import tune_allocator
 
         tune_allocator()
         _check_no_empty_paths(args)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import numbers
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from genmodels.errors import ConfigError
+from genmodels.models import DDPMModelConfig, RealNVPModelConfig, get_spec, model_names
+from genmodels.models.base import _check, _shown, _type_problems, check_config_type
 
 __all__ = [
     "DataConfig",
@@ -38,7 +39,7 @@ __all__ = [
     "with_overrides",
 ]
 
-MODEL_TYPES = ("realnvp", "ddpm")
+MODEL_TYPES = model_names()
 
 
 MAX_SEED = 2**32 - 1
@@ -62,54 +63,6 @@ def _integer_hint(value: Any) -> str:
     if value.strip() == str(int(number)):  # "64", quoted
         return f"; write it without quotes: {int(number)}"
     return f"; YAML reads {value.strip()} as text: write {int(number)}"
-
-
-def _shown(value: object, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a CSV file given as a config is one long string)."""
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    return text[: limit - 4] + " ..." + (text[-1] if text[-1] in "'\"]}" else "")
-
-
-def _check(errors: list[str], ok: bool, message: str) -> None:
-    if not ok:
-        errors.append(message)
-
-
-def check_config_type(config: object, expected: type) -> None:
-    """Raise TypeError unless ``config`` is an ``expected`` config dataclass; for a dict, say how to
-    build one from it (``expected(**values)``)."""
-    if not isinstance(config, expected):
-        hint = f" (build one with {expected.__name__}(**values))" if isinstance(config, dict) else ""
-        raise TypeError(f"config must be a {expected.__name__}, got {type(config).__name__}{hint}")
-
-
-def _type_problems(config: Any, section: str) -> list[str]:
-    """The fields of ``config`` whose value does not have its annotated type: a config built in Python
-    skips the coercion that one read from YAML gets (an int field takes no float, not even 2.0)."""
-    errors: list[str] = []
-    for name, annotation in get_type_hints(type(config)).items():
-        value = getattr(config, name)
-        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if get_origin(annotation) is Literal:
-            choices = get_args(annotation)
-            ok, expected = (
-                isinstance(value, str) and value in choices,
-                f"one of {', '.join(map(repr, choices))}",
-            )
-        elif annotation is int:
-            ok, expected = is_number and isinstance(value, numbers.Integral), "a whole number"
-        elif annotation is float:
-            ok, expected = is_number, "a number"
-        elif annotation is bool:
-            ok, expected = isinstance(value, bool), "True or False"
-        elif annotation is str:
-            ok, expected = isinstance(value, (str, os.PathLike)), "a string"
-        else:
-            continue
-        _check(errors, ok, f"{section}.{name} must be {expected} (got {_shown(value)})")
-    return errors
 
 
 @dataclass(frozen=True)
@@ -161,7 +114,7 @@ class SamplingConfig:
             (autocast; the flow and diffusion arithmetic stay in float32).
         compile: sample with the DDPM denoising network compiled by ``torch.compile``: ``"on"``,
             ``"off"``, or ``"auto"``: on where it was measured to win, in bfloat16 when the sampling is
-            long enough to repay the compilation (:func:`genmodels.acceleration.worth_compiling`).
+            long enough to repay the compilation (:func:`genmodels.train.acceleration.worth_compiling`).
             ``true``/``false`` mean on/off.
     """
 
@@ -207,7 +160,7 @@ class TrainingConfig:
             and the diffusion arithmetic stay in float32. Held-out metrics are always float32.
         compile: ``"on"`` compiles the training loss (forward and backward) with ``torch.compile``;
             the first step of each batch shape pays the compilation. ``"auto"`` does so only where it
-            was measured to be faster (:func:`genmodels.acceleration.worth_compiling_training`: a
+            was measured to be faster (:func:`genmodels.train.acceleration.worth_compiling_training`: a
             RealNVP on a CPU with a C++ compiler, for runs of at least 1.5e7 training points in all).
             The default is ``"off"``: the one compiled default run had gradient-norm spikes that the
             eager run had not. ``true``/``false`` mean on/off.
@@ -253,99 +206,6 @@ class TrainingConfig:
         return errors
 
 
-@dataclass(frozen=True)
-class RealNVPModelConfig:
-    """RealNVP architecture (Dinh et al. 2017).
-
-    Attributes:
-        n_coupling_layers: affine coupling layers; consecutive layers transform alternating halves.
-        n_hidden: hidden layers in each coupling's conditioner MLP.
-        hidden_units: units per hidden layer.
-        activation: conditioner nonlinearity.
-        scale_clamp: the log-scale is soft-clamped to (-scale_clamp, scale_clamp) by a scaled tanh.
-        actnorm: an activation normalisation layer (Kingma & Dhariwal 2018), initialised from the
-            first batch, before every coupling.
-    """
-
-    n_coupling_layers: int = 14
-    n_hidden: int = 2
-    hidden_units: int = 128
-    activation: Literal["relu", "silu", "tanh", "gelu"] = "relu"
-    scale_clamp: float = 3.0
-    actnorm: bool = False
-
-    def problems(self) -> list[str]:
-        errors = _type_problems(self, "model")
-        if errors:
-            return errors
-        _check(errors, self.n_coupling_layers >= 1, "model.n_coupling_layers must be >= 1")
-        _check(errors, self.n_hidden >= 0, "model.n_hidden must be >= 0")
-        _check(errors, self.hidden_units >= 1, f"model.hidden_units must be >= 1 (got {self.hidden_units})")
-        _check(errors, self.scale_clamp > 0, "model.scale_clamp must be > 0")
-        return errors
-
-
-@dataclass(frozen=True)
-class DDPMModelConfig:
-    """DDPM (Ho et al. 2020) in the specification's β² notation.
-
-    Attributes:
-        diffusion_steps: L, the number of forward noising steps.
-        beta2_start: β²_1, the first step's noise variance.
-        beta2_end: β²_L, the last step's noise variance (linear in between).
-        time_embed_dim: width of the sinusoidal timestep embedding.
-        hidden_units: width of the denoising network.
-        n_blocks: residual MLP blocks in the denoising network.
-        input_embed_dim: width of a random Fourier embedding of the noisy input (0 = the raw input).
-            Measured on toy densities, it makes the probability-flow likelihood far worse (its gap to
-            the entropy grows by 1-1.7 nats), so the default leaves it off.
-        parameterisation: ``"eps"`` predicts the noise and derives the posterior mean from it;
-            ``"mean"`` outputs the posterior mean μ_θ directly.
-        weighting: ``"simple"`` (Ho et al. 2020, sec. 3.4: equal weight on the noise error at every
-            timestep) or ``"bound"`` (the variational bound's 1/(2σ²_i) on the mean error).
-        reverse_variance: σ²_i of the reverse steps: ``"posterior"`` (σ̃²_i) or ``"beta"`` (β²_i).
-        points_per_timestep: training points that share one timestep draw, so the network embeds and
-            projects a batch's timesteps this many times fewer; 1 draws one per point. A batch whose
-            size it does not divide shares in runs of their gcd. Training only: a resumed run may
-            change it.
-    """
-
-    diffusion_steps: int = 2500
-    beta2_start: float = 1e-4
-    beta2_end: float = 0.02
-    time_embed_dim: int = 32
-    hidden_units: int = 64
-    n_blocks: int = 4
-    input_embed_dim: int = 0
-    parameterisation: Literal["eps", "mean"] = "eps"
-    weighting: Literal["simple", "bound"] = "simple"
-    reverse_variance: Literal["posterior", "beta"] = "posterior"
-    points_per_timestep: int = 8
-
-    def problems(self) -> list[str]:
-        errors = _type_problems(self, "model")
-        if errors:
-            return errors
-        _check(errors, self.diffusion_steps >= 1, "model.diffusion_steps must be >= 1")
-        _check(errors, 0 < self.beta2_start < 1, "model.beta2_start must be in (0, 1)")
-        _check(errors, 0 < self.beta2_end < 1, "model.beta2_end must be in (0, 1)")
-        if self.diffusion_steps >= 1 and 0 < self.beta2_start < 1 and 0 < self.beta2_end < 1:
-            from genmodels.schedule import schedule_problem
-
-            problem = schedule_problem(self.diffusion_steps, self.beta2_start, self.beta2_end)
-            _check(errors, problem is None, f"model.beta2_start/beta2_end: {problem}")
-        _check(errors, self.time_embed_dim >= 2, "model.time_embed_dim must be >= 2")
-        _check(errors, self.hidden_units >= 1, f"model.hidden_units must be >= 1 (got {self.hidden_units})")
-        _check(errors, self.n_blocks >= 1, "model.n_blocks must be >= 1")
-        _check(errors, self.input_embed_dim >= 0, "model.input_embed_dim must be >= 0")
-        _check(
-            errors,
-            self.points_per_timestep >= 1,
-            f"model.points_per_timestep must be >= 1 (got {self.points_per_timestep})",
-        )
-        return errors
-
-
 ModelConfig = RealNVPModelConfig | DDPMModelConfig
 
 
@@ -353,7 +213,7 @@ ModelConfig = RealNVPModelConfig | DDPMModelConfig
 class RunConfig:
     """Everything one training run needs; stored in its checkpoint."""
 
-    model_type: Literal["realnvp", "ddpm"]
+    model_type: str
     model: Any
     training: TrainingConfig
     data: DataConfig = field(default_factory=DataConfig)
@@ -372,11 +232,7 @@ class RunConfig:
         return errors
 
 
-_MODEL_CLASSES: dict[str, type] = {"realnvp": RealNVPModelConfig, "ddpm": DDPMModelConfig}
-_TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
-    "realnvp": {"epochs": 500, "batch_size": 2048, "seed": 42},
-    "ddpm": {"epochs": 1000, "batch_size": 4096, "seed": 689, "eval_every": 50, "checkpoint_every": 100},
-}
+_MODEL_CLASSES: dict[str, type] = {name: get_spec(name).config_class for name in MODEL_TYPES}
 _SECTIONS = ("model", "training", "data", "sampling")
 # The specification writes the learning rate as ``learning_rate`` in YAML and ``--lr`` on the command line;
 # ``training.lr`` is accepted as another name for it.
@@ -390,7 +246,7 @@ def default_config(model_type: str) -> RunConfig:
     return RunConfig(
         model_type=model_type,  # type: ignore[arg-type]
         model=_MODEL_CLASSES[model_type](),
-        training=TrainingConfig(**_TRAINING_DEFAULTS[model_type]),
+        training=TrainingConfig(**get_spec(model_type).training_defaults),
     )
 
 

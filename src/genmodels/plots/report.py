@@ -33,9 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from genmodels import visualize as V
 from genmodels.errors import ConfigError, DataError
+from genmodels.evaluation.scoring import Evaluation, compare_table, evaluate_checkpoint, log_density_grid
 from genmodels.fileio import write_text
+from genmodels.plots import arrays as V
 
 __all__ = [
     "FIGURE_ORDER",
@@ -196,7 +197,7 @@ def write_figures(
         data_name: the data file, used to recognise text data for the glyph colouring.
         text: the text of text data ("" = not text; None = guess from ``data_name``).
         reverse: DDPM: ``(timesteps, states)`` of a recorded reverse process
-            (:meth:`genmodels.visualize.ReverseRecording.trajectory`); None draws a small one.
+            (:meth:`genmodels.plots.arrays.ReverseRecording.trajectory`); None draws a small one.
         sampling_steps: DDPM: reverse steps used when ``reverse`` is None (0 = all).
         seed: seed of the subsampling and noise of the figures.
         index: also rewrite ``out_dir/index.html``.
@@ -204,7 +205,7 @@ def write_figures(
     Returns:
         ``{name: path}`` of every file written (names as in :data:`FIGURE_ORDER`, plus "index").
     """
-    from genmodels import plotting as P
+    from genmodels.plots import figures as P
 
     start = time.perf_counter()
     if model_type not in _TITLES:
@@ -317,7 +318,7 @@ def _realnvp_figures(
     fmt: str,
     seed: int,
 ) -> None:
-    from genmodels import plotting as P
+    from genmodels.plots import figures as P
 
     labels, categories, note = glyph_colouring(real, text=text, data_name=data_name)
     z = V.latent(flow, real)
@@ -372,7 +373,7 @@ def _ddpm_figures(
     fmt: str,
     seed: int,
 ) -> None:
-    from genmodels import plotting as P
+    from genmodels.plots import figures as P
 
     steps = int(model.diffusion_steps)
     if reverse is None:
@@ -435,7 +436,7 @@ def _history_figures(
     *,
     fmt: str,
 ) -> None:
-    from genmodels import plotting as P
+    from genmodels.plots import figures as P
 
     epochs = list(history["epoch"])
     loss_history: dict[str, Sequence[float]] = {"epoch": epochs}
@@ -729,10 +730,11 @@ def plot_checkpoint(
     drawn afresh (``n_samples``, the run's sampling settings); the titles show the held-out NLL
     (RealNVP) or an estimate of its bound (DDPM), and a C2ST of the samples against the real points.
     """
-    from genmodels import metrics as M
-    from genmodels.checkpoint import load_checkpoint, model_from_checkpoint
     from genmodels.data import load_csv
-    from genmodels.runner import resolve_device, sample_model
+    from genmodels.evaluation import metrics as M
+    from genmodels.evaluation.sampling import sample_model
+    from genmodels.train.acceleration import resolve_device
+    from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     if n_samples < 1:
         raise ConfigError(f"--n_samples must be >= 1 (got {n_samples})")
@@ -808,3 +810,101 @@ def plot_checkpoint(
         sampling_steps=sampling.sampling_steps,
         seed=seed,
     )
+
+
+# Several runs side by side
+# --------------------------------------------------------------------------------------------------
+
+
+def run_checkpoints(run_dir: str | Path) -> list[tuple[str, Path]]:
+    """The final checkpoints of a training output directory, ``(model_type, path)`` per model
+    (``checkpoints/<model>.pt``, else ``checkpoints/<model>_last.pt``)."""
+    found = []
+    for model_type in ("realnvp", "ddpm"):
+        for name in (f"{model_type}.pt", f"{model_type}_last.pt"):
+            path = Path(run_dir) / "checkpoints" / name
+            if path.is_file():
+                found.append((model_type, path))
+                break
+    return found
+
+
+def compare_checkpoints(
+    checkpoints: Sequence[tuple[str, str | Path]],
+    output_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    device: str = "cpu",
+    grid_resolution: int = 40,
+    grid_ode_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> tuple[str, dict[str, Path]]:
+    """Evaluate every ``(label, checkpoint)``, write ``compare.md``, ``compare.json`` and
+    ``figures/compare.png`` under ``output_dir``; returns the Markdown table and the paths written.
+
+    The figure shows the real data, the first RealNVP's and the first DDPM's samples, and their
+    log-densities on a ``grid_resolution``² grid (RealNVP exactly; DDPM by the probability-flow ODE,
+    with ``grid_ode_options``, default tolerances 1e-4 since only a picture is needed).
+    """
+    from genmodels.errors import ConfigError
+    from genmodels.fileio import write_json, write_text
+    from genmodels.plots import figures as plotting
+
+    if not checkpoints:
+        raise ConfigError("nothing to compare: no checkpoints given or found")
+    out = Path(output_dir)
+    results: list[tuple[str, Evaluation]] = []
+    for label, path in checkpoints:
+        log.info("evaluating %s", label if str(path) in label else f"{label} ({path})")
+        results.append((label, evaluate_checkpoint(path, data=data, device=device, **options)))
+    first_label, first_real = results[0][0], results[0][1].real
+    others = [label for label, ev in results[1:] if not np.array_equal(ev.real, first_real)]
+    if others:
+        log.warning(
+            "%s %s evaluated on other points than %s (each run on its own held-out split): the numbers "
+            "are not directly comparable; --data evaluates every run on the same file",
+            ", ".join(others),
+            "was" if len(others) == 1 else "were",
+            first_label,
+        )
+    table = compare_table([(label, ev.metrics) for label, ev in results])
+    paths = {
+        "table": out / "compare.md",
+        "json": out / "compare.json",
+        "figure": out / "figures" / "compare.png",
+    }
+    write_text(paths["table"], table)
+    write_json(paths["json"], {label: ev.metrics for label, ev in results})
+
+    first = results[0][1]
+    real = first.real
+    columns = first.columns or None
+    panels: list[tuple[str, np.ndarray]] = [("Real data", real)]
+    densities: list[tuple[str, np.ndarray, tuple[float, float, float, float]]] = []
+    if real.shape[1] == 2:
+        grid, extent = plotting.grid_for(real, resolution=grid_resolution)
+    shown: list[str] = []
+    for model_type, name in (("realnvp", "RealNVP"), ("ddpm", "DDPM")):
+        match = next(((label, ev) for label, ev in results if ev.metrics["model"] == model_type), None)
+        if match is None:
+            continue
+        label, ev = match
+        shown.append(name)
+        c2st = ev.metrics["samples"]["c2st_mlp"]["value"]
+        panels.append((f"{name} samples (C2ST {c2st:.3f})", ev.samples))
+        if real.shape[1] == 2 and ev.model is not None:
+            ode = {"rtol": 1e-4, "atol": 1e-4, **(grid_ode_options or {})}
+            logp = log_density_grid(ev.model, model_type, grid, **ode)
+            how = "exact" if model_type == "realnvp" else "probability-flow ODE"
+            densities.append(
+                (f"{name} log p(x), {how}", logp.reshape(grid_resolution, grid_resolution), extent)
+            )
+    paths["figure"] = plotting.plot_compare(
+        panels,
+        densities,
+        paths["figure"],
+        reference=real,
+        columns=columns,
+        suptitle=" vs ".join(shown) if len(shown) > 1 else f"{shown[0]} and the data",
+    )
+    return table, paths

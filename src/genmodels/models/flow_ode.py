@@ -28,7 +28,7 @@ t-units β(t) = L b ≈ L β²_i at t = i / L), and ``σ̄(s) = sqrt(1 - ᾱ(s)�
 Score. With an ε-prediction network, ``∇ log p_s(x) ≈ -ε_θ(x, s) / σ̄(s)``, so in s-units
 ``dx/ds = -½ b(s + ½) (x - ε_θ(x, s) / σ̄(s))``, in the model's standardised units. The network's
 time input is a table of sinusoidal embeddings at integer steps (``time_table``); at fractional s this
-module evaluates :func:`genmodels.nets.sinusoidal_embedding` at s itself (``time_mode="embedding"``,
+module evaluates :func:`genmodels.models.layers.sinusoidal_embedding` at s itself (``time_mode="embedding"``,
 the default: smooth in s, identical to the table at integers, one network pass per evaluation), or
 linearly interpolates the network's outputs at ⌊s⌋ and ⌈s⌉ (``"interpolate"``: two passes, a
 continuous but kinked drift). A ``"mean"``-parameterised network's output is turned into ε with the
@@ -60,7 +60,7 @@ from dataclasses import dataclass
 
 import torch
 
-from genmodels.nets import sinusoidal_embedding
+from genmodels.models.layers import sinusoidal_embedding
 
 __all__ = ["ContinuousSchedule", "FlowLikelihood", "probability_flow_log_prob", "probability_flow_nll"]
 
@@ -92,7 +92,7 @@ class ContinuousSchedule:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> ContinuousSchedule:
-        """The continuous schedule of a :class:`genmodels.ddpm.DDPM` (read from its β² buffer)."""
+        """The continuous schedule of a :class:`genmodels.models.ddpm.DDPM` (read from its β² buffer)."""
         beta2 = model.schedule.beta2.double()
         return cls(model.diffusion_steps, float(beta2[1]), float(beta2[-1]))
 
@@ -208,7 +208,7 @@ def probability_flow_log_prob(
     """Exact log-density of a DDPM's probability-flow ODE model at data ``x (N, D)`` (data units).
 
     Args:
-        model: a :class:`genmodels.ddpm.DDPM` (its schedule, standardisation and network are used).
+        model: a :class:`genmodels.models.ddpm.DDPM` (its schedule, standardisation and network are used).
         x: points in the data's own units.
         rtol, atol: tolerances of the adaptive solver (on the standardised state and the integral).
         method: a torchdiffeq method (adaptive ``"dopri5"`` by default).

@@ -25,7 +25,8 @@ from genmodels import __version__
 from genmodels.config import MODEL_TYPES, RunConfig, config_from_dict, config_to_dict
 from genmodels.errors import CheckpointError, ConfigError
 from genmodels.fileio import atomic_path
-from genmodels.resources import memory_problem
+from genmodels.models import get_spec
+from genmodels.models.resources import memory_problem
 
 __all__ = [
     "FORMAT",
@@ -46,19 +47,7 @@ _REQUIRED_KEYS = ("model_type", "config", "dim", "columns", "model")
 def parameter_count(config: RunConfig, dim: int) -> int:
     """The number of weights of ``config``'s model for ``dim``-dimensional data, counted from the
     config alone (within a few percent), before building it."""
-    m = config.model
-    h = m.hidden_units
-
-    def linear(a: int, b: int) -> int:
-        return a * b + b
-
-    if config.model_type == "realnvp":
-        half = -(-dim // 2)
-        widths = [half] + [h] * m.n_hidden + [2 * half]
-        return m.n_coupling_layers * sum(linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
-    time = linear(m.time_embed_dim, h) + linear(h, h)
-    blocks = m.n_blocks * (3 * linear(h, h) + 2 * h)  # two layers, the conditioning, the LayerNorm
-    return time + linear(dim + m.input_embed_dim, h) + blocks + 2 * h + linear(h, dim)
+    return get_spec(config.model_type).parameter_count(config.model, dim)
 
 
 # Bytes per weight while training: the weights, their gradients, Adam's two moments and the average.
@@ -71,33 +60,12 @@ def build_model(config: RunConfig, dim: int) -> nn.Module:
     Raises:
         ConfigError: training the model would need more memory than the machine has.
     """
-    m = config.model
+    spec = get_spec(config.model_type)
     weights = parameter_count(config, dim)
     problem = memory_problem(weights * _BYTES_PER_WEIGHT, f"training a network of {weights:.3g} weights")
     if problem is not None:
-        keys = (
-            "n_coupling_layers, n_hidden, hidden_units"
-            if config.model_type == "realnvp"
-            else "n_blocks, hidden_units"
-        )
-        raise ConfigError(f"model ({keys}): {problem}; choose a smaller network")
-    if config.model_type == "realnvp":
-        from genmodels.realnvp import RealNVP
-
-        return RealNVP(
-            dim,
-            n_coupling_layers=m.n_coupling_layers,
-            n_hidden=m.n_hidden,
-            hidden_units=m.hidden_units,
-            activation=m.activation,
-            scale_clamp=m.scale_clamp,
-            actnorm=m.actnorm,
-        )
-    if config.model_type == "ddpm":
-        from genmodels.ddpm import DDPM
-
-        return DDPM.from_config(m, dim)
-    raise CheckpointError(f"unknown model type {config.model_type!r}")
+        raise ConfigError(f"model ({', '.join(spec.size_keys)}): {problem}; choose a smaller network")
+    return spec.model_class.from_config(config.model, dim)
 
 
 def save_checkpoint(

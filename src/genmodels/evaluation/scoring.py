@@ -4,11 +4,11 @@
 stored with the run (or on points given):
 
 Likelihood (nats per sample and per dimension, in the data's own units)
-    RealNVP's exact NLL; DDPM's variational bound (:meth:`genmodels.ddpm.DDPM.nll_bound`) and its exact
-    NLL through the probability-flow ODE (:mod:`genmodels.ode`), each on a random subset whose size
+    RealNVP's exact NLL; DDPM's variational bound (:meth:`genmodels.models.ddpm.DDPM.nll_bound`) and its exact
+    NLL through the probability-flow ODE (:mod:`genmodels.models.flow_ode`), each on a random subset whose size
     is reported, with standard errors ``std / sqrt(n)``. The reference is the data's differential
     entropy -- the lowest NLL any model can reach in expectation (``E[-log q] = H(p) + KL(p || q)``):
-    the Kozachenko-Leonenko estimate (:func:`genmodels.metrics.knn_entropy`) with its standard
+    the Kozachenko-Leonenko estimate (:func:`genmodels.evaluation.metrics.knn_entropy`) with its standard
     error, and the closed form (:func:`genmodels.data.exact_entropy`) when the data's generator is
     named. The gap ``NLL - entropy`` estimates the KL divergence; its standard error adds the two in
     quadrature.
@@ -19,7 +19,7 @@ Sample quality
     floor: the same statistic between those real points and ``n_eval`` *other* real points (the real
     data are split into two disjoint halves, so ``n_eval <= N_real // 2``), i.e. what a perfect model
     scores at the same sample sizes. Energy, MMD and sliced W2 carry a bias-corrected percentile
-    bootstrap interval (:func:`genmodels.metrics.bootstrap_interval`); a bootstrap of the C2ST would retrain its
+    bootstrap interval (:func:`genmodels.evaluation.metrics.bootstrap_interval`); a bootstrap of the C2ST would retrain its
     classifier hundreds of times, so its interval is the binomial one of the cross-validated
     accuracy on ``2 n_eval`` test predictions, ``acc ± 1.96 sqrt(acc (1 - acc) / (2 n_eval))``.
 
@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from genmodels import metrics as M
+from genmodels.evaluation import metrics as M
 
 __all__ = [
     "Evaluation",
@@ -190,7 +190,7 @@ def likelihood_metrics(
             nll = model.nll_bound(x, generator=generator).double().cpu().numpy()
         out["bound"] = _nll_entry(nll, dim, entropy, seconds=time.perf_counter() - start)
     if n_ode > 0:
-        from genmodels.ode import probability_flow_log_prob
+        from genmodels.models.flow_ode import probability_flow_log_prob
 
         start = time.perf_counter()
         x = subset(n_ode)
@@ -369,9 +369,9 @@ def evaluate_model(
             (:func:`looks_like_text`) or takes it from ``dataset == "text"``.
         seed: seed of every random choice.
         samples: use these generated points instead of sampling.
-        ode_options: keyword arguments of :func:`genmodels.ode.probability_flow_log_prob`.
+        ode_options: keyword arguments of :func:`genmodels.models.flow_ode.probability_flow_log_prob`.
     """
-    from genmodels.runner import sample_model
+    from genmodels.evaluation.sampling import sample_model
 
     timing: dict[str, float] = {}
     total = time.perf_counter()
@@ -452,9 +452,9 @@ def evaluate_checkpoint(
         CheckpointError: the checkpoint cannot be used; DataError: bad ``data``; ConfigError: no
             evaluation data (a checkpoint without a held-out split and no ``data``).
     """
-    from genmodels.checkpoint import load_checkpoint, model_from_checkpoint
     from genmodels.data import load_csv
     from genmodels.errors import ConfigError, DataError
+    from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     payload = load_checkpoint(checkpoint, map_location=device)
     model = model_from_checkpoint(payload, device=device)
@@ -498,7 +498,7 @@ def log_density_grid(
     if model_type == "realnvp":
         with torch.no_grad():
             return model.log_prob(x).double().cpu().numpy()
-    from genmodels.ode import probability_flow_log_prob
+    from genmodels.models.flow_ode import probability_flow_log_prob
 
     return probability_flow_log_prob(model, x, **ode_options).log_prob.cpu().numpy()
 
@@ -633,99 +633,3 @@ def compare_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Several runs side by side
-# --------------------------------------------------------------------------------------------------
-
-
-def run_checkpoints(run_dir: str | Path) -> list[tuple[str, Path]]:
-    """The final checkpoints of a training output directory, ``(model_type, path)`` per model
-    (``checkpoints/<model>.pt``, else ``checkpoints/<model>_last.pt``)."""
-    found = []
-    for model_type in ("realnvp", "ddpm"):
-        for name in (f"{model_type}.pt", f"{model_type}_last.pt"):
-            path = Path(run_dir) / "checkpoints" / name
-            if path.is_file():
-                found.append((model_type, path))
-                break
-    return found
-
-
-def compare_checkpoints(
-    checkpoints: Sequence[tuple[str, str | Path]],
-    output_dir: str | Path,
-    *,
-    data: str | Path | None = None,
-    device: str = "cpu",
-    grid_resolution: int = 40,
-    grid_ode_options: dict[str, Any] | None = None,
-    **options: Any,
-) -> tuple[str, dict[str, Path]]:
-    """Evaluate every ``(label, checkpoint)``, write ``compare.md``, ``compare.json`` and
-    ``figures/compare.png`` under ``output_dir``; returns the Markdown table and the paths written.
-
-    The figure shows the real data, the first RealNVP's and the first DDPM's samples, and their
-    log-densities on a ``grid_resolution``² grid (RealNVP exactly; DDPM by the probability-flow ODE,
-    with ``grid_ode_options``, default tolerances 1e-4 since only a picture is needed).
-    """
-    from genmodels import plotting
-    from genmodels.errors import ConfigError
-    from genmodels.fileio import write_json, write_text
-
-    if not checkpoints:
-        raise ConfigError("nothing to compare: no checkpoints given or found")
-    out = Path(output_dir)
-    results: list[tuple[str, Evaluation]] = []
-    for label, path in checkpoints:
-        log.info("evaluating %s", label if str(path) in label else f"{label} ({path})")
-        results.append((label, evaluate_checkpoint(path, data=data, device=device, **options)))
-    first_label, first_real = results[0][0], results[0][1].real
-    others = [label for label, ev in results[1:] if not np.array_equal(ev.real, first_real)]
-    if others:
-        log.warning(
-            "%s %s evaluated on other points than %s (each run on its own held-out split): the numbers "
-            "are not directly comparable; --data evaluates every run on the same file",
-            ", ".join(others),
-            "was" if len(others) == 1 else "were",
-            first_label,
-        )
-    table = compare_table([(label, ev.metrics) for label, ev in results])
-    paths = {
-        "table": out / "compare.md",
-        "json": out / "compare.json",
-        "figure": out / "figures" / "compare.png",
-    }
-    write_text(paths["table"], table)
-    write_json(paths["json"], {label: ev.metrics for label, ev in results})
-
-    first = results[0][1]
-    real = first.real
-    columns = first.columns or None
-    panels: list[tuple[str, np.ndarray]] = [("Real data", real)]
-    densities: list[tuple[str, np.ndarray, tuple[float, float, float, float]]] = []
-    if real.shape[1] == 2:
-        grid, extent = plotting.grid_for(real, resolution=grid_resolution)
-    shown: list[str] = []
-    for model_type, name in (("realnvp", "RealNVP"), ("ddpm", "DDPM")):
-        match = next(((label, ev) for label, ev in results if ev.metrics["model"] == model_type), None)
-        if match is None:
-            continue
-        label, ev = match
-        shown.append(name)
-        c2st = ev.metrics["samples"]["c2st_mlp"]["value"]
-        panels.append((f"{name} samples (C2ST {c2st:.3f})", ev.samples))
-        if real.shape[1] == 2 and ev.model is not None:
-            ode = {"rtol": 1e-4, "atol": 1e-4, **(grid_ode_options or {})}
-            logp = log_density_grid(ev.model, model_type, grid, **ode)
-            how = "exact" if model_type == "realnvp" else "probability-flow ODE"
-            densities.append(
-                (f"{name} log p(x), {how}", logp.reshape(grid_resolution, grid_resolution), extent)
-            )
-    paths["figure"] = plotting.plot_compare(
-        panels,
-        densities,
-        paths["figure"],
-        reference=real,
-        columns=columns,
-        suptitle=" vs ".join(shown) if len(shown) > 1 else f"{shown[0]} and the data",
-    )
-    return table, paths

@@ -8,7 +8,7 @@ Output layout under ``output_dir``::
     metrics/<model>_history.csv   per-epoch training log
     figures/<model>_results.png   the specification's three panels
     figures/<model>_loss.png      loss curves
-    figures/<model>_*.png         the model's other figures (see genmodels.report), index.html the page
+    figures/<model>_*.png         the model's other figures (see genmodels.plots.report), index.html the page
     samples/<model>.csv           generated samples in the data's units
     configs/<model>.yaml          the effective config of the run
 """
@@ -30,23 +30,23 @@ import torch
 import yaml
 from torch import nn
 
-from genmodels import metrics as M
-from genmodels.acceleration import autocast, compiled_network, worth_compiling
-from genmodels.checkpoint import (
+from genmodels.config import RunConfig, config_to_dict
+from genmodels.data import load_csv, train_test_split
+from genmodels.errors import CheckpointError, ConfigError, DataError, TrainingError
+from genmodels.evaluation.sampling import METRIC_UNITS, evaluate_samples, sample_model
+from genmodels.fileio import folder_problem, path_in_the_way, write_json, write_text
+from genmodels.models.schedule import schedule_warning
+from genmodels.train.acceleration import compiled_network, resolve_device, worth_compiling
+from genmodels.train.checkpoint import (
     architecture_differences,
     build_model,
     load_checkpoint,
     load_weights,
     save_checkpoint,
 )
-from genmodels.config import RunConfig, config_to_dict
-from genmodels.data import load_csv, train_test_split
-from genmodels.errors import CheckpointError, ConfigError, DataError, TrainingError
-from genmodels.fileio import folder_problem, path_in_the_way, write_json, write_text
-from genmodels.schedule import schedule_warning
-from genmodels.training import Trainer
+from genmodels.train.trainer import Trainer
 
-__all__ = ["RunResult", "resolve_device", "run_training", "sample_model", "evaluate_samples"]
+__all__ = ["RunResult", "run_training"]
 
 log = logging.getLogger(__name__)
 
@@ -57,135 +57,6 @@ class RunResult:
 
     metrics: dict[str, Any]
     paths: dict[str, Path] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda was asked for, but no CUDA GPU is available (use --device cpu or auto)"
-        )
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda (got {name!r})")
-    return torch.device(name)
-
-
-@torch.no_grad()
-def sample_model(
-    model: nn.Module,
-    n: int,
-    *,
-    seed: int,
-    chunk_size: int = 4096,
-    sampling_steps: int = 0,
-    eta: float = 1.0,
-    precision: str = "float32",
-    ddim_spacing: str = "quadratic",
-) -> np.ndarray:
-    """Draw ``n`` samples ``(n, D)`` in the data's units, ``chunk_size`` at a time, reproducibly.
-
-    ``precision="bfloat16"`` runs the networks' matrix products in bfloat16
-    (:func:`genmodels.acceleration.autocast`); wrap the call in
-    :func:`genmodels.acceleration.compiled_network` to sample with a compiled DDPM network.
-    """
-    device = next(model.buffers()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    chunks = []
-    with autocast(device, precision):
-        for start in range(0, n, chunk_size):
-            m = min(chunk_size, n - start)
-            if hasattr(model, "diffusion_steps"):
-                steps = sampling_steps or None
-                chunks.append(
-                    model.sample(m, generator=generator, steps=steps, eta=eta, spacing=ddim_spacing)
-                )
-            else:
-                chunks.append(model.sample(m, generator=generator))
-    samples = torch.cat(chunks).cpu().double().numpy()
-    _warn_far_samples(model, samples)
-    return samples
-
-
-# Samples farther than this many training standard deviations from the training mean draw a warning:
-# an undertrained DDPM's reverse process sends a few points thousands of deviations out (measured:
-# 12 of 20,000 two-moons samples beyond 100 deviations after 60 epochs), and the default RealNVP on
-# the 689 data puts 4 of 20,000 out to 1,330 deviations. C2ST does not show such outliers.
-FAR_SAMPLE_STDS = 50.0
-
-
-def _warn_far_samples(model: nn.Module, samples: np.ndarray) -> None:
-    standardize = getattr(model, "standardize", None)
-    if standardize is None or not len(samples):
-        return
-    mean = standardize.mean.detach().cpu().double().numpy()
-    std = standardize.std.detach().cpu().double().numpy()
-    with np.errstate(invalid="ignore", over="ignore"):
-        distance = np.abs((samples - mean) / std).max(1)
-    far = distance > FAR_SAMPLE_STDS
-    if far.any():
-        log.warning(
-            "%d of %d samples lie more than %g training standard deviations from the training mean (up "
-            "to %.3g): the model puts a little mass far outside the data (a flow's stretched tails, an "
-            "undertrained DDPM); such outliers skew means and plots",
-            int(far.sum()), len(samples), FAR_SAMPLE_STDS, float(np.nanmax(distance[far])),
-        )  # fmt: skip
-
-
-_ACCURACY = "classifier accuracy (0.5: indistinguishable)"
-# A run's metrics file carries this as its "units" entry, so the file says what its numbers are.
-METRIC_UNITS: dict[str, str] = {
-    "train_seconds": "seconds",
-    "sample_seconds": "seconds",
-    "train_nll": "nats per point",
-    "test_nll": "nats per point",
-    "test_nll_per_dim": "nats per dimension",
-    "test_nll_bound": "nats per point (upper bound on the NLL)",
-    "test_nll_bound_per_dim": "nats per dimension (upper bound on the NLL)",
-    "c2st": _ACCURACY,
-    "c2st_floor": _ACCURACY,
-    "c2st_hgb": _ACCURACY,
-    "c2st_hgb_floor": _ACCURACY,
-}
-
-
-def evaluate_samples(
-    samples: np.ndarray, real_test: np.ndarray, real_train: np.ndarray, *, seed: int
-) -> dict:
-    """C2ST (MLP and gradient-boosted trees) of ``samples`` against the held-out points, each beside
-    its floor: the same test between two disjoint sets of real points of the same size."""
-    n = min(len(samples), len(real_test))
-    rng = np.random.default_rng(seed)
-    gen = samples[rng.choice(len(samples), n, replace=False)]
-    test = real_test[rng.choice(len(real_test), n, replace=False)]
-    other = real_train[rng.choice(len(real_train), min(n, len(real_train)), replace=False)]
-    out = {"n_eval": int(n)}
-    if n < M.MIN_TWO_SAMPLE_POINTS:
-        fewest = (
-            f"samples ({len(samples)}; raise sampling.n_samples, --n_samples)"
-            if len(samples) < len(real_test)
-            else f"held-out points ({len(real_test)}; raise data.test_fraction)"
-        )
-        log.warning(
-            "too few %s for a two-sample test (at least %d are needed); c2st skipped",
-            fewest,
-            M.MIN_TWO_SAMPLE_POINTS,
-        )
-        out.update(c2st=math.nan, c2st_floor=math.nan, c2st_hgb=math.nan, c2st_hgb_floor=math.nan)
-        return out
-    real_a, real_b = other[: len(test)], test[: len(other)]
-    # The real points come first: their mean and standard deviation scale both samples, so a few
-    # huge outliers among bad samples cannot squash the data into one point.
-    out["c2st"] = M.c2st(test, gen, seed=seed)
-    out["c2st_hgb"] = M.c2st(test, gen, seed=seed, classifier="hgb")
-    if len(real_a) < M.MIN_TWO_SAMPLE_POINTS:
-        log.warning("too few training points (%d) for the c2st floor; floor skipped", len(real_a))
-        out.update(c2st_floor=math.nan, c2st_hgb_floor=math.nan)
-        return out
-    out["c2st_floor"] = M.c2st(real_a, real_b, seed=seed)
-    out["c2st_hgb_floor"] = M.c2st(real_a, real_b, seed=seed, classifier="hgb")
-    return out
 
 
 # 32-bit floats round a column to steps of spacing(max |value|); relative to the column's spread,
@@ -260,24 +131,15 @@ def _history_csv(history: dict[str, list[float]]) -> str:
     return buffer.getvalue()
 
 
-def _make_evaluate(model_type: str, test: torch.Tensor):
+def _make_evaluate(test: torch.Tensor):
     if len(test) == 0:
         return None
-    if model_type == "realnvp":
 
-        def evaluate(model: nn.Module) -> dict[str, float]:
-            with torch.no_grad():
-                return {"test_nll": float(-model.log_prob(test).mean())}
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        with torch.no_grad():
+            return model.held_out_metrics(test)
 
-        return evaluate
-    if model_type == "ddpm":
-
-        def evaluate(model: nn.Module) -> dict[str, float]:
-            with torch.no_grad():
-                return {"test_nll_bound": float(model.nll_bound_estimate(test).mean())}
-
-        return evaluate
-    raise ConfigError(f"unknown model type {model_type!r}")
+    return evaluate
 
 
 # Fewest training rows a run accepts after the split: as many as a data file must have.
@@ -303,14 +165,15 @@ def run_training(
         progress: show progress bars.
         resume: a checkpoint to continue from, or ``"auto"`` for ``checkpoints/<model>_last.pt`` where
             it exists (else a new run starts).
-        fmt: figure format, "png", "svg" or "pdf" (see :func:`genmodels.report.write_figures`).
+        fmt: figure format, "png", "svg" or "pdf" (see :func:`genmodels.plots.report.write_figures`).
         tensorboard: also log the training history to ``tensorboard/<model>`` (needs the
             ``tensorboard`` package).
 
     Raises:
         DataError, ConfigError, CheckpointError, TrainingError: problems the user can fix.
     """
-    from genmodels import report, visualize
+    from genmodels.plots import arrays as visualize
+    from genmodels.plots import report
 
     out = Path(output_dir)
     name = config.model_type
@@ -449,7 +312,7 @@ def run_training(
         )
 
     board = report.TensorBoardLog(out / "tensorboard" / name) if tensorboard else None
-    evaluate = _make_evaluate(name, test)
+    evaluate = _make_evaluate(test)
     if board is not None:
         evaluate = board.wrap(evaluate, trainer.history)
     trainer.fit(train, evaluate=evaluate, on_checkpoint=checkpoint)

@@ -25,14 +25,26 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
-from genmodels.nets import MLP
-from genmodels.resources import memory_problem
+from genmodels.models.base import (
+    ModelSpec,
+    Standardize,
+    _check,
+    _type_problems,
+    check_config_type,
+    check_points,
+    check_sample_count,
+    register,
+    standard_normal_log_prob,
+    whole_number,
+)
+from genmodels.models.layers import MLP
 
 __all__ = [
     "Standardize",
@@ -45,109 +57,36 @@ __all__ = [
 ]
 
 
-def check_points(x: torch.Tensor, dim: int, dtype: torch.dtype, name: str, *, model: str = "model") -> None:
-    """Check that ``x`` is a ``(N, dim)`` tensor of ``dtype``, the points a model of that dimension and
-    precision takes.
+@dataclass(frozen=True)
+class RealNVPModelConfig:
+    """RealNVP architecture (Dinh et al. 2017).
 
-    Raises:
-        TypeError: ``x`` is not a tensor.
-        ValueError: the shape or the dtype differs (the message names ``name`` and what was expected).
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (N, {dim}), got {type(x).__name__}")
-    if x.dim() != 2 or x.shape[1] != dim:
-        raise ValueError(f"{name} must have shape (N, {dim}), got {tuple(x.shape)}")
-    if x.dtype != dtype:
-        raise ValueError(
-            f"{name} is {x.dtype} but the {model} computes in {dtype}; convert it with .to({dtype})"
-        )
-
-
-def whole_number(value: object) -> int | None:
-    """``value`` as an ``int`` where it is a Python, NumPy or 0-d tensor integer (not a bool); else None
-    (a float such as 2.0 included)."""
-    if isinstance(value, bool):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
-
-
-# Bytes per sampled value a sampler holds at once: the float32 noise, the samples and a working copy.
-_BYTES_PER_SAMPLED_VALUE = 16
-
-
-def check_sample_count(n: int, dim: int = 1, width: int = 0) -> int:
-    """``n`` as an ``int`` where it is a whole number >= 0 (see :func:`whole_number`): a number of
-    samples of ``dim`` values to draw, that fit in the machine's memory (with a network ``width``
-    values wide evaluated on all of them at once).
-
-    Raises:
-        ValueError: anything else (a bool, a float such as 2.0, a negative number, more samples than
-            the memory holds).
-    """
-    count = whole_number(n)
-    if count is None or count < 0:
-        raise ValueError(f"the number of samples must be a whole number >= 0, got {n!r}")
-    need = count * (dim + width) * _BYTES_PER_SAMPLED_VALUE
-    problem = memory_problem(need, f"drawing {count} samples of {dim} values at once")
-    if problem is not None:
-        raise ValueError(f"{problem}; draw them in parts")
-    return count
-
-
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """Log-density of ``N(0, I)`` at ``z (N, D)``; returns ``(N,)`` in nats."""
-    return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * math.log(2 * math.pi))
-
-
-class Standardize(nn.Module):
-    """Fixed affine bijection ``x -> (x - mean) / std`` whose statistics are buffers (saved and moved
-    with the module). ``log |det| = -sum(log std)`` per point.
+    Attributes:
+        n_coupling_layers: affine coupling layers; consecutive layers transform alternating halves.
+        n_hidden: hidden layers in each coupling's conditioner MLP.
+        hidden_units: units per hidden layer.
+        activation: conditioner nonlinearity.
+        scale_clamp: the log-scale is soft-clamped to (-scale_clamp, scale_clamp) by a scaled tanh.
+        actnorm: an activation normalisation layer (Kingma & Dhariwal 2018), initialised from the
+            first batch, before every coupling.
     """
 
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("std", torch.ones(dim))
+    n_coupling_layers: int = 14
+    n_hidden: int = 2
+    hidden_units: int = 128
+    activation: Literal["relu", "silu", "tanh", "gelu"] = "relu"
+    scale_clamp: float = 3.0
+    actnorm: bool = False
 
-    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Set the statistics, ``mean (D,)`` and ``std (D,)`` (finite; ``std`` positive). Tensors,
-        NumPy arrays or sequences of numbers.
-
-        Raises:
-            ValueError: a statistic of another shape than ``(D,)``, not numeric, or not finite, or a
-                standard deviation <= 0.
-        """
-        values = {}
-        for name, value in (("mean", mean), ("std", std)):
-            try:
-                tensor = torch.as_tensor(value, dtype=self.mean.dtype, device=self.mean.device)
-            except (TypeError, ValueError, RuntimeError):
-                raise ValueError(
-                    f"{name} must be numbers of shape ({self.mean.shape[0]},), got {value!r}"
-                ) from None
-            if tensor.shape != self.mean.shape:
-                raise ValueError(
-                    f"{name} must have shape ({self.mean.shape[0]},), one value per dimension, "
-                    f"got {tuple(tensor.shape)}"
-                )
-            if not bool(torch.isfinite(tensor).all()):
-                raise ValueError(f"{name} must be finite, got {tensor.tolist()}")
-            values[name] = tensor
-        if not bool((values["std"] > 0).all()):
-            raise ValueError("standard deviations must be positive")
-        self.mean.copy_(values["mean"])
-        self.std.copy_(values["std"])
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_det = -torch.log(self.std).sum().expand(x.shape[0])
-        return (x - self.mean) / self.std, log_det
-
-    def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        log_det = torch.log(self.std).sum().expand(z.shape[0])
-        return z * self.std + self.mean, log_det
+    def problems(self) -> list[str]:
+        errors = _type_problems(self, "model")
+        if errors:
+            return errors
+        _check(errors, self.n_coupling_layers >= 1, "model.n_coupling_layers must be >= 1")
+        _check(errors, self.n_hidden >= 0, "model.n_hidden must be >= 0")
+        _check(errors, self.hidden_units >= 1, f"model.hidden_units must be >= 1 (got {self.hidden_units})")
+        _check(errors, self.scale_clamp > 0, "model.scale_clamp must be > 0")
+        return errors
 
 
 class ActNorm(nn.Module):
@@ -309,6 +248,20 @@ class RealNVP(nn.Module):
             )
         self.layers = nn.ModuleList(layers)
 
+    @classmethod
+    def from_config(cls, config: RealNVPModelConfig, dim: int) -> RealNVP:
+        """Build from a :class:`RealNVPModelConfig` for ``dim``-dimensional data."""
+        check_config_type(config, RealNVPModelConfig)
+        return cls(
+            dim,
+            n_coupling_layers=config.n_coupling_layers,
+            n_hidden=config.n_hidden,
+            hidden_units=config.hidden_units,
+            activation=config.activation,
+            scale_clamp=config.scale_clamp,
+            actnorm=config.actnorm,
+        )
+
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Use ``mean (D,)`` and ``std (D,)`` of the training data for the fixed first bijection."""
         self.standardize.set_statistics(mean, std)
@@ -364,6 +317,11 @@ class RealNVP(nn.Module):
         return -self.log_prob(x).mean()
 
     @torch.no_grad()
+    def held_out_metrics(self, x: torch.Tensor) -> dict[str, float]:
+        """``{"test_nll": mean -log p(x)}`` in nats per point, for ``x (N, D)``."""
+        return {"test_nll": float(-self.log_prob(x).mean())}
+
+    @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``n`` samples ``x = f⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units.
 
@@ -381,3 +339,26 @@ class RealNVP(nn.Module):
         for bijection in self._bijections():
             x, _ = bijection(x)
             yield x
+
+
+def _parameter_count(config: RealNVPModelConfig, dim: int) -> int:
+    """Weights of the flow ``config`` builds for ``dim``-dimensional data (its conditioner MLPs)."""
+    half = -(-dim // 2)
+    widths = [half] + [config.hidden_units] * config.n_hidden + [2 * half]
+    return config.n_coupling_layers * sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+
+SPEC = register(
+    ModelSpec(
+        name="realnvp",
+        title="RealNVP",
+        model_class=RealNVP,
+        config_class=RealNVPModelConfig,
+        training_defaults={"epochs": 500, "batch_size": 2048, "seed": 42},
+        parameter_count=_parameter_count,
+        size_keys=("n_coupling_layers", "n_hidden", "hidden_units"),
+        likelihoods={"exact": lambda model, x, generator: -model.log_prob(x)},
+        loss_label="loss [nats]",
+        figures=("latent", "warped_grid", "density"),
+    )
+)

@@ -1,7 +1,7 @@
 """Arrays for the figures of a trained model: densities, warped grids, trajectories, vector fields.
 
 Everything here turns a model (and numpy inputs) into numpy arrays; nothing is drawn. The drawing
-is in :mod:`genmodels.plotting` and the choice of figures in :mod:`genmodels.report`.
+is in :mod:`genmodels.plots.figures` and the choice of figures in :mod:`genmodels.plots.report`.
 
 * RealNVP: :func:`log_density_on_grid`, :func:`warped_grid` (lines of a regular grid pushed through
   the flow bijection by bijection), :func:`latent` (z = f(x)).
@@ -205,7 +205,7 @@ class ReverseRecording:
 def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording]:
     """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside.
 
-    A hook on the sampler's reverse steps (:meth:`genmodels.ddpm.DDPM.register_reverse_step_hook`)
+    A hook on the sampler's reverse steps (:meth:`genmodels.models.ddpm.DDPM.register_reverse_step_hook`)
     captures the whole reverse process of an ordinary sampling run (ancestral or strided) without
     extra network passes.
     Only the first call per timestep is kept (the first chunk of a chunked run). x_0 is the sampler's

@@ -11,7 +11,7 @@ until the epoch ends, and a non-finite step is detected there (one synchronisati
 step on the optimizer applies no update (the fused Adam kernels' ``found_inf`` input, which automatic
 mixed precision uses to skip steps), so the model keeps the weights of its last finite step.
 ``training.precision`` and ``training.compile`` choose how the loss is computed
-(:mod:`genmodels.acceleration`); the backward pass and the optimizer always work on float32 weights.
+(:mod:`genmodels.train.acceleration`); the backward pass and the optimizer always work on float32 weights.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from genmodels.acceleration import autocast, compile_function, worth_compiling_training
 from genmodels.config import TrainingConfig, check_config_type
 from genmodels.errors import ConfigError, TrainingError
+from genmodels.train.acceleration import autocast, compile_function, worth_compiling_training
 
 __all__ = ["Trainer", "capture_rng_state", "restore_rng_state"]
 

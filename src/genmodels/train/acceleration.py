@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from genmodels.errors import ConfigError
+
 __all__ = [
     "tune_allocator",
     "PRECISIONS",
@@ -285,3 +287,16 @@ def compiled_network(model: torch.nn.Module, enabled: bool = True) -> Iterator[t
             yield model
     finally:
         modules["network"] = original
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda was asked for, but no CUDA GPU is available (use --device cpu or auto)"
+        )
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda (got {name!r})")
+    return torch.device(name)

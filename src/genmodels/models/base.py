@@ -1,0 +1,278 @@
+"""What every model shares: the interface the rest of the package relies on, the registry that names
+the models, and the small pieces both models use (the standardising bijection, argument checks).
+
+A model is a ``torch.nn.Module`` that implements :class:`GenerativeModel` and registers a
+:class:`ModelSpec` when its module is imported. Code outside ``genmodels.models`` finds a model through
+:func:`get_spec` and calls the interface; it never tests a model's name or class. Adding a model is one
+new module under ``genmodels/models/`` that defines the model, its config dataclass and its spec, plus
+its import in ``genmodels/models/__init__.py`` (see ``docs/models.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import operator
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, get_args, get_origin, get_type_hints, runtime_checkable
+
+import torch
+from torch import nn
+
+from genmodels.models.resources import memory_problem
+
+__all__ = [
+    "GenerativeModel",
+    "ModelSpec",
+    "Standardize",
+    "check_points",
+    "check_sample_count",
+    "get_spec",
+    "model_names",
+    "register",
+    "standard_normal_log_prob",
+    "whole_number",
+]
+
+
+@runtime_checkable
+class GenerativeModel(Protocol):
+    """The interface of a model: what training, evaluation, sampling and the figures call.
+
+    All points are ``(N, D)`` tensors in the data's own units; every likelihood is in nats per point.
+    """
+
+    dim: int
+    standardize: Standardize
+
+    def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Fix the data's ``mean (D,)`` and ``std (D,)``: the model works on standardised points."""
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The scalar training loss of a batch ``x (N, D)``."""
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None, **options: Any) -> torch.Tensor:
+        """``n`` samples ``(n, D)``; ``options`` are those named by the spec's ``sample_options``."""
+
+    def held_out_metrics(self, x: torch.Tensor) -> dict[str, float]:
+        """Cheap held-out likelihood numbers tracked during training, e.g. ``{"test_nll": 0.9}``."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How the rest of the package builds, describes and evaluates one model.
+
+    Attributes:
+        name: the name users type (``genmodels train NAME``) and checkpoints store.
+        title: the name shown in figures and reports.
+        model_class: the ``nn.Module``; ``model_class.from_config(config, dim)`` builds one.
+        config_class: the frozen dataclass of the model's settings (the config's ``model:`` section).
+        training_defaults: this model's defaults for the ``training:`` section (epochs, batch size, ...).
+        parameter_count: ``(config, dim) -> int``, the weights a config builds, counted before building.
+        size_keys: the config keys that set the network's size, named when it would not fit in memory.
+        likelihoods: held-out NLL estimators, ``name -> (model, x, generator) -> (N,) nats``, in the order
+            reports list them, e.g. ``{"exact": ...}`` or ``{"bound": ..., "ode": ...}``.
+        loss_label: what the training loss is, for the loss figure's axis.
+        sample_options: keyword arguments of ``sample`` beyond ``n`` and ``generator`` that the
+            sampling settings (``sampling:`` section) pass through, as ``{option: settings key}``.
+        figures: the kinds of figure that show this model (names the plots layer knows, e.g.
+            ``"latent"`` or ``"reverse_process"``), beyond those every model gets.
+    """
+
+    name: str
+    title: str
+    model_class: type[nn.Module]
+    config_class: type
+    training_defaults: Mapping[str, Any]
+    parameter_count: Callable[[Any, int], int]
+    size_keys: tuple[str, ...]
+    likelihoods: Mapping[str, Callable[[nn.Module, torch.Tensor, torch.Generator | None], torch.Tensor]]
+    loss_label: str = "loss"
+    sample_options: Mapping[str, str] = field(default_factory=dict)
+    figures: tuple[str, ...] = ()
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to the registry (its module calls this when imported); returns it."""
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise ValueError(f"a model named {spec.name!r} is registered already")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def model_names() -> tuple[str, ...]:
+    """The registered models' names, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of the model called ``name``.
+
+    Raises:
+        KeyError: no model of that name (the message lists the registered ones).
+    """
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise KeyError(f"unknown model {name!r}; expected one of {', '.join(_REGISTRY)}") from None
+
+
+def check_points(x: torch.Tensor, dim: int, dtype: torch.dtype, name: str, *, model: str = "model") -> None:
+    """Check that ``x`` is a ``(N, dim)`` tensor of ``dtype``, the points a model of that dimension and
+    precision takes.
+
+    Raises:
+        TypeError: ``x`` is not a tensor.
+        ValueError: the shape or the dtype differs (the message names ``name`` and what was expected).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, {dim}), got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (N, {dim}), got {tuple(x.shape)}")
+    if x.dtype != dtype:
+        raise ValueError(
+            f"{name} is {x.dtype} but the {model} computes in {dtype}; convert it with .to({dtype})"
+        )
+
+
+def whole_number(value: object) -> int | None:
+    """``value`` as an ``int`` where it is a Python, NumPy or 0-d tensor integer (not a bool); else None
+    (a float such as 2.0 included)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+# Bytes per sampled value a sampler holds at once: the float32 noise, the samples and a working copy.
+_BYTES_PER_SAMPLED_VALUE = 16
+
+
+def check_sample_count(n: int, dim: int = 1, width: int = 0) -> int:
+    """``n`` as an ``int`` where it is a whole number >= 0 (see :func:`whole_number`): a number of
+    samples of ``dim`` values to draw, that fit in the machine's memory (with a network ``width``
+    values wide evaluated on all of them at once).
+
+    Raises:
+        ValueError: anything else (a bool, a float such as 2.0, a negative number, more samples than
+            the memory holds).
+    """
+    count = whole_number(n)
+    if count is None or count < 0:
+        raise ValueError(f"the number of samples must be a whole number >= 0, got {n!r}")
+    need = count * (dim + width) * _BYTES_PER_SAMPLED_VALUE
+    problem = memory_problem(need, f"drawing {count} samples of {dim} values at once")
+    if problem is not None:
+        raise ValueError(f"{problem}; draw them in parts")
+    return count
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """Log-density of ``N(0, I)`` at ``z (N, D)``; returns ``(N,)`` in nats."""
+    return -0.5 * (z.pow(2).sum(-1) + z.shape[-1] * math.log(2 * math.pi))
+
+
+class Standardize(nn.Module):
+    """Fixed affine bijection ``x -> (x - mean) / std`` whose statistics are buffers (saved and moved
+    with the module). ``log |det| = -sum(log std)`` per point.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set the statistics, ``mean (D,)`` and ``std (D,)`` (finite; ``std`` positive). Tensors,
+        NumPy arrays or sequences of numbers.
+
+        Raises:
+            ValueError: a statistic of another shape than ``(D,)``, not numeric, or not finite, or a
+                standard deviation <= 0.
+        """
+        values = {}
+        for name, value in (("mean", mean), ("std", std)):
+            try:
+                tensor = torch.as_tensor(value, dtype=self.mean.dtype, device=self.mean.device)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(
+                    f"{name} must be numbers of shape ({self.mean.shape[0]},), got {value!r}"
+                ) from None
+            if tensor.shape != self.mean.shape:
+                raise ValueError(
+                    f"{name} must have shape ({self.mean.shape[0]},), one value per dimension, "
+                    f"got {tuple(tensor.shape)}"
+                )
+            if not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{name} must be finite, got {tensor.tolist()}")
+            values[name] = tensor
+        if not bool((values["std"] > 0).all()):
+            raise ValueError("standard deviations must be positive")
+        self.mean.copy_(values["mean"])
+        self.std.copy_(values["std"])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_det = -torch.log(self.std).sum().expand(x.shape[0])
+        return (x - self.mean) / self.std, log_det
+
+    def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_det = torch.log(self.std).sum().expand(z.shape[0])
+        return z * self.std + self.mean, log_det
+
+
+# Checks of config dataclasses built in Python (YAML files are checked by genmodels.config).
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a CSV file given as a config is one long string)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 4] + " ..." + (text[-1] if text[-1] in "'\"]}" else "")
+
+
+def _check(errors: list[str], ok: bool, message: str) -> None:
+    if not ok:
+        errors.append(message)
+
+
+def check_config_type(config: object, expected: type) -> None:
+    """Raise TypeError unless ``config`` is an ``expected`` config dataclass; for a dict, say how to
+    build one from it (``expected(**values)``)."""
+    if not isinstance(config, expected):
+        hint = f" (build one with {expected.__name__}(**values))" if isinstance(config, dict) else ""
+        raise TypeError(f"config must be a {expected.__name__}, got {type(config).__name__}{hint}")
+
+
+def _type_problems(config: Any, section: str) -> list[str]:
+    """The fields of ``config`` whose value does not have its annotated type: a config built in Python
+    skips the coercion that one read from YAML gets (an int field takes no float, not even 2.0)."""
+    errors: list[str] = []
+    for name, annotation in get_type_hints(type(config)).items():
+        value = getattr(config, name)
+        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        if get_origin(annotation) is Literal:
+            choices = get_args(annotation)
+            ok, expected = (
+                isinstance(value, str) and value in choices,
+                f"one of {', '.join(map(repr, choices))}",
+            )
+        elif annotation is int:
+            ok, expected = is_number and isinstance(value, numbers.Integral), "a whole number"
+        elif annotation is float:
+            ok, expected = is_number, "a number"
+        elif annotation is bool:
+            ok, expected = isinstance(value, bool), "True or False"
+        elif annotation is str:
+            ok, expected = isinstance(value, (str, os.PathLike)), "a string"
+        else:
+            continue
+        _check(errors, ok, f"{section}.{name} must be {expected} (got {_shown(value)})")
+    return errors
