@@ -16,7 +16,7 @@ def test_readme_python_api_example_runs():
     section = README.read_text(encoding="utf-8").split("### Python API", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     # The last lines load a trained run's checkpoint, which a test does not have.
-    code = code.split("from genmodels.train.checkpoint import", 1)[0]
+    code = code.split("from genmodels import model_from_checkpoint", 1)[0]
     assert "epochs=50" in code
     code = code.replace("epochs=50", "epochs=2")
     torch.manual_seed(0)

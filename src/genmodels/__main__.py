@@ -1,0 +1,5 @@
+"""``python -m genmodels``: the ``genmodels`` command."""
+
+from genmodels.cli import main
+
+raise SystemExit(main())
