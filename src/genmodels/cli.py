@@ -19,20 +19,21 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["main", "build_parser"]
+    from genmodels.config import RunConfig, SamplingConfig
+    from genmodels.models import ModelSpec
 
-_SPEC_DEFAULTS = {"realnvp": "configs/realnvp.yaml", "ddpm": "configs/ddpm.yaml"}
+__all__ = ["main", "build_parser"]
 
 
 def _seed(text: str) -> int:
-    """argparse type of ``--seed``: an integer in [0, 2^32)."""
+    """argparse type of ``--seed`` where no config checks it: an integer in [0, 2^32)."""
     from genmodels.config import MAX_SEED
 
     try:
@@ -187,57 +188,57 @@ def _write_points(output: str, points: np.ndarray, columns: tuple[str, ...], wha
     print(f"wrote {what} to {where}", file=sys.stderr if is_special_path(output) else sys.stdout)
 
 
+# The options of ``train`` that set config keys: option -> the keys it sets.
+_TRAIN_KEYS = {
+    "epochs": ("training.epochs",),
+    "batch_size": ("training.batch_size",),
+    "lr": ("training.learning_rate",),
+    "seed": ("training.seed",),
+    "data": ("data.path",),
+    "drop_invalid": ("data.drop_invalid",),
+    "n_samples": ("sampling.n_samples",),
+    "sampling_steps": ("sampling.sampling_steps",),
+    "precision": ("training.precision", "sampling.precision"),
+    "compile": ("training.compile", "sampling.compile"),
+}
+
+
 def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None:
-    parser.add_argument(
-        "--config",
-        default=None,
-        help=f"YAML config (default: {_SPEC_DEFAULTS[model_type]} if it exists, else the built-in defaults)",
-    )
     from genmodels.config import default_config
+    from genmodels.models import get_spec
 
     spec = default_config(model_type).training  # the specification's values, which the shipped configs hold
-    parser.add_argument(
-        "--epochs", type=int, help=f"training epochs (overrides training.epochs; default {spec.epochs})"
+    add = parser.add_argument
+    add(
+        "--config",
+        help=f"YAML config (default: configs/{model_type}.yaml if it exists, else the built-in defaults)",
     )
-    parser.add_argument(
-        "--batch_size",
-        type=int,
-        help=f"training batch size (overrides training.batch_size; default {spec.batch_size})",
+    add("--epochs", type=int, help=f"training epochs (training.epochs; default {spec.epochs})")
+    add(
+        "--batch_size", type=int, help=f"training batch size (training.batch_size; default {spec.batch_size})"
     )
-    parser.add_argument(
-        "--lr",
-        type=float,
-        help=f"learning rate (overrides training.learning_rate; default {spec.learning_rate:g})",
-    )
-    parser.add_argument(
-        "--seed", type=_seed, help=f"random seed (overrides training.seed; default {spec.seed})"
-    )
-    parser.add_argument("--data", help="CSV dataset (overrides data.path; default 689_data.csv)")
-    parser.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)"
-    )
-    parser.add_argument("--output_dir", default="outputs", help="where outputs are written (default outputs)")
-    parser.add_argument(
+    add("--lr", type=float, help=f"learning rate (training.learning_rate; default {spec.learning_rate:g})")
+    add("--seed", type=int, help=f"random seed (training.seed; default {spec.seed})")
+    add("--data", help="CSV dataset (data.path; default 689_data.csv)")
+    add("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)")
+    add("--output_dir", default="outputs", help="where outputs are written (default outputs)")
+    add(
         "--resume",
-        help="continue from a checkpoint, or 'auto' for OUTPUT_DIR's latest one (a new run where there is none)",
+        help="continue from a checkpoint, or 'auto' for OUTPUT_DIR's latest one (a new run if none)",
     )
-    parser.add_argument("--drop_invalid", action="store_true", help="drop CSV rows with bad cells (counted)")
-    parser.add_argument("--n_samples", type=int, help="samples to draw after training (sampling.n_samples)")
-    if model_type == "ddpm":
-        parser.add_argument(
-            "--sampling_steps", type=int, help="reverse steps (0 = all; fewer uses the DDIM sampler)"
-        )
+    add("--drop_invalid", action="store_const", const=True, help="drop CSV rows with bad cells (counted)")
+    add("--n_samples", type=int, help="samples to draw after training (sampling.n_samples)")
+    if "sampling_steps" in get_spec(model_type).sample_options.values():
+        add("--sampling_steps", type=int, help="reverse steps (0 = all; fewer uses the DDIM sampler)")
     _add_speed_options(
         parser,
         "training.precision and sampling.precision; default float32",
         "sets training.compile and sampling.compile to on or off; by default training is eager and "
         "sampling compiles where it was measured to win",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or config printout")
-    parser.add_argument(
-        "--format", default="png", choices=["png", "svg", "pdf"], help="figure format (default png)"
-    )
-    parser.add_argument(
+    add("--quiet", action="store_true", help="no progress bars or config printout")
+    add("--format", default="png", choices=["png", "svg", "pdf"], help="figure format (default png)")
+    add(
         "--tensorboard",
         action="store_true",
         help="also log training to OUTPUT_DIR/tensorboard (pip install tensorboard)",
@@ -254,15 +255,8 @@ def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, com
     parser.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help=f"use torch.compile, or not ({compile_keys}; pays off on long runs, "
-        "see the README's Speed section)",
+        help=f"use torch.compile, or not ({compile_keys}; pays off on long runs, see the README's Speed section)",
     )
-
-
-def _compile_setting(flag: bool | None) -> str | None:
-    """``--compile`` -> "on", ``--no-compile`` -> "off", neither -> None (the config decides)."""
-    return None if flag is None else ("on" if flag else "off")
 
 
 def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
@@ -276,7 +270,9 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model and write its figures, checkpoint and metrics")
     models = train.add_subparsers(dest="model_type", required=True)
-    for model_type in ("realnvp", "ddpm"):
+    from genmodels.models import model_names
+
+    for model_type in model_names():
         named = {"prog": train_prog} if train_prog else {}
         _add_train_options(models.add_parser(model_type, help=f"train {model_type}", **named), model_type)
 
@@ -286,8 +282,8 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     sample.add_argument("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
     sample.add_argument("--seed", type=_seed, default=0)
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    sample.add_argument("--sampling_steps", type=int, default=0, help="DDPM: reverse steps (0 = all)")
-    sample.add_argument("--eta", type=float, default=1.0, help="DDPM DDIM: noise scale in [0, 1]")
+    sample.add_argument("--sampling_steps", type=int, help="DDPM: reverse steps (default 0 = all)")
+    sample.add_argument("--eta", type=float, help="DDPM DDIM: noise scale in [0, 1] (default 1)")
     sample.add_argument(
         "--ddim_spacing",
         choices=["quadratic", "linear"],
@@ -314,65 +310,51 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args: argparse.Namespace) -> int:
-    from genmodels.config import config_to_dict, default_config, load_config, with_overrides, yaml_settings
-    from genmodels.data import check_data_path
-    from genmodels.errors import ConfigError
-    from genmodels.fileio import json_text
-    from genmodels.run import run_training
-    from genmodels.train.acceleration import resolve_device
+def _train_config(args: argparse.Namespace) -> RunConfig:
+    """The run's config: the resumed run's (with ``--config`` laid over it), or ``--config``, or the
+    shipped ``configs/<model>.yaml``, or the defaults; then the options given."""
+    from genmodels.config import default_config, load_config, with_overrides, yaml_settings
+    from genmodels.train.checkpoint import load_checkpoint
 
-    model_type = args.model_type
-    out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(
-            f"--output_dir {args.output_dir} is a file; expected a directory (it is created if missing)"
-        )
+    model_type, out = args.model_type, Path(args.output_dir)
     last = out / "checkpoints" / f"{model_type}_last.pt"
     if args.resume == "auto" and not (last.exists() or last.is_symlink()):
         logging.getLogger("genmodels.run").warning(
             "--resume auto: no %s run to resume in %s (no %s); starting a new one", model_type, out, last
         )
         args.resume = None
-    if args.resume is not None:
-        # Continue the stored run as it was configured; a --config file and the options given now
-        # override only what they set.
-        from genmodels.train.checkpoint import load_checkpoint
-
-        resume_path = last if args.resume == "auto" else args.resume
-        config = load_checkpoint(resume_path, expected_type=model_type)["config"]
+    shipped = Path(f"configs/{model_type}.yaml")
+    if args.resume is not None:  # the stored run as it was configured; --config changes what it sets
+        config = load_checkpoint(last if args.resume == "auto" else args.resume, expected_type=model_type)[
+            "config"
+        ]
         if args.config is not None:
             config = with_overrides(config, yaml_settings(args.config, model_type), source=args.config)
-    elif args.config is not None:
-        config = load_config(args.config, model_type)
-    elif Path(_SPEC_DEFAULTS[model_type]).is_file():
-        config = load_config(_SPEC_DEFAULTS[model_type], model_type)
+    elif args.config is not None or shipped.is_file():
+        config = load_config(args.config or shipped, model_type)
     else:
         config = default_config(model_type)
-    overrides = {
-        "training.epochs": args.epochs,
-        "training.batch_size": args.batch_size,
-        "training.learning_rate": args.lr,
-        "training.seed": args.seed,
-        "data.path": args.data,
-        "data.drop_invalid": True if args.drop_invalid else None,
-        "sampling.n_samples": args.n_samples,
-        "sampling.sampling_steps": getattr(args, "sampling_steps", None),
-        "training.precision": args.precision,
-        "sampling.precision": args.precision,
-        "training.compile": _compile_setting(args.compile),
-        "sampling.compile": _compile_setting(args.compile),
-    }
-    config = with_overrides(config, overrides)
-    stored_path = Path(config.data.path)
-    if (
-        args.resume is not None
-        and args.data is None
-        and not stored_path.is_absolute()
-        and not stored_path.exists()
-    ):
-        from genmodels.errors import DataError
+    given = {option: getattr(args, option, None) for option in _TRAIN_KEYS}
+    overrides = {key: value for option, value in given.items() for key in _TRAIN_KEYS[option]}
+    options = {key: f"--{option}" for option, keys in _TRAIN_KEYS.items() for key in keys}
+    return with_overrides(config, overrides, options=options)
 
+
+def _train(args: argparse.Namespace) -> int:
+    from genmodels.config import config_to_dict
+    from genmodels.data import check_data_path
+    from genmodels.errors import ConfigError, DataError
+    from genmodels.fileio import json_text
+    from genmodels.run import run_training
+    from genmodels.train.acceleration import resolve_device
+
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise ConfigError(
+            f"--output_dir {args.output_dir} is a file; expected a directory (it is created if missing)"
+        )
+    config = _train_config(args)
+    stored = Path(config.data.path)
+    if args.resume is not None and args.data is None and not stored.is_absolute() and not stored.exists():
         raise DataError(
             f"the run's data file {config.data.path} is not found from this folder ({Path.cwd()}); its "
             "path is relative to where the run was started: resume from there, or pass --data"
@@ -384,7 +366,7 @@ def _train(args: argparse.Namespace) -> int:
     if not args.quiet:
         import yaml
 
-        print(f"effective {model_type} config:")
+        print(f"effective {args.model_type} config:")
         print(yaml.safe_dump(config_to_dict(config), sort_keys=False).rstrip())
     result = run_training(
         config,
@@ -401,61 +383,79 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_options_the_model_lacks(
+    given: dict[str, str], model_type: str, checkpoint: str, offers: Callable[[ModelSpec], Collection[str]]
+) -> None:
+    """A ConfigError when an option given (``{option as written: what it needs}``) needs what the
+    checkpoint's model does not ``offer`` (a sampler option, a likelihood estimate), instead of
+    ignoring it."""
+    from genmodels.errors import ConfigError
+    from genmodels.models import get_spec, model_names
+
+    lacking = {shown: need for shown, need in given.items() if need not in offers(get_spec(model_type))}
+    if lacking:
+        owners = [
+            get_spec(n).title for n in model_names() if set(lacking.values()) <= set(offers(get_spec(n)))
+        ]
+        raise ConfigError(
+            f"{' and '.join(lacking)} {'applies' if len(lacking) == 1 else 'apply'} only to "
+            f"{' or '.join(owners) or 'other'} checkpoints; {checkpoint} is a {model_type} one"
+        )
+
+
+# Options of ``sample`` that set a sampling key some models' samplers take (spec.sample_options).
+_SAMPLER_OPTIONS = ("sampling_steps", "eta", "ddim_spacing")
+
+
+def _sampling_settings(args: argparse.Namespace, payload: dict) -> SamplingConfig:
+    """The checkpoint's sampling settings with ``sample``'s options laid over them (all reverse steps
+    and eta 1 unless given), checked as a config is."""
+    from genmodels.config import with_overrides
+
+    given = {key: getattr(args, key) for key in _SAMPLER_OPTIONS if getattr(args, key) is not None}
+    shown = {
+        f"--{key} {value:g}" if isinstance(value, float) else f"--{key} {value}": key
+        for key, value in given.items()
+    }
+    _refuse_options_the_model_lacks(
+        shown, payload["model_type"], args.checkpoint, lambda spec: spec.sample_options.values()
+    )
+    overrides = {"sampling_steps": 0, "eta": 1.0, **given, "n_samples": args.n}
+    overrides |= {"precision": args.precision, "compile": args.compile}
+    options = {f"sampling.{key}": f"--{key}" for key in (*_SAMPLER_OPTIONS, "precision", "compile")}
+    config = with_overrides(
+        payload["config"],
+        {f"sampling.{k}": v for k, v in overrides.items()},
+        options=options | {"sampling.n_samples": "-n"},
+    )
+    return config.sampling
+
+
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from genmodels.errors import CheckpointError, ConfigError
+    from genmodels.errors import CheckpointError
     from genmodels.evaluation.sampling import sample_model
     from genmodels.train.acceleration import compiled_network, resolve_device, worth_compiling
     from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
-    if args.n < 1:
-        raise ConfigError(f"-n must be >= 1 (got {args.n})")
-    if args.sampling_steps < 0:
-        raise ConfigError(f"--sampling_steps must be >= 0 (got {args.sampling_steps})")
-    if not 0.0 <= args.eta <= 1.0:
-        raise ConfigError(f"--eta must be in [0, 1] (got {args.eta})")
     _check_output_file("-o", args.output, args.checkpoint, csv=True)
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
+    settings = _sampling_settings(args, payload)
     _check_not_the_runs_own_files("-o", args.output, args.checkpoint, payload)
     _check_sample_memory(args.n, int(payload["dim"]))
     model = model_from_checkpoint(payload, device=device)
-    steps = getattr(model, "diffusion_steps", None)
-    if args.sampling_steps and (steps is None or args.sampling_steps > steps):
-        expected = (
-            "applies only to DDPM checkpoints" if steps is None else f"must be at most {steps} (0 = all)"
-        )
-        raise ConfigError(f"--sampling_steps {args.sampling_steps} {expected}")
-    if args.eta != 1.0 and steps is None:
-        raise ConfigError(
-            f"--eta {args.eta:g} applies only to DDPM checkpoints (the strided sampler's noise)"
-        )
-    ddim_spacing = args.ddim_spacing
-    if steps is not None and args.sampling_steps in (0, steps):  # the ancestral sampler: no DDIM options
-        unused = [f"--eta {args.eta:g}"] if args.eta != 1.0 else []
-        unused += [f"--ddim_spacing {ddim_spacing}"] if ddim_spacing is not None else []
-        if unused:
-            warnings.warn(
-                f"{' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect: "
-                f"{'it sets' if len(unused) == 1 else 'they set'} the strided DDIM sampler, and all {steps} "
-                f"steps run the ancestral sampler; pass --sampling_steps below {steps} to use it",
-                stacklevel=1,
-            )
-        args.eta, ddim_spacing = 1.0, None  # warned here, not again by DDPM.sample
-    stored = payload["config"].sampling  # the run's own settings, unless overridden here
-    precision = args.precision or stored.precision
-    setting = _compile_setting(args.compile) or stored.compile
-    compiled = worth_compiling(setting, model, args.n, args.sampling_steps, precision)
-    with compiled_network(model, compiled):
+    steps, precision = settings.sampling_steps, settings.precision
+    with compiled_network(model, worth_compiling(settings.compile, model, args.n, steps, precision)):
         samples = sample_model(
             model,
             args.n,
             seed=args.seed,
-            sampling_steps=args.sampling_steps,
-            eta=args.eta,
+            sampling_steps=steps,
+            eta=settings.eta,
             precision=precision,
-            ddim_spacing=ddim_spacing or stored.ddim_spacing,
+            ddim_spacing=settings.ddim_spacing,
         )
     bad = int((~np.isfinite(samples).all(axis=1)).sum())
     if bad:
@@ -532,8 +532,10 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
 def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
     compare = sub.add_parser("compare", help="evaluate runs side by side: compare.md and figures/compare.png")
     compare.add_argument("run_dirs", nargs="*", help="training output directories (their checkpoints/)")
-    compare.add_argument("--realnvp", help="a RealNVP checkpoint")
-    compare.add_argument("--ddpm", help="a DDPM checkpoint")
+    from genmodels.models import get_spec, model_names
+
+    for name in model_names():
+        compare.add_argument(f"--{name}", help=f"a {get_spec(name).title} checkpoint")
     compare.add_argument(
         "--output_dir", help="where compare.md and figures/ go (default: the first RUN_DIR, else .)"
     )
@@ -558,7 +560,7 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
             glyph_area(args.text)
         except ValueError as error:
             raise ConfigError(f"--text: {error}") from None
-    for flag in DDPM_EVALUATION_OPTIONS:
+    for flag in _LIKELIHOOD_OPTIONS:
         value = getattr(args, flag)
         if value is not None and value < 0:
             raise ConfigError(f"--{flag} must be >= 0 (got {value})")
@@ -580,25 +582,9 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
-# Options of ``evaluate`` and ``compare`` that only a DDPM's evaluation uses.
-DDPM_EVALUATION_OPTIONS = ("ode_points", "bound_points")
-
-
-def _check_ddpm_options(args: argparse.Namespace) -> None:
-    """A ConfigError when ``evaluate`` is given a DDPM-only option for a checkpoint of another model
-    (as ``sample --sampling_steps`` is), instead of ignoring it. Looks only when one was given."""
-    from genmodels.errors import ConfigError
-    from genmodels.train.checkpoint import load_checkpoint
-
-    given = [f"--{flag}" for flag in DDPM_EVALUATION_OPTIONS if getattr(args, flag) is not None]
-    if not given:
-        return
-    model_type = load_checkpoint(args.checkpoint)["model_type"]
-    if model_type != "ddpm":
-        raise ConfigError(
-            f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only to DDPM checkpoints; "
-            f"{args.checkpoint} is a {model_type} one"
-        )
+# Options of ``evaluate`` and ``compare`` that set a likelihood estimate: option -> its name in
+# spec.likelihoods.
+_LIKELIHOOD_OPTIONS = {"ode_points": "ode", "bound_points": "bound"}
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -608,7 +594,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     to_stdout = args.output == "-"
     if args.output is not None:
         _check_output_file("--output", args.output, args.checkpoint)
-    _check_ddpm_options(args)
+    given = {
+        f"--{flag}": name for flag, name in _LIKELIHOOD_OPTIONS.items() if getattr(args, flag) is not None
+    }
+    if given:
+        from genmodels.train.checkpoint import load_checkpoint
+
+        model_type = load_checkpoint(args.checkpoint)["model_type"]
+        _refuse_options_the_model_lacks(given, model_type, args.checkpoint, lambda spec: spec.likelihoods)
     result = evaluate_checkpoint(args.checkpoint, **_evaluation_kwargs(args))
     # With '--output -' the JSON alone goes to standard output, so it can be piped; the report to stderr.
     print(format_report(result.metrics), file=sys.stderr if to_stdout else sys.stdout)
@@ -622,7 +615,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from genmodels.errors import ConfigError
+    from genmodels.models import model_names
     from genmodels.plots.report import compare_checkpoints, run_checkpoints
+    from genmodels.train.checkpoint import load_checkpoint
 
     checkpoints = []
     for run_dir in args.run_dirs:
@@ -630,16 +625,17 @@ def _compare(args: argparse.Namespace) -> int:
             raise ConfigError(f"RUN_DIR {run_dir} does not exist")
         found = run_checkpoints(run_dir)
         if not found:
-            raise ConfigError(f"{run_dir} holds no checkpoints/realnvp.pt or checkpoints/ddpm.pt")
+            names = " or ".join(f"checkpoints/{name}.pt" for name in model_names())
+            raise ConfigError(f"{run_dir} holds no {names}")
         checkpoints += [(f"{model_type} ({run_dir})", path) for model_type, path in found]
-    for model_type in ("realnvp", "ddpm"):
-        if getattr(args, model_type):
-            from genmodels.train.checkpoint import load_checkpoint
-
-            load_checkpoint(getattr(args, model_type), expected_type=model_type)  # --ddpm x.pt: a DDPM's
-            checkpoints.append((f"{model_type} ({getattr(args, model_type)})", getattr(args, model_type)))
+    for model_type in model_names():
+        path = getattr(args, model_type)
+        if path:
+            load_checkpoint(path, expected_type=model_type)  # --ddpm x.pt: a DDPM's
+            checkpoints.append((f"{model_type} ({path})", path))
     if not checkpoints:
-        raise ConfigError("compare needs RUN_DIRs or --realnvp / --ddpm checkpoints")
+        options = " / ".join(f"--{name}" for name in model_names())
+        raise ConfigError(f"compare needs RUN_DIRs or {options} checkpoints")
     output_dir = args.output_dir or (args.run_dirs[0] if args.run_dirs else ".")
     table, paths = compare_checkpoints(checkpoints, output_dir, **_evaluation_kwargs(args))
     print(table)
@@ -701,16 +697,15 @@ _PATH_OPTIONS = {
     "resume": "--resume",
     "data": "--data",
     "output_dir": "--output_dir",
-    "realnvp": "--realnvp",
-    "ddpm": "--ddpm",
 }
 
 
 def _check_no_empty_paths(args: argparse.Namespace) -> None:
     """Raises ConfigError for a path option given as an empty string (``--output_dir ''``)."""
     from genmodels.errors import ConfigError
+    from genmodels.models import model_names
 
-    for attribute, option in _PATH_OPTIONS.items():
+    for attribute, option in {**_PATH_OPTIONS, **{name: f"--{name}" for name in model_names()}}.items():
         value = getattr(args, attribute, None)
         if value == "" or (isinstance(value, list) and "" in value):
             raise ConfigError(f"{option} must name a file or folder, got an empty string")
