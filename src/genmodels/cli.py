@@ -188,126 +188,137 @@ def _write_points(output: str, points: np.ndarray, columns: tuple[str, ...], wha
     print(f"wrote {what} to {where}", file=sys.stderr if is_special_path(output) else sys.stdout)
 
 
-# The options of ``train`` that set config keys: option -> the keys it sets.
+# The options of ``train`` that set config keys: option -> (type, the keys it sets, help).
 _TRAIN_KEYS = {
-    "epochs": ("training.epochs",),
-    "batch_size": ("training.batch_size",),
-    "lr": ("training.learning_rate",),
-    "seed": ("training.seed",),
-    "data": ("data.path",),
-    "drop_invalid": ("data.drop_invalid",),
-    "n_samples": ("sampling.n_samples",),
-    "sampling_steps": ("sampling.sampling_steps",),
-    "precision": ("training.precision", "sampling.precision"),
-    "compile": ("training.compile", "sampling.compile"),
+    "epochs": (int, ("training.epochs",), "training epochs"),
+    "batch_size": (int, ("training.batch_size",), "training batch size"),
+    "lr": (float, ("training.learning_rate",), "learning rate"),
+    "seed": (int, ("training.seed",), "random seed"),
+    "data": (str, ("data.path",), "CSV dataset"),
+    "n_samples": (int, ("sampling.n_samples",), "samples to draw after training"),
+    "sampling_steps": (int, ("sampling.sampling_steps",), "reverse steps (0 = all; fewer: the DDIM sampler)"),
+    "drop_invalid": (None, ("data.drop_invalid",), "drop CSV rows with bad cells (counted)"),
+    "precision": (None, ("training.precision", "sampling.precision"), ""),
+    "compile": (None, ("training.compile", "sampling.compile"), "by default training is eager"),
 }
+_CHOICES = {"device": ["auto", "cpu", "cuda"], "format": ["png", "svg", "pdf"]}
 
 
 def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None:
-    from genmodels.config import default_config
+    from genmodels.config import config_to_dict, default_config
     from genmodels.models import get_spec
 
-    spec = default_config(model_type).training  # the specification's values, which the shipped configs hold
-    add = parser.add_argument
+    add, defaults = parser.add_argument, config_to_dict(default_config(model_type))
     add(
         "--config",
-        help=f"YAML config (default: configs/{model_type}.yaml if it exists, else the built-in defaults)",
+        help=f"YAML config (default: configs/{model_type}.yaml if it exists, else built-in defaults)",
     )
-    add("--epochs", type=int, help=f"training epochs (training.epochs; default {spec.epochs})")
-    add(
-        "--batch_size", type=int, help=f"training batch size (training.batch_size; default {spec.batch_size})"
-    )
-    add("--lr", type=float, help=f"learning rate (training.learning_rate; default {spec.learning_rate:g})")
-    add("--seed", type=int, help=f"random seed (training.seed; default {spec.seed})")
-    add("--data", help="CSV dataset (data.path; default 689_data.csv)")
-    add("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)")
+    takes = {f"sampling.{key}" for key in get_spec(model_type).sample_options.values()}
+    for option, (kind, keys, text) in _TRAIN_KEYS.items():
+        section, key = keys[0].split(".")
+        if kind is not None and (section != "sampling" or key == "n_samples" or keys[0] in takes):
+            add(f"--{option}", type=kind, help=f"{text} ({keys[0]}; default {defaults[section][key]})")
+    add("--drop_invalid", action="store_const", const=True, help=_TRAIN_KEYS["drop_invalid"][2])
+    _add_speed_options(parser, "training.precision and sampling.precision", _TRAIN_KEYS["compile"][2])
+    add("--device", default="auto", choices=_CHOICES["device"], help="device (default auto)")
     add("--output_dir", default="outputs", help="where outputs are written (default outputs)")
-    add(
-        "--resume",
-        help="continue from a checkpoint, or 'auto' for OUTPUT_DIR's latest one (a new run if none)",
-    )
-    add("--drop_invalid", action="store_const", const=True, help="drop CSV rows with bad cells (counted)")
-    add("--n_samples", type=int, help="samples to draw after training (sampling.n_samples)")
-    if "sampling_steps" in get_spec(model_type).sample_options.values():
-        add("--sampling_steps", type=int, help="reverse steps (0 = all; fewer uses the DDIM sampler)")
-    _add_speed_options(
-        parser,
-        "training.precision and sampling.precision; default float32",
-        "sets training.compile and sampling.compile to on or off; by default training is eager and "
-        "sampling compiles where it was measured to win",
-    )
+    add("--resume", help="continue from a checkpoint, or 'auto': OUTPUT_DIR's latest one (a new run if none)")
     add("--quiet", action="store_true", help="no progress bars or config printout")
-    add("--format", default="png", choices=["png", "svg", "pdf"], help="figure format (default png)")
+    add("--format", default="png", choices=_CHOICES["format"], help="figure format (default png)")
     add(
         "--tensorboard",
         action="store_true",
-        help="also log training to OUTPUT_DIR/tensorboard (pip install tensorboard)",
+        help="also log to OUTPUT_DIR/tensorboard (pip install tensorboard)",
     )
 
 
-def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, compile_keys: str) -> None:
+def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, compile_default: str) -> None:
     parser.add_argument(
         "--precision",
         choices=["float32", "bfloat16"],
-        help=f"bfloat16: mixed-precision matrix products, faster on CPUs with AVX-512 BF16 and on GPUs "
-        f"(sets {precision_keys})",
+        help=f"bfloat16: mixed-precision matrix products, faster with AVX-512 BF16 and on GPUs ({precision_keys})",
     )
     parser.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
-        help=f"use torch.compile, or not ({compile_keys}; pays off on long runs, see the README's Speed section)",
+        help=f"use torch.compile, or not ({compile_default}; see the README's Speed section)",
     )
 
 
 def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     """The ``genmodels`` argument parser; ``train_prog`` names the ``train <model>`` commands in their
     usage and errors (the specification's scripts give their own file name)."""
-    parser = argparse.ArgumentParser(
-        prog=train_prog or "genmodels",
-        description="Train and sample RealNVP flows and DDPM diffusion models on point data.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="train a model and write its figures, checkpoint and metrics")
-    models = train.add_subparsers(dest="model_type", required=True)
     from genmodels.models import model_names
 
+    parser = argparse.ArgumentParser(
+        prog=train_prog or "genmodels",
+        description="Train and sample flows and diffusion models on point data.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a model and write its figures, checkpoint and metrics")
+    models = train.add_subparsers(dest="model_type", required=True)
     for model_type in model_names():
         named = {"prog": train_prog} if train_prog else {}
         _add_train_options(models.add_parser(model_type, help=f"train {model_type}", **named), model_type)
-
-    sample = sub.add_parser("sample", help="draw samples from a checkpoint into a CSV file")
-    sample.add_argument("checkpoint")
-    sample.add_argument("-n", type=int, default=10000, help="number of samples (default 10000)")
-    sample.add_argument("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
-    sample.add_argument("--seed", type=_seed, default=0)
-    sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    sample.add_argument("--sampling_steps", type=int, help="DDPM: reverse steps (default 0 = all)")
-    sample.add_argument("--eta", type=float, help="DDPM DDIM: noise scale in [0, 1] (default 1)")
-    sample.add_argument(
-        "--ddim_spacing",
-        choices=["quadratic", "linear"],
-        help="DDPM DDIM: timestep spacing (default: the checkpoint's sampling.ddim_spacing)",
-    )
-    _add_speed_options(
-        sample,
-        "the sampler's precision; default: the checkpoint's sampling.precision",
-        "the DDPM network; default: the checkpoint's sampling.compile",
-    )
-
-    make = sub.add_parser("make-data", help="write a synthetic 2-D dataset as CSV")
-    make.add_argument("name", help="generator: text, two_moons, 8gaussians, checkerboard, pinwheel, ...")
-    make.add_argument("-n", type=int, default=65536, help="number of points (default 65536)")
-    make.add_argument("--seed", type=_seed, default=0)
-    make.add_argument("--text", default=None, help="for 'text': the characters to render (default 689)")
-    make.add_argument("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
-    _add_evaluate_parser(sub)
-    _add_compare_parser(sub)
-    _add_plot_parser(sub)
+    add = sub.add_parser("sample", help="draw samples from a checkpoint into a CSV file").add_argument
+    add("checkpoint")
+    add("-n", type=int, default=10000, help="number of samples (default 10000)")
+    add("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
+    add("--seed", type=_seed, default=0)
+    add("--device", default="auto", choices=_CHOICES["device"])
+    add("--sampling_steps", type=int, help="DDPM: reverse steps (default 0 = all)")
+    add("--eta", type=float, help="DDPM DDIM: noise scale in [0, 1] (default 1)")
+    add("--ddim_spacing", choices=["quadratic", "linear"], help="DDPM DDIM: default: the checkpoint's")
+    _add_speed_options(sub.choices["sample"], "default: the checkpoint's", "default: the checkpoint's")
+    add = sub.add_parser("make-data", help="write a synthetic 2-D dataset as CSV").add_argument
+    add("name", help="generator: text, two_moons, 8gaussians, checkerboard, pinwheel, ...")
+    add("-n", type=int, default=65536, help="number of points (default 65536)")
+    add("--seed", type=_seed, default=0)
+    add("--text", help="for 'text': the characters to render (default 689)")
+    add("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
+    _add_evaluation_parsers(sub)
+    add = sub.add_parser(
+        "plot", help="write every figure of a checkpoint's model and the results page"
+    ).add_argument
+    add("checkpoint")
+    add("--output_dir", help="run directory for figures/ and index.html (default: the checkpoint's run)")
+    add("--format", default="png", choices=_CHOICES["format"], help="figure format")
+    add("--data", help="CSV of real points (default: the held-out split in the checkpoint)")
+    add("--text", help="text rendered in the data, to colour points by glyph (e.g. 689)")
+    add("-n", "--n_samples", type=int, default=5000, help="samples to draw (default 5000)")
+    add("--seed", type=_seed, default=0)
+    add("--device", default="auto", choices=_CHOICES["device"])
     # Each command's own parser, so that an option it does not know is reported with its usage.
     for command in [*sub.choices.values(), *models.choices.values()]:
         command.set_defaults(command_parser=command)
     return parser
+
+
+def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
+    from genmodels.models import get_spec, model_names
+
+    evaluate = sub.add_parser("evaluate", help="held-out likelihood, sample quality and mode coverage")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--output", help="JSON file for the metrics ('-': standard output)")
+    compare = sub.add_parser("compare", help="evaluate runs side by side: compare.md and figures/compare.png")
+    compare.add_argument("run_dirs", nargs="*", help="training output directories (their checkpoints/)")
+    for name in model_names():
+        compare.add_argument(f"--{name}", help=f"a {get_spec(name).title} checkpoint")
+    compare.add_argument(
+        "--output_dir", help="where compare.md and figures/ go (default: the first RUN_DIR, else .)"
+    )
+    for add in (evaluate.add_argument, compare.add_argument):
+        add("--data", help="CSV of evaluation points (default: the held-out split stored in the checkpoint)")
+        add("--drop_invalid", action="store_true", help="drop --data rows with bad cells instead of failing")
+        add("-n", type=int, default=3000, help="samples to generate (default 3000)")
+        add("--n_eval", type=int, help="points per sample in the two-sample tests (default min(n, N_real/2))")
+        add("--ode_points", type=int, help="DDPM: points for the ODE likelihood (default 1000; 0 skips)")
+        add("--bound_points", type=int, help="DDPM: points for the variational bound (default 1000)")
+        add("--n_boot", type=int, default=10, help="bootstrap replicates (default 10)")
+        add("--dataset", help="generator that made the data (e.g. checkerboard), for the exact entropy")
+        add("--text", help="text rendered in the data, for mode coverage (default: detect '689')")
+        add("--seed", type=_seed, default=0)
+        add("--device", default="cpu", choices=_CHOICES["device"], help="device (default cpu)")
 
 
 def _train_config(args: argparse.Namespace) -> RunConfig:
@@ -334,10 +345,9 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
         config = load_config(args.config or shipped, model_type)
     else:
         config = default_config(model_type)
-    given = {option: getattr(args, option, None) for option in _TRAIN_KEYS}
-    overrides = {key: value for option, value in given.items() for key in _TRAIN_KEYS[option]}
-    options = {key: f"--{option}" for option, keys in _TRAIN_KEYS.items() for key in keys}
-    return with_overrides(config, overrides, options=options)
+    keys = {key: option for option, (_, keys, _) in _TRAIN_KEYS.items() for key in keys}
+    overrides = {key: getattr(args, option, None) for key, option in keys.items()}
+    return with_overrides(config, overrides, options={key: f"--{option}" for key, option in keys.items()})
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -413,22 +423,15 @@ def _sampling_settings(args: argparse.Namespace, payload: dict) -> SamplingConfi
     from genmodels.config import with_overrides
 
     given = {key: getattr(args, key) for key in _SAMPLER_OPTIONS if getattr(args, key) is not None}
-    shown = {
-        f"--{key} {value:g}" if isinstance(value, float) else f"--{key} {value}": key
-        for key, value in given.items()
-    }
-    _refuse_options_the_model_lacks(
-        shown, payload["model_type"], args.checkpoint, lambda spec: spec.sample_options.values()
-    )
-    overrides = {"sampling_steps": 0, "eta": 1.0, **given, "n_samples": args.n}
-    overrides |= {"precision": args.precision, "compile": args.compile}
-    options = {f"sampling.{key}": f"--{key}" for key in (*_SAMPLER_OPTIONS, "precision", "compile")}
-    config = with_overrides(
-        payload["config"],
-        {f"sampling.{k}": v for k, v in overrides.items()},
-        options=options | {"sampling.n_samples": "-n"},
-    )
-    return config.sampling
+    shown = {f"--{key} {value}": key for key, value in given.items()}
+    offers = lambda spec: spec.sample_options.values()  # noqa: E731
+    _refuse_options_the_model_lacks(shown, payload["model_type"], args.checkpoint, offers)
+    values = {"sampling_steps": 0, "eta": 1.0, **given, "n_samples": args.n}
+    values |= {"precision": args.precision, "compile": args.compile}
+    options = {f"sampling.{key}": "-n" if key == "n_samples" else f"--{key}" for key in values}
+    return with_overrides(
+        payload["config"], {f"sampling.{k}": v for k, v in values.items()}, options=options
+    ).sampling
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -490,56 +493,6 @@ def _make_data(args: argparse.Namespace) -> int:
         raise ConfigError(f"make-data {args.name}: {error}") from None
     _write_points(args.output, points, ("x", "y"), f"{len(points)} points of {args.name}")
     return 0
-
-
-def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", help="CSV of evaluation points (default: the held-out split stored in the checkpoint)"
-    )
-    parser.add_argument(
-        "--drop_invalid", action="store_true", help="drop --data rows with bad cells instead of failing"
-    )
-    parser.add_argument("-n", type=int, default=3000, help="samples to generate (default 3000)")
-    parser.add_argument(
-        "--n_eval", type=int, help="points per sample in the two-sample tests (default min(n, N_real/2))"
-    )
-    parser.add_argument(
-        "--ode_points", type=int, help="DDPM: points for the ODE likelihood (default 1000; 0 skips)"
-    )
-    parser.add_argument(
-        "--bound_points", type=int, help="DDPM: points for the variational bound (default 1000)"
-    )
-    parser.add_argument("--n_boot", type=int, default=10, help="bootstrap replicates (default 10)")
-    parser.add_argument(
-        "--dataset", help="generator that made the data (e.g. checkerboard), for the exact entropy"
-    )
-    parser.add_argument("--text", help="text rendered in the data, for mode coverage (default: detect '689')")
-    parser.add_argument("--seed", type=_seed, default=0)
-    parser.add_argument(
-        "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device (default cpu)"
-    )
-
-
-def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    evaluate = sub.add_parser(
-        "evaluate", help="held-out likelihood, sample quality and mode coverage of a checkpoint"
-    )
-    evaluate.add_argument("checkpoint")
-    _add_evaluation_options(evaluate)
-    evaluate.add_argument("--output", help="JSON file for the metrics ('-': standard output)")
-
-
-def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
-    compare = sub.add_parser("compare", help="evaluate runs side by side: compare.md and figures/compare.png")
-    compare.add_argument("run_dirs", nargs="*", help="training output directories (their checkpoints/)")
-    from genmodels.models import get_spec, model_names
-
-    for name in model_names():
-        compare.add_argument(f"--{name}", help=f"a {get_spec(name).title} checkpoint")
-    compare.add_argument(
-        "--output_dir", help="where compare.md and figures/ go (default: the first RUN_DIR, else .)"
-    )
-    _add_evaluation_options(compare)
 
 
 def _evaluation_kwargs(args: argparse.Namespace) -> dict:
@@ -642,20 +595,6 @@ def _compare(args: argparse.Namespace) -> int:
     for path in paths.values():
         print(f"wrote {path}")
     return 0
-
-
-def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
-    plot = sub.add_parser("plot", help="write every figure of a checkpoint's model and the results page")
-    plot.add_argument("checkpoint")
-    plot.add_argument(
-        "--output_dir", help="run directory for figures/ and index.html (default: the checkpoint's run)"
-    )
-    plot.add_argument("--format", default="png", choices=["png", "svg", "pdf"], help="figure format")
-    plot.add_argument("--data", help="CSV of real points (default: the held-out split in the checkpoint)")
-    plot.add_argument("--text", help="text rendered in the data, to colour points by glyph (e.g. 689)")
-    plot.add_argument("-n", "--n_samples", type=int, default=5000, help="samples to draw (default 5000)")
-    plot.add_argument("--seed", type=_seed, default=0)
-    plot.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
 def _plot(args: argparse.Namespace) -> int:

@@ -83,20 +83,13 @@ class SamplingConfig:
     Attributes:
         n_samples: samples drawn for the results figure and the written sample file.
         n_eval: points on each side of the two-sample tests (0 = the size of the held-out split).
-        sampling_steps: DDPM only: reverse steps (0 = all ``diffusion_steps``, ancestral sampling;
-            fewer uses the strided DDIM sampler).
-        eta: DDPM only: DDIM stochasticity (1 = ancestral-like noise, 0 = deterministic).
-        ddim_spacing: DDPM only: where the DDIM sampler's timesteps lie: ``"quadratic"`` (dense near
-            the data; at 100 of 2,500 steps its samples were as good as the full sampler's) or
-            ``"linear"`` (evenly spaced).
-        chunk_size: points taken through all reverse steps at once: bounds memory, and a few thousand
-            keep a DDPM's activations in the CPU's cache.
-        precision: ``"float32"``, or ``"bfloat16"`` to run the networks' matrix products in bfloat16
-            (autocast; the flow and diffusion arithmetic stay in float32).
-        compile: sample with the DDPM denoising network compiled by ``torch.compile``: ``"on"``,
-            ``"off"``, or ``"auto"``: on where it was measured to win, in bfloat16 when the sampling is
-            long enough to repay the compilation (:func:`genmodels.train.acceleration.worth_compiling`).
-            ``true``/``false`` mean on/off.
+        sampling_steps, eta, ddim_spacing: the sampler's options (``ModelSpec.sample_options``), for
+            DDPM: reverse steps (0 = all; fewer: the strided DDIM sampler), its noise scale (1 =
+            ancestral-like, 0 = deterministic) and timestep spacing (``"quadratic"``: dense near the data).
+        chunk_size: points taken through all reverse steps at once (bounds memory).
+        precision: ``"float32"``, or ``"bfloat16"`` for the networks' matrix products (autocast).
+        compile: ``torch.compile`` the DDPM network: ``"on"``, ``"off"`` or ``"auto"``
+            (:func:`genmodels.train.acceleration.worth_compiling`); ``true``/``false`` mean on/off.
     """
 
     n_samples: Int = Field(20000, ge=1)
@@ -125,15 +118,10 @@ class TrainingConfig:
             and sampling (0 disables the average).
         eval_every: compute held-out metrics every this many epochs (and at the last one).
         checkpoint_every: write a resumable checkpoint every this many epochs (0 = only at the end).
-        precision: ``"float32"``, or ``"bfloat16"`` for mixed precision: the networks' matrix products
-            run in bfloat16 (autocast), while the weights, the optimizer, the flow's log-determinants
-            and the diffusion arithmetic stay in float32. Held-out metrics are always float32.
-        compile: ``"on"`` compiles the training loss (forward and backward) with ``torch.compile``;
-            the first step of each batch shape pays the compilation. ``"auto"`` does so only where it
-            was measured to be faster (:func:`genmodels.train.acceleration.worth_compiling_training`: a
-            RealNVP on a CPU with a C++ compiler, for runs of at least 1.5e7 training points in all).
-            The default is ``"off"``: the one compiled default run had gradient-norm spikes that the
-            eager run had not. ``true``/``false`` mean on/off.
+        precision: ``"float32"``, or ``"bfloat16"``: the networks' matrix products in bfloat16
+            (autocast); weights, optimizer, log-determinants and held-out metrics stay float32.
+        compile: ``torch.compile`` the training loss: ``"on"``, ``"off"`` or ``"auto"``
+            (:func:`genmodels.train.acceleration.worth_compiling_training`); ``true``/``false`` mean on/off.
     """
 
     epochs: Int = Field(500, ge=1)
@@ -141,7 +129,7 @@ class TrainingConfig:
     learning_rate: Float = Field(1e-3, gt=0)
     lr_decay: Float = Field(0.999, gt=0, le=1)
     seed: Seed = 42
-    grad_clip: Float = Field(100.0, ge=0)
+    grad_clip: Float = Field(100.0, ge=0, allow_inf_nan=True)  # .inf: no clipping, as 0
     weight_decay: Float = Field(0.0, ge=0)
     ema_decay: Float = Field(0.999, ge=0, lt=1)
     eval_every: Int = Field(10, ge=1)
