@@ -19,20 +19,21 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["main", "build_parser"]
+    from genmodels.config import RunConfig, SamplingConfig
+    from genmodels.models import ModelSpec
 
-_SPEC_DEFAULTS = {"realnvp": "configs/realnvp.yaml", "ddpm": "configs/ddpm.yaml"}
+__all__ = ["main", "build_parser"]
 
 
 def _seed(text: str) -> int:
-    """argparse type of ``--seed``: an integer in [0, 2^32)."""
+    """argparse type of ``--seed`` where no config checks it: an integer in [0, 2^32)."""
     from genmodels.config import MAX_SEED
 
     try:
@@ -187,192 +188,183 @@ def _write_points(output: str, points: np.ndarray, columns: tuple[str, ...], wha
     print(f"wrote {what} to {where}", file=sys.stderr if is_special_path(output) else sys.stdout)
 
 
-def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None:
-    parser.add_argument(
-        "--config",
-        default=None,
-        help=f"YAML config (default: {_SPEC_DEFAULTS[model_type]} if it exists, else the built-in defaults)",
-    )
-    from genmodels.config import default_config
+# The options of ``train`` that set config keys: option -> (type, the keys it sets, help).
+_TRAIN_KEYS = {
+    "epochs": (int, ("training.epochs",), "training epochs"),
+    "batch_size": (int, ("training.batch_size",), "training batch size"),
+    "lr": (float, ("training.learning_rate",), "learning rate"),
+    "seed": (int, ("training.seed",), "random seed"),
+    "data": (str, ("data.path",), "CSV dataset"),
+    "n_samples": (int, ("sampling.n_samples",), "samples to draw after training"),
+    "sampling_steps": (int, ("sampling.sampling_steps",), "reverse steps (0 = all; fewer: the DDIM sampler)"),
+    "drop_invalid": (None, ("data.drop_invalid",), "drop CSV rows with bad cells (counted)"),
+    "precision": (None, ("training.precision", "sampling.precision"), ""),
+    "compile": (None, ("training.compile", "sampling.compile"), "by default training is eager"),
+}
+_CHOICES = {"device": ["auto", "cpu", "cuda"], "format": ["png", "svg", "pdf"]}
 
-    spec = default_config(model_type).training  # the specification's values, which the shipped configs hold
-    parser.add_argument(
-        "--epochs", type=int, help=f"training epochs (overrides training.epochs; default {spec.epochs})"
+
+def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None:
+    from genmodels.config import config_to_dict, default_config
+    from genmodels.models import get_spec
+
+    add, defaults = parser.add_argument, config_to_dict(default_config(model_type))
+    add(
+        "--config",
+        help=f"YAML config (default: configs/{model_type}.yaml if it exists, else built-in defaults)",
     )
-    parser.add_argument(
-        "--batch_size",
-        type=int,
-        help=f"training batch size (overrides training.batch_size; default {spec.batch_size})",
-    )
-    parser.add_argument(
-        "--lr",
-        type=float,
-        help=f"learning rate (overrides training.learning_rate; default {spec.learning_rate:g})",
-    )
-    parser.add_argument(
-        "--seed", type=_seed, help=f"random seed (overrides training.seed; default {spec.seed})"
-    )
-    parser.add_argument("--data", help="CSV dataset (overrides data.path; default 689_data.csv)")
-    parser.add_argument(
-        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)"
-    )
-    parser.add_argument("--output_dir", default="outputs", help="where outputs are written (default outputs)")
-    parser.add_argument(
-        "--resume",
-        help="continue from a checkpoint, or 'auto' for OUTPUT_DIR's latest one (a new run where there is none)",
-    )
-    parser.add_argument("--drop_invalid", action="store_true", help="drop CSV rows with bad cells (counted)")
-    parser.add_argument("--n_samples", type=int, help="samples to draw after training (sampling.n_samples)")
-    if model_type == "ddpm":
-        parser.add_argument(
-            "--sampling_steps", type=int, help="reverse steps (0 = all; fewer uses the DDIM sampler)"
-        )
-    _add_speed_options(
-        parser,
-        "training.precision and sampling.precision; default float32",
-        "sets training.compile and sampling.compile to on or off; by default training is eager and "
-        "sampling compiles where it was measured to win",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or config printout")
-    parser.add_argument(
-        "--format", default="png", choices=["png", "svg", "pdf"], help="figure format (default png)"
-    )
-    parser.add_argument(
+    takes = {f"sampling.{key}" for key in get_spec(model_type).sample_options.values()}
+    for option, (kind, keys, text) in _TRAIN_KEYS.items():
+        section, key = keys[0].split(".")
+        if kind is not None and (section != "sampling" or key == "n_samples" or keys[0] in takes):
+            add(f"--{option}", type=kind, help=f"{text} ({keys[0]}; default {defaults[section][key]})")
+    add("--drop_invalid", action="store_const", const=True, help=_TRAIN_KEYS["drop_invalid"][2])
+    _add_speed_options(parser, "training.precision and sampling.precision", _TRAIN_KEYS["compile"][2])
+    add("--device", default="auto", choices=_CHOICES["device"], help="device (default auto)")
+    add("--output_dir", default="outputs", help="where outputs are written (default outputs)")
+    add("--resume", help="continue from a checkpoint, or 'auto': OUTPUT_DIR's latest one (a new run if none)")
+    add("--quiet", action="store_true", help="no progress bars or config printout")
+    add("--format", default="png", choices=_CHOICES["format"], help="figure format (default png)")
+    add(
         "--tensorboard",
         action="store_true",
-        help="also log training to OUTPUT_DIR/tensorboard (pip install tensorboard)",
+        help="also log to OUTPUT_DIR/tensorboard (pip install tensorboard)",
     )
 
 
-def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, compile_keys: str) -> None:
+def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, compile_default: str) -> None:
     parser.add_argument(
         "--precision",
         choices=["float32", "bfloat16"],
-        help=f"bfloat16: mixed-precision matrix products, faster on CPUs with AVX-512 BF16 and on GPUs "
-        f"(sets {precision_keys})",
+        help=f"bfloat16: mixed-precision matrix products, faster with AVX-512 BF16 and on GPUs ({precision_keys})",
     )
     parser.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help=f"use torch.compile, or not ({compile_keys}; pays off on long runs, "
-        "see the README's Speed section)",
+        help=f"use torch.compile, or not ({compile_default}; see the README's Speed section)",
     )
-
-
-def _compile_setting(flag: bool | None) -> str | None:
-    """``--compile`` -> "on", ``--no-compile`` -> "off", neither -> None (the config decides)."""
-    return None if flag is None else ("on" if flag else "off")
 
 
 def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     """The ``genmodels`` argument parser; ``train_prog`` names the ``train <model>`` commands in their
     usage and errors (the specification's scripts give their own file name)."""
+    from genmodels.models import model_names
+
     parser = argparse.ArgumentParser(
         prog=train_prog or "genmodels",
-        description="Train and sample RealNVP flows and DDPM diffusion models on point data.",
+        description="Train and sample flows and diffusion models on point data.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-
     train = sub.add_parser("train", help="train a model and write its figures, checkpoint and metrics")
     models = train.add_subparsers(dest="model_type", required=True)
-    for model_type in ("realnvp", "ddpm"):
+    for model_type in model_names():
         named = {"prog": train_prog} if train_prog else {}
         _add_train_options(models.add_parser(model_type, help=f"train {model_type}", **named), model_type)
-
-    sample = sub.add_parser("sample", help="draw samples from a checkpoint into a CSV file")
-    sample.add_argument("checkpoint")
-    sample.add_argument("-n", type=int, default=10000, help="number of samples (default 10000)")
-    sample.add_argument("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
-    sample.add_argument("--seed", type=_seed, default=0)
-    sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    sample.add_argument("--sampling_steps", type=int, default=0, help="DDPM: reverse steps (0 = all)")
-    sample.add_argument("--eta", type=float, default=1.0, help="DDPM DDIM: noise scale in [0, 1]")
-    sample.add_argument(
-        "--ddim_spacing",
-        choices=["quadratic", "linear"],
-        help="DDPM DDIM: timestep spacing (default: the checkpoint's sampling.ddim_spacing)",
-    )
-    _add_speed_options(
-        sample,
-        "the sampler's precision; default: the checkpoint's sampling.precision",
-        "the DDPM network; default: the checkpoint's sampling.compile",
-    )
-
-    make = sub.add_parser("make-data", help="write a synthetic 2-D dataset as CSV")
-    make.add_argument("name", help="generator: text, two_moons, 8gaussians, checkerboard, pinwheel, ...")
-    make.add_argument("-n", type=int, default=65536, help="number of points (default 65536)")
-    make.add_argument("--seed", type=_seed, default=0)
-    make.add_argument("--text", default=None, help="for 'text': the characters to render (default 689)")
-    make.add_argument("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
-    _add_evaluate_parser(sub)
-    _add_compare_parser(sub)
-    _add_plot_parser(sub)
+    add = sub.add_parser("sample", help="draw samples from a checkpoint into a CSV file").add_argument
+    add("checkpoint")
+    add("-n", type=int, default=10000, help="number of samples (default 10000)")
+    add("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
+    add("--seed", type=_seed, default=0)
+    add("--device", default="auto", choices=_CHOICES["device"])
+    add("--sampling_steps", type=int, help="DDPM: reverse steps (default 0 = all)")
+    add("--eta", type=float, help="DDPM DDIM: noise scale in [0, 1] (default 1)")
+    add("--ddim_spacing", choices=["quadratic", "linear"], help="DDPM DDIM: default: the checkpoint's")
+    _add_speed_options(sub.choices["sample"], "default: the checkpoint's", "default: the checkpoint's")
+    add = sub.add_parser("make-data", help="write a synthetic 2-D dataset as CSV").add_argument
+    add("name", help="generator: text, two_moons, 8gaussians, checkerboard, pinwheel, ...")
+    add("-n", type=int, default=65536, help="number of points (default 65536)")
+    add("--seed", type=_seed, default=0)
+    add("--text", help="for 'text': the characters to render (default 689)")
+    add("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
+    _add_evaluation_parsers(sub)
+    add = sub.add_parser(
+        "plot", help="write every figure of a checkpoint's model and the results page"
+    ).add_argument
+    add("checkpoint")
+    add("--output_dir", help="run directory for figures/ and index.html (default: the checkpoint's run)")
+    add("--format", default="png", choices=_CHOICES["format"], help="figure format")
+    add("--data", help="CSV of real points (default: the held-out split in the checkpoint)")
+    add("--text", help="text rendered in the data, to colour points by glyph (e.g. 689)")
+    add("-n", "--n_samples", type=int, default=5000, help="samples to draw (default 5000)")
+    add("--seed", type=_seed, default=0)
+    add("--device", default="auto", choices=_CHOICES["device"])
     # Each command's own parser, so that an option it does not know is reported with its usage.
     for command in [*sub.choices.values(), *models.choices.values()]:
         command.set_defaults(command_parser=command)
     return parser
 
 
-def _train(args: argparse.Namespace) -> int:
-    from genmodels.config import config_to_dict, default_config, load_config, with_overrides, yaml_settings
-    from genmodels.data import check_data_path
-    from genmodels.errors import ConfigError
-    from genmodels.fileio import json_text
-    from genmodels.run import run_training
-    from genmodels.train.acceleration import resolve_device
+def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
+    from genmodels.models import get_spec, model_names
 
-    model_type = args.model_type
-    out = Path(args.output_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(
-            f"--output_dir {args.output_dir} is a file; expected a directory (it is created if missing)"
-        )
+    evaluate = sub.add_parser("evaluate", help="held-out likelihood, sample quality and mode coverage")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--output", help="JSON file for the metrics ('-': standard output)")
+    compare = sub.add_parser("compare", help="evaluate runs side by side: compare.md and figures/compare.png")
+    compare.add_argument("run_dirs", nargs="*", help="training output directories (their checkpoints/)")
+    for name in model_names():
+        compare.add_argument(f"--{name}", help=f"a {get_spec(name).title} checkpoint")
+    compare.add_argument(
+        "--output_dir", help="where compare.md and figures/ go (default: the first RUN_DIR, else .)"
+    )
+    for add in (evaluate.add_argument, compare.add_argument):
+        add("--data", help="CSV of evaluation points (default: the held-out split stored in the checkpoint)")
+        add("--drop_invalid", action="store_true", help="drop --data rows with bad cells instead of failing")
+        add("-n", type=int, default=3000, help="samples to generate (default 3000)")
+        add("--n_eval", type=int, help="points per sample in the two-sample tests (default min(n, N_real/2))")
+        add("--ode_points", type=int, help="DDPM: points for the ODE likelihood (default 1000; 0 skips)")
+        add("--bound_points", type=int, help="DDPM: points for the variational bound (default 1000)")
+        add("--n_boot", type=int, default=10, help="bootstrap replicates (default 10)")
+        add("--dataset", help="generator that made the data (e.g. checkerboard), for the exact entropy")
+        add("--text", help="text rendered in the data, for mode coverage (default: detect '689')")
+        add("--seed", type=_seed, default=0)
+        add("--device", default="cpu", choices=_CHOICES["device"], help="device (default cpu)")
+
+
+def _train_config(args: argparse.Namespace) -> RunConfig:
+    """The run's config: the resumed run's (with ``--config`` laid over it), or ``--config``, or the
+    shipped ``configs/<model>.yaml``, or the defaults; then the options given."""
+    from genmodels.config import default_config, load_config, with_overrides, yaml_settings
+    from genmodels.train.checkpoint import load_checkpoint
+
+    model_type, out = args.model_type, Path(args.output_dir)
     last = out / "checkpoints" / f"{model_type}_last.pt"
     if args.resume == "auto" and not (last.exists() or last.is_symlink()):
         logging.getLogger("genmodels.run").warning(
             "--resume auto: no %s run to resume in %s (no %s); starting a new one", model_type, out, last
         )
         args.resume = None
-    if args.resume is not None:
-        # Continue the stored run as it was configured; a --config file and the options given now
-        # override only what they set.
-        from genmodels.train.checkpoint import load_checkpoint
-
-        resume_path = last if args.resume == "auto" else args.resume
-        config = load_checkpoint(resume_path, expected_type=model_type)["config"]
+    shipped = Path(f"configs/{model_type}.yaml")
+    if args.resume is not None:  # the stored run as it was configured; --config changes what it sets
+        config = load_checkpoint(last if args.resume == "auto" else args.resume, expected_type=model_type)[
+            "config"
+        ]
         if args.config is not None:
             config = with_overrides(config, yaml_settings(args.config, model_type), source=args.config)
-    elif args.config is not None:
-        config = load_config(args.config, model_type)
-    elif Path(_SPEC_DEFAULTS[model_type]).is_file():
-        config = load_config(_SPEC_DEFAULTS[model_type], model_type)
+    elif args.config is not None or shipped.is_file():
+        config = load_config(args.config or shipped, model_type)
     else:
         config = default_config(model_type)
-    overrides = {
-        "training.epochs": args.epochs,
-        "training.batch_size": args.batch_size,
-        "training.learning_rate": args.lr,
-        "training.seed": args.seed,
-        "data.path": args.data,
-        "data.drop_invalid": True if args.drop_invalid else None,
-        "sampling.n_samples": args.n_samples,
-        "sampling.sampling_steps": getattr(args, "sampling_steps", None),
-        "training.precision": args.precision,
-        "sampling.precision": args.precision,
-        "training.compile": _compile_setting(args.compile),
-        "sampling.compile": _compile_setting(args.compile),
-    }
-    config = with_overrides(config, overrides)
-    stored_path = Path(config.data.path)
-    if (
-        args.resume is not None
-        and args.data is None
-        and not stored_path.is_absolute()
-        and not stored_path.exists()
-    ):
-        from genmodels.errors import DataError
+    keys = {key: option for option, (_, keys, _) in _TRAIN_KEYS.items() for key in keys}
+    overrides = {key: getattr(args, option, None) for key, option in keys.items()}
+    return with_overrides(config, overrides, options={key: f"--{option}" for key, option in keys.items()})
 
+
+def _train(args: argparse.Namespace) -> int:
+    from genmodels.config import config_to_dict
+    from genmodels.data import check_data_path
+    from genmodels.errors import ConfigError, DataError
+    from genmodels.fileio import json_text
+    from genmodels.run import run_training
+    from genmodels.train.acceleration import resolve_device
+
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise ConfigError(
+            f"--output_dir {args.output_dir} is a file; expected a directory (it is created if missing)"
+        )
+    config = _train_config(args)
+    stored = Path(config.data.path)
+    if args.resume is not None and args.data is None and not stored.is_absolute() and not stored.exists():
         raise DataError(
             f"the run's data file {config.data.path} is not found from this folder ({Path.cwd()}); its "
             "path is relative to where the run was started: resume from there, or pass --data"
@@ -384,7 +376,7 @@ def _train(args: argparse.Namespace) -> int:
     if not args.quiet:
         import yaml
 
-        print(f"effective {model_type} config:")
+        print(f"effective {args.model_type} config:")
         print(yaml.safe_dump(config_to_dict(config), sort_keys=False).rstrip())
     result = run_training(
         config,
@@ -401,61 +393,72 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_options_the_model_lacks(
+    given: dict[str, str], model_type: str, checkpoint: str, offers: Callable[[ModelSpec], Collection[str]]
+) -> None:
+    """A ConfigError when an option given (``{option as written: what it needs}``) needs what the
+    checkpoint's model does not ``offer`` (a sampler option, a likelihood estimate), instead of
+    ignoring it."""
+    from genmodels.errors import ConfigError
+    from genmodels.models import get_spec, model_names
+
+    lacking = {shown: need for shown, need in given.items() if need not in offers(get_spec(model_type))}
+    if lacking:
+        owners = [
+            get_spec(n).title for n in model_names() if set(lacking.values()) <= set(offers(get_spec(n)))
+        ]
+        raise ConfigError(
+            f"{' and '.join(lacking)} {'applies' if len(lacking) == 1 else 'apply'} only to "
+            f"{' or '.join(owners) or 'other'} checkpoints; {checkpoint} is a {model_type} one"
+        )
+
+
+# Options of ``sample`` that set a sampling key some models' samplers take (spec.sample_options).
+_SAMPLER_OPTIONS = ("sampling_steps", "eta", "ddim_spacing")
+
+
+def _sampling_settings(args: argparse.Namespace, payload: dict) -> SamplingConfig:
+    """The checkpoint's sampling settings with ``sample``'s options laid over them (all reverse steps
+    and eta 1 unless given), checked as a config is."""
+    from genmodels.config import with_overrides
+
+    given = {key: getattr(args, key) for key in _SAMPLER_OPTIONS if getattr(args, key) is not None}
+    shown = {f"--{key} {value}": key for key, value in given.items()}
+    offers = lambda spec: spec.sample_options.values()  # noqa: E731
+    _refuse_options_the_model_lacks(shown, payload["model_type"], args.checkpoint, offers)
+    values = {"sampling_steps": 0, "eta": 1.0, **given, "n_samples": args.n}
+    values |= {"precision": args.precision, "compile": args.compile}
+    options = {f"sampling.{key}": "-n" if key == "n_samples" else f"--{key}" for key in values}
+    return with_overrides(
+        payload["config"], {f"sampling.{k}": v for k, v in values.items()}, options=options
+    ).sampling
+
+
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from genmodels.errors import CheckpointError, ConfigError
+    from genmodels.errors import CheckpointError
     from genmodels.evaluation.sampling import sample_model
     from genmodels.train.acceleration import compiled_network, resolve_device, worth_compiling
     from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
-    if args.n < 1:
-        raise ConfigError(f"-n must be >= 1 (got {args.n})")
-    if args.sampling_steps < 0:
-        raise ConfigError(f"--sampling_steps must be >= 0 (got {args.sampling_steps})")
-    if not 0.0 <= args.eta <= 1.0:
-        raise ConfigError(f"--eta must be in [0, 1] (got {args.eta})")
     _check_output_file("-o", args.output, args.checkpoint, csv=True)
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
+    settings = _sampling_settings(args, payload)
     _check_not_the_runs_own_files("-o", args.output, args.checkpoint, payload)
     _check_sample_memory(args.n, int(payload["dim"]))
     model = model_from_checkpoint(payload, device=device)
-    steps = getattr(model, "diffusion_steps", None)
-    if args.sampling_steps and (steps is None or args.sampling_steps > steps):
-        expected = (
-            "applies only to DDPM checkpoints" if steps is None else f"must be at most {steps} (0 = all)"
-        )
-        raise ConfigError(f"--sampling_steps {args.sampling_steps} {expected}")
-    if args.eta != 1.0 and steps is None:
-        raise ConfigError(
-            f"--eta {args.eta:g} applies only to DDPM checkpoints (the strided sampler's noise)"
-        )
-    ddim_spacing = args.ddim_spacing
-    if steps is not None and args.sampling_steps in (0, steps):  # the ancestral sampler: no DDIM options
-        unused = [f"--eta {args.eta:g}"] if args.eta != 1.0 else []
-        unused += [f"--ddim_spacing {ddim_spacing}"] if ddim_spacing is not None else []
-        if unused:
-            warnings.warn(
-                f"{' and '.join(unused)} {'has' if len(unused) == 1 else 'have'} no effect: "
-                f"{'it sets' if len(unused) == 1 else 'they set'} the strided DDIM sampler, and all {steps} "
-                f"steps run the ancestral sampler; pass --sampling_steps below {steps} to use it",
-                stacklevel=1,
-            )
-        args.eta, ddim_spacing = 1.0, None  # warned here, not again by DDPM.sample
-    stored = payload["config"].sampling  # the run's own settings, unless overridden here
-    precision = args.precision or stored.precision
-    setting = _compile_setting(args.compile) or stored.compile
-    compiled = worth_compiling(setting, model, args.n, args.sampling_steps, precision)
-    with compiled_network(model, compiled):
+    steps, precision = settings.sampling_steps, settings.precision
+    with compiled_network(model, worth_compiling(settings.compile, model, args.n, steps, precision)):
         samples = sample_model(
             model,
             args.n,
             seed=args.seed,
-            sampling_steps=args.sampling_steps,
-            eta=args.eta,
+            sampling_steps=steps,
+            eta=settings.eta,
             precision=precision,
-            ddim_spacing=ddim_spacing or stored.ddim_spacing,
+            ddim_spacing=settings.ddim_spacing,
         )
     bad = int((~np.isfinite(samples).all(axis=1)).sum())
     if bad:
@@ -492,54 +495,6 @@ def _make_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", help="CSV of evaluation points (default: the held-out split stored in the checkpoint)"
-    )
-    parser.add_argument(
-        "--drop_invalid", action="store_true", help="drop --data rows with bad cells instead of failing"
-    )
-    parser.add_argument("-n", type=int, default=3000, help="samples to generate (default 3000)")
-    parser.add_argument(
-        "--n_eval", type=int, help="points per sample in the two-sample tests (default min(n, N_real/2))"
-    )
-    parser.add_argument(
-        "--ode_points", type=int, help="DDPM: points for the ODE likelihood (default 1000; 0 skips)"
-    )
-    parser.add_argument(
-        "--bound_points", type=int, help="DDPM: points for the variational bound (default 1000)"
-    )
-    parser.add_argument("--n_boot", type=int, default=10, help="bootstrap replicates (default 10)")
-    parser.add_argument(
-        "--dataset", help="generator that made the data (e.g. checkerboard), for the exact entropy"
-    )
-    parser.add_argument("--text", help="text rendered in the data, for mode coverage (default: detect '689')")
-    parser.add_argument("--seed", type=_seed, default=0)
-    parser.add_argument(
-        "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device (default cpu)"
-    )
-
-
-def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
-    evaluate = sub.add_parser(
-        "evaluate", help="held-out likelihood, sample quality and mode coverage of a checkpoint"
-    )
-    evaluate.add_argument("checkpoint")
-    _add_evaluation_options(evaluate)
-    evaluate.add_argument("--output", help="JSON file for the metrics ('-': standard output)")
-
-
-def _add_compare_parser(sub: argparse._SubParsersAction) -> None:
-    compare = sub.add_parser("compare", help="evaluate runs side by side: compare.md and figures/compare.png")
-    compare.add_argument("run_dirs", nargs="*", help="training output directories (their checkpoints/)")
-    compare.add_argument("--realnvp", help="a RealNVP checkpoint")
-    compare.add_argument("--ddpm", help="a DDPM checkpoint")
-    compare.add_argument(
-        "--output_dir", help="where compare.md and figures/ go (default: the first RUN_DIR, else .)"
-    )
-    _add_evaluation_options(compare)
-
-
 def _evaluation_kwargs(args: argparse.Namespace) -> dict:
     from genmodels.data import GENERATORS
     from genmodels.errors import ConfigError
@@ -558,7 +513,7 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
             glyph_area(args.text)
         except ValueError as error:
             raise ConfigError(f"--text: {error}") from None
-    for flag in DDPM_EVALUATION_OPTIONS:
+    for flag in _LIKELIHOOD_OPTIONS:
         value = getattr(args, flag)
         if value is not None and value < 0:
             raise ConfigError(f"--{flag} must be >= 0 (got {value})")
@@ -580,25 +535,9 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
     }
 
 
-# Options of ``evaluate`` and ``compare`` that only a DDPM's evaluation uses.
-DDPM_EVALUATION_OPTIONS = ("ode_points", "bound_points")
-
-
-def _check_ddpm_options(args: argparse.Namespace) -> None:
-    """A ConfigError when ``evaluate`` is given a DDPM-only option for a checkpoint of another model
-    (as ``sample --sampling_steps`` is), instead of ignoring it. Looks only when one was given."""
-    from genmodels.errors import ConfigError
-    from genmodels.train.checkpoint import load_checkpoint
-
-    given = [f"--{flag}" for flag in DDPM_EVALUATION_OPTIONS if getattr(args, flag) is not None]
-    if not given:
-        return
-    model_type = load_checkpoint(args.checkpoint)["model_type"]
-    if model_type != "ddpm":
-        raise ConfigError(
-            f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only to DDPM checkpoints; "
-            f"{args.checkpoint} is a {model_type} one"
-        )
+# Options of ``evaluate`` and ``compare`` that set a likelihood estimate: option -> its name in
+# spec.likelihoods.
+_LIKELIHOOD_OPTIONS = {"ode_points": "ode", "bound_points": "bound"}
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -608,7 +547,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     to_stdout = args.output == "-"
     if args.output is not None:
         _check_output_file("--output", args.output, args.checkpoint)
-    _check_ddpm_options(args)
+    given = {
+        f"--{flag}": name for flag, name in _LIKELIHOOD_OPTIONS.items() if getattr(args, flag) is not None
+    }
+    if given:
+        from genmodels.train.checkpoint import load_checkpoint
+
+        model_type = load_checkpoint(args.checkpoint)["model_type"]
+        _refuse_options_the_model_lacks(given, model_type, args.checkpoint, lambda spec: spec.likelihoods)
     result = evaluate_checkpoint(args.checkpoint, **_evaluation_kwargs(args))
     # With '--output -' the JSON alone goes to standard output, so it can be piped; the report to stderr.
     print(format_report(result.metrics), file=sys.stderr if to_stdout else sys.stdout)
@@ -622,7 +568,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from genmodels.errors import ConfigError
+    from genmodels.models import model_names
     from genmodels.plots.report import compare_checkpoints, run_checkpoints
+    from genmodels.train.checkpoint import load_checkpoint
 
     checkpoints = []
     for run_dir in args.run_dirs:
@@ -630,36 +578,23 @@ def _compare(args: argparse.Namespace) -> int:
             raise ConfigError(f"RUN_DIR {run_dir} does not exist")
         found = run_checkpoints(run_dir)
         if not found:
-            raise ConfigError(f"{run_dir} holds no checkpoints/realnvp.pt or checkpoints/ddpm.pt")
+            names = " or ".join(f"checkpoints/{name}.pt" for name in model_names())
+            raise ConfigError(f"{run_dir} holds no {names}")
         checkpoints += [(f"{model_type} ({run_dir})", path) for model_type, path in found]
-    for model_type in ("realnvp", "ddpm"):
-        if getattr(args, model_type):
-            from genmodels.train.checkpoint import load_checkpoint
-
-            load_checkpoint(getattr(args, model_type), expected_type=model_type)  # --ddpm x.pt: a DDPM's
-            checkpoints.append((f"{model_type} ({getattr(args, model_type)})", getattr(args, model_type)))
+    for model_type in model_names():
+        path = getattr(args, model_type)
+        if path:
+            load_checkpoint(path, expected_type=model_type)  # --ddpm x.pt: a DDPM's
+            checkpoints.append((f"{model_type} ({path})", path))
     if not checkpoints:
-        raise ConfigError("compare needs RUN_DIRs or --realnvp / --ddpm checkpoints")
+        options = " / ".join(f"--{name}" for name in model_names())
+        raise ConfigError(f"compare needs RUN_DIRs or {options} checkpoints")
     output_dir = args.output_dir or (args.run_dirs[0] if args.run_dirs else ".")
     table, paths = compare_checkpoints(checkpoints, output_dir, **_evaluation_kwargs(args))
     print(table)
     for path in paths.values():
         print(f"wrote {path}")
     return 0
-
-
-def _add_plot_parser(sub: argparse._SubParsersAction) -> None:
-    plot = sub.add_parser("plot", help="write every figure of a checkpoint's model and the results page")
-    plot.add_argument("checkpoint")
-    plot.add_argument(
-        "--output_dir", help="run directory for figures/ and index.html (default: the checkpoint's run)"
-    )
-    plot.add_argument("--format", default="png", choices=["png", "svg", "pdf"], help="figure format")
-    plot.add_argument("--data", help="CSV of real points (default: the held-out split in the checkpoint)")
-    plot.add_argument("--text", help="text rendered in the data, to colour points by glyph (e.g. 689)")
-    plot.add_argument("-n", "--n_samples", type=int, default=5000, help="samples to draw (default 5000)")
-    plot.add_argument("--seed", type=_seed, default=0)
-    plot.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -701,16 +636,15 @@ _PATH_OPTIONS = {
     "resume": "--resume",
     "data": "--data",
     "output_dir": "--output_dir",
-    "realnvp": "--realnvp",
-    "ddpm": "--ddpm",
 }
 
 
 def _check_no_empty_paths(args: argparse.Namespace) -> None:
     """Raises ConfigError for a path option given as an empty string (``--output_dir ''``)."""
     from genmodels.errors import ConfigError
+    from genmodels.models import model_names
 
-    for attribute, option in _PATH_OPTIONS.items():
+    for attribute, option in {**_PATH_OPTIONS, **{name: f"--{name}" for name in model_names()}}.items():
         value = getattr(args, attribute, None)
         if value == "" or (isinstance(value, list) and "" in value):
             raise ConfigError(f"{option} must name a file or folder, got an empty string")

@@ -1,27 +1,31 @@
-"""Typed, validated run configurations for RealNVP and DDPM, loaded from YAML.
+"""Typed, validated run configurations, loaded from YAML.
 
-A run config has four sections, each a frozen dataclass: ``model`` (architecture), ``training``
-(optimisation), ``data`` (file, split) and ``sampling`` (how many samples to draw and evaluate).
-The YAML files in ``configs/`` use the specification's keys; every other key has a default here.
-Unknown keys are an error that names the key, the file and the closest valid key; values of the wrong
-type or out of range are errors too. This module does not import torch.
+A run config has four sections: ``model`` (the model's own config dataclass, from its
+:class:`~genmodels.models.ModelSpec`), ``training`` (optimisation), ``data`` (file, split) and ``sampling``
+(how many samples to draw and evaluate). Each section is a frozen pydantic dataclass that validates
+itself when built (:func:`genmodels.models.base.settings`); :class:`RunConfig` adds the rules that span
+sections. The YAML files in ``configs/`` use the specification's keys; every other key has a default here.
+Built from a file or from options, an invalid config raises one :class:`ConfigError` listing every
+unknown key (with the closest valid one) and every invalid value (key, file, value, what is expected).
+This module does not import torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BeforeValidator, Field, StrictBool, ValidationError
 
 from genmodels.errors import ConfigError
 from genmodels.models import DDPMModelConfig, RealNVPModelConfig, get_spec, model_names
-from genmodels.models.base import _check, _shown, _type_problems, check_config_type
+from genmodels.models.base import Float, Int, check_config_type, settings
 
 __all__ = [
     "DataConfig",
@@ -31,41 +35,31 @@ __all__ = [
     "DDPMModelConfig",
     "RunConfig",
     "MODEL_TYPES",
+    "MAX_SEED",
     "check_config_type",
     "default_config",
     "load_config",
     "config_from_dict",
     "config_to_dict",
     "with_overrides",
+    "yaml_settings",
 ]
 
 MODEL_TYPES = model_names()
 
-
+# Seeds are the integers 0..2^32 - 1, which torch, numpy and scikit-learn (the C2ST) all accept.
 MAX_SEED = 2**32 - 1
+Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
+Precision = Literal["float32", "bfloat16"]
+# YAML reads on/off (and true/false) as booleans.
+Compile = Annotated[
+    Literal["auto", "on", "off"],
+    BeforeValidator(lambda v: ("on" if v else "off") if isinstance(v, bool) else v),
+]
+PathText = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)]
 
 
-def _valid_seed(seed: int) -> bool:
-    """Seeds are the integers 0..2^32 - 1, which torch, numpy and scikit-learn (the C2ST) all accept."""
-    return 0 <= seed <= MAX_SEED
-
-
-def _integer_hint(value: Any) -> str:
-    """For text YAML did not read as a number, though it is a whole one (``1e3``): how to write it."""
-    if not isinstance(value, str):
-        return ""
-    try:
-        number = float(value)
-    except ValueError:
-        return ""
-    if not (number.is_integer() and abs(number) < 1e15):
-        return ""
-    if value.strip() == str(int(number)):  # "64", quoted
-        return f"; write it without quotes: {int(number)}"
-    return f"; YAML reads {value.strip()} as text: write {int(number)}"
-
-
-@dataclass(frozen=True)
+@settings
 class DataConfig:
     """Where the data come from and how the held-out split is made.
 
@@ -76,72 +70,41 @@ class DataConfig:
         drop_invalid: drop rows with empty or non-numeric cells instead of failing.
     """
 
-    path: str = "689_data.csv"
-    test_fraction: float = 0.1
-    split_seed: int = 0
-    drop_invalid: bool = False
-
-    def problems(self) -> list[str]:
-        errors = _type_problems(self, "data")
-        if errors:
-            return errors
-        _check(errors, 0.0 <= self.test_fraction < 1.0, "data.test_fraction must be in [0, 1)")
-        _check(errors, bool(self.path), "data.path must not be empty")
-        _check(
-            errors,
-            _valid_seed(self.split_seed),
-            f"data.split_seed must be an integer in [0, 2^32) (got {self.split_seed})",
-        )
-        return errors
+    path: PathText = Field("689_data.csv", min_length=1)
+    test_fraction: Float = Field(0.1, ge=0, lt=1)
+    split_seed: Seed = 0
+    drop_invalid: StrictBool = False
 
 
-@dataclass(frozen=True)
+@settings
 class SamplingConfig:
     """How many samples the run draws for its figure and metrics.
 
     Attributes:
         n_samples: samples drawn for the results figure and the written sample file.
         n_eval: points on each side of the two-sample tests (0 = the size of the held-out split).
-        sampling_steps: DDPM only: reverse steps (0 = all ``diffusion_steps``, ancestral sampling;
-            fewer uses the strided DDIM sampler).
-        eta: DDPM only: DDIM stochasticity (1 = ancestral-like noise, 0 = deterministic).
-        ddim_spacing: DDPM only: where the DDIM sampler's timesteps lie: ``"quadratic"`` (dense near
-            the data; at 100 of 2,500 steps its samples were as good as the full sampler's) or
-            ``"linear"`` (evenly spaced).
-        chunk_size: points taken through all reverse steps at once: bounds memory, and a few thousand
-            keep a DDPM's activations in the CPU's cache.
-        precision: ``"float32"``, or ``"bfloat16"`` to run the networks' matrix products in bfloat16
-            (autocast; the flow and diffusion arithmetic stay in float32).
-        compile: sample with the DDPM denoising network compiled by ``torch.compile``: ``"on"``,
-            ``"off"``, or ``"auto"``: on where it was measured to win, in bfloat16 when the sampling is
-            long enough to repay the compilation (:func:`genmodels.train.acceleration.worth_compiling`).
-            ``true``/``false`` mean on/off.
+        sampling_steps, eta, ddim_spacing: the sampler's options (``ModelSpec.sample_options``), for
+            DDPM: reverse steps (0 = all; fewer: the strided DDIM sampler), its noise scale (1 =
+            ancestral-like, 0 = deterministic) and timestep spacing (``"quadratic"``: dense near the data).
+        chunk_size: points taken through all reverse steps at once (bounds memory).
+        precision: ``"float32"``, or ``"bfloat16"`` for the networks' matrix products (autocast).
+        compile: ``torch.compile`` the DDPM network: ``"on"``, ``"off"`` or ``"auto"``
+            (:func:`genmodels.train.acceleration.worth_compiling`); ``true``/``false`` mean on/off.
     """
 
-    n_samples: int = 20000
-    n_eval: int = 0
-    sampling_steps: int = 0
-    eta: float = 1.0
+    n_samples: Int = Field(20000, ge=1)
+    n_eval: Int = Field(0, ge=0)
+    sampling_steps: Int = Field(0, ge=0)
+    eta: Float = Field(1.0, ge=0, le=1)
     ddim_spacing: Literal["quadratic", "linear"] = "quadratic"
-    chunk_size: int = 4096
-    precision: Literal["float32", "bfloat16"] = "float32"
-    compile: Literal["auto", "on", "off"] = "auto"
-
-    def problems(self) -> list[str]:
-        errors = _type_problems(self, "sampling")
-        if errors:
-            return errors
-        _check(errors, self.n_samples >= 1, "sampling.n_samples must be >= 1")
-        _check(errors, self.n_eval >= 0, "sampling.n_eval must be >= 0")
-        _check(errors, self.sampling_steps >= 0, "sampling.sampling_steps must be >= 0")
-        _check(errors, 0.0 <= self.eta <= 1.0, "sampling.eta must be in [0, 1]")
-        _check(errors, self.chunk_size >= 1, "sampling.chunk_size must be >= 1")
-        return errors
+    chunk_size: Int = Field(4096, ge=1)
+    precision: Precision = "float32"
+    compile: Compile = "auto"
 
 
-@dataclass(frozen=True)
+@settings
 class TrainingConfig:
-    """Optimisation settings shared by both models.
+    """Optimisation settings shared by every model.
 
     Attributes:
         epochs: passes over the training split.
@@ -155,63 +118,35 @@ class TrainingConfig:
             and sampling (0 disables the average).
         eval_every: compute held-out metrics every this many epochs (and at the last one).
         checkpoint_every: write a resumable checkpoint every this many epochs (0 = only at the end).
-        precision: ``"float32"``, or ``"bfloat16"`` for mixed precision: the networks' matrix products
-            run in bfloat16 (autocast), while the weights, the optimizer, the flow's log-determinants
-            and the diffusion arithmetic stay in float32. Held-out metrics are always float32.
-        compile: ``"on"`` compiles the training loss (forward and backward) with ``torch.compile``;
-            the first step of each batch shape pays the compilation. ``"auto"`` does so only where it
-            was measured to be faster (:func:`genmodels.train.acceleration.worth_compiling_training`: a
-            RealNVP on a CPU with a C++ compiler, for runs of at least 1.5e7 training points in all).
-            The default is ``"off"``: the one compiled default run had gradient-norm spikes that the
-            eager run had not. ``true``/``false`` mean on/off.
+        precision: ``"float32"``, or ``"bfloat16"``: the networks' matrix products in bfloat16
+            (autocast); weights, optimizer, log-determinants and held-out metrics stay float32.
+        compile: ``torch.compile`` the training loss: ``"on"``, ``"off"`` or ``"auto"``
+            (:func:`genmodels.train.acceleration.worth_compiling_training`); ``true``/``false`` mean on/off.
     """
 
-    epochs: int = 500
-    batch_size: int = 2048
-    learning_rate: float = 1e-3
-    lr_decay: float = 0.999
-    seed: int = 42
-    grad_clip: float = 100.0
-    weight_decay: float = 0.0
-    ema_decay: float = 0.999
-    eval_every: int = 10
-    checkpoint_every: int = 50
-    precision: Literal["float32", "bfloat16"] = "float32"
-    compile: Literal["auto", "on", "off"] = "off"
-
-    def problems(self) -> list[str]:
-        errors = _type_problems(self, "training")
-        if errors:
-            return errors
-        _check(errors, self.epochs >= 1, f"training.epochs must be >= 1 (got {self.epochs})")
-        _check(errors, self.batch_size >= 1, f"training.batch_size must be >= 1 (got {self.batch_size})")
-        _check(
-            errors,
-            math.isfinite(self.learning_rate) and self.learning_rate > 0,
-            f"training.learning_rate must be a finite number > 0 (got {self.learning_rate})",
-        )
-        _check(
-            errors, _valid_seed(self.seed), f"training.seed must be an integer in [0, 2^32) (got {self.seed})"
-        )
-        _check(errors, 0 < self.lr_decay <= 1, f"training.lr_decay must be in (0, 1] (got {self.lr_decay})")
-        _check(errors, self.grad_clip >= 0, "training.grad_clip must be >= 0")
-        _check(
-            errors,
-            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-            f"training.weight_decay must be a finite number >= 0 (got {self.weight_decay})",
-        )
-        _check(errors, 0 <= self.ema_decay < 1, "training.ema_decay must be in [0, 1)")
-        _check(errors, self.eval_every >= 1, "training.eval_every must be >= 1")
-        _check(errors, self.checkpoint_every >= 0, "training.checkpoint_every must be >= 0")
-        return errors
-
-
-ModelConfig = RealNVPModelConfig | DDPMModelConfig
+    epochs: Int = Field(500, ge=1)
+    batch_size: Int = Field(2048, ge=1)
+    learning_rate: Float = Field(1e-3, gt=0)
+    lr_decay: Float = Field(0.999, gt=0, le=1)
+    seed: Seed = 42
+    grad_clip: Float = Field(100.0, ge=0, allow_inf_nan=True)  # .inf: no clipping, as 0
+    weight_decay: Float = Field(0.0, ge=0)
+    ema_decay: Float = Field(0.999, ge=0, lt=1)
+    eval_every: Int = Field(10, ge=1)
+    checkpoint_every: Int = Field(50, ge=0)
+    precision: Precision = "float32"
+    compile: Compile = "off"
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything one training run needs; stored in its checkpoint."""
+    """Everything one training run needs; stored in its checkpoint. Each section checked itself when
+    it was built; building a RunConfig checks the sections' types and the rules that span them.
+
+    Raises:
+        TypeError: a section is not its config dataclass.
+        ConfigError: an unknown model type, or ``sampling.sampling_steps`` above ``model.diffusion_steps``.
+    """
 
     model_type: str
     model: Any
@@ -219,111 +154,106 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
-    def problems(self) -> list[str]:
-        errors: list[str] = []
-        for section in (self.model, self.training, self.data, self.sampling):
-            errors.extend(section.problems())
+    def __post_init__(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(
+                f"unknown model type {self.model_type!r}; expected one of {', '.join(MODEL_TYPES)}"
+            )
+        for name, cls in zip(
+            _SECTIONS, (get_spec(self.model_type).config_class, *_SECTION_CLASSES), strict=True
+        ):
+            check_config_type(getattr(self, name), cls)
         steps = getattr(self.model, "diffusion_steps", None)
         if steps is not None and self.sampling.sampling_steps > steps:
-            errors.append(
+            raise ConfigError(
                 f"sampling.sampling_steps ({self.sampling.sampling_steps}) must be at most "
                 f"model.diffusion_steps ({steps}); 0 means all"
             )
-        return errors
 
 
-_MODEL_CLASSES: dict[str, type] = {name: get_spec(name).config_class for name in MODEL_TYPES}
 _SECTIONS = ("model", "training", "data", "sampling")
+_SECTION_CLASSES = (TrainingConfig, DataConfig, SamplingConfig)
 # The specification writes the learning rate as ``learning_rate`` in YAML and ``--lr`` on the command line;
 # ``training.lr`` is accepted as another name for it.
 _ALIASES: dict[str, dict[str, str]] = {"training": {"lr": "learning_rate"}}
 
 
 def default_config(model_type: str) -> RunConfig:
-    """The default run config of ``model_type`` ("realnvp" or "ddpm")."""
-    if model_type not in _MODEL_CLASSES:
+    """The default run config of ``model_type`` (one of :data:`MODEL_TYPES`)."""
+    if model_type not in MODEL_TYPES:
         raise ConfigError(f"unknown model type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
-    return RunConfig(
-        model_type=model_type,  # type: ignore[arg-type]
-        model=_MODEL_CLASSES[model_type](),
-        training=TrainingConfig(**get_spec(model_type).training_defaults),
+    spec = get_spec(model_type)
+    return RunConfig(model_type, spec.config_class(), TrainingConfig(**spec.training_defaults))
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a CSV file given as a config is one long string)."""
+    text = repr(value)
+    return (
+        text if len(text) <= limit else text[: limit - 4] + " ..." + (text[-1] if text[-1] in "'\"]}" else "")
     )
 
 
-def _closest(key: str, valid: list[str]) -> str:
+def _keys(section: str, model_type: str) -> list[str]:
+    cls = (
+        get_spec(model_type).config_class
+        if section == "model"
+        else _SECTION_CLASSES[_SECTIONS.index(section) - 1]
+    )
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _unknown(section: str, key: str, model_type: str) -> str:
+    """``unknown key 'section.key'`` with where it belongs, or the closest valid key, or all of them."""
+    valid = _keys(section, model_type) + list(_ALIASES.get(section, {}))
+    home = [other for other in _SECTIONS if other != section and key in _keys(other, model_type)]
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else f" (valid keys: {', '.join(valid)})"
+    hint = (
+        f"it belongs in '{home[0]}.{key}'"
+        if home
+        else f"did you mean '{match[0]}'?"
+        if match
+        else f"valid keys: {', '.join(valid)}"
+    )
+    return f"unknown key '{section}.{key}' ({hint})"
 
 
-def _other_type_hint(raw: Mapping[str, Any], model_type: str) -> str:
-    """A hint when every model key of ``raw`` belongs to the other model type's architecture."""
-    model = raw.get("model")
-    if not isinstance(model, Mapping) or not model:
-        return ""
-    for other, cls in _MODEL_CLASSES.items():
-        if other == model_type:
-            continue
-        names = {f.name for f in dataclasses.fields(cls)}
-        own = {f.name for f in dataclasses.fields(_MODEL_CLASSES[model_type])}
-        if all(k in names for k in model) and any(k not in own for k in model):
-            return f". This looks like a {other} config; use it with 'train {other}'"
+_SIGNS = {
+    "greater than or equal to": ">=",
+    "less than or equal to": "<=",
+    "greater than": ">",
+    "less than": "<",
+}
+
+
+def _problem(section: str, error: Mapping[str, Any], model_type: str) -> str:
+    """One pydantic error as ``section.key must be EXPECTED (got VALUE)``."""
+    key = ".".join(map(str, error["loc"]))
+    if error["type"] == "unexpected_keyword_argument":
+        return _unknown(section, key, model_type)
+    message = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    for words, sign in _SIGNS.items():
+        message = message.replace(words, sign)
+    got = f"(got {_shown(error['input'])})"
+    return (
+        f"{section}.{key} {message} {got}"
+        if message.startswith("must")
+        else f"{section}.{key} {got}: {message}"
+    )
+
+
+def _other_type_hint(model: Mapping[str, Any], model_type: str) -> str:
+    """A hint when every model key belongs to another model type's architecture."""
+    own = _keys("model", model_type)
+    for other in MODEL_TYPES:
+        if other != model_type and model and any(k not in own for k in model):
+            if all(k in _keys("model", other) for k in model):
+                return f". This looks like a {other} config; use it with 'train {other}'"
     return ""
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Check ``value`` against a field annotation; ints are accepted where floats are expected."""
-    origin = get_origin(annotation)
-    if origin is Literal:
-        choices = get_args(annotation)
-        if isinstance(value, bool) and {"on", "off"} <= set(choices):
-            value = "on" if value else "off"  # YAML reads on/off/true/false as booleans
-        if value not in choices:
-            also = " (or true/false)" if {"on", "off"} <= set(choices) else ""
-            raise ConfigError(
-                f"{where} must be one of {', '.join(map(repr, choices))}{also} (got {_shown(value)})"
-            )
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false (got {_shown(value)})")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ConfigError(f"{where} must be a whole number (got {_shown(value)}){_integer_hint(value)}")
-        return value
-    if annotation is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)  # YAML reads 1e-3 (no dot) as a string
-            except ValueError:
-                raise ConfigError(f"{where} must be a number (got {_shown(value)})") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number (got {_shown(value)})")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be text (got {_shown(value)})")
-        return value
-    return value
-
-
-def _build_section(cls: type, base: Any, values: Mapping[str, Any], name: str, source: str) -> Any:
-    hints = get_type_hints(cls)
-    updates = {}
-    for key, value in values.items():
-        updates[key] = _coerce(value, hints[key], f"{name}.{key} in {source}")
-    return dataclasses.replace(base, **updates)
-
-
-def config_from_dict(raw: Mapping[str, Any], model_type: str, *, source: str = "<config>") -> RunConfig:
-    """Build and validate a :class:`RunConfig` from a nested mapping (a parsed YAML file).
-
-    Raises:
-        ConfigError: listing every unknown key (with the closest valid one), or the first value of the
-            wrong type, or every out-of-range value.
-    """
+def _sections(raw: Any, model_type: str, source: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """``raw``'s sections as dicts (aliases resolved) and the unknown sections."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -335,54 +265,66 @@ def config_from_dict(raw: Mapping[str, Any], model_type: str, *, source: str = "
         raise ConfigError(
             f"{source}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {_shown(raw)}{hint}"
         )
-    config = default_config(model_type)
     raw = dict(raw)
     declared = raw.pop("model_type", model_type)
     if declared != model_type:
         raise ConfigError(f"{source} is a {declared} config, but a {model_type} run was asked for")
-    unknown: list[str] = []
-    sections: dict[str, Mapping[str, Any]] = {}
-    for key, value in raw.items():
-        if key not in _SECTIONS:
-            unknown.append(f"'{key}'{_closest(str(key), list(_SECTIONS))}")
+    sections, unknown = {}, []
+    for name, values in raw.items():
+        if name not in _SECTIONS:
+            match = difflib.get_close_matches(str(name), _SECTIONS, n=1, cutoff=0.5)
+            hint = f"did you mean '{match[0]}'?" if match else f"valid sections: {', '.join(_SECTIONS)}"
+            unknown.append(f"unknown section '{name}' ({hint})")
             continue
-        if value is None:
-            value = {}
-        if not isinstance(value, Mapping):
+        if not isinstance(values or {}, Mapping):
             raise ConfigError(
-                f"{source}: section '{key}' must be a mapping of keys to values (got {_shown(value)})"
+                f"{source}: section '{name}' must be a mapping of keys to values (got {_shown(values)})"
             )
-        valid = [f.name for f in dataclasses.fields(getattr(config, key))]
-        aliases = _ALIASES.get(key, {})
-        section: dict[str, Any] = {}
-        written_as: dict[str, Any] = {}
-        for written, sub_value in value.items():
-            sub = aliases.get(written, written)
-            if sub not in valid:
-                home = [
-                    other
-                    for other in _SECTIONS
-                    if other != key and sub in {f.name for f in dataclasses.fields(getattr(config, other))}
-                ]
-                where = f" (it belongs in '{home[0]}.{sub}')" if home else None
-                unknown.append(f"'{key}.{written}'{where or _closest(str(written), valid + list(aliases))}")
-            elif sub in section:
-                first = f"{key}.{written_as[sub]}"
-                raise ConfigError(f"{source}: '{first}' and '{key}.{written}' both set {key}.{sub}; keep one")
-            else:
-                section[sub] = sub_value
-                written_as[sub] = written
-        sections[key] = section
-    if unknown:
-        hint = _other_type_hint(raw, model_type)
-        raise ConfigError(f"unknown key(s) in {source}: " + "; ".join(unknown) + hint)
-    for key, values in sections.items():
-        base = getattr(config, key)
-        config = dataclasses.replace(config, **{key: _build_section(type(base), base, values, key, source)})
-    problems = config.problems()
-    if problems:
-        raise ConfigError(f"invalid value(s) in {source}: " + "; ".join(problems))
-    return config
+        sections[name] = {}
+        for key, value in (values or {}).items():
+            real = _ALIASES.get(name, {}).get(key, key)
+            if real in sections[name]:
+                both = " and ".join(f"'{name}.{k}'" for k in values if _ALIASES[name].get(k, k) == real)
+                raise ConfigError(f"{source}: {both} both set {name}.{real}; keep one")
+            sections[name][real] = value
+    return sections, unknown
+
+
+def _build(raw: Any, model_type: str, source: str, options: Mapping[str, str]) -> RunConfig:
+    config = default_config(model_type)
+    sections, problems = _sections(raw, model_type, source)
+    built = {}
+    for name, values in sections.items():
+        section = getattr(config, name)
+        try:
+            built[name] = type(section)(**{**dataclasses.asdict(section), **values})
+        except ValidationError as error:
+            problems += [_problem(name, e, model_type) for e in error.errors(include_url=False)]
+    try:
+        if problems:
+            hint = (
+                _other_type_hint(sections.get("model", {}), model_type)
+                if "unknown key" in str(problems)
+                else ""
+            )
+            raise ConfigError("; ".join(problems) + hint)
+        return dataclasses.replace(config, **built)
+    except ConfigError as error:
+        message = f"invalid config {source}: {error}"
+        for key, option in options.items():  # name the options the keys came from
+            message = re.sub(rf"(?<![\w.]){re.escape(key)}(?![\w])", f"{key} ({option})", message)
+        raise ConfigError(message) from None
+
+
+def config_from_dict(raw: Mapping[str, Any], model_type: str, *, source: str = "<config>") -> RunConfig:
+    """Build a :class:`RunConfig` from a nested mapping (a parsed YAML file, a checkpoint's stored
+    :func:`config_to_dict`); keys it does not set keep their defaults.
+
+    Raises:
+        ConfigError: naming ``source`` and every unknown key (with the closest valid one) and every
+            invalid value (key, value, what was expected).
+    """
+    return _build(raw, model_type, source, {})
 
 
 def _yaml_error_message(path: str | os.PathLike[str], error: yaml.YAMLError) -> str:
@@ -395,41 +337,43 @@ def _yaml_error_message(path: str | os.PathLike[str], error: yaml.YAMLError) -> 
     return f"{path}{where}: not valid YAML: {detail}"
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML would
-    keep the last value silently)."""
+    keep the last value silently), and that ``1e-3`` is a number (YAML 1.2; YAML 1.1 needs a dot)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, (str, int, float, bool)) and key is not None:
+            problem = (
+                "keys must be plain names"
+                if not isinstance(key, (str, int, float, bool)) and key is not None
+                else f"key {key!r} is given twice"
+                if key in seen
+                else None
+            )
+            if problem:
                 raise yaml.constructor.ConstructorError(
-                    "while reading a mapping",
-                    node.start_mark,
-                    "keys must be plain names",
-                    key_node.start_mark,
-                )
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping",
-                    node.start_mark,
-                    f"key {key!r} is given twice",
-                    key_node.start_mark,
+                    "while reading a mapping", node.start_mark, problem, key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789.")
+)
+
+
 def _read_yaml(path: str | os.PathLike[str]) -> Any:
-    """The parsed content of the YAML file ``path`` (duplicate keys rejected).
+    """The parsed content of the YAML file ``path``.
 
     Raises:
         ConfigError: the file is missing, a directory, not UTF-8 text or not YAML.
     """
     try:
         with open(path, encoding="utf-8") as handle:
-            return yaml.load(handle, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+            return yaml.load(handle, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:
@@ -441,11 +385,7 @@ def _read_yaml(path: str | os.PathLike[str]) -> Any:
 
 
 def load_config(path: str | os.PathLike[str], model_type: str) -> RunConfig:
-    """Load ``path`` (YAML) as a ``model_type`` run config; see :func:`config_from_dict`.
-
-    Raises:
-        ConfigError: the file is missing, not YAML, or its content is invalid.
-    """
+    """Load ``path`` (YAML) as a ``model_type`` run config; see :func:`config_from_dict`."""
     return config_from_dict(_read_yaml(path), model_type, source=str(path))
 
 
@@ -468,10 +408,20 @@ def yaml_settings(path: str | os.PathLike[str], model_type: str) -> dict[str, An
 
 
 def with_overrides(
-    config: RunConfig, overrides: Mapping[str, Any], *, source: str = "command line"
+    config: RunConfig,
+    overrides: Mapping[str, Any],
+    *,
+    source: str = "command line",
+    options: Mapping[str, str] | None = None,
 ) -> RunConfig:
-    """Return ``config`` with dotted ``section.key`` overrides applied (None values are skipped)."""
-    nested: dict[str, dict[str, Any]] = {}
+    """Return ``config`` with dotted ``section.key`` overrides applied (None values are skipped).
+
+    ``options`` names where a key's value came from (``{"sampling.eta": "--eta"}``), for the errors.
+
+    Raises:
+        ConfigError: as :func:`config_from_dict`, or an override not written ``section.key``.
+    """
+    raw = config_to_dict(config)
     for dotted, value in overrides.items():
         if value is None:
             continue
@@ -480,14 +430,10 @@ def with_overrides(
                 f"override {dotted!r} in {source} must be 'section.key' ({', '.join(_SECTIONS)})"
             )
         section, key = dotted.split(".", 1)
-        nested.setdefault(section, {})[key] = value
-    raw = config_to_dict(config)
-    for section, values in nested.items():
-        current = raw.setdefault(section, {})  # an unknown section is reported by config_from_dict
-        for key, value in values.items():
-            current.pop(_ALIASES.get(section, {}).get(key, key), None)  # "training.lr" replaces the rate
-            current[key] = value
-    return config_from_dict(raw, config.model_type, source=source)
+        current = raw.setdefault(section, {})  # an unknown section is reported when built
+        current.pop(_ALIASES.get(section, {}).get(key, key), None)  # "training.lr" replaces the rate
+        current[key] = value
+    return _build(raw, config.model_type, source, options or {})
 
 
 def config_to_dict(config: RunConfig) -> dict[str, Any]:

@@ -11,20 +11,22 @@ its import in ``genmodels/models/__init__.py`` (see ``docs/models.md``).
 from __future__ import annotations
 
 import math
-import numbers
 import operator
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, get_args, get_origin, get_type_hints, runtime_checkable
+from typing import Annotated, Any, Protocol, runtime_checkable
 
+import pydantic.dataclasses
 import torch
+from pydantic import BeforeValidator, ConfigDict
 from torch import nn
 
 from genmodels.models.resources import memory_problem
 
 __all__ = [
+    "Float",
     "GenerativeModel",
+    "Int",
     "ModelSpec",
     "Standardize",
     "check_points",
@@ -32,6 +34,7 @@ __all__ = [
     "get_spec",
     "model_names",
     "register",
+    "settings",
     "standard_normal_log_prob",
     "whole_number",
 ]
@@ -227,20 +230,26 @@ class Standardize(nn.Module):
         return z * self.std + self.mean, log_det
 
 
-# Checks of config dataclasses built in Python (YAML files are checked by genmodels.config).
+# The settings of a run (a model's ``model:`` section, the other sections in genmodels.config) are
+# pydantic dataclasses: frozen, validated when built (dataclasses.replace too), unknown keys refused.
 
 
-def _shown(value: object, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters (a CSV file given as a config is one long string)."""
-    text = repr(value)
-    if len(text) <= limit:
-        return text
-    return text[: limit - 4] + " ..." + (text[-1] if text[-1] in "'\"]}" else "")
+def _number(value: object) -> object:
+    if isinstance(value, (bool, str)):  # pydantic would read true as 1 and "64" as 64
+        raise ValueError(f"must be a number, not {'true or false' if isinstance(value, bool) else 'text'}")
+    return value
 
 
-def _check(errors: list[str], ok: bool, message: str) -> None:
-    if not ok:
-        errors.append(message)
+Int = Annotated[int, BeforeValidator(_number)]
+Float = Annotated[float, BeforeValidator(_number)]
+
+
+def settings(cls: type) -> type:
+    """``cls`` as a frozen pydantic dataclass that refuses unknown keys and non-finite numbers; building
+    one with an invalid value raises ``pydantic.ValidationError`` (a ValueError) naming the key."""
+    return pydantic.dataclasses.dataclass(
+        frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
+    )(cls)
 
 
 def check_config_type(config: object, expected: type) -> None:
@@ -249,30 +258,3 @@ def check_config_type(config: object, expected: type) -> None:
     if not isinstance(config, expected):
         hint = f" (build one with {expected.__name__}(**values))" if isinstance(config, dict) else ""
         raise TypeError(f"config must be a {expected.__name__}, got {type(config).__name__}{hint}")
-
-
-def _type_problems(config: Any, section: str) -> list[str]:
-    """The fields of ``config`` whose value does not have its annotated type: a config built in Python
-    skips the coercion that one read from YAML gets (an int field takes no float, not even 2.0)."""
-    errors: list[str] = []
-    for name, annotation in get_type_hints(type(config)).items():
-        value = getattr(config, name)
-        is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if get_origin(annotation) is Literal:
-            choices = get_args(annotation)
-            ok, expected = (
-                isinstance(value, str) and value in choices,
-                f"one of {', '.join(map(repr, choices))}",
-            )
-        elif annotation is int:
-            ok, expected = is_number and isinstance(value, numbers.Integral), "a whole number"
-        elif annotation is float:
-            ok, expected = is_number, "a number"
-        elif annotation is bool:
-            ok, expected = isinstance(value, bool), "True or False"
-        elif annotation is str:
-            ok, expected = isinstance(value, (str, os.PathLike)), "a string"
-        else:
-            continue
-        _check(errors, ok, f"{section}.{name} must be {expected} (got {_shown(value)})")
-    return errors

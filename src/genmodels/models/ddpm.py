@@ -25,22 +25,23 @@ import numbers
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from genmodels.models.base import (
+    Float,
+    Int,
     ModelSpec,
     Standardize,
-    _check,
-    _type_problems,
     check_config_type,
     check_points,
     check_sample_count,
     register,
+    settings,
     whole_number,
 )
 from genmodels.models.layers import ResidualBlock, sinusoidal_embedding
@@ -49,7 +50,7 @@ from genmodels.models.schedule import NoiseSchedule, schedule_problem
 __all__ = ["DenoisingNetwork", "DDPM", "FrozenDenoiser", "ddim_timesteps"]
 
 
-@dataclass(frozen=True)
+@settings
 class DDPMModelConfig:
     """DDPM (Ho et al. 2020) in the specification's β² notation.
 
@@ -74,38 +75,26 @@ class DDPMModelConfig:
             change it.
     """
 
-    diffusion_steps: int = 2500
-    beta2_start: float = 1e-4
-    beta2_end: float = 0.02
-    time_embed_dim: int = 32
-    hidden_units: int = 64
-    n_blocks: int = 4
-    input_embed_dim: int = 0
+    diffusion_steps: Int = Field(2500, ge=1)
+    beta2_start: Float = Field(1e-4, gt=0, lt=1)
+    beta2_end: Float = Field(0.02, gt=0, lt=1)
+    time_embed_dim: Int = Field(32, ge=2)
+    hidden_units: Int = Field(64, ge=1)
+    n_blocks: Int = Field(4, ge=1)
+    input_embed_dim: Int = Field(0, ge=0)
     parameterisation: Literal["eps", "mean"] = "eps"
     weighting: Literal["simple", "bound"] = "simple"
     reverse_variance: Literal["posterior", "beta"] = "posterior"
-    points_per_timestep: int = 8
+    points_per_timestep: Int = Field(8, ge=1)
 
-    def problems(self) -> list[str]:
-        errors = _type_problems(self, "model")
-        if errors:
-            return errors
-        _check(errors, self.diffusion_steps >= 1, "model.diffusion_steps must be >= 1")
-        _check(errors, 0 < self.beta2_start < 1, "model.beta2_start must be in (0, 1)")
-        _check(errors, 0 < self.beta2_end < 1, "model.beta2_end must be in (0, 1)")
-        if self.diffusion_steps >= 1 and 0 < self.beta2_start < 1 and 0 < self.beta2_end < 1:
-            problem = schedule_problem(self.diffusion_steps, self.beta2_start, self.beta2_end)
-            _check(errors, problem is None, f"model.beta2_start/beta2_end: {problem}")
-        _check(errors, self.time_embed_dim >= 2, "model.time_embed_dim must be >= 2")
-        _check(errors, self.hidden_units >= 1, f"model.hidden_units must be >= 1 (got {self.hidden_units})")
-        _check(errors, self.n_blocks >= 1, "model.n_blocks must be >= 1")
-        _check(errors, self.input_embed_dim >= 0, "model.input_embed_dim must be >= 0")
-        _check(
-            errors,
-            self.points_per_timestep >= 1,
-            f"model.points_per_timestep must be >= 1 (got {self.points_per_timestep})",
-        )
-        return errors
+    @field_validator("beta2_end")
+    @classmethod
+    def _schedule_fits_float32(cls, end: float, info: ValidationInfo) -> float:
+        if {"diffusion_steps", "beta2_start"} <= info.data.keys():
+            problem = schedule_problem(info.data["diffusion_steps"], info.data["beta2_start"], end)
+            if problem is not None:
+                raise ValueError(problem)
+        return end
 
 
 def _input_features(x: torch.Tensor, fourier: torch.Tensor | None) -> torch.Tensor:
@@ -343,15 +332,11 @@ class DDPM(nn.Module):
 
         Raises:
             TypeError: ``config`` is not a DDPMModelConfig (a dict: ``DDPMModelConfig(**values)``).
-            ValueError: the config has invalid values (e.g. ``diffusion_steps < 1``), or ``dim`` is not
-                a whole number >= 1.
+            ValueError: ``dim`` is not a whole number >= 1 (the config checked itself when built).
         """
         check_config_type(config, DDPMModelConfig)
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
             raise ValueError(f"dim (the data dimension) must be a whole number >= 1, got {dim!r}")
-        problems = config.problems()
-        if problems:
-            raise ValueError("invalid DDPM config: " + "; ".join(problems))
         network = DenoisingNetwork(
             dim,
             config.diffusion_steps,

@@ -26,21 +26,22 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from pydantic import Field, StrictBool
 from torch import nn
 
 from genmodels.models.base import (
+    Float,
+    Int,
     ModelSpec,
     Standardize,
-    _check,
-    _type_problems,
     check_config_type,
     check_points,
     check_sample_count,
     register,
+    settings,
     standard_normal_log_prob,
     whole_number,
 )
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@settings
 class RealNVPModelConfig:
     """RealNVP architecture (Dinh et al. 2017).
 
@@ -71,22 +72,12 @@ class RealNVPModelConfig:
             first batch, before every coupling.
     """
 
-    n_coupling_layers: int = 14
-    n_hidden: int = 2
-    hidden_units: int = 128
+    n_coupling_layers: Int = Field(14, ge=1)
+    n_hidden: Int = Field(2, ge=0)
+    hidden_units: Int = Field(128, ge=1)
     activation: Literal["relu", "silu", "tanh", "gelu"] = "relu"
-    scale_clamp: float = 3.0
-    actnorm: bool = False
-
-    def problems(self) -> list[str]:
-        errors = _type_problems(self, "model")
-        if errors:
-            return errors
-        _check(errors, self.n_coupling_layers >= 1, "model.n_coupling_layers must be >= 1")
-        _check(errors, self.n_hidden >= 0, "model.n_hidden must be >= 0")
-        _check(errors, self.hidden_units >= 1, f"model.hidden_units must be >= 1 (got {self.hidden_units})")
-        _check(errors, self.scale_clamp > 0, "model.scale_clamp must be > 0")
-        return errors
+    scale_clamp: Float = Field(3.0, gt=0)
+    actnorm: StrictBool = False
 
 
 class ActNorm(nn.Module):

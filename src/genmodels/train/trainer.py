@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from genmodels.config import TrainingConfig, check_config_type
-from genmodels.errors import ConfigError, TrainingError
+from genmodels.errors import TrainingError
 from genmodels.train.acceleration import autocast, compile_function, worth_compiling_training
 
 __all__ = ["Trainer", "capture_rng_state", "restore_rng_state"]
@@ -131,7 +131,6 @@ class Trainer:
     Raises:
         TypeError: ``config`` is not a TrainingConfig (a dict: ``TrainingConfig(**values)``), or
             ``model`` is not an ``nn.Module`` with a ``loss`` method.
-        ConfigError: ``config`` has invalid values (e.g. ``batch_size < 1``).
 
     Attributes:
         ema: the averaged copy of ``model`` used for evaluation and sampling (``model`` itself when
@@ -142,10 +141,7 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, config: TrainingConfig, *, progress: bool = True) -> None:
-        check_config_type(config, TrainingConfig)
-        problems = config.problems()
-        if problems:
-            raise ConfigError("invalid training config: " + "; ".join(problems))
+        check_config_type(config, TrainingConfig)  # whose values were checked when it was built
         if not isinstance(model, nn.Module) or not callable(getattr(model, "loss", None)):
             raise TypeError(
                 f"model must be an nn.Module with a loss(batch) method, got {type(model).__name__}"
