@@ -169,39 +169,25 @@ def load_checkpoint(
 
 _NOT_WRITTEN_HERE = "Checkpoints are written by 'genmodels train' under OUTPUT_DIR/checkpoints/."
 # What torch.load raises for a file it cannot read as a checkpoint (whatever the file holds).
-_LOAD_ERRORS = (
-    pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, TypeError,
-    AttributeError, KeyError, IndexError, ImportError,
-)  # fmt: skip
+_LOAD_ERRORS = (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError,
+                TypeError, AttributeError, KeyError, IndexError, ImportError)  # fmt: skip
 
 
 def _read(path: str, map_location: str | torch.device) -> Any:
-    """``torch.load(path, weights_only=True)``; any file it cannot read is a CheckpointError."""
+    """``torch.load(path, weights_only=True)``; a file it cannot read is one CheckpointError."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint path is a directory, not a file: {path}")
-    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; a CSV, text or cut-off file is not one
-        raise CheckpointError(
-            f"{path} is not a genmodels checkpoint: it is not a PyTorch checkpoint file (a zip archive), "
-            f"or it is truncated. {_NOT_WRITTEN_HERE}"
-        )
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except OSError as error:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror or error}") from None
-    except _LOAD_ERRORS as error:
-        text = str(error).strip()
-        reason = text.splitlines()[0] if text else type(error).__name__
-        if "weights_only" in text or "Weights only" in text:
-            reason = "it holds objects other than tensors and plain values"
-        elif isinstance(error, (zipfile.BadZipFile, EOFError, pickle.UnpicklingError)) or any(
-            sign in text for sign in ("zip", "hasRecord", "inline_container", "PytorchStreamReader")
-        ):  # a zip archive that torch.save did not write, or a damaged one
-            reason = "it is not a PyTorch checkpoint file, or it is truncated"
-        raise CheckpointError(
-            f"{path} is not a genmodels checkpoint (it could not be read as one: {reason[:200]})"
-        ) from None
+        if zipfile.is_zipfile(path):  # torch.save writes zip archives
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except _LOAD_ERRORS:
+        pass
+    raise CheckpointError(
+        f"{path} is not a genmodels checkpoint: it is not a PyTorch checkpoint file of tensors and plain "
+        f"values, or it is truncated. {_NOT_WRITTEN_HERE}"
+    )
 
 
 def _check_format(path: str, payload: Any) -> None:
@@ -230,12 +216,8 @@ def _check_format(path: str, payload: Any) -> None:
 def _check_values(path: str, payload: dict[str, Any]) -> None:
     """Values of the right kind (not a raw error later), and weights and optimizer state that training
     can have written: it stops at the first non-finite loss, so its checkpoints hold no nan or inf."""
-    dim, columns, weights, trainer = (
-        payload["dim"],
-        payload["columns"],
-        payload["model"],
-        payload.get("trainer"),
-    )
+    dim, columns, weights = payload["dim"], payload["columns"], payload["model"]
+    trainer = payload.get("trainer")
     checks = {
         "dim": isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1,
         "columns": isinstance(columns, (list, tuple)) and all(isinstance(c, str) for c in columns),
@@ -321,10 +303,8 @@ def model_from_checkpoint(
     if isinstance(payload, (str, os.PathLike)):
         payload = load_checkpoint(payload, map_location=device)
     model = build_model(payload["config"], payload["dim"])
-    state = payload["model"]
-    trainer = payload.get("trainer") or {}
-    if use_ema and trainer.get("ema") is not None:
-        state = trainer["ema"]
+    ema = (payload.get("trainer") or {}).get("ema")
+    state = ema if use_ema and ema is not None else payload["model"]
     load_weights(model, state, "the checkpoint")
     return model.to(device).eval()
 
