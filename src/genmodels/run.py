@@ -1,6 +1,5 @@
-"""A whole training run: data -> model -> training -> checkpoint, samples, metrics and figures.
-
-Output layout under ``output_dir``::
+"""A whole training run, in five stages: prepare the data; build the model (or resume a run); fit it;
+sample and score it; write the outputs. Output layout under ``output_dir``::
 
     checkpoints/<model>.pt        final checkpoint (written only when training completed)
     checkpoints/<model>_last.pt   latest resumable checkpoint (periodic, and on Ctrl-C)
@@ -17,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import logging
 import math
@@ -31,24 +31,32 @@ import yaml
 from torch import nn
 
 from genmodels.config import RunConfig, config_to_dict
-from genmodels.data import load_csv, train_test_split
+from genmodels.data import load_csv, save_csv, train_test_split
 from genmodels.errors import CheckpointError, ConfigError, DataError, TrainingError
 from genmodels.evaluation.sampling import METRIC_UNITS, evaluate_samples, sample_model
 from genmodels.fileio import folder_problem, path_in_the_way, write_json, write_text
-from genmodels.models.schedule import schedule_warning
+from genmodels.models import ModelSpec, get_spec
+from genmodels.train import checkpoint as ckpt
 from genmodels.train.acceleration import compiled_network, resolve_device, worth_compiling
-from genmodels.train.checkpoint import (
-    architecture_differences,
-    build_model,
-    load_checkpoint,
-    load_weights,
-    save_checkpoint,
-)
 from genmodels.train.trainer import Trainer
 
 __all__ = ["RunResult", "run_training"]
 
 log = logging.getLogger(__name__)
+
+# The files of a run under its output folder ({} is the model's name).
+OUTPUTS = {
+    "checkpoint": "checkpoints/{}.pt", "last": "checkpoints/{}_last.pt", "metrics": "metrics/{}.json",
+    "history": "metrics/{}_history.csv", "results": "figures/{}_results.png", "loss": "figures/{}_loss.png",
+    "samples": "samples/{}.csv", "config": "configs/{}.yaml",
+}  # fmt: skip
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".gif")
+# Fewest training rows a run accepts after the split: as many as a data file must have.
+MIN_TRAINING_ROWS = 4
+# 32-bit floats round a column to steps of spacing(max |value|); a step above this share of the
+# column's spread is an error (the data would be visibly quantised), above the second a warning.
+FLOAT32_STEP_ERROR = 1e-1
+FLOAT32_STEP_WARNING = 1e-3
 
 
 @dataclass
@@ -59,91 +67,20 @@ class RunResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
-# 32-bit floats round a column to steps of spacing(max |value|); relative to the column's spread,
-# a step above the first share is an error (the data would be visibly quantised), above the second a
-# warning.
-FLOAT32_STEP_ERROR = 1e-1
-FLOAT32_STEP_WARNING = 1e-3
+@dataclass
+class _Data:
+    """A run's data split: float64 arrays in the data's units, and float32 tensors on the device."""
 
+    columns: tuple[str, ...]
+    train_np: np.ndarray
+    test_np: np.ndarray
+    train: torch.Tensor
+    test: torch.Tensor
+    info: dict[str, Any]  # path, n_rows, n_train, n_test, n_dropped (stored in checkpoints)
 
-def _check_float32_range(values: np.ndarray, columns: tuple[str, ...], path: str) -> None:
-    """The models compute in float32: each column's spread must be representable there, and not lost
-    to rounding (a large offset with a small spread, e.g. 1e9 + N(0, 1), is constant in float32).
-
-    Raises:
-        DataError: a column outside float32's range, or rounded to steps of more than 10% of its spread.
-    """
-    info = np.finfo(np.float32)
-    std = values.std(0)
-    for name, s, m in zip(columns, std, np.abs(values).max(0), strict=True):
-        if s < 1e3 * info.tiny or m > info.max / 1e3:
-            raise DataError(
-                f"column '{name}' of {path} has values of magnitude up to {m:.3g} with standard deviation "
-                f"{s:.3g}: outside what 32-bit floats can standardise; rescale the column (e.g. to unit scale)"
-            )
-        step = float(np.spacing(np.float32(m)))
-        if step > FLOAT32_STEP_WARNING * s:
-            message = (
-                f"column '{name}' of {path} has values of magnitude up to {m:.6g} but a standard deviation "
-                f"of only {s:.3g}: 32-bit floats round it to steps of {step:.3g} ({step / s:.2%} of its "
-                "spread)"
-            )
-            if step > FLOAT32_STEP_ERROR * s:
-                raise DataError(f"{message}; subtract an offset first (e.g. the column's mean)")
-            log.warning("%s; the models see it rounded", message)
-
-
-FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".gif")
-
-
-def _check_output_paths(out: Path, files: list[Path]) -> None:
-    """Check before training that the run's output ``files`` can be written: no file where one of
-    their folders goes, no folder where a file goes, and every folder creatable and writable. Otherwise a run would train, replace part of an
-    earlier run's outputs and only then fail.
-
-    Raises:
-        ConfigError: naming ``--output_dir`` and the path in the way.
-    """
-    figures = out / "figures"
-    if figures.is_dir():  # every figure of any format, not only the results and loss figures
-        files = [*files, *(p for p in figures.iterdir() if p.suffix in FIGURE_SUFFIXES)]
-    for file in files:
-        blocker = path_in_the_way(file)
-        if blocker == file:
-            raise ConfigError(f"--output_dir {out}: {file} is a folder; the run writes a file there")
-        if blocker is not None:  # a file or a broken link
-            raise ConfigError(
-                f"--output_dir {out}: {blocker} is a file; the run writes its outputs into a folder there"
-            )
-    for folder in dict.fromkeys(file.parent for file in files):
-        problem = folder_problem(folder)
-        if problem is not None:
-            raise ConfigError(f"--output_dir {out}: {problem}")
-
-
-def _history_csv(history: dict[str, list[float]]) -> str:
-    keys = ["epoch"] + sorted(k for k in history if k != "epoch")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(keys)
-    for row in zip(*(history[k] for k in keys), strict=True):
-        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else f"{v:.8g}" for v in row])
-    return buffer.getvalue()
-
-
-def _make_evaluate(test: torch.Tensor):
-    if len(test) == 0:
-        return None
-
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        with torch.no_grad():
-            return model.held_out_metrics(test)
-
-    return evaluate
-
-
-# Fewest training rows a run accepts after the split: as many as a data file must have.
-MIN_TRAINING_ROWS = 4
+    @property
+    def dim(self) -> int:
+        return self.train_np.shape[1]
 
 
 def run_training(
@@ -166,229 +103,334 @@ def run_training(
         resume: a checkpoint to continue from, or ``"auto"`` for ``checkpoints/<model>_last.pt`` where
             it exists (else a new run starts).
         fmt: figure format, "png", "svg" or "pdf" (see :func:`genmodels.plots.report.write_figures`).
-        tensorboard: also log the training history to ``tensorboard/<model>`` (needs the
-            ``tensorboard`` package).
+        tensorboard: also log the training history to ``tensorboard/<model>`` (needs ``tensorboard``).
 
     Raises:
         DataError, ConfigError, CheckpointError, TrainingError: problems the user can fix.
     """
-    from genmodels.plots import arrays as visualize
+    out, name = Path(output_dir), config.model_type
+    paths = {key: out / pattern.format(name) for key, pattern in OUTPUTS.items()}
+    _check_output_paths(out, [*paths.values(), out / "index.html"])
+    data = _prepare_data(config, resolve_device(device))
+    trainer = _build_or_resume(config, data, paths["last"], resume, progress)
+    _fit(trainer, config, data, paths["last"], out / "tensorboard" / name if tensorboard else None)
+    samples, seconds, reverse = _sample(trainer.ema.eval(), config, paths["last"])
+    metrics = _score(trainer, config, data, samples, seconds)
+    paths.update(_write_outputs(out, paths, trainer, config, data, (samples, metrics, reverse), fmt))
+    return RunResult(metrics=metrics, paths=paths)
+
+
+def _check_output_paths(out: Path, files: list[Path]) -> None:
+    """Before training, check that the output ``files`` can be written (no file where one of their
+    folders goes, no folder where a file goes, every folder creatable and writable), so that a run does
+    not train, replace part of an earlier run's outputs and only then fail.
+
+    Raises:
+        ConfigError: naming ``--output_dir`` and the path in the way.
+    """
+    figures = out / "figures"
+    if figures.is_dir():  # every figure of any format, not only the results and loss figures
+        files = [*files, *(p for p in figures.iterdir() if p.suffix in FIGURE_SUFFIXES)]
+    for file in files:
+        blocker = path_in_the_way(file)
+        if blocker == file:
+            raise ConfigError(f"--output_dir {out}: {file} is a folder; the run writes a file there")
+        if blocker is not None:  # a file or a broken link
+            raise ConfigError(
+                f"--output_dir {out}: {blocker} is a file; the run writes its outputs into a folder there"
+            )
+    for folder in dict.fromkeys(file.parent for file in files):
+        problem = folder_problem(folder)
+        if problem is not None:
+            raise ConfigError(f"--output_dir {out}: {problem}")
+
+
+# -- stage 1: the data ---------------------------------------------------------------------------------
+
+
+def _prepare_data(config: RunConfig, device: torch.device) -> _Data:
+    """Read the CSV and split it; check that float32 holds the training split's spread.
+
+    Raises:
+        DataError: an unreadable file, or a column float32 cannot standardise.
+        ConfigError: ``data.test_fraction`` leaves fewer than :data:`MIN_TRAINING_ROWS` for training.
+    """
+    settings = config.data
+    dataset = load_csv(settings.path, drop_invalid=settings.drop_invalid)
+    n_rows = len(dataset.values)
+    train, test = train_test_split(
+        dataset.values, test_fraction=settings.test_fraction, seed=settings.split_seed
+    )
+    if len(train) < MIN_TRAINING_ROWS:  # before the range check, which 1 row would fail as constant
+        raise ConfigError(
+            f"{settings.path}: data.test_fraction {settings.test_fraction:g} leaves {len(train)} of its {n_rows} "
+            f"rows for training; at least {MIN_TRAINING_ROWS} are needed: lower data.test_fraction"
+        )
+    _check_float32_range(train, dataset.columns, settings.path)
+    info = {"path": str(settings.path), "n_rows": n_rows, "n_train": len(train), "n_test": len(test),
+            "n_dropped": int(dataset.n_dropped)}  # fmt: skip
+    as_tensor = functools.partial(torch.as_tensor, dtype=torch.float32, device=device)
+    return _Data(dataset.columns, train, test, as_tensor(train), as_tensor(test), info)
+
+
+def _check_float32_range(values: np.ndarray, columns: tuple[str, ...], path: str) -> None:
+    """The models compute in float32: each column's spread must be representable there, and not lost
+    to rounding (a large offset with a small spread, e.g. 1e9 + N(0, 1), is constant in float32).
+
+    Raises:
+        DataError: a column outside float32's range, or rounded to steps of more than 10% of its spread.
+    """
+    info = np.finfo(np.float32)
+    for name, s, m in zip(columns, values.std(0), np.abs(values).max(0), strict=True):
+        if s < 1e3 * info.tiny or m > info.max / 1e3:
+            raise DataError(
+                f"column '{name}' of {path} has values of magnitude up to {m:.3g} with standard deviation "
+                f"{s:.3g}: outside what 32-bit floats can standardise; rescale the column (e.g. to unit scale)"
+            )
+        step = float(np.spacing(np.float32(m)))
+        if step > FLOAT32_STEP_WARNING * s:
+            message = (
+                f"column '{name}' of {path} has values of magnitude up to {m:.6g} but a standard deviation "
+                f"of only {s:.3g}: 32-bit floats round it to steps of {step:.3g} ({step / s:.2%} of its spread)"
+            )
+            if step > FLOAT32_STEP_ERROR * s:
+                raise DataError(f"{message}; subtract an offset first (e.g. the column's mean)")
+            log.warning("%s; the models see it rounded", message)
+
+
+# -- stage 2: a new model, or the run to resume ------------------------------------------------------
+
+
+def _build_or_resume(
+    config: RunConfig, data: _Data, last: Path, resume: str | None, progress: bool
+) -> Trainer:
+    """The model, standardised on the training split, and its trainer: new, or restored from the
+    checkpoint ``resume`` names (``"auto"``: ``last`` where it exists, else a new run)."""
+    for concern in getattr(config.model, "concerns", list)():  # valid settings that deserve a warning
+        log.warning("%s", concern)
+    torch.manual_seed(config.training.seed)
+    model = ckpt.build_model(config, data.dim)
+    model.set_standardization(data.train.mean(0), data.train.std(0))
+    trainer = Trainer(model.to(data.train.device), config.training, progress=progress)
+    if resume == "auto" and not (last.exists() or last.is_symlink()):  # so a job script may always pass it
+        log.info("--resume auto: no %s run to resume in %s (no %s); starting a new one", config.model_type,
+                 last.parent.parent, last)  # fmt: skip
+        resume = None
+    if resume is None:
+        _set_aside_earlier_run(last, config.model_type)
+    else:
+        _resume(trainer, last if resume == "auto" else Path(resume), config, data)
+    return trainer
+
+
+def _set_aside_earlier_run(last: Path, name: str) -> None:
+    """A new run into the folder of an earlier one: say so, and keep that run's resumable checkpoint
+    as ``<model>_last.previous.pt`` (a run started into the wrong folder and stopped leaves it resumable)."""
+    if not (last.with_name(f"{name}.pt").exists() or last.exists()):
+        return
+    kept = " (--resume auto would continue it instead)"
+    if last.exists():
+        previous = last.with_name(f"{name}_last.previous.pt")
+        last.replace(previous)
+        kept = f"; its resumable checkpoint is kept as {previous} (--resume {previous} continues it)"
+    log.info("%s already holds a %s run; this new run replaces its outputs as it goes%s", last.parent.parent,
+             name, kept)  # fmt: skip
+
+
+def _resume(trainer: Trainer, path: Path, config: RunConfig, data: _Data) -> None:
+    """Restore the weights, optimizer, EMA, epoch, history and RNG of the checkpoint at ``path``.
+
+    Raises:
+        CheckpointError: another model type or architecture, other data, no or a damaged training state.
+        ConfigError: ``training.epochs`` below the epochs the checkpoint has trained.
+    """
+    payload = ckpt.load_checkpoint(path, expected_type=config.model_type, map_location=data.train.device)
+    differences = ckpt.architecture_differences(payload["config"], config)
+    if payload["dim"] != data.dim:
+        differences.append(f"data dimension: {payload['dim']} (checkpoint) vs {data.dim} (data)")
+    if differences:
+        raise CheckpointError(f"cannot resume from {path}: " + "; ".join(differences))
+    _load_weights_of_the_same_data(trainer.model, payload, path, config, data)
+    state = payload.get("trainer")
+    if state is None:
+        raise CheckpointError(f"{path} holds no training state to resume from")
+    if state["epoch"] > config.training.epochs:
+        raise ConfigError(
+            f"training.epochs (--epochs) is {config.training.epochs}, but {path} has already trained "
+            f"{state['epoch']} epochs; ask for at least {state['epoch']} to resume it"
+        )
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:  # a damaged or hand-edited file
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(
+            f"{path} is a damaged checkpoint: its training state does not fit its model ({first[:300]})"
+        ) from None
+    stored = payload["config"].training
+    changed = trainer.adopt_optimizer_settings(stored)
+    if changed:
+        log.info("resuming with %s: the learning rate continues at %.4g (learning_rate × lr_decay^%d)",
+                 ", ".join(changed), trainer.optimizer.param_groups[0]["lr"], trainer.epoch)  # fmt: skip
+    if stored.precision != config.training.precision:
+        log.warning("the run continues in %s; its first %d epochs were trained in %s",
+                    config.training.precision, trainer.epoch, stored.precision)  # fmt: skip
+    log.info("resumed from %s at epoch %d", path, trainer.epoch)
+
+
+def _load_weights_of_the_same_data(
+    model: nn.Module, payload: dict[str, Any], path: Path, config: RunConfig, data: _Data
+) -> None:
+    """Load the checkpoint's weights into ``model``, standardised on ``data``'s training split; other
+    statistics in the checkpoint mean it was trained on other data (a CheckpointError)."""
+    mean, std = model.standardize.mean.clone(), model.standardize.std.clone()
+    ckpt.load_weights(model, payload["model"], str(path))
+    same_mean = torch.allclose(model.standardize.mean, mean, rtol=1e-5, atol=1e-6 * float(std.max()))
+    if same_mean and torch.allclose(model.standardize.std, std, rtol=1e-5):
+        return
+    trained_on = payload.get("data") or {}
+    where = f" ({trained_on['path']}, {trained_on['n_rows']} rows)" if "n_rows" in trained_on else ""
+    raise CheckpointError(
+        f"cannot resume from {path}: it was trained on other data{where}; the training split of "
+        f"{config.data.path} ({data.info['n_rows']} rows, test_fraction {config.data.test_fraction}, "
+        f"split_seed {config.data.split_seed}) has another mean or standard deviation"
+    )
+
+
+# -- stage 3: training ----------------------------------------------------------------------------------
+
+
+def _save(trainer: Trainer, config: RunConfig, data: _Data, target: Path) -> None:
+    ckpt.save_checkpoint(target, config=config, model=trainer.model, dim=data.dim, columns=data.columns,
+                         trainer_state=trainer.state_dict(), test_data=data.test, data_info=data.info)  # fmt: skip
+
+
+def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboard: Path | None) -> None:
+    """Train to ``training.epochs``, evaluating ``held_out_metrics`` on the held-out split, saving
+    resumable checkpoints to ``last`` and logging the history to ``tensorboard`` (where given)."""
     from genmodels.plots import report
 
-    out = Path(output_dir)
-    name = config.model_type
-    dev = resolve_device(device)
-    paths = {
-        "checkpoint": out / "checkpoints" / f"{name}.pt",
-        "last": out / "checkpoints" / f"{name}_last.pt",
-        "metrics": out / "metrics" / f"{name}.json",
-        "history": out / "metrics" / f"{name}_history.csv",
-        "results": out / "figures" / f"{name}_results.png",
-        "loss": out / "figures" / f"{name}_loss.png",
-        "samples": out / "samples" / f"{name}.csv",
-        "config": out / "configs" / f"{name}.yaml",
-    }
+    def held_out(model: nn.Module) -> dict[str, float]:
+        with torch.no_grad():
+            return model.held_out_metrics(data.test)
 
-    _check_output_paths(out, [*paths.values(), out / "index.html"])
-    dataset = load_csv(config.data.path, drop_invalid=config.data.drop_invalid)
-    train_np, test_np = train_test_split(
-        dataset.values, test_fraction=config.data.test_fraction, seed=config.data.split_seed
-    )
-    dim = train_np.shape[1]
-    if len(train_np) < MIN_TRAINING_ROWS:  # before the range check, which 1 row would fail as constant
-        raise ConfigError(
-            f"{config.data.path}: data.test_fraction {config.data.test_fraction:g} leaves "
-            f"{len(train_np)} of its {len(dataset.values)} rows for training; at least {MIN_TRAINING_ROWS} are "
-            "needed: lower data.test_fraction"
-        )
-    _check_float32_range(train_np, dataset.columns, config.data.path)
-    train = torch.as_tensor(train_np, dtype=torch.float32, device=dev)
-    test = torch.as_tensor(test_np, dtype=torch.float32, device=dev)
-
-    if name == "ddpm":
-        steps = config.model
-        concern = schedule_warning(steps.diffusion_steps, steps.beta2_start, steps.beta2_end)
-        if concern is not None:
-            log.warning("model.beta2_start/beta2_end: %s", concern)
-    torch.manual_seed(config.training.seed)
-    model = build_model(config, dim)
-    model.set_standardization(train.mean(0), train.std(0))
-    model.to(dev)
-    trainer = Trainer(model, config.training, progress=progress)
-
-    if resume == "auto" and not (paths["last"].exists() or paths["last"].is_symlink()):
-        # "auto" continues a run where there is one, so a job script may always pass it
-        log.info(
-            "--resume auto: no %s run to resume in %s (no %s); starting a new one", name, out, paths["last"]
-        )
-        resume = None
-    if resume is not None:
-        resume_path = paths["last"] if resume == "auto" else Path(resume)
-        payload = load_checkpoint(resume_path, expected_type=name, map_location=dev)
-        differences = architecture_differences(payload["config"], config)
-        if differences or payload["dim"] != dim:
-            if payload["dim"] != dim:
-                differences.append(f"data dimension: {payload['dim']} (checkpoint) vs {dim} (data)")
-            raise CheckpointError(f"cannot resume from {resume_path}: " + "; ".join(differences))
-        mean, std = model.standardize.mean.clone(), model.standardize.std.clone()
-        load_weights(model, payload["model"], str(resume_path))
-        if not (
-            torch.allclose(model.standardize.mean, mean, rtol=1e-5, atol=1e-6 * float(std.max()))
-            and torch.allclose(model.standardize.std, std, rtol=1e-5)
-        ):
-            trained_on = payload.get("data") or {}
-            where = f" ({trained_on['path']}, {trained_on['n_rows']} rows)" if "n_rows" in trained_on else ""
-            raise CheckpointError(
-                f"cannot resume from {resume_path}: it was trained on other data{where}; the training "
-                f"split of {config.data.path} ({len(dataset.values)} rows, test_fraction "
-                f"{config.data.test_fraction}, split_seed {config.data.split_seed}) has another mean or "
-                "standard deviation"
-            )
-        if payload.get("trainer") is None:
-            raise CheckpointError(f"{resume_path} holds no training state to resume from")
-        trained = int(payload["trainer"]["epoch"])
-        if trained > config.training.epochs:
-            raise ConfigError(
-                f"training.epochs (--epochs) is {config.training.epochs}, but {resume_path} has already "
-                f"trained {trained} epochs; ask for at least {trained} to resume it"
-            )
-        try:
-            trainer.load_state_dict(payload["trainer"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as error:  # a damaged or hand-edited file
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise CheckpointError(
-                f"{resume_path} is a damaged checkpoint: its training state does not fit its model ({first[:300]})"
-            ) from None
-        stored, asked = payload["config"].training, config.training
-        changed = trainer.adopt_optimizer_settings(stored)
-        if changed:
-            log.info(
-                "resuming with %s: the learning rate continues at %.4g (learning_rate × lr_decay^%d)",
-                ", ".join(changed),
-                trainer.optimizer.param_groups[0]["lr"],
-                trainer.epoch,
-            )
-        if stored.precision != asked.precision:
-            log.warning(
-                "the run continues in %s; its first %d epochs were trained in %s",
-                asked.precision,
-                int(payload["trainer"]["epoch"]),
-                stored.precision,
-            )
-        log.info("resumed from %s at epoch %d", resume_path, trainer.epoch)
-    elif paths["checkpoint"].exists() or paths["last"].exists():
-        kept = ""
-        if paths["last"].exists():
-            # The earlier run's resumable state is set aside, not overwritten by this run's first
-            # checkpoint: a run started into the wrong folder and stopped leaves it resumable.
-            previous = paths["last"].with_name(f"{name}_last.previous.pt")
-            paths["last"].replace(previous)
-            kept = f"; its resumable checkpoint is kept as {previous} (--resume {previous} continues it)"
-        log.info(
-            "%s already holds a %s run; this new run replaces its outputs as it goes%s",
-            out,
-            name,
-            kept or " (--resume auto would continue it instead)",
-        )
-
-    data_info = {
-        "path": str(config.data.path),
-        "n_rows": int(len(dataset.values)),
-        "n_train": int(len(train_np)),
-        "n_test": int(len(test_np)),
-        "n_dropped": int(dataset.n_dropped),
-    }
-
-    def checkpoint(tr: Trainer, target: Path = paths["last"]) -> None:
-        save_checkpoint(
-            target,
-            config=config,
-            model=tr.model,
-            dim=dim,
-            columns=dataset.columns,
-            trainer_state=tr.state_dict(),
-            test_data=test,
-            data_info=data_info,
-        )
-
-    board = report.TensorBoardLog(out / "tensorboard" / name) if tensorboard else None
-    evaluate = _make_evaluate(test)
+    evaluate = held_out if len(data.test) else None
+    board = report.TensorBoardLog(tensorboard) if tensorboard is not None else None
     if board is not None:
         evaluate = board.wrap(evaluate, trainer.history)
-    trainer.fit(train, evaluate=evaluate, on_checkpoint=checkpoint)
+    trainer.fit(data.train, evaluate=evaluate, on_checkpoint=lambda tr: _save(tr, config, data, last))
     if board is not None:
         board.close(trainer.history)
 
-    ema = trainer.ema.eval()
-    sampling = config.sampling
-    start = time.perf_counter()
-    # The DDPM figures show the reverse process of the first samples, recorded on the way.
-    recorder = visualize.record_reverse_process if name == "ddpm" else lambda _: contextlib.nullcontext()
-    compiled = worth_compiling(
-        sampling.compile, ema, sampling.n_samples, sampling.sampling_steps, sampling.precision
-    )
-    with compiled_network(ema, compiled), recorder(ema) as recording:
-        samples = sample_model(
-            ema,
-            sampling.n_samples,
-            seed=config.training.seed,
-            chunk_size=sampling.chunk_size,
-            sampling_steps=sampling.sampling_steps,
-            eta=sampling.eta,
-            precision=sampling.precision,
-            ddim_spacing=sampling.ddim_spacing,
-        )
-    sample_seconds = time.perf_counter() - start
-    if not np.isfinite(samples).all():
-        bad = int((~np.isfinite(samples).all(1)).sum())
-        raise TrainingError(
-            f"{bad} of {len(samples)} generated samples are not finite; the trained model is unusable "
-            f"(its state is in {paths['last']}); try a lower --lr or a smaller training.grad_clip"
-        )
 
+# -- stage 4: samples and metrics ----------------------------------------------------------------------
+
+
+def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray, float, Any]:
+    """``sampling.n_samples`` samples in the data's units, the seconds they took, and the reverse
+    process of the first ones where the model has that figure (else None).
+
+    Raises:
+        TrainingError: a sample is not finite.
+    """
+    from genmodels.plots.arrays import record_reverse_process
+
+    spec, sampling = get_spec(config.model_type), config.sampling
+    options = {key: getattr(sampling, key) for key in spec.sample_options.values()}
+    recorder = (
+        record_reverse_process if "reverse_process" in spec.figures else lambda _: contextlib.nullcontext()
+    )
+    compiled = worth_compiling(
+        sampling.compile, model, sampling.n_samples, sampling.sampling_steps, sampling.precision
+    )
+    start = time.perf_counter()
+    with compiled_network(model, compiled), recorder(model) as recording:
+        samples = sample_model(model, sampling.n_samples, seed=config.training.seed, chunk_size=sampling.chunk_size,
+                               precision=sampling.precision, **options)  # fmt: skip
+    seconds = time.perf_counter() - start
+    if not np.isfinite(samples).all():
+        raise TrainingError(
+            f"{int((~np.isfinite(samples).all(1)).sum())} of {len(samples)} generated samples are not finite; "
+            f"the trained model is unusable (its state is in {last}); try a lower --lr or a smaller "
+            "training.grad_clip"
+        )
+    return samples, seconds, recording.trajectory(samples) if recording is not None else None
+
+
+def _score(trainer: Trainer, config: RunConfig, data: _Data, samples: np.ndarray, seconds: float) -> dict:
+    """The run's metrics: sizes and times, the likelihoods and the two-sample tests, with their units."""
     metrics: dict[str, Any] = {
-        "model": name,
+        "model": config.model_type,
         "data": str(config.data.path),
-        "dim": dim,
+        "dim": data.dim,
         "epochs": trainer.epoch,
         "steps": trainer.step,
         "train_seconds": round(trainer.train_seconds, 3),
-        "sample_seconds": round(sample_seconds, 3),
+        "sample_seconds": round(seconds, 3),
         "n_samples": len(samples),
     }
-    with torch.no_grad():
-        if name == "realnvp":
-            metrics["train_nll"] = float(-torch.cat([ema.log_prob(b) for b in train.split(65536)]).mean())
-            metrics["test_nll"] = float(-ema.log_prob(test).mean()) if len(test) else math.nan
-            metrics["test_nll_per_dim"] = metrics["test_nll"] / dim
-        else:
-            metrics["test_nll_bound"] = float(ema.nll_bound(test).mean()) if len(test) else math.nan
-            metrics["test_nll_bound_per_dim"] = metrics["test_nll_bound"] / dim
-    n_eval = sampling.n_eval or len(test_np)
-    metrics.update(evaluate_samples(samples[:n_eval], test_np, train_np, seed=config.data.split_seed))
+    metrics.update(_likelihood_metrics(trainer.ema, get_spec(config.model_type), data))
+    n_eval = config.sampling.n_eval or len(data.test_np)
+    metrics.update(
+        evaluate_samples(samples[:n_eval], data.test_np, data.train_np, seed=config.data.split_seed)
+    )
     metrics["units"] = {key: unit for key, unit in METRIC_UNITS.items() if key in metrics}
+    return metrics
 
-    checkpoint(trainer, paths["checkpoint"])
+
+@torch.no_grad()
+def _likelihood_metrics(model: nn.Module, spec: ModelSpec, data: _Data) -> dict[str, float]:
+    """The model's first likelihood in ``spec.likelihoods`` (``exact``, or a bound), in nats per point
+    and per dimension, on the held-out split as ``test_nll`` (exact) or ``test_nll_<name>``, and where
+    exact on the training split (``train_nll``). Computed in full, not by the cheaper estimates of
+    ``held_out_metrics`` that the per-epoch evaluation uses."""
+    name, nll = next(iter(spec.likelihoods.items()))
+
+    def mean(x: torch.Tensor) -> float:
+        if len(x) == 0:
+            return math.nan
+        return float(torch.cat([nll(model, part, None) for part in x.split(65536)]).mean())
+
+    key = "test_nll" if name == "exact" else f"test_nll_{name}"
+    out = {"train_nll": mean(data.train)} if name == "exact" else {}
+    out[key] = mean(data.test)
+    out[f"{key}_per_dim"] = out[key] / data.dim
+    return out
+
+
+# -- stage 5: outputs -----------------------------------------------------------------------------------
+
+
+def _write_outputs(
+    out: Path,
+    paths: dict[str, Path],
+    trainer: Trainer,
+    config: RunConfig,
+    data: _Data,
+    results: tuple,
+    fmt: str,
+) -> dict[str, Path]:
+    """Write the final checkpoint, config, history, metrics, samples and figures from ``results``
+    (samples, metrics, reverse process); returns the figures' paths."""
+    from genmodels.plots import report
+
+    samples, metrics, reverse = results
+    _save(trainer, config, data, paths["checkpoint"])
     write_text(paths["config"], yaml.safe_dump(config_to_dict(config), sort_keys=False))
     write_text(paths["history"], _history_csv(trainer.history))
     write_json(paths["metrics"], metrics)
-    from genmodels.data import save_csv
+    save_csv(paths["samples"], samples, data.columns)
+    return report.write_figures(trainer.ema, config.model_type, data.train_np, samples, trainer.history, out,
+                                fmt=fmt, metrics=metrics, columns=data.columns, data_name=config.data.path,
+                                reverse=reverse, sampling_steps=config.sampling.sampling_steps,
+                                seed=config.training.seed)  # fmt: skip
 
-    save_csv(paths["samples"], samples, dataset.columns)
-    figures = report.write_figures(
-        ema,
-        name,
-        train_np,
-        samples,
-        trainer.history,
-        out,
-        fmt=fmt,
-        metrics=metrics,
-        columns=dataset.columns,
-        data_name=config.data.path,
-        reverse=recording.trajectory(samples) if recording is not None else None,
-        sampling_steps=sampling.sampling_steps,
-        seed=config.training.seed,
-    )
-    paths.update(figures)
-    return RunResult(metrics=metrics, paths=paths)
+
+def _history_csv(history: dict[str, list[float]]) -> str:
+    """The per-epoch history as CSV: ``epoch`` first, then the other keys sorted; NaN as empty cells."""
+    keys = ["epoch"] + sorted(k for k in history if k != "epoch")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(keys)
+    for row in zip(*(history[k] for k in keys), strict=True):
+        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else f"{v:.8g}" for v in row])
+    return buffer.getvalue()

@@ -45,7 +45,7 @@ from genmodels.models.base import (
     whole_number,
 )
 from genmodels.models.layers import ResidualBlock, sinusoidal_embedding
-from genmodels.models.schedule import NoiseSchedule, schedule_problem
+from genmodels.models.schedule import NoiseSchedule, schedule_problem, schedule_warning
 
 __all__ = ["DenoisingNetwork", "DDPM", "FrozenDenoiser", "ddim_timesteps"]
 
@@ -95,6 +95,11 @@ class DDPMModelConfig:
             if problem is not None:
                 raise ValueError(problem)
         return end
+
+    def concerns(self) -> list[str]:
+        """What a run warns about in valid settings: a schedule that leaves x_L far from N(0, I)."""
+        concern = schedule_warning(self.diffusion_steps, self.beta2_start, self.beta2_end)
+        return [] if concern is None else [f"model.beta2_start/beta2_end: {concern}"]
 
 
 def _input_features(x: torch.Tensor, fourier: torch.Tensor | None) -> torch.Tensor:

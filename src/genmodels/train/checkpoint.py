@@ -1,4 +1,4 @@
-"""One self-describing checkpoint format for both models.
+"""One self-describing checkpoint format for every model.
 
 A checkpoint is a dict saved with ``torch.save`` holding only tensors and plain Python values, so it
 loads with ``torch.load(weights_only=True)`` (no code runs from the file)::
@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from genmodels import __version__
-from genmodels.config import MODEL_TYPES, RunConfig, config_from_dict, config_to_dict
+from genmodels.config import RunConfig, config_from_dict, config_to_dict
 from genmodels.errors import CheckpointError, ConfigError
 from genmodels.fileio import atomic_path
-from genmodels.models import get_spec
+from genmodels.models import get_spec, model_names
 from genmodels.models.resources import memory_problem
 
 __all__ = [
@@ -135,61 +135,67 @@ def load_checkpoint(
 
     Args:
         path: the ``.pt`` file.
-        expected_type: ``"realnvp"`` or ``"ddpm"`` to reject a checkpoint of the other model.
+        expected_type: a model name (:func:`genmodels.models.model_names`) to reject the others' checkpoints.
         map_location: device every tensor is loaded onto (a GPU checkpoint loads on a CPU machine).
 
     Returns:
         The checkpoint dict, its ``"config"`` replaced by a validated :class:`RunConfig`.
 
     Raises:
-        CheckpointError: missing file, not a checkpoint of this project, a newer format version, the
-            other model type, or weights or optimizer state that training cannot have written (nan or
-            inf values, negative second moments).
+        CheckpointError: missing file, not a checkpoint of this project, a newer format version, another
+            model type, or weights or optimizer state that training cannot have written (nan or inf
+            values, negative second moments).
         ValueError: ``map_location`` is not a device this machine has.
     """
     if isinstance(map_location, (str, torch.device)):
         _check_device(map_location, "map_location")
     path = os.fspath(path)
+    payload = _read(path, map_location)
+    _check_format(path, payload)
+    _check_values(path, payload)
+    model_type = payload["model_type"]
+    if model_type not in model_names():
+        raise CheckpointError(
+            f"{path} holds a model of unknown type {model_type!r}; expected one of {', '.join(model_names())}"
+        )
+    if expected_type is not None and model_type != expected_type:
+        raise CheckpointError(f"{path} is a {model_type} checkpoint, but a {expected_type} one is needed")
+    try:
+        payload["config"] = config_from_dict(payload["config"], model_type, source=f"{path} (stored config)")
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: its stored config is invalid: {error}") from None
+    return payload
+
+
+_NOT_WRITTEN_HERE = "Checkpoints are written by 'genmodels train' under OUTPUT_DIR/checkpoints/."
+# What torch.load raises for a file it cannot read as a checkpoint (whatever the file holds).
+_LOAD_ERRORS = (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError,
+                TypeError, AttributeError, KeyError, IndexError, ImportError)  # fmt: skip
+
+
+def _read(path: str, map_location: str | torch.device) -> Any:
+    """``torch.load(path, weights_only=True)``; a file it cannot read is one CheckpointError."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint path is a directory, not a file: {path}")
-    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; a CSV, text or cut-off file is not one
-        raise CheckpointError(
-            f"{path} is not a genmodels checkpoint: it is not a PyTorch checkpoint file (a zip archive), "
-            "or it is truncated. Checkpoints are written by 'genmodels train' under OUTPUT_DIR/checkpoints/."
-        )
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except OSError as error:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {error.strerror or error}") from None
-    except (
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-        RuntimeError,
-        EOFError,
-        ValueError,
-        TypeError,
-        AttributeError,
-        KeyError,
-        IndexError,
-        ImportError,
-    ) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "Weights only" in str(error):
-            first = "it holds objects other than tensors and plain values"
-        elif isinstance(error, (zipfile.BadZipFile, EOFError, pickle.UnpicklingError)) or any(
-            sign in str(error) for sign in ("zip", "hasRecord", "inline_container", "PytorchStreamReader")
-        ):  # a zip archive that torch.save did not write, or a damaged one
-            first = "it is not a PyTorch checkpoint file, or it is truncated"
-        raise CheckpointError(
-            f"{path} is not a genmodels checkpoint (it could not be read as one: {first[:200]})"
-        ) from None
+        if zipfile.is_zipfile(path):  # torch.save writes zip archives
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except _LOAD_ERRORS:
+        pass
+    raise CheckpointError(
+        f"{path} is not a genmodels checkpoint: it is not a PyTorch checkpoint file of tensors and plain "
+        f"values, or it is truncated. {_NOT_WRITTEN_HERE}"
+    )
+
+
+def _check_format(path: str, payload: Any) -> None:
+    """The marker, a format version this code reads, and every required key."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         keys = ", ".join(map(str, list(payload)[:5])) if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
-            f"{path} is not a genmodels checkpoint (no '{FORMAT}' marker; it holds: {keys}). "
-            "Checkpoints are written by 'genmodels train' under OUTPUT_DIR/checkpoints/."
+            f"{path} is not a genmodels checkpoint (no '{FORMAT}' marker; it holds: {keys}). {_NOT_WRITTEN_HERE}"
         )
     version = payload.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
@@ -205,44 +211,42 @@ def load_checkpoint(
     missing = [key for key in _REQUIRED_KEYS if key not in payload]
     if missing:
         raise CheckpointError(f"{path} is an incomplete genmodels checkpoint (missing: {', '.join(missing)})")
-    # A file with the marker but values of the wrong kind is rejected here, not by a raw error later.
+
+
+def _check_values(path: str, payload: dict[str, Any]) -> None:
+    """Values of the right kind (not a raw error later), and weights and optimizer state that training
+    can have written: it stops at the first non-finite loss, so its checkpoints hold no nan or inf."""
     dim, columns, weights = payload["dim"], payload["columns"], payload["model"]
     trainer = payload.get("trainer")
     checks = {
         "dim": isinstance(dim, int) and not isinstance(dim, bool) and dim >= 1,
         "columns": isinstance(columns, (list, tuple)) and all(isinstance(c, str) for c in columns),
-        "model": isinstance(weights, dict) and all(isinstance(v, torch.Tensor) for v in weights.values()),
+        "model": _is_state(weights),
         "trainer": trainer is None or (isinstance(trainer, dict) and isinstance(trainer.get("epoch"), int)),
         "test_data": isinstance(payload.get("test_data"), (torch.Tensor, type(None))),
     }
     damaged = [name for name, ok in checks.items() if not ok]
     if damaged:
         raise CheckpointError(f"{path} is a damaged genmodels checkpoint (invalid: {', '.join(damaged)})")
-    ema = trainer.get("ema") if trainer is not None else None
-    for where, state in (("model", weights), ("trainer.ema", ema if isinstance(ema, dict) else {})):
+    trainer = trainer or {}
+    ema = trainer.get("ema") if _is_state(trainer.get("ema")) else {}
+    for where, state in (("model", weights), ("trainer.ema", ema)):
         bad = [
             key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()
         ]
-        if bad:  # training stops at the first non-finite loss, so its checkpoints never hold these
+        if bad:
             raise CheckpointError(
                 f"{path} is a damaged genmodels checkpoint: its {where} weights hold nan or inf values "
                 f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
             )
-    problem = _optimizer_state_problem(trainer.get("optimizer") if trainer is not None else None)
+    problem = _optimizer_state_problem(trainer.get("optimizer"))
     if problem:  # Adam's second moments are sums of squares; resuming from such a state diverges
         raise CheckpointError(f"{path} is a damaged genmodels checkpoint: its optimizer state {problem}")
-    model_type = payload.get("model_type")
-    if model_type not in MODEL_TYPES:
-        raise CheckpointError(
-            f"{path} holds a model of unknown type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}"
-        )
-    if expected_type is not None and model_type != expected_type:
-        raise CheckpointError(f"{path} is a {model_type} checkpoint, but a {expected_type} one is needed")
-    try:
-        payload["config"] = config_from_dict(payload["config"], model_type, source=f"{path} (stored config)")
-    except ConfigError as error:
-        raise CheckpointError(f"{path}: its stored config is invalid: {error}") from None
-    return payload
+
+
+def _is_state(value: Any) -> bool:
+    """Whether ``value`` is a state dict: a dict of tensors."""
+    return isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
 def _optimizer_state_problem(optimizer: Any) -> str | None:
@@ -299,10 +303,8 @@ def model_from_checkpoint(
     if isinstance(payload, (str, os.PathLike)):
         payload = load_checkpoint(payload, map_location=device)
     model = build_model(payload["config"], payload["dim"])
-    state = payload["model"]
-    trainer = payload.get("trainer") or {}
-    if use_ema and trainer.get("ema") is not None:
-        state = trainer["ema"]
+    ema = (payload.get("trainer") or {}).get("ema")
+    state = ema if use_ema and ema is not None else payload["model"]
     load_weights(model, state, "the checkpoint")
     return model.to(device).eval()
 

@@ -1,17 +1,13 @@
 """One generic training loop for any model that owns its loss (``model.loss(batch) -> scalar``).
 
-The whole training set is one tensor on the device; every epoch draws one random permutation and
-slices it into batches of ``batch_size`` (the last batch of an epoch holds the remainder). Adam (AdamW
-when ``weight_decay > 0``) with an exponential learning-rate decay applied once per epoch, global
-gradient-norm clipping, an exponential moving average (EMA) of the weights for evaluation and sampling,
-a stop after the first non-finite loss or gradient, and a state that checkpoints and resumes exactly.
+Every epoch draws one random permutation of the training tensor (on the device) and slices it into
+batches of ``batch_size`` (the last holds the remainder). Adam (AdamW when ``weight_decay > 0``) with an
+exponential learning-rate decay per epoch, global gradient-norm clipping, an exponential moving average
+(EMA) of the weights for evaluation and sampling, and a state that checkpoints and resumes exactly.
 
-The loop never waits for the device within an epoch: the losses and gradient norms stay on the device
-until the epoch ends, and a non-finite step is detected there (one synchronisation per epoch). From that
-step on the optimizer applies no update (the fused Adam kernels' ``found_inf`` input, which automatic
-mixed precision uses to skip steps), so the model keeps the weights of its last finite step.
-``training.precision`` and ``training.compile`` choose how the loss is computed
-(:mod:`genmodels.train.acceleration`); the backward pass and the optimizer always work on float32 weights.
+Within an epoch the loop never waits for the device: losses and gradient norms are read once at its
+end, where a non-finite step stops training. From that step on the fused Adam kernels' ``found_inf``
+input skips every update, so the model keeps the weights of its last finite step.
 """
 
 from __future__ import annotations
@@ -38,6 +34,7 @@ log = logging.getLogger(__name__)
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
 Checkpoint = Callable[["Trainer"], None]
+Loss = Callable[[torch.Tensor], torch.Tensor]
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -57,16 +54,13 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 class _DeferredInterrupt:
     """While alive, the first Ctrl-C (SIGINT) only sets ``requested``, so the loop can finish its epoch
-    and save a consistent, resumable checkpoint; a second Ctrl-C interrupts at once."""
+    and save a consistent, resumable checkpoint; a second Ctrl-C interrupts at once. Not installed outside
+    the main thread, nor where SIGINT is ignored (``nohup``, a background job): there Ctrl-C does nothing."""
 
     def __init__(self, steps_per_epoch: int) -> None:
-        self.requested = False
-        self.steps_per_epoch = steps_per_epoch
-        self.steps_done = 0  # of the current epoch, set by the loop
+        self.requested, self.steps_per_epoch, self.steps_done = False, steps_per_epoch, 0
         self.epoch_start = time.perf_counter()
         self._previous = None
-        # Only in the main thread, and not where SIGINT is ignored (``nohup``, a background job of a
-        # non-interactive shell): there Ctrl-C must keep doing nothing.
         if (
             threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
@@ -77,17 +71,13 @@ class _DeferredInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        log.warning(
-            "Ctrl-C: finishing this epoch%s, then saving a resumable checkpoint (Ctrl-C again to stop now)",
-            self._time_left(),
-        )
+        log.warning("Ctrl-C: finishing this epoch%s, then saving a resumable checkpoint (Ctrl-C again to stop "
+                    "now)", self._time_left())  # fmt: skip
 
     def _time_left(self) -> str:
         """`` (step 12 of 1800, about 9 min left)`` when the rest of the epoch takes over 10 s, else ''."""
         done, total = self.steps_done, self.steps_per_epoch
-        if done == 0:
-            return ""
-        seconds = (time.perf_counter() - self.epoch_start) / done * (total - done)
+        seconds = (time.perf_counter() - self.epoch_start) / done * (total - done) if done else 0
         if seconds < 10:
             return ""
         left = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
@@ -111,13 +101,13 @@ def _warn_unstandardised(model: nn.Module, data: torch.Tensor) -> None:
         mean, std = z.mean(0), z.std(0)
     if bool((mean.abs() <= 5).all() and (std <= 10).all() and (std >= 0.1).all()):
         return
-    log.warning(
-        "the training data, in the model's standardised units, have means %s and standard deviations %s; "
-        "the networks train best near 0 and 1: call model.set_standardization(data.mean(0), data.std(0)) "
-        "before training",
-        ", ".join(f"{float(v):.3g}" for v in mean[:4]) + (", ..." if len(mean) > 4 else ""),
-        ", ".join(f"{float(v):.3g}" for v in std[:4]) + (", ..." if len(std) > 4 else ""),
-    )
+
+    def shown(values: torch.Tensor) -> str:
+        return ", ".join(f"{float(v):.3g}" for v in values[:4]) + (", ..." if len(values) > 4 else "")
+
+    log.warning("the training data, in the model's standardised units, have means %s and standard deviations "
+                "%s; the networks train best near 0 and 1: call model.set_standardization(data.mean(0), "
+                "data.std(0)) before training", shown(mean), shown(std))  # fmt: skip
 
 
 class Trainer:
@@ -146,11 +136,9 @@ class Trainer:
             raise TypeError(
                 f"model must be an nn.Module with a loss(batch) method, got {type(model).__name__}"
             )
-        self.model = model
-        self.config = config
-        self.progress = progress
+        self.model, self.config, self.progress = model, config, progress
         params = [p for p in model.parameters() if p.requires_grad]
-        # The fused implementation updates every parameter in one kernel (CPU and CUDA alike).
+        # fused: every parameter updated in one kernel (CPU and CUDA alike)
         if config.weight_decay > 0:
             self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
                 params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
@@ -159,9 +147,7 @@ class Trainer:
             self.optimizer = torch.optim.Adam(params, lr=config.learning_rate, fused=True)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=config.lr_decay)
         self.ema: nn.Module = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else model
-        self.epoch = 0
-        self.step = 0
-        self.train_seconds = 0.0
+        self.epoch, self.step, self.train_seconds = 0, 0, 0.0
         self.history: dict[str, list[float]] = {}
 
     # -- state -------------------------------------------------------------------------------------
@@ -184,8 +170,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("ema") is not None and self.ema is not self.model:
             self.ema.load_state_dict(state["ema"])
-        self.epoch = int(state["epoch"])
-        self.step = int(state["step"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.history = {k: list(v) for k, v in state["history"].items()}
         restore_rng_state(state["rng"])
@@ -193,18 +178,16 @@ class Trainer:
     def adopt_optimizer_settings(self, previous: TrainingConfig) -> list[str]:
         """After :meth:`load_state_dict`: use this trainer's ``learning_rate``, ``lr_decay`` and
         ``weight_decay`` where they differ from ``previous``, the config the loaded state was trained
-        with (the loaded optimizer and scheduler state would otherwise keep the old ones). The learning
-        rate continues at ``learning_rate * lr_decay ** epoch``, where a run started with the new
-        settings would be; Adam's moment estimates are kept.
+        with. The learning rate continues at ``learning_rate * lr_decay ** epoch``, where a run started
+        with the new settings would be; Adam's moment estimates are kept.
 
         Returns:
             The changed settings as ``"key old -> new"`` (empty: nothing changed, the state is untouched).
         """
         cfg = self.config
-        keys = ("learning_rate", "lr_decay", "weight_decay")
         changed = [
             f"{key} {getattr(previous, key)} -> {getattr(cfg, key)}"
-            for key in keys
+            for key in ("learning_rate", "lr_decay", "weight_decay")
             if getattr(previous, key) != getattr(cfg, key)
         ]
         if not changed:
@@ -220,43 +203,8 @@ class Trainer:
         return changed
 
     # -- loop --------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        if self.ema is self.model:
-            return
-        # A warm-up keeps early averages from being dominated by the random initialisation.
-        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
-        ema_params = list(self.ema.parameters())
-        params = [p.detach() for p in self.model.parameters()]
-        torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-        for ema_buffer, buffer in zip(self.ema.buffers(), self.model.buffers(), strict=True):
-            ema_buffer.copy_(buffer)
-
-    def _check_finite(self, losses: list[float], grad_norms: list[float]) -> None:
-        """Raise :class:`TrainingError` naming the epoch's first step with a non-finite loss or gradient
-        norm (``self.epoch`` is the number of epochs completed before it)."""
-        for i, (loss, grad_norm) in enumerate(zip(losses, grad_norms, strict=True)):
-            if math.isfinite(loss) and math.isfinite(grad_norm):
-                continue
-            what = "loss" if not math.isfinite(loss) else "gradient norm"
-            raise TrainingError(
-                f"non-finite {what} at epoch {self.epoch + 1}, step {i + 1} of {len(losses)} "
-                f"(learning rate {self.optimizer.param_groups[0]['lr']:.3g}); try a lower "
-                "--lr, a smaller training.grad_clip, or check the data's scale for outliers"
-            )
-
-    def _record(self, values: dict[str, float]) -> None:
-        n = len(self.history.get("epoch", []))
-        for key in set(self.history) | set(values):
-            column = self.history.setdefault(key, [math.nan] * n)
-            column.append(float(values.get(key, math.nan)))
-
     def fit(
-        self,
-        data: torch.Tensor,
-        *,
-        evaluate: Evaluate | None = None,
-        on_checkpoint: Checkpoint | None = None,
+        self, data: torch.Tensor, *, evaluate: Evaluate | None = None, on_checkpoint: Checkpoint | None = None
     ) -> None:
         """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)``.
 
@@ -275,124 +223,157 @@ class Trainer:
         """
         from tqdm.auto import tqdm
 
-        cfg = self.config
-        if not isinstance(data, torch.Tensor) or data.dim() != 2:
-            shape = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
-            raise ValueError(f"the training data must be a tensor of shape (N, D), got {shape}")
-        dim = getattr(self.model, "dim", None)
-        if dim is not None and data.shape[1] != dim:
-            raise ValueError(f"the training data have {data.shape[1]} columns but the model takes {dim}")
-        standardize = getattr(self.model, "standardize", None)
-        if standardize is not None and data.dtype != standardize.mean.dtype:
-            raise ValueError(
-                f"the training data are {data.dtype} but the model computes in {standardize.mean.dtype}; "
-                f"convert them with .to({standardize.mean.dtype})"
-            )
-        n = data.shape[0]
-        if n == 0:
-            raise TrainingError("no training data: the training split is empty")
-        finite = torch.isfinite(data).all(dim=1)
-        if not bool(finite.all()):
-            rows = (~finite).nonzero().flatten()
-            raise TrainingError(
-                f"the training data hold non-finite values (nan or inf) in {len(rows)} of {n} rows, "
-                f"the first at row {int(rows[0])}"
-            )
+        self._check_data(data)
         if self.epoch == 0:
             _warn_unstandardised(self.model, data)
+        cfg, name = self.config, type(self.model).__name__
         if self.epoch >= cfg.epochs:
-            log.warning(
-                "nothing to train: the model has already been trained for %d epochs and "
-                "training.epochs (--epochs) is %d; raise it to train longer",
-                self.epoch,
-                cfg.epochs,
-            )
-            self.model.eval()
-            self.ema.eval()
+            log.warning("nothing to train: the model has already been trained for %d epochs and training.epochs "
+                        "(--epochs) is %d; raise it to train longer", self.epoch, cfg.epochs)  # fmt: skip
+            self.model.eval(), self.ema.eval()
             return
-        batch_size = min(cfg.batch_size, n)
-        steps_per_epoch = math.ceil(n / batch_size)
-        # judged on the whole run, so that a resumed run trains as the uninterrupted one did
-        eager_fn = loss_fn = self.model.loss
-        if worth_compiling_training(cfg.compile, self.model, data.device, cfg.epochs * n, cfg.precision):
-            loss_fn = compile_function(eager_fn, data.device)
-        if loss_fn is not eager_fn:
-            log.info(
-                "training with a compiled loss (training.compile: %s); its first steps compile it",
-                cfg.compile,
-            )
-        bar = tqdm(
-            total=cfg.epochs,
-            initial=self.epoch,
-            desc=f"train {type(self.model).__name__}",
-            unit="epoch",
-            disable=not self.progress,
-            dynamic_ncols=True,
-        )
+        loss_fn = self._loss_function(data)
+        bar = tqdm(total=cfg.epochs, initial=self.epoch, desc=f"train {name}", unit="epoch",
+                   disable=not self.progress, dynamic_ncols=True)  # fmt: skip
+        interrupt = _DeferredInterrupt(math.ceil(len(data) / min(cfg.batch_size, len(data))))
         self.model.train()
-        interrupt = _DeferredInterrupt(steps_per_epoch)
         try:
             while self.epoch < cfg.epochs:
-                start = interrupt.epoch_start = time.perf_counter()
-                step_stats: list[torch.Tensor] = []
-                # 1 from the first non-finite step of the epoch on; the optimizer then updates nothing
-                skip = torch.zeros((), device=data.device)
-                order = torch.randperm(n, device=data.device)
-                for i in range(steps_per_epoch):
-                    interrupt.steps_done = i
-                    batch = data[order[i * batch_size : (i + 1) * batch_size]]
-                    with autocast(data.device, cfg.precision):
-                        loss = loss_fn(batch)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-                    stats = torch.stack([loss.detach().float(), grad_norm.detach().float()])
-                    step_stats.append(stats)
-                    skip = torch.maximum(skip, (~torch.isfinite(stats).all()).float())
-                    self.optimizer.found_inf = skip  # read by the fused Adam/AdamW step
-                    self.optimizer.step()
-                    self.step += 1
-                    self._update_ema()
-                # The epoch's one wait for the device.
-                losses, grad_norms = torch.stack(step_stats).T.tolist()
-                self._check_finite(losses, grad_norms)
-                self.scheduler.step()
-                self.epoch += 1
-                seconds = time.perf_counter() - start
-                self.train_seconds += seconds
-                lr = self.optimizer.param_groups[0]["lr"]
-                record = {
-                    "epoch": self.epoch,
-                    "loss": sum(value * min(batch_size, n - i * batch_size) for i, value in enumerate(losses))
-                    / n,
-                    "lr": lr,
-                    "grad_norm": sum(grad_norms) / steps_per_epoch,
-                    "seconds": seconds,
-                }
-                last = self.epoch == cfg.epochs
-                if evaluate is not None and (self.epoch % cfg.eval_every == 0 or last):
-                    self.ema.eval()
-                    # The evaluation draws its own random numbers (e.g. DDPM timesteps) from a copy of
-                    # the RNG state, so the training stream, and thus the model, is the same for any
-                    # eval_every.
-                    cuda = [data.device.index or 0] if data.device.type == "cuda" else []
-                    with torch.random.fork_rng(devices=cuda):
-                        record.update(evaluate(self.ema))
-                self._record(record)
-                bar.set_postfix(
-                    loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", steps_s=f"{steps_per_epoch / seconds:.0f}"
-                )
+                record = self._train_epoch(data, loss_fn, interrupt)
+                self._end_epoch(record, evaluate, data.device)
+                steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s)
                 bar.update(1)
-                periodic = bool(cfg.checkpoint_every) and self.epoch % cfg.checkpoint_every == 0
-                if on_checkpoint is not None and (last or periodic or interrupt.requested):
-                    on_checkpoint(self)
-                if interrupt.requested and not last:
-                    log.warning("interrupted after epoch %d; a resumable checkpoint was saved", self.epoch)
-                    raise KeyboardInterrupt
+                self._checkpoint(on_checkpoint, interrupt.requested)
         finally:
             self.optimizer.__dict__.pop("found_inf", None)
             interrupt.restore()
             bar.close()
-            self.model.eval()
+            self.model.eval(), self.ema.eval()
+
+    def _check_data(self, data: torch.Tensor) -> None:
+        """``data`` must be a non-empty, finite ``(N, D)`` tensor the model takes (see :meth:`fit`)."""
+        if not isinstance(data, torch.Tensor) or data.dim() != 2:
+            shape = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
+            raise ValueError(f"the training data must be a tensor of shape (N, D), got {shape}")
+        dim, standardize = getattr(self.model, "dim", None), getattr(self.model, "standardize", None)
+        if dim is not None and data.shape[1] != dim:
+            raise ValueError(f"the training data have {data.shape[1]} columns but the model takes {dim}")
+        if standardize is not None and data.dtype != standardize.mean.dtype:
+            dtype = standardize.mean.dtype
+            raise ValueError(f"the training data are {data.dtype} but the model computes in {dtype}; convert "
+                             f"them with .to({dtype})")  # fmt: skip
+        if data.shape[0] == 0:
+            raise TrainingError("no training data: the training split is empty")
+        finite = torch.isfinite(data).all(dim=1)
+        if not bool(finite.all()):
+            rows = (~finite).nonzero().flatten()
+            raise TrainingError(f"the training data hold non-finite values (nan or inf) in {len(rows)} of "
+                                f"{data.shape[0]} rows, the first at row {int(rows[0])}")  # fmt: skip
+
+    def _loss_function(self, data: torch.Tensor) -> Loss:
+        """The model's loss, compiled where ``training.compile`` says so (judged on the whole run, so a
+        resumed run trains as the uninterrupted one did)."""
+        cfg, eager = self.config, self.model.loss
+        if not worth_compiling_training(
+            cfg.compile, self.model, data.device, cfg.epochs * len(data), cfg.precision
+        ):
+            return eager
+        loss_fn = compile_function(eager, data.device)
+        if loss_fn is not eager:
+            log.info(
+                "training with a compiled loss (training.compile: %s); its first steps compile it",
+                cfg.compile,
+            )
+        return loss_fn
+
+    def _train_epoch(
+        self, data: torch.Tensor, loss_fn: Loss, interrupt: _DeferredInterrupt
+    ) -> dict[str, float]:
+        """One pass over ``data`` in a random order; returns the epoch's history record."""
+        n, steps = data.shape[0], interrupt.steps_per_epoch
+        batch_size = min(self.config.batch_size, n)
+        start = interrupt.epoch_start = time.perf_counter()
+        self.optimizer.found_inf = torch.zeros((), device=data.device)  # see _step
+        order = torch.randperm(n, device=data.device)
+        stats = []
+        for i in range(steps):
+            interrupt.steps_done = i
+            stats.append(self._step(data[order[i * batch_size : (i + 1) * batch_size]], loss_fn))
+        losses, grad_norms = torch.stack(stats).T.tolist()  # the epoch's one wait for the device
+        self._check_finite(losses, grad_norms)
+        self.scheduler.step()
+        self.epoch += 1
+        seconds = time.perf_counter() - start
+        self.train_seconds += seconds
+        sizes = [min(batch_size, n - i * batch_size) for i in range(steps)]
+        return {
+            "epoch": self.epoch,
+            "loss": sum(loss * size for loss, size in zip(losses, sizes, strict=True)) / n,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "grad_norm": sum(grad_norms) / steps,
+            "seconds": seconds,
+        }
+
+    def _step(self, batch: torch.Tensor, loss_fn: Loss) -> torch.Tensor:
+        """One optimisation step on ``batch``; returns ``[loss, gradient norm]``, left on the device."""
+        with autocast(batch.device, self.config.precision):
+            loss = loss_fn(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        stats = torch.stack([loss.detach().float(), grad_norm.detach().float()])
+        # 1 from the epoch's first non-finite step on: the fused Adam/AdamW step then updates nothing
+        bad = (~torch.isfinite(stats).all()).float()
+        self.optimizer.found_inf = torch.maximum(self.optimizer.found_inf, bad)
+        self.optimizer.step()
+        self.step += 1
+        self._update_ema()
+        return stats
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.ema is self.model:
+            return
+        # A warm-up keeps early averages from being dominated by the random initialisation.
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        params = [p.detach() for p in self.model.parameters()]
+        torch._foreach_lerp_(list(self.ema.parameters()), params, 1.0 - decay)
+        for ema_buffer, buffer in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
+
+    def _check_finite(self, losses: list[float], grad_norms: list[float]) -> None:
+        """Raise :class:`TrainingError` naming the epoch's first step with a non-finite loss or gradient
+        norm (``self.epoch`` is the number of epochs completed before it)."""
+        for i, (loss, grad_norm) in enumerate(zip(losses, grad_norms, strict=True)):
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                what = "loss" if not math.isfinite(loss) else "gradient norm"
+                raise TrainingError(
+                    f"non-finite {what} at epoch {self.epoch + 1}, step {i + 1} of {len(losses)} (learning rate "
+                    f"{self.optimizer.param_groups[0]['lr']:.3g}); try a lower --lr, a smaller "
+                    "training.grad_clip, or check the data's scale for outliers"
+                )
+
+    def _end_epoch(self, record: dict[str, float], evaluate: Evaluate | None, device: torch.device) -> None:
+        """Evaluate the EMA model where due, and append ``record`` to the history."""
+        if evaluate is not None and (
+            self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs
+        ):
             self.ema.eval()
+            # The evaluation draws its own random numbers (e.g. DDPM timesteps) from a copy of the RNG
+            # state, so the training stream, and thus the model, is the same for any eval_every.
+            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+                record.update(evaluate(self.ema))
+        n = len(self.history.get("epoch", []))
+        for key in set(self.history) | set(record):
+            self.history.setdefault(key, [math.nan] * n).append(float(record.get(key, math.nan)))
+
+    def _checkpoint(self, on_checkpoint: Checkpoint | None, interrupted: bool) -> None:
+        """Call ``on_checkpoint`` where due; after a Ctrl-C, then stop with KeyboardInterrupt."""
+        every, last = self.config.checkpoint_every, self.epoch == self.config.epochs
+        if on_checkpoint is not None and (last or interrupted or (every and self.epoch % every == 0)):
+            on_checkpoint(self)
+        if interrupted and not last:
+            log.warning("interrupted after epoch %d; a resumable checkpoint was saved", self.epoch)
+            raise KeyboardInterrupt
