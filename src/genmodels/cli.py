@@ -655,6 +655,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
     ``prog``: the name a ``train`` command's usage and errors give it (default ``genmodels train <model>``).
     """
+    # OpenMP threads that spin while waiting for work turn a busy CPU (another job beside this one) into
+    # a 10-70x slowdown; sleeping waiters cost little when the CPU is free (docs/speed.md). Set before
+    # torch starts OpenMP; a user's own setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from genmodels.errors import GenModelsError, TrainingError
 
     warnings.formatwarning = _format_warning
