@@ -20,6 +20,7 @@ Entropy:
 Uncertainty and reference values:
 
 * :func:`bootstrap_interval` -- bias-corrected percentile bootstrap interval of a two-sample statistic.
+* :func:`wilson_interval` -- Wilson's score interval of an accuracy (a C2ST's).
 * :func:`two_sample_floor` -- the statistic between two disjoint halves of the real data, i.e. the
   value a perfect model would reach at that sample size.
 
@@ -48,6 +49,7 @@ __all__ = [
     "gaussian_entropy",
     "bootstrap_interval",
     "two_sample_floor",
+    "wilson_interval",
     "MIN_TWO_SAMPLE_POINTS",
 ]
 
@@ -94,18 +96,8 @@ def _pairwise_sum(
     *,
     same: bool,
 ) -> float:
-    """Sum of ``fn(|a_i - b_j|^2)`` over all pairs, computed in row blocks.
-
-    Args:
-        a: points, shape ``(N, D)``.
-        b: points, shape ``(M, D)``.
-        fn: elementwise function of the squared Euclidean distance.
-        same: ``a`` and ``b`` are the same sample; the diagonal pairs ``i == j`` are left out and
-            only pairs ``i < j`` are evaluated (each counted twice).
-
-    Returns:
-        The sum as a float.
-    """
+    """Sum of ``fn(|a_i - b_j|^2)`` over all pairs of ``a (N, D)`` and ``b (M, D)``, in row blocks.
+    ``same``: ``a`` is ``b``; the pairs ``i == j`` are left out and ``i < j`` counted twice."""
     b_sq = np.einsum("ij,ij->i", b, b)
     rows = max(1, _BLOCK_ELEMENTS // max(1, b.shape[0]))
     total = 0.0
@@ -138,17 +130,10 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, class
     ``10 * D`` units, Adam, ``random_state=seed``) is scored by stratified, shuffled (seeded)
     K-fold cross-validation. The mean test accuracy over folds is returned.
 
-    Optimiser settings differ from sklearn's defaults for speed: mini-batches of up to 1024
-    points (sklearn: 200) with learning rate 1e-2 (sklearn: 1e-3), ``max_iter=1000`` epochs and
-    sklearn's default stopping rule (training loss improving by less than ``tol=1e-4`` for 10
-    epochs). On 2-D test problems with 6,554 points per sample this needs 4-5x fewer optimiser
-    steps than the defaults at equal or better accuracy. Validation-based ``early_stopping`` and
-    a larger ``tol`` were rejected: they stop during the initial loss plateau and lose most of the
-    power on multimodal data.
-
-    ``classifier="hgb"`` uses scikit-learn's histogram gradient-boosted trees instead of the MLP
-    (same folds and scoring). On the 689 data they are the more sensitive test: data blurred by
-    Gaussian noise of σ = 0.05 score 0.54 (MLP: 0.50), a Gaussian fitted to the data 0.78 (MLP: 0.75).
+    The MLP trains on mini-batches of up to 1024 points with learning rate 1e-2, at most 1000
+    epochs, sklearn's default stopping rule (docs/evaluation.md). ``classifier="hgb"`` uses
+    histogram gradient-boosted trees instead (same folds and scoring), the more sensitive test on
+    the 689 data.
 
     Args:
         x: first sample, shape ``(N, D)``, e.g. real data.
@@ -184,9 +169,7 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, class
     labels = np.concatenate([np.zeros(xa.shape[0], dtype=np.int64), np.ones(ya.shape[0], dtype=np.int64)])
 
     folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    # One thread for the classifiers' OpenMP and BLAS: same results, and at these sizes as fast or
-    # faster on an idle 2-core CPU (trees 0.17 against 0.29 s, MLP 0.76 against 0.89 s for 6,554
-    # points a side), while on a busy one their spinning threads slowed a test of 200 points to minutes.
+    # One thread for the classifiers' OpenMP and BLAS: same results, as fast (docs/evaluation.md).
     with threadpool_limits(limits=1):
         return _cross_validated_accuracy(data, labels, folds, classifier, dim, seed)
 
@@ -397,14 +380,9 @@ def knn_entropy(x: np.ndarray, *, k: int = 3) -> tuple[float, float]:
     ``k``; its bias comes from density curvature and from boundaries of the support (it
     overestimates the entropy of bounded supports by O((k / N)^(1 / D))).
 
-    The standard error is ``std(D * log r_i) / sqrt(N)`` (sample std, ``ddof=1``): the spread of
-    the per-point terms that are averaged. It ignores the correlation between neighbouring terms
-    and can understate the true sampling spread (by about 1.4x for uniform data on a square with
-    ``k=3`` in simulations; it was accurate for a Gaussian).
-
-    Duplicate points: if some point has ``k`` or more exact copies, its ``r_i`` is 0 and the
-    estimate would be ``-inf``; this raises ``ValueError`` instead (remove duplicates or add
-    jitter that is small compared with the point spacing). Fewer than ``k`` copies are harmless.
+    The standard error is ``std(D * log r_i) / sqrt(N)`` (``ddof=1``); it ignores the correlation of
+    neighbouring terms, so it can understate the spread (docs/evaluation.md). A point with ``k`` or
+    more exact copies has ``r_i = 0``: that raises ``ValueError`` instead of returning ``-inf``.
 
     Args:
         x: sample, shape ``(N, D)``, ``N > k``.
@@ -477,11 +455,9 @@ def bootstrap_interval(
     Each replicate resamples the rows of ``x`` and of ``y`` independently, with replacement and at
     their original sizes, and evaluates ``statistic(x_b, y_b)``. The interval is the
     ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the replicates, shifted by the bootstrap
-    estimate of the statistic's bias, ``mean(replicates) - statistic(x, y)``. Resampling with
+    estimate of the statistic's bias, ``mean(replicates) - statistic(x, y)``: resampling with
     replacement makes duplicate rows, whose zero distances shift within-sample terms such as those of
-    :func:`energy_distance` and :func:`mmd`: uncorrected, energy-distance intervals from two samples of
-    one distribution held their own estimate about half the time, and at 30 points per sample of two
-    distributions covered the true value in 85% of cases (corrected: 98%).
+    :func:`energy_distance` and :func:`mmd` (docs/evaluation.md).
 
     Args:
         statistic: function ``(x, y) -> float``, e.g. :func:`energy_distance`.
@@ -545,3 +521,13 @@ def two_sample_floor(
     half = arr.shape[0] // 2
     perm = np.random.default_rng(seed).permutation(arr.shape[0])
     return float(statistic(arr[perm[:half]], arr[perm[half : 2 * half]]))
+
+
+def wilson_interval(acc: float, n_test: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's score interval (Wilson 1927) of an accuracy ``acc`` on ``n_test`` trials: unlike
+    ``acc ± z·SE`` it stays within [0, 1], also at accuracies near 0 or 1."""
+    n = max(n_test, 1)
+    shrink = 1 + z * z / n
+    center = (acc + z * z / (2 * n)) / shrink
+    half = z / shrink * math.sqrt(max(acc * (1 - acc), 0.0) / n + z * z / (4 * n * n))
+    return max(center - half, 0.0), min(center + half, 1.0)
