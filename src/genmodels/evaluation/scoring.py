@@ -1,29 +1,12 @@
 """Evaluation of a trained checkpoint on held-out data, every number beside its reference.
 
 :func:`evaluate_checkpoint` loads a checkpoint and measures, on the held-out split stored with the run
-(or on points given):
-
-Likelihood (nats per sample and per dimension, in the data's own units)
-    Every estimator of the model's spec (``spec.likelihoods``: RealNVP's exact NLL; DDPM's variational
-    bound and its NLL through the probability-flow ODE), each on a random subset whose size is
-    reported, with standard errors ``std / sqrt(n)``. The reference is the data's differential
-    entropy, the lowest NLL any model can reach in expectation (``E[-log q] = H(p) + KL(p || q)``):
-    the Kozachenko-Leonenko estimate (:func:`genmodels.evaluation.metrics.knn_entropy`), or the closed
-    form (:func:`genmodels.data.exact_entropy`) when the data's generator is named. The gap
-    ``NLL - entropy`` estimates the KL divergence; its standard error adds the two in quadrature.
-
-Sample quality
-    C2ST (MLP and gradient-boosted trees), energy distance, MMD² (Gaussian kernel, median heuristic)
-    and sliced W2 between ``n_eval`` generated and ``n_eval`` real points, each beside its floor: the
-    same statistic between those real points and ``n_eval`` *other* real points (two disjoint halves
-    of the real data, so ``n_eval <= N_real // 2``). The distances carry a bias-corrected bootstrap
-    interval; the C2ST accuracies Wilson's interval on ``2 n_eval`` test predictions.
-
-Mode coverage (text data)
-    The share of generated and of real points inside each glyph (:func:`genmodels.data.glyph_labels`)
-    and outside all of them, so a missing or merged character shows as a number.
-
-Every random choice is seeded; the result is a JSON-ready dict (see :func:`evaluate_model`).
+(or on points given), in nats and data units: the NLL by every estimator of the model's spec
+(``spec.likelihoods``), each on a random subset, with standard errors and its gap to the data's
+differential entropy (``E[-log q] = H(p) + KL(p || q)``, :func:`entropy_reference`); the two-sample
+statistics of fresh samples, each beside its floor between two halves of the real data and with a
+95 % interval (:func:`sample_metrics`); and for text data the share of points inside each glyph
+(:func:`mode_coverage`). Every random choice is seeded; the result is a JSON-ready dict.
 """
 
 from __future__ import annotations
@@ -88,18 +71,13 @@ ENTROPY_MISMATCH_NATS = 0.25
 
 
 def entropy_reference(real: np.ndarray, *, dataset: str | None = None, k: int = 3) -> dict[str, Any]:
-    """The likelihood floor: the data's differential entropy in nats.
+    """The likelihood floor: the differential entropy in nats of the points ``real (N, D)``, by the
+    Kozachenko-Leonenko estimate (neighbour order ``k``) and, where ``dataset`` names the generator
+    (:data:`genmodels.data.GENERATORS`) that has one, the closed form; a warning where the two differ
+    by more than :data:`ENTROPY_MISMATCH_NATS` plus 4 SE (the points may come from elsewhere).
 
-    Args:
-        real: the evaluation points ``(N, D)``.
-        dataset: the generator that made them (:data:`genmodels.data.GENERATORS`, default options),
-            for the closed-form entropy where one exists. Logs a warning where the points' k-NN
-            estimate is far from it (:data:`ENTROPY_MISMATCH_NATS`): they may come from elsewhere.
-        k: neighbour order of the Kozachenko-Leonenko estimate.
-
-    Returns:
-        ``{"knn": value, "knn_se": se, "knn_k": k, "n": N, "exact": value or None, "dataset": name,
-        "value": exact if known else knn, "se": 0 if exact else knn_se, "source": "exact"|"knn"}``.
+    Returns ``{"n", "knn_k", "dataset", "exact" (or None), "knn", "knn_se", "value", "se", "source"}``:
+    ``value`` is the exact entropy (``se`` 0) where known, else the k-NN one.
     """
     from genmodels.data import exact_entropy
 
@@ -125,21 +103,6 @@ def entropy_reference(real: np.ndarray, *, dataset: str | None = None, k: int = 
     else:
         out.update(value=h, se=se, source="knn")
     return out
-
-
-def _nll_entry(nll: np.ndarray, dim: int, entropy: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    mean, se = _mean_se(nll)
-    gap_se = math.sqrt(se**2 + (entropy["se"] or 0.0) ** 2) if math.isfinite(se) else math.nan
-    return {
-        "value": mean,
-        "se": se,
-        "per_dim": mean / dim,
-        "per_dim_se": se / dim,
-        "n": int(len(nll)),
-        "gap": mean - entropy["value"],
-        "gap_se": gap_se,
-        **extra,
-    }
 
 
 def _nll_entry(nll: np.ndarray, dim: int, entropy: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -274,11 +237,6 @@ def mode_coverage(generated: np.ndarray, real: np.ndarray, text: str = "689") ->
     }
 
 
-# --------------------------------------------------------------------------------------------------
-# A whole checkpoint
-# --------------------------------------------------------------------------------------------------
-
-
 # Stored as the "units" entry of :func:`evaluate_model`'s metrics, so a metrics file says what its numbers are.
 UNITS: dict[str, str] = {
     "entropy": "value, se: nats per point (natural logarithm, in the data's own coordinates)",
@@ -313,20 +271,11 @@ def evaluate_model(
     seed: int = 0,
     samples: np.ndarray | None = None,
 ) -> Evaluation:
-    """Every metric of one model (eval mode) on the real points ``real (N, D)``, data units (module
-    docstring).
-
-    Args:
-        n_samples: samples drawn (:func:`genmodels.evaluation.sampling.sample_model`), unless
-            ``samples`` gives them.
-        n_eval: points per sample in the two-sample tests (default ``min(n_samples, N // 2)``).
-        n_points: points per likelihood estimator, by its name (e.g. ``{"ode": 200}``).
-        n_boot: bootstrap replicates of the interval of each distance.
-        dataset: the generator that made the data, for the closed-form entropy.
-        text: the rendered string for mode coverage; ``None`` detects "689" text
-            (:func:`looks_like_text`) or takes it from ``dataset == "text"``.
-        seed: seed of every random choice.
-    """
+    """Every metric (module docstring) of one model in eval mode on ``real (N, D)``, in data units:
+    ``n_samples`` drawn (or ``samples`` given), ``n_eval`` of them in the two-sample tests
+    (:func:`sample_metrics`, ``n_boot`` replicates), ``n_points`` per likelihood estimator by name
+    (:func:`likelihood_metrics`), the closed-form entropy of ``dataset``, the mode coverage of ``text``
+    (None: "689" for text data), every random choice seeded by ``seed``."""
     timing: dict[str, float] = {}
 
     def timed(key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

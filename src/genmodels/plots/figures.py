@@ -764,7 +764,9 @@ def plot_coloured_panels(
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError(f"all panels must hold the same points, got sizes {[len(a) for a in arrays]}")
-    axis_names = _panel_names(panel_columns, len(panels), _column_names(None, min(a.shape[1] for a in arrays)))
+    axis_names = _panel_names(
+        panel_columns, len(panels), _column_names(None, min(a.shape[1] for a in arrays))
+    )
     arrays = [a[:, :2] for a in arrays]
     finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in arrays], axis=0)
     values = _check_labels(labels, n, categories)[finite]
