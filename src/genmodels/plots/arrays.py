@@ -24,6 +24,7 @@ __all__ = [
     "log_density_on_grid",
     "noise_level_timesteps",
     "record_reverse_process",
+    "reverse_recording",
     "warped_grid",
 ]
 
@@ -191,6 +192,16 @@ def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[Rev
         yield recording
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def reverse_recording(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording | None]:
+    """:func:`record_reverse_process` for a model with reverse steps; None for any other model."""
+    if not hasattr(model, "register_reverse_step_hook"):
+        yield None
+        return
+    with record_reverse_process(model, n_keep) as recording:
+        yield recording
 
 
 def closest_indices(timesteps: np.ndarray, targets: Sequence[float]) -> list[int]:

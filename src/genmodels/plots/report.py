@@ -16,14 +16,13 @@ and for D > 2 ``pairs``; then the kinds of its spec's ``figures`` (:data:`FIGURE
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,16 +100,11 @@ _HEADLINE_NAMES = {"test_nll": "test NLL", "test_nll_bound": "NLL bound"}
 def glyph_colouring(
     points: np.ndarray, *, text: str | None, data_name: str | os.PathLike[str] | None = None
 ) -> tuple[np.ndarray, list[str] | None, str]:
-    """How to colour points so a reader can follow them into the latent space.
-
-    With ``text`` (or, when ``text`` is None, ``"689"`` for a data file named ``689_data.csv``), the
-    points are labelled by the character of the text-generator layout they lie in (see
-    :func:`genmodels.data.glyph_labels`), if at least half of them lie in some glyph. Otherwise,
-    or for ``text=""``, they are coloured by the quantile of their first coordinate.
-
-    Returns:
-        ``(labels, categories, note)``: integer labels with category names, or floats in [0, 1]
-        with ``categories`` None; ``note`` says what the colour means.
+    """How to colour points ``(N, 2)`` so a reader can follow them into the latent space:
+    ``(labels, categories, note)``, by the character of ``text`` each lies in
+    (:func:`genmodels.data.glyph_labels`; None: "689" for a file named ``689_data.csv``) where at
+    least half lie in some glyph, else (or for ``text=""``) floats in [0, 1], the quantile of the
+    first coordinate, with ``categories`` None; ``note`` says what the colour means.
     """
     pts = np.asarray(points, dtype=float)
     if text is None and data_name is not None and Path(data_name).name == "689_data.csv":
@@ -219,24 +213,15 @@ def write_figures(
     seed: int = 0,
     index: bool = True,
 ) -> dict[str, Path]:
-    """Draw every figure of a trained model into ``out_dir/figures`` (and ``out_dir/index.html``).
+    """Draw every figure of a trained ``model`` (registered as ``model_type``) into ``out_dir/figures``
+    and rewrite ``out_dir/index.html`` (``index``); returns ``{name: path}`` (:data:`FIGURE_ORDER`).
 
-    Args:
-        model, model_type: the trained model (its device is used) and its registered name.
-        real, samples: ``(N, D)`` real and ``(M, D)`` generated points in data units (at most 20,000
-            of each are drawn).
-        history: the trainer's per-epoch history (None or empty: no loss/diagnostics figures).
-        fmt: "png", "svg" or "pdf" (the animation is always a GIF).
-        metrics: numbers for the titles (``test_nll``, ``test_nll_bound``, ``c2st``).
-        columns: the data's column names; ``data_name``: the data file (recognises text data).
-        text: the text of text data, for the glyph colouring ("" = not text; None = guess).
-        reverse: ``(timesteps, states)`` of a recorded reverse process
-            (:meth:`genmodels.plots.arrays.ReverseRecording.trajectory`); None draws a small one
-            with ``sampling_steps`` (0 = all).
-        seed: seed of the subsampling and noise of the figures; ``index``: rewrite the page too.
-
-    Returns:
-        ``{name: path}`` of every file written (names as in :data:`FIGURE_ORDER`, plus "index").
+    ``real (N, D)`` and ``samples (M, D)`` are in data units (at most 20,000 of each are drawn);
+    ``history`` is the trainer's (None or empty: no loss figures); ``fmt`` "png", "svg" or "pdf" (the
+    animation is a GIF); ``metrics`` give the titles' numbers; ``data_name`` and ``text`` ("" = not
+    text) the glyph colouring; ``reverse`` a recorded ``(timesteps, states)`` reverse process
+    (:meth:`genmodels.plots.arrays.ReverseRecording.trajectory`; None: one of ``sampling_steps`` is
+    drawn); ``seed`` seeds the figures' subsampling and noise.
     """
     start = time.perf_counter()
     try:
@@ -250,27 +235,28 @@ def write_figures(
         Path(out_dir) / "figures", fmt, where, _headline(metrics or {}), columns, data_name, text, reverse,
         sampling_steps, seed,
     )  # fmt: skip
-    written: dict[str, Path] = {}
-    if run.dim >= 2:
-        written["results"] = _results_figure(run)
-        if run.dim > 2:
-            written["pairs"] = P.plot_pairs(
-                run.real,
-                run.samples,
-                run.target("pairs"),
-                columns=columns,
-                suptitle=spec.title + where,
-                fmt=fmt,
-            )
-        for kind in spec.figures:
-            written.update(FIGURES[kind](run))
-    else:
-        log.info("the data are 1-D: scatter figures skipped")
+    written = _scatter_figures(run)
     if history and len(history.get("epoch", [])):
         written.update(_history_figures(run, history))
     if index:
         written["index"] = write_index(out_dir)
     log.info("figures written to %s in %.1f s", run.fig_dir, time.perf_counter() - start)
+    return written
+
+
+def _scatter_figures(run: _Run) -> dict[str, Path]:
+    """The results figure, the pair plot for D > 2 and the figure kinds of the spec (2-D data and up)."""
+    if run.dim < 2:
+        log.info("the data are 1-D: scatter figures skipped")
+        return {}
+    written = {"results": _results_figure(run)}
+    if run.dim > 2:
+        suptitle = run.spec.title + run.where
+        written["pairs"] = P.plot_pairs(
+            run.real, run.samples, run.target("pairs"), columns=run.columns, suptitle=suptitle, fmt=run.fmt
+        )
+    for kind in run.spec.figures:
+        written.update(FIGURES[kind](run))
     return written
 
 
@@ -473,16 +459,6 @@ def default_plot_dir(checkpoint: str | os.PathLike[str]) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-@contextlib.contextmanager
-def _reverse_recording(model: nn.Module) -> Iterator[V.ReverseRecording | None]:
-    """:func:`genmodels.plots.arrays.record_reverse_process` for a model with reverse steps, else None."""
-    if not hasattr(model, "register_reverse_step_hook"):
-        yield None
-        return
-    with V.record_reverse_process(model, _TRAJECTORY_POINTS) as recording:
-        yield recording
-
-
 def _plot_points(payload: dict[str, Any], checkpoint: Any, data: Any) -> tuple[np.ndarray, str]:
     """The real points of ``genmodels plot`` (``data``, else the held-out split) and the data's name."""
     from genmodels.data import load_csv
@@ -527,7 +503,7 @@ def plot_checkpoint(
     model = model_from_checkpoint(payload, device=dev)
     real, data_name = _plot_points(payload, checkpoint, data)
     sampling = payload["config"].sampling
-    with _reverse_recording(model) as recording:
+    with V.reverse_recording(model, _TRAJECTORY_POINTS) as recording:
         samples = sample_model(
             model, n_samples, seed=seed, chunk_size=sampling.chunk_size, sampling_steps=sampling.sampling_steps,
             eta=sampling.eta, ddim_spacing=sampling.ddim_spacing,
