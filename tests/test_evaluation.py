@@ -106,7 +106,7 @@ def test_sample_metrics_sit_at_the_floor_for_real_samples() -> None:
 def test_evaluate_checkpoint_on_its_held_out_split(tmp_path, model_type: str) -> None:
     points = make_text(700, seed=1)
     path = tiny_checkpoint(tmp_path, model_type, points)
-    result = evaluate_checkpoint(path, n_samples=300, n_bound=50, n_ode=20, n_boot=2)
+    result = evaluate_checkpoint(path, n_samples=300, n_points={"bound": 50, "ode": 20}, n_boot=2)
     m = result.metrics
     assert m["n_real"] == 300 and m["samples"]["n_eval"] == 150
     expected = {"realnvp": {"exact"}, "ddpm": {"bound", "ode"}}[model_type]
@@ -170,13 +170,13 @@ def test_evaluate_and_compare_commands(tmp_path, capsys, monkeypatch) -> None:
 
 
 def test_accuracy_intervals_are_wilson_intervals_within_0_and_1() -> None:
-    from genmodels.evaluation.scoring import _binomial_interval
+    from genmodels.evaluation.metrics import wilson_interval
 
     # Known answers: 50 of 100 gives [0.4038, 0.5962]; 100 of 100 gives [0.9630, 1].
-    assert _binomial_interval(0.5, 100) == pytest.approx((0.40383, 0.59617), abs=5e-5)
-    assert _binomial_interval(1.0, 100) == pytest.approx((0.96300, 1.0), abs=5e-5)
+    assert wilson_interval(0.5, 100) == pytest.approx((0.40383, 0.59617), abs=5e-5)
+    assert wilson_interval(1.0, 100) == pytest.approx((0.96300, 1.0), abs=5e-5)
     for acc in (0.0, 0.001, 0.9983, 0.99, 1.0):  # the accuracies of samples far from the data
-        lo, hi = _binomial_interval(acc, 1000)
+        lo, hi = wilson_interval(acc, 1000)
         assert 0.0 <= lo <= acc <= hi <= 1.0
 
 

@@ -90,7 +90,7 @@ def test_plot_panels_png(tmp_path: Path, rng: np.random.Generator, monkeypatch: 
 def test_plot_panels_limits(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, rng: np.random.Generator
 ) -> None:
-    """Panels like the reference share its limits, a differently scaled one keeps its own."""
+    """Panels flagged to share the reference's limits share them, another one keeps its own."""
     limits: list[tuple[tuple[float, float], tuple[float, float]]] = []
     original = Figure.savefig
 
@@ -101,7 +101,7 @@ def test_plot_panels_limits(
     monkeypatch.setattr(Figure, "savefig", capture)
     data = rng.uniform(10.0, 20.0, size=(2000, 2))
     panels = [("data", data), ("latent", rng.standard_normal((2000, 2))), ("gen", data * 1.01)]
-    plot_panels(panels, tmp_path / "a.png", reference=data)
+    plot_panels(panels, tmp_path / "a.png", reference=data, share_reference=[True, False, True])
     assert limits[0] == limits[2]
     assert limits[1] != limits[0]
     assert limits[1][0][0] < 0.0 < limits[1][0][1]
@@ -140,14 +140,10 @@ def test_plot_panels_three_dims_states_pair(
 
     monkeypatch.setattr(Figure, "savefig", capture)
     real = rng.standard_normal((500, 3))
-    out = plot_panels(
-        [("real", real), ("gen", real + 0.1)], tmp_path / "p3.png", columns=["a", "b", "c"], dims=(0, 2)
-    )
+    out = plot_panels([("real", real), ("gen", real + 0.1)], tmp_path / "p3.png", columns=["a", "b", "c"])
     assert out.exists()
-    assert "showing columns (a, c) of 3" in texts[0]
-    assert texts[1:] == ["a|c", "a|c"]
-    with pytest.raises(ValueError):
-        plot_panels([("real", real)], tmp_path / "bad.png", dims=(0, 3))
+    assert "showing columns (a, b) of 3" in texts[0]
+    assert texts[1:] == ["a|b", "a|b"]
 
 
 def test_plot_pairs(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,9 +252,9 @@ def test_plot_training_diagnostics(tmp_path: Path, history: dict, monkeypatch: p
 
 
 def test_pretty_labels() -> None:
-    assert plotting._pretty("train_nll") == "train NLL"
-    assert plotting._pretty("grad_norm") == "grad norm"
-    assert plotting._pretty("val_kl_loss") == "val KL loss"
+    assert plotting.pretty_label("train_nll") == "train NLL"
+    assert plotting.pretty_label("grad_norm") == "grad norm"
+    assert plotting.pretty_label("val_kl_loss") == "val KL loss"
 
 
 def test_failed_save_keeps_old_file(
@@ -305,17 +301,15 @@ def test_points_outside_the_axes_are_counted_on_the_figure(tmp_path):
     """Diverged samples drawn inside the data's limits are announced, not silently cut off."""
     from matplotlib.figure import Figure
 
-    from genmodels.plots.figures import _Style
-
     rng = np.random.default_rng(0)
     inside = rng.normal(size=(900, 2))
     far = rng.normal(size=(100, 2)) * 1e5
     ax = Figure().subplots()
-    _Style.scatter(ax, np.concatenate([inside, far]), "black", box=(-4.0, 4.0, -4.0, 4.0))
+    plotting._scatter(ax, np.concatenate([inside, far]), "black", box=(-4.0, 4.0, -4.0, 4.0))
     texts = [t.get_text() for t in ax.texts]
     assert any(t.startswith("100 of 1,000 points (10.0%) outside") for t in texts), texts
     ax = Figure().subplots()
-    _Style.scatter(ax, inside, "black", box=(-10.0, 10.0, -10.0, 10.0))
+    plotting._scatter(ax, inside, "black", box=(-10.0, 10.0, -10.0, 10.0))
     assert not ax.texts
 
 

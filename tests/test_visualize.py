@@ -130,3 +130,13 @@ def test_glyph_colouring() -> None:
     # Explicit text that does not fit the data (Gaussian blob): falls back too.
     blob = np.random.default_rng(0).normal(size=(500, 2)) * 5
     assert glyph_colouring(blob, text="689")[1] is None
+
+
+def test_reverse_recording_records_a_diffusion_model_and_yields_none_for_a_flow() -> None:
+    with V.reverse_recording(tiny_flow()) as nothing:
+        assert nothing is None
+    model = tiny_ddpm(steps=5)
+    with V.reverse_recording(model, n_keep=3) as recording:
+        final = model.sample(4, generator=torch.Generator().manual_seed(0))
+    timesteps, states = recording.trajectory(final.double().numpy())
+    assert list(timesteps) == [5, 4, 3, 2, 1, 0] and states.shape == (6, 3, 2)

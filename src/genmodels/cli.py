@@ -521,8 +521,8 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
         raise ConfigError(
             f"unknown dataset {args.dataset!r}; expected one of {', '.join(sorted(GENERATORS))}"
         )
-    given = {"n_ode": args.ode_points, "n_bound": args.bound_points}  # not given: evaluate_model's defaults
-    return {key: value for key, value in given.items() if value is not None} | {
+    given = {"ode": args.ode_points, "bound": args.bound_points}  # not given: evaluate_model's defaults
+    return {"n_points": {key: value for key, value in given.items() if value is not None}} | {
         "data": args.data,
         "drop_invalid": args.drop_invalid,
         "device": str(resolve_device(args.device)),

@@ -1,30 +1,12 @@
-"""Sample-based metrics that compare a generated point cloud with real data.
+"""Sample-based metrics comparing a generated point cloud with real data: NumPy arrays of points
+(one a row, ``(N, D)``) in, plain floats out; nothing here touches torch, files or plots.
 
-Every function takes NumPy arrays of points (one point a row, shape ``(N, D)``) and returns plain
-Python floats; nothing here touches torch, files or plots.
-
-Two-sample discrepancies (0 or 0.5 means "indistinguishable"):
-
-* :func:`c2st` -- classifier two-sample test accuracy (Lopez-Paz & Oquab 2017; the variant of
-  Lueckmann et al. 2021, "Benchmarking Simulation-Based Inference", AISTATS).
-* :func:`energy_distance` -- energy distance (Szekely & Rizzo 2013), U-statistic form.
-* :func:`mmd` -- unbiased squared maximum mean discrepancy with a Gaussian kernel
-  (Gretton et al. 2012, JMLR 13).
-* :func:`sliced_wasserstein` -- sliced 2-Wasserstein distance (Bonneel et al. 2015).
-
-Entropy:
-
-* :func:`knn_entropy` -- Kozachenko-Leonenko k-nearest-neighbour differential entropy estimate.
-* :func:`gaussian_entropy` -- closed form for a multivariate normal.
-
-Uncertainty and reference values:
-
-* :func:`bootstrap_interval` -- bias-corrected percentile bootstrap interval of a two-sample statistic.
-* :func:`two_sample_floor` -- the statistic between two disjoint halves of the real data, i.e. the
-  value a perfect model would reach at that sample size.
-
-Pairwise sums (energy distance, MMD) are accumulated block by block, so memory stays bounded
-(about ``_BLOCK_ELEMENTS`` float64 values per block) whatever the sample sizes.
+Two-sample discrepancies (0, or 0.5 for the C2ST, means indistinguishable): :func:`c2st` (Lopez-Paz &
+Oquab 2017, the variant of Lueckmann et al. 2021), :func:`energy_distance` (Szekely & Rizzo 2013),
+:func:`mmd` (Gretton et al. 2012), :func:`sliced_wasserstein` (Bonneel et al. 2015). Entropy:
+:func:`knn_entropy` (Kozachenko-Leonenko), :func:`gaussian_entropy`. Uncertainty and references:
+:func:`bootstrap_interval`, :func:`wilson_interval`, :func:`two_sample_floor`. Pairwise sums are
+accumulated in blocks of about ``_BLOCK_ELEMENTS`` values, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -48,6 +30,7 @@ __all__ = [
     "gaussian_entropy",
     "bootstrap_interval",
     "two_sample_floor",
+    "wilson_interval",
     "MIN_TWO_SAMPLE_POINTS",
 ]
 
@@ -61,11 +44,7 @@ _MEDIAN_POINTS = 2000
 
 
 def _as_points(a: np.ndarray, name: str, *, min_rows: int = 1) -> np.ndarray:
-    """Return ``a`` as a finite float64 array of shape ``(N, D)`` with ``N >= min_rows``.
-
-    Raises:
-        ValueError: if ``a`` is not 2-D, has too few rows, no columns or non-finite values.
-    """
+    """``a`` as a finite float64 ``(N, D)`` array with ``N >= min_rows`` (else ValueError)."""
     arr = np.asarray(a, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array of shape (N, D), got shape {arr.shape}")
@@ -79,7 +58,7 @@ def _as_points(a: np.ndarray, name: str, *, min_rows: int = 1) -> np.ndarray:
 
 
 def _as_pair(x: np.ndarray, y: np.ndarray, *, min_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Validate two samples with :func:`_as_points` and check they have the same dimension."""
+    """Two samples checked by :func:`_as_points`, of the same dimension."""
     xa = _as_points(x, "x", min_rows=min_rows)
     ya = _as_points(y, "y", min_rows=min_rows)
     if xa.shape[1] != ya.shape[1]:
@@ -94,18 +73,8 @@ def _pairwise_sum(
     *,
     same: bool,
 ) -> float:
-    """Sum of ``fn(|a_i - b_j|^2)`` over all pairs, computed in row blocks.
-
-    Args:
-        a: points, shape ``(N, D)``.
-        b: points, shape ``(M, D)``.
-        fn: elementwise function of the squared Euclidean distance.
-        same: ``a`` and ``b`` are the same sample; the diagonal pairs ``i == j`` are left out and
-            only pairs ``i < j`` are evaluated (each counted twice).
-
-    Returns:
-        The sum as a float.
-    """
+    """Sum of ``fn(|a_i - b_j|^2)`` over all pairs of ``a (N, D)`` and ``b (M, D)``, in row blocks.
+    ``same``: ``a`` is ``b``; the pairs ``i == j`` are left out and ``i < j`` counted twice."""
     b_sq = np.einsum("ij,ij->i", b, b)
     rows = max(1, _BLOCK_ELEMENTS // max(1, b.shape[0]))
     total = 0.0
@@ -130,41 +99,20 @@ _MLP_INTERRUPTED = "Training interrupted by user"
 
 
 def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, classifier: str = "mlp") -> float:
-    """Classifier two-sample test: cross-validated accuracy of a classifier telling x from y.
+    """Classifier two-sample test: cross-validated accuracy of a classifier telling ``x (N, D)`` from
+    ``y (M, D)``, in [0, 1] (chance: ``max(N, M) / (N + M)``, 0.5 for equal sizes).
 
-    Follows Lueckmann et al. 2021 ("Benchmarking Simulation-Based Inference", the ``sbibm``
-    C2ST): both samples are z-scored with the per-column mean and standard deviation of ``x``,
-    labelled 0 (x) and 1 (y), and a scikit-learn ``MLPClassifier`` (ReLU, two hidden layers of
-    ``10 * D`` units, Adam, ``random_state=seed``) is scored by stratified, shuffled (seeded)
-    K-fold cross-validation. The mean test accuracy over folds is returned.
-
-    Optimiser settings differ from sklearn's defaults for speed: mini-batches of up to 1024
-    points (sklearn: 200) with learning rate 1e-2 (sklearn: 1e-3), ``max_iter=1000`` epochs and
-    sklearn's default stopping rule (training loss improving by less than ``tol=1e-4`` for 10
-    epochs). On 2-D test problems with 6,554 points per sample this needs 4-5x fewer optimiser
-    steps than the defaults at equal or better accuracy. Validation-based ``early_stopping`` and
-    a larger ``tol`` were rejected: they stop during the initial loss plateau and lose most of the
-    power on multimodal data.
-
-    ``classifier="hgb"`` uses scikit-learn's histogram gradient-boosted trees instead of the MLP
-    (same folds and scoring). On the 689 data they are the more sensitive test: data blurred by
-    Gaussian noise of σ = 0.05 score 0.54 (MLP: 0.50), a Gaussian fitted to the data 0.78 (MLP: 0.75).
-
-    Args:
-        x: first sample, shape ``(N, D)``, e.g. real data.
-        y: second sample, shape ``(M, D)``, e.g. generated data.
-        seed: seed for the fold split and the network initialisation / batch order.
-        n_folds: number of cross-validation folds, at least 2.
-        classifier: ``"mlp"`` (Lueckmann et al. 2021) or ``"hgb"`` (gradient-boosted trees).
-
-    Returns:
-        Mean accuracy in ``[0, 1]``: about 0.5 when the samples are indistinguishable, 1.0 when
-        they are perfectly separable. With unequal ``N`` and ``M`` the chance level is
-        ``max(N, M) / (N + M)``.
+    As the ``sbibm`` C2ST of Lueckmann et al. 2021 ("Benchmarking Simulation-Based Inference"): both
+    samples z-scored with the mean and standard deviation of ``x``, labelled 0 and 1, and an
+    ``MLPClassifier`` (ReLU, two hidden layers of ``10 D`` units, Adam, ``random_state=seed``) scored
+    by stratified, shuffled (seeded) ``n_folds``-fold cross-validation; the mean test accuracy.
+    The MLP trains on mini-batches of up to 1024 points with learning rate 1e-2, at most 1000
+    epochs, sklearn's default stopping rule (docs/evaluation.md). ``classifier="hgb"`` uses
+    histogram gradient-boosted trees instead (same folds), the more sensitive test on the 689 data.
 
     Raises:
-        ValueError: if an array is not 2-D, the column counts differ, a sample has fewer than
-            ``n_folds`` rows, values are non-finite or ``n_folds < 2``.
+        ValueError: arrays not 2-D, other column counts, fewer than ``n_folds`` rows, non-finite
+            values, ``n_folds < 2`` or an unknown classifier.
     """
     from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
@@ -184,9 +132,7 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, class
     labels = np.concatenate([np.zeros(xa.shape[0], dtype=np.int64), np.ones(ya.shape[0], dtype=np.int64)])
 
     folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    # One thread for the classifiers' OpenMP and BLAS: same results, and at these sizes as fast or
-    # faster on an idle 2-core CPU (trees 0.17 against 0.29 s, MLP 0.76 against 0.89 s for 6,554
-    # points a side), while on a busy one their spinning threads slowed a test of 200 points to minutes.
+    # One thread for the classifiers' OpenMP and BLAS: same results, as fast (docs/evaluation.md).
     with threadpool_limits(limits=1):
         return _cross_validated_accuracy(data, labels, folds, classifier, dim, seed)
 
@@ -233,23 +179,9 @@ def _cross_validated_accuracy(
 
 
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """Squared-form energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` (Szekely & Rizzo 2013).
-
-    The cross term is the mean over all ``N * M`` pairs; the within-sample terms are
-    U-statistics (means over pairs ``i != j``), so the estimate is unbiased and is centred on 0
-    when both samples come from the same distribution (it can then be slightly negative).
-    Distances are Euclidean, in the units of the data. Computed in blocks: memory is bounded for
-    any sample size (10k x 10k points need about 32 MB).
-
-    Args:
-        x: first sample, shape ``(N, D)``, ``N >= 2``.
-        y: second sample, shape ``(M, D)``, ``M >= 2``.
-
-    Returns:
-        The energy distance (same units as the data; 0 for identical distributions).
-
-    Raises:
-        ValueError: on malformed input (see :func:`c2st`).
+    """Energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` (Szekely & Rizzo 2013) of ``x (N, D)`` and
+    ``y (M, D)``, N, M >= 2, in data units: the within-sample terms are U-statistics (pairs i != j),
+    so it is unbiased and centred on 0 (possibly slightly negative) for one distribution.
     """
     xa, ya = _as_pair(x, y, min_rows=2)
     n, m = xa.shape[0], ya.shape[0]
@@ -260,10 +192,7 @@ def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _median_bandwidth(xa: np.ndarray, ya: np.ndarray) -> float:
-    """Median pairwise Euclidean distance of the pooled sample (at most ``_MEDIAN_POINTS`` points).
-
-    The subsample is drawn with a fixed seed so the result is deterministic.
-    """
+    """Median pairwise distance of the pooled sample (a fixed-seed subset of ``_MEDIAN_POINTS``)."""
     pooled = np.concatenate([xa, ya])
     if pooled.shape[0] > _MEDIAN_POINTS:
         rng = np.random.default_rng(0)
@@ -272,26 +201,12 @@ def _median_bandwidth(xa: np.ndarray, ya: np.ndarray) -> float:
 
 
 def mmd(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> float:
-    """Unbiased squared maximum mean discrepancy with a Gaussian kernel (Gretton et al. 2012).
-
-    The kernel is ``k(a, b) = exp(-|a - b|^2 / (2 h^2))`` and the estimate is the U-statistic
-    ``MMD_u^2`` of Gretton et al. 2012 (JMLR 13, eq. 3): within-sample kernel means over pairs
-    ``i != j`` and the cross mean over all pairs. It is centred on 0 for identical distributions
-    (and can then be slightly negative). Computed in blocks; memory is bounded.
-
-    Args:
-        x: first sample, shape ``(N, D)``, ``N >= 2``.
-        y: second sample, shape ``(M, D)``, ``M >= 2``.
-        bandwidth: kernel width ``h`` (data units, > 0). ``None`` uses the median heuristic: the
-            median pairwise distance of the pooled sample, computed on a fixed-seed random subset
-            of at most 2000 points.
-
-    Returns:
-        The MMD² estimate (dimensionless, at most 2 in expectation).
+    """Unbiased squared MMD (Gretton et al. 2012, JMLR 13, eq. 3) of ``x (N, D)`` and ``y (M, D)``,
+    N, M >= 2, with the Gaussian kernel ``exp(-|a - b|² / (2 h²))``: centred on 0 for one
+    distribution, at most 2 in expectation. ``bandwidth`` h (data units); None: the median heuristic.
 
     Raises:
-        ValueError: on malformed input, a non-positive bandwidth, or a median-heuristic bandwidth
-            of 0 (more than half the pooled points coincide).
+        ValueError: malformed input, a bandwidth <= 0, or a median-heuristic bandwidth of 0.
     """
     xa, ya = _as_pair(x, y, min_rows=2)
     if bandwidth is None:
@@ -316,16 +231,9 @@ def mmd(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> floa
 
 
 def _quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Common grid for two empirical quantile functions with ``n`` and ``m`` atoms.
-
-    The quantile function of an empirical distribution with ``n`` equally weighted atoms is a step
-    function with jumps at ``i / n``. On the merged set of jump levels both quantile functions are
-    constant on each interval, so the integral of their squared difference is an exact weighted sum.
-
-    Returns:
-        ``(weights, index_a, index_b)``: interval lengths (summing to 1) and, for each interval,
-        the rank of the order statistic of each sample that is the quantile there.
-    """
+    """The merged jump levels ``i / n`` and ``j / m`` of two empirical quantile functions, on whose
+    intervals both are constant: ``(weights (summing to 1), index_a, index_b)``, the interval lengths
+    and the order statistics that are each sample's quantile there."""
     levels = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)
     levels[-1] = 1.0
     lower = np.concatenate([[0.0], levels[:-1]])
@@ -339,27 +247,10 @@ def _quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def sliced_wasserstein(x: np.ndarray, y: np.ndarray, *, n_projections: int = 256, seed: int = 0) -> float:
-    """Monte Carlo sliced 2-Wasserstein distance (Bonneel et al. 2015).
-
-    ``SW_2(x, y) = ( mean_theta W_2^2(theta . x, theta . y) )^(1/2)`` over ``n_projections``
-    directions ``theta`` drawn uniformly on the unit sphere (normalised Gaussian vectors, seeded).
-    Each 1-D ``W_2^2`` is computed exactly between the two empirical distributions as the integral
-    of the squared difference of their quantile functions: for ``N == M`` this is the mean squared
-    difference of the sorted projections; for ``N != M`` both step quantile functions are evaluated
-    on the merged grid of their jump levels (``i / N`` and ``j / M``).
-
-    Args:
-        x: first sample, shape ``(N, D)``.
-        y: second sample, shape ``(M, D)``.
-        n_projections: number of random directions (>= 1).
-        seed: seed of the directions.
-
-    Returns:
-        The sliced W2 distance, in the units of the data (0 for identical samples). In 1-D every
-        direction is +-1, so it is the exact W2 distance of the two empirical distributions.
-
-    Raises:
-        ValueError: on malformed input or ``n_projections < 1``.
+    """Sliced 2-Wasserstein distance (Bonneel et al. 2015) of ``x (N, D)`` and ``y (M, D)``, data units:
+    ``(mean_θ W_2²(θ·x, θ·y))^½`` over ``n_projections`` seeded directions uniform on the sphere, each
+    1-D ``W_2²`` exact between the empirical distributions (the squared difference of the quantile
+    functions, integrated on their merged jump levels). In 1-D it is the exact W2 distance.
     """
     xa, ya = _as_pair(x, y)
     if int(n_projections) != n_projections or n_projections < 1:
@@ -388,33 +279,15 @@ def sliced_wasserstein(x: np.ndarray, y: np.ndarray, *, n_projections: int = 256
 
 
 def knn_entropy(x: np.ndarray, *, k: int = 3) -> tuple[float, float]:
-    """Kozachenko-Leonenko k-nearest-neighbour estimate of differential entropy, in nats.
+    """Kozachenko-Leonenko estimate of the differential entropy of ``x (N, D)``, ``N > k``, in nats:
+    ``(entropy, standard_error)``.
 
-    ``H = psi(N) - psi(k) + log V_D + (D / N) * sum_i log r_i``, where ``r_i`` is the Euclidean
-    distance from point ``i`` to its k-th nearest other point, ``V_D = pi^(D/2) / Gamma(D/2 + 1)``
-    is the volume of the unit ball and ``psi`` the digamma function (Kozachenko & Leonenko 1987;
-    Kraskov, Stoegbauer & Grassberger 2004, eq. 20). The estimator is consistent for any fixed
-    ``k``; its bias comes from density curvature and from boundaries of the support (it
-    overestimates the entropy of bounded supports by O((k / N)^(1 / D))).
-
-    The standard error is ``std(D * log r_i) / sqrt(N)`` (sample std, ``ddof=1``): the spread of
-    the per-point terms that are averaged. It ignores the correlation between neighbouring terms
-    and can understate the true sampling spread (by about 1.4x for uniform data on a square with
-    ``k=3`` in simulations; it was accurate for a Gaussian).
-
-    Duplicate points: if some point has ``k`` or more exact copies, its ``r_i`` is 0 and the
-    estimate would be ``-inf``; this raises ``ValueError`` instead (remove duplicates or add
-    jitter that is small compared with the point spacing). Fewer than ``k`` copies are harmless.
-
-    Args:
-        x: sample, shape ``(N, D)``, ``N > k``.
-        k: neighbour order (>= 1). Larger ``k`` lowers the variance and raises boundary bias.
-
-    Returns:
-        ``(entropy, standard_error)`` in nats.
-
-    Raises:
-        ValueError: on malformed input, ``k < 1``, ``N <= k``, or zero k-NN distances.
+    ``H = psi(N) - psi(k) + log V_D + (D / N) sum_i log r_i``, with ``r_i`` the distance from point i to
+    its k-th nearest other point and ``V_D`` the unit ball's volume (Kraskov et al. 2004, eq. 20).
+    Consistent for fixed k; it overestimates bounded supports by O((k / N)^(1 / D)). The standard
+    error is ``std(D log r_i) / sqrt(N)`` (``ddof=1``); it ignores the correlation of neighbouring
+    terms, so it can understate the spread (docs/evaluation.md). A point with ``k`` or more exact
+    copies has ``r_i = 0``: that raises ``ValueError`` instead of returning ``-inf``.
     """
     if int(k) != k or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
@@ -438,18 +311,8 @@ def knn_entropy(x: np.ndarray, *, k: int = 3) -> tuple[float, float]:
 
 
 def gaussian_entropy(cov: np.ndarray | float) -> float:
-    """Differential entropy of a multivariate normal, ``0.5 * log det(2 pi e cov)``, in nats.
-
-    Args:
-        cov: covariance matrix, shape ``(D, D)``, symmetric positive definite; a scalar is a 1-D
-            variance.
-
-    Returns:
-        The entropy in nats (the mean does not matter).
-
-    Raises:
-        ValueError: if ``cov`` is not square or not positive definite.
-    """
+    """Entropy ``0.5 log det(2 pi e cov)`` in nats of a normal with covariance ``cov (D, D)`` (a scalar:
+    a 1-D variance); ValueError where it is not square and positive definite."""
     c = np.atleast_2d(np.asarray(cov, dtype=np.float64))
     if c.ndim != 2 or c.shape[0] != c.shape[1]:
         raise ValueError(f"cov must be a square matrix, got shape {np.shape(cov)}")
@@ -471,31 +334,13 @@ def bootstrap_interval(
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Bias-corrected percentile bootstrap interval of a two-sample statistic (Efron & Tibshirani
-    1993, ch. 13, with the bias estimate of sec. 10.2).
+    """Bias-corrected percentile bootstrap interval ``(low, high)`` of ``statistic(x, y)`` (Efron &
+    Tibshirani 1993, ch. 13 and sec. 10.2).
 
-    Each replicate resamples the rows of ``x`` and of ``y`` independently, with replacement and at
-    their original sizes, and evaluates ``statistic(x_b, y_b)``. The interval is the
-    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the replicates, shifted by the bootstrap
-    estimate of the statistic's bias, ``mean(replicates) - statistic(x, y)``. Resampling with
-    replacement makes duplicate rows, whose zero distances shift within-sample terms such as those of
-    :func:`energy_distance` and :func:`mmd`: uncorrected, energy-distance intervals from two samples of
-    one distribution held their own estimate about half the time, and at 30 points per sample of two
-    distributions covered the true value in 85% of cases (corrected: 98%).
-
-    Args:
-        statistic: function ``(x, y) -> float``, e.g. :func:`energy_distance`.
-        x: first sample, shape ``(N, ...)``.
-        y: second sample, shape ``(M, ...)``.
-        n_boot: number of bootstrap replicates (>= 2).
-        level: coverage level in ``(0, 1)``.
-        seed: seed of the resampling.
-
-    Returns:
-        ``(low, high)`` in the units of the statistic.
-
-    Raises:
-        ValueError: if ``n_boot < 2``, ``level`` is outside ``(0, 1)`` or a sample is empty.
+    Each of ``n_boot >= 2`` replicates resamples the rows of ``x`` and ``y`` independently with
+    replacement (seeded); the interval is the ``(1 ∓ level) / 2`` quantiles of the replicates less the
+    bootstrap estimate of the bias, ``mean(replicates) - statistic(x, y)``: duplicate rows shift
+    within-sample terms such as those of :func:`energy_distance` and :func:`mmd` (docs/evaluation.md).
     """
     if int(n_boot) != n_boot or n_boot < 2:
         raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
@@ -521,27 +366,21 @@ def two_sample_floor(
     *,
     seed: int = 0,
 ) -> float:
-    """The statistic between two disjoint random halves of the real data.
-
-    The rows of ``real`` are shuffled (seeded) and split into two halves of ``N // 2`` rows each
-    (one row is dropped when ``N`` is odd). The result is what a perfect model would score against
-    a real sample of ``N // 2`` points: the noise floor of the statistic. Compare models with it
-    at matching sample sizes, since most statistics' null spread shrinks with ``N``.
-
-    Args:
-        statistic: function ``(x, y) -> float``, e.g. :func:`c2st`.
-        real: real sample, shape ``(N, ...)``, ``N >= 2``.
-        seed: seed of the shuffle.
-
-    Returns:
-        ``statistic(first_half, second_half)``.
-
-    Raises:
-        ValueError: if ``real`` has fewer than 2 rows.
-    """
+    """``statistic`` between two disjoint, seeded random halves of ``real (N >= 2, ...)``: what a perfect
+    model scores against ``N // 2`` real points, the statistic's noise floor at that size."""
     arr = np.asarray(real)
     if arr.ndim == 0 or arr.shape[0] < 2:
         raise ValueError("real must have at least 2 rows")
     half = arr.shape[0] // 2
     perm = np.random.default_rng(seed).permutation(arr.shape[0])
     return float(statistic(arr[perm[:half]], arr[perm[half : 2 * half]]))
+
+
+def wilson_interval(acc: float, n_test: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's score interval (Wilson 1927) of an accuracy ``acc`` on ``n_test`` trials: unlike
+    ``acc ± z·SE`` it stays within [0, 1], also at accuracies near 0 or 1."""
+    n = max(n_test, 1)
+    shrink = 1 + z * z / n
+    center = (acc + z * z / (2 * n)) / shrink
+    half = z / shrink * math.sqrt(max(acc * (1 - acc), 0.0) / n + z * z / (4 * n * n))
+    return max(center - half, 0.0), min(center + half, 1.0)

@@ -1,20 +1,42 @@
-"""Drawing samples from a model in chunks, and scoring them against held-out points with the C2ST."""
+"""The one path from a trained model to scored samples: :func:`sample_model` draws them, :func:`finite_samples`
+drops the unusable ones, :func:`two_sample_scores` compares them with real points beside a floor, and
+:func:`evaluate_samples` is the C2ST summary a training run stores."""
 
 from __future__ import annotations
 
 import logging
 import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from genmodels.evaluation import metrics as M
+from genmodels.models import ModelSpec, get_spec, model_names
 from genmodels.train.acceleration import autocast
 
-__all__ = ["FAR_SAMPLE_STDS", "METRIC_UNITS", "evaluate_samples", "sample_model"]
+__all__ = [
+    "FAR_SAMPLE_STDS",
+    "METRIC_UNITS",
+    "evaluate_samples",
+    "finite_samples",
+    "sample_model",
+    "spec_of",
+    "two_sample_scores",
+]
 
 log = logging.getLogger(__name__)
+
+
+def spec_of(model: nn.Module) -> ModelSpec:
+    """The registered spec whose ``model_class`` ``model`` is an instance of."""
+    for name in model_names():
+        if isinstance(model, get_spec(name).model_class):
+            return get_spec(name)
+    raise TypeError(f"{type(model).__name__} is not a registered model")
 
 
 @torch.no_grad()
@@ -31,41 +53,34 @@ def sample_model(
 ) -> np.ndarray:
     """Draw ``n`` samples ``(n, D)`` in the data's units, ``chunk_size`` at a time, reproducibly.
 
-    ``precision="bfloat16"`` runs the networks' matrix products in bfloat16
-    (:func:`genmodels.train.acceleration.autocast`); wrap the call in
-    :func:`genmodels.train.acceleration.compiled_network` to sample with a compiled DDPM network.
+    The sampling settings (``sampling_steps`` 0 = all, ``eta``, ``ddim_spacing``) reach ``model.sample``
+    through the spec's ``sample_options``; a model without such options ignores them. ``precision=
+    "bfloat16"`` runs the matrix products in bfloat16 (:func:`genmodels.train.acceleration.autocast`).
     """
+    settings = {"sampling_steps": sampling_steps or None, "eta": eta, "ddim_spacing": ddim_spacing}
+    options = {option: settings[key] for option, key in spec_of(model).sample_options.items()}
     device = next(model.buffers()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    chunks = []
     with autocast(device, precision):
-        for start in range(0, n, chunk_size):
-            m = min(chunk_size, n - start)
-            if hasattr(model, "diffusion_steps"):
-                steps = sampling_steps or None
-                chunks.append(
-                    model.sample(m, generator=generator, steps=steps, eta=eta, spacing=ddim_spacing)
-                )
-            else:
-                chunks.append(model.sample(m, generator=generator))
-    samples = torch.cat(chunks).cpu().double().numpy()
+        chunks = [
+            model.sample(min(chunk_size, n - start), generator=generator, **options)
+            for start in range(0, n, chunk_size)
+        ]
+    samples = torch.cat(chunks).cpu().double().numpy() if chunks else np.zeros((0, model.dim))
     _warn_far_samples(model, samples)
     return samples
 
 
-# Samples farther than this many training standard deviations from the training mean draw a warning:
-# an undertrained DDPM's reverse process sends a few points thousands of deviations out (measured:
-# 12 of 20,000 two-moons samples beyond 100 deviations after 60 epochs), and the default RealNVP on
-# the 689 data puts 4 of 20,000 out to 1,330 deviations. C2ST does not show such outliers.
+# Samples farther than this many training standard deviations from the training mean draw a warning
+# (docs/evaluation.md): C2ST does not show such outliers.
 FAR_SAMPLE_STDS = 50.0
 
 
 def _warn_far_samples(model: nn.Module, samples: np.ndarray) -> None:
-    standardize = getattr(model, "standardize", None)
-    if standardize is None or not len(samples):
+    if not len(samples):
         return
-    mean = standardize.mean.detach().cpu().double().numpy()
-    std = standardize.std.detach().cpu().double().numpy()
+    mean = model.standardize.mean.detach().cpu().double().numpy()
+    std = model.standardize.std.detach().cpu().double().numpy()
     with np.errstate(invalid="ignore", over="ignore"):
         distance = np.abs((samples - mean) / std).max(1)
     far = distance > FAR_SAMPLE_STDS
@@ -76,6 +91,68 @@ def _warn_far_samples(model: nn.Module, samples: np.ndarray) -> None:
             "undertrained DDPM); such outliers skew means and plots",
             int(far.sum()), len(samples), FAR_SAMPLE_STDS, float(np.nanmax(distance[far])),
         )  # fmt: skip
+
+
+def finite_samples(samples: np.ndarray) -> np.ndarray:
+    """The rows of ``samples (N, D)`` that are finite, as float64; warns when some are left out."""
+    samples = np.asarray(samples, dtype=np.float64)
+    finite = np.isfinite(samples).all(axis=1)
+    if not finite.all():
+        log.warning("%d of %d samples are not finite; they are left out", int((~finite).sum()), len(samples))
+    return samples[finite]
+
+
+Statistic = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _statistics(seed: int) -> dict[str, tuple[Statistic, bool]]:
+    """The two-sample statistics by name, each with whether its interval is a bootstrap one."""
+    return {
+        "c2st_mlp": (lambda a, b: M.c2st(a, b, seed=seed), False),
+        "c2st_hgb": (lambda a, b: M.c2st(a, b, seed=seed, classifier="hgb"), False),
+        "energy": (M.energy_distance, True),
+        "mmd": (M.mmd, True),
+        "sliced_w2": (lambda a, b: M.sliced_wasserstein(a, b, seed=seed), True),
+    }
+
+
+def two_sample_scores(
+    real: np.ndarray,
+    generated: np.ndarray,
+    floor_pair: tuple[np.ndarray, np.ndarray] | None,
+    names: Sequence[str],
+    *,
+    n_boot: int = 0,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Each statistic in ``names`` (``c2st_mlp``, ``c2st_hgb``, ``energy``, ``mmd``, ``sliced_w2``) of
+    ``real`` against ``generated``, beside its floor (the statistic of ``floor_pair``, two sets of real
+    points; NaN without one) and a 95% interval: a bootstrap of ``n_boot >= 2`` replicates for the
+    distances, else Wilson's interval of the accuracy on ``2 n`` predictions.
+
+    Returns ``{name: {"value", "interval": [lo, hi], "interval_kind", "floor", "seconds"}}``.
+    """
+    statistics = _statistics(seed)
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        stat, bootstrap = statistics[name]
+        start = time.perf_counter()
+        value = float(stat(real, generated))
+        floor = math.nan if floor_pair is None else float(stat(*floor_pair))
+        if bootstrap and n_boot >= 2:
+            lo, hi = M.bootstrap_interval(stat, real, generated, n_boot=n_boot, seed=seed)
+            kind = f"bootstrap 95% ({n_boot} replicates)"
+        else:
+            lo, hi = M.wilson_interval(value, 2 * len(generated))
+            kind = "binomial 95% (Wilson)"
+        out[name] = {
+            "value": value,
+            "interval": [float(lo), float(hi)],
+            "interval_kind": kind,
+            "floor": floor,
+            "seconds": time.perf_counter() - start,
+        }
+    return out
 
 
 _ACCURACY = "classifier accuracy (0.5: indistinguishable)"
@@ -96,16 +173,17 @@ METRIC_UNITS: dict[str, str] = {
 
 
 def evaluate_samples(
-    samples: np.ndarray, real_test: np.ndarray, real_train: np.ndarray, *, seed: int
+    samples: np.ndarray, real_test: np.ndarray, real_train: np.ndarray | None, *, seed: int
 ) -> dict:
     """C2ST (MLP and gradient-boosted trees) of ``samples`` against the held-out points, each beside
-    its floor: the same test between two disjoint sets of real points of the same size."""
+    its floor: the same test between as many training points and held-out points (no ``real_train``:
+    NaN). Returns ``{"n_eval", "c2st", "c2st_floor", "c2st_hgb", "c2st_hgb_floor"}``."""
     n = min(len(samples), len(real_test))
     rng = np.random.default_rng(seed)
     gen = samples[rng.choice(len(samples), n, replace=False)]
     test = real_test[rng.choice(len(real_test), n, replace=False)]
-    other = real_train[rng.choice(len(real_train), min(n, len(real_train)), replace=False)]
-    out = {"n_eval": int(n)}
+    out: dict[str, Any] = {"n_eval": int(n)}
+    out.update(c2st=math.nan, c2st_hgb=math.nan, c2st_floor=math.nan, c2st_hgb_floor=math.nan)
     if n < M.MIN_TWO_SAMPLE_POINTS:
         fewest = (
             f"samples ({len(samples)}; raise sampling.n_samples, --n_samples)"
@@ -117,17 +195,16 @@ def evaluate_samples(
             fewest,
             M.MIN_TWO_SAMPLE_POINTS,
         )
-        out.update(c2st=math.nan, c2st_floor=math.nan, c2st_hgb=math.nan, c2st_hgb_floor=math.nan)
         return out
-    real_a, real_b = other[: len(test)], test[: len(other)]
-    # The real points come first: their mean and standard deviation scale both samples, so a few
-    # huge outliers among bad samples cannot squash the data into one point.
-    out["c2st"] = M.c2st(test, gen, seed=seed)
-    out["c2st_hgb"] = M.c2st(test, gen, seed=seed, classifier="hgb")
-    if len(real_a) < M.MIN_TWO_SAMPLE_POINTS:
-        log.warning("too few training points (%d) for the c2st floor; floor skipped", len(real_a))
-        out.update(c2st_floor=math.nan, c2st_hgb_floor=math.nan)
-        return out
-    out["c2st_floor"] = M.c2st(real_a, real_b, seed=seed)
-    out["c2st_hgb_floor"] = M.c2st(real_a, real_b, seed=seed, classifier="hgb")
+    floor_pair = None
+    if real_train is not None:
+        other = real_train[rng.choice(len(real_train), min(n, len(real_train)), replace=False)]
+        floor_pair = (other[: len(test)], test[: len(other)])
+        if len(other) < M.MIN_TWO_SAMPLE_POINTS:
+            log.warning("too few training points (%d) for the c2st floor; floor skipped", len(other))
+            floor_pair = None
+    # The real points come first: their mean and standard deviation scale both samples.
+    scores = two_sample_scores(test, gen, floor_pair, ("c2st_mlp", "c2st_hgb"), seed=seed)
+    for key, name in (("c2st", "c2st_mlp"), ("c2st_hgb", "c2st_hgb")):
+        out[key], out[f"{key}_floor"] = scores[name]["value"], scores[name]["floor"]
     return out

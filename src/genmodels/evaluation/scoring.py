@@ -1,33 +1,12 @@
 """Evaluation of a trained checkpoint on held-out data, every number beside its reference.
 
-:func:`evaluate_checkpoint` loads a RealNVP or DDPM checkpoint and measures, on the held-out split
-stored with the run (or on points given):
-
-Likelihood (nats per sample and per dimension, in the data's own units)
-    RealNVP's exact NLL; DDPM's variational bound (:meth:`genmodels.models.ddpm.DDPM.nll_bound`) and its exact
-    NLL through the probability-flow ODE (:mod:`genmodels.models.flow_ode`), each on a random subset whose size
-    is reported, with standard errors ``std / sqrt(n)``. The reference is the data's differential
-    entropy -- the lowest NLL any model can reach in expectation (``E[-log q] = H(p) + KL(p || q)``):
-    the Kozachenko-Leonenko estimate (:func:`genmodels.evaluation.metrics.knn_entropy`) with its standard
-    error, and the closed form (:func:`genmodels.data.exact_entropy`) when the data's generator is
-    named. The gap ``NLL - entropy`` estimates the KL divergence; its standard error adds the two in
-    quadrature.
-
-Sample quality
-    C2ST (MLP and gradient-boosted trees), energy distance, MMD² (Gaussian kernel, median heuristic)
-    and sliced W2 between ``n_eval`` generated points and ``n_eval`` real points, each beside its
-    floor: the same statistic between those real points and ``n_eval`` *other* real points (the real
-    data are split into two disjoint halves, so ``n_eval <= N_real // 2``), i.e. what a perfect model
-    scores at the same sample sizes. Energy, MMD and sliced W2 carry a bias-corrected percentile
-    bootstrap interval (:func:`genmodels.evaluation.metrics.bootstrap_interval`); a bootstrap of the C2ST would retrain its
-    classifier hundreds of times, so its interval is the binomial one of the cross-validated
-    accuracy on ``2 n_eval`` test predictions, ``acc ± 1.96 sqrt(acc (1 - acc) / (2 n_eval))``.
-
-Mode coverage (text data)
-    The share of generated and of real points inside each glyph (:func:`genmodels.data.glyph_labels`)
-    and outside all of them, so a missing or merged character shows as a number.
-
-Every random choice is seeded; the result is a JSON-ready dict (see :func:`evaluate_model`).
+:func:`evaluate_checkpoint` loads a checkpoint and measures, on the held-out split stored with the run
+(or on points given), in nats and data units: the NLL by every estimator of the model's spec
+(``spec.likelihoods``), each on a random subset, with standard errors and its gap to the data's
+differential entropy (``E[-log q] = H(p) + KL(p || q)``, :func:`entropy_reference`); the two-sample
+statistics of fresh samples, each beside its floor between two halves of the real data and with a
+95 % interval (:func:`sample_metrics`); and for text data the share of points inside each glyph
+(:func:`mode_coverage`). Every random choice is seeded; the result is a JSON-ready dict.
 """
 
 from __future__ import annotations
@@ -35,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +23,10 @@ import numpy as np
 import torch
 
 from genmodels.evaluation import metrics as M
+from genmodels.evaluation.sampling import finite_samples, sample_model, spec_of, two_sample_scores
 
 __all__ = [
+    "LIKELIHOOD_POINTS",
     "Evaluation",
     "evaluate_checkpoint",
     "evaluate_model",
@@ -56,7 +37,6 @@ __all__ = [
     "looks_like_text",
     "format_report",
     "compare_table",
-    "log_density_grid",
 ]
 
 log = logging.getLogger(__name__)
@@ -64,6 +44,8 @@ log = logging.getLogger(__name__)
 #: Shares inside the glyphs above which 2-D data are taken to be the rendered text.
 _TEXT_MIN_INSIDE = 0.5
 _TEXT_MIN_PER_GLYPH = 0.1
+#: Points each likelihood estimator runs on unless told otherwise (``n_points``).
+LIKELIHOOD_POINTS = 1000
 
 
 @dataclass
@@ -77,11 +59,6 @@ class Evaluation:
     columns: tuple[str, ...] = field(default_factory=tuple)
 
 
-# --------------------------------------------------------------------------------------------------
-# Pieces
-# --------------------------------------------------------------------------------------------------
-
-
 def _mean_se(values: np.ndarray) -> tuple[float, float]:
     values = np.asarray(values, dtype=np.float64)
     se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
@@ -89,24 +66,18 @@ def _mean_se(values: np.ndarray) -> tuple[float, float]:
 
 
 # How far (beyond 4 standard errors) the k-NN entropy of a dataset's points may fall from its exact
-# entropy before ``entropy_reference`` warns that they may not come from it. The estimator's own bias at
-# sharp edges stays below this: checkerboard is +0.18 nats at 300 points, +0.04 at 6,554.
+# entropy before ``entropy_reference`` warns that they may not come from it (docs/evaluation.md).
 ENTROPY_MISMATCH_NATS = 0.25
 
 
 def entropy_reference(real: np.ndarray, *, dataset: str | None = None, k: int = 3) -> dict[str, Any]:
-    """The likelihood floor: the data's differential entropy in nats.
+    """The likelihood floor: the differential entropy in nats of the points ``real (N, D)``, by the
+    Kozachenko-Leonenko estimate (neighbour order ``k``) and, where ``dataset`` names the generator
+    (:data:`genmodels.data.GENERATORS`) that has one, the closed form; a warning where the two differ
+    by more than :data:`ENTROPY_MISMATCH_NATS` plus 4 SE (the points may come from elsewhere).
 
-    Args:
-        real: the evaluation points ``(N, D)``.
-        dataset: the generator that made them (:data:`genmodels.data.GENERATORS`, default options),
-            for the closed-form entropy where one exists. Logs a warning where the points' k-NN
-            estimate is far from it (:data:`ENTROPY_MISMATCH_NATS`): they may come from elsewhere.
-        k: neighbour order of the Kozachenko-Leonenko estimate.
-
-    Returns:
-        ``{"knn": value, "knn_se": se, "knn_k": k, "n": N, "exact": value or None, "dataset": name,
-        "value": exact if known else knn, "se": 0 if exact else knn_se, "source": "exact"|"knn"}``.
+    Returns ``{"n", "knn_k", "dataset", "exact" (or None), "knn", "knn_se", "value", "se", "source"}``:
+    ``value`` is the exact entropy (``se`` 0) where known, else the k-NN one.
     """
     from genmodels.data import exact_entropy
 
@@ -151,66 +122,33 @@ def _nll_entry(nll: np.ndarray, dim: int, entropy: dict[str, Any], **extra: Any)
 
 def likelihood_metrics(
     model: torch.nn.Module,
-    model_type: str,
     real: np.ndarray,
     *,
     entropy: dict[str, Any],
-    n_bound: int = 1000,
-    n_ode: int = 1000,
+    n_points: Mapping[str, int] | None = None,
     seed: int = 0,
-    ode_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Held-out negative log-likelihoods (nats, data units) with standard errors and gaps to ``entropy``.
 
-    RealNVP: ``"exact"`` on every point. DDPM: ``"bound"`` (the variational bound, all L steps) on
-    ``n_bound`` random points and ``"ode"`` (the probability-flow ODE) on ``n_ode`` random points
-    (0 skips either). Returns ``{name: {value, se, per_dim, n, gap, gap_se, seconds, ...}}``.
+    Every estimator of the model's spec (``spec.likelihoods``) runs on ``n_points[name]`` random
+    points of ``real (N, D)`` (default :data:`LIKELIHOOD_POINTS`, at most N; 0 skips it). Returns
+    ``{name: {value, se, per_dim, per_dim_se, n, gap, gap_se, seconds}}``.
     """
     dim = real.shape[1]
     rng = np.random.default_rng(seed)
     device = next(model.buffers()).device
     out: dict[str, Any] = {}
-
-    def subset(n: int) -> torch.Tensor:
-        idx = np.sort(rng.choice(len(real), size=min(n, len(real)), replace=False))
-        return torch.as_tensor(real[idx], dtype=torch.float32, device=device)
-
-    if model_type == "realnvp":
+    for name, nll_of in spec_of(model).likelihoods.items():
+        n = min(int((n_points or {}).get(name, LIKELIHOOD_POINTS)), len(real))
+        if n <= 0:
+            continue
         start = time.perf_counter()
-        x = torch.as_tensor(real, dtype=torch.float32, device=device)
-        with torch.no_grad():
-            nll = torch.cat([-model.log_prob(b) for b in x.split(65536)]).double().cpu().numpy()
-        out["exact"] = _nll_entry(nll, dim, entropy, seconds=time.perf_counter() - start)
-        return out
-    if n_bound > 0:
-        start = time.perf_counter()
-        x = subset(n_bound)
+        x = torch.as_tensor(real[np.sort(rng.choice(len(real), n, replace=False))], device=device)
         generator = torch.Generator(device=device).manual_seed(seed)
         with torch.no_grad():
-            nll = model.nll_bound(x, generator=generator).double().cpu().numpy()
-        out["bound"] = _nll_entry(nll, dim, entropy, seconds=time.perf_counter() - start)
-    if n_ode > 0:
-        from genmodels.models.flow_ode import probability_flow_log_prob
-
-        start = time.perf_counter()
-        x = subset(n_ode)
-        options = {"rtol": 1e-5, "atol": 1e-5, **(ode_options or {})}
-        flow = probability_flow_log_prob(model, x, **options)
-        nll = (-flow.log_prob).cpu().numpy()
-        out["ode"] = _nll_entry(
-            nll, dim, entropy, seconds=time.perf_counter() - start, nfe=flow.nfe, **options
-        )
+            nll = nll_of(model, x.float(), generator).double().cpu().numpy()
+        out[name] = _nll_entry(nll, dim, entropy, seconds=time.perf_counter() - start)
     return out
-
-
-def _binomial_interval(acc: float, n_test: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval (Wilson 1927) of an accuracy ``acc`` on ``n_test`` trials: unlike
-    ``acc ± z·SE`` it stays within [0, 1], also at accuracies near 0 or 1."""
-    n = max(n_test, 1)
-    shrink = 1 + z * z / n
-    center = (acc + z * z / (2 * n)) / shrink
-    half = z / shrink * math.sqrt(max(acc * (1 - acc), 0.0) / n + z * z / (4 * n * n))
-    return max(center - half, 0.0), min(center + half, 1.0)
 
 
 def sample_metrics(
@@ -224,10 +162,10 @@ def sample_metrics(
     """Two-sample statistics of ``generated`` against real points, each with its floor and interval.
 
     The real points are shuffled (seeded) and split into halves A and B; ``n_eval`` (default and at
-    most ``min(len(generated), len(real) // 2)``) points of the generated sample are compared with
-    ``n_eval`` points of A (the model's value), and ``n_eval`` points of B with the same points of A
-    (the floor). Returns ``{"n_eval": n, "n_boot": b, name: {"value", "interval": [lo, hi],
-    "interval_kind", "floor"}}`` for ``c2st_mlp``, ``c2st_hgb``, ``energy``, ``mmd``, ``sliced_w2``.
+    most ``min(len(generated), len(real) // 2)``) generated points are compared with ``n_eval`` points
+    of A (the model's value), and ``n_eval`` points of B with the same points of A (the floor).
+    Returns ``{"n_eval", "n_boot", name: {"value", "interval", "interval_kind", "floor", "seconds"}}``
+    for ``c2st_mlp``, ``c2st_hgb``, ``energy``, ``mmd``, ``sliced_w2``.
     """
     rng = np.random.default_rng(seed)
     half = len(real) // 2
@@ -239,32 +177,10 @@ def sample_metrics(
     perm = rng.permutation(len(real))
     real_a, real_b = real[perm[:n]], real[perm[half : half + n]]
     gen = generated[rng.choice(len(generated), size=n, replace=False)]
-
-    statistics: dict[str, tuple[Callable[[np.ndarray, np.ndarray], float], bool]] = {
-        "c2st_mlp": (lambda a, b: M.c2st(a, b, seed=seed), False),
-        "c2st_hgb": (lambda a, b: M.c2st(a, b, seed=seed, classifier="hgb"), False),
-        "energy": (M.energy_distance, True),
-        "mmd": (M.mmd, True),
-        "sliced_w2": (lambda a, b: M.sliced_wasserstein(a, b, seed=seed), True),
-    }
     out: dict[str, Any] = {"n_eval": int(n), "n_boot": int(n_boot)}
-    for name, (stat, bootstrap) in statistics.items():
-        start = time.perf_counter()
-        value = float(stat(real_a, gen))
-        floor = float(stat(real_a, real_b))
-        if bootstrap and n_boot >= 2:
-            lo, hi = M.bootstrap_interval(stat, real_a, gen, n_boot=n_boot, seed=seed)
-            kind = f"bootstrap 95% ({n_boot} replicates)"
-        else:
-            lo, hi = _binomial_interval(value, 2 * n)
-            kind = "binomial 95% (Wilson)"
-        out[name] = {
-            "value": value,
-            "interval": [float(lo), float(hi)],
-            "interval_kind": kind,
-            "floor": floor,
-            "seconds": time.perf_counter() - start,
-        }
+    out.update(
+        two_sample_scores(real_a, gen, (real_a, real_b), tuple(_SAMPLE_NAMES), n_boot=n_boot, seed=seed)
+    )
     return out
 
 
@@ -321,11 +237,6 @@ def mode_coverage(generated: np.ndarray, real: np.ndarray, text: str = "689") ->
     }
 
 
-# --------------------------------------------------------------------------------------------------
-# A whole checkpoint
-# --------------------------------------------------------------------------------------------------
-
-
 # Stored as the "units" entry of :func:`evaluate_model`'s metrics, so a metrics file says what its numbers are.
 UNITS: dict[str, str] = {
     "entropy": "value, se: nats per point (natural logarithm, in the data's own coordinates)",
@@ -338,91 +249,57 @@ UNITS: dict[str, str] = {
 }
 
 
+def _coverage_text(text: str | None, dataset: str | None, real: np.ndarray) -> str | None:
+    """The text whose glyphs mode coverage counts: ``text``, else "689" for text data; None for none."""
+    if real.shape[1] != 2:
+        return None
+    if text is None and (dataset == "text" or looks_like_text(real)):
+        return "689"
+    return text
+
+
 def evaluate_model(
     model: torch.nn.Module,
-    model_type: str,
     real: np.ndarray,
     *,
     n_samples: int = 3000,
     n_eval: int | None = None,
-    n_bound: int = 1000,
-    n_ode: int = 1000,
+    n_points: Mapping[str, int] | None = None,
     n_boot: int = 10,
     dataset: str | None = None,
     text: str | None = None,
     seed: int = 0,
     samples: np.ndarray | None = None,
-    ode_options: dict[str, Any] | None = None,
 ) -> Evaluation:
-    """Every metric of one model on the real points ``real (N, D)`` (module docstring).
-
-    Args:
-        model: a RealNVP or DDPM in eval mode.
-        model_type: ``"realnvp"`` or ``"ddpm"``.
-        real: the evaluation points, data units.
-        n_samples: samples drawn (DDPM: full ancestral sampling through all L steps).
-        n_eval: points per sample in the two-sample tests (default ``min(n_samples, N // 2)``).
-        n_bound, n_ode: DDPM points for the variational bound and the ODE likelihood.
-        n_boot: bootstrap replicates of the interval of each cheap two-sample statistic.
-        dataset: the generator that made the data, for the closed-form entropy.
-        text: the rendered string for mode coverage; ``None`` detects "689" text
-            (:func:`looks_like_text`) or takes it from ``dataset == "text"``.
-        seed: seed of every random choice.
-        samples: use these generated points instead of sampling.
-        ode_options: keyword arguments of :func:`genmodels.models.flow_ode.probability_flow_log_prob`.
-    """
-    from genmodels.evaluation.sampling import sample_model
-
+    """Every metric (module docstring) of one model in eval mode on ``real (N, D)``, in data units:
+    ``n_samples`` drawn (or ``samples`` given), ``n_eval`` of them in the two-sample tests
+    (:func:`sample_metrics`, ``n_boot`` replicates), ``n_points`` per likelihood estimator by name
+    (:func:`likelihood_metrics`), the closed-form entropy of ``dataset``, the mode coverage of ``text``
+    (None: "689" for text data), every random choice seeded by ``seed``."""
     timing: dict[str, float] = {}
+
+    def timed(key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        timing[key] = time.perf_counter() - start
+        return result
+
     total = time.perf_counter()
     real = np.asarray(real, dtype=np.float64)
-    dim = real.shape[1]
-
-    start = time.perf_counter()
-    entropy = entropy_reference(real, dataset=dataset)
-    timing["entropy"] = time.perf_counter() - start
-
-    start = time.perf_counter()
-    likelihood = likelihood_metrics(
-        model,
-        model_type,
-        real,
-        entropy=entropy,
-        n_bound=n_bound,
-        n_ode=n_ode,
-        seed=seed,
-        ode_options=ode_options,
+    entropy = timed("entropy", entropy_reference, real, dataset=dataset)
+    likelihood = timed(
+        "likelihood", likelihood_metrics, model, real, entropy=entropy, n_points=n_points, seed=seed
     )
-    timing["likelihood"] = time.perf_counter() - start
-
-    start = time.perf_counter()
     if samples is None:
-        samples = sample_model(model, n_samples, seed=seed)
-    samples = np.asarray(samples, dtype=np.float64)
-    timing["sampling"] = time.perf_counter() - start
-    finite = np.all(np.isfinite(samples), axis=1)
-    if not finite.all():
-        log.warning("%d of %d samples are not finite; they are left out", int((~finite).sum()), len(samples))
-        samples = samples[finite]
-
-    start = time.perf_counter()
-    quality = sample_metrics(samples, real, n_eval=n_eval, n_boot=n_boot, seed=seed)
-    timing["two_sample"] = time.perf_counter() - start
-
-    coverage = None
-    if text is None and dataset == "text":
-        text = "689"
-    if text is None and dim == 2 and looks_like_text(real):
-        text = "689"
-    if text is not None and dim == 2:
-        start = time.perf_counter()
-        coverage = mode_coverage(samples, real, text)
-        timing["mode_coverage"] = time.perf_counter() - start
+        samples = timed("sampling", sample_model, model, n_samples, seed=seed)
+    samples = finite_samples(samples)
+    quality = timed("two_sample", sample_metrics, samples, real, n_eval=n_eval, n_boot=n_boot, seed=seed)
+    text = _coverage_text(text, dataset, real)
+    coverage = None if text is None else timed("mode_coverage", mode_coverage, samples, real, text)
     timing["total"] = time.perf_counter() - total
-
     metrics = {
-        "model": model_type,
-        "dim": int(dim),
+        "model": spec_of(model).name,
+        "dim": int(real.shape[1]),
         "n_real": int(len(real)),
         "n_samples": int(len(samples)),
         "seed": int(seed),
@@ -444,7 +321,7 @@ def evaluate_checkpoint(
     device: str = "cpu",
     **options: Any,
 ) -> Evaluation:
-    """Load a checkpoint of either model and run :func:`evaluate_model` on its held-out split
+    """Load a checkpoint and run :func:`evaluate_model` (with ``options``) on its held-out split
     (``payload["test_data"]``), or on the CSV file ``data`` (read by :func:`genmodels.data.load_csv`
     with ``drop_invalid``).
 
@@ -459,9 +336,7 @@ def evaluate_checkpoint(
     payload = load_checkpoint(checkpoint, map_location=device)
     model = model_from_checkpoint(payload, device=device)
     if data is not None:
-        dataset = load_csv(data, drop_invalid=drop_invalid)
-        real = dataset.values
-        source = str(data)
+        real, source = load_csv(data, drop_invalid=drop_invalid).values, str(data)
         if real.shape[1] != payload["dim"]:
             raise ConfigError(
                 f"{data} has {real.shape[1]} columns but the model was trained on {payload['dim']}"
@@ -470,14 +345,14 @@ def evaluate_checkpoint(
         test = payload.get("test_data")
         if test is None or len(test) == 0:
             raise ConfigError(f"{checkpoint} stores no held-out data; pass --data")
-        real = test.double().cpu().numpy()
-        source = "held-out split stored in the checkpoint"
-    if len(real) < 2 * M.MIN_TWO_SAMPLE_POINTS:
+        real, source = test.double().cpu().numpy(), "held-out split stored in the checkpoint"
+    least = 2 * M.MIN_TWO_SAMPLE_POINTS
+    if len(real) < least:
         raise DataError(
-            f"{source} has {len(real)} rows; the two-sample tests need at least {2 * M.MIN_TWO_SAMPLE_POINTS} "
+            f"{source} has {len(real)} rows; the two-sample tests need at least {least} "
             f"(two halves of {M.MIN_TWO_SAMPLE_POINTS})"
         )
-    result = evaluate_model(model, payload["model_type"], real, **options)
+    result = evaluate_model(model, real, **options)
     result.columns = tuple(payload["columns"])
     result.metrics = {
         "checkpoint": str(checkpoint),
@@ -487,20 +362,6 @@ def evaluate_checkpoint(
         **result.metrics,
     }
     return result
-
-
-def log_density_grid(
-    model: torch.nn.Module, model_type: str, grid: np.ndarray, **ode_options: Any
-) -> np.ndarray:
-    """log p at grid points ``(G, D)``: RealNVP exactly, DDPM by the probability-flow ODE."""
-    device = next(model.buffers()).device
-    x = torch.as_tensor(grid, dtype=torch.float32, device=device)
-    if model_type == "realnvp":
-        with torch.no_grad():
-            return model.log_prob(x).double().cpu().numpy()
-    from genmodels.models.flow_ode import probability_flow_log_prob
-
-    return probability_flow_log_prob(model, x, **ode_options).log_prob.cpu().numpy()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -546,11 +407,10 @@ def format_report(metrics: dict[str, Any]) -> str:
     exact = f"; exact ({e['dataset']}) {_fmt(e['exact'])}" if e["exact"] is not None else ""
     lines.append(f"  data entropy H: {knn}{exact}; gaps use the {e['source']} value")
     for key, entry in metrics["likelihood"].items():
-        extra = f", {entry['nfe']} drift evaluations" if "nfe" in entry else ""
         lines.append(
-            f"  {_LIKELIHOOD_NAMES[key]:<34} {_fmt(entry['value'])} ± {_fmt(entry['se'])} "
+            f"  {_LIKELIHOOD_NAMES.get(key, key):<34} {_fmt(entry['value'])} ± {_fmt(entry['se'])} "
             f"| {_fmt(entry['per_dim'])}   H = {_fmt(e['value'])}   gap {_fmt(entry['gap'])} ± {_fmt(entry['gap_se'])}"
-            f"   ({entry['n']} points{extra})"
+            f"   ({entry['n']} points)"
         )
     s = metrics["samples"]
     lines.append("")
@@ -608,11 +468,11 @@ def compare_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
         "data entropy H [nats] (reference)",
         lambda m: f"{_fmt(m['entropy']['value'])} ± {_fmt(m['entropy']['se'])} ({m['entropy']['source']})",
     )
-    for key, name in _LIKELIHOOD_NAMES.items():
-        if any(key in m["likelihood"] for _, m in rows):
-            add(f"{name} [nats]", lambda m, k=key: cell_nll(m, k))
-            add(f"{name} [nats/dim]", lambda m, k=key: cell_nll(m, k, "per_dim"))
-            add(f"gap {key} - H [nats]", lambda m, k=key: cell_nll(m, k, "gap"))
+    for key in dict.fromkeys(k for _, m in rows for k in m["likelihood"]):
+        name = _LIKELIHOOD_NAMES.get(key, key)
+        add(f"{name} [nats]", lambda m, k=key: cell_nll(m, k))
+        add(f"{name} [nats/dim]", lambda m, k=key: cell_nll(m, k, "per_dim"))
+        add(f"gap {key} - H [nats]", lambda m, k=key: cell_nll(m, k, "gap"))
     for key, name in _SAMPLE_NAMES.items():
         add(name, lambda m, k=key: cell_sample(m, k))
     if any(m.get("mode_coverage") for _, m in rows):
@@ -630,6 +490,3 @@ def compare_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
         )
     add("evaluation seconds", lambda m: f"{m['seconds']['total']:.1f}")
     return "\n".join(lines) + "\n"
-
-
-# --------------------------------------------------------------------------------------------------

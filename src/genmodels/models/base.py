@@ -82,6 +82,9 @@ class ModelSpec:
             sampling settings (``sampling:`` section) pass through, as ``{option: settings key}``.
         figures: the kinds of figure that show this model (names the plots layer knows, e.g.
             ``"latent"`` or ``"reverse_process"``), beyond those every model gets.
+        loss_figure: the loss figure's ``"series"`` (the name of the training loss's curve, e.g.
+            ``"train_nll"``; the held-out metric named like it, ``"test_nll"``, is drawn beside it),
+            ``"ylabel"`` and ``"title"``.
     """
 
     name: str
@@ -95,6 +98,7 @@ class ModelSpec:
     loss_label: str = "loss"
     sample_options: Mapping[str, str] = field(default_factory=dict)
     figures: tuple[str, ...] = ()
+    loss_figure: Mapping[str, str] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -663,5 +663,10 @@ SPEC = register(
         loss_label="training loss (weighted MSE)",
         sample_options={"steps": "sampling_steps", "eta": "eta", "spacing": "ddim_spacing"},
         figures=("reverse_process", "vector_fields", "forward_process"),
+        loss_figure={
+            "series": "weighted_mse",
+            "ylabel": "weighted MSE",
+            "title": "DDPM: training loss per epoch (weighted MSE of the posterior mean)",
+        },
     )
 )

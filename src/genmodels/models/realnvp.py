@@ -351,5 +351,10 @@ SPEC = register(
         likelihoods={"exact": lambda model, x, generator: -model.log_prob(x)},
         loss_label="loss [nats]",
         figures=("latent", "warped_grid", "density"),
+        loss_figure={
+            "series": "train_nll",
+            "ylabel": "negative log-likelihood [nats]",
+            "title": "RealNVP: NLL per epoch (train: mean over the epoch's batches; held-out: averaged weights)",
+        },
     )
 )

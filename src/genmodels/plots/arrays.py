@@ -1,19 +1,10 @@
-"""Arrays for the figures of a trained model: densities, warped grids, trajectories, vector fields.
-
-Everything here turns a model (and numpy inputs) into numpy arrays; nothing is drawn. The drawing
-is in :mod:`genmodels.plots.figures` and the choice of figures in :mod:`genmodels.plots.report`.
-
-* RealNVP: :func:`log_density_on_grid`, :func:`warped_grid` (lines of a regular grid pushed through
-  the flow bijection by bijection), :func:`latent` (z = f(x)).
-* DDPM: :func:`record_reverse_process` (the reverse process x_L ... x_0 of the first points of an
-  ordinary sampling run, captured on the way, at no extra cost), :func:`forward_process` (x_0 ... x_L)
-  and :func:`denoising_field` (the learned denoising displacement on a grid at a few noise levels).
-"""
+"""Arrays for the figures of a trained model (numpy out, nothing drawn; :mod:`genmodels.plots.figures`
+draws them): a flow's log-density on a grid, latent and warped grid lines; a diffusion model's recorded
+reverse process, forward process and denoising field."""
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -33,31 +24,20 @@ __all__ = [
     "log_density_on_grid",
     "noise_level_timesteps",
     "record_reverse_process",
+    "reverse_recording",
     "warped_grid",
 ]
 
 _BATCH = 65536
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.buffers()).device
-
-
 def _tensor(model: nn.Module, values: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(values), dtype=torch.float32, device=_device(model))
-
-
-# --------------------------------------------------------------------------------------------------
-# RealNVP
-# --------------------------------------------------------------------------------------------------
+    return torch.as_tensor(np.asarray(values), dtype=torch.float32, device=next(model.buffers()).device)
 
 
 @torch.no_grad()
 def log_density_on_grid(flow: nn.Module, grid: np.ndarray, *, batch_size: int = _BATCH) -> np.ndarray:
-    """``log p(x)`` of a flow at the points ``grid (G, D)``: ``(G,)`` float64 in nats.
-
-    Non-finite values (overflow far from the data) are returned as ``-inf``.
-    """
+    """``log p(x)`` of a flow at the points ``grid (G, D)``: ``(G,)`` nats, non-finite ones as ``-inf``."""
     x = _tensor(flow, grid)
     out = torch.cat([flow.log_prob(chunk) for chunk in x.split(batch_size)]).double().cpu().numpy()
     out[~np.isfinite(out)] = -np.inf
@@ -74,10 +54,8 @@ def latent(flow: nn.Module, x: np.ndarray, *, batch_size: int = _BATCH) -> np.nd
 def grid_lines(
     box: tuple[float, float, float, float], *, n_lines: int = 15, n_points: int = 160
 ) -> np.ndarray:
-    """Lines of a regular grid over ``box = (x0, x1, y0, y1)``: ``(2 * n_lines, n_points, 2)``.
-
-    The first ``n_lines`` lines are vertical (constant x), the rest horizontal (constant y).
-    """
+    """Lines of a regular grid over ``box = (x0, x1, y0, y1)``: ``(2 * n_lines, n_points, 2)``, the
+    first ``n_lines`` vertical (constant x), the rest horizontal."""
     if n_lines < 2 or n_points < 2:
         raise ValueError("n_lines and n_points must be at least 2")
     x0, x1, y0, y1 = box
@@ -94,13 +72,8 @@ def grid_lines(
 
 @dataclass
 class WarpedGrid:
-    """A grid and some points pushed through a flow.
-
-    Attributes:
-        titles: one per stage ("data space x", "after coupling 3", ..., "latent z").
-        lines: per stage, the grid lines ``(n_lines, n_points, 2)``.
-        points: per stage, the carried points ``(N, 2)`` (empty when none were given).
-    """
+    """A grid and some points pushed through a flow: per stage a title ("data space x", "after 2
+    couplings", ..., "latent z"), the grid lines ``(n_lines, n_points, 2)`` and the points ``(N, 2)``."""
 
     titles: list[str]
     lines: list[np.ndarray]
@@ -131,11 +104,8 @@ def warped_grid(
     n_lines: int = 15,
     n_points: int = 160,
 ) -> WarpedGrid:
-    """Push the lines of a regular grid over ``box`` (data space, 2-D) through the flow.
-
-    Returns the grid (and ``points``, if given) at the input, after a few chosen couplings (1, 2, 4,
-    ... of them) and at the latent, ``n_panels`` stages in all. Only for 2-D flows.
-    """
+    """The lines of a regular grid over ``box`` (and ``points``) of a 2-D flow's data space at the input,
+    after 1, 2, 4, ... couplings and at the latent, ``n_panels`` stages in all."""
     if getattr(flow, "dim", 2) != 2:
         raise ValueError("warped_grid needs a 2-D flow")
     lines = grid_lines(box, n_lines=n_lines, n_points=n_points)
@@ -166,17 +136,10 @@ def warped_grid(
     return WarpedGrid(titles, out_lines, out_points)
 
 
-# --------------------------------------------------------------------------------------------------
-# DDPM
-# --------------------------------------------------------------------------------------------------
-
-
 @dataclass
 class ReverseRecording:
-    """The reverse process of the first ``n_keep`` points of a sampling run.
-
-    Filled by :func:`record_reverse_process`; :meth:`trajectory` gives it in data units.
-    """
+    """The reverse process of the first ``n_keep`` points of a sampling run, filled by
+    :func:`record_reverse_process`; :meth:`trajectory` gives it in data units."""
 
     n_keep: int
     timesteps: list[int] = field(default_factory=list)
@@ -203,13 +166,9 @@ class ReverseRecording:
 
 @contextlib.contextmanager
 def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording]:
-    """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside.
-
-    A hook on the sampler's reverse steps (:meth:`genmodels.models.ddpm.DDPM.register_reverse_step_hook`)
-    captures the whole reverse process of an ordinary sampling run (ancestral or strided) without
-    extra network passes.
-    Only the first call per timestep is kept (the first chunk of a chunked run). x_0 is the sampler's
-    output; pass it to :meth:`ReverseRecording.trajectory`.
+    """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside,
+    by a hook on the sampler's steps (``register_reverse_step_hook``), at no extra network pass; only
+    the first chunk of a chunked run. Pass the sampler's output (x_0) to :meth:`ReverseRecording.trajectory`.
     """
     recording = ReverseRecording(n_keep=int(n_keep))
     std_module = getattr(model, "standardize", None)
@@ -233,6 +192,16 @@ def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[Rev
         yield recording
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def reverse_recording(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording | None]:
+    """:func:`record_reverse_process` for a model with reverse steps; None for any other model."""
+    if not hasattr(model, "register_reverse_step_hook"):
+        yield None
+        return
+    with record_reverse_process(model, n_keep) as recording:
+        yield recording
 
 
 def closest_indices(timesteps: np.ndarray, targets: Sequence[float]) -> list[int]:
@@ -273,15 +242,9 @@ def noise_level_timesteps(model: nn.Module, levels: Sequence[float] = (0.7, 0.4,
 
 @dataclass
 class VectorField:
-    """The learned denoising displacement on a 2-D grid at a few timesteps, in data units.
-
-    Attributes:
-        points: ``(G, 2)`` grid points (data units).
-        timesteps: the timesteps i.
-        sigmas: the noise std sqrt(1 - ᾱ_i²) at each, in standardised units.
-        vectors: per timestep, ``(G, 2)`` displacements ``σ̄_i² ∇ log p_i(x) = -σ̄_i ε_θ(x, i)``
-            mapped to data units: where Tweedie's formula moves a point x_i towards ᾱ_i E[x_0 | x_i].
-    """
+    """The learned denoising displacement at grid ``points (G, 2)`` (data units) at some timesteps, with
+    their noise std σ̄_i (standardised units): per timestep ``(G, 2)`` vectors ``σ̄_i² ∇ log p_i(x) =
+    -σ̄_i ε_θ(x, i)`` in data units, where Tweedie's formula moves x_i towards ᾱ_i E[x_0 | x_i]."""
 
     points: np.ndarray
     timesteps: list[int]
@@ -309,7 +272,3 @@ def frame_timesteps(total: int, n_frames: int = 30, power: float = 2.0) -> list[
     """``n_frames`` target timesteps from ``total`` down to 0, denser near 0 (where structure forms)."""
     u = np.linspace(1.0, 0.0, max(int(n_frames), 2))
     return [float(total * v**power) for v in u]
-
-
-def finite_or_nan(value: float) -> float:
-    return float(value) if value is not None and math.isfinite(float(value)) else math.nan

@@ -9,13 +9,10 @@ Every public ``plot_*`` function takes ``fmt`` ("png", "svg" or "pdf"); the suff
 replaced by ``"." + fmt`` and the path actually written is returned. PNGs are written at
 :data:`DPI` dots per inch without tight cropping, so an image is exactly ``figsize * DPI`` pixels.
 
-Shared styling (in one place, :class:`_Style` helpers below):
-
-* axis limits come from the 0.1 %-99.9 % quantiles of the data, padded and widened to the panel's
-  shape, so a few outliers never squash the picture and nothing is hard-coded;
-* scatter marker size and opacity shrink with the number of points, so tens of thousands of points
-  still show holes and sharp edges rather than a solid blob;
-* scatter panels use an equal aspect ratio and the colour-blind-safe Okabe-Ito palette.
+Shared styling: axis limits come from the 0.1 %-99.9 % quantiles of the data, padded and widened to
+the panel's shape, so a few outliers never squash the picture; scatter marker size and opacity shrink
+with the number of points; scatter panels use an equal aspect ratio and the colour-blind-safe
+Okabe-Ito palette. Scatters draw the first two columns of their points.
 """
 
 from __future__ import annotations
@@ -41,6 +38,7 @@ __all__ = [
     "grid_for",
     "plot_animation",
     "plot_coloured_panels",
+    "plot_compare",
     "plot_density",
     "plot_loss",
     "plot_pairs",
@@ -49,6 +47,7 @@ __all__ = [
     "plot_training_diagnostics",
     "plot_vector_fields",
     "plot_warped_grid",
+    "pretty_label",
 ]
 
 DPI = 150
@@ -75,16 +74,9 @@ _PAD = 0.06
 _PANEL_INCHES = 4.0
 _MIN_ASPECT, _MAX_ASPECT = 0.6, 1.4
 _STRIP_INCHES = 2.8
+_STRIP_SCALE = (_STRIP_INCHES / _PANEL_INCHES) ** 2  # marker area in a smaller panel
 _RASTERIZE_ABOVE = 2000
-_ACRONYMS = {
-    "nll": "NLL",
-    "kl": "KL",
-    "lr": "LR",
-    "mse": "MSE",
-    "elbo": "ELBO",
-    "bpd": "BPD",
-    "ema": "EMA",
-}
+_ACRONYMS = {"nll": "NLL", "kl": "KL", "lr": "LR", "mse": "MSE", "elbo": "ELBO", "bpd": "BPD", "ema": "EMA"}
 _LOSS_TOKENS = ("loss", "nll", "mse", "kl", "elbo", "bpd")
 
 
@@ -93,135 +85,106 @@ _LOSS_TOKENS = ("loss", "nll", "mse", "kl", "elbo", "bpd")
 # --------------------------------------------------------------------------------------------------
 
 
-class _Style:
-    """Limits from quantiles, marker size and opacity from N, equal-aspect scatter axes, palette."""
-
-    @staticmethod
-    def finite_rows(data: np.ndarray) -> np.ndarray:
-        """Rows of a 2-D array whose entries are all finite."""
-        return data[np.all(np.isfinite(data), axis=1)]
-
-    @staticmethod
-    def interval(values: np.ndarray, q: float = _QUANTILE, pad: float = _PAD) -> tuple[float, float]:
-        """The ``q``..``1 - q`` quantile range of the finite ``values``, widened by ``pad`` of its width."""
-        values = np.asarray(values, dtype=float).ravel()
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            return -1.0, 1.0
-        lo, hi = (float(v) for v in np.quantile(values, [q, 1.0 - q]))
-        width = hi - lo
-        if width <= 0.0:
-            width = max(abs(lo), 1.0) * 0.5
-            return lo - width, hi + width
-        return lo - pad * width, hi + pad * width
-
-    @classmethod
-    def box(cls, xy: np.ndarray, *, aspect: float | None = 1.0) -> Box:
-        """Padded quantile box ``(x0, x1, y0, y1)`` of 2-D points.
-
-        With ``aspect`` (height / width) the shorter side is widened about its centre to that ratio,
-        so an equal-aspect axes of the same shape is filled; ``None`` keeps the raw box.
-        """
-        x0, x1 = cls.interval(xy[:, 0])
-        y0, y1 = cls.interval(xy[:, 1])
-        if aspect is not None:
-            width = max(x1 - x0, (y1 - y0) / aspect)
-            height = width * aspect
-            cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-            x0, x1, y0, y1 = cx - width / 2, cx + width / 2, cy - height / 2, cy + height / 2
-        return x0, x1, y0, y1
-
-    @staticmethod
-    def marker(n: int) -> tuple[float, float]:
-        """Marker area (points^2) and alpha for a scatter of ``n`` points in a ~4 inch panel."""
-        n = max(int(n), 1)
-        size = float(np.clip(2500.0 / n, 0.35, 25.0))
-        alpha = float(np.clip(math.sqrt(3000.0 / n), 0.35, 0.9))
-        return size, alpha
-
-    @staticmethod
-    def color(i: int) -> str:
-        """The ``i``-th palette colour (cycling)."""
-        return PALETTE[i % len(PALETTE)]
-
-    @classmethod
-    def scatter(
-        cls,
-        ax: Axes,
-        xy: np.ndarray,
-        color: str,
-        *,
-        box: Box | None = None,
-        label: str | None = None,
-        n_for_style: int | None = None,
-        scale: float = 1.0,
-    ) -> None:
-        """Scatter 2-D points on ``ax`` with N-dependent size and alpha, equal aspect and ``box`` limits."""
-        size, alpha = cls.marker(len(xy) if n_for_style is None else n_for_style)
-        ax.scatter(
-            xy[:, 0],
-            xy[:, 1],
-            s=size * scale,
-            alpha=alpha,
-            color=color,
-            linewidths=0,
-            marker="o",
-            label=label,
-            rasterized=len(xy) > _RASTERIZE_ABOVE,
-        )
-        if box is None:
-            box = cls.box(xy)
-        cls.frame(ax, box)
-        cls.note_outside(ax, xy, box)
-
-    @staticmethod
-    def note_outside(ax: Axes, xy: np.ndarray, box: Box) -> None:
-        """Say how many points fall outside the drawn limits when it is more than 1%: a figure must not
-        hide that samples have diverged."""
-        finite = np.isfinite(xy).all(axis=1)
-        inside = (
-            finite & (xy[:, 0] >= box[0]) & (xy[:, 0] <= box[1]) & (xy[:, 1] >= box[2]) & (xy[:, 1] <= box[3])
-        )
-        outside = int(len(xy) - inside.sum())
-        if len(xy) and outside > 0.01 * len(xy):
-            ax.text(
-                0.98,
-                0.02,
-                f"{outside:,} of {len(xy):,} points ({100 * outside / len(xy):.1f}%) outside the axes",
-                transform=ax.transAxes,
-                ha="right",
-                va="bottom",
-                fontsize=8,
-                color="#D55E00",
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5},
-            )
-
-    @staticmethod
-    def frame(ax: Axes, box: Box) -> None:
-        """Apply limits, equal aspect and the light common look to a scatter or image axes."""
-        ax.set_xlim(box[0], box[1])
-        ax.set_ylim(box[2], box[3])
-        ax.set_aspect("equal", adjustable="box")
-        ax.tick_params(labelsize=8)
-        ax.grid(True, linewidth=0.4, alpha=0.3)
-        ax.set_axisbelow(True)
+def _finite_rows(data: np.ndarray) -> np.ndarray:
+    """Rows of a 2-D array whose entries are all finite."""
+    return data[np.all(np.isfinite(data), axis=1)]
 
 
-def _points(data: np.ndarray, name: str, *, min_dims: int = 2) -> np.ndarray:
-    """Validate an (N, D) array of points and return it as float64."""
+def _interval(values: np.ndarray, q: float = _QUANTILE, pad: float = _PAD) -> tuple[float, float]:
+    """The ``q``..``1 - q`` quantile range of the finite ``values``, widened by ``pad`` of its width."""
+    values = np.asarray(values, dtype=float).ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return -1.0, 1.0
+    lo, hi = (float(v) for v in np.quantile(values, [q, 1.0 - q]))
+    width = hi - lo
+    if width <= 0.0:
+        width = max(abs(lo), 1.0) * 0.5
+        return lo - width, hi + width
+    return lo - pad * width, hi + pad * width
+
+
+def _box(xy: np.ndarray, *, aspect: float | None = 1.0) -> Box:
+    """Padded quantile box ``(x0, x1, y0, y1)`` of 2-D points; with ``aspect`` (height / width) the
+    shorter side is widened about its centre to that ratio."""
+    x0, x1 = _interval(xy[:, 0])
+    y0, y1 = _interval(xy[:, 1])
+    if aspect is not None:
+        width = max(x1 - x0, (y1 - y0) / aspect)
+        height = width * aspect
+        cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        x0, x1, y0, y1 = cx - width / 2, cx + width / 2, cy - height / 2, cy + height / 2
+    return x0, x1, y0, y1
+
+
+def _marker(n: int) -> tuple[float, float]:
+    """Marker area (points^2) and alpha for a scatter of ``n`` points in a ~4 inch panel."""
+    n = max(int(n), 1)
+    return float(np.clip(2500.0 / n, 0.35, 25.0)), float(np.clip(math.sqrt(3000.0 / n), 0.35, 0.9))
+
+
+def _color(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _scatter(
+    ax: Axes,
+    xy: np.ndarray,
+    color: str,
+    *,
+    box: Box | None = None,
+    n_for_style: int | None = None,
+    scale: float = 1.0,
+) -> None:
+    """Scatter 2-D points with N-dependent size and alpha, equal aspect and ``box`` limits."""
+    size, alpha = _marker(len(xy) if n_for_style is None else n_for_style)
+    ax.scatter(
+        xy[:, 0], xy[:, 1], s=size * scale, alpha=alpha, color=color, linewidths=0, marker="o",
+        rasterized=len(xy) > _RASTERIZE_ABOVE,
+    )  # fmt: skip
+    box = _box(xy) if box is None else box
+    _frame(ax, box)
+    _note_outside(ax, xy, box)
+
+
+def _note_outside(ax: Axes, xy: np.ndarray, box: Box) -> None:
+    """Say how many points fall outside the drawn limits when it is more than 1%: a figure must not
+    hide that samples have diverged."""
+    x, y = xy[:, 0], xy[:, 1]
+    inside = np.isfinite(xy).all(axis=1) & (x >= box[0]) & (x <= box[1]) & (y >= box[2]) & (y <= box[3])
+    outside = int(len(xy) - inside.sum())
+    if len(xy) and outside > 0.01 * len(xy):
+        ax.text(
+            0.98, 0.02, f"{outside:,} of {len(xy):,} points ({100 * outside / len(xy):.1f}%) outside the axes",
+            transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="#D55E00",
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5},
+        )  # fmt: skip
+
+
+def _frame(ax: Axes, box: Box) -> None:
+    """Apply limits, equal aspect and the light common look to a scatter or image axes."""
+    ax.set_xlim(box[0], box[1])
+    ax.set_ylim(box[2], box[3])
+    ax.set_aspect("equal", adjustable="box")
+    ax.tick_params(labelsize=8)
+    ax.grid(True, linewidth=0.4, alpha=0.3)
+    ax.set_axisbelow(True)
+
+
+def _label(ax: Axes, title: str, names: Sequence[str] | None = None, fontsize: float = 11) -> None:
+    """Title an axes and, with ``names``, label its x and y axes by the first two."""
+    ax.set_title(title, fontsize=fontsize)
+    if names is not None:
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+
+
+def _points(data: np.ndarray, name: str) -> np.ndarray:
+    """Validate an (N, D >= 2) array of points and return it as float64."""
     arr = np.asarray(data, dtype=float)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (N, D), got shape {arr.shape}")
-    if arr.shape[1] < min_dims:
-        raise ValueError(f"{name} needs at least {min_dims} columns, got {arr.shape[1]}")
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise ValueError(f"{name} must be a 2-D array (N, D) with D >= 2, got shape {arr.shape}")
     return arr
-
-
-def _check_dims(dims: tuple[int, int], d: int, name: str) -> tuple[int, int]:
-    a, b = (int(v) for v in dims)
-    if a == b or not (0 <= a < d and 0 <= b < d):
-        raise ValueError(f"dims {dims} must be two different column indices of {name}, which has {d}")
-    return a, b
 
 
 def _column_names(columns: Sequence[str] | None, d: int) -> list[str]:
@@ -233,12 +196,22 @@ def _column_names(columns: Sequence[str] | None, d: int) -> list[str]:
     return names
 
 
+def _panel_names(
+    panel_columns: Sequence[Sequence[str] | None] | None, n: int, names: list[str]
+) -> list[list[str]]:
+    """Each panel's axis names: its own from ``panel_columns``, else ``names``."""
+    if panel_columns is None:
+        return [names] * n
+    if len(panel_columns) != n:
+        raise ValueError(f"panel_columns has {len(panel_columns)} entries for {n} panels")
+    return [names if own is None else _column_names(own, len(names)) for own in panel_columns]
+
+
 def _subsample(data: np.ndarray, max_points: int | None, seed: int = 0) -> np.ndarray:
     """At most ``max_points`` rows, chosen reproducibly at random (order kept)."""
     if max_points is None or len(data) <= max_points:
         return data
-    rng = np.random.default_rng(seed)
-    keep = np.sort(rng.choice(len(data), size=int(max_points), replace=False))
+    keep = np.sort(np.random.default_rng(seed).choice(len(data), size=int(max_points), replace=False))
     return data[keep]
 
 
@@ -252,11 +225,13 @@ def _save(fig: Figure, path: PathLike, fmt: str) -> Path:
     return target
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def _new_figure(width: float, height: float, suptitle: str | None = None, fontsize: float = 12) -> Figure:
     """A constrained-layout figure whose size in inches is a whole number of pixels at :data:`DPI`."""
     width, height = round(width * DPI) / DPI, round(height * DPI) / DPI
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     fig.get_layout_engine().set(w_pad=0.06, h_pad=0.06)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=fontsize)
     return fig
 
 
@@ -265,28 +240,20 @@ def _new_figure(width: float, height: float) -> Figure:
 # --------------------------------------------------------------------------------------------------
 
 
-def _overlap(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes."""
-    ix = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[2], b[2]))
-    inter = ix * iy
-    union = (a[1] - a[0]) * (a[3] - a[2]) + (b[1] - b[0]) * (b[3] - b[2]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _panel_names(
-    panel_columns: Sequence[Sequence[str] | None] | None, n_panels: int, names: list[str], d: int
-) -> list[list[str]]:
-    """Each panel's D axis names: its own from ``panel_columns``, else ``names``.
-
-    Raises:
-        ValueError: ``panel_columns`` of another length than the panels, or names not D long.
-    """
-    if panel_columns is None:
-        return [names] * n_panels
-    if len(panel_columns) != n_panels:
-        raise ValueError(f"panel_columns has {len(panel_columns)} entries for {n_panels} panels")
-    return [names if own is None else _column_names(own, d) for own in panel_columns]
+def _panel_boxes(
+    projected: list[np.ndarray], reference: np.ndarray | None, share_reference: Sequence[bool] | None
+) -> tuple[list[Box], float]:
+    """Each panel's limits (the reference's where it shares them, else its own) and their aspect."""
+    x0, x1, y0, y1 = _box(reference if reference is not None else projected[0], aspect=None)
+    aspect = float(np.clip((y1 - y0) / (x1 - x0), _MIN_ASPECT, _MAX_ASPECT))
+    flags = [False] * len(projected) if share_reference is None else [bool(f) for f in share_reference]
+    if len(flags) != len(projected):
+        raise ValueError(f"share_reference has {len(flags)} flags for {len(projected)} panels")
+    if any(flags) and reference is None:
+        raise ValueError("share_reference asks for reference limits but no reference was given")
+    return [
+        _box(reference if f else xy, aspect=aspect) for f, xy in zip(flags, projected, strict=True)
+    ], aspect
 
 
 def plot_panels(
@@ -298,33 +265,17 @@ def plot_panels(
     columns: Sequence[str] | None = None,
     panel_columns: Sequence[Sequence[str] | None] | None = None,
     suptitle: str | None = None,
-    dims: tuple[int, int] = (0, 1),
     fmt: str = "png",
 ) -> Path:
     """One row of scatter panels, e.g. "Original Data" | "Latent z = f(x)" | "Generated Samples".
 
     Args:
-        panels: ``(title, points)`` pairs; each ``points`` is an (N_i, D) array with D >= 2.
-            Titles are drawn as given (they may carry numbers such as an NLL).
-        path: output file; its suffix is replaced by ``"." + fmt``.
-        reference: optional (M, D) array, usually the real data, whose quantile box is used as the
-            common axis limits of the panels that share it.
-        share_reference: one flag per panel: ``True`` draws that panel inside the reference limits
-            (use it for panels in data space: the data itself, generated samples), ``False`` gives
-            it its own quantile limits (a latent panel near N(0, I), a diffused panel). ``None``
-            (default) decides per panel: with a ``reference``, a panel shares its limits when its
-            own quantile box overlaps the reference box with intersection-over-union >= 0.5; without
-            a ``reference`` every panel has its own limits.
-        columns: names of the D columns, used as axis labels (default "x1", "x2", ...).
-        panel_columns: per panel, other names for its axes (a panel in another space, such as the
-            latent z1, z2), or None for ``columns``.
-        suptitle: optional figure title.
-        dims: the two columns drawn. When D > 2 the figure says which pair it shows
-            ("showing columns (a, b) of D"); use :func:`plot_pairs` for all pairs at once.
-        fmt: "png" (default), "svg" or "pdf".
-
-    Returns:
-        The path written.
+        panels: ``(title, points (N_i, D))`` pairs, D >= 2 and the same for all.
+        reference: ``(M, D)`` points (the real data) whose quantile box sets the limits of the panels
+            that ``share_reference`` flags (panels in data space); the others (latent, diffused)
+            get their own limits, as all do without flags. The reference also sets the panels' shape.
+        columns: names of the D columns (default "x1", "x2", ...); ``panel_columns``: per panel, its
+            own names (a latent z₁, z₂) or None. For D > 2 the figure says it shows the first two.
     """
     if len(panels) == 0:
         raise ValueError("plot_panels needs at least one panel")
@@ -334,48 +285,26 @@ def plot_panels(
         raise ValueError(
             f"all panels must have the same number of columns, got {[a.shape[1] for a in arrays]}"
         )
-    a, b = _check_dims(dims, d, "the panels")
     names = _column_names(columns, d)
-    axis_names = _panel_names(panel_columns, len(panels), names, d)
-    projected = [_Style.finite_rows(arr[:, [a, b]]) for arr in arrays]
-
-    ref_xy: np.ndarray | None = None
-    if reference is not None:
-        ref = _points(reference, "reference")
-        if ref.shape[1] != d:
-            raise ValueError(f"reference has {ref.shape[1]} columns but the panels have {d}")
-        ref_xy = _Style.finite_rows(ref[:, [a, b]])
-    # All panels share one shape, taken from the data (the reference, else the first panel).
-    x0, x1, y0, y1 = _Style.box(ref_xy if ref_xy is not None else projected[0], aspect=None)
-    aspect = float(np.clip((y1 - y0) / (x1 - x0), _MIN_ASPECT, _MAX_ASPECT))
-    ref_box = None if ref_xy is None else _Style.box(ref_xy, aspect=aspect)
-    own_boxes = [_Style.box(xy, aspect=aspect) for xy in projected]
-    if share_reference is None:
-        flags = [ref_box is not None and _overlap(box, ref_box) >= 0.5 for box in own_boxes]
-    else:
-        flags = [bool(f) for f in share_reference]
-        if len(flags) != len(panels):
-            raise ValueError(f"share_reference has {len(flags)} flags for {len(panels)} panels")
-        if any(flags) and ref_box is None:
-            raise ValueError("share_reference asks for reference limits but no reference was given")
-
-    n = len(panels)
+    axis_names = _panel_names(panel_columns, len(panels), names)
+    ref = None if reference is None else _points(reference, "reference")
+    if ref is not None and ref.shape[1] != d:
+        raise ValueError(f"reference has {ref.shape[1]} columns but the panels have {d}")
+    projected = [_finite_rows(arr[:, :2]) for arr in arrays]
+    boxes, aspect = _panel_boxes(
+        projected, None if ref is None else _finite_rows(ref[:, :2]), share_reference
+    )
     heading = [suptitle] if suptitle else []
     if d > 2:
-        heading.append(f"showing columns ({names[a]}, {names[b]}) of {d}")
+        heading.append(f"showing columns ({names[0]}, {names[1]}) of {d}")
     # Height: the data area (panel width less tick labels, times the aspect) plus title and labels.
     height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading)
     height += 0.22 * max(str(title).count("\n") for title, _ in panels)  # multi-line panel titles
-    fig = _new_figure(_PANEL_INCHES * n, height)
-    axes = fig.subplots(1, n, squeeze=False)[0]
+    fig = _new_figure(_PANEL_INCHES * len(panels), height, "\n".join(heading))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for i, (ax, (title, _), xy) in enumerate(zip(axes, panels, projected, strict=True)):
-        box = ref_box if flags[i] and ref_box is not None else own_boxes[i]
-        _Style.scatter(ax, xy, _Style.color(i), box=box)
-        ax.set_title(title, fontsize=11)
-        ax.set_xlabel(axis_names[i][a])
-        ax.set_ylabel(axis_names[i][b])
-    if heading:
-        fig.suptitle("\n".join(heading), fontsize=12)
+        _scatter(ax, xy, _color(i), box=boxes[i])
+        _label(ax, title, axis_names[i])
     return _save(fig, path, fmt)
 
 
@@ -386,45 +315,26 @@ def plot_pairs(
     *,
     columns: Sequence[str] | None = None,
     max_points: int | None = 4000,
-    labels: tuple[str, str] = ("real", "generated"),
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Pair-plot grid of real vs generated points, overlaid in two colours with a legend.
+    """Pair-plot grid of real ``(N, D)`` vs generated ``(M, D)`` points, in two colours with a legend.
 
-    The lower triangle holds a scatter for every pair of columns, the diagonal overlaid histograms
-    of each column; the upper triangle is left empty (the legend sits there). Axis limits of each
-    column come from the quantiles of ``real``, so generated points that stray are visibly cut off.
-
-    Args:
-        real: (N, D) array, D >= 2.
-        generated: (M, D) array.
-        path: output file; its suffix is replaced by ``"." + fmt``.
-        columns: names of the D columns (default "x1", "x2", ...).
-        max_points: each cloud is reproducibly subsampled to at most this many points (None: all).
-        labels: legend labels of the two clouds.
-        suptitle: optional figure title (e.g. the model and the data).
-        fmt: "png" (default), "svg" or "pdf".
-
-    Returns:
-        The path written.
+    The lower triangle holds a scatter for every pair of columns (at most ``max_points`` real points,
+    as many generated ones drawn under them), the diagonal overlaid histograms of each column; the
+    legend sits in the empty upper triangle. Each column's limits come from the quantiles of ``real``.
     """
-    real = _Style.finite_rows(_points(real, "real"))
-    gen = _Style.finite_rows(_points(generated, "generated"))
+    real = _finite_rows(_points(real, "real"))
+    gen = _finite_rows(_points(generated, "generated"))
     d = real.shape[1]
     if gen.shape[1] != d:
         raise ValueError(f"generated has {gen.shape[1]} columns but real has {d}")
     names = _column_names(columns, d)
     real_s = _subsample(real, max_points)
-    # As many generated points as real ones in the scatters, drawn under them, so neither cloud hides
-    # the other (the histograms use every point).
     gen_s = _subsample(gen, len(real_s), seed=1)
-    limits = [_Style.interval(real[:, j]) for j in range(d)]
-    size, alpha = _Style.marker(max(len(real_s), len(gen_s)))
-    colors = (_Style.color(0), _Style.color(1))
-
+    limits = [_interval(real[:, j]) for j in range(d)]
     cell = float(np.clip(10.0 / d, 1.6, 2.6))
-    fig = _new_figure(cell * d + 0.3, cell * d + 0.3)
+    fig = _new_figure(cell * d + 0.3, cell * d + 0.3, suptitle)
     axes = fig.subplots(d, d, squeeze=False)
     for i in range(d):
         for j in range(d):
@@ -433,37 +343,9 @@ def plot_pairs(
                 ax.set_axis_off()
                 continue
             if i == j:
-                edges = np.linspace(*limits[j], 41)
-                for data, color, label in zip((real, gen), colors, labels, strict=True):
-                    # A density over all points, also those outside the axis: points out of view lower
-                    # the curve (and no point in view is a flat zero, not 0/0).
-                    ax.hist(
-                        data[:, j],
-                        bins=edges,
-                        weights=np.full(len(data), 1.0 / (max(len(data), 1) * (edges[1] - edges[0]))),
-                        histtype="step",
-                        color=color,
-                        linewidth=1.4,
-                        label=label,
-                    )
-                ax.set_xlim(*limits[j])
-                ax.set_yticks([])
+                _pair_histograms(ax, (real[:, j], gen[:, j]), limits[j])
             else:
-                for data, color, label in zip((gen_s, real_s), colors[::-1], labels[::-1], strict=True):
-                    ax.scatter(
-                        data[:, j],
-                        data[:, i],
-                        s=size,
-                        alpha=alpha * 0.75,
-                        color=color,
-                        linewidths=0,
-                        label=label,
-                        rasterized=len(data) > _RASTERIZE_ABOVE,
-                    )
-                ax.set_xlim(*limits[j])
-                ax.set_ylim(*limits[i])
-                ax.grid(True, linewidth=0.4, alpha=0.3)
-                ax.set_axisbelow(True)
+                _pair_scatter(ax, (real_s[:, [j, i]], gen_s[:, [j, i]]), limits[j], limits[i])
             ax.tick_params(labelsize=7)
             if i == d - 1:
                 ax.set_xlabel(names[j])
@@ -473,60 +355,60 @@ def plot_pairs(
                 ax.set_ylabel(names[i])
             elif i != j:
                 ax.tick_params(labelleft=False)
-    handles, legend_labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        [f"{lab} (n={len(x):,})" for lab, x in zip(legend_labels, (real, gen), strict=True)],
-        loc="upper right",
-        frameon=False,
-        fontsize=10,
-    )
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=12)
+    handles, _ = axes[0, 0].get_legend_handles_labels()
+    labels = [f"{lab} (n={len(x):,})" for lab, x in (("real", real), ("generated", gen))]
+    fig.legend(handles, labels, loc="upper right", frameon=False, fontsize=10)
     return _save(fig, path, fmt)
+
+
+def _pair_histograms(ax: Axes, columns: tuple[np.ndarray, np.ndarray], limits: tuple[float, float]) -> None:
+    """Step histograms of one column, real and generated: densities over all points, also those
+    outside the axis (points out of view lower the curve)."""
+    edges = np.linspace(*limits, 41)
+    for i, (values, label) in enumerate(zip(columns, ("real", "generated"), strict=True)):
+        weights = np.full(len(values), 1.0 / (max(len(values), 1) * (edges[1] - edges[0])))
+        ax.hist(
+            values, bins=edges, weights=weights, histtype="step", color=_color(i), linewidth=1.4, label=label
+        )
+    ax.set_xlim(*limits)
+    ax.set_yticks([])
+
+
+def _pair_scatter(ax: Axes, pairs: tuple[np.ndarray, np.ndarray], xlim: tuple, ylim: tuple) -> None:
+    """Generated points under the real ones (as many of each), so neither cloud hides the other."""
+    size, alpha = _marker(max(len(pairs[0]), len(pairs[1])))
+    for i in (1, 0):
+        xy = pairs[i]
+        ax.scatter(
+            xy[:, 0], xy[:, 1], s=size, alpha=alpha * 0.75, color=_color(i), linewidths=0,
+            label=("real", "generated")[i], rasterized=len(xy) > _RASTERIZE_ABOVE,
+        )  # fmt: skip
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.grid(True, linewidth=0.4, alpha=0.3)
+    ax.set_axisbelow(True)
 
 
 def plot_strip(
     snapshots: Sequence[tuple[str, np.ndarray]],
     path: PathLike,
     *,
-    dims: tuple[int, int] = (0, 1),
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A strip of small scatter panels, e.g. reverse-diffusion snapshots x_L ... x_0.
-
-    Every panel has its own quantile limits (noise and data differ in scale) and the same colour,
-    marker size and opacity (chosen from the largest snapshot), so the panels read as one sequence.
-
-    Args:
-        snapshots: ``(title, points)`` pairs; ``points`` is (N_i, D) with D >= 2.
-        path: output file; its suffix is replaced by ``"." + fmt``.
-        dims: the two columns drawn when D > 2.
-        suptitle: optional figure title.
-        fmt: "png" (default), "svg" or "pdf".
-
-    Returns:
-        The path written.
-    """
+    """A strip of small scatter panels, ``(title, points (N_i, D >= 2))`` each, e.g. reverse-diffusion
+    snapshots x_L ... x_0: each with its own quantile limits, all with the same colour and marker
+    size and opacity (from the largest snapshot), so they read as one sequence."""
     if len(snapshots) == 0:
         raise ValueError("plot_strip needs at least one snapshot")
-    arrays = [_points(data, f"snapshot {title!r}") for title, data in snapshots]
-    d = min(arr.shape[1] for arr in arrays)
-    a, b = _check_dims(dims, d, "the snapshots")
-    projected = [_Style.finite_rows(arr[:, [a, b]]) for arr in arrays]
+    projected = [_finite_rows(_points(data, f"snapshot {title!r}")[:, :2]) for title, data in snapshots]
     n_style = max(len(xy) for xy in projected)
-    n = len(snapshots)
-    fig = _new_figure(_STRIP_INCHES * n, _STRIP_INCHES + (0.35 if suptitle else 0.0))
-    axes = fig.subplots(1, n, squeeze=False)[0]
-    # A smaller panel holds fewer points per pixel: scale the marker area with the panel area.
-    scale = (_STRIP_INCHES / _PANEL_INCHES) ** 2
+    fig = _new_figure(_STRIP_INCHES * len(snapshots), _STRIP_INCHES + (0.35 if suptitle else 0.0), suptitle)
+    axes = fig.subplots(1, len(snapshots), squeeze=False)[0]
     for ax, (title, _), xy in zip(axes, snapshots, projected, strict=True):
-        _Style.scatter(ax, xy, _Style.color(0), n_for_style=n_style, scale=scale)
-        ax.set_title(title, fontsize=10)
+        _scatter(ax, xy, _color(0), n_for_style=n_style, scale=_STRIP_SCALE)
+        _label(ax, title, fontsize=10)
         ax.tick_params(labelsize=7)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=12)
     return _save(fig, path, fmt)
 
 
@@ -535,10 +417,8 @@ def plot_strip(
 # --------------------------------------------------------------------------------------------------
 
 
-def grid_for(
-    points: np.ndarray, *, resolution: int = 200, dims: tuple[int, int] = (0, 1)
-) -> tuple[np.ndarray, Box]:
-    """An evaluation grid over the padded, squared quantile box of ``points`` (columns ``dims``).
+def grid_for(points: np.ndarray, *, resolution: int = 200) -> tuple[np.ndarray, Box]:
+    """An evaluation grid over the padded, squared quantile box of ``points`` (first two columns).
 
     Returns:
         ``(grid, extent)``: ``grid`` is a (resolution * resolution, 2) array of cell centres in
@@ -548,14 +428,11 @@ def grid_for(
     """
     if resolution < 2:
         raise ValueError(f"resolution must be at least 2, got {resolution}")
-    pts = _points(points, "points")
-    a, b = _check_dims(dims, pts.shape[1], "points")
-    x0, x1, y0, y1 = _Style.box(_Style.finite_rows(pts[:, [a, b]]))
+    x0, x1, y0, y1 = _box(_finite_rows(_points(points, "points")[:, :2]))
     xe = np.linspace(x0, x1, resolution + 1)
     ye = np.linspace(y0, y1, resolution + 1)
     xs, ys = np.meshgrid((xe[:-1] + xe[1:]) / 2.0, (ye[:-1] + ye[1:]) / 2.0)
-    grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
-    return grid, (float(x0), float(x1), float(y0), float(y1))
+    return np.stack([xs.ravel(), ys.ravel()], axis=1), (float(x0), float(x1), float(y0), float(y1))
 
 
 def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -579,6 +456,51 @@ def _mass_levels(density: np.ndarray, fractions: Sequence[float]) -> list[float]
     return sorted(set(lv for lv in levels if lv > 0))
 
 
+def _log_density_image(fig: Figure, ax: Axes, log_density: np.ndarray, extent: Box, *, small: bool) -> None:
+    """A heatmap of ``log p (H, W)`` (row 0 at the bottom; -inf and NaN in the lowest colour) with a
+    colour bar, from the larger of its 5 % quantile and (maximum - 20 nats) up to its maximum."""
+    logp = np.asarray(log_density, dtype=float)
+    if logp.ndim != 2 or min(logp.shape) < 2:
+        raise ValueError(f"log_density must be a 2-D (H, W) array, got shape {logp.shape}")
+    finite = logp[np.isfinite(logp)]
+    vmax = float(finite.max()) if finite.size else 0.0
+    vmin = max(float(np.quantile(finite, 0.05)), vmax - 20.0) if finite.size else -1.0
+    vmin = vmax - 1.0 if vmin >= vmax else vmin
+    cmap = colormaps["viridis"]
+    image = ax.imshow(
+        np.ma.masked_invalid(logp), origin="lower", extent=tuple(float(v) for v in extent),
+        cmap=cmap.with_extremes(bad=cmap(0.0), under=cmap(0.0)), vmin=vmin, vmax=vmax,
+        interpolation="nearest", aspect="equal",
+    )  # fmt: skip
+    bar = fig.colorbar(image, ax=ax, extend="min", shrink=0.85 if small else 0.9)
+    bar.set_label("log p(x) [nats]", **({"fontsize": 8} if small else {}))
+    if small:
+        bar.ax.tick_params(labelsize=7)
+
+
+def _data_contours(ax: Axes, points: np.ndarray, extent: Box) -> None:
+    """White contours of the lightly smoothed 2-D histogram of ``points`` in view enclosing 50 % and
+    90 % of them (highest-density regions), with a legend entry."""
+    x0, x1, y0, y1 = extent
+    pts = _finite_rows(_points(points, "points")[:, :2])
+    inside = pts[(pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)]
+    if len(inside) < 10:
+        return
+    bins = int(np.clip(math.sqrt(len(inside)) / 3.0, 25, 90))
+    hist, xe, ye = np.histogram2d(inside[:, 0], inside[:, 1], bins=bins, range=[[x0, x1], [y0, y1]])
+    smooth = _smooth(hist.T, sigma=1.5)
+    levels = _mass_levels(smooth, (0.9, 0.5))
+    if not levels:
+        return
+    xc, yc = (xe[:-1] + xe[1:]) / 2.0, (ye[:-1] + ye[1:]) / 2.0
+    ax.contour(xc, yc, smooth, levels=levels, colors="white", linewidths=[0.9, 1.4][: len(levels)], alpha=0.9)
+    ax.plot([], [], color="white", linewidth=1.2, label="data: 50% / 90% regions")
+    legend = ax.legend(
+        loc="upper right", fontsize=8, framealpha=0.3, facecolor="black", edgecolor="none", labelcolor="white"
+    )
+    legend.set_zorder(5)
+
+
 def plot_density(
     log_density: np.ndarray,
     extent: Box,
@@ -589,91 +511,20 @@ def plot_density(
     columns: Sequence[str] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Heatmap of a log-density on a grid, optionally with contours of the data's density.
-
-    Args:
-        log_density: (H, W) array of log p(x) in nats, row 0 at the bottom (see :func:`grid_for`).
-            ``-inf`` and NaN cells are drawn in the lowest colour.
-        extent: ``(x0, x1, y0, y1)``, the outer edges of the grid.
-        path: output file; its suffix is replaced by ``"." + fmt``.
-        points: optional (N, >=2) data; contours of its lightly smoothed 2-D histogram enclosing
-            50 % and 90 % of the points in the view (highest-density regions) are drawn in white.
-        title: axes title.
-        columns: names of the two plotted columns (default "x1", "x2").
-        fmt: "png" (default), "svg" or "pdf".
-
-    The colour scale runs from a robust low value, the larger of the 5 % quantile of the finite
-    values and (maximum - 20 nats), up to the maximum, so far tails do not wash out the picture.
-
-    Returns:
-        The path written.
-    """
-    logp = np.asarray(log_density, dtype=float)
-    if logp.ndim != 2 or min(logp.shape) < 2:
-        raise ValueError(f"log_density must be a 2-D (H, W) array, got shape {logp.shape}")
+    """Heatmap of a log-density ``(H, W)`` in nats on the grid of :func:`grid_for` with outer edges
+    ``extent``, optionally with the 50 % / 90 % contours of the data ``points``; ``columns`` names the
+    two axes. The colour scale is that of :func:`_log_density_image`."""
     x0, x1, y0, y1 = (float(v) for v in extent)
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"extent must be (x0, x1, y0, y1) with x0 < x1 and y0 < y1, got {extent}")
-    names = _column_names(columns, 2)
-    finite = logp[np.isfinite(logp)]
-    if finite.size:
-        vmax = float(finite.max())
-        vmin = max(float(np.quantile(finite, 0.05)), vmax - 20.0)
-        if vmin >= vmax:
-            vmin = vmax - 1.0
-    else:
-        vmin, vmax = -1.0, 0.0
-    cmap = colormaps["viridis"]
-    cmap = cmap.with_extremes(bad=cmap(0.0), under=cmap(0.0))
-
     fig = _new_figure(5.6, 4.8)
     ax = fig.subplots()
-    image = ax.imshow(
-        np.ma.masked_invalid(logp),
-        origin="lower",
-        extent=(x0, x1, y0, y1),
-        cmap=cmap,
-        vmin=vmin,
-        vmax=vmax,
-        interpolation="nearest",
-        aspect="equal",
-    )
-    bar = fig.colorbar(image, ax=ax, extend="min", shrink=0.9)
-    bar.set_label("log p(x) [nats]")
+    _log_density_image(fig, ax, log_density, (x0, x1, y0, y1), small=False)
     if points is not None:
-        pts = _Style.finite_rows(_points(points, "points")[:, :2])
-        inside = pts[(pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)]
-        if len(inside) >= 10:
-            bins = int(np.clip(math.sqrt(len(inside)) / 3.0, 25, 90))
-            hist, xe, ye = np.histogram2d(inside[:, 0], inside[:, 1], bins=bins, range=[[x0, x1], [y0, y1]])
-            smooth = _smooth(hist.T, sigma=1.5)
-            levels = _mass_levels(smooth, (0.9, 0.5))
-            if levels:
-                xc, yc = (xe[:-1] + xe[1:]) / 2.0, (ye[:-1] + ye[1:]) / 2.0
-                ax.contour(
-                    xc,
-                    yc,
-                    smooth,
-                    levels=levels,
-                    colors="white",
-                    linewidths=[0.9, 1.4][: len(levels)],
-                    alpha=0.9,
-                )
-                ax.plot([], [], color="white", linewidth=1.2, label="data: 50% / 90% regions")
-                legend = ax.legend(
-                    loc="upper right",
-                    fontsize=8,
-                    framealpha=0.3,
-                    facecolor="black",
-                    edgecolor="none",
-                    labelcolor="white",
-                )
-                legend.set_zorder(5)
+        _data_contours(ax, points, (x0, x1, y0, y1))
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
-    ax.set_title(title, fontsize=11)
-    ax.set_xlabel(names[0])
-    ax.set_ylabel(names[1])
+    _label(ax, title, _column_names(columns, 2))
     ax.tick_params(labelsize=8)
     return _save(fig, path, fmt)
 
@@ -683,28 +534,26 @@ def plot_density(
 # --------------------------------------------------------------------------------------------------
 
 
-def _pretty(key: str) -> str:
+def pretty_label(key: str) -> str:
     """Legend label for a history key: "train_nll" -> "train NLL", "grad_norm" -> "grad norm"."""
     return " ".join(_ACRONYMS.get(tok.lower(), tok) for tok in key.split("_") if tok)
 
 
-def _history_x(history: Mapping[str, Sequence[float]], x_key: str) -> np.ndarray:
+def _history_x(history: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, str]:
+    """The x values of a history (its "epoch", else 1, 2, ...) and their axis label."""
     lengths = {k: len(v) for k, v in history.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"history series differ in length: {lengths}")
-    n = next(iter(lengths.values()), 0)
-    if x_key in history:
-        return np.asarray(history[x_key], dtype=float)
-    return np.arange(1, n + 1, dtype=float)
+    if "epoch" in history:
+        return np.asarray(history["epoch"], dtype=float), "epoch"
+    return np.arange(1, next(iter(lengths.values()), 0) + 1, dtype=float), "step"
 
 
 def _draw_curves(
     ax: Axes, x: np.ndarray, series: Mapping[str, Sequence[float]], *, log_y: bool, color_offset: int = 0
 ) -> None:
     """Plot each series against ``x`` using only finite points; markers where a series is sparse.
-
-    A log y-axis is used only when asked for and every plotted value is positive.
-    """
+    A log y-axis is used only when asked for and every plotted value is positive."""
     drawn: list[np.ndarray] = []
     for i, (key, values) in enumerate(series.items()):
         y = np.asarray(values, dtype=float)
@@ -713,14 +562,9 @@ def _draw_curves(
             continue
         sparse = ok.sum() < len(x) or ok.sum() <= 25
         ax.plot(
-            x[ok],
-            y[ok],
-            color=_Style.color(i + color_offset),
-            linewidth=1.6,
-            marker="o" if sparse else None,
-            markersize=4 if sparse else 0,
-            label=_pretty(key),
-        )
+            x[ok], y[ok], color=_color(i + color_offset), linewidth=1.6, marker="o" if sparse else None,
+            markersize=4 if sparse else 0, label=pretty_label(key),
+        )  # fmt: skip
         drawn.append(y[ok])
     if not drawn:
         ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center", color="0.4")
@@ -765,29 +609,21 @@ def plot_loss(
     history: Mapping[str, Sequence[float]],
     path: PathLike,
     *,
-    x_key: str = "epoch",
     ylabel: str,
     title: str,
     log_y: bool = False,
     fmt: str = "png",
 ) -> Path:
-    """Curves of every key of ``history`` other than ``x_key`` against ``x_key``.
+    """Curves of every key of ``history`` other than "epoch" against the epoch (1, 2, ... without one).
 
-    Non-finite values (e.g. NaN at epochs where a test loss was not computed) are skipped; series
-    with gaps or few points get markers, so a single epoch still shows as a dot. ``log_y`` is
-    honoured only when every plotted value is positive (NLLs in nats can be negative). Legend
-    labels are prettified keys ("train_nll" -> "train NLL"). Without ``x_key`` in ``history`` the
-    x-axis counts 1, 2, ...
-
-    Returns:
-        The path written.
+    Non-finite values (epochs where a held-out loss was not computed) are skipped; series with gaps
+    or few points get markers. ``log_y`` is honoured only when every plotted value is positive.
     """
-    x = _history_x(history, x_key)
-    series = {k: v for k, v in history.items() if k != x_key}
+    x, x_label = _history_x(history)
     fig = _new_figure(6.4, 4.2)
     ax = fig.subplots()
-    _draw_curves(ax, x, series, log_y=log_y)
-    ax.set_xlabel(_pretty(x_key) if x_key in history else "step")
+    _draw_curves(ax, x, {k: v for k, v in history.items() if k != "epoch"}, log_y=log_y)
+    ax.set_xlabel(x_label)
     ax.set_ylabel(ylabel)
     # wrapped to the axes' width (about 64 characters at this size), so a long title is not cut off
     ax.set_title(textwrap.fill(title, width=64), fontsize=11)
@@ -795,8 +631,7 @@ def plot_loss(
 
 
 def _is_loss_key(key: str) -> bool:
-    tokens = key.lower().split("_")
-    return any(tok in _LOSS_TOKENS for tok in tokens)
+    return any(tok in _LOSS_TOKENS for tok in key.lower().split("_"))
 
 
 def _spans_decade(series: Mapping[str, Sequence[float]]) -> bool:
@@ -810,57 +645,44 @@ def plot_training_diagnostics(
     history: Mapping[str, Sequence[float]],
     path: PathLike,
     *,
-    x_key: str = "epoch",
     heldout: Sequence[str] = (),
     titles: Mapping[str, str] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A 1 x 3 figure: loss curves, learning rate (log y) and gradient norm (log y) per epoch.
-
-    Uses the keys ``x_key`` ("epoch"), "lr" and "grad_norm"; the loss panel shows every key
-    whose underscore-separated parts include loss, nll, mse, kl, elbo or bpd (e.g. "train_nll",
-    "val_loss"). A missing series leaves its panel with a short note.
-
-    ``heldout`` names keys (e.g. "test_nll_bound", in other units than the training loss) drawn in
-    a fourth panel beside the loss instead of in it; the figure is then 1 x 4. ``titles`` renames
-    panels by their default titles ("loss", "held-out", "learning rate", "gradient norm").
-
-    Returns:
-        The path written.
+    """Panels per epoch: the losses (keys with a part loss, nll, mse, kl, elbo or bpd), the ``heldout``
+    keys (in other units than the loss; a panel of their own where given), the learning rate "lr"
+    and the gradient norm "grad_norm" (log y across a decade). ``titles`` renames panels by their
+    default titles ("loss", "held-out", "learning rate", "gradient norm").
     """
-    x = _history_x(history, x_key)
+    x, x_label = _history_x(history)
     apart = [k for k in heldout if k in history]
+    losses = {k: v for k, v in history.items() if k != "epoch" and k not in apart and _is_loss_key(k)}
     panels = [
-        (
-            "loss",
-            {k: v for k, v in history.items() if k != x_key and k not in apart and _is_loss_key(k)},
-            False,
-        ),
+        ("loss", losses, False),
         *([("held-out", {k: history[k] for k in apart}, False)] if apart else []),
         ("learning rate", {k: history[k] for k in ("lr",) if k in history}, True),
         ("gradient norm", {k: history[k] for k in ("grad_norm",) if k in history}, True),
     ]
-    names = dict(titles or {})
     fig = _new_figure(4.5 * len(panels), 4.0)
     axes = fig.subplots(1, len(panels))
     for i, (ax, (name, series, log_y)) in enumerate(zip(axes, panels, strict=True)):
         if series:
-            # A log axis helps only across a wide range; over a narrow one it repeats tick labels.
-            log_y = log_y and _spans_decade(series)
-            _draw_curves(ax, x, series, log_y=log_y, color_offset=0 if i == 0 else i + 1)
+            _draw_curves(
+                ax, x, series, log_y=log_y and _spans_decade(series), color_offset=0 if i == 0 else i + 1
+            )
             if name in ("learning rate", "gradient norm") and ax.get_legend() is not None:
                 ax.get_legend().remove()
         else:
             ax.text(
                 0.5, 0.5, f"no {name} recorded", transform=ax.transAxes, ha="center", va="center", color="0.4"
             )
-        ax.set_title(names.get(name, name), fontsize=11)
-        ax.set_xlabel(_pretty(x_key) if x_key in history else "step")
+        ax.set_title((titles or {}).get(name, name), fontsize=11)
+        ax.set_xlabel(x_label)
     return _save(fig, path, fmt)
 
 
 # --------------------------------------------------------------------------------------------------
-# Model pictures: coloured scatters, warped grids, vector fields, animations
+# Model pictures: coloured scatters, warped grids, vector fields, animations, comparison
 # --------------------------------------------------------------------------------------------------
 
 _OTHER_COLOR = "#BBBBBB"
@@ -870,52 +692,27 @@ _VECTOR_CMAP = "plasma"  # dark to bright and perceptually uniform; readable on 
 
 
 def _draw_coloured(
-    ax: Axes,
-    xy: np.ndarray,
-    labels: np.ndarray,
-    categories: Sequence[str] | None,
-    *,
-    n_for_style: int,
-    scale: float = 1.0,
-    legend: bool = False,
+    ax: Axes, xy: np.ndarray, labels: np.ndarray, categories: Sequence[str] | None, *, scale: float = 1.0
 ) -> None:
     """Scatter ``xy`` coloured by integer ``labels`` (names in ``categories``, -1 drawn grey) or,
     without ``categories``, by float ``labels`` in [0, 1] on a sequential colour map."""
-    size, alpha = _Style.marker(n_for_style)
-    rasterized = len(xy) > _RASTERIZE_ABOVE
+    size, alpha = _marker(len(xy))
     if categories is None:
         ax.scatter(
-            xy[:, 0],
-            xy[:, 1],
-            c=np.clip(labels, 0.0, 1.0),
-            cmap=_SEQUENTIAL,
-            vmin=0.0,
-            vmax=1.0,
-            s=size * scale,
-            alpha=alpha,
-            linewidths=0,
-            rasterized=rasterized,
-        )
+            xy[:, 0], xy[:, 1], c=np.clip(labels, 0.0, 1.0), cmap=_SEQUENTIAL, vmin=0.0, vmax=1.0,
+            s=size * scale, alpha=alpha, linewidths=0, rasterized=len(xy) > _RASTERIZE_ABOVE,
+        )  # fmt: skip
         return
     groups = [(-1, "background", _OTHER_COLOR)] + [
-        (k, str(name), _Style.color(k)) for k, name in enumerate(categories)
+        (k, str(name), _color(k)) for k, name in enumerate(categories)
     ]
     for k, name, color in groups:
         mask = labels == k
-        if not mask.any():
-            continue
-        ax.scatter(
-            xy[mask, 0],
-            xy[mask, 1],
-            s=size * scale,
-            alpha=alpha if k >= 0 else alpha * 0.6,
-            color=color,
-            linewidths=0,
-            label=name,
-            rasterized=int(mask.sum()) > _RASTERIZE_ABOVE,
-        )
-    if legend:
-        ax.legend(fontsize=8, markerscale=max(1.0, 6.0 / math.sqrt(size * scale)), frameon=False, loc="best")
+        if mask.any():
+            ax.scatter(
+                xy[mask, 0], xy[mask, 1], s=size * scale, alpha=alpha if k >= 0 else alpha * 0.6, color=color,
+                linewidths=0, label=name, rasterized=int(mask.sum()) > _RASTERIZE_ABOVE,
+            )  # fmt: skip
 
 
 def _check_labels(labels: np.ndarray, n: int, categories: Sequence[str] | None) -> np.ndarray:
@@ -929,6 +726,16 @@ def _check_labels(labels: np.ndarray, n: int, categories: Sequence[str] | None) 
     return values
 
 
+def _normal_rings(ax: Axes, legend: bool) -> None:
+    """The 1, 2 and 3 sigma circles of N(0, I), dashed (with a legend on a white box where asked)."""
+    theta = np.linspace(0.0, 2.0 * math.pi, 200)
+    for r in (1.0, 2.0, 3.0):
+        ax.plot(r * np.cos(theta), r * np.sin(theta), color="0.35", linewidth=0.7, linestyle="--")
+    ax.plot([], [], color="0.35", linewidth=0.7, linestyle="--", label="N(0, I): 1, 2, 3 σ")
+    if legend:
+        ax.legend(fontsize=8, loc="upper right", frameon=True, framealpha=0.9, edgecolor="none")
+
+
 def plot_coloured_panels(
     panels: Sequence[tuple[str, np.ndarray]],
     labels: np.ndarray,
@@ -938,29 +745,18 @@ def plot_coloured_panels(
     normal_rings: Sequence[bool] | None = None,
     suptitle: str | None = None,
     colour_note: str | None = None,
-    dims: tuple[int, int] = (0, 1),
     panel_columns: Sequence[Sequence[str] | None] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """One row of scatter panels of the same N points, each coloured by the same per-point labels.
-
-    Use it to follow points from one space to another, e.g. data x and its latent z = f(x)
-    coloured by the glyph each point came from.
+    """One row of scatter panels of the same N points (``(title, points (N, D >= 2))`` each), coloured
+    by the same per-point ``labels``, e.g. data x and its latent z = f(x) coloured by glyph.
 
     Args:
-        panels: ``(title, points)`` pairs, every ``points`` (N, D) with D >= 2 and the same N.
-        labels: (N,) integer class per point (with ``categories``; -1 = none of them, drawn grey),
-            or floats in [0, 1] drawn on a sequential colour map (without ``categories``).
-        path: output file; its suffix is replaced by ``"." + fmt``.
-        categories: names of the classes 0, 1, ...; a legend shows them.
+        labels: (N,) integer class per point (with ``categories``, their names, shown in a legend;
+            -1 = none of them, drawn grey), or floats in [0, 1] on a sequential colour map.
         normal_rings: per panel, whether to draw the 1, 2 and 3 sigma circles of N(0, I).
-        suptitle: optional figure title; ``colour_note`` is appended below it (e.g. "colour: x1 quantile").
-        dims: the two columns drawn.
-        panel_columns: per panel, the names of its D axes (None: "x1", "x2", ...), drawn as labels.
-        fmt: "png" (default), "svg" or "pdf".
-
-    Returns:
-        The path written.
+        suptitle, colour_note: the figure's title and, below it, what the colour means.
+        panel_columns: per panel, the names of its axes (None: "x1", "x2", ...).
     """
     if len(panels) == 0:
         raise ValueError("plot_coloured_panels needs at least one panel")
@@ -968,40 +764,29 @@ def plot_coloured_panels(
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError(f"all panels must hold the same points, got sizes {[len(a) for a in arrays]}")
-    d = min(a.shape[1] for a in arrays)
-    a, b = _check_dims(dims, d, "the panels")
-    axis_names = _panel_names(panel_columns, len(panels), _column_names(None, d), d)
-    values = _check_labels(labels, n, categories)
-    projected = [arr[:, [a, b]] for arr in arrays]
-    finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in projected], axis=0)
-    projected = [xy[finite] for xy in projected]
-    values = values[finite]
+    axis_names = _panel_names(
+        panel_columns, len(panels), _column_names(None, min(a.shape[1] for a in arrays))
+    )
+    arrays = [a[:, :2] for a in arrays]
+    finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in arrays], axis=0)
+    values = _check_labels(labels, n, categories)[finite]
     rings = [False] * len(panels) if normal_rings is None else [bool(r) for r in normal_rings]
     if len(rings) != len(panels):
         raise ValueError(f"normal_rings has {len(rings)} flags for {len(panels)} panels")
-
     heading = [h for h in (suptitle, colour_note) if h]
     k = len(panels)
-    fig = _new_figure(_PANEL_INCHES * k, _PANEL_INCHES + 0.05 + 0.3 * len(heading))
+    fig = _new_figure(_PANEL_INCHES * k, _PANEL_INCHES + 0.05 + 0.3 * len(heading), "\n".join(heading))
     axes = fig.subplots(1, k, squeeze=False)[0]
-    for i, (ax, (title, _), xy) in enumerate(zip(axes, panels, projected, strict=True)):
-        box = _Style.box(xy)
-        _draw_coloured(
-            ax, xy, values, categories, n_for_style=len(xy), legend=categories is not None and i == 0
-        )
+    for i, (ax, (title, _), xy) in enumerate(zip(axes, panels, arrays, strict=True)):
+        xy = xy[finite]
+        _draw_coloured(ax, xy, values, categories)
+        if categories is not None and i == 0:
+            size = _marker(len(xy))[0]
+            ax.legend(fontsize=8, markerscale=max(1.0, 6.0 / math.sqrt(size)), frameon=False, loc="best")
         if rings[i]:
-            theta = np.linspace(0.0, 2.0 * math.pi, 200)
-            for r in (1.0, 2.0, 3.0):
-                ax.plot(r * np.cos(theta), r * np.sin(theta), color="0.35", linewidth=0.7, linestyle="--")
-            ax.plot([], [], color="0.35", linewidth=0.7, linestyle="--", label="N(0, I): 1, 2, 3 σ")
-            if categories is None:  # on a white box, so the circles do not run through the text
-                ax.legend(fontsize=8, loc="upper right", frameon=True, framealpha=0.9, edgecolor="none")
-        _Style.frame(ax, box)
-        ax.set_title(title, fontsize=11)
-        ax.set_xlabel(axis_names[i][a])
-        ax.set_ylabel(axis_names[i][b])
-    if heading:
-        fig.suptitle("\n".join(heading), fontsize=12)
+            _normal_rings(ax, legend=categories is None)  # on a white box, so the circles miss the text
+        _frame(ax, _box(xy))
+        _label(ax, title, axis_names[i])
     return _save(fig, path, fmt)
 
 
@@ -1014,70 +799,44 @@ def plot_warped_grid(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A row of panels showing grid lines (and points) after successive maps, e.g. flow layers.
+    """A row of panels of grid lines (and points) after successive maps, e.g. flow layers.
 
-    Args:
-        stages: ``(title, lines, points)`` per panel: ``lines`` (L, P, 2) polylines, the first half
-            drawn in one colour (e.g. the grid's vertical lines) and the second half in another;
-            ``points`` (N, 2) points carried along (may be empty), coloured by ``labels``.
-        path: output file; its suffix is replaced by ``"." + fmt``.
-        labels, categories: as in :func:`plot_coloured_panels` (no ``labels``: one grey).
-        suptitle: optional figure title.
-        fmt: "png" (default), "svg" or "pdf".
-
-    Each panel's limits come from the quantiles of its grid-line vertices, so a layer that
-    sends a few lines far away still shows the bulk of the grid.
-
-    Returns:
-        The path written.
+    ``stages``: ``(title, lines (L, P, 2), points (N, 2))`` per panel; the first half of the lines
+    (the grid's vertical ones) is drawn in one colour, the rest in another; the points carried along
+    (may be empty) are coloured by ``labels`` and ``categories`` as in :func:`plot_coloured_panels`
+    (no ``labels``: one grey). The first panel's limits come from its grid, the others' from where
+    the points go, so lines sent far away are cut off.
     """
     if len(stages) == 0:
         raise ValueError("plot_warped_grid needs at least one stage")
     k = len(stages)
-    legend_height = 0.3 if categories is not None and labels is not None else 0.0
-    fig = _new_figure(
-        _STRIP_INCHES * 1.15 * k, _STRIP_INCHES * 1.15 + 0.2 + legend_height + (0.35 if suptitle else 0.0)
-    )
+    legend = categories is not None and labels is not None
+    size = _STRIP_INCHES * 1.15
+    fig = _new_figure(size * k, size + 0.2 + (0.3 if legend else 0.0) + (0.35 if suptitle else 0.0), suptitle)
     axes = fig.subplots(1, k, squeeze=False)[0]
-    scale = (_STRIP_INCHES / _PANEL_INCHES) ** 2
-    line_colors = ("#0072B2", "#D55E00")
     for i, (ax, (title, lines, points)) in enumerate(zip(axes, stages, strict=True)):
         lines = np.asarray(lines, dtype=float)
         if lines.ndim != 3 or lines.shape[2] != 2:
             raise ValueError(f"lines of stage {title!r} must have shape (L, P, 2), got {lines.shape}")
         pts = np.asarray(points, dtype=float).reshape(-1, 2)
-        vertices = _Style.finite_rows(lines.reshape(-1, 2))
+        vertices = _finite_rows(lines.reshape(-1, 2))
         if i == 0 or len(pts) < 10:
-            box = _Style.box(vertices if len(vertices) else pts, aspect=1.0)
-        else:  # where the carried points go: lines sent far away are cut off
-            box = _Style.box(_Style.finite_rows(pts), aspect=1.0)
-        half = len(lines) // 2
+            box = _box(vertices if len(vertices) else pts, aspect=1.0)
+        else:
+            box = _box(_finite_rows(pts), aspect=1.0)
         for j, line in enumerate(lines):
-            ax.plot(
-                line[:, 0],
-                line[:, 1],
-                color=line_colors[0 if j < half else 1],
-                linewidth=0.6,
-                alpha=0.55,
-                zorder=1,
+            color = PALETTE[0] if j < len(lines) // 2 else PALETTE[1]
+            ax.plot(line[:, 0], line[:, 1], color=color, linewidth=0.6, alpha=0.55, zorder=1)
+        if len(pts) and labels is None:
+            _scatter(ax, pts, "0.3", box=box, scale=_STRIP_SCALE)
+        elif len(pts):
+            _draw_coloured(
+                ax, pts, _check_labels(labels, len(pts), categories), categories, scale=_STRIP_SCALE
             )
-        if len(pts):
-            if labels is None:
-                _Style.scatter(ax, pts, "0.3", box=box, scale=scale)
-            else:
-                values = _check_labels(labels, len(pts), categories)
-                _draw_coloured(
-                    ax,
-                    pts,
-                    values,
-                    categories,
-                    n_for_style=len(pts),
-                    scale=scale,
-                )
-        _Style.frame(ax, box)
-        ax.set_title(title, fontsize=10)
+        _frame(ax, box)
+        _label(ax, title, fontsize=10)
         ax.tick_params(labelsize=7)
-    if categories is not None and labels is not None:
+    if legend:
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(
             handles,
@@ -1088,9 +847,24 @@ def plot_warped_grid(
             frameon=False,
             markerscale=4.0,
         )
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=12)
     return _save(fig, path, fmt)
+
+
+def _arrows(ax: Axes, pts: np.ndarray, vec: np.ndarray, length: float) -> object | None:
+    """Arrows of one ``length`` along ``vec`` at ``pts``, coloured by their length relative to the
+    longest; returns the quiver (None when every vector is zero)."""
+    norm = np.linalg.norm(vec, axis=1)
+    ok = np.isfinite(norm) & (norm > 0)
+    longest = float(norm[ok].max()) if ok.any() else 0.0
+    if longest <= 0:
+        return None
+    unit = vec[ok] / norm[ok, None] * length
+    return ax.quiver(
+        pts[ok, 0], pts[ok, 1], unit[:, 0], unit[:, 1], norm[ok] / longest,
+        cmap=ListedColormap(colormaps[_VECTOR_CMAP](np.linspace(0.0, 0.85, 256))), clim=(0.0, 1.0),
+        angles="xy", scale_units="xy", scale=1.0, width=0.005, headwidth=3.5, headlength=4.0,
+        headaxislength=3.5, zorder=2,
+    )  # fmt: skip
 
 
 def plot_vector_fields(
@@ -1102,78 +876,37 @@ def plot_vector_fields(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A row of quiver panels: one vector field per panel on the same 2-D grid of ``points``.
-
-    Args:
-        points: (G, 2) arrow tails (a regular grid).
-        fields: ``(title, vectors)`` per panel, ``vectors`` (G, 2).
-        path: output file; its suffix is replaced by ``"." + fmt``.
-        background: optional (N, 2) points drawn faintly beneath the arrows (e.g. the data).
-        suptitle: optional figure title.
-        fmt: "png" (default), "svg" or "pdf".
-
-    Arrows show the direction only (all the same length, 0.8 grid spacings); their colour shows
-    the vector's length relative to that panel's longest (a colour bar on the right).
-
-    Returns:
-        The path written.
-    """
+    """A row of quiver panels, one ``(title, vectors (G, 2))`` field each on the grid ``points (G, 2)``,
+    over faint ``background`` points (the data). Arrows show the direction only (0.8 grid spacings
+    long); their colour the vector's length relative to the panel's longest (a colour bar)."""
     pts = _points(points, "points")[:, :2]
     if len(fields) == 0:
         raise ValueError("plot_vector_fields needs at least one field")
-    box = _Style.box(_Style.finite_rows(pts), aspect=None)
+    box = _box(_finite_rows(pts), aspect=None)
     spacing = max(box[1] - box[0], box[3] - box[2]) / max(math.sqrt(len(pts)) - 1.0, 1.0)
-    k = len(fields)
-    fig = _new_figure(3.3 * k + 0.6, 3.45 + (0.35 if suptitle else 0.0))
-    axes = fig.subplots(1, k, squeeze=False)[0]
+    bg = None if background is None else _finite_rows(_points(background, "background")[:, :2])
+    fig = _new_figure(3.3 * len(fields) + 0.6, 3.45 + (0.35 if suptitle else 0.0), suptitle, fontsize=11)
+    axes = fig.subplots(1, len(fields), squeeze=False)[0]
     arrows = None
     for ax, (title, vectors) in zip(axes, fields, strict=True):
         vec = np.asarray(vectors, dtype=float)
         if vec.shape != pts.shape:
             raise ValueError(f"vectors of {title!r} must have shape {pts.shape}, got {vec.shape}")
-        if background is not None:
-            bg = _Style.finite_rows(_points(background, "background")[:, :2])
-            size, alpha = _Style.marker(len(bg))
+        if bg is not None:
+            size, alpha = _marker(len(bg))
             ax.scatter(
-                bg[:, 0],
-                bg[:, 1],
-                s=size * 0.6,
-                alpha=min(1.0, alpha * 0.8),
-                color="0.6",
-                linewidths=0,
+                bg[:, 0], bg[:, 1], s=size * 0.6, alpha=min(1.0, alpha * 0.8), color="0.6", linewidths=0,
                 rasterized=len(bg) > _RASTERIZE_ABOVE,
-            )
-        norm = np.linalg.norm(vec, axis=1)
-        ok = np.isfinite(norm) & (norm > 0)
-        longest = float(norm[ok].max()) if ok.any() else 0.0
-        if longest > 0:
-            unit = vec[ok] / norm[ok, None] * (0.8 * spacing)
-            arrows = ax.quiver(
-                pts[ok, 0],
-                pts[ok, 1],
-                unit[:, 0],
-                unit[:, 1],
-                norm[ok] / longest,
-                cmap=ListedColormap(colormaps[_VECTOR_CMAP](np.linspace(0.0, 0.85, 256))),
-                clim=(0.0, 1.0),
-                angles="xy",
-                scale_units="xy",
-                scale=1.0,
-                width=0.005,
-                headwidth=3.5,
-                headlength=4.0,
-                headaxislength=3.5,
-                zorder=2,
-            )
-        _Style.frame(ax, box)
-        ax.set_title(title, fontsize=10)
+            )  # fmt: skip
+        drawn = _arrows(ax, pts, vec, 0.8 * spacing)
+        arrows = drawn if drawn is not None else arrows
+        _frame(ax, box)
+        _label(ax, title, fontsize=10)
         ax.tick_params(labelsize=7)
     if arrows is not None:
         bar = fig.colorbar(arrows, ax=list(axes), shrink=0.85, pad=0.01, aspect=25)
         bar.set_label("length / longest in panel", fontsize=8)
         bar.ax.tick_params(labelsize=7)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=11)
     return _save(fig, path, fmt)
 
 
@@ -1183,61 +916,38 @@ def plot_animation(
     *,
     reference: np.ndarray | None = None,
     suptitle: str | None = None,
-    fps: float = 8.0,
-    hold_last: int = 8,
-    size_inches: float = 4.4,
 ) -> Path:
-    """An animated, looping GIF of 2-D point clouds, e.g. the reverse diffusion x_L ... x_0.
-
-    Args:
-        frames: ``(title, points)`` per frame, ``points`` (N, D) with D >= 2 (columns 0 and 1 drawn).
-        path: output file; its suffix is replaced by ".gif".
-        reference: optional (M, >= 2) points (e.g. the real data) whose quantile box, widened to hold
-            the frames' points too, sets the common axis limits; else the frames' own points do.
-        suptitle: optional title above every frame.
-        fps: frames per second.
-        hold_last: the last frame is repeated this many extra times before the loop restarts.
-        size_inches: width and height of the square figure; written at 100 dpi.
-
-    Returns:
-        The path written.
-    """
+    """An animated, looping GIF (8 frames a second, the last held for 8 more; 4.4 inches square at 100
+    dpi) of 2-D point clouds, ``(title, points (N, D >= 2))`` per frame, e.g. the reverse diffusion.
+    The limits hold the first and last frames and the ``reference`` points (the real data)."""
     from matplotlib.animation import PillowWriter
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     if len(frames) == 0:
         raise ValueError("plot_animation needs at least one frame")
-    arrays = [_Style.finite_rows(_points(data, f"frame {title!r}")[:, :2]) for title, data in frames]
+    arrays = [_finite_rows(_points(data, f"frame {title!r}")[:, :2]) for title, data in frames]
     parts = [arrays[0], arrays[-1]] + ([] if reference is None else [_points(reference, "reference")[:, :2]])
-    box = _Style.box(_Style.finite_rows(np.concatenate(parts)))
-    size, alpha = _Style.marker(max(len(a) for a in arrays))
-    fig = Figure(figsize=(size_inches, size_inches), dpi=_GIF_DPI, layout="constrained")
+    size, alpha = _marker(max(len(a) for a in arrays))
+    fig = Figure(figsize=(4.4, 4.4), dpi=_GIF_DPI, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    scatter = ax.scatter(
-        arrays[0][:, 0], arrays[0][:, 1], s=size, alpha=alpha, color=_Style.color(0), linewidths=0
-    )
-    _Style.frame(ax, box)
+    scatter = ax.scatter(arrays[0][:, 0], arrays[0][:, 1], s=size, alpha=alpha, color=_color(0), linewidths=0)
+    _frame(ax, _box(_finite_rows(np.concatenate(parts))))
     title = ax.set_title(frames[0][0], fontsize=11)
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     target = Path(path).with_suffix(".gif")
-    writer = PillowWriter(fps=fps)
+    writer = PillowWriter(fps=8.0)
     with atomic_path(target) as tmp:
         writer.setup(fig, str(tmp), dpi=_GIF_DPI)
         for (name, _), xy in zip(frames, arrays, strict=True):
             scatter.set_offsets(xy)
             title.set_text(name)
             writer.grab_frame()
-        for _ in range(max(int(hold_last), 0)):
+        for _ in range(8):
             writer.grab_frame()
         writer.finish()
     return target
-
-
-# --------------------------------------------------------------------------------------------------
-# Model comparison sheet
-# --------------------------------------------------------------------------------------------------
 
 
 def plot_compare(
@@ -1250,75 +960,31 @@ def plot_compare(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """One sheet comparing models: scatter panels (real data, each model's samples) in the first row
-    and log-density heatmaps in the second.
-
-    Args:
-        panels: ``(title, points (N, >=2))`` pairs, drawn in the limits of ``reference`` (or of the
-            first panel).
-        densities: ``(title, log_density (H, W), extent)`` triples as for :func:`plot_density`
-            (row 0 at the bottom); each heatmap has its own colour scale, from the larger of its 5 %
-            quantile and (maximum - 20 nats) up to its maximum.
-        path: output file; its suffix is replaced by ``"." + fmt``.
-        reference: points whose quantile box sets the scatter limits.
-        columns: names of the two plotted columns.
-        suptitle: optional figure title.
-        fmt: "png" (default), "svg" or "pdf".
-
-    Returns:
-        The path written.
-    """
+    """One sheet comparing models: scatter panels ``(title, points (N, >= 2))`` (real data, each model's
+    samples) in the limits of ``reference`` (or of the first panel) in the first row, and log-density
+    heatmaps ``(title, log_density (H, W), extent)`` as in :func:`plot_density` in the second."""
     if len(panels) == 0:
         raise ValueError("plot_compare needs at least one scatter panel")
-    arrays = [_Style.finite_rows(_points(data, f"panel {title!r}")[:, :2]) for title, data in panels]
-    ref = arrays[0] if reference is None else _Style.finite_rows(_points(reference, "reference")[:, :2])
-    box = _Style.box(ref)
+    arrays = [_finite_rows(_points(data, f"panel {title!r}")[:, :2]) for title, data in panels]
+    box = _box(arrays[0] if reference is None else _finite_rows(_points(reference, "reference")[:, :2]))
     names = _column_names(None if columns is None else list(columns)[:2], 2)
-    n_cols = max(len(panels), len(densities))
-    n_rows = 2 if densities else 1
-    fig = _new_figure(_PANEL_INCHES * n_cols, (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0))
+    n_cols, n_rows = max(len(panels), len(densities)), 2 if densities else 1
+    fig = _new_figure(
+        _PANEL_INCHES * n_cols, (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0), suptitle
+    )
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     for i, ax in enumerate(axes[0]):
         if i >= len(arrays):
             ax.set_axis_off()
             continue
-        _Style.scatter(ax, arrays[i], _Style.color(i), box=box, n_for_style=len(arrays[i]))
-        ax.set_title(panels[i][0], fontsize=10)
-        ax.set_xlabel(names[0])
-        ax.set_ylabel(names[1])
-    if densities:
-        cmap = colormaps["viridis"]
-        cmap = cmap.with_extremes(bad=cmap(0.0), under=cmap(0.0))
-        for i, ax in enumerate(axes[1]):
-            if i >= len(densities):
-                ax.set_axis_off()
-                continue
-            title, log_density, extent = densities[i]
-            logp = np.asarray(log_density, dtype=float)
-            if logp.ndim != 2:
-                raise ValueError(f"log-density {title!r} must be a 2-D (H, W) array, got shape {logp.shape}")
-            finite = logp[np.isfinite(logp)]
-            vmax = float(finite.max()) if finite.size else 0.0
-            vmin = max(float(np.quantile(finite, 0.05)), vmax - 20.0) if finite.size else -1.0
-            if vmin >= vmax:
-                vmin = vmax - 1.0
-            image = ax.imshow(
-                np.ma.masked_invalid(logp),
-                origin="lower",
-                extent=tuple(float(v) for v in extent),
-                cmap=cmap,
-                vmin=vmin,
-                vmax=vmax,
-                interpolation="nearest",
-                aspect="equal",
-            )
-            bar = fig.colorbar(image, ax=ax, extend="min", shrink=0.85)
-            bar.set_label("log p(x) [nats]", fontsize=8)
-            bar.ax.tick_params(labelsize=7)
-            ax.set_title(title, fontsize=10)
-            ax.set_xlabel(names[0])
-            ax.set_ylabel(names[1])
-            ax.tick_params(labelsize=8)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=12)
+        _scatter(ax, arrays[i], _color(i), box=box)
+        _label(ax, panels[i][0], names, fontsize=10)
+    for i, ax in enumerate(axes[1] if densities else []):
+        if i >= len(densities):
+            ax.set_axis_off()
+            continue
+        title, log_density, extent = densities[i]
+        _log_density_image(fig, ax, log_density, extent, small=True)
+        _label(ax, title, names, fontsize=10)
+        ax.tick_params(labelsize=8)
     return _save(fig, path, fmt)
