@@ -312,8 +312,18 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
         add("--drop_invalid", action="store_true", help="drop --data rows with bad cells instead of failing")
         add("-n", type=int, default=3000, help="samples to generate (default 3000)")
         add("--n_eval", type=int, help="points per sample in the two-sample tests (default min(n, N_real/2))")
-        add("--ode_points", type=int, help="DDPM: points for the ODE likelihood (default 1000; 0 skips)")
-        add("--bound_points", type=int, help="DDPM: points for the variational bound (default 1000)")
+        add(
+            "--ode_points",
+            type=int,
+            default=1000,
+            help="DDPM: points for the ODE likelihood (default 1000; 0 skips)",
+        )
+        add(
+            "--bound_points",
+            type=int,
+            default=1000,
+            help="DDPM: points for the variational bound (default 1000)",
+        )
         add("--n_boot", type=int, default=10, help="bootstrap replicates (default 10)")
         add("--dataset", help="generator that made the data (e.g. checkerboard), for the exact entropy")
         add("--text", help="text rendered in the data, for mode coverage (default: detect '689')")
@@ -521,8 +531,13 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
         raise ConfigError(
             f"unknown dataset {args.dataset!r}; expected one of {', '.join(sorted(GENERATORS))}"
         )
-    given = {"ode": args.ode_points, "bound": args.bound_points}  # not given: evaluate_model's defaults
-    return {"n_points": {key: value for key, value in given.items() if value is not None}} | {
+    # The ODE and the bound cost L network passes per point: 1000 points each unless asked; an exact
+    # likelihood runs on every point.
+    n_points = {
+        name: 1000 if getattr(args, flag) is None else getattr(args, flag)
+        for flag, name in _LIKELIHOOD_OPTIONS.items()
+    }
+    return {"n_points": n_points} | {
         "data": args.data,
         "drop_invalid": args.drop_invalid,
         "device": str(resolve_device(args.device)),

@@ -26,7 +26,6 @@ from genmodels.evaluation import metrics as M
 from genmodels.evaluation.sampling import finite_samples, sample_model, spec_of, two_sample_scores
 
 __all__ = [
-    "LIKELIHOOD_POINTS",
     "Evaluation",
     "evaluate_checkpoint",
     "evaluate_model",
@@ -44,8 +43,6 @@ log = logging.getLogger(__name__)
 #: Shares inside the glyphs above which 2-D data are taken to be the rendered text.
 _TEXT_MIN_INSIDE = 0.5
 _TEXT_MIN_PER_GLYPH = 0.1
-#: Points each likelihood estimator runs on unless told otherwise (``n_points``).
-LIKELIHOOD_POINTS = 1000
 
 
 @dataclass
@@ -131,7 +128,7 @@ def likelihood_metrics(
     """Held-out negative log-likelihoods (nats, data units) with standard errors and gaps to ``entropy``.
 
     Every estimator of the model's spec (``spec.likelihoods``) runs on ``n_points[name]`` random
-    points of ``real (N, D)`` (default :data:`LIKELIHOOD_POINTS`, at most N; 0 skips it). Returns
+    points of ``real (N, D)`` (default and at most N: all of them; 0 skips it). Returns
     ``{name: {value, se, per_dim, per_dim_se, n, gap, gap_se, seconds}}``.
     """
     dim = real.shape[1]
@@ -139,7 +136,7 @@ def likelihood_metrics(
     device = next(model.buffers()).device
     out: dict[str, Any] = {}
     for name, nll_of in spec_of(model).likelihoods.items():
-        n = min(int((n_points or {}).get(name, LIKELIHOOD_POINTS)), len(real))
+        n = min(int((n_points or {}).get(name, len(real))), len(real))
         if n <= 0:
             continue
         start = time.perf_counter()
