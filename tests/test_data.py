@@ -156,7 +156,7 @@ def test_b08_small_but_valid():
 
 
 @pytest.mark.parametrize("name", ["B10.csv", "B12.csv", "B13.csv"])
-def test_other_shared_csv_files_load(name):
+def test_other_case_csv_files_load(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data = load_csv(case(name))
