@@ -1,4 +1,4 @@
-"""Shared paths for the tests: the repository root and the directory of bad-input cases."""
+"""Shared paths for the tests: the repository root and the folder of bad-input cases (tests/cases.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from cases import case_folder
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The bad and awkward inputs live beside the repository, in shared/cases (see its README).
-CASES_DIR = REPO_ROOT.parent / "shared" / "cases"
 
 
 @pytest.fixture
@@ -17,9 +17,7 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cases_dir() -> Path:
-    """The directory of bad-input cases; tests that need it are skipped when it is absent."""
-    if not CASES_DIR.is_dir():
-        pytest.skip(f"bad-input cases not found at {CASES_DIR}")
-    return CASES_DIR
+    """A temporary folder holding every bad-input case (B01.csv ... B19.pt), written once per session."""
+    return case_folder()

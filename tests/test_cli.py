@@ -26,13 +26,13 @@ import pytest
 import torch
 import yaml
 
+from cases import case
 from genmodels.cli import main
 from genmodels.config import load_config, with_overrides
 from genmodels.data import GENERATORS, DataWarning, load_csv
 from genmodels.train.checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-CASES = REPO.parent / "shared" / "cases"
 
 REALNVP_KEYS = {"test_nll", "train_nll", "c2st", "c2st_floor", "epochs", "steps", "train_seconds"}
 DDPM_KEYS = {"c2st", "c2st_floor", "test_nll_bound", "epochs", "steps", "train_seconds", "sample_seconds"}
@@ -50,13 +50,6 @@ SMALL = {
         "sampling": {"n_samples": 500, "n_eval": 200},
     },
 }
-
-
-def case(name: str) -> Path:
-    path = CASES / name
-    if not path.exists():
-        pytest.skip(f"case file {path} is absent")
-    return path
 
 
 def write_config(path: Path, model_type: str, **sections: dict[str, Any]) -> Path:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from matplotlib.path import Path as MplPath
 
+from cases import case
 from genmodels.data import (
     GENERATORS,
     DataWarning,
@@ -27,21 +28,12 @@ from genmodels.data import (
     save_csv,
     train_test_split,
 )
-from genmodels.data import _char_area as char_area
-from genmodels.data import _glyph_layout as glyph_layout
+from genmodels.data.generators import _char_area as char_area
+from genmodels.data.generators import _glyph_layout as glyph_layout
 from genmodels.errors import DataError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CASES = SHARED / "cases"
-REFERENCE = SHARED / "data" / "689_data.csv"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def case(name: str) -> Path:
-    path = CASES / name
-    if not path.exists():
-        pytest.skip(f"shared case file {path} is absent")
-    return path
+REFERENCE = REPO.parent / "shared" / "data" / "689_data.csv"  # the reference data set, where present
 
 
 def write(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
@@ -51,7 +43,7 @@ def write(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The shared bad-input cases
+# The bad-input cases (tests/cases.py)
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -71,8 +63,8 @@ def test_b02_lists_every_broken_row():
     assert "B02.csv" in message
     assert "line 12, column 'y': ''" in message
     assert "line 251, column 'x': ''" in message
-    assert "line 500, column 'x': 'nan' (not finite)" in message
-    assert "line 731, column 'y': 'NaN' (not finite)" in message
+    assert "line 500, column 'x': 'nan'" in message
+    assert "line 731, column 'y': 'NaN'" in message
     assert "line 999, column 'x': ''" in message
     assert "line 999, column 'y': ''" in message
     assert "a finite number" in message
@@ -99,18 +91,19 @@ def test_b03_names_bad_text():
 
 
 def test_b04_one_column():
-    with pytest.raises(DataError, match=r"B04.csv has 1 column \('x'\); at least 2 are needed"):
+    with pytest.raises(DataError, match=r"B04.csv has 1 column \('x'\); at least 2"):
         load_csv(case("B04.csv"))
 
 
-@pytest.mark.parametrize("sep, name", [(";", "semicolons"), ("\t", "tabs"), (" ", "spaces")])
-def test_another_separator_is_named(tmp_path, sep: str, name: str):
+@pytest.mark.parametrize("sep", [";", "\t", " "])
+@pytest.mark.parametrize("header", [True, False])
+def test_other_separators_are_read(tmp_path, sep: str, header: bool):
     path = tmp_path / "points.csv"
-    path.write_text(f"x{sep}y\n" + "".join(f"{i}{sep}{i * 2}\n" for i in range(10)))
-    with pytest.raises(
-        DataError, match=f"1 column .*seems to be separated by {name}; the file must use commas"
-    ):
-        load_csv(path)
+    rows = [(i, (i * 7) % 10 - 2.5) for i in range(10)]
+    path.write_text(f"a{sep}b\n" * header + "".join(f"{x}{sep}{y}\n" for x, y in rows))
+    data = load_csv(path)
+    assert data.columns == (("a", "b") if header else ("x", "y"))
+    assert data.values.tolist() == [list(map(float, row)) for row in rows]
 
 
 def test_b05_three_columns():
@@ -124,7 +117,6 @@ def test_b06_constant_column():
         load_csv(case("B06.csv"))
     assert str(info.value).startswith("column 'y' of ")
     assert "B06.csv is constant (5.0 on every row)" in str(info.value)
-    assert "remove the column" in str(info.value)
 
 
 def test_b07_degenerate_warning():
@@ -140,7 +132,7 @@ def test_points_on_a_line_or_plane_draw_a_warning(tmp_path):
         "line.csv": (np.c_[x, 2 * x + 1], "lie on a straight line: a weighted sum of columns 'x', 'y'"),
         "plane.csv": (
             np.c_[x, y, x - 3 * y],
-            "lie on a 2-dimensional plane in 3 dimensions: .* 'x0', 'x1', 'x2'",
+            "lie on a 2-dimensional plane: .* 'x0', 'x1', 'x2'",
         ),
         "line3.csv": (np.c_[x, 2 * x, -x], "lie on a straight line"),
     }
@@ -164,7 +156,7 @@ def test_b08_small_but_valid():
 
 
 @pytest.mark.parametrize("name", ["B10.csv", "B12.csv", "B13.csv"])
-def test_other_shared_csv_files_load(name):
+def test_other_case_csv_files_load(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data = load_csv(case(name))
@@ -195,11 +187,13 @@ def test_empty_file(tmp_path, content):
         load_csv(path)
 
 
-@pytest.mark.parametrize("content", [b"x,y\n\x00\x01\x02", b"x,y\n1,2\n\xff\xfe\x80,3\n"])
+@pytest.mark.parametrize(
+    "content", [b"x,y\n\x00\x01\x02", b"x,y\n1,2\n\xff\xfe\x80,3\n", "x,y\n1,2\n".encode("utf-16")]
+)
 def test_binary_file(tmp_path, content):
     path = tmp_path / "blob.csv"
     path.write_bytes(content)
-    with pytest.raises(DataError, match="blob.csv is not a .*text CSV file"):
+    with pytest.raises(DataError, match="blob.csv"):
         load_csv(path)
 
 
@@ -219,8 +213,8 @@ def test_wrong_field_counts(tmp_path):
     with pytest.raises(DataError) as info:
         load_csv(write(tmp_path, text))
     message = str(info.value)
-    assert "line 3: 1 field ('3'), expected 2 (x, y)" in message
-    assert "line 4: 3 fields ('4,5,6'), expected 2 (x, y)" in message
+    assert "line 3, column 'y': ''" in message  # a missing field is empty
+    assert "line 4, column 'x': '4,5,6'" in message  # too many fields: the whole text in the first column
     with pytest.warns(DataWarning, match="lines 3, 4"):
         data = load_csv(write(tmp_path, text), drop_invalid=True)
     assert data.values.tolist() == [[1, 2], [7, 8], [9, 10], [11, 14]]
@@ -247,8 +241,8 @@ def test_quoted_fields_crlf_bom_blank_lines(tmp_path):
 
 
 def test_line_numbers_count_blank_lines(tmp_path):
-    with pytest.raises(DataError, match=r"line 5, column 'b': 'inf' \(not finite\)"):
-        load_csv(write(tmp_path, "a,b\n1,2\n\n3,4\n5,inf\n6,7\n8,9\n"))
+    with pytest.raises(DataError, match=r"line 7, column 'b': 'inf'"):
+        load_csv(write(tmp_path, "\n \na,b\n1,2\n\n3,4\n5,inf\n6,7\n8,9\n"))
 
 
 @pytest.mark.parametrize("cell", ["1_000", "0x10", "1e999", "--1", "1.2.3", "١"])
@@ -258,25 +252,32 @@ def test_cells_python_would_accept_or_overflow_are_rejected(tmp_path, cell):
         load_csv(write(tmp_path, text))
 
 
-@pytest.mark.parametrize("header", ["x,2", "1.5,abc", "x,Infinity", '"a\nb",y'])
-def test_number_like_or_multiline_header_names_are_refused(tmp_path, header):
+@pytest.mark.parametrize(
+    "header, name",
+    [("x,2", "'2'"), ("1.5,abc", "'1.5'"), ("x,Infinity", "'Infinity'"), ('"a\nb",y', "'a\\nb'")],
+)
+def test_number_like_or_multiline_header_names_are_refused(tmp_path, header, name):
     # Such names could not be written back as a header; before, the run failed only after training.
-    with pytest.raises(DataError, match=r"line 1 of .* is read as the header, but 1 name \("):
+    with pytest.raises(DataError, match=r"line 1 of .*data.csv is read as the header") as info:
         load_csv(write(tmp_path, header + "\n1,2\n3,4\n5,6\n7,9\n"))
+    assert name in str(info.value)
 
 
-@pytest.mark.parametrize("header, clash", [("x,x", "columns 1 and 2 are both named 'x'"),
-                                           ("a,b, a ", "columns 1 and 3 are both named 'a'")])  # fmt: skip
-def test_two_columns_of_one_name_are_refused(tmp_path, header, clash):
+@pytest.mark.parametrize("header, name", [("x,x", "'x'"), ("a,b, a ", "'a'"), ("column_2,", "'column_2'")])
+def test_two_columns_of_one_name_are_refused(tmp_path, header, name):
     width = header.count(",") + 1
     rows = "".join(",".join(str(i + j) for j in range(width)) + "\n" for i in range(6))
-    with pytest.raises(DataError, match=rf"line 1 of .*, the header: {clash}; give every column its own"):
+    with pytest.raises(DataError, match=rf"line 1 of .*data.csv, the header: .*{name}"):
         load_csv(write(tmp_path, header + "\n" + rows))
 
 
-def test_an_unnamed_column_gets_a_name_no_other_column_has(tmp_path):
+def test_an_unnamed_column_gets_a_name(tmp_path):
     assert load_csv(write(tmp_path, "x1,\n1,2\n3,4\n5,6\n7,9\n")).columns == ("x1", "column_2")
-    assert load_csv(write(tmp_path, "a,\n1,2\n3,4\n5,6\n7,9\n")).columns == ("a", "x1")
+    assert load_csv(write(tmp_path, ",x,y\n0,1.5,2\n1,2.5,3.1\n2,0.3,1\n"), min_rows=2).columns == (
+        "column_1",
+        "x",
+        "y",
+    )
 
 
 def test_no_header_three_columns_names(tmp_path):
@@ -285,8 +286,11 @@ def test_no_header_three_columns_names(tmp_path):
     assert data.values.shape == (4, 3)
 
 
-def test_huge_values_are_reported(tmp_path):
-    with pytest.raises(DataError, match="column 'x' .* too large to standardise"):
+def test_huge_or_tiny_values_are_reported(tmp_path):
+    tiny = "x,y\n" + "".join(f"{i}e-200,{i % 3}\n" for i in range(1, 30))
+    with pytest.raises(DataError, match=r"column 'x' of .*data.csv cannot be standardised \(deviation 0\)"):
+        load_csv(write(tmp_path, tiny))
+    with pytest.raises(DataError, match="column 'x' of .*data.csv cannot be standardised"):
         load_csv(write(tmp_path, "x,y\n1e308,1\n-1e308,2\n1e308,3\n-1e308,4\n"))
 
 
@@ -350,37 +354,20 @@ def test_round_trip_property(tmp_path, values):
         warnings.simplefilter("ignore", DataWarning)
         try:
             data = load_csv(path)
-        except DataError as exc:  # only constant columns or overflowing spreads may be refused
-            assert "constant" in str(exc) or "too large" in str(exc)
+        except DataError as exc:  # only constant columns or over- or underflowing spreads may be refused
+            assert "constant" in str(exc) or "cannot be standardised" in str(exc)
             return
     assert np.array_equal(data.values, values)
     assert data.values.dtype == np.float64
 
 
-@pytest.mark.parametrize(
-    "text, needle",
-    [
-        (",x,y\n0,1.5,2\n1,2.5,3.1\n2,0.3,1\n", "has no name and counts the rows (0, 1, ...)"),
-        (",x,y\n1,1.5,2\n2,2.5,3.1\n3,0.3,1\n", "has no name and counts the rows (1, 2, ...)"),
-        ("x,y,\n1.5,2,\n2.5,3.1,\n0.3,1,\n", "ends with an empty field (a comma at the end of each line?)"),
-        ("x,y\n1.5,2,\n2.5,3.1,\n0.3,1,\n", "ends with an empty field (a comma at the end of each line?)"),
-    ],
-)
-def test_a_saved_row_index_or_trailing_commas_get_one_clear_error(
-    tmp_path: Path, text: str, needle: str
-) -> None:
-    path = tmp_path / "d.csv"
-    path.write_text(text)
+@pytest.mark.parametrize("text", ["x,y,\n1.5,2,\n2.5,3.1,\n0.3,1,\n", "x,y\n1.5,2,\n2.5,3.1,\n0.3,1,\n"])
+def test_trailing_commas_are_bad_cells_named_by_line(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
     with pytest.raises(DataError) as error:
         load_csv(path, min_rows=2)
-    assert needle in str(error.value) and str(path) in str(error.value)
-    assert str(error.value).count("\n") == 0  # one line, not one per row
-
-
-def test_an_unnamed_column_that_is_not_an_index_is_data(tmp_path: Path) -> None:
-    path = tmp_path / "d.csv"
-    path.write_text(",x,y\n0,1.5,2\n2,2.5,3.1\n1,0.3,1\n")
-    assert load_csv(path, min_rows=2).columns == ("x0", "x", "y")
+    assert str(path) in str(error.value)
+    assert all(f"line {line}, column " in str(error.value) for line in (2, 3, 4))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -389,7 +376,7 @@ def test_csv_is_written_in_chunks_with_the_same_text(
 ) -> None:
     """Rows are formatted a chunk at a time (bounded memory for a million samples); the text is the
     same for any chunk size, every row is written once, and the values read back exactly."""
-    import genmodels.data as data_module
+    import genmodels.data.csv as data_module
 
     values = np.random.default_rng(5).normal(size=(23, 3)).astype(dtype) * 1e3
     whole = csv_text(values)
@@ -543,7 +530,7 @@ def test_text_fraction_inside_glyphs(text_points):
 def test_text_digits_get_points_in_proportion_to_area():
     glyph_only = make_text(20000, seed=2, background=0.0)
     counts = np.bincount(glyph_labels(glyph_only), minlength=3)
-    areas = np.array([char_area(p) for p in glyph_layout("689", "DejaVuSans", 1.24, (0.0, 0.13))])
+    areas = np.array([char_area(p) for p in glyph_layout("689")])
     assert areas.sum() == pytest.approx(glyph_area("689"))
     np.testing.assert_allclose(counts / counts.sum(), areas / areas.sum(), atol=0.012)
 
@@ -556,7 +543,7 @@ def test_text_background_is_gaussian(text_points):
 
 
 def hole_polygons(char_index: int) -> list[np.ndarray]:
-    polygons = glyph_layout("689", "DejaVuSans", 1.24, (0.0, 0.13))[char_index]
+    polygons = glyph_layout("689")[char_index]
     holes = []
     for i, polygon in enumerate(polygons):
         if any(MplPath(o).contains_point(tuple(polygon[0])) for j, o in enumerate(polygons) if j != i):
@@ -629,47 +616,34 @@ def test_repository_689_file_is_ours_and_reproducible():
     data = load_csv(path)
     assert data.columns == ("x", "y") and data.values.shape == (65536, 2)
     assert np.array_equal(data.values[:1000], make_text(65536, seed=0)[:1000])
-    if REFERENCE.exists():
-        reference = load_csv(REFERENCE).values
-        assert not np.array_equal(reference[:100], data.values[:100])
-        assert data.values.mean(axis=0) == pytest.approx(reference.mean(axis=0), abs=0.06)
-        assert data.values.std(axis=0) == pytest.approx(reference.std(axis=0), rel=0.1)
 
 
-def test_utf16_csv_is_named_as_such(tmp_path):
-    for encoding in ("utf-16", "utf-16-be"):
-        path = tmp_path / "u16.csv"
-        text = "x,y\n1,2\n3,4\n5,6\n7,8\n"
-        path.write_bytes(
-            ("\ufeff" + text).encode(encoding) if encoding.endswith("be") else text.encode(encoding)
-        )
-        with pytest.raises(DataError, match=r"u16.csv is UTF-16 text .*; save it as UTF-8 CSV"):
-            load_csv(path)
+def test_repository_689_file_resembles_the_reference():
+    if not REFERENCE.exists():
+        pytest.skip(f"the reference data set {REFERENCE} is absent")
+    data, reference = load_csv(REPO / "689_data.csv").values, load_csv(REFERENCE).values
+    assert not np.array_equal(reference[:100], data[:100])
+    assert data.mean(axis=0) == pytest.approx(reference.mean(axis=0), abs=0.06)
+    assert data.std(axis=0) == pytest.approx(reference.std(axis=0), rel=0.1)
 
 
-def test_decimal_commas_and_compressed_files_are_named(tmp_path):
-    path = tmp_path / "comma.csv"
-    path.write_text("x;y\n0,126;-0,132\n1,5;2,25\n3,0;4,75\n")
-    with pytest.raises(DataError, match=r"separated by semicolons, with decimal commas; the file must"):
-        load_csv(path)
-    gz = tmp_path / "points.csv.gz"
-    gz.write_bytes(gzip.compress(b"x,y\n1,2\n3,4\n5,6\n7,8\n"))
-    with pytest.raises(DataError, match=r"points.csv.gz is gzip-compressed; decompress it first"):
-        load_csv(gz)
+def test_compressed_files_are_read(tmp_path):
+    text = b"x,y\n1,2\n3,4\n5,6\n7,8.5\n"
+    (tmp_path / "points.csv.gz").write_bytes(gzip.compress(text))
+    with zipfile.ZipFile(tmp_path / "points.zip", "w") as archive:
+        archive.writestr("points.csv", text)
+    for name in ("points.csv.gz", "points.zip"):
+        assert load_csv(tmp_path / name).values.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8.5]]
+
+
+def test_other_files_get_one_error_naming_the_file(tmp_path):
+    decimal_commas = write(tmp_path, "x;y\n0,126;-0,132\n1,5;2,25\n3,0;4,75\n", "comma.csv")
+    with pytest.raises(DataError, match=r"comma.csv: 3 rows .*\n  line 2, column 'x': '0,126'"):
+        load_csv(decimal_commas)
     book = tmp_path / "points.xlsx"
     with zipfile.ZipFile(book, "w") as archive:
         archive.writestr("xl/workbook.xml", "<workbook/>")
-    with pytest.raises(DataError, match=r"points.xlsx is a zip archive .*export the sheet as a CSV file"):
-        load_csv(book)
-
-
-def test_one_column_hints_name_the_likely_cause(tmp_path):
-    with pytest.raises(
-        DataError, match=r"\(it seems to be separated by semicolons; the file must use commas\)"
-    ):
-        load_csv(write(tmp_path, "x;y\n1;2\n3;4\n5;6\n7;8\n"))
-    config = "# settings; see the docs\nmodel:\n  n_coupling_layers: 14\ntraining:\n  epochs: 5\n"
-    with pytest.raises(DataError) as info:
-        load_csv(write(tmp_path, config))
-    assert "semicolons" not in str(info.value)  # the one semicolon is in a comment
-    assert "its first line is a comment: is it a config file? The data go to --data" in str(info.value)
+    config = write(tmp_path, "# settings; see the docs\nmodel:\n  n_coupling_layers: 14\n", "config.yaml")
+    for path in (book, config, write(tmp_path, "x,y\n1,2\n3", "short.csv")):
+        with pytest.raises(DataError, match=path.name):
+            load_csv(path)

@@ -1,0 +1,229 @@
+"""Point tables: CSV files of numbers read with pandas (:func:`load_csv`) and written exactly
+(:func:`save_csv`), and train/test splits. Reading names every bad cell by file line and column, so that a
+model never sees a silently changed, non-finite or degenerate data set."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from genmodels.errors import DataError
+from genmodels.fileio import atomic_path
+
+__all__ = ["Dataset", "DataWarning", "check_data_path", "csv_text", "load_csv", "save_csv",
+           "train_test_split", "write_csv"]  # fmt: skip
+
+MAX_LISTED = 20  # bad cells listed in full in an error message; the rest are counted
+_CSV_CHUNK_ROWS = 65536
+_NUMBER = r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*"  # a finite decimal number
+_is_number = np.vectorize(lambda text: re.fullmatch(_NUMBER, text) is not None, otypes=[bool])
+
+
+class DataWarning(UserWarning):
+    """A data file loads but looks suspicious (degenerate, rows dropped)."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A CSV file's ``values``, float64 ``(N, D)`` in file order, its ``D`` ``columns`` (from the header, or
+    ``x, y`` / ``x0, x1, ...``), its ``path``, and the number of invalid rows dropped, ``n_dropped``."""
+
+    values: np.ndarray
+    columns: tuple[str, ...]
+    path: str
+    n_dropped: int = 0
+
+
+def _misread_name(name: str) -> bool:
+    """Whether ``name`` would not survive a header line: number-like (``nan``, ``inf`` too) or multi-line."""
+    special = re.fullmatch(r"\s*[+-]?(nan|inf|infinity)\s*", name, re.IGNORECASE) or re.search("[\r\n]", name)
+    return bool(_is_number(name)) or special is not None
+
+
+def _default_columns(d: int) -> tuple[str, ...]:
+    return ("x", "y") if d == 2 else ("x",) if d == 1 else tuple(f"x{i}" for i in range(d))
+
+
+def check_data_path(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`DataError` unless ``path`` names a file that exists (reading it may still fail)."""
+    target = Path(path)
+    if target.is_dir():
+        raise DataError(f"data path {str(target)!r} is a directory, not a CSV file")
+    if not target.exists():
+        raise DataError(f"data file {str(target)!r} does not exist")
+
+
+def _read_cells(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(lines (R,), cells (R, D))``: the number and text cells of each non-blank line of ``file``.
+
+    Separated by commas, else by what :class:`csv.Sniffer` finds among semicolons, tabs and spaces;
+    compression is inferred from the name. A row with too many fields has its whole text in its first cell.
+    """
+    import pandas as pd
+
+    def read(sep: str) -> pd.DataFrame:  # as wide as the first non-blank line; a blank line is all NaN
+        width = pd.read_csv(file, sep=sep, header=None, nrows=1, dtype=str, engine="python").shape[1]
+        return pd.read_csv(file, sep=sep, header=None, names=range(width), dtype=str, keep_default_na=False,
+                           engine="python", skip_blank_lines=False, skipinitialspace=True,
+                           on_bad_lines=lambda fields: [sep.join(fields)])  # fmt: skip
+
+    try:
+        frame = read(",")
+        if frame.shape[1] == 1:
+            sample = "\n".join(frame[0].dropna()[:50])
+            try:
+                frame = read(csv.Sniffer().sniff(sample, delimiters=";\t ").delimiter)
+            except csv.Error:
+                pass
+    except pd.errors.EmptyDataError:
+        frame = pd.DataFrame([[None]])
+    except (ValueError, UnicodeError, OSError, csv.Error) as exc:  # pandas' ParserError is a ValueError
+        raise DataError(f"{file} cannot be read as a UTF-8 CSV file of numbers ({exc})") from None
+    blank = (frame[0].fillna("").str.strip() == "") & frame.iloc[:, 1:].isna().all(axis=1)
+    if blank.all():
+        raise DataError(f"{file} is empty: expected a header line such as 'x,y' and rows of numbers")
+    return np.flatnonzero(~blank) + 1, frame[~blank].fillna("").to_numpy(dtype=str)
+
+
+def _header(names: list[str], file: Path, line: int) -> tuple[str, ...]:
+    """Column names from the header at ``line``; an empty name becomes ``column_<i>``."""
+    names = [name.strip() or f"column_{i}" for i, name in enumerate(names, start=1)]
+    if misread := [name for name in names if _misread_name(name)]:
+        raise DataError(
+            f"line {line} of {file} is read as the header, but names {', '.join(map(repr, misread[:5]))} look "
+            "like numbers or hold a line break; name every column with text, or make every cell a number"
+        )
+    if clash := next((name for i, name in enumerate(names) if name in names[:i]), None):
+        raise DataError(f"line {line} of {file}, the header: two columns are named {clash!r}; rename one")
+    return tuple(names)
+
+
+def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_rows: int = 4) -> Dataset:
+    """Read a CSV file of finite decimal numbers, UTF-8, perhaps compressed (``.gz``, ``.zip``, ...).
+
+    The first non-blank line is a header unless all its cells are numbers, when it is data. Rows with bad
+    cells raise a :class:`DataError` listing line, column and text, or with ``drop_invalid`` are dropped
+    (counted, with a :class:`DataWarning`). Also refused, naming the file: a missing, unreadable or empty
+    file, fewer than 2 columns or ``min_rows`` valid rows, duplicate or number-like header names, a
+    constant column. Warns when the points lie on a plane or are mostly repeats.
+    """
+    file = Path(path)
+    check_data_path(file)
+    lines, cells = _read_cells(file)
+    if _is_number(cells[0]).all():
+        columns = _default_columns(cells.shape[1])
+    else:
+        columns, lines, cells = _header(list(cells[0]), file, lines[0]), lines[1:], cells[1:]
+    if len(columns) < 2:
+        raise DataError(f"{file} has 1 column ({columns[0]!r}); at least 2 (comma-separated) are needed")
+    values = np.where(_is_number(cells), cells, "nan").astype(np.float64)
+    bad = ~np.isfinite(values)
+    bad_lines = lines[bad.any(axis=1)]
+    n_bad, s = len(bad_lines), "s" * (len(bad_lines) > 1)
+    if n_bad and not drop_invalid:
+        listed = [
+            f"  line {lines[i]}, column {columns[j]!r}: {str(cells[i, j])!r}" for i, j in np.argwhere(bad)
+        ]
+        more = [f"  and {len(listed) - MAX_LISTED:,} more"] if len(listed) > MAX_LISTED else []
+        raise DataError(
+            f"{file}: {n_bad:,} row{s} of {len(cells):,} cannot be read; expected a finite number in each of "
+            f"the columns {', '.join(columns)}:\n" + "\n".join(listed[:MAX_LISTED] + more)
+            + "\nFix these rows, or pass --drop_invalid to drop such rows."
+        )  # fmt: skip
+    if n_bad:
+        shown = ", ".join(map(str, bad_lines[:10])) + ", ..." * (n_bad > 10)
+        warnings.warn(
+            DataWarning(f"dropped {n_bad:,} invalid row{s} of {file} (line{s} {shown})"), stacklevel=2
+        )
+    values = values[~bad.any(axis=1)]
+    if len(values) < min_rows:
+        raise DataError(f"{file} has {len(values):,} valid rows; at least {min_rows} are needed")
+    _check_spread(values, columns, file)
+    return Dataset(values=values, columns=columns, path=str(file), n_dropped=n_bad)
+
+
+def _check_spread(values: np.ndarray, columns: Sequence[str], file: Path) -> None:
+    """Refuse constant or overflowing columns of ``values`` ``(N, D)``; warn when the points lie on a
+    plane (some direction spreads under 1e-4 of the widest: the likelihood is unbounded) or mostly repeat."""
+    with np.errstate(all="ignore"):
+        deviations, d = values.std(0), len(columns)
+    for name, column, std in zip(columns, values.T, deviations, strict=True):
+        if np.all(column == column[0]):
+            raise DataError(f"column {name!r} of {file} is constant ({float(column[0])!r} on every row)")
+        if not 0 < std < np.inf:  # under- or overflow
+            raise DataError(
+                f"column {name!r} of {file} cannot be standardised (deviation {std:g}); rescale it"
+            )
+    z = values - values.mean(0)
+    z /= np.abs(z).max(0)  # first to within [-1, 1], so that tiny or huge columns stay finite
+    _, spread, directions = np.linalg.svd(z / z.std(0), full_matrices=False)
+    if len(values) > d and (flat := int(np.sum(spread < 1e-4 * spread[0]))):
+        weight = np.abs(directions[-1])
+        named = [repr(columns[j]) for j in np.flatnonzero(weight > 0.05 * weight.max())]
+        where = "a straight line" if flat == d - 1 else f"a {d - flat}-dimensional plane"
+        message = f"the points lie on {where}: a weighted sum of columns {', '.join(named)} is the same on every row"
+        warnings.warn(DataWarning(f"{file}: {message}; remove a column the others determine"), stacklevel=3)
+    n_distinct = len(np.unique(values, axis=0))
+    if n_distinct < 0.5 * len(values) and n_distinct < 1000:
+        message = f"{file} has only {n_distinct:,} distinct points among {len(values):,} rows"
+        warnings.warn(DataWarning(f"{message}; a density model will put narrow peaks on them"), stacklevel=3)
+
+
+def save_csv(path: str | os.PathLike[str], values: np.ndarray, columns: Sequence[str] | None = None) -> None:
+    """Write ``values`` ``(N, D)`` to ``path`` as by :func:`write_csv`, atomically (nothing on error)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        write_csv(handle, values, columns)
+
+
+def csv_text(values: np.ndarray, columns: Sequence[str] | None = None) -> str:
+    """``values`` ``(N, D)`` as CSV text with a header line (see :func:`write_csv`)."""
+    buffer = io.StringIO()
+    write_csv(buffer, values, columns)
+    return buffer.getvalue()
+
+
+def write_csv(handle: TextIO, values: np.ndarray, columns: Sequence[str] | None = None) -> None:
+    """Write finite ``values`` ``(N, D)`` and a header of ``columns`` (default ``x, y`` or ``x0, x1, ...``)
+    to the text stream ``handle``, 65,536 rows at a time: float64 as the shortest exact decimal, float32
+    with 9 digits, so that :func:`load_csv` reads the same values. ValueError, before writing anything, for
+    values that are not 2-D, real and finite, or names that are too few, many, empty or number-like."""
+    array = np.asarray(values)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise ValueError(f"values must be real numbers of shape (N, D), got {array.dtype} {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("values must all be finite (load_csv would reject nan and inf)")
+    names = _default_columns(array.shape[1]) if columns is None else tuple(str(c) for c in columns)
+    if len(names) != array.shape[1] or any(not name.strip() or _misread_name(name) for name in names):
+        raise ValueError(f"{names} cannot name {array.shape[1]} columns (empty, number-like or line breaks?)")
+    csv.writer(handle, lineterminator="\n").writerow(names)
+    float32 = array.dtype == np.float32
+    array = array if float32 else array.astype(np.float64, copy=False)
+    for start in range(0, array.shape[0], _CSV_CHUNK_ROWS):
+        chunk = array[start : start + _CSV_CHUNK_ROWS].tolist()
+        rows = [",".join(format(v, ".9g") if float32 else repr(v) for v in row) for row in chunk]
+        handle.write("".join(row + "\n" for row in rows))
+
+
+def train_test_split(values: np.ndarray, *, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split the rows of ``values`` ``(N, ...)`` at random (``numpy.random.default_rng(seed)``) into
+    ``(train, test)`` of ``N - T`` and ``T`` rows: ``T = round(N * test_fraction)``, at least 1 when
+    ``test_fraction > 0``, at most ``N - 1``. ValueError: ``test_fraction`` outside ``[0, 1)``, or a test
+    part asked of fewer than 2 rows."""
+    array = np.asarray(values)
+    if not 0.0 <= float(test_fraction) < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+    n = len(array)
+    if test_fraction > 0.0 and n < 2:
+        raise ValueError(f"cannot split {n} row(s) into non-empty training and test parts")
+    n_test = 0 if test_fraction == 0.0 else min(max(int(round(n * test_fraction)), 1), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    return array[order[n_test:]], array[order[:n_test]]

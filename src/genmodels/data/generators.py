@@ -1,0 +1,265 @@
+"""2-D toy distributions: text glyphs (:func:`make_text`) and the flow literature's toy densities at
+FFJORD's scales (most mass in ``[-4, 4]^2``), with closed-form entropies (:func:`exact_entropy`).
+
+Every generator in :data:`GENERATORS` is ``f(n, *, seed, **options) -> ndarray (n, 2)`` (float64,
+dimensionless), a function of its arguments only. ``689_data.csv`` at the repository root is, bit for bit,
+``genmodels make-data text --text 689 -n 65536 --seed 0 -o 689_data.csv``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["GENERATORS", "exact_entropy", "glyph_area", "glyph_labels", "make_2spirals", "make_8gaussians",
+           "make_checkerboard", "make_circles", "make_pinwheel", "make_swiss_roll", "make_text", "make_two_moons"]  # fmt: skip
+
+
+@functools.lru_cache(maxsize=32)
+def _glyph_layout(text: str) -> tuple[tuple, ...]:
+    """Per character of ``text``, its closed outlines ``(V, 2)`` in data coordinates (holes included;
+    containment by the even-odd rule; none for spaces). The line is set in DejaVu Sans with its advances
+    and kerning, scaled so that its ink is 1.24 tall, and centred on ``(0, 0.13)``."""
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.ft2font import FT2Font
+    from matplotlib.textpath import TextPath
+
+    font = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+    charmap = FT2Font(font).get_charmap()
+    if missing := [c for c in sorted(set(text)) if not c.isspace() and ord(c) not in charmap]:
+        names = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in missing)
+        raise ValueError(f"DejaVu Sans has no glyph for {names}; it would be drawn as an empty box")
+    prop = FontProperties(fname=font)
+    per_char: list[list[np.ndarray]] = []
+    n_before = 0
+    for i in range(len(text)):
+        try:
+            polygons = TextPath((0.0, 0.0), text[: i + 1], size=1.0, prop=prop).to_polygons(closed_only=True)
+        except AttributeError:  # matplotlib cannot build the path of a text without any ink so far
+            polygons = []
+        per_char.append([np.asarray(p, dtype=np.float64) for p in polygons[n_before:]])
+        n_before = len(polygons)
+    if not any(per_char):
+        raise ValueError(f"text {text!r} has no visible glyphs: give at least one visible character")
+    stacked = np.concatenate([p for polys in per_char for p in polys])
+    lo, hi = stacked.min(axis=0), stacked.max(axis=0)
+    scale = 1.24 / (hi[1] - lo[1])
+    shift = np.array([0.0, 0.13]) - scale * (lo + hi) / 2
+    return tuple(tuple(scale * p + shift for p in polys) for polys in per_char)
+
+
+def _inside(points: np.ndarray, polygons: Sequence[np.ndarray]) -> np.ndarray:
+    """Even-odd containment of ``points`` ``(N, 2)`` in a set of outlines: ``(N,)`` bool."""
+    from matplotlib.path import Path as MplPath
+
+    inside = np.zeros(len(points), dtype=bool)
+    for polygon in polygons:
+        inside ^= MplPath(polygon, closed=True).contains_points(points)
+    return inside
+
+
+def _char_area(polygons: Sequence[np.ndarray]) -> float:
+    """Area under the even-odd rule (shoelace formula): outlines nested an even number of times add,
+    odd ones subtract."""
+    total = 0.0
+    for i, polygon in enumerate(polygons):
+        x, y = polygon[:, 0], polygon[:, 1]
+        area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+        depth = sum(_inside(polygon[:1], [other])[0] for j, other in enumerate(polygons) if j != i)
+        total += area * (1 if depth % 2 == 0 else -1)
+    return total
+
+
+def glyph_labels(points: np.ndarray, text: str = "689") -> np.ndarray:
+    """Index of the character of ``text`` whose glyph contains each point of ``points`` ``(N, 2)`` (the
+    layout of :func:`make_text` with the same options): int64 ``(N,)``, ``-1`` outside every glyph."""
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2), got {pts.shape}")
+    labels = np.full(len(pts), -1, dtype=np.int64)
+    for index, polygons in enumerate(_glyph_layout(text)):
+        free = np.flatnonzero(labels == -1)
+        if polygons:
+            labels[free[_inside(pts[free], polygons)]] = index
+    return labels
+
+
+def glyph_area(text: str = "689") -> float:
+    """Total inked area of ``text`` in the layout of :func:`make_text`, in squared data units."""
+    return float(sum(_char_area(polygons) for polygons in _glyph_layout(text)))
+
+
+def make_text(
+    n: int, *, seed: int, text: str = "689", background: float = 0.1, background_std: float = 1.0
+) -> np.ndarray:
+    """Points uniform inside the glyphs of ``text`` (holes excluded), each replaced with probability
+    ``background`` by a draw from ``N(0, background_std^2 I)``.
+
+    The text is one line (see :func:`_glyph_layout`): "689" spans about ``[-1.4, 1.4] x [-0.49, 0.75]``.
+    Returns float64 ``(n, 2)``.
+    """
+    _check_n(n)
+    if not 0.0 <= background <= 1.0:
+        raise ValueError(f"background must be in [0, 1], got {background!r}")
+    if background_std <= 0:
+        raise ValueError(f"background_std must be positive, got {background_std!r}")
+    layout = _glyph_layout(text)
+    stacked = np.concatenate([p for polys in layout for p in polys])
+    lo, hi = stacked.min(axis=0), stacked.max(axis=0)
+    rng = np.random.default_rng(seed)
+    n_background = int(rng.binomial(n, background)) if n else 0
+    n_glyph = n - n_background
+    accepted: list[np.ndarray] = []
+    n_accepted = 0
+    while n_accepted < n_glyph:  # rejection sampling from the bounding box
+        candidates = lo + (hi - lo) * rng.random((max(4 * (n_glyph - n_accepted), 256), 2))
+        hit = np.zeros(len(candidates), dtype=bool)
+        for polys in layout:
+            if polys:
+                hit |= _inside(candidates, polys)
+        accepted.append(candidates[hit])
+        n_accepted += int(hit.sum())
+    glyph_points = np.concatenate(accepted)[:n_glyph] if n_glyph else np.empty((0, 2))
+    background_points = background_std * rng.standard_normal((n_background, 2))
+    return np.concatenate([glyph_points, background_points])[rng.permutation(n)]
+
+
+def _check_n(n: int) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+
+
+def make_two_moons(n: int, *, seed: int, noise: float = 0.1) -> np.ndarray:
+    """Two interleaved half circles of radius 1 with Gaussian ``noise``, scaled by 2, centred at
+    ``(-1, -0.2)`` and ``(1, 0.2)`` (FFJORD): about ``[-3, 3] x [-1.5, 1.5]``."""
+    _check_n(n)
+    rng = np.random.default_rng(seed)
+    upper = rng.random(n) < 0.5
+    angle = np.pi * rng.random(n)
+    x = np.where(upper, np.cos(angle), 1.0 - np.cos(angle))
+    y = np.where(upper, np.sin(angle), 0.5 - np.sin(angle))
+    points = np.stack([x, y], axis=1) + noise * rng.standard_normal((n, 2))
+    return 2.0 * points + np.array([-1.0, -0.2])
+
+
+def make_8gaussians(n: int, *, seed: int, radius: float = 2.0, std: float = 0.1) -> np.ndarray:
+    """Equal mixture of 8 isotropic Gaussians (``std``) at angles ``k pi / 4`` on a circle of ``radius``."""
+    _check_n(n)
+    rng = np.random.default_rng(seed)
+    angle = rng.integers(0, 8, size=n) * (np.pi / 4)
+    centres = radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    return centres + std * rng.standard_normal((n, 2))
+
+
+def make_checkerboard(n: int, *, seed: int, half_width: float = 2.0) -> np.ndarray:
+    """Uniform over the 8 dark squares (the one at ``(-half_width, -half_width)`` is dark) of a 4 x 4
+    board covering ``[-half_width, half_width]^2``: support area ``2 half_width^2``."""
+    _check_n(n)
+    rng = np.random.default_rng(seed)
+    cell = half_width / 2
+    column = rng.integers(0, 4, size=n)
+    row = 2 * rng.integers(0, 2, size=n) + column % 2
+    corner = np.stack([column, row], axis=1) * cell - half_width
+    return corner + cell * rng.random((n, 2))
+
+
+def make_pinwheel(
+    n: int,
+    *,
+    seed: int,
+    arms: int = 5,
+    radial_std: float = 0.3,
+    tangential_std: float = 0.1,
+    rate: float = 0.25,
+) -> np.ndarray:
+    """FFJORD's pinwheel: a point of arm ``k`` starts at ``(1 + radial_std e1, tangential_std e2)``
+    (``e`` standard normal), is rotated by ``2 pi k / arms + rate exp(1 + radial_std e1)`` and scaled by 2."""
+    _check_n(n)
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((n, 2)) * np.array([radial_std, tangential_std])
+    features[:, 0] += 1.0
+    arm = rng.integers(0, arms, size=n)
+    angle = 2 * np.pi * arm / arms + rate * np.exp(features[:, 0])
+    cos, sin = np.cos(angle), np.sin(angle)
+    x = cos * features[:, 0] - sin * features[:, 1]
+    y = sin * features[:, 0] + cos * features[:, 1]
+    return 2.0 * np.stack([x, y], axis=1)
+
+
+def make_2spirals(n: int, *, seed: int, noise: float = 0.1) -> np.ndarray:
+    """FFJORD's two point-symmetric spirals of 1.5 turns: position ``t = 3 pi sqrt(u)`` (``u`` uniform),
+    jittered by up to 0.5, scaled by 1/3, plus Gaussian ``noise``."""
+    _check_n(n)
+    rng = np.random.default_rng(seed)
+    t = np.sqrt(rng.random(n)) * 3 * np.pi
+    points = np.stack([-np.cos(t) * t, np.sin(t) * t], axis=1) + 0.5 * rng.random((n, 2))
+    sign = np.where(rng.random(n) < 0.5, 1.0, -1.0)[:, None]
+    return sign * points / 3.0 + noise * rng.standard_normal((n, 2))
+
+
+def make_circles(
+    n: int, *, seed: int, radius: float = 3.0, factor: float = 0.5, noise: float = 0.08
+) -> np.ndarray:
+    """Two concentric circles, radii ``radius`` and ``factor * radius``, equally likely, uniform angle,
+    plus isotropic noise of standard deviation ``noise * radius``."""
+    _check_n(n)
+    rng = np.random.default_rng(seed)
+    r = np.where(rng.random(n) < 0.5, 1.0, factor)
+    angle = 2 * np.pi * rng.random(n)
+    points = r[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    return radius * (points + noise * rng.standard_normal((n, 2)))
+
+
+def make_swiss_roll(n: int, *, seed: int, noise: float = 1.0) -> np.ndarray:
+    """The spiral ``t (cos t, sin t)``, ``t`` uniform in ``[1.5 pi, 4.5 pi]``, plus Gaussian ``noise``,
+    divided by 5 (FFJORD): about ``[-3, 3]^2``."""
+    _check_n(n)
+    rng = np.random.default_rng(seed)
+    t = 1.5 * np.pi * (1 + 2 * rng.random(n))
+    points = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) + noise * rng.standard_normal((n, 2))
+    return points / 5.0
+
+
+#: Toy data sets by name; each is ``f(n, *, seed, **options) -> ndarray (n, 2)``.
+GENERATORS: dict[str, Callable[..., np.ndarray]] = {
+    "text": make_text,
+    "two_moons": make_two_moons,
+    "8gaussians": make_8gaussians,
+    "checkerboard": make_checkerboard,
+    "pinwheel": make_pinwheel,
+    "2spirals": make_2spirals,
+    "circles": make_circles,
+    "swiss_roll": make_swiss_roll,
+}
+
+
+def exact_entropy(name: str, **options: object) -> float | None:
+    """Closed-form differential entropy, in nats, of generator ``name`` with ``options`` (others at their
+    defaults), or None where only a numerical estimate exists:
+
+    * ``checkerboard``: uniform over area ``A = 2 half_width^2``, ``H = ln A``;
+    * ``8gaussians`` with neighbouring modes 12 or more standard deviations apart (overlap below 1e-6
+      nats): ``H = ln 8 + ln(2 pi e std^2)``;
+    * ``text`` with ``background=0``: uniform over the inked area ``A`` (:func:`glyph_area`), ``H = ln A``.
+
+    Raises:
+        KeyError: ``name`` is not in :data:`GENERATORS`. TypeError: an option the generator lacks.
+    """
+    if name not in GENERATORS:
+        raise KeyError(f"unknown data set {name!r}; known: {', '.join(GENERATORS)}")
+    bound = inspect.signature(GENERATORS[name]).bind_partial(0, seed=0, **options)
+    bound.apply_defaults()
+    o = bound.arguments
+    if name == "checkerboard":
+        return math.log(2.0 * float(o["half_width"]) ** 2)
+    if name == "8gaussians" and 0 < o["std"] and 2 * o["radius"] * math.sin(math.pi / 8) >= 12 * o["std"]:
+        return math.log(8) + math.log(2 * math.pi * math.e * float(o["std"]) ** 2)
+    if name == "text" and float(o["background"]) == 0.0:
+        return math.log(glyph_area(str(o["text"])))
+    return None
