@@ -1,5 +1,5 @@
 """End-to-end tests of the command line: the specification's entry points, ``genmodels`` subcommands, and
-every bad or awkward input of the shared cases directory, each with the behaviour its README asks for.
+"""The command line end to end: training, sampling, evaluation and every bad input (written by tests/cases.py).
 
 All runs are tiny (a few epochs, small diffusion step counts, a few hundred samples) and write only under
 pytest's temporary directories.
