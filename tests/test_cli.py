@@ -1,4 +1,3 @@
-"""End-to-end tests of the command line: the specification's entry points, ``genmodels`` subcommands, and
 """The command line end to end: training, sampling, evaluation and every bad input (written by tests/cases.py).
 
 All runs are tiny (a few epochs, small diffusion step counts, a few hundred samples) and write only under
