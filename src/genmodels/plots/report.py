@@ -39,34 +39,11 @@ from genmodels.models import ModelSpec, get_spec, model_names
 from genmodels.plots import arrays as V
 from genmodels.plots import figures as P
 
-__all__ = [
-    "FIGURES",
-    "FIGURE_ORDER",
-    "TensorBoardLog",
-    "compare_checkpoints",
-    "glyph_colouring",
-    "plot_checkpoint",
-    "run_checkpoints",
-    "write_figures",
-    "write_index",
-]
-
 log = logging.getLogger(__name__)
 
-FIGURE_ORDER = (
-    "results",
-    "density",
-    "warped_grid",
-    "latent",
-    "reverse",
-    "reverse_gif",
-    "forward",
-    "vector_field",
-    "pairs",
-    "diagnostics",
-    "loss",
-)
-"""Keys of :func:`write_figures`'s result in the order the results page shows them."""
+# Keys of write_figures's result in the order the results page shows them.
+FIGURE_ORDER = ("results", "density", "warped_grid", "latent", "reverse", "reverse_gif", "forward", "vector_field",
+                "pairs", "diagnostics", "loss")  # fmt: skip
 
 _CAPTIONS = {
     "results": "Data, the model's intermediate space, and generated samples.",
@@ -610,81 +587,90 @@ _DENSITY_ESTIMATORS = {"ode": "probability-flow ODE"}
 # The results page
 # --------------------------------------------------------------------------------------------------
 
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
-       max-width: 1500px; padding: 0 1.5em; color: #222; background: #fff; }
-h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
-figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #555; font-size: .92em; margin-top: .3em; }
-table { border-collapse: collapse; font-size: .92em; margin: .5em 0 1em; }
-td, th { border: 1px solid #ddd; padding: .25em .7em; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .88em; }
-.muted { color: #777; font-size: .9em; }
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
+       max-width: 1500px; padding: 0 1.5em; color: #222; background: #fff; }}
+h1 {{ font-size: 1.6em; }} h2 {{ margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }}
+figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; height: auto; border: 1px solid #eee; }}
+figcaption {{ color: #555; font-size: .92em; margin-top: .3em; }}
+table {{ border-collapse: collapse; font-size: .92em; margin: .5em 0 1em; }}
+td, th {{ border: 1px solid #ddd; padding: .25em .7em; text-align: left; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+pre {{ background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .88em; }}
+.muted {{ color: #777; font-size: .9em; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<p class="muted">Written {written}. {links}</p>
+{sections}
+</body>
+</html>
 """
-_IMAGE_SUFFIXES = (".png", ".svg", ".gif", ".jpg", ".jpeg")
-_LINK_SUFFIXES = (".pdf",)
+_OLDER_NOTE = (
+    '<h3>Older figures</h3>\n<p class="muted">Written before these metrics, by an earlier run into this '
+    "folder; they may not show this run's model.</p>"
+)
+_RUN_FILES = (("metrics/{}_history.csv", "training history (CSV)"), ("samples/{}.csv", "generated samples (CSV)"),
+              ("checkpoints/{}.pt", "checkpoint"))  # fmt: skip
+_IMAGE_SUFFIXES = (".png", ".svg", ".gif", ".jpg", ".jpeg", ".pdf")  # a PDF is linked, not shown
+
+
+def _cell(value: Any) -> tuple[str, str]:
+    """A metric's text and its cell's class ("num" for numbers, right-aligned)."""
+    if isinstance(value, float):
+        return (f"{value:.6g}" if math.isfinite(value) else "n/a"), "num"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}", "num"
+    if value is None:
+        return "n/a", "num"
+    return (json.dumps(value) if isinstance(value, (list, dict)) else str(value)), ""
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> str:
     """The metrics as an HTML table; their ``"units"`` entry, where it is a mapping, becomes a column."""
-    units = metrics.get("units")
-    units = units if isinstance(units, Mapping) else {}
-    rows = []
-    for key, value in metrics.items():
-        if key == "units" and units:
-            continue
-        if isinstance(value, float):
-            text, cls = (f"{value:.6g}" if math.isfinite(value) else "n/a"), "num"
-        elif isinstance(value, int) and not isinstance(value, bool):
-            text, cls = f"{value:,}", "num"
-        elif value is None:
-            text, cls = "n/a", "num"
-        else:
-            text, cls = (json.dumps(value) if isinstance(value, (list, dict)) else str(value)), ""
-        unit = html.escape(str(units.get(key, "")))
-        rows.append(
-            f'<tr><th>{html.escape(str(key))}</th><td class="{cls}">{html.escape(text)}</td>'
-            f'<td class="muted">{unit}</td></tr>'
-        )
+    units = metrics.get("units") if isinstance(metrics.get("units"), Mapping) else {}
+    e = html.escape
+    rows = [
+        f'<tr><th>{e(str(key))}</th><td class="{cls}">{e(text)}</td><td class="muted">{e(str(units.get(key, "")))}</td></tr>'
+        for key, value in metrics.items()
+        if not (key == "units" and units)
+        for text, cls in [_cell(value)]
+    ]
     return "<table>\n" + "\n".join(rows) + "\n</table>"
 
 
-def _read_metrics(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        log.warning("results page: %s not readable (%s); skipped", path, error)
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _figure_key(model_type: str, path: Path) -> str:
-    stem = path.stem[len(model_type) + 1 :]
-    return "reverse_gif" if path.suffix == ".gif" and stem == "reverse" else stem
+    stem = path.stem[len(model_type) + 1 :] if model_type else path.stem
+    return "reverse_gif" if model_type and path.suffix == ".gif" and stem == "reverse" else stem
 
 
-def _sort_figures(model_type: str, files: list[Path]) -> list[Path]:
-    def rank(path: Path) -> tuple[int, str, str]:
-        key = _figure_key(model_type, path)
-        order = FIGURE_ORDER.index(key) if key in FIGURE_ORDER else len(FIGURE_ORDER)
-        return order, key, path.suffix
-
-    return sorted(files, key=rank)
+def _figure_html(model_type: str, path: Path) -> str:
+    key = _figure_key(model_type, path)
+    rel, name, caption = (
+        html.escape(s)
+        for s in (f"figures/{path.name}", path.name, _CAPTIONS.get(key, path.stem.replace("_", " ")))
+    )
+    if path.suffix.lower() == ".pdf":
+        return f'<figure><a href="{rel}">{name}</a><figcaption>{caption}</figcaption></figure>'
+    return (
+        f'<figure><img src="{rel}" alt="{html.escape(path.stem)}" loading="eager">'
+        f'<figcaption>{caption} <span class="muted">({name})</span></figcaption></figure>'
+    )
 
 
 def write_index(out_dir: str | os.PathLike[str]) -> Path:
-    """Write ``out_dir/index.html``: every figure under ``figures/``, the metrics of
-    ``metrics/*.json`` and the configs of ``configs/*.yaml``, one section per model. A model's figures
-    older than its metrics file (left by an earlier run into the folder) are shown apart, as older.
-
-    Figures are linked by relative paths and the page has no external resources, so the directory
-    can be copied or opened offline as it is. Returns the path written.
-    """
+    """Write ``out_dir/index.html`` (offline: relative links only): one section per model with its
+    metrics (``metrics/*.json``), figures (``figures/``; those older than the metrics, left by an
+    earlier run into the folder, apart) and config (``configs/*.yaml``). Returns the path written."""
     out = Path(out_dir)
-    figures = [
-        p for p in sorted((out / "figures").glob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES + _LINK_SUFFIXES
-    ]
+    figures = [p for p in sorted((out / "figures").glob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES]
     models = [
         name
         for name in model_names()
@@ -692,89 +678,60 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
         or (out / "metrics" / f"{name}.json").is_file()
         or (out / "configs" / f"{name}.yaml").is_file()
     ]
-    title = f"genmodels results: {out.resolve().name}"
-    links = ", ".join(f'<a href="#{m}">{get_spec(m).title}</a>' for m in models) or "No results yet."
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f'<p class="muted">Written {html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))}. {links}</p>',
+    sections = [
+        _model_section(out, name, [p for p in figures if p.name.startswith(name + "_")]) for name in models
     ]
-    for name in models:
-        parts += _model_section(out, name, [p for p in figures if p.name.startswith(name + "_")])
     others = [p for p in figures if not any(p.name.startswith(m + "_") for m in models)]
     if others:
-        parts.append('<h2 id="other">Other figures</h2>')
-        parts.extend(_figure_html("", p) for p in others)
-    parts += ["</body>", "</html>", ""]
-    target = out / "index.html"
-    write_text(target, "\n".join(parts))
-    return target
+        sections.append(
+            "\n".join(['<h2 id="other">Other figures</h2>', *(_figure_html("", p) for p in others)])
+        )
+    title = html.escape(f"genmodels results: {out.resolve().name}")
+    links = ", ".join(f'<a href="#{m}">{get_spec(m).title}</a>' for m in models) or "No results yet."
+    written = html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))
+    write_text(
+        out / "index.html",
+        _PAGE.format(title=title, written=written, links=links, sections="\n".join(sections)),
+    )
+    return out / "index.html"
 
 
-def _model_section(out: Path, name: str, figures: list[Path]) -> list[str]:
+def _model_section(out: Path, name: str, figures: list[Path]) -> str:
     """One model's part of the results page: metrics, links to its files, figures, config."""
     parts = [f'<h2 id="{name}">{get_spec(name).title}</h2>']
-    metrics_file = out / "metrics" / f"{name}.json"
-    metrics = _read_metrics(metrics_file) if metrics_file.is_file() else None
-    if metrics:
+    metrics_file, config = out / "metrics" / f"{name}.json", out / "configs" / f"{name}.yaml"
+    try:
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
+    except (OSError, ValueError) as error:
+        log.warning("results page: %s not readable (%s); skipped", metrics_file, error)
+        metrics = None
+    if isinstance(metrics, dict) and metrics:
         parts += ["<h3>Metrics</h3>", _metrics_table(metrics)]
-    files = (
-        (f"metrics/{name}_history.csv", "training history (CSV)"),
-        (f"samples/{name}.csv", "generated samples (CSV)"),
-        (f"checkpoints/{name}.pt", "checkpoint"),
-    )
     links = [
-        f'<a href="{html.escape(rel)}">{html.escape(label)}</a>'
-        for rel, label in files
-        if (out / rel).is_file()
+        f'<a href="{html.escape(rel.format(name))}">{label}</a>'
+        for rel, label in _RUN_FILES
+        if (out / rel.format(name)).is_file()
     ]
     if links:
         parts.append('<p class="muted">' + " · ".join(links) + "</p>")
-    # A run writes its metrics, then its figures: a figure older than the metrics was left by an
-    # earlier run into this folder (a 2-D run's density before a 3-D one), so it is set apart.
+    # A run writes its metrics, then its figures: an older figure was left by an earlier run.
     written = metrics_file.stat().st_mtime_ns if metrics_file.is_file() else None
-    own = _sort_figures(name, figures)
-    older = [p for p in own if written is not None and p.stat().st_mtime_ns < written]
-    current = [p for p in own if p not in older]
+    rank = {key: i for i, key in enumerate(FIGURE_ORDER)}
+    figures = sorted(
+        figures, key=lambda p: (rank.get(_figure_key(name, p), len(rank)), _figure_key(name, p), p.suffix)
+    )
+    older = [p for p in figures if written is not None and p.stat().st_mtime_ns < written]
+    current = [p for p in figures if p not in older]
     if current:
-        parts.append("<h3>Figures</h3>")
-        parts.extend(_figure_html(name, path) for path in current)
+        parts += ["<h3>Figures</h3>", *(_figure_html(name, p) for p in current)]
     if older:
-        parts.append("<h3>Older figures</h3>")
-        parts.append(
-            '<p class="muted">Written before these metrics, by an earlier run into this folder; '
-            "they may not show this run's model.</p>"
-        )
-        parts.extend(_figure_html(name, path) for path in older)
-    config = out / "configs" / f"{name}.yaml"
+        parts += [_OLDER_NOTE, *(_figure_html(name, p) for p in older)]
     if config.is_file():
         parts += [
             "<h3>Effective config</h3>",
             f"<pre>{html.escape(config.read_text(encoding='utf-8'))}</pre>",
         ]
-    return parts
-
-
-def _figure_html(model_type: str, path: Path) -> str:
-    rel = html.escape(f"figures/{path.name}")
-    key = _figure_key(model_type, path) if model_type else path.stem
-    caption = html.escape(_CAPTIONS.get(key, path.stem.replace("_", " ")))
-    if path.suffix.lower() in _LINK_SUFFIXES:
-        return (
-            f'<figure><a href="{rel}">{html.escape(path.name)}</a><figcaption>{caption}</figcaption></figure>'
-        )
-    return (
-        f'<figure><img src="{rel}" alt="{html.escape(path.stem)}" loading="eager">'
-        f'<figcaption>{caption} <span class="muted">({html.escape(path.name)})</span></figcaption></figure>'
-    )
+    return "\n".join(parts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -783,14 +740,8 @@ def _figure_html(model_type: str, path: Path) -> str:
 
 
 class TensorBoardLog:
-    """Writes the rows of a trainer's history to TensorBoard as they appear.
-
-    Call :meth:`update` with the history whenever convenient (e.g. at each evaluation, and once at
-    the end): rows not yet written are logged as scalars against their epoch, NaNs skipped.
-
-    Raises:
-        ConfigError: the ``tensorboard`` package is not installed.
-    """
+    """Logs the rows of a trainer's history not yet logged (:meth:`update`) to TensorBoard as scalars
+    against their epoch, NaNs skipped; ConfigError where the ``tensorboard`` package is missing."""
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         try:
@@ -805,7 +756,6 @@ class TensorBoardLog:
         self.written = 0
 
     def update(self, history: Mapping[str, Sequence[float]]) -> None:
-        """Log the history rows not logged yet."""
         epochs = list(history.get("epoch", []))
         for row in range(self.written, len(epochs)):
             for key, values in history.items():
