@@ -32,37 +32,10 @@ from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from genmodels.fileio import atomic_path
 
-__all__ = [
-    "DPI",
-    "PALETTE",
-    "grid_for",
-    "plot_animation",
-    "plot_coloured_panels",
-    "plot_compare",
-    "plot_density",
-    "plot_loss",
-    "plot_pairs",
-    "plot_panels",
-    "plot_strip",
-    "plot_training_diagnostics",
-    "plot_vector_fields",
-    "plot_warped_grid",
-    "pretty_label",
-]
+DPI = 150  # dots per inch of every figure
 
-DPI = 150
-"""Resolution of every figure (dots per inch)."""
-
-PALETTE = (
-    "#0072B2",  # blue
-    "#D55E00",  # vermillion
-    "#009E73",  # bluish green
-    "#E69F00",  # orange
-    "#CC79A7",  # reddish purple
-    "#56B4E9",  # sky blue
-    "#000000",  # black
-)
-"""Okabe-Ito colours, distinguishable under the common forms of colour-vision deficiency."""
+# Okabe-Ito: blue, vermillion, bluish green, orange, reddish purple, sky blue, black (colour-blind safe).
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000")
 
 PathLike = str | os.PathLike[str]
 Box = tuple[float, float, float, float]
@@ -235,6 +208,46 @@ def _new_figure(width: float, height: float, suptitle: str | None = None, fontsi
     return fig
 
 
+def _row(
+    k: int, width: float, height: float, suptitle: str | None, fontsize: float = 12
+) -> tuple[Figure, list[Axes]]:
+    """A figure of one row of ``k`` axes, each ``width`` inches wide."""
+    fig = _new_figure(width * k, height, suptitle, fontsize)
+    return fig, list(fig.subplots(1, k, squeeze=False)[0])
+
+
+def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[np.ndarray]:
+    """The finite rows of the first two columns of each ``(title, points (N, D >= 2))``."""
+    if len(items) == 0:
+        raise ValueError(f"needs at least one {what}")
+    return [_finite_rows(_points(data, f"{what} {title!r}")[:, :2]) for title, data in items]
+
+
+def _scatter_row(
+    axes: Sequence[Axes],
+    panels: Sequence[tuple[str, np.ndarray]],
+    boxes: Sequence[Box | None],
+    names: Sequence[Sequence[str] | None],
+    *,
+    fontsize: float = 11,
+    small: bool = False,
+) -> None:
+    """Scatter panels (``small``: one colour, marker style of the largest, strip-sized markers)."""
+    n_style = max(len(xy) for _, xy in panels) if small else None
+    for i, (ax, (title, xy), box, own) in enumerate(zip(axes, panels, boxes, names, strict=True)):
+        _scatter(
+            ax,
+            xy,
+            _color(0 if small else i),
+            box=box,
+            n_for_style=n_style,
+            scale=_STRIP_SCALE if small else 1.0,
+        )
+        _label(ax, title, own, fontsize)
+        if small:
+            ax.tick_params(labelsize=7)
+
+
 # --------------------------------------------------------------------------------------------------
 # Scatter panels, pair plots, strips
 # --------------------------------------------------------------------------------------------------
@@ -267,44 +280,29 @@ def plot_panels(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """One row of scatter panels, e.g. "Original Data" | "Latent z = f(x)" | "Generated Samples".
+    """One row of scatter panels ``(title, points (N_i, D >= 2))``, e.g. data | latent | samples.
 
-    Args:
-        panels: ``(title, points (N_i, D))`` pairs, D >= 2 and the same for all.
-        reference: ``(M, D)`` points (the real data) whose quantile box sets the limits of the panels
-            that ``share_reference`` flags (panels in data space); the others (latent, diffused)
-            get their own limits, as all do without flags. The reference also sets the panels' shape.
-        columns: names of the D columns (default "x1", "x2", ...); ``panel_columns``: per panel, its
-            own names (a latent z₁, z₂) or None. For D > 2 the figure says it shows the first two.
+    ``reference (M, D)`` (the real data) sets the panels' shape and the limits of the panels that
+    ``share_reference`` flags (those in data space; the others get their own). ``columns`` names
+    the D columns (default "x1", "x2", ...), ``panel_columns`` a panel's own (a latent z₁, z₂) or None.
     """
-    if len(panels) == 0:
-        raise ValueError("plot_panels needs at least one panel")
-    arrays = [_points(data, f"panel {title!r}") for title, data in panels]
-    d = arrays[0].shape[1]
-    if any(a.shape[1] != d for a in arrays):
-        raise ValueError(
-            f"all panels must have the same number of columns, got {[a.shape[1] for a in arrays]}"
-        )
+    projected = _projected(panels, "panel")
+    d = {_points(data, "panel").shape[1] for _, data in panels}
+    if len(d) > 1:
+        raise ValueError(f"all panels must have the same number of columns, got {sorted(d)}")
+    d = d.pop()
     names = _column_names(columns, d)
-    axis_names = _panel_names(panel_columns, len(panels), names)
-    ref = None if reference is None else _points(reference, "reference")
-    if ref is not None and ref.shape[1] != d:
-        raise ValueError(f"reference has {ref.shape[1]} columns but the panels have {d}")
-    projected = [_finite_rows(arr[:, :2]) for arr in arrays]
-    boxes, aspect = _panel_boxes(
-        projected, None if ref is None else _finite_rows(ref[:, :2]), share_reference
-    )
+    ref = None if reference is None else _finite_rows(_points(reference, "reference")[:, :2])
+    boxes, aspect = _panel_boxes(projected, ref, share_reference)
     heading = [suptitle] if suptitle else []
     if d > 2:
         heading.append(f"showing columns ({names[0]}, {names[1]}) of {d}")
     # Height: the data area (panel width less tick labels, times the aspect) plus title and labels.
     height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading)
     height += 0.22 * max(str(title).count("\n") for title, _ in panels)  # multi-line panel titles
-    fig = _new_figure(_PANEL_INCHES * len(panels), height, "\n".join(heading))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for i, (ax, (title, _), xy) in enumerate(zip(axes, panels, projected, strict=True)):
-        _scatter(ax, xy, _color(i), box=boxes[i])
-        _label(ax, title, axis_names[i])
+    fig, axes = _row(len(panels), _PANEL_INCHES, height, "\n".join(heading))
+    titled = [(title, xy) for (title, _), xy in zip(panels, projected, strict=True)]
+    _scatter_row(axes, titled, boxes, _panel_names(panel_columns, len(panels), names))
     return _save(fig, path, fmt)
 
 
@@ -396,19 +394,12 @@ def plot_strip(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A strip of small scatter panels, ``(title, points (N_i, D >= 2))`` each, e.g. reverse-diffusion
-    snapshots x_L ... x_0: each with its own quantile limits, all with the same colour and marker
-    size and opacity (from the largest snapshot), so they read as one sequence."""
-    if len(snapshots) == 0:
-        raise ValueError("plot_strip needs at least one snapshot")
-    projected = [_finite_rows(_points(data, f"snapshot {title!r}")[:, :2]) for title, data in snapshots]
-    n_style = max(len(xy) for xy in projected)
-    fig = _new_figure(_STRIP_INCHES * len(snapshots), _STRIP_INCHES + (0.35 if suptitle else 0.0), suptitle)
-    axes = fig.subplots(1, len(snapshots), squeeze=False)[0]
-    for ax, (title, _), xy in zip(axes, snapshots, projected, strict=True):
-        _scatter(ax, xy, _color(0), n_for_style=n_style, scale=_STRIP_SCALE)
-        _label(ax, title, fontsize=10)
-        ax.tick_params(labelsize=7)
+    """A strip of small scatter panels ``(title, points (N_i, D >= 2))``, e.g. reverse-diffusion
+    snapshots x_L ... x_0: each in its own limits, all in one colour and marker style."""
+    projected = _projected(snapshots, "snapshot")
+    fig, axes = _row(len(snapshots), _STRIP_INCHES, _STRIP_INCHES + (0.35 if suptitle else 0.0), suptitle)
+    titled = [(title, xy) for (title, _), xy in zip(snapshots, projected, strict=True)]
+    _scatter_row(axes, titled, [None] * len(titled), [None] * len(titled), fontsize=10, small=True)
     return _save(fig, path, fmt)
 
 
@@ -748,35 +739,26 @@ def plot_coloured_panels(
     panel_columns: Sequence[Sequence[str] | None] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """One row of scatter panels of the same N points (``(title, points (N, D >= 2))`` each), coloured
-    by the same per-point ``labels``, e.g. data x and its latent z = f(x) coloured by glyph.
-
-    Args:
-        labels: (N,) integer class per point (with ``categories``, their names, shown in a legend;
-            -1 = none of them, drawn grey), or floats in [0, 1] on a sequential colour map.
-        normal_rings: per panel, whether to draw the 1, 2 and 3 sigma circles of N(0, I).
-        suptitle, colour_note: the figure's title and, below it, what the colour means.
-        panel_columns: per panel, the names of its axes (None: "x1", "x2", ...).
+    """One row of scatter panels of the same N points (``(title, points (N, D >= 2))`` each), e.g. data
+    x and its latent z = f(x), coloured by ``labels (N,)``: integer classes named by ``categories``
+    (a legend; -1 grey) or floats in [0, 1] on a sequential map. ``normal_rings``: per panel, whether
+    to draw N(0, I)'s 1, 2, 3 sigma circles; ``colour_note`` (under the title) says what colour means.
     """
-    if len(panels) == 0:
-        raise ValueError("plot_coloured_panels needs at least one panel")
-    arrays = [_points(data, f"panel {title!r}") for title, data in panels]
+    arrays = [_points(data, f"panel {title!r}") for title, data in panels] or _projected(panels, "panel")
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError(f"all panels must hold the same points, got sizes {[len(a) for a in arrays]}")
-    axis_names = _panel_names(
-        panel_columns, len(panels), _column_names(None, min(a.shape[1] for a in arrays))
-    )
+    names = _panel_names(panel_columns, len(panels), _column_names(None, min(a.shape[1] for a in arrays)))
     arrays = [a[:, :2] for a in arrays]
-    finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in arrays], axis=0)
+    finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in arrays], axis=0)  # a point in all or none
     values = _check_labels(labels, n, categories)[finite]
     rings = [False] * len(panels) if normal_rings is None else [bool(r) for r in normal_rings]
     if len(rings) != len(panels):
         raise ValueError(f"normal_rings has {len(rings)} flags for {len(panels)} panels")
     heading = [h for h in (suptitle, colour_note) if h]
-    k = len(panels)
-    fig = _new_figure(_PANEL_INCHES * k, _PANEL_INCHES + 0.05 + 0.3 * len(heading), "\n".join(heading))
-    axes = fig.subplots(1, k, squeeze=False)[0]
+    fig, axes = _row(
+        len(panels), _PANEL_INCHES, _PANEL_INCHES + 0.05 + 0.3 * len(heading), "\n".join(heading)
+    )
     for i, (ax, (title, _), xy) in enumerate(zip(axes, panels, arrays, strict=True)):
         xy = xy[finite]
         _draw_coloured(ax, xy, values, categories)
@@ -786,7 +768,7 @@ def plot_coloured_panels(
         if rings[i]:
             _normal_rings(ax, legend=categories is None)  # on a white box, so the circles miss the text
         _frame(ax, _box(xy))
-        _label(ax, title, axis_names[i])
+        _label(ax, title, names[i])
     return _save(fig, path, fmt)
 
 
@@ -807,13 +789,9 @@ def plot_warped_grid(
     (no ``labels``: one grey). The first panel's limits come from its grid, the others' from where
     the points go, so lines sent far away are cut off.
     """
-    if len(stages) == 0:
-        raise ValueError("plot_warped_grid needs at least one stage")
-    k = len(stages)
     legend = categories is not None and labels is not None
     size = _STRIP_INCHES * 1.15
-    fig = _new_figure(size * k, size + 0.2 + (0.3 if legend else 0.0) + (0.35 if suptitle else 0.0), suptitle)
-    axes = fig.subplots(1, k, squeeze=False)[0]
+    fig, axes = _row(len(stages), size, size + 0.2 + 0.3 * legend + (0.35 if suptitle else 0.0), suptitle)
     for i, (ax, (title, lines, points)) in enumerate(zip(axes, stages, strict=True)):
         lines = np.asarray(lines, dtype=float)
         if lines.ndim != 3 or lines.shape[2] != 2:
@@ -838,15 +816,8 @@ def plot_warped_grid(
         ax.tick_params(labelsize=7)
     if legend:
         handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(
-            handles,
-            names,
-            loc="outside lower center",
-            ncols=len(names),
-            fontsize=9,
-            frameon=False,
-            markerscale=4.0,
-        )
+        fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=9, frameon=False,
+                   markerscale=4.0)  # fmt: skip
     return _save(fig, path, fmt)
 
 
@@ -880,13 +851,10 @@ def plot_vector_fields(
     over faint ``background`` points (the data). Arrows show the direction only (0.8 grid spacings
     long); their colour the vector's length relative to the panel's longest (a colour bar)."""
     pts = _points(points, "points")[:, :2]
-    if len(fields) == 0:
-        raise ValueError("plot_vector_fields needs at least one field")
     box = _box(_finite_rows(pts), aspect=None)
     spacing = max(box[1] - box[0], box[3] - box[2]) / max(math.sqrt(len(pts)) - 1.0, 1.0)
     bg = None if background is None else _finite_rows(_points(background, "background")[:, :2])
-    fig = _new_figure(3.3 * len(fields) + 0.6, 3.45 + (0.35 if suptitle else 0.0), suptitle, fontsize=11)
-    axes = fig.subplots(1, len(fields), squeeze=False)[0]
+    fig, axes = _row(len(fields), 3.3 + 0.6 / len(fields), 3.45 + (0.35 if suptitle else 0.0), suptitle, 11)
     arrows = None
     for ax, (title, vectors) in zip(axes, fields, strict=True):
         vec = np.asarray(vectors, dtype=float)
@@ -923,9 +891,7 @@ def plot_animation(
     from matplotlib.animation import PillowWriter
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    if len(frames) == 0:
-        raise ValueError("plot_animation needs at least one frame")
-    arrays = [_finite_rows(_points(data, f"frame {title!r}")[:, :2]) for title, data in frames]
+    arrays = _projected(frames, "frame")
     parts = [arrays[0], arrays[-1]] + ([] if reference is None else [_points(reference, "reference")[:, :2]])
     size, alpha = _marker(max(len(a) for a in arrays))
     fig = Figure(figsize=(4.4, 4.4), dpi=_GIF_DPI, layout="constrained")
@@ -963,9 +929,7 @@ def plot_compare(
     """One sheet comparing models: scatter panels ``(title, points (N, >= 2))`` (real data, each model's
     samples) in the limits of ``reference`` (or of the first panel) in the first row, and log-density
     heatmaps ``(title, log_density (H, W), extent)`` as in :func:`plot_density` in the second."""
-    if len(panels) == 0:
-        raise ValueError("plot_compare needs at least one scatter panel")
-    arrays = [_finite_rows(_points(data, f"panel {title!r}")[:, :2]) for title, data in panels]
+    arrays = _projected(panels, "scatter panel")
     box = _box(arrays[0] if reference is None else _finite_rows(_points(reference, "reference")[:, :2]))
     names = _column_names(None if columns is None else list(columns)[:2], 2)
     n_cols, n_rows = max(len(panels), len(densities)), 2 if densities else 1
@@ -973,18 +937,13 @@ def plot_compare(
         _PANEL_INCHES * n_cols, (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0), suptitle
     )
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    for i, ax in enumerate(axes[0]):
-        if i >= len(arrays):
-            ax.set_axis_off()
-            continue
-        _scatter(ax, arrays[i], _color(i), box=box)
-        _label(ax, panels[i][0], names, fontsize=10)
-    for i, ax in enumerate(axes[1] if densities else []):
-        if i >= len(densities):
-            ax.set_axis_off()
-            continue
-        title, log_density, extent = densities[i]
-        _log_density_image(fig, ax, log_density, extent, small=True)
-        _label(ax, title, names, fontsize=10)
-        ax.tick_params(labelsize=8)
+    k = len(arrays)
+    titled = [(title, xy) for (title, _), xy in zip(panels, arrays, strict=True)]
+    _scatter_row(axes[0][:k], titled, [box] * k, [names] * k, fontsize=10)
+    for i, (title, log_density, extent) in enumerate(densities):
+        _log_density_image(fig, axes[1][i], log_density, extent, small=True)
+        _label(axes[1][i], title, names, fontsize=10)
+        axes[1][i].tick_params(labelsize=8)
+    for ax in [*axes[0][k:], *(axes[1][len(densities) :] if densities else [])]:
+        ax.set_axis_off()
     return _save(fig, path, fmt)
