@@ -21,19 +21,6 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
 from scipy.special import digamma, gammaln
 
-__all__ = [
-    "c2st",
-    "energy_distance",
-    "mmd",
-    "sliced_wasserstein",
-    "knn_entropy",
-    "gaussian_entropy",
-    "bootstrap_interval",
-    "two_sample_floor",
-    "wilson_interval",
-    "MIN_TWO_SAMPLE_POINTS",
-]
-
 # The fewest points per sample that the genmodels evaluations run a two-sample test on.
 MIN_TWO_SAMPLE_POINTS = 10
 

@@ -18,16 +18,6 @@ from genmodels.evaluation import metrics as M
 from genmodels.models import ModelSpec, get_spec, model_names
 from genmodels.train.acceleration import autocast
 
-__all__ = [
-    "FAR_SAMPLE_STDS",
-    "METRIC_UNITS",
-    "evaluate_samples",
-    "finite_samples",
-    "sample_model",
-    "spec_of",
-    "two_sample_scores",
-]
-
 log = logging.getLogger(__name__)
 
 

@@ -25,19 +25,6 @@ import torch
 from genmodels.evaluation import metrics as M
 from genmodels.evaluation.sampling import finite_samples, sample_model, spec_of, two_sample_scores
 
-__all__ = [
-    "Evaluation",
-    "evaluate_checkpoint",
-    "evaluate_model",
-    "likelihood_metrics",
-    "sample_metrics",
-    "mode_coverage",
-    "entropy_reference",
-    "looks_like_text",
-    "format_report",
-    "compare_table",
-]
-
 log = logging.getLogger(__name__)
 
 #: Shares inside the glyphs above which 2-D data are taken to be the rendered text.
@@ -361,10 +348,6 @@ def evaluate_checkpoint(
     return result
 
 
-# --------------------------------------------------------------------------------------------------
-# Text
-# --------------------------------------------------------------------------------------------------
-
 _LIKELIHOOD_NAMES = {
     "exact": "exact NLL (RealNVP)",
     "bound": "variational bound (DDPM)",
@@ -389,101 +372,82 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def format_report(metrics: dict[str, Any]) -> str:
     """A plain-text report of :func:`evaluate_model`'s metrics, each number beside its reference."""
-    lines = []
-    head = metrics.get("checkpoint", "model")
-    lines.append(f"{metrics['model']} {head}")
-    lines.append(
-        f"evaluation data: {metrics.get('data', 'given points')} ({metrics['n_real']} points, D = {metrics['dim']})"
-    )
-    e = metrics["entropy"]
-    lines.append("")
-    lines.append(
-        "likelihood [nats per sample | per dimension]   value ± SE        reference: entropy    gap NLL - H"
-    )
-    knn = f"Kozachenko-Leonenko (k={e['knn_k']}) {_fmt(e['knn'])} ± {_fmt(e['knn_se'])}"
+    e, s, cov = metrics["entropy"], metrics["samples"], metrics.get("mode_coverage")
     exact = f"; exact ({e['dataset']}) {_fmt(e['exact'])}" if e["exact"] is not None else ""
-    lines.append(f"  data entropy H: {knn}{exact}; gaps use the {e['source']} value")
-    for key, entry in metrics["likelihood"].items():
-        lines.append(
-            f"  {_LIKELIHOOD_NAMES.get(key, key):<34} {_fmt(entry['value'])} ± {_fmt(entry['se'])} "
-            f"| {_fmt(entry['per_dim'])}   H = {_fmt(e['value'])}   gap {_fmt(entry['gap'])} ± {_fmt(entry['gap_se'])}"
-            f"   ({entry['n']} points)"
-        )
-    s = metrics["samples"]
-    lines.append("")
-    lines.append(
-        f"sample quality ({s['n_eval']} generated vs {s['n_eval']} real points; floor: "
-        f"{s['n_eval']} other real points vs the same real points)"
-    )
-    lines.append(f"  {'metric':<30} {'model':>10}  {'95% interval':<24} {'floor':>10}")
+    lines = [
+        f"{metrics['model']} {metrics.get('checkpoint', 'model')}",
+        f"evaluation data: {metrics.get('data', 'given points')} ({metrics['n_real']} points, D = {metrics['dim']})",
+        "",
+        "likelihood [nats per sample | per dimension]   value ± SE        reference: entropy    gap NLL - H",
+        f"  data entropy H: Kozachenko-Leonenko (k={e['knn_k']}) {_fmt(e['knn'])} ± {_fmt(e['knn_se'])}{exact}; "
+        f"gaps use the {e['source']} value",
+    ]
+    lines += [
+        f"  {_LIKELIHOOD_NAMES.get(key, key):<34} {_fmt(entry['value'])} ± {_fmt(entry['se'])} "
+        f"| {_fmt(entry['per_dim'])}   H = {_fmt(e['value'])}   gap {_fmt(entry['gap'])} ± {_fmt(entry['gap_se'])}"
+        f"   ({entry['n']} points)"
+        for key, entry in metrics["likelihood"].items()
+    ]
+    n = s["n_eval"]
+    lines += ["", f"sample quality ({n} generated vs {n} real points; floor: {n} other real points vs the same real points)",
+              f"  {'metric':<30} {'model':>10}  {'95% interval':<24} {'floor':>10}"]  # fmt: skip
     for key, name in _SAMPLE_NAMES.items():
         entry = s[key]
-        interval = f"[{_fmt(entry['interval'][0])}, {_fmt(entry['interval'][1])}]"
+        interval = "[{}, {}]".format(*map(_fmt, entry["interval"]))
         lines.append(f"  {name:<30} {_fmt(entry['value']):>10}  {interval:<24} {_fmt(entry['floor']):>10}")
-    cov = metrics.get("mode_coverage")
     if cov:
-        lines.append("")
-        lines.append(f"mode coverage of '{cov['text']}' (share of points; real is the reference)")
+        lines += ["", f"mode coverage of '{cov['text']}' (share of points; real is the reference)"]
         for entry in [*cov["glyphs"], cov["outside"]]:
             label = f"inside '{entry['char']}'" if entry["char"] is not None else "outside the glyphs"
             lines.append(
                 f"  {label:<20} generated {entry['generated']:.4f} ± {entry['generated_se']:.4f}   "
                 f"real {entry['real']:.4f} ± {entry['real_se']:.4f}   ratio {_fmt(entry['ratio'], 3)}"
             )
-    t = metrics["seconds"]
-    lines.append("")
-    lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    lines += ["", "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in metrics["seconds"].items())]
     return "\n".join(lines)
+
+
+def _sample_cell(entry: dict[str, Any]) -> str:
+    lo, hi = entry["interval"]
+    return f"{_fmt(entry['value'])} [{_fmt(lo)}, {_fmt(hi)}] (floor {_fmt(entry['floor'])})"
 
 
 def compare_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     """A Markdown table with one column per evaluated model (``(label, metrics)`` pairs) and one row
     per metric; numbers are ``value ± SE`` or ``value [interval] (floor f)``."""
-
-    def cell_nll(m: dict[str, Any], key: str, field_: str = "value") -> str:
-        entry = m["likelihood"].get(key)
-        if entry is None:
-            return "–"
-        if field_ == "gap":
-            return f"{_fmt(entry['gap'])} ± {_fmt(entry['gap_se'])}"
-        if field_ == "per_dim":
-            return _fmt(entry["per_dim"])
-        return f"{_fmt(entry['value'])} ± {_fmt(entry['se'])} (n={entry['n']})"
-
-    def cell_sample(m: dict[str, Any], key: str) -> str:
-        entry = m["samples"][key]
-        lo, hi = entry["interval"]
-        return f"{_fmt(entry['value'])} [{_fmt(lo)}, {_fmt(hi)}] (floor {_fmt(entry['floor'])})"
-
-    header = "| metric | " + " | ".join(label for label, _ in rows) + " |"
-    lines = [header, "|---" * (len(rows) + 1) + "|"]
+    lines = ["| metric | " + " | ".join(label for label, _ in rows) + " |", "|---" * (len(rows) + 1) + "|"]
 
     def add(name: str, fn: Callable[[dict[str, Any]], str]) -> None:
         lines.append(f"| {name} | " + " | ".join(fn(m) for _, m in rows) + " |")
 
+    def nll(key: str, cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+        return lambda m: "–" if m["likelihood"].get(key) is None else cell(m["likelihood"][key])
+
+    def coverage(cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+        return lambda m: f"{cell(m['mode_coverage']):.3f}" if m.get("mode_coverage") else "–"
+
+    e = "entropy"
     add(
         "data entropy H [nats] (reference)",
-        lambda m: f"{_fmt(m['entropy']['value'])} ± {_fmt(m['entropy']['se'])} ({m['entropy']['source']})",
+        lambda m: f"{_fmt(m[e]['value'])} ± {_fmt(m[e]['se'])} ({m[e]['source']})",
     )
     for key in dict.fromkeys(k for _, m in rows for k in m["likelihood"]):
         name = _LIKELIHOOD_NAMES.get(key, key)
-        add(f"{name} [nats]", lambda m, k=key: cell_nll(m, k))
-        add(f"{name} [nats/dim]", lambda m, k=key: cell_nll(m, k, "per_dim"))
-        add(f"gap {key} - H [nats]", lambda m, k=key: cell_nll(m, k, "gap"))
+        add(f"{name} [nats]", nll(key, lambda v: f"{_fmt(v['value'])} ± {_fmt(v['se'])} (n={v['n']})"))
+        add(f"{name} [nats/dim]", nll(key, lambda v: _fmt(v["per_dim"])))
+        add(f"gap {key} - H [nats]", nll(key, lambda v: f"{_fmt(v['gap'])} ± {_fmt(v['gap_se'])}"))
     for key, name in _SAMPLE_NAMES.items():
-        add(name, lambda m, k=key: cell_sample(m, k))
-    if any(m.get("mode_coverage") for _, m in rows):
-        first = next(m["mode_coverage"] for _, m in rows if m.get("mode_coverage"))
+        add(name, lambda m, k=key: _sample_cell(m["samples"][k]))
+    first = next((m["mode_coverage"] for _, m in rows if m.get("mode_coverage")), None)
+    if first:
         for i, glyph in enumerate(first["glyphs"]):
             add(
                 f"share in '{glyph['char']}' (real {glyph['real']:.3f})",
-                lambda m, i=i: (
-                    f"{m['mode_coverage']['glyphs'][i]['generated']:.3f}" if m.get("mode_coverage") else "–"
-                ),
+                coverage(lambda c, i=i: c["glyphs"][i]["generated"]),
             )
         add(
             f"share outside glyphs (real {first['outside']['real']:.3f})",
-            lambda m: f"{m['mode_coverage']['outside']['generated']:.3f}" if m.get("mode_coverage") else "–",
+            coverage(lambda c: c["outside"]["generated"]),
         )
     add("evaluation seconds", lambda m: f"{m['seconds']['total']:.1f}")
     return "\n".join(lines) + "\n"

@@ -12,22 +12,6 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = [
-    "ReverseRecording",
-    "WarpedGrid",
-    "VectorField",
-    "closest_indices",
-    "denoising_field",
-    "forward_process",
-    "grid_lines",
-    "latent",
-    "log_density_on_grid",
-    "noise_level_timesteps",
-    "record_reverse_process",
-    "reverse_recording",
-    "warped_grid",
-]
-
 _BATCH = 65536
 
 

@@ -53,11 +53,6 @@ _ACRONYMS = {"nll": "NLL", "kl": "KL", "lr": "LR", "mse": "MSE", "elbo": "ELBO",
 _LOSS_TOKENS = ("loss", "nll", "mse", "kl", "elbo", "bpd")
 
 
-# --------------------------------------------------------------------------------------------------
-# Shared styling and input checks
-# --------------------------------------------------------------------------------------------------
-
-
 def _finite_rows(data: np.ndarray) -> np.ndarray:
     """Rows of a 2-D array whose entries are all finite."""
     return data[np.all(np.isfinite(data), axis=1)]
@@ -248,11 +243,6 @@ def _scatter_row(
             ax.tick_params(labelsize=7)
 
 
-# --------------------------------------------------------------------------------------------------
-# Scatter panels, pair plots, strips
-# --------------------------------------------------------------------------------------------------
-
-
 def _panel_boxes(
     projected: list[np.ndarray], reference: np.ndarray | None, share_reference: Sequence[bool] | None
 ) -> tuple[list[Box], float]:
@@ -403,11 +393,6 @@ def plot_strip(
     return _save(fig, path, fmt)
 
 
-# --------------------------------------------------------------------------------------------------
-# Densities
-# --------------------------------------------------------------------------------------------------
-
-
 def grid_for(points: np.ndarray, *, resolution: int = 200) -> tuple[np.ndarray, Box]:
     """An evaluation grid over the padded, squared quantile box of ``points`` (first two columns).
 
@@ -518,11 +503,6 @@ def plot_density(
     _label(ax, title, _column_names(columns, 2))
     ax.tick_params(labelsize=8)
     return _save(fig, path, fmt)
-
-
-# --------------------------------------------------------------------------------------------------
-# Training histories
-# --------------------------------------------------------------------------------------------------
 
 
 def pretty_label(key: str) -> str:
@@ -671,10 +651,6 @@ def plot_training_diagnostics(
         ax.set_xlabel(x_label)
     return _save(fig, path, fmt)
 
-
-# --------------------------------------------------------------------------------------------------
-# Model pictures: coloured scatters, warped grids, vector fields, animations, comparison
-# --------------------------------------------------------------------------------------------------
 
 _OTHER_COLOR = "#BBBBBB"
 _SEQUENTIAL = "cividis"  # perceptually uniform and readable with colour-vision deficiencies

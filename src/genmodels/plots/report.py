@@ -69,11 +69,6 @@ _MIN_GLYPH_SHARE = 0.5
 _HEADLINE_NAMES = {"test_nll": "test NLL", "test_nll_bound": "NLL bound"}
 
 
-# --------------------------------------------------------------------------------------------------
-# Colouring by glyph
-# --------------------------------------------------------------------------------------------------
-
-
 def glyph_colouring(
     points: np.ndarray, *, text: str | None, data_name: str | os.PathLike[str] | None = None
 ) -> tuple[np.ndarray, list[str] | None, str]:
@@ -104,11 +99,6 @@ def glyph_colouring(
             )
     ranks = np.argsort(np.argsort(pts[:, 0], kind="stable"), kind="stable")
     return ranks / max(len(pts) - 1, 1), None, "colour: quantile of the first coordinate"
-
-
-# --------------------------------------------------------------------------------------------------
-# The figures of one model
-# --------------------------------------------------------------------------------------------------
 
 
 def _headline(metrics: Mapping[str, Any]) -> str:
@@ -425,11 +415,6 @@ def _history_figures(run: _Run, history: Mapping[str, Sequence[float]]) -> dict[
     return written
 
 
-# --------------------------------------------------------------------------------------------------
-# genmodels plot, genmodels compare
-# --------------------------------------------------------------------------------------------------
-
-
 def default_plot_dir(checkpoint: str | os.PathLike[str]) -> Path:
     """The run directory of a checkpoint: ``RUN/checkpoints/x.pt`` -> ``RUN``, else its folder."""
     path = Path(checkpoint).resolve()
@@ -583,10 +568,6 @@ def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int) 
 _DENSITY_ESTIMATORS = {"ode": "probability-flow ODE"}
 
 
-# --------------------------------------------------------------------------------------------------
-# The results page
-# --------------------------------------------------------------------------------------------------
-
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -732,11 +713,6 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
             f"<pre>{html.escape(config.read_text(encoding='utf-8'))}</pre>",
         ]
     return "\n".join(parts)
-
-
-# --------------------------------------------------------------------------------------------------
-# TensorBoard
-# --------------------------------------------------------------------------------------------------
 
 
 class TensorBoardLog:
