@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from genmodels.errors import ConfigError, DataError
+from genmodels.errors import ConfigError
 from genmodels.evaluation.sampling import evaluate_samples, finite_samples, sample_model
-from genmodels.evaluation.scoring import Evaluation, compare_table, evaluate_checkpoint
+from genmodels.evaluation.scoring import Evaluation, checkpoint_points, compare_table, evaluate_checkpoint
 from genmodels.fileio import write_json, write_text
 from genmodels.models import ModelSpec, get_spec, model_names
 from genmodels.plots import arrays as V
@@ -421,23 +421,6 @@ def default_plot_dir(checkpoint: str | os.PathLike[str]) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-def _plot_points(payload: dict[str, Any], checkpoint: Any, data: Any) -> tuple[np.ndarray, str]:
-    """The real points of ``genmodels plot`` (``data``, else the held-out split) and the data's name."""
-    from genmodels.data import load_csv
-
-    if data is not None:
-        real, name = load_csv(data).values, str(data)
-    else:
-        test = payload.get("test_data")
-        if test is None or len(test) == 0:
-            raise ConfigError(f"{checkpoint} holds no held-out points; pass --data CSV to plot against")
-        real = test.double().cpu().numpy()
-        name = str((payload.get("data") or {}).get("path") or payload["config"].data.path)
-    if real.shape[1] != payload["dim"]:
-        raise DataError(f"{data} has {real.shape[1]} columns but the model was trained on {payload['dim']}")
-    return real, name
-
-
 def plot_checkpoint(
     checkpoint: str | os.PathLike[str],
     *,
@@ -463,7 +446,12 @@ def plot_checkpoint(
     dev = resolve_device(device)
     payload = load_checkpoint(checkpoint, map_location=dev)
     model = model_from_checkpoint(payload, device=dev)
-    real, data_name = _plot_points(payload, checkpoint, data)
+    real = checkpoint_points(payload, checkpoint, data)
+    data_name = (
+        str(data)
+        if data is not None
+        else (payload.get("data") or {}).get("path") or payload["config"].data.path
+    )
     sampling = payload["config"].sampling
     with V.reverse_recording(model, _TRAJECTORY_POINTS) as recording:
         samples = sample_model(
