@@ -1,18 +1,10 @@
-"""Figures for point data, densities and training histories: numpy arrays in, image files out.
+"""Figures of points, densities and training histories: numpy arrays in, image files out.
 
-This is the only module of the package that imports matplotlib. It builds every figure with
-:class:`matplotlib.figure.Figure` directly (no pyplot, no global state, no display needed) and
-writes it atomically through :func:`genmodels.fileio.atomic_path`, so a failure while drawing or
-saving leaves any previous file untouched.
-
-Every public ``plot_*`` function takes ``fmt`` ("png", "svg" or "pdf"); the suffix of ``path`` is
-replaced by ``"." + fmt`` and the path actually written is returned. PNGs are written at
-:data:`DPI` dots per inch without tight cropping, so an image is exactly ``figsize * DPI`` pixels.
-
-Shared styling: axis limits come from the 0.1 %-99.9 % quantiles of the data, padded and widened to
-the panel's shape, so a few outliers never squash the picture; scatter marker size and opacity shrink
-with the number of points; scatter panels use an equal aspect ratio and the colour-blind-safe
-Okabe-Ito palette. Scatters draw the first two columns of their points.
+The package's only matplotlib user: :class:`~matplotlib.figure.Figure` directly (no pyplot), written
+atomically (:func:`genmodels.fileio.atomic_path`) as ``fmt`` ("png", "svg", "pdf"; the suffix of
+``path`` replaced, the path written returned) at :data:`DPI`, untrimmed (``figsize * DPI`` pixels).
+Scatters draw the first two columns in limits from the 0.1-99.9 % quantiles, equal aspect, Okabe-Ito
+colours, markers shrinking with N.
 """
 
 from __future__ import annotations
@@ -116,8 +108,7 @@ def _scatter(
 
 
 def _note_outside(ax: Axes, xy: np.ndarray, box: Box) -> None:
-    """Say how many points fall outside the drawn limits when it is more than 1%: a figure must not
-    hide that samples have diverged."""
+    """Say how many points fall outside ``box`` where over 1 %: a figure must not hide diverged samples."""
     x, y = xy[:, 0], xy[:, 1]
     inside = np.isfinite(xy).all(axis=1) & (x >= box[0]) & (x <= box[1]) & (y >= box[2]) & (y <= box[3])
     outside = int(len(xy) - inside.sum())
@@ -306,12 +297,9 @@ def plot_pairs(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Pair-plot grid of real ``(N, D)`` vs generated ``(M, D)`` points, in two colours with a legend.
-
-    The lower triangle holds a scatter for every pair of columns (at most ``max_points`` real points,
-    as many generated ones drawn under them), the diagonal overlaid histograms of each column; the
-    legend sits in the empty upper triangle. Each column's limits come from the quantiles of ``real``.
-    """
+    """Pair-plot grid of real ``(N, D)`` vs generated ``(M, D)`` points: scatters of every pair of columns
+    below the diagonal (``max_points`` real, as many generated under them), histograms on it, the legend
+    above; each column's limits from the quantiles of ``real``."""
     real = _finite_rows(_points(real, "real"))
     gen = _finite_rows(_points(generated, "generated"))
     d = real.shape[1]
@@ -350,8 +338,7 @@ def plot_pairs(
 
 
 def _pair_histograms(ax: Axes, columns: tuple[np.ndarray, np.ndarray], limits: tuple[float, float]) -> None:
-    """Step histograms of one column, real and generated: densities over all points, also those
-    outside the axis (points out of view lower the curve)."""
+    """Step histograms (densities over all points, also those out of view) of one column, real and generated."""
     edges = np.linspace(*limits, 41)
     for i, (values, label) in enumerate(zip(columns, ("real", "generated"), strict=True)):
         weights = np.full(len(values), 1.0 / (max(len(values), 1) * (edges[1] - edges[0])))
@@ -394,14 +381,9 @@ def plot_strip(
 
 
 def grid_for(points: np.ndarray, *, resolution: int = 200) -> tuple[np.ndarray, Box]:
-    """An evaluation grid over the padded, squared quantile box of ``points`` (first two columns).
-
-    Returns:
-        ``(grid, extent)``: ``grid`` is a (resolution * resolution, 2) array of cell centres in
-        row-major order with x varying fastest, so ``values.reshape(resolution, resolution)`` of
-        per-point values is an (H, W) image with row 0 at the bottom, ready for :func:`plot_density`
-        with ``extent = (x0, x1, y0, y1)`` (the outer cell edges).
-    """
+    """``(grid (R * R, 2), extent)``: cell centres of an ``R = resolution`` grid over the padded, squared
+    quantile box of ``points``, x fastest, so ``values.reshape(R, R)`` is an image for :func:`plot_density`
+    with row 0 at the bottom and ``extent = (x0, x1, y0, y1)`` its outer edges."""
     if resolution < 2:
         raise ValueError(f"resolution must be at least 2, got {resolution}")
     x0, x1, y0, y1 = _box(_finite_rows(_points(points, "points")[:, :2]))
@@ -433,8 +415,8 @@ def _mass_levels(density: np.ndarray, fractions: Sequence[float]) -> list[float]
 
 
 def _log_density_image(fig: Figure, ax: Axes, log_density: np.ndarray, extent: Box, *, small: bool) -> None:
-    """A heatmap of ``log p (H, W)`` (row 0 at the bottom; -inf and NaN in the lowest colour) with a
-    colour bar, from the larger of its 5 % quantile and (maximum - 20 nats) up to its maximum."""
+    """Heatmap of ``log p (H, W)`` (row 0 at the bottom; -inf, NaN in the lowest colour) with a colour
+    bar from max(5 % quantile, maximum - 20 nats) to the maximum."""
     logp = np.asarray(log_density, dtype=float)
     if logp.ndim != 2 or min(logp.shape) < 2:
         raise ValueError(f"log_density must be a 2-D (H, W) array, got shape {logp.shape}")
@@ -455,8 +437,7 @@ def _log_density_image(fig: Figure, ax: Axes, log_density: np.ndarray, extent: B
 
 
 def _data_contours(ax: Axes, points: np.ndarray, extent: Box) -> None:
-    """White contours of the lightly smoothed 2-D histogram of ``points`` in view enclosing 50 % and
-    90 % of them (highest-density regions), with a legend entry."""
+    """White contours of the smoothed histogram of the ``points`` in view holding 50 % and 90 % of them."""
     x0, x1, y0, y1 = extent
     pts = _finite_rows(_points(points, "points")[:, :2])
     inside = pts[(pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)]
@@ -487,9 +468,8 @@ def plot_density(
     columns: Sequence[str] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Heatmap of a log-density ``(H, W)`` in nats on the grid of :func:`grid_for` with outer edges
-    ``extent``, optionally with the 50 % / 90 % contours of the data ``points``; ``columns`` names the
-    two axes. The colour scale is that of :func:`_log_density_image`."""
+    """Heatmap of ``log_density (H, W)`` in nats on :func:`grid_for`'s grid with outer edges ``extent``,
+    with the data ``points``' 50 % / 90 % contours where given; ``columns`` name the axes."""
     x0, x1, y0, y1 = (float(v) for v in extent)
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"extent must be (x0, x1, y0, y1) with x0 < x1 and y0 < y1, got {extent}")
@@ -523,8 +503,8 @@ def _history_x(history: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, str]
 def _draw_curves(
     ax: Axes, x: np.ndarray, series: Mapping[str, Sequence[float]], *, log_y: bool, color_offset: int = 0
 ) -> None:
-    """Plot each series against ``x`` using only finite points; markers where a series is sparse.
-    A log y-axis is used only when asked for and every plotted value is positive."""
+    """Each series against ``x`` at its finite points (markers where sparse); a log y-axis where asked
+    and every value is positive."""
     drawn: list[np.ndarray] = []
     for i, (key, values) in enumerate(series.items()):
         y = np.asarray(values, dtype=float)
@@ -558,8 +538,7 @@ def _draw_curves(
 
 
 def _plain_number(value: float) -> str:
-    """A tick label in one style for any magnitude: plain from 0.001 to 9,999 ("0.005", "20", "5000"),
-    else a short power of ten ("2e-5", "1e4", "8.2e6")."""
+    """A tick label in one style: plain from 0.001 to 9,999, else "2e-5", "1e4", "8.2e6"."""
     if value == 0 or not math.isfinite(value):
         return f"{value:g}"
     exponent = math.floor(math.log10(abs(value)) + 1e-9)
@@ -569,8 +548,7 @@ def _plain_number(value: float) -> str:
 
 
 class _PlainLogFormatter(LogFormatter):
-    """matplotlib's LogFormatter (its choice of which minor ticks to label) with :func:`_plain_number`
-    labels: its own labels switch from "1e4" to "1e+05" and write 0.1 as "1e-01"."""
+    """matplotlib's LogFormatter (its choice of labelled minor ticks) with :func:`_plain_number` labels."""
 
     def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
         return _plain_number(x)
@@ -585,11 +563,8 @@ def plot_loss(
     log_y: bool = False,
     fmt: str = "png",
 ) -> Path:
-    """Curves of every key of ``history`` other than "epoch" against the epoch (1, 2, ... without one).
-
-    Non-finite values (epochs where a held-out loss was not computed) are skipped; series with gaps
-    or few points get markers. ``log_y`` is honoured only when every plotted value is positive.
-    """
+    """Every series of ``history`` but "epoch" against the epoch (else 1, 2, ...); non-finite values
+    skipped, sparse series marked; ``log_y`` only where every value is positive."""
     x, x_label = _history_x(history)
     fig = _new_figure(6.4, 4.2)
     ax = fig.subplots()
@@ -620,11 +595,9 @@ def plot_training_diagnostics(
     titles: Mapping[str, str] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Panels per epoch: the losses (keys with a part loss, nll, mse, kl, elbo or bpd), the ``heldout``
-    keys (in other units than the loss; a panel of their own where given), the learning rate "lr"
-    and the gradient norm "grad_norm" (log y across a decade). ``titles`` renames panels by their
-    default titles ("loss", "held-out", "learning rate", "gradient norm").
-    """
+    """Panels per epoch: losses (keys with a part loss, nll, mse, kl, elbo or bpd), the ``heldout`` keys
+    (own panel), "lr" and "grad_norm" (log y across a decade); ``titles`` renames the panels "loss",
+    "held-out", "learning rate", "gradient norm"."""
     x, x_label = _history_x(history)
     apart = [k for k in heldout if k in history]
     losses = {k: v for k, v in history.items() if k != "epoch" and k not in apart and _is_loss_key(k)}
@@ -757,14 +730,10 @@ def plot_warped_grid(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A row of panels of grid lines (and points) after successive maps, e.g. flow layers.
-
-    ``stages``: ``(title, lines (L, P, 2), points (N, 2))`` per panel; the first half of the lines
-    (the grid's vertical ones) is drawn in one colour, the rest in another; the points carried along
-    (may be empty) are coloured by ``labels`` and ``categories`` as in :func:`plot_coloured_panels`
-    (no ``labels``: one grey). The first panel's limits come from its grid, the others' from where
-    the points go, so lines sent far away are cut off.
-    """
+    """A row of grid lines (and points) after successive maps, e.g. flow layers: ``(title, lines (L, P, 2),
+    points (N, 2))`` per stage, the first half of the lines in one colour, the rest in another, the points
+    coloured as in :func:`plot_coloured_panels` (no ``labels``: grey). Limits: the first stage's grid, then
+    where the points go."""
     legend = categories is not None and labels is not None
     size = _STRIP_INCHES * 1.15
     fig, axes = _row(len(stages), size, size + 0.2 + 0.3 * legend + (0.35 if suptitle else 0.0), suptitle)
@@ -798,8 +767,7 @@ def plot_warped_grid(
 
 
 def _arrows(ax: Axes, pts: np.ndarray, vec: np.ndarray, length: float) -> object | None:
-    """Arrows of one ``length`` along ``vec`` at ``pts``, coloured by their length relative to the
-    longest; returns the quiver (None when every vector is zero)."""
+    """Arrows of one ``length`` along ``vec`` at ``pts``, coloured by length / the longest (None: all zero)."""
     norm = np.linalg.norm(vec, axis=1)
     ok = np.isfinite(norm) & (norm > 0)
     longest = float(norm[ok].max()) if ok.any() else 0.0
@@ -823,9 +791,8 @@ def plot_vector_fields(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A row of quiver panels, one ``(title, vectors (G, 2))`` field each on the grid ``points (G, 2)``,
-    over faint ``background`` points (the data). Arrows show the direction only (0.8 grid spacings
-    long); their colour the vector's length relative to the panel's longest (a colour bar)."""
+    """A row of quiver panels, ``(title, vectors (G, 2))`` on the grid ``points (G, 2)``, over faint
+    ``background`` points: arrows 0.8 grid spacings long, coloured by length / the panel's longest."""
     pts = _points(points, "points")[:, :2]
     box = _box(_finite_rows(pts), aspect=None)
     spacing = max(box[1] - box[0], box[3] - box[2]) / max(math.sqrt(len(pts)) - 1.0, 1.0)
@@ -861,9 +828,8 @@ def plot_animation(
     reference: np.ndarray | None = None,
     suptitle: str | None = None,
 ) -> Path:
-    """An animated, looping GIF (8 frames a second, the last held for 8 more; 4.4 inches square at 100
-    dpi) of 2-D point clouds, ``(title, points (N, D >= 2))`` per frame, e.g. the reverse diffusion.
-    The limits hold the first and last frames and the ``reference`` points (the real data)."""
+    """A looping GIF (8 frames/s, the last held 8 more; 4.4 inches at 100 dpi) of ``(title, points (N, D >= 2))``
+    frames in limits holding the first and last frames and the ``reference`` points."""
     from matplotlib.animation import PillowWriter
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -902,9 +868,8 @@ def plot_compare(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """One sheet comparing models: scatter panels ``(title, points (N, >= 2))`` (real data, each model's
-    samples) in the limits of ``reference`` (or of the first panel) in the first row, and log-density
-    heatmaps ``(title, log_density (H, W), extent)`` as in :func:`plot_density` in the second."""
+    """Scatter panels ``(title, points (N, >= 2))`` in the limits of ``reference`` (else the first panel)
+    above log-density heatmaps ``(title, log_density (H, W), extent)`` (as :func:`plot_density`)."""
     arrays = _projected(panels, "scatter panel")
     box = _box(arrays[0] if reference is None else _finite_rows(_points(reference, "reference")[:, :2]))
     names = _column_names(None if columns is None else list(columns)[:2], 2)

@@ -72,12 +72,9 @@ _HEADLINE_NAMES = {"test_nll": "test NLL", "test_nll_bound": "NLL bound"}
 def glyph_colouring(
     points: np.ndarray, *, text: str | None, data_name: str | os.PathLike[str] | None = None
 ) -> tuple[np.ndarray, list[str] | None, str]:
-    """How to colour points ``(N, 2)`` so a reader can follow them into the latent space:
-    ``(labels, categories, note)``, by the character of ``text`` each lies in
-    (:func:`genmodels.data.glyph_labels`; None: "689" for a file named ``689_data.csv``) where at
-    least half lie in some glyph, else (or for ``text=""``) floats in [0, 1], the quantile of the
-    first coordinate, with ``categories`` None; ``note`` says what the colour means.
-    """
+    """``(labels, categories, note)`` colouring points ``(N, 2)`` by the character of ``text`` each lies in
+    (:func:`genmodels.data.glyph_labels`; None: "689" for ``689_data.csv``) where half of them lie in one,
+    else (or for ``text=""``) by the quantile of the first coordinate (floats, ``categories`` None)."""
     pts = np.asarray(points, dtype=float)
     if text is None and data_name is not None and Path(data_name).name == "689_data.csv":
         text = "689"
@@ -180,16 +177,11 @@ def write_figures(
     seed: int = 0,
     index: bool = True,
 ) -> dict[str, Path]:
-    """Draw every figure of a trained ``model`` (registered as ``model_type``) into ``out_dir/figures``
-    and rewrite ``out_dir/index.html`` (``index``); returns ``{name: path}`` (:data:`FIGURE_ORDER`).
-
-    ``real (N, D)`` and ``samples (M, D)`` are in data units (at most 20,000 of each are drawn);
-    ``history`` is the trainer's (None or empty: no loss figures); ``fmt`` "png", "svg" or "pdf" (the
-    animation is a GIF); ``metrics`` give the titles' numbers; ``data_name`` and ``text`` ("" = not
-    text) the glyph colouring; ``reverse`` a recorded ``(timesteps, states)`` reverse process
-    (:meth:`genmodels.plots.arrays.ReverseRecording.trajectory`; None: one of ``sampling_steps`` is
-    drawn); ``seed`` seeds the figures' subsampling and noise.
-    """
+    """Draw every figure of ``model`` (registered as ``model_type``) into ``out_dir/figures`` and, with
+    ``index``, rewrite ``out_dir/index.html``; returns ``{name: path}`` (:data:`FIGURE_ORDER`). ``real (N, D)``
+    and ``samples (M, D)`` in data units (20,000 of each at most); ``history`` None or empty: no loss figures;
+    ``metrics``: the titles' numbers; ``data_name``, ``text``: glyph colouring; ``reverse``: a recorded
+    ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn); ``seed``: subsampling and noise."""
     start = time.perf_counter()
     try:
         spec = get_spec(model_type)
@@ -389,11 +381,8 @@ FIGURES: dict[str, Callable[[_Run], dict[str, Path]]] = {
 
 
 def _history_figures(run: _Run, history: Mapping[str, Sequence[float]]) -> dict[str, Path]:
-    """The loss per epoch, and the diagnostics: loss, held-out metrics, learning rate, gradient norm.
-
-    The training loss is the spec's ``loss_figure["series"]``; the held-out metric named like it
-    (``train_nll``, ``test_nll``) shares its figure, other held-out metrics get a panel of their own.
-    """
+    """The loss per epoch (the spec's ``loss_figure`` series and its held-out twin) and the diagnostics
+    (loss, other held-out metrics in a panel of their own, learning rate, gradient norm)."""
     spec, style = run.spec, run.spec.loss_figure
     series = style.get("series", "train_loss")
     beside = "test_" + series.removeprefix("train_")
@@ -432,12 +421,9 @@ def plot_checkpoint(
     seed: int = 0,
     device: str = "auto",
 ) -> dict[str, Path]:
-    """Every figure of a checkpoint's model, plus the results page (``genmodels plot``).
-
-    The real points are the checkpoint's held-out split, or ``data`` (a CSV) when given. Samples are
-    drawn afresh (``n_samples``, the run's sampling settings); the titles show the model's held-out
-    metrics (``held_out_metrics``) and a C2ST of the samples against the real points.
-    """
+    """Every figure of a checkpoint's model and the results page (``genmodels plot``): ``n_samples`` fresh
+    samples (the run's sampling settings) against :func:`checkpoint_points`, titled by ``held_out_metrics``
+    and a C2ST."""
     from genmodels.train.acceleration import resolve_device
     from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -492,13 +478,10 @@ def compare_checkpoints(
     grid_resolution: int = 40,
     **options: Any,
 ) -> tuple[str, dict[str, Path]]:
-    """Evaluate every ``(label, checkpoint)`` (:func:`genmodels.evaluation.scoring.evaluate_checkpoint`
-    with ``options``), write ``compare.md``, ``compare.json`` and ``figures/compare.png`` under
-    ``output_dir``; returns the Markdown table and the paths written.
-
-    The figure shows the real data, the first run of each model's samples and, for 2-D data, their
-    log-densities on a ``grid_resolution``² grid by the last estimator of the spec's ``likelihoods``.
-    """
+    """Evaluate every ``(label, checkpoint)`` (:func:`evaluate_checkpoint` with ``options``); write
+    ``compare.md``, ``compare.json`` and ``figures/compare.png`` (real data, each model's samples and, for
+    2-D data, its log-density by the spec's last likelihood on a ``grid_resolution``² grid) under
+    ``output_dir``. Returns the Markdown table and the paths written."""
     if not checkpoints:
         raise ConfigError("nothing to compare: no checkpoints given or found")
     out = Path(output_dir)
