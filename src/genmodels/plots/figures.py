@@ -166,7 +166,7 @@ def _panel_names(
     return [names if own is None else _column_names(own, len(names)) for own in panel_columns]
 
 
-def _subsample(data: np.ndarray, max_points: int | None, seed: int = 0) -> np.ndarray:
+def subsample(data: np.ndarray, max_points: int | None, seed: int = 0) -> np.ndarray:
     """At most ``max_points`` rows, chosen reproducibly at random (order kept)."""
     if max_points is None or len(data) <= max_points:
         return data
@@ -306,8 +306,8 @@ def plot_pairs(
     if gen.shape[1] != d:
         raise ValueError(f"generated has {gen.shape[1]} columns but real has {d}")
     names = _column_names(columns, d)
-    real_s = _subsample(real, max_points)
-    gen_s = _subsample(gen, len(real_s), seed=1)
+    real_s = subsample(real, max_points)
+    gen_s = subsample(gen, len(real_s), seed=1)
     limits = [_interval(real[:, j]) for j in range(d)]
     cell = float(np.clip(10.0 / d, 1.6, 2.6))
     fig = _new_figure(cell * d + 0.3, cell * d + 0.3, suptitle)

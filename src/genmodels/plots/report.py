@@ -120,12 +120,6 @@ def _latent_names(dim: int) -> list[str]:
     return [f"z{str(i + 1).translate(subscripts)}" for i in range(dim)]
 
 
-def _subsample(values: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    if len(values) <= n:
-        return values
-    return values[np.sort(np.random.default_rng(seed).choice(len(values), n, replace=False))]
-
-
 @dataclass
 class _Run:
     """What the figures of one trained model draw from: at most 20,000 real points and samples."""
@@ -190,7 +184,7 @@ def write_figures(
     real = np.asarray(real, dtype=float)
     where = f" on {Path(data_name).name}" if data_name else ""
     run = _Run(
-        model.eval(), spec, _subsample(real, _SHOW_POINTS, seed), np.asarray(samples, dtype=float)[:_SHOW_POINTS],
+        model.eval(), spec, P.subsample(real, _SHOW_POINTS, seed), np.asarray(samples, dtype=float)[:_SHOW_POINTS],
         Path(out_dir) / "figures", fmt, where, _headline(metrics or {}), columns, data_name, text, reverse,
         sampling_steps, seed,
     )  # fmt: skip
@@ -282,7 +276,7 @@ def _warped_grid_figure(run: _Run) -> dict[str, Path]:
         return {}
     labels, categories, _ = glyph_colouring(run.real, text=run.text, data_name=run.data_name)
     _, extent = P.grid_for(run.real, resolution=_DENSITY_RESOLUTION)
-    carried = _subsample(np.arange(len(run.real)), 1500, run.seed + 1)
+    carried = P.subsample(np.arange(len(run.real)), 1500, run.seed + 1)
     warped = V.warped_grid(run.model, extent, points=run.real[carried], n_panels=5)
     path = P.plot_warped_grid(
         list(zip(warped.titles, warped.lines, warped.points, strict=True)),
@@ -470,17 +464,11 @@ def run_checkpoints(run_dir: str | Path) -> list[tuple[str, Path]]:
 
 
 def compare_checkpoints(
-    checkpoints: Sequence[tuple[str, str | Path]],
-    output_dir: str | Path,
-    *,
-    data: str | Path | None = None,
-    device: str = "cpu",
-    grid_resolution: int = 40,
-    **options: Any,
+    checkpoints: Sequence[tuple[str, str | Path]], output_dir: str | Path, **options: Any
 ) -> tuple[str, dict[str, Path]]:
     """Evaluate every ``(label, checkpoint)`` (:func:`evaluate_checkpoint` with ``options``); write
     ``compare.md``, ``compare.json`` and ``figures/compare.png`` (real data, each model's samples and, for
-    2-D data, its log-density by the spec's last likelihood on a ``grid_resolution``² grid) under
+    2-D data, its log-density by the spec's last likelihood on a 40² grid) under
     ``output_dir``. Returns the Markdown table and the paths written."""
     if not checkpoints:
         raise ConfigError("nothing to compare: no checkpoints given or found")
@@ -488,7 +476,7 @@ def compare_checkpoints(
     results: list[tuple[str, Evaluation]] = []
     for label, path in checkpoints:
         log.info("evaluating %s", label if str(path) in label else f"{label} ({path})")
-        results.append((label, evaluate_checkpoint(path, data=data, device=device, **options)))
+        results.append((label, evaluate_checkpoint(path, **options)))
     first_label, first_real = results[0][0], results[0][1].real
     others = [label for label, ev in results[1:] if not np.array_equal(ev.real, first_real)]
     if others:
@@ -501,13 +489,11 @@ def compare_checkpoints(
     paths = {"table": out / "compare.md", "json": out / "compare.json"}
     write_text(paths["table"], table)
     write_json(paths["json"], {label: ev.metrics for label, ev in results})
-    paths["figure"] = _compare_figure(
-        [ev for _, ev in results], out / "figures" / "compare.png", grid_resolution
-    )
+    paths["figure"] = _compare_figure([ev for _, ev in results], out / "figures" / "compare.png")
     return table, paths
 
 
-def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int) -> Path:
+def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int = 40) -> Path:
     """Real data and each model's first run's samples; for 2-D data also their log-densities."""
     real = results[0].real
     panels: list[tuple[str, np.ndarray]] = [("Real data", real)]
