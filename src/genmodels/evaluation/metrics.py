@@ -21,35 +21,16 @@ from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
 from scipy.special import digamma, gammaln
 
-__all__ = [
-    "c2st",
-    "energy_distance",
-    "mmd",
-    "sliced_wasserstein",
-    "knn_entropy",
-    "gaussian_entropy",
-    "bootstrap_interval",
-    "two_sample_floor",
-    "wilson_interval",
-    "MIN_TWO_SAMPLE_POINTS",
-]
-
-# The fewest points per sample that the genmodels evaluations run a two-sample test on.
-MIN_TWO_SAMPLE_POINTS = 10
-
-# Number of float64 entries in one block of a pairwise-distance matrix (~32 MB).
-_BLOCK_ELEMENTS = 4_000_000
-# Points used to compute the median-heuristic bandwidth of :func:`mmd`.
-_MEDIAN_POINTS = 2000
+MIN_TWO_SAMPLE_POINTS = 10  # the fewest points per sample the evaluations run a two-sample test on
+_BLOCK_ELEMENTS = 4_000_000  # float64 entries in one block of a pairwise-distance matrix (~32 MB)
+_MEDIAN_POINTS = 2000  # points behind the median-heuristic bandwidth of mmd
 
 
 def _as_points(a: np.ndarray, name: str, *, min_rows: int = 1) -> np.ndarray:
     """``a`` as a finite float64 ``(N, D)`` array with ``N >= min_rows`` (else ValueError)."""
     arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array of shape (N, D), got shape {arr.shape}")
-    if arr.shape[1] < 1:
-        raise ValueError(f"{name} must have at least one column, got shape {arr.shape}")
+    if arr.ndim != 2 or arr.shape[1] < 1:
+        raise ValueError(f"{name} must be a 2-D array (N, D) with at least one column, got shape {arr.shape}")
     if arr.shape[0] < min_rows:
         raise ValueError(f"{name} must have at least {min_rows} rows, got {arr.shape[0]}")
     if not np.all(np.isfinite(arr)):
@@ -67,11 +48,7 @@ def _as_pair(x: np.ndarray, y: np.ndarray, *, min_rows: int = 1) -> tuple[np.nda
 
 
 def _pairwise_sum(
-    a: np.ndarray,
-    b: np.ndarray,
-    fn: Callable[[np.ndarray], np.ndarray],
-    *,
-    same: bool,
+    a: np.ndarray, b: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], *, same: bool
 ) -> float:
     """Sum of ``fn(|a_i - b_j|^2)`` over all pairs of ``a (N, D)`` and ``b (M, D)``, in row blocks.
     ``same``: ``a`` is ``b``; the pairs ``i == j`` are left out and ``i < j`` counted twice."""
@@ -86,12 +63,20 @@ def _pairwise_sum(
         np.maximum(sq, 0.0, out=sq)
         vals = fn(sq)
         if same:
-            lower = np.tril_indices(block.shape[0])  # pairs j <= i inside the diagonal square
-            vals[lower] = 0.0
-            total += 2.0 * float(vals.sum())
-        else:
-            total += float(vals.sum())
+            vals[np.tril_indices(block.shape[0])] = 0.0  # pairs j <= i inside the diagonal square
+        total += (2.0 if same else 1.0) * float(vals.sum())
     return total
+
+
+def _pair_means(xa: np.ndarray, ya: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> tuple[float, ...]:
+    """Means of ``fn(|a - b|²)`` over the pairs across the samples and within each (pairs i != j)."""
+    n, m = xa.shape[0], ya.shape[0]
+    xy = _pairwise_sum(xa, ya, fn, same=False) / (n * m)
+    return (
+        xy,
+        _pairwise_sum(xa, xa, fn, same=True) / (n * (n - 1)),
+        _pairwise_sum(ya, ya, fn, same=True) / (m * (m - 1)),
+    )
 
 
 # The warning scikit-learn's MLPClassifier gives, instead of raising, when Ctrl-C stops its fit.
@@ -99,21 +84,11 @@ _MLP_INTERRUPTED = "Training interrupted by user"
 
 
 def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, classifier: str = "mlp") -> float:
-    """Classifier two-sample test: cross-validated accuracy of a classifier telling ``x (N, D)`` from
-    ``y (M, D)``, in [0, 1] (chance: ``max(N, M) / (N + M)``, 0.5 for equal sizes).
-
-    As the ``sbibm`` C2ST of Lueckmann et al. 2021 ("Benchmarking Simulation-Based Inference"): both
-    samples z-scored with the mean and standard deviation of ``x``, labelled 0 and 1, and an
-    ``MLPClassifier`` (ReLU, two hidden layers of ``10 D`` units, Adam, ``random_state=seed``) scored
-    by stratified, shuffled (seeded) ``n_folds``-fold cross-validation; the mean test accuracy.
-    The MLP trains on mini-batches of up to 1024 points with learning rate 1e-2, at most 1000
-    epochs, sklearn's default stopping rule (docs/evaluation.md). ``classifier="hgb"`` uses
-    histogram gradient-boosted trees instead (same folds), the more sensitive test on the 689 data.
-
-    Raises:
-        ValueError: arrays not 2-D, other column counts, fewer than ``n_folds`` rows, non-finite
-            values, ``n_folds < 2`` or an unknown classifier.
-    """
+    """Classifier two-sample test (Lopez-Paz & Oquab 2017) as sbibm's (Lueckmann et al. 2021): the mean
+    ``n_folds``-fold (stratified, seeded) held-out accuracy of a classifier telling ``x (N, D)`` from
+    ``y (M, D)``, both z-scored by ``x``'s mean and std; in [0, 1], chance ``max(N, M) / (N + M)``.
+    "mlp": ReLU MLP of two ``10 D`` layers, Adam, lr 1e-2, batches <= 1024, <= 1000 epochs
+    (docs/evaluation.md); "hgb": histogram gradient-boosted trees, more sensitive on the 689 data."""
     from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
 
@@ -179,15 +154,10 @@ def _cross_validated_accuracy(
 
 
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """Energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` (Szekely & Rizzo 2013) of ``x (N, D)`` and
-    ``y (M, D)``, N, M >= 2, in data units: the within-sample terms are U-statistics (pairs i != j),
-    so it is unbiased and centred on 0 (possibly slightly negative) for one distribution.
-    """
+    """Energy distance ``2 E|X-Y| - E|X-X'| - E|Y-Y'|`` (Szekely & Rizzo 2013) of ``x (N >= 2, D)`` and
+    ``y (M >= 2, D)`` in data units; unbiased (U-statistics), so about 0 for one distribution."""
     xa, ya = _as_pair(x, y, min_rows=2)
-    n, m = xa.shape[0], ya.shape[0]
-    xy = _pairwise_sum(xa, ya, np.sqrt, same=False) / (n * m)
-    xx = _pairwise_sum(xa, xa, np.sqrt, same=True) / (n * (n - 1))
-    yy = _pairwise_sum(ya, ya, np.sqrt, same=True) / (m * (m - 1))
+    xy, xx, yy = _pair_means(xa, ya, np.sqrt)
     return float(2.0 * xy - xx - yy)
 
 
@@ -201,13 +171,8 @@ def _median_bandwidth(xa: np.ndarray, ya: np.ndarray) -> float:
 
 
 def mmd(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> float:
-    """Unbiased squared MMD (Gretton et al. 2012, JMLR 13, eq. 3) of ``x (N, D)`` and ``y (M, D)``,
-    N, M >= 2, with the Gaussian kernel ``exp(-|a - b|² / (2 h²))``: centred on 0 for one
-    distribution, at most 2 in expectation. ``bandwidth`` h (data units); None: the median heuristic.
-
-    Raises:
-        ValueError: malformed input, a bandwidth <= 0, or a median-heuristic bandwidth of 0.
-    """
+    """Unbiased squared MMD (Gretton et al. 2012, JMLR 13, eq. 3) of ``x (N >= 2, D)`` and ``y (M >= 2, D)``
+    with the kernel ``exp(-|a - b|² / (2 h²))``, ``h = bandwidth`` (data units; None: median heuristic)."""
     xa, ya = _as_pair(x, y, min_rows=2)
     if bandwidth is None:
         h = _median_bandwidth(xa, ya)
@@ -223,17 +188,13 @@ def mmd(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> floa
         sq *= scale
         return np.exp(sq, out=sq)
 
-    n, m = xa.shape[0], ya.shape[0]
-    kxy = _pairwise_sum(xa, ya, kernel, same=False) / (n * m)
-    kxx = _pairwise_sum(xa, xa, kernel, same=True) / (n * (n - 1))
-    kyy = _pairwise_sum(ya, ya, kernel, same=True) / (m * (m - 1))
+    kxy, kxx, kyy = _pair_means(xa, ya, kernel)
     return float(kxx + kyy - 2.0 * kxy)
 
 
 def _quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The merged jump levels ``i / n`` and ``j / m`` of two empirical quantile functions, on whose
-    intervals both are constant: ``(weights (summing to 1), index_a, index_b)``, the interval lengths
-    and the order statistics that are each sample's quantile there."""
+    """``(weights, index_a, index_b)``: the intervals between the merged jump levels ``i / n`` and
+    ``j / m`` of two empirical quantile functions and each sample's order statistic on them."""
     levels = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)
     levels[-1] = 1.0
     lower = np.concatenate([[0.0], levels[:-1]])
@@ -248,10 +209,8 @@ def _quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def sliced_wasserstein(x: np.ndarray, y: np.ndarray, *, n_projections: int = 256, seed: int = 0) -> float:
     """Sliced 2-Wasserstein distance (Bonneel et al. 2015) of ``x (N, D)`` and ``y (M, D)``, data units:
-    ``(mean_θ W_2²(θ·x, θ·y))^½`` over ``n_projections`` seeded directions uniform on the sphere, each
-    1-D ``W_2²`` exact between the empirical distributions (the squared difference of the quantile
-    functions, integrated on their merged jump levels). In 1-D it is the exact W2 distance.
-    """
+    ``(mean_θ W_2²(θ·x, θ·y))^½`` over ``n_projections`` seeded directions, each 1-D ``W_2²`` exact
+    between the empirical quantile functions (on their merged jump levels)."""
     xa, ya = _as_pair(x, y)
     if int(n_projections) != n_projections or n_projections < 1:
         raise ValueError(f"n_projections must be an integer >= 1, got {n_projections!r}")
@@ -279,16 +238,10 @@ def sliced_wasserstein(x: np.ndarray, y: np.ndarray, *, n_projections: int = 256
 
 
 def knn_entropy(x: np.ndarray, *, k: int = 3) -> tuple[float, float]:
-    """Kozachenko-Leonenko estimate of the differential entropy of ``x (N, D)``, ``N > k``, in nats:
-    ``(entropy, standard_error)``.
-
-    ``H = psi(N) - psi(k) + log V_D + (D / N) sum_i log r_i``, with ``r_i`` the distance from point i to
-    its k-th nearest other point and ``V_D`` the unit ball's volume (Kraskov et al. 2004, eq. 20).
-    Consistent for fixed k; it overestimates bounded supports by O((k / N)^(1 / D)). The standard
-    error is ``std(D log r_i) / sqrt(N)`` (``ddof=1``); it ignores the correlation of neighbouring
-    terms, so it can understate the spread (docs/evaluation.md). A point with ``k`` or more exact
-    copies has ``r_i = 0``: that raises ``ValueError`` instead of returning ``-inf``.
-    """
+    """Kozachenko-Leonenko differential entropy of ``x (N > k, D)`` in nats, ``(entropy, SE)``:
+    ``psi(N) - psi(k) + log V_D + (D / N) sum_i log r_i``, ``r_i`` the distance to the k-th nearest
+    other point (Kraskov et al. 2004, eq. 20). SE ``std(D log r_i) / sqrt(N)`` ignores correlated terms
+    (docs/evaluation.md). ValueError where a point has ``k`` or more exact copies (``r_i = 0``)."""
     if int(k) != k or k < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
     k = int(k)
@@ -335,13 +288,8 @@ def bootstrap_interval(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Bias-corrected percentile bootstrap interval ``(low, high)`` of ``statistic(x, y)`` (Efron &
-    Tibshirani 1993, ch. 13 and sec. 10.2).
-
-    Each of ``n_boot >= 2`` replicates resamples the rows of ``x`` and ``y`` independently with
-    replacement (seeded); the interval is the ``(1 ∓ level) / 2`` quantiles of the replicates less the
-    bootstrap estimate of the bias, ``mean(replicates) - statistic(x, y)``: duplicate rows shift
-    within-sample terms such as those of :func:`energy_distance` and :func:`mmd` (docs/evaluation.md).
-    """
+    Tibshirani 1993, ch. 13, sec. 10.2): ``n_boot >= 2`` seeded resamplings of the rows of ``x`` and
+    ``y``; quantiles less ``mean(replicates) - statistic(x, y)`` (duplicates bias U-statistics)."""
     if int(n_boot) != n_boot or n_boot < 2:
         raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
     if not 0.0 < level < 1.0:

@@ -18,16 +18,6 @@ from genmodels.evaluation import metrics as M
 from genmodels.models import ModelSpec, get_spec, model_names
 from genmodels.train.acceleration import autocast
 
-__all__ = [
-    "FAR_SAMPLE_STDS",
-    "METRIC_UNITS",
-    "evaluate_samples",
-    "finite_samples",
-    "sample_model",
-    "spec_of",
-    "two_sample_scores",
-]
-
 log = logging.getLogger(__name__)
 
 
@@ -125,13 +115,9 @@ def two_sample_scores(
     n_boot: int = 0,
     seed: int = 0,
 ) -> dict[str, dict[str, Any]]:
-    """Each statistic in ``names`` (``c2st_mlp``, ``c2st_hgb``, ``energy``, ``mmd``, ``sliced_w2``) of
-    ``real`` against ``generated``, beside its floor (the statistic of ``floor_pair``, two sets of real
-    points; NaN without one) and a 95% interval: a bootstrap of ``n_boot >= 2`` replicates for the
-    distances, else Wilson's interval of the accuracy on ``2 n`` predictions.
-
-    Returns ``{name: {"value", "interval": [lo, hi], "interval_kind", "floor", "seconds"}}``.
-    """
+    """Each statistic in ``names`` (keys of :func:`_statistics`) of ``real`` against ``generated``, beside
+    its floor (the statistic of ``floor_pair``; NaN without) and a 95 % interval (bootstrap of ``n_boot >= 2``
+    for the distances, else Wilson's on ``2 n`` predictions): ``{name: {value, interval, interval_kind, floor, seconds}}``."""
     statistics = _statistics(seed)
     out: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -175,9 +161,9 @@ METRIC_UNITS: dict[str, str] = {
 def evaluate_samples(
     samples: np.ndarray, real_test: np.ndarray, real_train: np.ndarray | None, *, seed: int
 ) -> dict:
-    """C2ST (MLP and gradient-boosted trees) of ``samples`` against the held-out points, each beside
-    its floor: the same test between as many training points and held-out points (no ``real_train``:
-    NaN). Returns ``{"n_eval", "c2st", "c2st_floor", "c2st_hgb", "c2st_hgb_floor"}``."""
+    """C2ST (MLP and boosted trees) of ``samples`` against the held-out points, each beside its floor
+    (as many training points against the same held-out ones; NaN without ``real_train``):
+    ``{"n_eval", "c2st", "c2st_floor", "c2st_hgb", "c2st_hgb_floor"}``."""
     n = min(len(samples), len(real_test))
     rng = np.random.default_rng(seed)
     gen = samples[rng.choice(len(samples), n, replace=False)]

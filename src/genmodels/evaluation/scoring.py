@@ -25,19 +25,6 @@ import torch
 from genmodels.evaluation import metrics as M
 from genmodels.evaluation.sampling import finite_samples, sample_model, spec_of, two_sample_scores
 
-__all__ = [
-    "Evaluation",
-    "evaluate_checkpoint",
-    "evaluate_model",
-    "likelihood_metrics",
-    "sample_metrics",
-    "mode_coverage",
-    "entropy_reference",
-    "looks_like_text",
-    "format_report",
-    "compare_table",
-]
-
 log = logging.getLogger(__name__)
 
 #: Shares inside the glyphs above which 2-D data are taken to be the rendered text.
@@ -68,26 +55,17 @@ ENTROPY_MISMATCH_NATS = 0.25
 
 
 def entropy_reference(real: np.ndarray, *, dataset: str | None = None, k: int = 3) -> dict[str, Any]:
-    """The likelihood floor: the differential entropy in nats of the points ``real (N, D)``, by the
-    Kozachenko-Leonenko estimate (neighbour order ``k``) and, where ``dataset`` names the generator
-    (:data:`genmodels.data.GENERATORS`) that has one, the closed form; a warning where the two differ
-    by more than :data:`ENTROPY_MISMATCH_NATS` plus 4 SE (the points may come from elsewhere).
-
-    Returns ``{"n", "knn_k", "dataset", "exact" (or None), "knn", "knn_se", "value", "se", "source"}``:
-    ``value`` is the exact entropy (``se`` 0) where known, else the k-NN one.
-    """
+    """The likelihood floor (nats) of ``real (N, D)``: its Kozachenko-Leonenko entropy (order ``k``) and
+    the closed form of the generator ``dataset`` where known (then ``value``; a warning where they differ by
+    more than :data:`ENTROPY_MISMATCH_NATS` + 4 SE). Keys: n, knn_k, dataset, exact, knn, knn_se, value, se, source."""
     from genmodels.data import exact_entropy
 
-    out: dict[str, Any] = {"n": int(len(real)), "knn_k": int(k), "dataset": dataset, "exact": None}
+    exact = None if dataset is None else exact_entropy(dataset)
     try:
         h, se = M.knn_entropy(real, k=k)
     except ValueError as error:  # duplicated points
         log.warning("k-NN entropy skipped: %s", error)
         h, se = math.nan, math.nan
-    out["knn"], out["knn_se"] = h, se
-    if dataset is not None:
-        out["exact"] = exact_entropy(dataset)
-    exact = out["exact"]
     if exact is not None and math.isfinite(h) and abs(h - exact) > ENTROPY_MISMATCH_NATS + 4 * se:
         log.warning(
             "the data do not look drawn from %s: their k-NN entropy is %.3f ± %.3f nats, its exact "
@@ -95,11 +73,12 @@ def entropy_reference(real: np.ndarray, *, dataset: str | None = None, k: int = 
             "if the data came from elsewhere (or were rescaled)",
             dataset, h, se, exact,
         )  # fmt: skip
-    if out["exact"] is not None:
-        out.update(value=float(out["exact"]), se=0.0, source="exact")
-    else:
-        out.update(value=h, se=se, source="knn")
-    return out
+    out = {"n": int(len(real)), "knn_k": int(k), "dataset": dataset, "exact": exact, "knn": h, "knn_se": se}
+    return out | (
+        dict(value=float(exact), se=0.0, source="exact")
+        if exact is not None
+        else dict(value=h, se=se, source="knn")
+    )
 
 
 def _nll_entry(nll: np.ndarray, dim: int, entropy: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -125,12 +104,8 @@ def likelihood_metrics(
     n_points: Mapping[str, int] | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Held-out negative log-likelihoods (nats, data units) with standard errors and gaps to ``entropy``.
-
-    Every estimator of the model's spec (``spec.likelihoods``) runs on ``n_points[name]`` random
-    points of ``real (N, D)`` (default and at most N: all of them; 0 skips it). Returns
-    ``{name: {value, se, per_dim, per_dim_se, n, gap, gap_se, seconds}}``.
-    """
+    """NLL (nats, data units) by each estimator of the spec's ``likelihoods`` on ``n_points[name]`` random
+    points of ``real (N, D)`` (default N; 0 skips): ``{name: {value, se, per_dim, per_dim_se, n, gap, gap_se, seconds}}``."""
     dim = real.shape[1]
     rng = np.random.default_rng(seed)
     device = next(model.buffers()).device
@@ -156,14 +131,9 @@ def sample_metrics(
     n_boot: int = 10,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Two-sample statistics of ``generated`` against real points, each with its floor and interval.
-
-    The real points are shuffled (seeded) and split into halves A and B; ``n_eval`` (default and at
-    most ``min(len(generated), len(real) // 2)``) generated points are compared with ``n_eval`` points
-    of A (the model's value), and ``n_eval`` points of B with the same points of A (the floor).
-    Returns ``{"n_eval", "n_boot", name: {"value", "interval", "interval_kind", "floor", "seconds"}}``
-    for ``c2st_mlp``, ``c2st_hgb``, ``energy``, ``mmd``, ``sliced_w2``.
-    """
+    """Two-sample statistics of ``generated`` against ``n_eval`` (at most ``min(len(generated), N // 2)``)
+    points of a seeded half A of ``real``, each with its floor (as many points of the other half B against
+    the same points of A) and 95 % interval: ``{"n_eval", "n_boot", name: {...}}`` (:func:`two_sample_scores`)."""
     rng = np.random.default_rng(seed)
     half = len(real) // 2
     n = min(len(generated), half) if n_eval is None else min(int(n_eval), len(generated), half)
@@ -182,8 +152,8 @@ def sample_metrics(
 
 
 def looks_like_text(points: np.ndarray, text: str = "689") -> bool:
-    """Whether 2-D points look like :func:`genmodels.data.make_text` of ``text``: at least half of them
-    inside the glyphs and at least a tenth of them inside each glyph."""
+    """Whether 2-D points look like :func:`genmodels.data.make_text` of ``text``: at least half inside the
+    glyphs and a tenth inside each glyph."""
     from genmodels.data import glyph_labels
 
     if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
@@ -198,12 +168,9 @@ def looks_like_text(points: np.ndarray, text: str = "689") -> bool:
 
 
 def mode_coverage(generated: np.ndarray, real: np.ndarray, text: str = "689") -> dict[str, Any]:
-    """Share of generated vs real points inside each glyph of ``text`` and outside them all.
-
-    Returns ``{"text": text, "glyphs": [{"char", "real", "generated", "real_se", "generated_se",
-    "ratio"}, ...], "outside": {...}, "max_abs_difference": float}``; the standard errors are binomial,
-    ``sqrt(p (1 - p) / n)``.
-    """
+    """Shares of generated and real points inside each glyph of ``text`` and outside them all, with
+    binomial SEs ``sqrt(p (1 - p) / n)``: ``{"text", "n_real", "n_generated", "glyphs": [{"char", "real",
+    "generated", "real_se", "generated_se", "ratio"}], "outside", "max_abs_difference"}``."""
     from genmodels.data import glyph_labels
 
     def shares(points: np.ndarray) -> tuple[np.ndarray, int]:
@@ -268,11 +235,9 @@ def evaluate_model(
     seed: int = 0,
     samples: np.ndarray | None = None,
 ) -> Evaluation:
-    """Every metric (module docstring) of one model in eval mode on ``real (N, D)``, in data units:
-    ``n_samples`` drawn (or ``samples`` given), ``n_eval`` of them in the two-sample tests
-    (:func:`sample_metrics`, ``n_boot`` replicates), ``n_points`` per likelihood estimator by name
-    (:func:`likelihood_metrics`), the closed-form entropy of ``dataset``, the mode coverage of ``text``
-    (None: "689" for text data), every random choice seeded by ``seed``."""
+    """Every metric (module docstring) of ``model`` on ``real (N, D)``: ``n_samples`` drawn (or ``samples``),
+    ``n_eval``/``n_boot`` for :func:`sample_metrics`, ``n_points`` for :func:`likelihood_metrics`, ``dataset``'s
+    exact entropy, mode coverage of ``text`` (None: "689" for text data); seeded by ``seed``."""
     timing: dict[str, float] = {}
 
     def timed(key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -310,39 +275,37 @@ def evaluate_model(
     return Evaluation(metrics=metrics, samples=samples, real=real, model=model)
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    *,
-    data: str | Path | None = None,
-    drop_invalid: bool = False,
-    device: str = "cpu",
-    **options: Any,
-) -> Evaluation:
-    """Load a checkpoint and run :func:`evaluate_model` (with ``options``) on its held-out split
-    (``payload["test_data"]``), or on the CSV file ``data`` (read by :func:`genmodels.data.load_csv`
-    with ``drop_invalid``).
-
-    Raises:
-        CheckpointError: the checkpoint cannot be used; DataError: bad ``data``; ConfigError: no
-            evaluation data (a checkpoint without a held-out split and no ``data``).
-    """
+def checkpoint_points(
+    payload: dict[str, Any], checkpoint: Any, data: Any = None, *, drop_invalid: bool = False
+) -> np.ndarray:
+    """The evaluation points ``(N, D)`` of a loaded checkpoint: the CSV file ``data``, else its held-out
+    split; ConfigError where it has none, DataError where ``data`` has other columns than the model."""
     from genmodels.data import load_csv
     from genmodels.errors import ConfigError, DataError
+
+    if data is None:
+        test = payload.get("test_data")
+        if test is None or len(test) == 0:
+            raise ConfigError(f"{checkpoint} stores no held-out points; pass --data")
+        return test.double().cpu().numpy()
+    real = load_csv(data, drop_invalid=drop_invalid).values
+    if real.shape[1] != payload["dim"]:
+        raise DataError(f"{data} has {real.shape[1]} columns but the model was trained on {payload['dim']}")
+    return real
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, *, data: str | Path | None = None, drop_invalid: bool = False, device: str = "cpu",
+    **options: Any,
+) -> Evaluation:  # fmt: skip
+    """:func:`evaluate_model` (with ``options``) of a checkpoint's model on :func:`checkpoint_points`."""
+    from genmodels.errors import DataError
     from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     payload = load_checkpoint(checkpoint, map_location=device)
     model = model_from_checkpoint(payload, device=device)
-    if data is not None:
-        real, source = load_csv(data, drop_invalid=drop_invalid).values, str(data)
-        if real.shape[1] != payload["dim"]:
-            raise ConfigError(
-                f"{data} has {real.shape[1]} columns but the model was trained on {payload['dim']}"
-            )
-    else:
-        test = payload.get("test_data")
-        if test is None or len(test) == 0:
-            raise ConfigError(f"{checkpoint} stores no held-out data; pass --data")
-        real, source = test.double().cpu().numpy(), "held-out split stored in the checkpoint"
+    real = checkpoint_points(payload, checkpoint, data, drop_invalid=drop_invalid)
+    source = "held-out split stored in the checkpoint" if data is None else str(data)
     least = 2 * M.MIN_TWO_SAMPLE_POINTS
     if len(real) < least:
         raise DataError(
@@ -360,10 +323,6 @@ def evaluate_checkpoint(
     }
     return result
 
-
-# --------------------------------------------------------------------------------------------------
-# Text
-# --------------------------------------------------------------------------------------------------
 
 _LIKELIHOOD_NAMES = {
     "exact": "exact NLL (RealNVP)",
@@ -389,101 +348,82 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def format_report(metrics: dict[str, Any]) -> str:
     """A plain-text report of :func:`evaluate_model`'s metrics, each number beside its reference."""
-    lines = []
-    head = metrics.get("checkpoint", "model")
-    lines.append(f"{metrics['model']} {head}")
-    lines.append(
-        f"evaluation data: {metrics.get('data', 'given points')} ({metrics['n_real']} points, D = {metrics['dim']})"
-    )
-    e = metrics["entropy"]
-    lines.append("")
-    lines.append(
-        "likelihood [nats per sample | per dimension]   value ± SE        reference: entropy    gap NLL - H"
-    )
-    knn = f"Kozachenko-Leonenko (k={e['knn_k']}) {_fmt(e['knn'])} ± {_fmt(e['knn_se'])}"
+    e, s, cov = metrics["entropy"], metrics["samples"], metrics.get("mode_coverage")
     exact = f"; exact ({e['dataset']}) {_fmt(e['exact'])}" if e["exact"] is not None else ""
-    lines.append(f"  data entropy H: {knn}{exact}; gaps use the {e['source']} value")
-    for key, entry in metrics["likelihood"].items():
-        lines.append(
-            f"  {_LIKELIHOOD_NAMES.get(key, key):<34} {_fmt(entry['value'])} ± {_fmt(entry['se'])} "
-            f"| {_fmt(entry['per_dim'])}   H = {_fmt(e['value'])}   gap {_fmt(entry['gap'])} ± {_fmt(entry['gap_se'])}"
-            f"   ({entry['n']} points)"
-        )
-    s = metrics["samples"]
-    lines.append("")
-    lines.append(
-        f"sample quality ({s['n_eval']} generated vs {s['n_eval']} real points; floor: "
-        f"{s['n_eval']} other real points vs the same real points)"
-    )
-    lines.append(f"  {'metric':<30} {'model':>10}  {'95% interval':<24} {'floor':>10}")
+    lines = [
+        f"{metrics['model']} {metrics.get('checkpoint', 'model')}",
+        f"evaluation data: {metrics.get('data', 'given points')} ({metrics['n_real']} points, D = {metrics['dim']})",
+        "",
+        "likelihood [nats per sample | per dimension]   value ± SE        reference: entropy    gap NLL - H",
+        f"  data entropy H: Kozachenko-Leonenko (k={e['knn_k']}) {_fmt(e['knn'])} ± {_fmt(e['knn_se'])}{exact}; "
+        f"gaps use the {e['source']} value",
+    ]
+    lines += [
+        f"  {_LIKELIHOOD_NAMES.get(key, key):<34} {_fmt(entry['value'])} ± {_fmt(entry['se'])} "
+        f"| {_fmt(entry['per_dim'])}   H = {_fmt(e['value'])}   gap {_fmt(entry['gap'])} ± {_fmt(entry['gap_se'])}"
+        f"   ({entry['n']} points)"
+        for key, entry in metrics["likelihood"].items()
+    ]
+    n = s["n_eval"]
+    lines += ["", f"sample quality ({n} generated vs {n} real points; floor: {n} other real points vs the same real points)",
+              f"  {'metric':<30} {'model':>10}  {'95% interval':<24} {'floor':>10}"]  # fmt: skip
     for key, name in _SAMPLE_NAMES.items():
         entry = s[key]
-        interval = f"[{_fmt(entry['interval'][0])}, {_fmt(entry['interval'][1])}]"
+        interval = "[{}, {}]".format(*map(_fmt, entry["interval"]))
         lines.append(f"  {name:<30} {_fmt(entry['value']):>10}  {interval:<24} {_fmt(entry['floor']):>10}")
-    cov = metrics.get("mode_coverage")
     if cov:
-        lines.append("")
-        lines.append(f"mode coverage of '{cov['text']}' (share of points; real is the reference)")
+        lines += ["", f"mode coverage of '{cov['text']}' (share of points; real is the reference)"]
         for entry in [*cov["glyphs"], cov["outside"]]:
             label = f"inside '{entry['char']}'" if entry["char"] is not None else "outside the glyphs"
             lines.append(
                 f"  {label:<20} generated {entry['generated']:.4f} ± {entry['generated_se']:.4f}   "
                 f"real {entry['real']:.4f} ± {entry['real_se']:.4f}   ratio {_fmt(entry['ratio'], 3)}"
             )
-    t = metrics["seconds"]
-    lines.append("")
-    lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in t.items()))
+    lines += ["", "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in metrics["seconds"].items())]
     return "\n".join(lines)
+
+
+def _sample_cell(entry: dict[str, Any]) -> str:
+    lo, hi = entry["interval"]
+    return f"{_fmt(entry['value'])} [{_fmt(lo)}, {_fmt(hi)}] (floor {_fmt(entry['floor'])})"
 
 
 def compare_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     """A Markdown table with one column per evaluated model (``(label, metrics)`` pairs) and one row
     per metric; numbers are ``value ± SE`` or ``value [interval] (floor f)``."""
-
-    def cell_nll(m: dict[str, Any], key: str, field_: str = "value") -> str:
-        entry = m["likelihood"].get(key)
-        if entry is None:
-            return "–"
-        if field_ == "gap":
-            return f"{_fmt(entry['gap'])} ± {_fmt(entry['gap_se'])}"
-        if field_ == "per_dim":
-            return _fmt(entry["per_dim"])
-        return f"{_fmt(entry['value'])} ± {_fmt(entry['se'])} (n={entry['n']})"
-
-    def cell_sample(m: dict[str, Any], key: str) -> str:
-        entry = m["samples"][key]
-        lo, hi = entry["interval"]
-        return f"{_fmt(entry['value'])} [{_fmt(lo)}, {_fmt(hi)}] (floor {_fmt(entry['floor'])})"
-
-    header = "| metric | " + " | ".join(label for label, _ in rows) + " |"
-    lines = [header, "|---" * (len(rows) + 1) + "|"]
+    lines = ["| metric | " + " | ".join(label for label, _ in rows) + " |", "|---" * (len(rows) + 1) + "|"]
 
     def add(name: str, fn: Callable[[dict[str, Any]], str]) -> None:
         lines.append(f"| {name} | " + " | ".join(fn(m) for _, m in rows) + " |")
 
+    def nll(key: str, cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+        return lambda m: "–" if m["likelihood"].get(key) is None else cell(m["likelihood"][key])
+
+    def coverage(cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+        return lambda m: f"{cell(m['mode_coverage']):.3f}" if m.get("mode_coverage") else "–"
+
+    e = "entropy"
     add(
         "data entropy H [nats] (reference)",
-        lambda m: f"{_fmt(m['entropy']['value'])} ± {_fmt(m['entropy']['se'])} ({m['entropy']['source']})",
+        lambda m: f"{_fmt(m[e]['value'])} ± {_fmt(m[e]['se'])} ({m[e]['source']})",
     )
     for key in dict.fromkeys(k for _, m in rows for k in m["likelihood"]):
         name = _LIKELIHOOD_NAMES.get(key, key)
-        add(f"{name} [nats]", lambda m, k=key: cell_nll(m, k))
-        add(f"{name} [nats/dim]", lambda m, k=key: cell_nll(m, k, "per_dim"))
-        add(f"gap {key} - H [nats]", lambda m, k=key: cell_nll(m, k, "gap"))
+        add(f"{name} [nats]", nll(key, lambda v: f"{_fmt(v['value'])} ± {_fmt(v['se'])} (n={v['n']})"))
+        add(f"{name} [nats/dim]", nll(key, lambda v: _fmt(v["per_dim"])))
+        add(f"gap {key} - H [nats]", nll(key, lambda v: f"{_fmt(v['gap'])} ± {_fmt(v['gap_se'])}"))
     for key, name in _SAMPLE_NAMES.items():
-        add(name, lambda m, k=key: cell_sample(m, k))
-    if any(m.get("mode_coverage") for _, m in rows):
-        first = next(m["mode_coverage"] for _, m in rows if m.get("mode_coverage"))
+        add(name, lambda m, k=key: _sample_cell(m["samples"][k]))
+    first = next((m["mode_coverage"] for _, m in rows if m.get("mode_coverage")), None)
+    if first:
         for i, glyph in enumerate(first["glyphs"]):
             add(
                 f"share in '{glyph['char']}' (real {glyph['real']:.3f})",
-                lambda m, i=i: (
-                    f"{m['mode_coverage']['glyphs'][i]['generated']:.3f}" if m.get("mode_coverage") else "–"
-                ),
+                coverage(lambda c, i=i: c["glyphs"][i]["generated"]),
             )
         add(
             f"share outside glyphs (real {first['outside']['real']:.3f})",
-            lambda m: f"{m['mode_coverage']['outside']['generated']:.3f}" if m.get("mode_coverage") else "–",
+            coverage(lambda c: c["outside"]["generated"]),
         )
     add("evaluation seconds", lambda m: f"{m['seconds']['total']:.1f}")
     return "\n".join(lines) + "\n"

@@ -12,22 +12,6 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = [
-    "ReverseRecording",
-    "WarpedGrid",
-    "VectorField",
-    "closest_indices",
-    "denoising_field",
-    "forward_process",
-    "grid_lines",
-    "latent",
-    "log_density_on_grid",
-    "noise_level_timesteps",
-    "record_reverse_process",
-    "reverse_recording",
-    "warped_grid",
-]
-
 _BATCH = 65536
 
 
@@ -45,10 +29,9 @@ def log_density_on_grid(flow: nn.Module, grid: np.ndarray, *, batch_size: int = 
 
 
 @torch.no_grad()
-def latent(flow: nn.Module, x: np.ndarray, *, batch_size: int = _BATCH) -> np.ndarray:
+def latent(flow: nn.Module, x: np.ndarray) -> np.ndarray:
     """The latent ``z = f(x)`` of points ``x (N, D)``: ``(N, D)`` float64."""
-    t = _tensor(flow, x)
-    return torch.cat([flow(chunk)[0] for chunk in t.split(batch_size)]).double().cpu().numpy()
+    return torch.cat([flow(chunk)[0] for chunk in _tensor(flow, x).split(_BATCH)]).double().cpu().numpy()
 
 
 def grid_lines(
@@ -61,12 +44,8 @@ def grid_lines(
     x0, x1, y0, y1 = box
     xs, ys = np.linspace(x0, x1, n_lines), np.linspace(y0, y1, n_lines)
     tx, ty = np.linspace(x0, x1, n_points), np.linspace(y0, y1, n_points)
-    vertical = np.stack(
-        [np.broadcast_to(xs[:, None], (n_lines, n_points)), np.broadcast_to(ty, (n_lines, n_points))], -1
-    )
-    horizontal = np.stack(
-        [np.broadcast_to(tx, (n_lines, n_points)), np.broadcast_to(ys[:, None], (n_lines, n_points))], -1
-    )
+    vertical = np.stack(np.broadcast_arrays(xs[:, None], ty[None, :]), -1)
+    horizontal = np.stack(np.broadcast_arrays(tx[None, :], ys[:, None]), -1)
     return np.concatenate([vertical, horizontal]).astype(float)
 
 

@@ -1,18 +1,10 @@
-"""Figures for point data, densities and training histories: numpy arrays in, image files out.
+"""Figures of points, densities and training histories: numpy arrays in, image files out.
 
-This is the only module of the package that imports matplotlib. It builds every figure with
-:class:`matplotlib.figure.Figure` directly (no pyplot, no global state, no display needed) and
-writes it atomically through :func:`genmodels.fileio.atomic_path`, so a failure while drawing or
-saving leaves any previous file untouched.
-
-Every public ``plot_*`` function takes ``fmt`` ("png", "svg" or "pdf"); the suffix of ``path`` is
-replaced by ``"." + fmt`` and the path actually written is returned. PNGs are written at
-:data:`DPI` dots per inch without tight cropping, so an image is exactly ``figsize * DPI`` pixels.
-
-Shared styling: axis limits come from the 0.1 %-99.9 % quantiles of the data, padded and widened to
-the panel's shape, so a few outliers never squash the picture; scatter marker size and opacity shrink
-with the number of points; scatter panels use an equal aspect ratio and the colour-blind-safe
-Okabe-Ito palette. Scatters draw the first two columns of their points.
+The package's only matplotlib user: :class:`~matplotlib.figure.Figure` directly (no pyplot), written
+atomically (:func:`genmodels.fileio.atomic_path`) as ``fmt`` ("png", "svg", "pdf"; the suffix of
+``path`` replaced, the path written returned) at :data:`DPI`, untrimmed (``figsize * DPI`` pixels).
+Scatters draw the first two columns in limits from the 0.1-99.9 % quantiles, equal aspect, Okabe-Ito
+colours, markers shrinking with N.
 """
 
 from __future__ import annotations
@@ -32,37 +24,10 @@ from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from genmodels.fileio import atomic_path
 
-__all__ = [
-    "DPI",
-    "PALETTE",
-    "grid_for",
-    "plot_animation",
-    "plot_coloured_panels",
-    "plot_compare",
-    "plot_density",
-    "plot_loss",
-    "plot_pairs",
-    "plot_panels",
-    "plot_strip",
-    "plot_training_diagnostics",
-    "plot_vector_fields",
-    "plot_warped_grid",
-    "pretty_label",
-]
+DPI = 150  # dots per inch of every figure
 
-DPI = 150
-"""Resolution of every figure (dots per inch)."""
-
-PALETTE = (
-    "#0072B2",  # blue
-    "#D55E00",  # vermillion
-    "#009E73",  # bluish green
-    "#E69F00",  # orange
-    "#CC79A7",  # reddish purple
-    "#56B4E9",  # sky blue
-    "#000000",  # black
-)
-"""Okabe-Ito colours, distinguishable under the common forms of colour-vision deficiency."""
+# Okabe-Ito: blue, vermillion, bluish green, orange, reddish purple, sky blue, black (colour-blind safe).
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000")
 
 PathLike = str | os.PathLike[str]
 Box = tuple[float, float, float, float]
@@ -78,11 +43,6 @@ _STRIP_SCALE = (_STRIP_INCHES / _PANEL_INCHES) ** 2  # marker area in a smaller 
 _RASTERIZE_ABOVE = 2000
 _ACRONYMS = {"nll": "NLL", "kl": "KL", "lr": "LR", "mse": "MSE", "elbo": "ELBO", "bpd": "BPD", "ema": "EMA"}
 _LOSS_TOKENS = ("loss", "nll", "mse", "kl", "elbo", "bpd")
-
-
-# --------------------------------------------------------------------------------------------------
-# Shared styling and input checks
-# --------------------------------------------------------------------------------------------------
 
 
 def _finite_rows(data: np.ndarray) -> np.ndarray:
@@ -148,8 +108,7 @@ def _scatter(
 
 
 def _note_outside(ax: Axes, xy: np.ndarray, box: Box) -> None:
-    """Say how many points fall outside the drawn limits when it is more than 1%: a figure must not
-    hide that samples have diverged."""
+    """Say how many points fall outside ``box`` where over 1 %: a figure must not hide diverged samples."""
     x, y = xy[:, 0], xy[:, 1]
     inside = np.isfinite(xy).all(axis=1) & (x >= box[0]) & (x <= box[1]) & (y >= box[2]) & (y <= box[3])
     outside = int(len(xy) - inside.sum())
@@ -207,7 +166,7 @@ def _panel_names(
     return [names if own is None else _column_names(own, len(names)) for own in panel_columns]
 
 
-def _subsample(data: np.ndarray, max_points: int | None, seed: int = 0) -> np.ndarray:
+def subsample(data: np.ndarray, max_points: int | None, seed: int = 0) -> np.ndarray:
     """At most ``max_points`` rows, chosen reproducibly at random (order kept)."""
     if max_points is None or len(data) <= max_points:
         return data
@@ -235,9 +194,44 @@ def _new_figure(width: float, height: float, suptitle: str | None = None, fontsi
     return fig
 
 
-# --------------------------------------------------------------------------------------------------
-# Scatter panels, pair plots, strips
-# --------------------------------------------------------------------------------------------------
+def _row(
+    k: int, width: float, height: float, suptitle: str | None, fontsize: float = 12
+) -> tuple[Figure, list[Axes]]:
+    """A figure of one row of ``k`` axes, each ``width`` inches wide."""
+    fig = _new_figure(width * k, height, suptitle, fontsize)
+    return fig, list(fig.subplots(1, k, squeeze=False)[0])
+
+
+def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[np.ndarray]:
+    """The finite rows of the first two columns of each ``(title, points (N, D >= 2))``."""
+    if len(items) == 0:
+        raise ValueError(f"needs at least one {what}")
+    return [_finite_rows(_points(data, f"{what} {title!r}")[:, :2]) for title, data in items]
+
+
+def _scatter_row(
+    axes: Sequence[Axes],
+    panels: Sequence[tuple[str, np.ndarray]],
+    boxes: Sequence[Box | None],
+    names: Sequence[Sequence[str] | None],
+    *,
+    fontsize: float = 11,
+    small: bool = False,
+) -> None:
+    """Scatter panels (``small``: one colour, marker style of the largest, strip-sized markers)."""
+    n_style = max(len(xy) for _, xy in panels) if small else None
+    for i, (ax, (title, xy), box, own) in enumerate(zip(axes, panels, boxes, names, strict=True)):
+        _scatter(
+            ax,
+            xy,
+            _color(0 if small else i),
+            box=box,
+            n_for_style=n_style,
+            scale=_STRIP_SCALE if small else 1.0,
+        )
+        _label(ax, title, own, fontsize)
+        if small:
+            ax.tick_params(labelsize=7)
 
 
 def _panel_boxes(
@@ -267,44 +261,29 @@ def plot_panels(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """One row of scatter panels, e.g. "Original Data" | "Latent z = f(x)" | "Generated Samples".
+    """One row of scatter panels ``(title, points (N_i, D >= 2))``, e.g. data | latent | samples.
 
-    Args:
-        panels: ``(title, points (N_i, D))`` pairs, D >= 2 and the same for all.
-        reference: ``(M, D)`` points (the real data) whose quantile box sets the limits of the panels
-            that ``share_reference`` flags (panels in data space); the others (latent, diffused)
-            get their own limits, as all do without flags. The reference also sets the panels' shape.
-        columns: names of the D columns (default "x1", "x2", ...); ``panel_columns``: per panel, its
-            own names (a latent z₁, z₂) or None. For D > 2 the figure says it shows the first two.
+    ``reference (M, D)`` (the real data) sets the panels' shape and the limits of the panels that
+    ``share_reference`` flags (those in data space; the others get their own). ``columns`` names
+    the D columns (default "x1", "x2", ...), ``panel_columns`` a panel's own (a latent z₁, z₂) or None.
     """
-    if len(panels) == 0:
-        raise ValueError("plot_panels needs at least one panel")
-    arrays = [_points(data, f"panel {title!r}") for title, data in panels]
-    d = arrays[0].shape[1]
-    if any(a.shape[1] != d for a in arrays):
-        raise ValueError(
-            f"all panels must have the same number of columns, got {[a.shape[1] for a in arrays]}"
-        )
+    projected = _projected(panels, "panel")
+    d = {_points(data, "panel").shape[1] for _, data in panels}
+    if len(d) > 1:
+        raise ValueError(f"all panels must have the same number of columns, got {sorted(d)}")
+    d = d.pop()
     names = _column_names(columns, d)
-    axis_names = _panel_names(panel_columns, len(panels), names)
-    ref = None if reference is None else _points(reference, "reference")
-    if ref is not None and ref.shape[1] != d:
-        raise ValueError(f"reference has {ref.shape[1]} columns but the panels have {d}")
-    projected = [_finite_rows(arr[:, :2]) for arr in arrays]
-    boxes, aspect = _panel_boxes(
-        projected, None if ref is None else _finite_rows(ref[:, :2]), share_reference
-    )
+    ref = None if reference is None else _finite_rows(_points(reference, "reference")[:, :2])
+    boxes, aspect = _panel_boxes(projected, ref, share_reference)
     heading = [suptitle] if suptitle else []
     if d > 2:
         heading.append(f"showing columns ({names[0]}, {names[1]}) of {d}")
     # Height: the data area (panel width less tick labels, times the aspect) plus title and labels.
     height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading)
     height += 0.22 * max(str(title).count("\n") for title, _ in panels)  # multi-line panel titles
-    fig = _new_figure(_PANEL_INCHES * len(panels), height, "\n".join(heading))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for i, (ax, (title, _), xy) in enumerate(zip(axes, panels, projected, strict=True)):
-        _scatter(ax, xy, _color(i), box=boxes[i])
-        _label(ax, title, axis_names[i])
+    fig, axes = _row(len(panels), _PANEL_INCHES, height, "\n".join(heading))
+    titled = [(title, xy) for (title, _), xy in zip(panels, projected, strict=True)]
+    _scatter_row(axes, titled, boxes, _panel_names(panel_columns, len(panels), names))
     return _save(fig, path, fmt)
 
 
@@ -318,20 +297,17 @@ def plot_pairs(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Pair-plot grid of real ``(N, D)`` vs generated ``(M, D)`` points, in two colours with a legend.
-
-    The lower triangle holds a scatter for every pair of columns (at most ``max_points`` real points,
-    as many generated ones drawn under them), the diagonal overlaid histograms of each column; the
-    legend sits in the empty upper triangle. Each column's limits come from the quantiles of ``real``.
-    """
+    """Pair-plot grid of real ``(N, D)`` vs generated ``(M, D)`` points: scatters of every pair of columns
+    below the diagonal (``max_points`` real, as many generated under them), histograms on it, the legend
+    above; each column's limits from the quantiles of ``real``."""
     real = _finite_rows(_points(real, "real"))
     gen = _finite_rows(_points(generated, "generated"))
     d = real.shape[1]
     if gen.shape[1] != d:
         raise ValueError(f"generated has {gen.shape[1]} columns but real has {d}")
     names = _column_names(columns, d)
-    real_s = _subsample(real, max_points)
-    gen_s = _subsample(gen, len(real_s), seed=1)
+    real_s = subsample(real, max_points)
+    gen_s = subsample(gen, len(real_s), seed=1)
     limits = [_interval(real[:, j]) for j in range(d)]
     cell = float(np.clip(10.0 / d, 1.6, 2.6))
     fig = _new_figure(cell * d + 0.3, cell * d + 0.3, suptitle)
@@ -362,8 +338,7 @@ def plot_pairs(
 
 
 def _pair_histograms(ax: Axes, columns: tuple[np.ndarray, np.ndarray], limits: tuple[float, float]) -> None:
-    """Step histograms of one column, real and generated: densities over all points, also those
-    outside the axis (points out of view lower the curve)."""
+    """Step histograms (densities over all points, also those out of view) of one column, real and generated."""
     edges = np.linspace(*limits, 41)
     for i, (values, label) in enumerate(zip(columns, ("real", "generated"), strict=True)):
         weights = np.full(len(values), 1.0 / (max(len(values), 1) * (edges[1] - edges[0])))
@@ -396,36 +371,19 @@ def plot_strip(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A strip of small scatter panels, ``(title, points (N_i, D >= 2))`` each, e.g. reverse-diffusion
-    snapshots x_L ... x_0: each with its own quantile limits, all with the same colour and marker
-    size and opacity (from the largest snapshot), so they read as one sequence."""
-    if len(snapshots) == 0:
-        raise ValueError("plot_strip needs at least one snapshot")
-    projected = [_finite_rows(_points(data, f"snapshot {title!r}")[:, :2]) for title, data in snapshots]
-    n_style = max(len(xy) for xy in projected)
-    fig = _new_figure(_STRIP_INCHES * len(snapshots), _STRIP_INCHES + (0.35 if suptitle else 0.0), suptitle)
-    axes = fig.subplots(1, len(snapshots), squeeze=False)[0]
-    for ax, (title, _), xy in zip(axes, snapshots, projected, strict=True):
-        _scatter(ax, xy, _color(0), n_for_style=n_style, scale=_STRIP_SCALE)
-        _label(ax, title, fontsize=10)
-        ax.tick_params(labelsize=7)
+    """A strip of small scatter panels ``(title, points (N_i, D >= 2))``, e.g. reverse-diffusion
+    snapshots x_L ... x_0: each in its own limits, all in one colour and marker style."""
+    projected = _projected(snapshots, "snapshot")
+    fig, axes = _row(len(snapshots), _STRIP_INCHES, _STRIP_INCHES + (0.35 if suptitle else 0.0), suptitle)
+    titled = [(title, xy) for (title, _), xy in zip(snapshots, projected, strict=True)]
+    _scatter_row(axes, titled, [None] * len(titled), [None] * len(titled), fontsize=10, small=True)
     return _save(fig, path, fmt)
 
 
-# --------------------------------------------------------------------------------------------------
-# Densities
-# --------------------------------------------------------------------------------------------------
-
-
 def grid_for(points: np.ndarray, *, resolution: int = 200) -> tuple[np.ndarray, Box]:
-    """An evaluation grid over the padded, squared quantile box of ``points`` (first two columns).
-
-    Returns:
-        ``(grid, extent)``: ``grid`` is a (resolution * resolution, 2) array of cell centres in
-        row-major order with x varying fastest, so ``values.reshape(resolution, resolution)`` of
-        per-point values is an (H, W) image with row 0 at the bottom, ready for :func:`plot_density`
-        with ``extent = (x0, x1, y0, y1)`` (the outer cell edges).
-    """
+    """``(grid (R * R, 2), extent)``: cell centres of an ``R = resolution`` grid over the padded, squared
+    quantile box of ``points``, x fastest, so ``values.reshape(R, R)`` is an image for :func:`plot_density`
+    with row 0 at the bottom and ``extent = (x0, x1, y0, y1)`` its outer edges."""
     if resolution < 2:
         raise ValueError(f"resolution must be at least 2, got {resolution}")
     x0, x1, y0, y1 = _box(_finite_rows(_points(points, "points")[:, :2]))
@@ -457,8 +415,8 @@ def _mass_levels(density: np.ndarray, fractions: Sequence[float]) -> list[float]
 
 
 def _log_density_image(fig: Figure, ax: Axes, log_density: np.ndarray, extent: Box, *, small: bool) -> None:
-    """A heatmap of ``log p (H, W)`` (row 0 at the bottom; -inf and NaN in the lowest colour) with a
-    colour bar, from the larger of its 5 % quantile and (maximum - 20 nats) up to its maximum."""
+    """Heatmap of ``log p (H, W)`` (row 0 at the bottom; -inf, NaN in the lowest colour) with a colour
+    bar from max(5 % quantile, maximum - 20 nats) to the maximum."""
     logp = np.asarray(log_density, dtype=float)
     if logp.ndim != 2 or min(logp.shape) < 2:
         raise ValueError(f"log_density must be a 2-D (H, W) array, got shape {logp.shape}")
@@ -479,8 +437,7 @@ def _log_density_image(fig: Figure, ax: Axes, log_density: np.ndarray, extent: B
 
 
 def _data_contours(ax: Axes, points: np.ndarray, extent: Box) -> None:
-    """White contours of the lightly smoothed 2-D histogram of ``points`` in view enclosing 50 % and
-    90 % of them (highest-density regions), with a legend entry."""
+    """White contours of the smoothed histogram of the ``points`` in view holding 50 % and 90 % of them."""
     x0, x1, y0, y1 = extent
     pts = _finite_rows(_points(points, "points")[:, :2])
     inside = pts[(pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)]
@@ -511,9 +468,8 @@ def plot_density(
     columns: Sequence[str] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Heatmap of a log-density ``(H, W)`` in nats on the grid of :func:`grid_for` with outer edges
-    ``extent``, optionally with the 50 % / 90 % contours of the data ``points``; ``columns`` names the
-    two axes. The colour scale is that of :func:`_log_density_image`."""
+    """Heatmap of ``log_density (H, W)`` in nats on :func:`grid_for`'s grid with outer edges ``extent``,
+    with the data ``points``' 50 % / 90 % contours where given; ``columns`` name the axes."""
     x0, x1, y0, y1 = (float(v) for v in extent)
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"extent must be (x0, x1, y0, y1) with x0 < x1 and y0 < y1, got {extent}")
@@ -527,11 +483,6 @@ def plot_density(
     _label(ax, title, _column_names(columns, 2))
     ax.tick_params(labelsize=8)
     return _save(fig, path, fmt)
-
-
-# --------------------------------------------------------------------------------------------------
-# Training histories
-# --------------------------------------------------------------------------------------------------
 
 
 def pretty_label(key: str) -> str:
@@ -552,8 +503,8 @@ def _history_x(history: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, str]
 def _draw_curves(
     ax: Axes, x: np.ndarray, series: Mapping[str, Sequence[float]], *, log_y: bool, color_offset: int = 0
 ) -> None:
-    """Plot each series against ``x`` using only finite points; markers where a series is sparse.
-    A log y-axis is used only when asked for and every plotted value is positive."""
+    """Each series against ``x`` at its finite points (markers where sparse); a log y-axis where asked
+    and every value is positive."""
     drawn: list[np.ndarray] = []
     for i, (key, values) in enumerate(series.items()):
         y = np.asarray(values, dtype=float)
@@ -587,8 +538,7 @@ def _draw_curves(
 
 
 def _plain_number(value: float) -> str:
-    """A tick label in one style for any magnitude: plain from 0.001 to 9,999 ("0.005", "20", "5000"),
-    else a short power of ten ("2e-5", "1e4", "8.2e6")."""
+    """A tick label in one style: plain from 0.001 to 9,999, else "2e-5", "1e4", "8.2e6"."""
     if value == 0 or not math.isfinite(value):
         return f"{value:g}"
     exponent = math.floor(math.log10(abs(value)) + 1e-9)
@@ -598,8 +548,7 @@ def _plain_number(value: float) -> str:
 
 
 class _PlainLogFormatter(LogFormatter):
-    """matplotlib's LogFormatter (its choice of which minor ticks to label) with :func:`_plain_number`
-    labels: its own labels switch from "1e4" to "1e+05" and write 0.1 as "1e-01"."""
+    """matplotlib's LogFormatter (its choice of labelled minor ticks) with :func:`_plain_number` labels."""
 
     def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
         return _plain_number(x)
@@ -614,11 +563,8 @@ def plot_loss(
     log_y: bool = False,
     fmt: str = "png",
 ) -> Path:
-    """Curves of every key of ``history`` other than "epoch" against the epoch (1, 2, ... without one).
-
-    Non-finite values (epochs where a held-out loss was not computed) are skipped; series with gaps
-    or few points get markers. ``log_y`` is honoured only when every plotted value is positive.
-    """
+    """Every series of ``history`` but "epoch" against the epoch (else 1, 2, ...); non-finite values
+    skipped, sparse series marked; ``log_y`` only where every value is positive."""
     x, x_label = _history_x(history)
     fig = _new_figure(6.4, 4.2)
     ax = fig.subplots()
@@ -649,11 +595,9 @@ def plot_training_diagnostics(
     titles: Mapping[str, str] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Panels per epoch: the losses (keys with a part loss, nll, mse, kl, elbo or bpd), the ``heldout``
-    keys (in other units than the loss; a panel of their own where given), the learning rate "lr"
-    and the gradient norm "grad_norm" (log y across a decade). ``titles`` renames panels by their
-    default titles ("loss", "held-out", "learning rate", "gradient norm").
-    """
+    """Panels per epoch: losses (keys with a part loss, nll, mse, kl, elbo or bpd), the ``heldout`` keys
+    (own panel), "lr" and "grad_norm" (log y across a decade); ``titles`` renames the panels "loss",
+    "held-out", "learning rate", "gradient norm"."""
     x, x_label = _history_x(history)
     apart = [k for k in heldout if k in history]
     losses = {k: v for k, v in history.items() if k != "epoch" and k not in apart and _is_loss_key(k)}
@@ -680,10 +624,6 @@ def plot_training_diagnostics(
         ax.set_xlabel(x_label)
     return _save(fig, path, fmt)
 
-
-# --------------------------------------------------------------------------------------------------
-# Model pictures: coloured scatters, warped grids, vector fields, animations, comparison
-# --------------------------------------------------------------------------------------------------
 
 _OTHER_COLOR = "#BBBBBB"
 _SEQUENTIAL = "cividis"  # perceptually uniform and readable with colour-vision deficiencies
@@ -748,35 +688,26 @@ def plot_coloured_panels(
     panel_columns: Sequence[Sequence[str] | None] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """One row of scatter panels of the same N points (``(title, points (N, D >= 2))`` each), coloured
-    by the same per-point ``labels``, e.g. data x and its latent z = f(x) coloured by glyph.
-
-    Args:
-        labels: (N,) integer class per point (with ``categories``, their names, shown in a legend;
-            -1 = none of them, drawn grey), or floats in [0, 1] on a sequential colour map.
-        normal_rings: per panel, whether to draw the 1, 2 and 3 sigma circles of N(0, I).
-        suptitle, colour_note: the figure's title and, below it, what the colour means.
-        panel_columns: per panel, the names of its axes (None: "x1", "x2", ...).
+    """One row of scatter panels of the same N points (``(title, points (N, D >= 2))`` each), e.g. data
+    x and its latent z = f(x), coloured by ``labels (N,)``: integer classes named by ``categories``
+    (a legend; -1 grey) or floats in [0, 1] on a sequential map. ``normal_rings``: per panel, whether
+    to draw N(0, I)'s 1, 2, 3 sigma circles; ``colour_note`` (under the title) says what colour means.
     """
-    if len(panels) == 0:
-        raise ValueError("plot_coloured_panels needs at least one panel")
-    arrays = [_points(data, f"panel {title!r}") for title, data in panels]
+    arrays = [_points(data, f"panel {title!r}") for title, data in panels] or _projected(panels, "panel")
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError(f"all panels must hold the same points, got sizes {[len(a) for a in arrays]}")
-    axis_names = _panel_names(
-        panel_columns, len(panels), _column_names(None, min(a.shape[1] for a in arrays))
-    )
+    names = _panel_names(panel_columns, len(panels), _column_names(None, min(a.shape[1] for a in arrays)))
     arrays = [a[:, :2] for a in arrays]
-    finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in arrays], axis=0)
+    finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in arrays], axis=0)  # a point in all or none
     values = _check_labels(labels, n, categories)[finite]
     rings = [False] * len(panels) if normal_rings is None else [bool(r) for r in normal_rings]
     if len(rings) != len(panels):
         raise ValueError(f"normal_rings has {len(rings)} flags for {len(panels)} panels")
     heading = [h for h in (suptitle, colour_note) if h]
-    k = len(panels)
-    fig = _new_figure(_PANEL_INCHES * k, _PANEL_INCHES + 0.05 + 0.3 * len(heading), "\n".join(heading))
-    axes = fig.subplots(1, k, squeeze=False)[0]
+    fig, axes = _row(
+        len(panels), _PANEL_INCHES, _PANEL_INCHES + 0.05 + 0.3 * len(heading), "\n".join(heading)
+    )
     for i, (ax, (title, _), xy) in enumerate(zip(axes, panels, arrays, strict=True)):
         xy = xy[finite]
         _draw_coloured(ax, xy, values, categories)
@@ -786,7 +717,7 @@ def plot_coloured_panels(
         if rings[i]:
             _normal_rings(ax, legend=categories is None)  # on a white box, so the circles miss the text
         _frame(ax, _box(xy))
-        _label(ax, title, axis_names[i])
+        _label(ax, title, names[i])
     return _save(fig, path, fmt)
 
 
@@ -799,21 +730,13 @@ def plot_warped_grid(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A row of panels of grid lines (and points) after successive maps, e.g. flow layers.
-
-    ``stages``: ``(title, lines (L, P, 2), points (N, 2))`` per panel; the first half of the lines
-    (the grid's vertical ones) is drawn in one colour, the rest in another; the points carried along
-    (may be empty) are coloured by ``labels`` and ``categories`` as in :func:`plot_coloured_panels`
-    (no ``labels``: one grey). The first panel's limits come from its grid, the others' from where
-    the points go, so lines sent far away are cut off.
-    """
-    if len(stages) == 0:
-        raise ValueError("plot_warped_grid needs at least one stage")
-    k = len(stages)
+    """A row of grid lines (and points) after successive maps, e.g. flow layers: ``(title, lines (L, P, 2),
+    points (N, 2))`` per stage, the first half of the lines in one colour, the rest in another, the points
+    coloured as in :func:`plot_coloured_panels` (no ``labels``: grey). Limits: the first stage's grid, then
+    where the points go."""
     legend = categories is not None and labels is not None
     size = _STRIP_INCHES * 1.15
-    fig = _new_figure(size * k, size + 0.2 + (0.3 if legend else 0.0) + (0.35 if suptitle else 0.0), suptitle)
-    axes = fig.subplots(1, k, squeeze=False)[0]
+    fig, axes = _row(len(stages), size, size + 0.2 + 0.3 * legend + (0.35 if suptitle else 0.0), suptitle)
     for i, (ax, (title, lines, points)) in enumerate(zip(axes, stages, strict=True)):
         lines = np.asarray(lines, dtype=float)
         if lines.ndim != 3 or lines.shape[2] != 2:
@@ -838,21 +761,13 @@ def plot_warped_grid(
         ax.tick_params(labelsize=7)
     if legend:
         handles, names = axes[0].get_legend_handles_labels()
-        fig.legend(
-            handles,
-            names,
-            loc="outside lower center",
-            ncols=len(names),
-            fontsize=9,
-            frameon=False,
-            markerscale=4.0,
-        )
+        fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=9, frameon=False,
+                   markerscale=4.0)  # fmt: skip
     return _save(fig, path, fmt)
 
 
 def _arrows(ax: Axes, pts: np.ndarray, vec: np.ndarray, length: float) -> object | None:
-    """Arrows of one ``length`` along ``vec`` at ``pts``, coloured by their length relative to the
-    longest; returns the quiver (None when every vector is zero)."""
+    """Arrows of one ``length`` along ``vec`` at ``pts``, coloured by length / the longest (None: all zero)."""
     norm = np.linalg.norm(vec, axis=1)
     ok = np.isfinite(norm) & (norm > 0)
     longest = float(norm[ok].max()) if ok.any() else 0.0
@@ -876,17 +791,13 @@ def plot_vector_fields(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A row of quiver panels, one ``(title, vectors (G, 2))`` field each on the grid ``points (G, 2)``,
-    over faint ``background`` points (the data). Arrows show the direction only (0.8 grid spacings
-    long); their colour the vector's length relative to the panel's longest (a colour bar)."""
+    """A row of quiver panels, ``(title, vectors (G, 2))`` on the grid ``points (G, 2)``, over faint
+    ``background`` points: arrows 0.8 grid spacings long, coloured by length / the panel's longest."""
     pts = _points(points, "points")[:, :2]
-    if len(fields) == 0:
-        raise ValueError("plot_vector_fields needs at least one field")
     box = _box(_finite_rows(pts), aspect=None)
     spacing = max(box[1] - box[0], box[3] - box[2]) / max(math.sqrt(len(pts)) - 1.0, 1.0)
     bg = None if background is None else _finite_rows(_points(background, "background")[:, :2])
-    fig = _new_figure(3.3 * len(fields) + 0.6, 3.45 + (0.35 if suptitle else 0.0), suptitle, fontsize=11)
-    axes = fig.subplots(1, len(fields), squeeze=False)[0]
+    fig, axes = _row(len(fields), 3.3 + 0.6 / len(fields), 3.45 + (0.35 if suptitle else 0.0), suptitle, 11)
     arrows = None
     for ax, (title, vectors) in zip(axes, fields, strict=True):
         vec = np.asarray(vectors, dtype=float)
@@ -917,15 +828,12 @@ def plot_animation(
     reference: np.ndarray | None = None,
     suptitle: str | None = None,
 ) -> Path:
-    """An animated, looping GIF (8 frames a second, the last held for 8 more; 4.4 inches square at 100
-    dpi) of 2-D point clouds, ``(title, points (N, D >= 2))`` per frame, e.g. the reverse diffusion.
-    The limits hold the first and last frames and the ``reference`` points (the real data)."""
+    """A looping GIF (8 frames/s, the last held 8 more; 4.4 inches at 100 dpi) of ``(title, points (N, D >= 2))``
+    frames in limits holding the first and last frames and the ``reference`` points."""
     from matplotlib.animation import PillowWriter
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    if len(frames) == 0:
-        raise ValueError("plot_animation needs at least one frame")
-    arrays = [_finite_rows(_points(data, f"frame {title!r}")[:, :2]) for title, data in frames]
+    arrays = _projected(frames, "frame")
     parts = [arrays[0], arrays[-1]] + ([] if reference is None else [_points(reference, "reference")[:, :2]])
     size, alpha = _marker(max(len(a) for a in arrays))
     fig = Figure(figsize=(4.4, 4.4), dpi=_GIF_DPI, layout="constrained")
@@ -960,12 +868,9 @@ def plot_compare(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """One sheet comparing models: scatter panels ``(title, points (N, >= 2))`` (real data, each model's
-    samples) in the limits of ``reference`` (or of the first panel) in the first row, and log-density
-    heatmaps ``(title, log_density (H, W), extent)`` as in :func:`plot_density` in the second."""
-    if len(panels) == 0:
-        raise ValueError("plot_compare needs at least one scatter panel")
-    arrays = [_finite_rows(_points(data, f"panel {title!r}")[:, :2]) for title, data in panels]
+    """Scatter panels ``(title, points (N, >= 2))`` in the limits of ``reference`` (else the first panel)
+    above log-density heatmaps ``(title, log_density (H, W), extent)`` (as :func:`plot_density`)."""
+    arrays = _projected(panels, "scatter panel")
     box = _box(arrays[0] if reference is None else _finite_rows(_points(reference, "reference")[:, :2]))
     names = _column_names(None if columns is None else list(columns)[:2], 2)
     n_cols, n_rows = max(len(panels), len(densities)), 2 if densities else 1
@@ -973,18 +878,13 @@ def plot_compare(
         _PANEL_INCHES * n_cols, (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0), suptitle
     )
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    for i, ax in enumerate(axes[0]):
-        if i >= len(arrays):
-            ax.set_axis_off()
-            continue
-        _scatter(ax, arrays[i], _color(i), box=box)
-        _label(ax, panels[i][0], names, fontsize=10)
-    for i, ax in enumerate(axes[1] if densities else []):
-        if i >= len(densities):
-            ax.set_axis_off()
-            continue
-        title, log_density, extent = densities[i]
-        _log_density_image(fig, ax, log_density, extent, small=True)
-        _label(ax, title, names, fontsize=10)
-        ax.tick_params(labelsize=8)
+    k = len(arrays)
+    titled = [(title, xy) for (title, _), xy in zip(panels, arrays, strict=True)]
+    _scatter_row(axes[0][:k], titled, [box] * k, [names] * k, fontsize=10)
+    for i, (title, log_density, extent) in enumerate(densities):
+        _log_density_image(fig, axes[1][i], log_density, extent, small=True)
+        _label(axes[1][i], title, names, fontsize=10)
+        axes[1][i].tick_params(labelsize=8)
+    for ax in [*axes[0][k:], *(axes[1][len(densities) :] if densities else [])]:
+        ax.set_axis_off()
     return _save(fig, path, fmt)

@@ -31,42 +31,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from genmodels.errors import ConfigError, DataError
+from genmodels.errors import ConfigError
 from genmodels.evaluation.sampling import evaluate_samples, finite_samples, sample_model
-from genmodels.evaluation.scoring import Evaluation, compare_table, evaluate_checkpoint
+from genmodels.evaluation.scoring import Evaluation, checkpoint_points, compare_table, evaluate_checkpoint
 from genmodels.fileio import write_json, write_text
 from genmodels.models import ModelSpec, get_spec, model_names
 from genmodels.plots import arrays as V
 from genmodels.plots import figures as P
 
-__all__ = [
-    "FIGURES",
-    "FIGURE_ORDER",
-    "TensorBoardLog",
-    "compare_checkpoints",
-    "glyph_colouring",
-    "plot_checkpoint",
-    "run_checkpoints",
-    "write_figures",
-    "write_index",
-]
-
 log = logging.getLogger(__name__)
 
-FIGURE_ORDER = (
-    "results",
-    "density",
-    "warped_grid",
-    "latent",
-    "reverse",
-    "reverse_gif",
-    "forward",
-    "vector_field",
-    "pairs",
-    "diagnostics",
-    "loss",
-)
-"""Keys of :func:`write_figures`'s result in the order the results page shows them."""
+# Keys of write_figures's result in the order the results page shows them.
+FIGURE_ORDER = ("results", "density", "warped_grid", "latent", "reverse", "reverse_gif", "forward", "vector_field",
+                "pairs", "diagnostics", "loss")  # fmt: skip
 
 _CAPTIONS = {
     "results": "Data, the model's intermediate space, and generated samples.",
@@ -92,20 +69,12 @@ _MIN_GLYPH_SHARE = 0.5
 _HEADLINE_NAMES = {"test_nll": "test NLL", "test_nll_bound": "NLL bound"}
 
 
-# --------------------------------------------------------------------------------------------------
-# Colouring by glyph
-# --------------------------------------------------------------------------------------------------
-
-
 def glyph_colouring(
     points: np.ndarray, *, text: str | None, data_name: str | os.PathLike[str] | None = None
 ) -> tuple[np.ndarray, list[str] | None, str]:
-    """How to colour points ``(N, 2)`` so a reader can follow them into the latent space:
-    ``(labels, categories, note)``, by the character of ``text`` each lies in
-    (:func:`genmodels.data.glyph_labels`; None: "689" for a file named ``689_data.csv``) where at
-    least half lie in some glyph, else (or for ``text=""``) floats in [0, 1], the quantile of the
-    first coordinate, with ``categories`` None; ``note`` says what the colour means.
-    """
+    """``(labels, categories, note)`` colouring points ``(N, 2)`` by the character of ``text`` each lies in
+    (:func:`genmodels.data.glyph_labels`; None: "689" for ``689_data.csv``) where half of them lie in one,
+    else (or for ``text=""``) by the quantile of the first coordinate (floats, ``categories`` None)."""
     pts = np.asarray(points, dtype=float)
     if text is None and data_name is not None and Path(data_name).name == "689_data.csv":
         text = "689"
@@ -129,11 +98,6 @@ def glyph_colouring(
     return ranks / max(len(pts) - 1, 1), None, "colour: quantile of the first coordinate"
 
 
-# --------------------------------------------------------------------------------------------------
-# The figures of one model
-# --------------------------------------------------------------------------------------------------
-
-
 def _headline(metrics: Mapping[str, Any]) -> str:
     """The numbers for figure titles: the held-out NLL (or its bound) and the C2ST, where known."""
     parts = [
@@ -154,12 +118,6 @@ def _latent_names(dim: int) -> list[str]:
     """Axis names of the latent space: z₁, z₂, ... (as in z = f(x))."""
     subscripts = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
     return [f"z{str(i + 1).translate(subscripts)}" for i in range(dim)]
-
-
-def _subsample(values: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    if len(values) <= n:
-        return values
-    return values[np.sort(np.random.default_rng(seed).choice(len(values), n, replace=False))]
 
 
 @dataclass
@@ -213,16 +171,11 @@ def write_figures(
     seed: int = 0,
     index: bool = True,
 ) -> dict[str, Path]:
-    """Draw every figure of a trained ``model`` (registered as ``model_type``) into ``out_dir/figures``
-    and rewrite ``out_dir/index.html`` (``index``); returns ``{name: path}`` (:data:`FIGURE_ORDER`).
-
-    ``real (N, D)`` and ``samples (M, D)`` are in data units (at most 20,000 of each are drawn);
-    ``history`` is the trainer's (None or empty: no loss figures); ``fmt`` "png", "svg" or "pdf" (the
-    animation is a GIF); ``metrics`` give the titles' numbers; ``data_name`` and ``text`` ("" = not
-    text) the glyph colouring; ``reverse`` a recorded ``(timesteps, states)`` reverse process
-    (:meth:`genmodels.plots.arrays.ReverseRecording.trajectory`; None: one of ``sampling_steps`` is
-    drawn); ``seed`` seeds the figures' subsampling and noise.
-    """
+    """Draw every figure of ``model`` (registered as ``model_type``) into ``out_dir/figures`` and, with
+    ``index``, rewrite ``out_dir/index.html``; returns ``{name: path}`` (:data:`FIGURE_ORDER`). ``real (N, D)``
+    and ``samples (M, D)`` in data units (20,000 of each at most); ``history`` None or empty: no loss figures;
+    ``metrics``: the titles' numbers; ``data_name``, ``text``: glyph colouring; ``reverse``: a recorded
+    ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn); ``seed``: subsampling and noise."""
     start = time.perf_counter()
     try:
         spec = get_spec(model_type)
@@ -231,7 +184,7 @@ def write_figures(
     real = np.asarray(real, dtype=float)
     where = f" on {Path(data_name).name}" if data_name else ""
     run = _Run(
-        model.eval(), spec, _subsample(real, _SHOW_POINTS, seed), np.asarray(samples, dtype=float)[:_SHOW_POINTS],
+        model.eval(), spec, P.subsample(real, _SHOW_POINTS, seed), np.asarray(samples, dtype=float)[:_SHOW_POINTS],
         Path(out_dir) / "figures", fmt, where, _headline(metrics or {}), columns, data_name, text, reverse,
         sampling_steps, seed,
     )  # fmt: skip
@@ -323,7 +276,7 @@ def _warped_grid_figure(run: _Run) -> dict[str, Path]:
         return {}
     labels, categories, _ = glyph_colouring(run.real, text=run.text, data_name=run.data_name)
     _, extent = P.grid_for(run.real, resolution=_DENSITY_RESOLUTION)
-    carried = _subsample(np.arange(len(run.real)), 1500, run.seed + 1)
+    carried = P.subsample(np.arange(len(run.real)), 1500, run.seed + 1)
     warped = V.warped_grid(run.model, extent, points=run.real[carried], n_panels=5)
     path = P.plot_warped_grid(
         list(zip(warped.titles, warped.lines, warped.points, strict=True)),
@@ -422,11 +375,8 @@ FIGURES: dict[str, Callable[[_Run], dict[str, Path]]] = {
 
 
 def _history_figures(run: _Run, history: Mapping[str, Sequence[float]]) -> dict[str, Path]:
-    """The loss per epoch, and the diagnostics: loss, held-out metrics, learning rate, gradient norm.
-
-    The training loss is the spec's ``loss_figure["series"]``; the held-out metric named like it
-    (``train_nll``, ``test_nll``) shares its figure, other held-out metrics get a panel of their own.
-    """
+    """The loss per epoch (the spec's ``loss_figure`` series and its held-out twin) and the diagnostics
+    (loss, other held-out metrics in a panel of their own, learning rate, gradient norm)."""
     spec, style = run.spec, run.spec.loss_figure
     series = style.get("series", "train_loss")
     beside = "test_" + series.removeprefix("train_")
@@ -448,32 +398,10 @@ def _history_figures(run: _Run, history: Mapping[str, Sequence[float]]) -> dict[
     return written
 
 
-# --------------------------------------------------------------------------------------------------
-# genmodels plot, genmodels compare
-# --------------------------------------------------------------------------------------------------
-
-
 def default_plot_dir(checkpoint: str | os.PathLike[str]) -> Path:
     """The run directory of a checkpoint: ``RUN/checkpoints/x.pt`` -> ``RUN``, else its folder."""
     path = Path(checkpoint).resolve()
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-
-
-def _plot_points(payload: dict[str, Any], checkpoint: Any, data: Any) -> tuple[np.ndarray, str]:
-    """The real points of ``genmodels plot`` (``data``, else the held-out split) and the data's name."""
-    from genmodels.data import load_csv
-
-    if data is not None:
-        real, name = load_csv(data).values, str(data)
-    else:
-        test = payload.get("test_data")
-        if test is None or len(test) == 0:
-            raise ConfigError(f"{checkpoint} holds no held-out points; pass --data CSV to plot against")
-        real = test.double().cpu().numpy()
-        name = str((payload.get("data") or {}).get("path") or payload["config"].data.path)
-    if real.shape[1] != payload["dim"]:
-        raise DataError(f"{data} has {real.shape[1]} columns but the model was trained on {payload['dim']}")
-    return real, name
 
 
 def plot_checkpoint(
@@ -487,12 +415,9 @@ def plot_checkpoint(
     seed: int = 0,
     device: str = "auto",
 ) -> dict[str, Path]:
-    """Every figure of a checkpoint's model, plus the results page (``genmodels plot``).
-
-    The real points are the checkpoint's held-out split, or ``data`` (a CSV) when given. Samples are
-    drawn afresh (``n_samples``, the run's sampling settings); the titles show the model's held-out
-    metrics (``held_out_metrics``) and a C2ST of the samples against the real points.
-    """
+    """Every figure of a checkpoint's model and the results page (``genmodels plot``): ``n_samples`` fresh
+    samples (the run's sampling settings) against :func:`checkpoint_points`, titled by ``held_out_metrics``
+    and a C2ST."""
     from genmodels.train.acceleration import resolve_device
     from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -501,7 +426,12 @@ def plot_checkpoint(
     dev = resolve_device(device)
     payload = load_checkpoint(checkpoint, map_location=dev)
     model = model_from_checkpoint(payload, device=dev)
-    real, data_name = _plot_points(payload, checkpoint, data)
+    real = checkpoint_points(payload, checkpoint, data)
+    data_name = (
+        str(data)
+        if data is not None
+        else (payload.get("data") or {}).get("path") or payload["config"].data.path
+    )
     sampling = payload["config"].sampling
     with V.reverse_recording(model, _TRAJECTORY_POINTS) as recording:
         samples = sample_model(
@@ -534,28 +464,19 @@ def run_checkpoints(run_dir: str | Path) -> list[tuple[str, Path]]:
 
 
 def compare_checkpoints(
-    checkpoints: Sequence[tuple[str, str | Path]],
-    output_dir: str | Path,
-    *,
-    data: str | Path | None = None,
-    device: str = "cpu",
-    grid_resolution: int = 40,
-    **options: Any,
+    checkpoints: Sequence[tuple[str, str | Path]], output_dir: str | Path, **options: Any
 ) -> tuple[str, dict[str, Path]]:
-    """Evaluate every ``(label, checkpoint)`` (:func:`genmodels.evaluation.scoring.evaluate_checkpoint`
-    with ``options``), write ``compare.md``, ``compare.json`` and ``figures/compare.png`` under
-    ``output_dir``; returns the Markdown table and the paths written.
-
-    The figure shows the real data, the first run of each model's samples and, for 2-D data, their
-    log-densities on a ``grid_resolution``² grid by the last estimator of the spec's ``likelihoods``.
-    """
+    """Evaluate every ``(label, checkpoint)`` (:func:`evaluate_checkpoint` with ``options``); write
+    ``compare.md``, ``compare.json`` and ``figures/compare.png`` (real data, each model's samples and, for
+    2-D data, its log-density by the spec's last likelihood on a 40² grid) under
+    ``output_dir``. Returns the Markdown table and the paths written."""
     if not checkpoints:
         raise ConfigError("nothing to compare: no checkpoints given or found")
     out = Path(output_dir)
     results: list[tuple[str, Evaluation]] = []
     for label, path in checkpoints:
         log.info("evaluating %s", label if str(path) in label else f"{label} ({path})")
-        results.append((label, evaluate_checkpoint(path, data=data, device=device, **options)))
+        results.append((label, evaluate_checkpoint(path, **options)))
     first_label, first_real = results[0][0], results[0][1].real
     others = [label for label, ev in results[1:] if not np.array_equal(ev.real, first_real)]
     if others:
@@ -568,13 +489,11 @@ def compare_checkpoints(
     paths = {"table": out / "compare.md", "json": out / "compare.json"}
     write_text(paths["table"], table)
     write_json(paths["json"], {label: ev.metrics for label, ev in results})
-    paths["figure"] = _compare_figure(
-        [ev for _, ev in results], out / "figures" / "compare.png", grid_resolution
-    )
+    paths["figure"] = _compare_figure([ev for _, ev in results], out / "figures" / "compare.png")
     return table, paths
 
 
-def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int) -> Path:
+def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int = 40) -> Path:
     """Real data and each model's first run's samples; for 2-D data also their log-densities."""
     real = results[0].real
     panels: list[tuple[str, np.ndarray]] = [("Real data", real)]
@@ -606,85 +525,90 @@ def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int) 
 _DENSITY_ESTIMATORS = {"ode": "probability-flow ODE"}
 
 
-# --------------------------------------------------------------------------------------------------
-# The results page
-# --------------------------------------------------------------------------------------------------
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
-       max-width: 1500px; padding: 0 1.5em; color: #222; background: #fff; }
-h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
-figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { color: #555; font-size: .92em; margin-top: .3em; }
-table { border-collapse: collapse; font-size: .92em; margin: .5em 0 1em; }
-td, th { border: 1px solid #ddd; padding: .25em .7em; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .88em; }
-.muted { color: #777; font-size: .9em; }
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
+       max-width: 1500px; padding: 0 1.5em; color: #222; background: #fff; }}
+h1 {{ font-size: 1.6em; }} h2 {{ margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }}
+figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; height: auto; border: 1px solid #eee; }}
+figcaption {{ color: #555; font-size: .92em; margin-top: .3em; }}
+table {{ border-collapse: collapse; font-size: .92em; margin: .5em 0 1em; }}
+td, th {{ border: 1px solid #ddd; padding: .25em .7em; text-align: left; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+pre {{ background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .88em; }}
+.muted {{ color: #777; font-size: .9em; }}
+</style>
+</head>
+<body>
+<h1>{title}</h1>
+<p class="muted">Written {written}. {links}</p>
+{sections}
+</body>
+</html>
 """
-_IMAGE_SUFFIXES = (".png", ".svg", ".gif", ".jpg", ".jpeg")
-_LINK_SUFFIXES = (".pdf",)
+_OLDER_NOTE = (
+    '<h3>Older figures</h3>\n<p class="muted">Written before these metrics, by an earlier run into this '
+    "folder; they may not show this run's model.</p>"
+)
+_RUN_FILES = (("metrics/{}_history.csv", "training history (CSV)"), ("samples/{}.csv", "generated samples (CSV)"),
+              ("checkpoints/{}.pt", "checkpoint"))  # fmt: skip
+_IMAGE_SUFFIXES = (".png", ".svg", ".gif", ".jpg", ".jpeg", ".pdf")  # a PDF is linked, not shown
+
+
+def _cell(value: Any) -> tuple[str, str]:
+    """A metric's text and its cell's class ("num" for numbers, right-aligned)."""
+    if isinstance(value, float):
+        return (f"{value:.6g}" if math.isfinite(value) else "n/a"), "num"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}", "num"
+    if value is None:
+        return "n/a", "num"
+    return (json.dumps(value) if isinstance(value, (list, dict)) else str(value)), ""
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> str:
     """The metrics as an HTML table; their ``"units"`` entry, where it is a mapping, becomes a column."""
-    units = metrics.get("units")
-    units = units if isinstance(units, Mapping) else {}
-    rows = []
-    for key, value in metrics.items():
-        if key == "units" and units:
-            continue
-        if isinstance(value, float):
-            text, cls = (f"{value:.6g}" if math.isfinite(value) else "n/a"), "num"
-        elif isinstance(value, int) and not isinstance(value, bool):
-            text, cls = f"{value:,}", "num"
-        elif value is None:
-            text, cls = "n/a", "num"
-        else:
-            text, cls = (json.dumps(value) if isinstance(value, (list, dict)) else str(value)), ""
-        unit = html.escape(str(units.get(key, "")))
-        rows.append(
-            f'<tr><th>{html.escape(str(key))}</th><td class="{cls}">{html.escape(text)}</td>'
-            f'<td class="muted">{unit}</td></tr>'
-        )
+    units = metrics.get("units") if isinstance(metrics.get("units"), Mapping) else {}
+    e = html.escape
+    rows = [
+        f'<tr><th>{e(str(key))}</th><td class="{cls}">{e(text)}</td><td class="muted">{e(str(units.get(key, "")))}</td></tr>'
+        for key, value in metrics.items()
+        if not (key == "units" and units)
+        for text, cls in [_cell(value)]
+    ]
     return "<table>\n" + "\n".join(rows) + "\n</table>"
 
 
-def _read_metrics(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        log.warning("results page: %s not readable (%s); skipped", path, error)
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _figure_key(model_type: str, path: Path) -> str:
-    stem = path.stem[len(model_type) + 1 :]
-    return "reverse_gif" if path.suffix == ".gif" and stem == "reverse" else stem
+    stem = path.stem[len(model_type) + 1 :] if model_type else path.stem
+    return "reverse_gif" if model_type and path.suffix == ".gif" and stem == "reverse" else stem
 
 
-def _sort_figures(model_type: str, files: list[Path]) -> list[Path]:
-    def rank(path: Path) -> tuple[int, str, str]:
-        key = _figure_key(model_type, path)
-        order = FIGURE_ORDER.index(key) if key in FIGURE_ORDER else len(FIGURE_ORDER)
-        return order, key, path.suffix
-
-    return sorted(files, key=rank)
+def _figure_html(model_type: str, path: Path) -> str:
+    key = _figure_key(model_type, path)
+    rel, name, caption = (
+        html.escape(s)
+        for s in (f"figures/{path.name}", path.name, _CAPTIONS.get(key, path.stem.replace("_", " ")))
+    )
+    if path.suffix.lower() == ".pdf":
+        return f'<figure><a href="{rel}">{name}</a><figcaption>{caption}</figcaption></figure>'
+    return (
+        f'<figure><img src="{rel}" alt="{html.escape(path.stem)}" loading="eager">'
+        f'<figcaption>{caption} <span class="muted">({name})</span></figcaption></figure>'
+    )
 
 
 def write_index(out_dir: str | os.PathLike[str]) -> Path:
-    """Write ``out_dir/index.html``: every figure under ``figures/``, the metrics of
-    ``metrics/*.json`` and the configs of ``configs/*.yaml``, one section per model. A model's figures
-    older than its metrics file (left by an earlier run into the folder) are shown apart, as older.
-
-    Figures are linked by relative paths and the page has no external resources, so the directory
-    can be copied or opened offline as it is. Returns the path written.
-    """
+    """Write ``out_dir/index.html`` (offline: relative links only): one section per model with its
+    metrics (``metrics/*.json``), figures (``figures/``; those older than the metrics, left by an
+    earlier run into the folder, apart) and config (``configs/*.yaml``). Returns the path written."""
     out = Path(out_dir)
-    figures = [
-        p for p in sorted((out / "figures").glob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES + _LINK_SUFFIXES
-    ]
+    figures = [p for p in sorted((out / "figures").glob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES]
     models = [
         name
         for name in model_names()
@@ -692,105 +616,65 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
         or (out / "metrics" / f"{name}.json").is_file()
         or (out / "configs" / f"{name}.yaml").is_file()
     ]
-    title = f"genmodels results: {out.resolve().name}"
-    links = ", ".join(f'<a href="#{m}">{get_spec(m).title}</a>' for m in models) or "No results yet."
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f'<p class="muted">Written {html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))}. {links}</p>',
+    sections = [
+        _model_section(out, name, [p for p in figures if p.name.startswith(name + "_")]) for name in models
     ]
-    for name in models:
-        parts += _model_section(out, name, [p for p in figures if p.name.startswith(name + "_")])
     others = [p for p in figures if not any(p.name.startswith(m + "_") for m in models)]
     if others:
-        parts.append('<h2 id="other">Other figures</h2>')
-        parts.extend(_figure_html("", p) for p in others)
-    parts += ["</body>", "</html>", ""]
-    target = out / "index.html"
-    write_text(target, "\n".join(parts))
-    return target
+        sections.append(
+            "\n".join(['<h2 id="other">Other figures</h2>', *(_figure_html("", p) for p in others)])
+        )
+    title = html.escape(f"genmodels results: {out.resolve().name}")
+    links = ", ".join(f'<a href="#{m}">{get_spec(m).title}</a>' for m in models) or "No results yet."
+    written = html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))
+    write_text(
+        out / "index.html",
+        _PAGE.format(title=title, written=written, links=links, sections="\n".join(sections)),
+    )
+    return out / "index.html"
 
 
-def _model_section(out: Path, name: str, figures: list[Path]) -> list[str]:
+def _model_section(out: Path, name: str, figures: list[Path]) -> str:
     """One model's part of the results page: metrics, links to its files, figures, config."""
     parts = [f'<h2 id="{name}">{get_spec(name).title}</h2>']
-    metrics_file = out / "metrics" / f"{name}.json"
-    metrics = _read_metrics(metrics_file) if metrics_file.is_file() else None
-    if metrics:
+    metrics_file, config = out / "metrics" / f"{name}.json", out / "configs" / f"{name}.yaml"
+    try:
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
+    except (OSError, ValueError) as error:
+        log.warning("results page: %s not readable (%s); skipped", metrics_file, error)
+        metrics = None
+    if isinstance(metrics, dict) and metrics:
         parts += ["<h3>Metrics</h3>", _metrics_table(metrics)]
-    files = (
-        (f"metrics/{name}_history.csv", "training history (CSV)"),
-        (f"samples/{name}.csv", "generated samples (CSV)"),
-        (f"checkpoints/{name}.pt", "checkpoint"),
-    )
     links = [
-        f'<a href="{html.escape(rel)}">{html.escape(label)}</a>'
-        for rel, label in files
-        if (out / rel).is_file()
+        f'<a href="{html.escape(rel.format(name))}">{label}</a>'
+        for rel, label in _RUN_FILES
+        if (out / rel.format(name)).is_file()
     ]
     if links:
         parts.append('<p class="muted">' + " · ".join(links) + "</p>")
-    # A run writes its metrics, then its figures: a figure older than the metrics was left by an
-    # earlier run into this folder (a 2-D run's density before a 3-D one), so it is set apart.
+    # A run writes its metrics, then its figures: an older figure was left by an earlier run.
     written = metrics_file.stat().st_mtime_ns if metrics_file.is_file() else None
-    own = _sort_figures(name, figures)
-    older = [p for p in own if written is not None and p.stat().st_mtime_ns < written]
-    current = [p for p in own if p not in older]
+    rank = {key: i for i, key in enumerate(FIGURE_ORDER)}
+    figures = sorted(
+        figures, key=lambda p: (rank.get(_figure_key(name, p), len(rank)), _figure_key(name, p), p.suffix)
+    )
+    older = [p for p in figures if written is not None and p.stat().st_mtime_ns < written]
+    current = [p for p in figures if p not in older]
     if current:
-        parts.append("<h3>Figures</h3>")
-        parts.extend(_figure_html(name, path) for path in current)
+        parts += ["<h3>Figures</h3>", *(_figure_html(name, p) for p in current)]
     if older:
-        parts.append("<h3>Older figures</h3>")
-        parts.append(
-            '<p class="muted">Written before these metrics, by an earlier run into this folder; '
-            "they may not show this run's model.</p>"
-        )
-        parts.extend(_figure_html(name, path) for path in older)
-    config = out / "configs" / f"{name}.yaml"
+        parts += [_OLDER_NOTE, *(_figure_html(name, p) for p in older)]
     if config.is_file():
         parts += [
             "<h3>Effective config</h3>",
             f"<pre>{html.escape(config.read_text(encoding='utf-8'))}</pre>",
         ]
-    return parts
-
-
-def _figure_html(model_type: str, path: Path) -> str:
-    rel = html.escape(f"figures/{path.name}")
-    key = _figure_key(model_type, path) if model_type else path.stem
-    caption = html.escape(_CAPTIONS.get(key, path.stem.replace("_", " ")))
-    if path.suffix.lower() in _LINK_SUFFIXES:
-        return (
-            f'<figure><a href="{rel}">{html.escape(path.name)}</a><figcaption>{caption}</figcaption></figure>'
-        )
-    return (
-        f'<figure><img src="{rel}" alt="{html.escape(path.stem)}" loading="eager">'
-        f'<figcaption>{caption} <span class="muted">({html.escape(path.name)})</span></figcaption></figure>'
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# TensorBoard
-# --------------------------------------------------------------------------------------------------
+    return "\n".join(parts)
 
 
 class TensorBoardLog:
-    """Writes the rows of a trainer's history to TensorBoard as they appear.
-
-    Call :meth:`update` with the history whenever convenient (e.g. at each evaluation, and once at
-    the end): rows not yet written are logged as scalars against their epoch, NaNs skipped.
-
-    Raises:
-        ConfigError: the ``tensorboard`` package is not installed.
-    """
+    """Logs the rows of a trainer's history not yet logged (:meth:`update`) to TensorBoard as scalars
+    against their epoch, NaNs skipped; ConfigError where the ``tensorboard`` package is missing."""
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         try:
@@ -805,7 +689,6 @@ class TensorBoardLog:
         self.written = 0
 
     def update(self, history: Mapping[str, Sequence[float]]) -> None:
-        """Log the history rows not logged yet."""
         epochs = list(history.get("epoch", []))
         for row in range(self.written, len(epochs)):
             for key, values in history.items():
