@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from genmodels.evaluation import metrics as M
+from genmodels.train import distributed
 from genmodels.train.acceleration import autocast
 
 __all__ = ["FAR_SAMPLE_STDS", "METRIC_UNITS", "evaluate_samples", "sample_model"]
@@ -31,24 +32,28 @@ def sample_model(
 ) -> np.ndarray:
     """Draw ``n`` samples ``(n, D)`` in the data's units, ``chunk_size`` at a time, reproducibly.
 
+    Chunk k draws from a generator seeded by ``(seed, k)`` (chunk 0 by ``seed`` itself), so under
+    torchrun each process draws every world_size-th chunk and all return the same samples as one
+    process does.
+
     ``precision="bfloat16"`` runs the networks' matrix products in bfloat16
     (:func:`genmodels.train.acceleration.autocast`); wrap the call in
     :func:`genmodels.train.acceleration.compiled_network` to sample with a compiled DDPM network.
     """
     device = next(model.buffers()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    chunks = []
+    chunks = {}
     with autocast(device, precision):
-        for start in range(0, n, chunk_size):
-            m = min(chunk_size, n - start)
+        for k in distributed.chunks_of_this_process(math.ceil(n / chunk_size)):
+            m = min(chunk_size, n - k * chunk_size)
+            key = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+            generator = torch.Generator(device=device).manual_seed(key)
             if hasattr(model, "diffusion_steps"):
                 steps = sampling_steps or None
-                chunks.append(
-                    model.sample(m, generator=generator, steps=steps, eta=eta, spacing=ddim_spacing)
-                )
+                chunk = model.sample(m, generator=generator, steps=steps, eta=eta, spacing=ddim_spacing)
             else:
-                chunks.append(model.sample(m, generator=generator))
-    samples = torch.cat(chunks).cpu().double().numpy()
+                chunk = model.sample(m, generator=generator)
+            chunks[k] = chunk.cpu().double().numpy()
+    samples = np.concatenate(distributed.gather_chunks(chunks))
     _warn_far_samples(model, samples)
     return samples
 
