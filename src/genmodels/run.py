@@ -10,6 +10,9 @@ sample and score it; write the outputs. Output layout under ``output_dir``::
     figures/<model>_*.png         the model's other figures (see genmodels.plots.report), index.html the page
     samples/<model>.csv           generated samples in the data's units
     configs/<model>.yaml          the effective config of the run
+
+Under torchrun every process trains (see :mod:`genmodels.train.distributed`) and draws a share of the
+samples; rank 0 alone evaluates, scores and writes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from genmodels.evaluation.sampling import METRIC_UNITS, evaluate_samples, sample
 from genmodels.fileio import folder_problem, path_in_the_way, write_json, write_text
 from genmodels.models import ModelSpec, get_spec
 from genmodels.train import checkpoint as ckpt
+from genmodels.train import distributed
 from genmodels.train.acceleration import compiled_network, resolve_device, worth_compiling
 from genmodels.train.trainer import Trainer
 
@@ -108,13 +112,16 @@ def run_training(
     Raises:
         DataError, ConfigError, CheckpointError, TrainingError: problems the user can fix.
     """
-    out, name = Path(output_dir), config.model_type
+    out, name, main = Path(output_dir), config.model_type, distributed.is_main()
     paths = {key: out / pattern.format(name) for key, pattern in OUTPUTS.items()}
-    _check_output_paths(out, [*paths.values(), out / "index.html"])
+    if main:
+        _check_output_paths(out, [*paths.values(), out / "index.html"])
     data = _prepare_data(config, resolve_device(device))
-    trainer = _build_or_resume(config, data, paths["last"], resume, progress)
+    trainer = _build_or_resume(config, data, paths["last"], resume, progress and main)
     _fit(trainer, config, data, paths["last"], out / "tensorboard" / name if tensorboard else None)
     samples, seconds, reverse = _sample(trainer.ema.eval(), config, paths["last"])
+    if not main:
+        return RunResult(metrics={}, paths=paths)
     metrics = _score(trainer, config, data, samples, seconds)
     paths.update(_write_outputs(out, paths, trainer, config, data, (samples, metrics, reverse), fmt))
     return RunResult(metrics=metrics, paths=paths)
@@ -217,7 +224,8 @@ def _build_or_resume(
                  last.parent.parent, last)  # fmt: skip
         resume = None
     if resume is None:
-        _set_aside_earlier_run(last, config.model_type)
+        if distributed.is_main():
+            _set_aside_earlier_run(last, config.model_type)
     else:
         _resume(trainer, last if resume == "auto" else Path(resume), config, data)
     return trainer
@@ -313,6 +321,9 @@ def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboa
         with torch.no_grad():
             return model.held_out_metrics(data.test)
 
+    if not distributed.is_main():  # rank 0 evaluates and writes
+        trainer.fit(data.train)
+        return
     evaluate = held_out if len(data.test) else None
     board = report.TensorBoardLog(tensorboard) if tensorboard is not None else None
     if board is not None:

@@ -16,6 +16,7 @@ from torch import nn
 
 from genmodels.evaluation import metrics as M
 from genmodels.models import ModelSpec, get_spec, model_names
+from genmodels.train import distributed
 from genmodels.train.acceleration import autocast
 
 log = logging.getLogger(__name__)
@@ -44,19 +45,22 @@ def sample_model(
     """Draw ``n`` samples ``(n, D)`` in the data's units, ``chunk_size`` at a time, reproducibly.
 
     The sampling settings (``sampling_steps`` 0 = all, ``eta``, ``ddim_spacing``) reach ``model.sample``
-    through the spec's ``sample_options``; a model without such options ignores them. ``precision=
+    through the spec's ``sample_options``; a model without such options ignores them. Chunk k draws from
+    a generator seeded by ``(seed, k)`` (chunk 0 by ``seed`` itself), so under torchrun each process
+    draws every world_size-th chunk and all return the samples one process draws. ``precision=
     "bfloat16"`` runs the matrix products in bfloat16 (:func:`genmodels.train.acceleration.autocast`).
     """
     settings = {"sampling_steps": sampling_steps or None, "eta": eta, "ddim_spacing": ddim_spacing}
     options = {option: settings[key] for option, key in spec_of(model).sample_options.items()}
     device = next(model.buffers()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
+    chunks = {}
     with autocast(device, precision):
-        chunks = [
-            model.sample(min(chunk_size, n - start), generator=generator, **options)
-            for start in range(0, n, chunk_size)
-        ]
-    samples = torch.cat(chunks).cpu().double().numpy() if chunks else np.zeros((0, model.dim))
+        for k in distributed.chunks_of_this_process(math.ceil(n / chunk_size)):
+            key = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+            generator = torch.Generator(device=device).manual_seed(key)
+            chunk = model.sample(min(chunk_size, n - k * chunk_size), generator=generator, **options)
+            chunks[k] = chunk.cpu().double().numpy()
+    samples = np.concatenate(distributed.gather_chunks(chunks)) if n else np.zeros((0, model.dim))
     _warn_far_samples(model, samples)
     return samples
 

@@ -409,7 +409,7 @@ class DDPM(nn.Module):
     def _check_points(self, x0: torch.Tensor) -> None:
         check_points(x0, self.dim, self.standardize.mean.dtype, "x0")
 
-    def loss(self, x0: torch.Tensor) -> torch.Tensor:
+    def loss(self, x0: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
         """Weighted MSE between μ_θ and μ̃ at i ~ U{1..L}, averaged over points and dimensions.
 
         ``x0 (N, D)`` in data units; returns a scalar. Each timestep is drawn for a run of
@@ -417,6 +417,9 @@ class DDPM(nn.Module):
         divide N), so the network embeds and projects N / points_per_timestep timesteps instead of N.
         Every point's timestep is still uniform, so the loss's expectation is unchanged; callers should
         shuffle the data so that a run is a random set of points.
+
+        ``rows``: the loss of ``x0[rows]`` alone, with the timesteps and noise drawn for all N points,
+        so that processes that each take a slice of one batch draw what one process does.
 
         Raises:
             ValueError: an empty batch, or ``x0`` not ``(N, D)`` of the model's dtype.
@@ -430,6 +433,11 @@ class DDPM(nn.Module):
         shared = torch.randint(1, self.diffusion_steps + 1, (n // share,), device=z0.device)
         timestep = shared.repeat_interleave(share) if share > 1 else shared
         noise = torch.randn_like(z0)
+        if rows is not None:
+            start, stop, _ = rows.indices(n)
+            aligned = start % share == 0 and stop % share == 0  # whole runs: one timestep per run
+            shared = shared[start // share : stop // share] if aligned else timestep[rows]
+            z0, timestep, noise = z0[rows], timestep[rows], noise[rows]
         xi = self.schedule.q_sample(z0, timestep, noise)
         out = self.network(xi, shared)
         if self.parameterisation == "eps" and self.weighting == "simple":
