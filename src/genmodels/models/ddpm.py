@@ -198,7 +198,8 @@ def ddim_timesteps(diffusion_steps: int, steps: int, spacing: str = "quadratic")
 
     ``"linear"`` spaces them evenly; ``"quadratic"`` as 1 + (L - 1)(1 - u)² for u evenly spaced in
     [0, 1], so they are dense near the data, where the samples' fine detail is formed. The last ones
-    are at least S - 1, ..., 2, 1, so S <= L gives S distinct timesteps; duplicates are kept once.
+    are at least S - 1, ..., 2, 1, so S <= L gives S distinct timesteps (S = L: all of L, ..., 1, the
+    ancestral sampler's); duplicates are kept once.
 
     Raises:
         ValueError: ``steps < 1`` or an unknown ``spacing``.
