@@ -95,7 +95,7 @@ class ResidualBlock(nn.Module):
             u = (linear(u, self.linear1.weight).view(groups, n // groups, width) + bias.unsqueeze(1)).view(
                 n, width
             )
-        return self.linear2(silu(u, inplace=inplace)).add_(h)  # in place on the new tensor: one less
+        return self.linear2(silu(u, inplace=inplace)).add_(h)  # into the new output: one allocation less
 
 
 def sinusoidal_embedding(timesteps: torch.Tensor, dim: int, *, max_period: float = 10000.0) -> torch.Tensor:
