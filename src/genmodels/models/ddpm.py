@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal
@@ -45,9 +44,19 @@ from genmodels.models.base import (
     whole_number,
 )
 from genmodels.models.layers import ResidualBlock, sinusoidal_embedding
-from genmodels.models.schedule import NoiseSchedule, schedule_problem, schedule_warning
+from genmodels.models.schedule import (
+    NoiseSchedule,
+    ancestral_step,
+    ddim_step,
+    schedule_problem,
+    schedule_warning,
+)
 
-__all__ = ["DenoisingNetwork", "DDPM", "FrozenDenoiser", "ddim_timesteps"]
+__all__ = ["DenoisingNetwork", "DDPM", "X0_BOUND_MARGIN", "ddim_timesteps"]
+
+# The samplers clip x̂₀ to this multiple of the training data's largest |standardised coordinate|
+# (per coordinate): measured in docs/ddpm-sampling.md.
+X0_BOUND_MARGIN = 1.5
 
 
 @settings
@@ -73,6 +82,8 @@ class DDPMModelConfig:
             projects a batch's timesteps this many times fewer; 1 draws one per point. A batch whose
             size it does not divide shares in runs of their gcd. Training only: a resumed run may
             change it.
+        clip_x0: clip the samplers' prediction x̂₀ to the training data's range times a margin
+            (docs/ddpm-sampling.md).
     """
 
     diffusion_steps: Int = Field(2500, ge=1)
@@ -86,6 +97,7 @@ class DDPMModelConfig:
     weighting: Literal["simple", "bound"] = "simple"
     reverse_variance: Literal["posterior", "beta"] = "posterior"
     points_per_timestep: Int = Field(8, ge=1)
+    clip_x0: bool = True
 
     @field_validator("beta2_end")
     @classmethod
@@ -159,71 +171,27 @@ class DenoisingNetwork(nn.Module):
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
 
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def conditioning(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Every block's first-layer bias for timestep embeddings ``embedding (G, time_embed_dim)``
+        (rows of ``time_table``, or :func:`sinusoidal_embedding` at fractional timesteps):
+        ``(G, n_blocks, hidden_units)``, to pass to :meth:`forward` as ``conditioning``."""
+        cond = self.time_mlp(embedding)
+        return torch.stack([block.first_bias(cond) for block in self.blocks], dim=1)
+
+    def forward(
+        self, x: torch.Tensor, timestep: torch.Tensor, *, conditioning: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x (N, D)``, ``timestep (G,)`` -> ``(N, D)``. A sampler may pass ``conditioning``, the
+        :meth:`conditioning` of the timesteps' embeddings computed before its loop, to skip computing
+        it at every step (``timestep`` is then only shown to hooks)."""
+        if conditioning is None:
+            conditioning = self.conditioning(self.time_table[timestep])
         h = self.input(_input_features(x, self.fourier))
-        cond = self.time_mlp(self.time_table[timestep])
-        for block in self.blocks:
-            h = block(h, cond)
+        for j, block in enumerate(self.blocks):
+            h = block(h, bias=conditioning[:, j])
         # x's dtype out, also under bfloat16 autocast: the diffusion arithmetic keeps its precision.
-        return self.output(torch.nn.functional.silu(self.out_norm(h))).to(x.dtype)
-
-    @torch.no_grad()
-    def frozen(self, timesteps: torch.Tensor) -> FrozenDenoiser:
-        """This network, for inference only, at the ``timesteps (S,)`` a sampler visits in turn: see
-        :class:`FrozenDenoiser`. Built from the current weights, which it copies."""
-        return FrozenDenoiser(self, timesteps)
-
-
-class FrozenDenoiser:
-    """A :class:`DenoisingNetwork` evaluated for inference, where all points of a call share one of the
-    ``timesteps (S,)`` given up front: ``denoiser(x, k)`` equals ``network(x, timesteps[k : k + 1])``
-    to float rounding, for ``x (N, D)``, returning ``(N, D)``.
-
-    The time embedding, the time MLP and every block's conditioning projection are computed once for
-    all S timesteps and folded into the bias of each block's first layer, so a call costs only the
-    ``N``-row work: per block a LayerNorm, two SiLUs computed in place and two matrix products, the
-    second accumulated into the residual stream (``addmm_``) instead of being added to it. On a
-    2-core CPU that is 1.2-1.4x faster than the module's forward (4,096 points, 64 units), whose
-    separate element-wise passes cost about as much as its products. The weights are copied when it
-    is built, so later training does not change it; no gradients flow through it. It computes in the
-    weights' dtype and ignores autocast: for bfloat16, call the network itself.
-    """
-
-    def __init__(self, network: DenoisingNetwork, timesteps: torch.Tensor) -> None:
-        def norm(layer: nn.LayerNorm) -> tuple:
-            return layer.normalized_shape, layer.weight.clone(), layer.bias.clone(), layer.eps
-
-        with torch.no_grad():
-            cond = network.time_mlp(network.time_table[timesteps])  # (S, H)
-            # (S, blocks, H): linear1's bias plus the block's projection of the timestep's embedding.
-            self.first_bias = torch.stack(
-                [block.linear1.bias + block.cond(cond) for block in network.blocks], dim=1
-            )
-            self.blocks = [
-                (
-                    norm(block.norm),
-                    block.linear1.weight.t().contiguous(),
-                    block.linear2.weight.t().contiguous(),
-                    block.linear2.bias.clone(),
-                )
-                for block in network.blocks
-            ]
-            self.fourier = None if network.fourier is None else network.fourier.clone()
-            self.input = network.input.bias.clone(), network.input.weight.t().contiguous()
-            self.out_norm = norm(network.out_norm)
-            self.output = network.output.bias.clone(), network.output.weight.t().contiguous()
-
-    def __call__(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        layer_norm, silu = torch.nn.functional.layer_norm, torch.nn.functional.silu
-        with torch.no_grad():
-            h = torch.addmm(self.input[0], _input_features(x, self.fourier), self.input[1])
-            first_bias = self.first_bias[k]
-            for j, (norm, weight1, weight2, bias2) in enumerate(self.blocks):
-                u = silu(layer_norm(h, *norm), inplace=True)
-                u = silu(torch.addmm(first_bias[j], u, weight1), inplace=True)
-                h.addmm_(u, weight2).add_(bias2)
-            u = silu(layer_norm(h, *self.out_norm), inplace=True)
-            return torch.addmm(self.output[0], u, self.output[1])
+        u = torch.nn.functional.silu(self.out_norm(h), inplace=not torch.is_grad_enabled())
+        return self.output(u).to(x.dtype)
 
 
 def ddim_timesteps(diffusion_steps: int, steps: int, spacing: str = "quadratic") -> list[int]:
@@ -231,7 +199,8 @@ def ddim_timesteps(diffusion_steps: int, steps: int, spacing: str = "quadratic")
 
     ``"linear"`` spaces them evenly; ``"quadratic"`` as 1 + (L - 1)(1 - u)² for u evenly spaced in
     [0, 1], so they are dense near the data, where the samples' fine detail is formed. The last ones
-    are at least S - 1, ..., 2, 1, so S <= L gives S distinct timesteps; duplicates are kept once.
+    are at least S - 1, ..., 2, 1, so S <= L gives S distinct timesteps (S = L: all of L, ..., 1, the
+    ancestral sampler's); duplicates are kept once.
 
     Raises:
         ValueError: ``steps < 1`` or an unknown ``spacing``.
@@ -262,6 +231,8 @@ class DDPM(nn.Module):
             ``network`` gets one timestep per run of points, ``(G,)`` for ``(N, D)`` inputs, as
             :class:`DenoisingNetwork` accepts; 1 (the default here; :meth:`from_config` uses the
             config's 8) gives any network one timestep per point.
+        clip_x0: whether the samplers clip x̂₀ to :meth:`sample_x0_bound`. Its bound is learnt in
+            :meth:`loss` (training mode) as the buffer ``x0_max_abs``, which checkpoints carry.
 
     Raises:
         ValueError: an unknown option, or ``points_per_timestep`` not an integer >= 1.
@@ -279,6 +250,7 @@ class DDPM(nn.Module):
         weighting: str = "simple",
         reverse_variance: str = "posterior",
         points_per_timestep: int = 1,
+        clip_x0: bool = True,
     ) -> None:
         super().__init__()
         if (
@@ -298,7 +270,11 @@ class DDPM(nn.Module):
         self.parameterisation = parameterisation
         self.weighting = weighting
         self.points_per_timestep = points_per_timestep
+        self.clip_x0 = clip_x0
         self.standardize = Standardize(dim)
+        # The largest |coordinate| (D,) of the standardised points the loss has trained on; 0: none yet.
+        self.register_buffer("x0_max_abs", torch.zeros(dim))
+        self._register_load_state_dict_pre_hook(_default_x0_max_abs)
         self.schedule = NoiseSchedule(steps, beta2_start, beta2_end)
         self.network = network
         # Reverse-process variances σ²_i (Ho et al. 2020, sec. 3.2): the posterior's σ̃²_i, or β²_i. The
@@ -360,6 +336,7 @@ class DDPM(nn.Module):
             weighting=config.weighting,
             reverse_variance=config.reverse_variance,
             points_per_timestep=config.points_per_timestep,
+            clip_x0=config.clip_x0,
         )
 
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -429,6 +406,8 @@ class DDPM(nn.Module):
         n = z0.shape[0]
         if n == 0:
             raise ValueError("the loss needs at least one point, got an empty batch")
+        if self.training:
+            self.x0_max_abs.copy_(torch.maximum(self.x0_max_abs, z0.detach().abs().amax(0)))
         share = math.gcd(n, self.points_per_timestep)
         shared = torch.randint(1, self.diffusion_steps + 1, (n // share,), device=z0.device)
         timestep = shared.repeat_interleave(share) if share > 1 else shared
@@ -523,6 +502,33 @@ class DDPM(nn.Module):
         return total - log_det
 
     # -- sampling -----------------------------------------------------------------------------------
+    def sample_x0_bound(self) -> torch.Tensor | None:
+        """The bound ``(D,)`` on |x̂₀| (standardised) the samplers clip to: :data:`X0_BOUND_MARGIN` times
+        :attr:`x0_max_abs`; None with ``clip_x0`` off or before the model has seen training data."""
+        if not self.clip_x0 or not bool((self.x0_max_abs > 0).all()):
+            return None
+        return X0_BOUND_MARGIN * self.x0_max_abs
+
+    def _network_steps(self, timesteps: list[int]) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """``(x_i, k) -> ε̂`` at the k-th of ``timesteps``, calling the hooks of
+        :meth:`register_reverse_step_hook` first. A :class:`DenoisingNetwork`'s conditioning of all the
+        timesteps is computed once, before the loop; the module itself is still called (its hooks run)."""
+        net, device = self.network, self.schedule.beta2.device
+        t_all = torch.tensor(timesteps, device=device)
+        cond = net.conditioning(net.time_table[t_all]) if isinstance(net, DenoisingNetwork) else None
+
+        def eps(x: torch.Tensor, k: int) -> torch.Tensor:
+            timestep = t_all[k : k + 1]  # one timestep shared by all points, (1,)
+            for hook in self._reverse_step_hooks.values():
+                hook(x, timestep)
+            if cond is None:
+                out = net(x, timestep)
+            else:
+                out = net(x, timestep, conditioning=cond[k : k + 1])
+            return self._eps_from_output(x, out, timestep)
+
+        return eps
+
     @torch.inference_mode()
     def sample(
         self,
@@ -534,101 +540,58 @@ class DDPM(nn.Module):
         spacing: str = "quadratic",
         return_trajectory: bool = False,
     ) -> torch.Tensor:
-        """Draw ``n`` samples ``(n, D)`` in the data's units.
+        """Draw ``n`` samples ``(n, D)`` in the data's units (``(S + 1, n, D)``, x_L first, with
+        ``return_trajectory``).
 
-        With ``steps`` None (or L): ancestral sampling through all L steps, x_L ~ N(0, I),
-        x_{i-1} = μ_θ(x_i, i) + σ̃_i z, and the mean alone at i = 1. With ``steps < L``: the strided
-        DDIM sampler (Song, Meng & Ermon 2021, eq. 12) with noise scale ``eta`` on the ``steps``
-        timesteps of :func:`ddim_timesteps` with ``spacing`` ``"quadratic"`` (dense near the data, as
-        Song et al. sec. D.2 use) or ``"linear"``.
-
-        Outside autocast a :class:`DenoisingNetwork` (not a subclass) without forward hooks of its own
-        is evaluated in its :meth:`~DenoisingNetwork.frozen` form, the same function computed faster;
-        :meth:`register_reverse_step_hook` observes the steps either way.
-
-        Warns (UserWarning) when ``eta`` or ``spacing`` is given for the ancestral sampler, which
-        they do not change.
+        With ``steps`` None (or L): :func:`ancestral_step` through all L steps from x_L ~ N(0, I).
+        With ``steps < L``: :func:`ddim_step` (Song et al. 2021) with noise scale ``eta`` on the
+        ``steps`` timesteps of :func:`ddim_timesteps` with ``spacing``. Both clip x̂₀ to
+        :meth:`sample_x0_bound`. ``eta`` and ``spacing`` do not change the ancestral sampler.
 
         Raises:
             ValueError: ``n`` not a whole number >= 0, ``steps`` not in 1..L, ``eta`` not in [0, 1], or
                 an unknown ``spacing``.
         """
-        width = getattr(getattr(self.network, "input", None), "out_features", 0)  # of the residual stream
-        n = check_sample_count(n, self.dim, width)
-        if steps is not None:
-            whole = whole_number(steps)
-            if whole is None or not 1 <= whole <= self.diffusion_steps:
-                raise ValueError(
-                    f"steps must be a whole number in 1..{self.diffusion_steps} (the diffusion steps), "
-                    f"got {steps!r}"
-                )
-            steps = whole
-        eta_value = None  # a real number, also a NumPy or one-element tensor one
-        if isinstance(eta, torch.Tensor) and eta.numel() == 1 and not eta.dtype == torch.bool:
-            eta_value = float(eta)
-        elif isinstance(eta, numbers.Real) and not isinstance(eta, bool):
-            eta_value = float(eta)
+        n = check_sample_count(n, self.dim, getattr(getattr(self.network, "input", None), "out_features", 0))
+        whole, eta_value = whole_number(steps), _real_number(eta)
+        if steps is not None and (whole is None or not 1 <= whole <= self.diffusion_steps):
+            raise ValueError(f"steps must be a whole number in 1..{self.diffusion_steps}, got {steps!r}")
         if eta_value is None or not 0.0 <= eta_value <= 1.0:
             raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
-        eta = eta_value
-        if spacing not in ("quadratic", "linear"):
-            raise ValueError(f"spacing must be 'quadratic' or 'linear', got {spacing!r}")
-        device = self.schedule.beta2.device
-        x = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
-        s = self.schedule
-        full = steps is None or steps >= self.diffusion_steps
-        if full and (eta != 1.0 or spacing != "quadratic"):
-            warnings.warn(
-                f"eta={eta:g}, spacing={spacing!r}: these set the strided DDIM sampler, but all "
-                f"{self.diffusion_steps} steps run the ancestral sampler, which they do not change; pass "
-                f"steps below {self.diffusion_steps} to use it",
-                stacklevel=2,
-            )
-        if full:
-            timesteps = list(range(self.diffusion_steps, 0, -1))
-        else:
-            timesteps = ddim_timesteps(self.diffusion_steps, steps, spacing)
-        trajectory = [x]
-        t_all = torch.tensor(timesteps, device=device)
-        # One timestep shared by every point: shape (1,), so the time embedding and each block's
-        # conditioning are computed once and broadcast over the n points. Outside autocast, a plain
-        # DenoisingNetwork (no subclass, no hooks of its own to call) is replaced by its frozen form,
-        # which computes them once for all timesteps before the loop.
-        net = self.network
-        frozen = None
-        if (
-            type(net) is DenoisingNetwork
-            and not (net._forward_pre_hooks or net._forward_hooks)
-            and not torch.is_autocast_enabled(device.type)
-        ):
-            frozen = net.frozen(t_all)
-        for k, i in enumerate(timesteps):
-            timestep = t_all[k : k + 1]
-            for hook in self._reverse_step_hooks.values():
-                hook(x, timestep)
-            out = self.network(x, timestep) if frozen is None else frozen(x, k)
+        full = steps is None or whole == self.diffusion_steps
+        timesteps = ddim_timesteps(self.diffusion_steps, self.diffusion_steps if full else whole, spacing)
+        device, dtype, bound = self.schedule.beta2.device, self.standardize.mean.dtype, self.sample_x0_bound()
+        x = torch.randn(n, self.dim, generator=generator, device=device, dtype=dtype)
+        trajectory, eps = [x], self._network_steps(timesteps)
+        for k, (i, prev) in enumerate(zip(timesteps, [*timesteps[1:], 0], strict=True)):
+            noisy = prev > 0 and (full or eta_value > 0)
+            noise = torch.randn(x.shape, generator=generator, device=device, dtype=dtype) if noisy else None
             if full:
-                x = self._mean_from_output(x, out, timestep)
-                if i > 1:
-                    x = x + self.reverse_variance[i].sqrt() * torch.randn(
-                        x.shape, generator=generator, device=device
-                    )
-            else:
-                prev = timesteps[k + 1] if k + 1 < len(timesteps) else 0
-                eps = self._eps_from_output(x, out, timestep)
-                x0 = (x - s.sigma_bar[i] * eps) / s.alpha_bar[i].clamp_min(1e-12)  # ᾱ can underflow
-                ab_prev = s.alpha_bar[prev]
-                sigma = eta * torch.sqrt(
-                    (1 - ab_prev**2) / (1 - s.alpha_bar[i] ** 2) * (1 - s.alpha_bar[i] ** 2 / ab_prev**2)
+                x = ancestral_step(
+                    self.schedule, x, eps(x, k), i, noise, variance=self.reverse_variance[i], x0_bound=bound
                 )
-                x = ab_prev * x0 + torch.sqrt((1 - ab_prev**2 - sigma**2).clamp_min(0)) * eps
-                if prev > 0:
-                    x = x + sigma * torch.randn(x.shape, generator=generator, device=device)
+            else:
+                x = ddim_step(self.schedule, x, eps(x, k), i, prev, eta_value, noise, x0_bound=bound)
             if return_trajectory:
                 trajectory.append(x)
         if return_trajectory:
             return torch.stack([self.standardize.inverse(t)[0] for t in trajectory])
         return self.standardize.inverse(x)[0]
+
+
+def _default_x0_max_abs(state: dict, prefix: str, *args: object) -> None:
+    """Load a checkpoint written before ``x0_max_abs`` existed with zeros: its samplers clip nothing."""
+    key = prefix + "x0_max_abs"
+    if key not in state and prefix + "standardize.mean" in state:
+        state[key] = torch.zeros_like(state[prefix + "standardize.mean"])
+
+
+def _real_number(value: object) -> float | None:
+    """``value`` as a float where it is a real number (also a NumPy or one-element tensor one, not a
+    bool); else None."""
+    if isinstance(value, torch.Tensor):
+        return float(value) if value.numel() == 1 and value.dtype != torch.bool else None
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
 
 
 def _parameter_count(config: DDPMModelConfig, dim: int) -> int:

@@ -53,9 +53,8 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -123,17 +122,6 @@ class ContinuousSchedule:
         return math.sqrt(-math.expm1(2.0 * self.log_alpha_bar(s)))
 
 
-@contextlib.contextmanager
-def _time_table_row(network: torch.nn.Module, embedding: torch.Tensor) -> Iterator[None]:
-    """Temporarily replace the network's timestep table by one row (restored afterwards)."""
-    table = network.time_table
-    network.time_table = embedding
-    try:
-        yield
-    finally:
-        network.time_table = table
-
-
 def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode: str) -> EpsFunction:
     """ε_θ(x, s) at a continuous timestep s for a DDPM's own network (see the module docstring)."""
     if time_mode not in TIME_MODES:
@@ -154,9 +142,9 @@ def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode
 
         return eps
 
-    if not (hasattr(network, "time_table") and hasattr(network, "time_mlp")):
+    if not (hasattr(network, "time_table") and hasattr(network, "conditioning")):
         raise ValueError(
-            "time_mode='embedding' needs a network with a sinusoidal 'time_table'; "
+            "time_mode='embedding' needs a network with a sinusoidal 'time_table' and 'conditioning'; "
             "use time_mode='interpolate' or pass eps_fn"
         )
     width = network.time_table.shape[1]
@@ -165,8 +153,10 @@ def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode
         embedding = sinusoidal_embedding(torch.tensor([s], device=x.device), width).to(
             network.time_table.dtype
         )
-        with _time_table_row(network, embedding):  # row 0 for all points (a (1,) timestep broadcasts)
-            out = network(x, torch.zeros(1, dtype=torch.long, device=x.device))
+        # One conditioning row for all points; the timestep argument is only shown to hooks.
+        out = network(
+            x, torch.zeros(1, dtype=torch.long, device=x.device), conditioning=network.conditioning(embedding)
+        )
         if model.parameterisation == "eps":
             return out
         # μ = (x - β²/σ̄ ε) / α  =>  ε = (x - α μ) σ̄ / β², with the continuous α(s), β²(s), σ̄(s).
@@ -229,46 +219,55 @@ def probability_flow_log_prob(
         raise ValueError(f"start must be in [1, {steps}), got {start}")
     schedule = ContinuousSchedule.from_model(model)
     eps = eps_fn if eps_fn is not None else _network_eps(model, schedule, time_mode)
-    dim = x.shape[1]
     param_dtype = next(iter(model.buffers())).dtype
-    nfe = 0
-    selector = torch.empty(0)
-
-    def drift(s_tensor: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        nonlocal nfe
-        nfe += 1
-        s = min(float(s_tensor), float(steps))  # the initial step-size probe may look past L
-        rate, sigma = schedule.rate(s), schedule.sigma_bar(s)
-        n = state[0].shape[0]
-        with torch.enable_grad():
-            # One pass for all D Jacobian rows: copy d of the batch back-propagates the unit vector e_d,
-            # so its gradient's d-th entry is ∂f_d/∂x_d; the D entries sum to the exact trace.
-            xs = state[0].detach().repeat(dim, 1).requires_grad_(True)
-            e = eps(xs.to(param_dtype), s).to(xs.dtype)
-            f = -0.5 * rate * (xs - e / sigma)
-            (grad,) = torch.autograd.grad((f * selector).sum(), xs)
-            div = (grad * selector).sum(-1).view(dim, n).sum(0)
-        return f[:n].detach(), div.detach()
-
+    drift = _Drift(schedule, eps, param_dtype)
     log_probs, priors, divergences = [], [], []
     times = torch.tensor([float(start), float(steps)], dtype=torch.float64, device=x.device)
+    # An adaptive solver would otherwise step past s = L and interpolate back (the schedule is not
+    # defined half a step beyond L); step_t makes it land on L.
+    extra = {"options": {"step_t": times[-1:]}} if method in _ADAPTIVE else {}
     with torch.no_grad():
         z0, log_det = model.standardize(x.to(param_dtype))
         for z, ld in zip(z0.double().split(batch_size), log_det.double().split(batch_size), strict=True):
             state = (z, torch.zeros(z.shape[0], dtype=torch.float64, device=z.device))
-            selector = torch.eye(dim, dtype=torch.float64, device=z.device).repeat_interleave(z.shape[0], 0)
-            # An adaptive solver would otherwise step past s = L and interpolate back (the schedule
-            # is not defined half a step beyond L); step_t makes it land on L.
-            extra = {"options": {"step_t": times[-1:]}} if method in _ADAPTIVE else {}
             path, integral = odeint(drift, state, times, rtol=rtol, atol=atol, method=method, **extra)
             end, div = path[-1], integral[-1]
-            prior = -0.5 * (end.pow(2).sum(-1) + dim * math.log(2 * math.pi))
+            prior = -0.5 * (end.pow(2).sum(-1) + x.shape[1] * math.log(2 * math.pi))
             priors.append(prior)
             divergences.append(div)
             log_probs.append(prior + div + ld)
     return FlowLikelihood(
-        log_prob=torch.cat(log_probs), prior=torch.cat(priors), divergence=torch.cat(divergences), nfe=nfe
+        log_prob=torch.cat(log_probs),
+        prior=torch.cat(priors),
+        divergence=torch.cat(divergences),
+        nfe=drift.nfe,
     )
+
+
+class _Drift:
+    """The probability-flow ODE's right-hand side for torchdiffeq: ``(s, (x (N, D), ·)) -> (dx/ds,
+    div f (N,))``, with the exact divergence; ``nfe`` counts its evaluations."""
+
+    def __init__(self, schedule: ContinuousSchedule, eps: EpsFunction, param_dtype: torch.dtype) -> None:
+        self.schedule, self.eps, self.param_dtype, self.nfe = schedule, eps, param_dtype, 0
+
+    def __call__(
+        self, s_tensor: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, ...]:
+        self.nfe += 1
+        s = min(float(s_tensor), float(self.schedule.steps))  # the initial step-size probe may look past L
+        rate, sigma = self.schedule.rate(s), self.schedule.sigma_bar(s)
+        (n, dim), x = state[0].shape, state[0]
+        selector = torch.eye(dim, dtype=x.dtype, device=x.device).repeat_interleave(n, 0)
+        with torch.enable_grad():
+            # One pass for all D Jacobian rows: copy d of the batch back-propagates the unit vector e_d,
+            # so its gradient's d-th entry is ∂f_d/∂x_d; the D entries sum to the exact trace.
+            xs = x.detach().repeat(dim, 1).requires_grad_(True)
+            e = self.eps(xs.to(self.param_dtype), s).to(xs.dtype)
+            f = -0.5 * rate * (xs - e / sigma)
+            (grad,) = torch.autograd.grad((f * selector).sum(), xs)
+            div = (grad * selector).sum(-1).view(dim, n).sum(0)
+        return f[:n].detach(), div.detach()
 
 
 def probability_flow_nll(model: torch.nn.Module, x: torch.Tensor, **options: object) -> torch.Tensor:

@@ -17,6 +17,27 @@ Posterior (Ho et al. 2020, eqs. 6-7)::
 β²_i is linear in i from ``beta2_start`` at i = 1 to ``beta2_end`` at i = L (``torch.linspace``; with
 L = 1 the single step has β²_1 = ``beta2_end``). Everything is computed in float64 and stored as
 buffers of length L + 1 indexed directly by the timestep i (entry 0 stands for "no noise").
+
+Notation. This project's symbols against the common (Ho et al. 2020 / diffusers) ones, whose ᾱ_t
+is the product of the α_t² (so ``alphas_cumprod`` = ᾱ² here):
+
+==========================  ====================  =======================================
+here                        Ho et al. 2020        diffusers
+==========================  ====================  =======================================
+β²_i (``beta2``)            β_t                   ``betas``
+α_i = sqrt(1 - β²_i)        sqrt(α_t)             ``alphas ** 0.5``
+ᾱ_i = ∏ α_k                 sqrt(ᾱ_t)             ``alphas_cumprod ** 0.5``
+ᾱ_i²                        ᾱ_t                   ``alphas_cumprod``
+σ̄_i = sqrt(1 - ᾱ_i²)        sqrt(1 - ᾱ_t)         ``sqrt_one_minus_alphas_cumprod``
+σ̃²_i                        β̃_t                   ``variance`` (``"fixed_small"``)
+x̂₀                          x̂₀ (eq. 15)           ``pred_original_sample``
+==========================  ====================  =======================================
+
+The reverse steps of the samplers are functions of the schedule, as diffusers separates a
+scheduler's ``step`` from the sampling loop: :func:`ancestral_step` (Ho et al. 2020, Algorithm 2)
+and :func:`ddim_step` (Song, Meng & Ermon 2021, eq. 12). Both go through the prediction x̂₀ of the
+data, which they may clip to ``x0_bound``: at the noisy end ᾱ_L ≈ 3e-6 multiplies any error of ε̂
+by up to 1/ᾱ_L in x̂₀ (docs/ddpm-sampling.md).
 """
 
 from __future__ import annotations
@@ -28,7 +49,9 @@ __all__ = [
     "MAX_FINAL_ALPHA_BAR",
     "MIN_ALPHA_BAR",
     "NoiseSchedule",
+    "ancestral_step",
     "broadcast_to",
+    "ddim_step",
     "final_alpha_bar",
     "schedule_problem",
     "schedule_warning",
@@ -175,3 +198,71 @@ class NoiseSchedule(nn.Module):
         return (
             (xi - self.gather("alpha", timestep, xi) * mean) * self.gather("sigma_bar", timestep, xi) / beta2
         )
+
+
+def _x0_and_eps(
+    schedule: NoiseSchedule, x_i: torch.Tensor, eps: torch.Tensor, i: int, x0_bound: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x̂₀ = (x_i - σ̄_i ε̂) / ᾱ_i (Ho et al. 2020, eq. 15), clipped to ±``x0_bound`` if given, and the
+    ε̂ = (x_i - ᾱ_i x̂₀) / σ̄_i that agrees with the clipped x̂₀ (as diffusers re-derives it)."""
+    x0 = (x_i - schedule.sigma_bar[i] * eps) / schedule.alpha_bar[i]
+    if x0_bound is None:
+        return x0, eps
+    x0 = torch.maximum(torch.minimum(x0, x0_bound), -x0_bound)
+    return x0, (x_i - schedule.alpha_bar[i] * x0) / schedule.sigma_bar[i]
+
+
+def ancestral_step(
+    schedule: NoiseSchedule,
+    x_i: torch.Tensor,
+    eps: torch.Tensor,
+    i: int,
+    noise: torch.Tensor | None,
+    *,
+    variance: torch.Tensor | float,
+    x0_bound: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One step x_i -> x_{i-1} of the ancestral sampler (Ho et al. 2020, Algorithm 2, line 4).
+
+    1. x̂₀ = (x_i - σ̄_i ε̂) / ᾱ_i                     (eq. 4 solved for x_0; eq. 15)
+    2. x̂₀ clipped to ±``x0_bound``                   (if given; diffusers' ``clip_sample``)
+    3. μ = μ̃_i(x_i, x̂₀)                              (eq. 7; unclipped it is eq. 11's μ_θ)
+    4. x_{i-1} = μ + sqrt(``variance``) · ``noise``   (i > 1; at i = 1, μ̃_1 = x̂₀ alone)
+
+    Shapes: ``x_i``, ``eps`` (the network's ε̂) and ``noise`` (N(0, I) draws, unused at i = 1) are
+    ``(N, D)``, standardised; ``x0_bound`` is ``(D,)`` or a scalar; ``i`` in 1..L is shared by all N.
+    """
+    x0, _ = _x0_and_eps(schedule, x_i, eps, i, x0_bound)
+    mean = schedule.posterior_coef_x0[i] * x0 + schedule.posterior_coef_xi[i] * x_i
+    if i == 1:
+        return mean
+    return mean + variance**0.5 * noise
+
+
+def ddim_step(
+    schedule: NoiseSchedule,
+    x_i: torch.Tensor,
+    eps: torch.Tensor,
+    i: int,
+    i_prev: int,
+    eta: float,
+    noise: torch.Tensor | None,
+    *,
+    x0_bound: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One strided step x_i -> x_{i_prev} of DDIM (Song, Meng & Ermon 2021, eq. 12; their α_t is ᾱ_t²).
+
+    1. x̂₀ = (x_i - σ̄_i ε̂) / ᾱ_i                          (eq. 12's "predicted x_0")
+    2. x̂₀ clipped to ±``x0_bound``, ε̂ re-derived from it   (if given)
+    3. σ = η sqrt(σ̄²_prev / σ̄²_i) sqrt(1 - ᾱ²_i / ᾱ²_prev)   (eq. 16; η = 1 is the DDPM posterior's)
+    4. x_prev = ᾱ_prev x̂₀ + sqrt(σ̄²_prev - σ²) ε̂ + σ z     (eq. 12; i_prev = 0 gives x̂₀)
+
+    Shapes as :func:`ancestral_step`; ``noise`` (z) is unused when i_prev = 0 (or ``eta`` = 0).
+    """
+    x0, eps = _x0_and_eps(schedule, x_i, eps, i, x0_bound)
+    ab, ab_prev = schedule.alpha_bar[i], schedule.alpha_bar[i_prev]
+    sigma = eta * torch.sqrt((1 - ab_prev**2) / (1 - ab**2) * (1 - ab**2 / ab_prev**2))
+    x = ab_prev * x0 + torch.sqrt((1 - ab_prev**2 - sigma**2).clamp_min(0)) * eps
+    if i_prev == 0 or eta == 0:
+        return x
+    return x + sigma * noise
