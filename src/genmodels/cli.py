@@ -315,13 +315,11 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
         add(
             "--ode_points",
             type=int,
-            default=1000,
             help="DDPM: points for the ODE likelihood (default 1000; 0 skips)",
         )
         add(
             "--bound_points",
             type=int,
-            default=1000,
             help="DDPM: points for the variational bound (default 1000)",
         )
         add("--n_boot", type=int, default=10, help="bootstrap replicates (default 10)")
