@@ -159,6 +159,10 @@ METRIC_UNITS: dict[str, str] = {
     "c2st_floor": _ACCURACY,
     "c2st_hgb": _ACCURACY,
     "c2st_hgb_floor": _ACCURACY,
+    "far_share": "share of points beyond the training data's box widened by half its range",
+    "far_share_floor": "share of points beyond the training data's box widened by half its range",
+    "max_distance": "training standard deviations from the training mean",
+    "max_distance_floor": "training standard deviations from the training mean",
 }
 
 
@@ -167,12 +171,18 @@ def evaluate_samples(
 ) -> dict:
     """C2ST (MLP and boosted trees) of ``samples`` against the held-out points, each beside its floor
     (as many training points against the same held-out ones; NaN without ``real_train``):
-    ``{"n_eval", "c2st", "c2st_floor", "c2st_hgb", "c2st_hgb_floor"}``."""
+    ``{"n_eval", "c2st", "c2st_floor", "c2st_hgb", "c2st_hgb_floor"}``; and the tails of all the samples
+    against the training points (:func:`~genmodels.evaluation.metrics.tail_metrics`), the held-out points'
+    as the floor: ``far_share``, ``max_distance`` and their ``_floor``."""
+    tails = {}
+    if real_train is not None and len(real_train) and len(real_test):
+        for key, points in (("", samples), ("_floor", real_test)):
+            tails.update({name + key: value for name, value in M.tail_metrics(points, real_train).items()})
     n = min(len(samples), len(real_test))
     rng = np.random.default_rng(seed)
     gen = samples[rng.choice(len(samples), n, replace=False)]
     test = real_test[rng.choice(len(real_test), n, replace=False)]
-    out: dict[str, Any] = {"n_eval": int(n)}
+    out: dict[str, Any] = {"n_eval": int(n), **tails}
     out.update(c2st=math.nan, c2st_hgb=math.nan, c2st_floor=math.nan, c2st_hgb_floor=math.nan)
     if n < M.MIN_TWO_SAMPLE_POINTS:
         fewest = (

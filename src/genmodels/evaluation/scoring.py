@@ -209,6 +209,10 @@ UNITS: dict[str, str] = {
         "c2st_mlp, c2st_hgb: classifier accuracy (0.5: indistinguishable); energy, sliced_w2: data "
         "units; mmd: squared MMD of a Gaussian kernel (no units)"
     ),
+    "tails": (
+        "far_share: share of points beyond one half of the real points' box widened by half its range; "
+        "max_distance: its standard deviations; floor: the other half of the real points"
+    ),
     "seconds": "seconds",
 }
 
@@ -254,6 +258,12 @@ def evaluate_model(
     )
     if samples is None:
         samples = timed("sampling", sample_model, model, n_samples, seed=seed)
+    half = np.random.default_rng(seed).permutation(len(real))[: len(real) // 2]
+    rest = np.setdiff1d(np.arange(len(real)), half)
+    tails = {
+        key: M.tail_metrics(points, real[half])
+        for key, points in (("samples", samples), ("floor", real[rest]))
+    }
     samples = finite_samples(samples)
     quality = timed("two_sample", sample_metrics, samples, real, n_eval=n_eval, n_boot=n_boot, seed=seed)
     text = _coverage_text(text, dataset, real)
@@ -269,6 +279,7 @@ def evaluate_model(
         "likelihood": likelihood,
         "samples": quality,
         "mode_coverage": coverage,
+        "tails": tails,
         "seconds": {k: round(v, 3) for k, v in timing.items()},
         "units": UNITS,
     }
@@ -379,6 +390,11 @@ def format_report(metrics: dict[str, Any]) -> str:
                 f"  {label:<20} generated {entry['generated']:.4f} ± {entry['generated_se']:.4f}   "
                 f"real {entry['real']:.4f} ± {entry['real_se']:.4f}   ratio {_fmt(entry['ratio'], 3)}"
             )
+    tails = metrics.get("tails")
+    if tails:
+        lines += ["", "tails (beyond the real points' box widened by half its range)        model      floor"]
+        for key, name in (("far_share", "share of points"), ("max_distance", "largest distance [std]")):
+            lines.append(f"  {name:<66} {_fmt(tails['samples'][key]):>10} {_fmt(tails['floor'][key]):>10}")
     lines += ["", "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in metrics["seconds"].items())]
     return "\n".join(lines)
 
