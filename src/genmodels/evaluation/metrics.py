@@ -1,13 +1,6 @@
-"""Sample-based metrics comparing a generated point cloud with real data: NumPy arrays of points
-(one a row, ``(N, D)``) in, plain floats out; nothing here touches torch, files or plots.
-
-Two-sample discrepancies (0, or 0.5 for the C2ST, means indistinguishable): :func:`c2st` (Lopez-Paz &
-Oquab 2017, the variant of Lueckmann et al. 2021), :func:`energy_distance` (Szekely & Rizzo 2013),
-:func:`mmd` (Gretton et al. 2012), :func:`sliced_wasserstein` (Bonneel et al. 2015). Entropy:
-:func:`knn_entropy` (Kozachenko-Leonenko), :func:`gaussian_entropy`. Uncertainty and references:
-:func:`bootstrap_interval`, :func:`wilson_interval`, :func:`two_sample_floor`. Pairwise sums are
-accumulated in blocks of about ``_BLOCK_ELEMENTS`` values, so memory stays bounded.
-"""
+"""Sample-based metrics: NumPy points ``(N, D)`` in, plain floats out (no torch, files or plots).
+Two-sample discrepancies (0, or 0.5 for the C2ST, mean indistinguishable), entropies and intervals;
+pairwise sums run in blocks of about ``_BLOCK_ELEMENTS`` values."""
 
 from __future__ import annotations
 

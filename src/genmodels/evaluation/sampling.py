@@ -42,14 +42,9 @@ def sample_model(
     precision: str = "float32",
     ddim_spacing: str = "quadratic",
 ) -> np.ndarray:
-    """Draw ``n`` samples ``(n, D)`` in the data's units, ``chunk_size`` at a time, reproducibly.
-
-    The sampling settings (``sampling_steps`` 0 = all, ``eta``, ``ddim_spacing``) reach ``model.sample``
-    through the spec's ``sample_options``; a model without such options ignores them. Chunk k draws from
-    a generator seeded by ``(seed, k)`` (chunk 0 by ``seed`` itself), so under torchrun each process
-    draws every world_size-th chunk and all return the samples one process draws. ``precision=
-    "bfloat16"`` runs the matrix products in bfloat16 (:func:`genmodels.train.acceleration.autocast`).
-    """
+    """Draw ``n`` samples ``(n, D)`` in data units, ``chunk_size`` at a time, chunk k seeded by ``(seed, k)``
+    (so processes under torchrun share the chunks); the sampling settings reach ``model.sample`` through
+    the spec's ``sample_options``."""
     settings = {"sampling_steps": sampling_steps or None, "eta": eta, "ddim_spacing": ddim_spacing}
     options = {option: settings[key] for option, key in spec_of(model).sample_options.items()}
     device = next(model.buffers()).device
@@ -65,8 +60,7 @@ def sample_model(
     return samples
 
 
-# Samples farther than this many training standard deviations from the training mean draw a warning
-# (docs/evaluation.md): C2ST does not show such outliers.
+# Samples this many training standard deviations from the mean draw a warning (docs/evaluation.md).
 FAR_SAMPLE_STDS = 50.0
 
 

@@ -1,12 +1,6 @@
-"""Evaluation of a trained checkpoint on held-out data, every number beside its reference.
-
-:func:`evaluate_checkpoint` loads a checkpoint and measures, on the held-out split stored with the run
-(or on points given), in nats and data units: the NLL by every estimator of the model's spec
-(``spec.likelihoods``), each on a random subset, with standard errors and its gap to the data's
-differential entropy (``E[-log q] = H(p) + KL(p || q)``, :func:`entropy_reference`); the two-sample
-statistics of fresh samples, each beside its floor between two halves of the real data and with a
-95 % interval (:func:`sample_metrics`); and for text data the share of points inside each glyph
-(:func:`mode_coverage`). Every random choice is seeded; the result is a JSON-ready dict.
+"""Evaluation of a trained checkpoint on held-out data, every number beside its reference: NLL by each of
+the spec's ``likelihoods`` with its gap to the data's entropy (``E[-log q] = H(p) + KL(p || q)``), two-sample
+statistics beside their floors (:func:`sample_metrics`), and glyph shares (:func:`mode_coverage`). Seeded.
 """
 
 from __future__ import annotations
@@ -49,8 +43,7 @@ def _mean_se(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), se
 
 
-# How far (beyond 4 standard errors) the k-NN entropy of a dataset's points may fall from its exact
-# entropy before ``entropy_reference`` warns that they may not come from it (docs/evaluation.md).
+# Nats (beyond 4 SE) between k-NN and exact entropy before a warning (docs/evaluation.md).
 ENTROPY_MISMATCH_NATS = 0.25
 
 

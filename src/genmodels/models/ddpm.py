@@ -54,37 +54,17 @@ from genmodels.models.schedule import (
 
 __all__ = ["DenoisingNetwork", "DDPM", "X0_BOUND_MARGIN", "ddim_timesteps"]
 
-# The samplers clip x̂₀ to this multiple of the training data's largest |standardised coordinate|
-# (per coordinate): measured in docs/ddpm-sampling.md.
+# x̂₀ is clipped to this multiple of the data's largest |standardised coordinate| (docs/ddpm-sampling.md).
 X0_BOUND_MARGIN = 1.5
 
 
 @settings
 class DDPMModelConfig:
-    """DDPM (Ho et al. 2020) in the specification's β² notation.
-
-    Attributes:
-        diffusion_steps: L, the number of forward noising steps.
-        beta2_start: β²_1, the first step's noise variance.
-        beta2_end: β²_L, the last step's noise variance (linear in between).
-        time_embed_dim: width of the sinusoidal timestep embedding.
-        hidden_units: width of the denoising network.
-        n_blocks: residual MLP blocks in the denoising network.
-        input_embed_dim: width of a random Fourier embedding of the noisy input (0 = the raw input).
-            Measured on toy densities, it makes the probability-flow likelihood far worse (its gap to
-            the entropy grows by 1-1.7 nats), so the default leaves it off.
-        parameterisation: ``"eps"`` predicts the noise and derives the posterior mean from it;
-            ``"mean"`` outputs the posterior mean μ_θ directly.
-        weighting: ``"simple"`` (Ho et al. 2020, sec. 3.4: equal weight on the noise error at every
-            timestep) or ``"bound"`` (the variational bound's 1/(2σ²_i) on the mean error).
-        reverse_variance: σ²_i of the reverse steps: ``"posterior"`` (σ̃²_i) or ``"beta"`` (β²_i).
-        points_per_timestep: training points that share one timestep draw, so the network embeds and
-            projects a batch's timesteps this many times fewer; 1 draws one per point. A batch whose
-            size it does not divide shares in runs of their gcd. Training only: a resumed run may
-            change it.
-        clip_x0: clip the samplers' prediction x̂₀ to the training data's range times a margin
-            (docs/ddpm-sampling.md).
-    """
+    """DDPM (Ho et al. 2020) in the β² notation: L = ``diffusion_steps``, β² linear from ``beta2_start``
+    to ``beta2_end``; ``input_embed_dim`` is a random Fourier embedding of x_i (0: none);
+    ``parameterisation``, ``weighting``: see the module docstring; ``reverse_variance``: σ²_i = σ̃²_i
+    (``"posterior"``) or β²_i; ``points_per_timestep``: training points sharing one timestep draw
+    (training only); ``clip_x0``: clip the samplers' x̂₀ (docs/ddpm-sampling.md)."""
 
     diffusion_steps: Int = Field(2500, ge=1)
     beta2_start: Float = Field(1e-4, gt=0, lt=1)
@@ -115,8 +95,7 @@ class DDPMModelConfig:
 
 
 def _input_features(x: torch.Tensor, fourier: torch.Tensor | None) -> torch.Tensor:
-    """The input layer's features of ``x (N, D)``: x, then its Fourier features with the frequencies
-    ``fourier (D, F)`` if any, ``(N, D + 2F)``."""
+    """``x (N, D)`` and its Fourier features at frequencies ``fourier (D, F)`` if any: ``(N, D + 2F)``."""
     if fourier is None:
         return x
     proj = 2 * math.pi * x @ fourier
@@ -124,22 +103,9 @@ def _input_features(x: torch.Tensor, fourier: torch.Tensor | None) -> torch.Tens
 
 
 class DenoisingNetwork(nn.Module):
-    """Residual MLP ``(x_i, i) -> (D,)`` output (ε_θ or μ_θ), conditioned on a sinusoidal timestep
-    embedding of width ``time_embed_dim`` (precomputed for i = 0..L and stored as a buffer).
-
-    Args:
-        dim: data dimension D.
-        steps: L, the number of timesteps.
-        hidden_units: width of the residual stream.
-        n_blocks: residual blocks.
-        time_embed_dim: width of the timestep embedding.
-        input_embed_dim: width of a random Fourier embedding of ``x_i`` appended to it (0: none).
-
-    Shapes: ``x (N, D)``, ``timestep (G,)`` int -> ``(N, D)``, where G divides N: row g's timestep is
-    that of the g-th run of N / G consecutive points (G = N: one each; G = 1: one for all). The
-    timestep's embedding and projections are computed per row of ``timestep``, so sharing timesteps
-    saves their cost.
-    """
+    """Residual MLP ``(x_i, i) -> ε_θ or μ_θ``, conditioned on a sinusoidal timestep embedding (a buffer
+    for i = 0..L). ``x (N, D)``, ``timestep (G,)`` -> ``(N, D)``, G dividing N: row g is the timestep
+    of the g-th run of N / G consecutive points."""
 
     def __init__(
         self,
@@ -172,18 +138,14 @@ class DenoisingNetwork(nn.Module):
         nn.init.zeros_(self.output.bias)
 
     def conditioning(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Every block's first-layer bias for timestep embeddings ``embedding (G, time_embed_dim)``
-        (rows of ``time_table``, or :func:`sinusoidal_embedding` at fractional timesteps):
-        ``(G, n_blocks, hidden_units)``, to pass to :meth:`forward` as ``conditioning``."""
+        """Every block's first-layer bias for ``embedding (G, E)``: ``(G, n_blocks, hidden_units)``."""
         cond = self.time_mlp(embedding)
         return torch.stack([block.first_bias(cond) for block in self.blocks], dim=1)
 
     def forward(
         self, x: torch.Tensor, timestep: torch.Tensor, *, conditioning: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``x (N, D)``, ``timestep (G,)`` -> ``(N, D)``. A sampler may pass ``conditioning``, the
-        :meth:`conditioning` of the timesteps' embeddings computed before its loop, to skip computing
-        it at every step (``timestep`` is then only shown to hooks)."""
+        """``x (N, D)``, ``timestep (G,)`` -> ``(N, D)``; a precomputed :meth:`conditioning` may be passed."""
         if conditioning is None:
             conditioning = self.conditioning(self.time_table[timestep])
         h = self.input(_input_features(x, self.fourier))
@@ -195,16 +157,9 @@ class DenoisingNetwork(nn.Module):
 
 
 def ddim_timesteps(diffusion_steps: int, steps: int, spacing: str = "quadratic") -> list[int]:
-    """The decreasing timesteps L = i_0 > ... > i_{S-1} = 1 of a strided sampler with ``steps`` = S.
-
-    ``"linear"`` spaces them evenly; ``"quadratic"`` as 1 + (L - 1)(1 - u)² for u evenly spaced in
-    [0, 1], so they are dense near the data, where the samples' fine detail is formed. The last ones
-    are at least S - 1, ..., 2, 1, so S <= L gives S distinct timesteps (S = L: all of L, ..., 1, the
-    ancestral sampler's); duplicates are kept once.
-
-    Raises:
-        ValueError: ``steps < 1`` or an unknown ``spacing``.
-    """
+    """The decreasing timesteps L = i_0 > ... > i_{S-1} = 1 of a strided sampler with ``steps`` = S:
+    evenly spaced (``"linear"``) or 1 + (L - 1)(1 - u)² for u evenly in [0, 1] (``"quadratic"``, dense
+    near the data); the last ones at least S - 1, ..., 1, so S = L gives all of L, ..., 1."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if spacing not in ("quadratic", "linear"):
@@ -212,31 +167,14 @@ def ddim_timesteps(diffusion_steps: int, steps: int, spacing: str = "quadratic")
     u = torch.linspace(0, 1, steps, dtype=torch.float64)
     shape = (1 - u) ** 2 if spacing == "quadratic" else 1 - u
     grid = (1 + (diffusion_steps - 1) * shape).round().long()
-    # Where the grid is denser than whole timesteps (its end), keep the last ones at S-1, ..., 2, 1.
     grid = torch.maximum(grid, torch.arange(steps, 0, -1).clamp_max(diffusion_steps))
     return grid.unique_consecutive().tolist()
 
 
 class DDPM(nn.Module):
-    """Denoising diffusion model on ``D``-dimensional data.
-
-    Args:
-        dim: data dimension D >= 1.
-        steps: L, the number of diffusion steps.
-        beta2_start, beta2_end: the linear β² schedule's ends.
-        network: the denoising network ``(x_i, i) -> (N, D)``.
-        parameterisation: ``"eps"`` or ``"mean"`` (what the network outputs).
-        weighting: ``"simple"`` or ``"bound"`` (see the module docstring).
-        points_per_timestep: training points that share one timestep draw (see :meth:`loss`). Above 1,
-            ``network`` gets one timestep per run of points, ``(G,)`` for ``(N, D)`` inputs, as
-            :class:`DenoisingNetwork` accepts; 1 (the default here; :meth:`from_config` uses the
-            config's 8) gives any network one timestep per point.
-        clip_x0: whether the samplers clip x̂₀ to :meth:`sample_x0_bound`. Its bound is learnt in
-            :meth:`loss` (training mode) as the buffer ``x0_max_abs``, which checkpoints carry.
-
-    Raises:
-        ValueError: an unknown option, or ``points_per_timestep`` not an integer >= 1.
-    """
+    """Denoising diffusion model on ``D``-dimensional data with L = ``steps`` and a ``network``
+    ``(x_i (N, D), timestep) -> (N, D)`` (one timestep per run of ``points_per_timestep`` points, see
+    :meth:`loss`). ``clip_x0``: the samplers clip x̂₀ to :meth:`sample_x0_bound`, learnt by :meth:`loss`."""
 
     def __init__(
         self,
@@ -253,11 +191,7 @@ class DDPM(nn.Module):
         clip_x0: bool = True,
     ) -> None:
         super().__init__()
-        if (
-            isinstance(points_per_timestep, bool)
-            or not isinstance(points_per_timestep, int)
-            or points_per_timestep < 1
-        ):
+        if whole_number(points_per_timestep) is None or points_per_timestep < 1:
             raise ValueError(f"points_per_timestep must be an integer >= 1, got {points_per_timestep!r}")
         if reverse_variance not in ("posterior", "beta"):
             raise ValueError(f"reverse_variance must be 'posterior' or 'beta', got {reverse_variance!r}")
@@ -277,9 +211,7 @@ class DDPM(nn.Module):
         self._register_load_state_dict_pre_hook(_default_x0_max_abs)
         self.schedule = NoiseSchedule(steps, beta2_start, beta2_end)
         self.network = network
-        # Reverse-process variances σ²_i (Ho et al. 2020, sec. 3.2): the posterior's σ̃²_i, or β²_i. The
-        # decoder p(x_0 | x_1) of the likelihood bound has σ²_1 = β²_1 either way; sampling adds no
-        # noise at i = 1.
+        # Reverse variances σ²_i (Ho et al. 2020, sec. 3.2): σ̃²_i or β²_i; the decoder's σ²_1 = β²_1.
         self.reverse_variance_kind = reverse_variance
         if reverse_variance == "posterior":
             variance = self.schedule.posterior_variance.clone()
@@ -295,12 +227,8 @@ class DDPM(nn.Module):
     def register_reverse_step_hook(
         self, hook: Callable[[torch.Tensor, torch.Tensor], None]
     ) -> RemovableHandle:
-        """Call ``hook(x_i, timestep)`` at every reverse step of :meth:`sample` (ancestral or strided),
-        before the network sees x_i: ``x_i (n, D)`` standardised, ``timestep (1,)`` long, the step i
-        shared by all n points. Returns a handle whose ``remove()`` unregisters it.
-
-        Raises:
-            TypeError: ``hook`` is not callable."""
+        """Call ``hook(x_i (n, D) standardised, timestep (1,))`` before every reverse step of
+        :meth:`sample`; returns a handle whose ``remove()`` unregisters it."""
         if not callable(hook):
             raise TypeError(f"hook must be callable as hook(x_i, timestep), got {type(hook).__name__}")
         handle = RemovableHandle(self._reverse_step_hooks)
@@ -309,12 +237,7 @@ class DDPM(nn.Module):
 
     @classmethod
     def from_config(cls, config, dim: int) -> DDPM:  # noqa: ANN001 - DDPMModelConfig
-        """Build from a :class:`genmodels.config.DDPMModelConfig`.
-
-        Raises:
-            TypeError: ``config`` is not a DDPMModelConfig (a dict: ``DDPMModelConfig(**values)``).
-            ValueError: ``dim`` is not a whole number >= 1 (the config checked itself when built).
-        """
+        """Build from a :class:`DDPMModelConfig` for ``dim``-dimensional data."""
         check_config_type(config, DDPMModelConfig)
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
             raise ValueError(f"dim (the data dimension) must be a whole number >= 1, got {dim!r}")
@@ -347,10 +270,7 @@ class DDPM(nn.Module):
     def forward_diffuse(
         self, x0: torch.Tensor, timestep: int | torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Draw ``x_i ~ q(x_i | x_0)`` for data ``x0 (N, D)`` in data units; returns standardised ``x_i``.
-
-        ``timestep`` is one int or ``(N,)`` ints in 0..L; i = L gives (almost) N(0, I).
-        """
+        """Draw standardised ``x_i ~ q(x_i | x_0)``, ``x0 (N, D)`` in data units, ``timestep`` int or (N,)."""
         z0, _ = self.standardize(x0)
         if isinstance(timestep, int):
             timestep = torch.full((x0.shape[0],), timestep, dtype=torch.long, device=x0.device)
@@ -387,19 +307,11 @@ class DDPM(nn.Module):
         check_points(x0, self.dim, self.standardize.mean.dtype, "x0")
 
     def loss(self, x0: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
-        """Weighted MSE between μ_θ and μ̃ at i ~ U{1..L}, averaged over points and dimensions.
+        """Weighted MSE between μ_θ and μ̃ at i ~ U{1..L}, averaged over points and dimensions: a scalar.
 
-        ``x0 (N, D)`` in data units; returns a scalar. Each timestep is drawn for a run of
-        ``points_per_timestep`` consecutive points (gcd(N, points_per_timestep) when that does not
-        divide N), so the network embeds and projects N / points_per_timestep timesteps instead of N.
-        Every point's timestep is still uniform, so the loss's expectation is unchanged; callers should
-        shuffle the data so that a run is a random set of points.
-
-        ``rows``: the loss of ``x0[rows]`` alone, with the timesteps and noise drawn for all N points,
-        so that processes that each take a slice of one batch draw what one process does.
-
-        Raises:
-            ValueError: an empty batch, or ``x0`` not ``(N, D)`` of the model's dtype.
+        ``x0 (N, D)`` in data units; one timestep is drawn per run of ``points_per_timestep`` (or the gcd
+        with N) consecutive points, each still uniform. ``rows``: the loss of ``x0[rows]`` alone, with the
+        timesteps and noise drawn for all N points (one slice of a batch per process).
         """
         self._check_points(x0)
         z0, _ = self.standardize(x0)
@@ -430,7 +342,7 @@ class DDPM(nn.Module):
     def _bound_terms(
         self, z0: torch.Tensor, timestep: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Per-point bound term at ``timestep (N,)``: the KL L_{i-1} for i >= 2, -log p(x_0 | x_1) for i = 1."""
+        """Per-point bound term at ``timestep (N,)``: KL L_{i-1} for i >= 2, -log p(x_0 | x_1) for i = 1."""
         xi = self.schedule.q_sample(z0, timestep, generator=generator)
         mean = self.posterior_mean_prediction(xi, timestep)
         var = self.reverse_variance[timestep]
@@ -449,16 +361,10 @@ class DDPM(nn.Module):
 
     @torch.no_grad()
     def nll_bound(self, x0: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Variational upper bound on ``-log p(x0)`` (Ho et al. 2020, eq. 5), every step summed.
+        """Variational upper bound on ``-log p(x0)`` (Ho et al. 2020, eq. 5), all L steps summed.
 
-        ``x0 (N, D)`` in data units; returns ``(N,)`` nats per sample in the data's units (the
-        standardisation's log-Jacobian included). The decoder p(x_0 | x_1) is the Gaussian
-        N(μ_θ(x_1, 1), β²_1 I) (continuous data, no discretisation). Costs L network passes. Each
-        step's term is evaluated at one draw of x_i ~ q(x_i | x_0), from ``generator`` (default: torch's
-        global generator), so a seeded generator gives the same numbers every time.
-
-        Raises:
-            ValueError: ``x0`` is not ``(N, D)`` of the model's dtype.
+        ``x0 (N, D)`` in data units -> ``(N,)`` nats in data units. The decoder p(x_0 | x_1) is
+        N(μ_θ(x_1, 1), β²_1 I); each term uses one draw x_i ~ q(x_i | x_0) from ``generator``.
         """
         self._check_points(x0)
         z0, log_det = self.standardize(x0)
@@ -477,16 +383,8 @@ class DDPM(nn.Module):
     def nll_bound_estimate(
         self, x0: torch.Tensor, *, strata: int = 32, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Unbiased, cheap estimate of :meth:`nll_bound`: the prior and decoder terms exactly, and the
-        L - 1 KL terms by stratified sampling: i in 2..L is cut into ``strata`` equal ranges, one
-        random i is drawn in each, and its term is weighted by the range's length.
-
-        ``x0 (N, D)``; returns ``(N,)`` nats. Costs ``strata + 1`` network passes instead of L. The
-        timesteps and the x_i are drawn from ``generator`` (default: torch's global generator).
-
-        Raises:
-            ValueError: ``x0`` is not ``(N, D)`` of the model's dtype.
-        """
+        """Unbiased estimate of :meth:`nll_bound`, ``(N,)`` nats: prior and decoder terms exact, the KL
+        terms stratified (one random i in each of ``strata`` ranges of 2..L, weighted by its length)."""
         self._check_points(x0)
         if x0.shape[0] == 0:
             return x0.new_zeros(0)
@@ -510,9 +408,7 @@ class DDPM(nn.Module):
         return X0_BOUND_MARGIN * self.x0_max_abs
 
     def _network_steps(self, timesteps: list[int]) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        """``(x_i, k) -> ε̂`` at the k-th of ``timesteps``, calling the hooks of
-        :meth:`register_reverse_step_hook` first. A :class:`DenoisingNetwork`'s conditioning of all the
-        timesteps is computed once, before the loop; the module itself is still called (its hooks run)."""
+        """``(x_i, k) -> ε̂`` at the k-th of ``timesteps`` (hooks first; conditioning computed once)."""
         net, device = self.network, self.schedule.beta2.device
         t_all = torch.tensor(timesteps, device=device)
         cond = net.conditioning(net.time_table[t_all]) if isinstance(net, DenoisingNetwork) else None
@@ -540,17 +436,10 @@ class DDPM(nn.Module):
         spacing: str = "quadratic",
         return_trajectory: bool = False,
     ) -> torch.Tensor:
-        """Draw ``n`` samples ``(n, D)`` in the data's units (``(S + 1, n, D)``, x_L first, with
-        ``return_trajectory``).
+        """Draw ``n`` samples ``(n, D)`` in data units (``return_trajectory``: ``(S + 1, n, D)``, x_L first).
 
-        With ``steps`` None (or L): :func:`ancestral_step` through all L steps from x_L ~ N(0, I).
-        With ``steps < L``: :func:`ddim_step` (Song et al. 2021) with noise scale ``eta`` on the
-        ``steps`` timesteps of :func:`ddim_timesteps` with ``spacing``. Both clip x̂₀ to
-        :meth:`sample_x0_bound`. ``eta`` and ``spacing`` do not change the ancestral sampler.
-
-        Raises:
-            ValueError: ``n`` not a whole number >= 0, ``steps`` not in 1..L, ``eta`` not in [0, 1], or
-                an unknown ``spacing``.
+        ``steps`` None or L: :func:`ancestral_step` through all L steps; ``steps < L``: :func:`ddim_step`
+        (Song et al. 2021) with noise scale ``eta`` on :func:`ddim_timesteps` with ``spacing``.
         """
         n = check_sample_count(n, self.dim, getattr(getattr(self.network, "input", None), "out_features", 0))
         whole, eta_value = whole_number(steps), _real_number(eta)
@@ -587,8 +476,7 @@ def _default_x0_max_abs(state: dict, prefix: str, *args: object) -> None:
 
 
 def _real_number(value: object) -> float | None:
-    """``value`` as a float where it is a real number (also a NumPy or one-element tensor one, not a
-    bool); else None."""
+    """``value`` as a float where it is a real number (NumPy, one-element tensor; not a bool); else None."""
     if isinstance(value, torch.Tensor):
         return float(value) if value.numel() == 1 and value.dtype != torch.bool else None
     return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None

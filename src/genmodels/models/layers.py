@@ -14,18 +14,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "ta
 
 
 class MLP(nn.Sequential):
-    """A multi-layer perceptron ``in_features -> [hidden_units] * n_hidden -> out_features``.
-
-    Args:
-        in_features: input width.
-        out_features: output width.
-        n_hidden: number of hidden layers (0 gives a single linear map).
-        hidden_units: width of each hidden layer.
-        activation: one of :data:`ACTIVATIONS`.
-        zero_last: initialise the last layer to zero, so the network starts as the constant 0.
-
-    Shapes: ``(*, in_features) -> (*, out_features)``.
-    """
+    """MLP ``(*, in_features) -> [hidden_units] * n_hidden -> (*, out_features)``, zero-initialised last layer
+    if ``zero_last``."""
 
     def __init__(
         self,
@@ -54,18 +44,10 @@ class MLP(nn.Sequential):
 
 
 class ResidualBlock(nn.Module):
-    """``h + W2 silu(W1 silu(LayerNorm(h)) + b1 + C c)``: a pre-norm residual MLP block whose first
-    layer's bias is shifted by a projection ``C c`` of a conditioning input ``c``.
+    """``h + W2 silu(W1 silu(LayerNorm(h)) + b1 + C c)``, a pre-norm residual block conditioned on ``c``.
 
-    Shapes: ``h (N, width)``, ``cond (G, cond_dim)`` -> ``(N, width)``, where G divides N and row g of
-    ``cond`` conditions the g-th run of N / G consecutive rows of ``h`` (G = N: one row each; G = 1:
-    all rows). Sharing a condition projects it G times instead of N. A sampler that visits known
-    conditions can compute :meth:`first_bias` once for all of them and pass it as ``bias`` instead
-    of ``cond``. Without autograd (``torch.no_grad``, ``inference_mode``) the activations are computed
-    in place, which saves allocations that cost about as much as the products at small widths.
-
-    Raises:
-        ValueError: G does not divide N.
+    ``h (N, width)``, ``cond (G, cond_dim)`` -> ``(N, width)``, G dividing N: row g of ``cond`` conditions
+    the g-th run of N / G rows (or pass :meth:`first_bias` as ``bias``). In place without autograd.
     """
 
     def __init__(self, width: int, cond_dim: int) -> None:
@@ -76,7 +58,7 @@ class ResidualBlock(nn.Module):
         self.linear2 = nn.Linear(width, width)
 
     def first_bias(self, cond: torch.Tensor) -> torch.Tensor:
-        """``b1 + C c``, the first layer's bias under each condition: ``cond (G, cond_dim)`` -> ``(G, width)``."""
+        """``b1 + C c``, the first layer's bias per condition: ``cond (G, cond_dim)`` -> ``(G, width)``."""
         return self.linear1.bias + self.cond(cond)
 
     def forward(
@@ -99,15 +81,8 @@ class ResidualBlock(nn.Module):
 
 
 def sinusoidal_embedding(timesteps: torch.Tensor, dim: int, *, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps, as in Vaswani et al. 2017 sec. 3.5.
-
-    Args:
-        timesteps: ``(N,)`` timesteps.
-        dim: embedding width; an odd width gets a trailing zero column.
-
-    Returns:
-        ``(N, dim)``: ``[sin(t f_k), cos(t f_k)]`` with frequencies ``f_k`` geometric from 1 to 1/max_period.
-    """
+    """``(N, dim)`` embedding ``[sin(t f_k), cos(t f_k)]`` of ``timesteps (N,)`` (Vaswani et al. 2017,
+    sec. 3.5), ``f_k`` geometric from 1 to 1/max_period; an odd ``dim`` gets a trailing zero column."""
     half = dim // 2
     freqs = torch.exp(
         -math.log(max_period)

@@ -11,14 +11,6 @@ Each coupling (eqs. 4-6) keeps one half ``x_a`` of the coordinates and maps the 
 ``x_b -> x_b * exp(s(x_a)) + t(x_a)``, with ``log |det| = sum(s(x_a))``; consecutive couplings swap the
 halves. The log-scale ``s`` is soft-clamped by ``c * tanh(s / c)`` so training cannot overflow, and the
 conditioner's last layer starts at zero, so a new flow is the identity (after standardisation).
-
-Example::
-
-    >>> flow = RealNVP(2, n_coupling_layers=4, n_hidden=2, hidden_units=32)
-    >>> x = torch.randn(5, 2)
-    >>> z, log_det = flow(x)
-    >>> torch.allclose(flow.inverse(z), x, atol=1e-5)
-    True
 """
 
 from __future__ import annotations
@@ -60,17 +52,9 @@ __all__ = [
 
 @settings
 class RealNVPModelConfig:
-    """RealNVP architecture (Dinh et al. 2017).
-
-    Attributes:
-        n_coupling_layers: affine coupling layers; consecutive layers transform alternating halves.
-        n_hidden: hidden layers in each coupling's conditioner MLP.
-        hidden_units: units per hidden layer.
-        activation: conditioner nonlinearity.
-        scale_clamp: the log-scale is soft-clamped to (-scale_clamp, scale_clamp) by a scaled tanh.
-        actnorm: an activation normalisation layer (Kingma & Dhariwal 2018), initialised from the
-            first batch, before every coupling.
-    """
+    """RealNVP architecture (Dinh et al. 2017): ``n_coupling_layers`` couplings, each conditioner an MLP
+    of ``n_hidden`` layers of ``hidden_units``; log-scales soft-clamped to ±``scale_clamp``; ``actnorm``
+    (Kingma & Dhariwal 2018) before every coupling."""
 
     n_coupling_layers: Int = Field(14, ge=1)
     n_hidden: Int = Field(2, ge=0)
@@ -81,17 +65,15 @@ class RealNVPModelConfig:
 
 
 class ActNorm(nn.Module):
-    """Per-dimension affine map ``x -> x * exp(log_scale) + bias`` (Kingma & Dhariwal 2018, sec. 3.1),
-    initialised on its first training batch so that batch has zero mean and unit variance.
-    """
+    """``x -> x * exp(log_scale) + bias`` (Kingma & Dhariwal 2018, sec. 3.1), initialised to whiten its
+    first training batch."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.log_scale = nn.Parameter(torch.zeros(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
         self.register_buffer("initialized", torch.tensor(False))
-        # The buffer's value once it is known to be True: reading the buffer waits for the device, so
-        # it is read only until then (again after a state_dict is loaded).
+        # True once the buffer is known to be True (reading it waits for the device).
         self._known_initialized = False
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - torch's signature
@@ -114,18 +96,9 @@ class ActNorm(nn.Module):
 
 
 class AffineCoupling(nn.Module):
-    """Affine coupling layer (Dinh et al. 2017, eqs. 4-6).
-
-    Args:
-        dim: data dimension D >= 2.
-        parity: 0 transforms the last ``D - D//2`` coordinates given the first ``D//2``;
-            1 transforms the first ``D//2`` given the rest.
-        n_hidden, hidden_units, activation: the conditioner MLP.
-        scale_clamp: bound ``c`` of the soft clamp ``s = c * tanh(raw / c)``.
-
-    ``forward(x)`` and ``inverse(y)`` take ``(N, D)`` and return the image ``(N, D)`` and
-    ``log |det J| (N,)`` of that direction, in nats.
-    """
+    """Affine coupling layer (Dinh et al. 2017, eqs. 4-6); ``parity`` 0 transforms the last ``D - D//2``
+    coordinates, 1 the first ``D//2``; ``s = c * tanh(raw / c)``, c = ``scale_clamp``. ``forward`` and
+    ``inverse``: ``(N, D)`` -> ``(N, D)`` and ``log |det J| (N,)`` in nats."""
 
     def __init__(
         self,
@@ -157,8 +130,7 @@ class AffineCoupling(nn.Module):
         )
 
     def shift_and_log_scale(self, x_cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The affine parameters ``t, s`` (each ``(N, n_trans)``) computed from the kept half."""
-        # Under bfloat16 autocast the conditioner's products are bfloat16; the bijection keeps x's dtype.
+        """The affine parameters ``t, s`` (each ``(N, n_trans)``) from the kept half, in its dtype."""
         shift, raw = self.net(x_cond).to(x_cond.dtype).split(self.n_trans, dim=-1)
         return shift, self.scale_clamp * torch.tanh(raw / self.scale_clamp)
 
@@ -181,22 +153,8 @@ class AffineCoupling(nn.Module):
 
 
 class RealNVP(nn.Module):
-    """RealNVP flow ``x -> z`` on ``D``-dimensional data with a standard normal base.
-
-    Args:
-        dim: data dimension D >= 2 (odd D included).
-        n_coupling_layers: number of affine couplings; they alternate which half they transform.
-        n_hidden, hidden_units, activation: each coupling's conditioner MLP.
-        scale_clamp: soft bound on each coupling's log-scale.
-        actnorm: insert an :class:`ActNorm` before every coupling.
-
-    Call :meth:`set_standardization` with the training data's statistics before training, so the flow
-    works on standardised data while every density stays in the data's own units.
-
-    Raises:
-        ValueError: ``dim`` not a whole number >= 2, ``n_coupling_layers`` or ``hidden_units`` not one
-            >= 1, ``n_hidden`` not one >= 0, or ``scale_clamp`` not a finite number > 0.
-    """
+    """RealNVP flow ``x -> z`` on ``D >= 2``-dimensional data with a standard normal base (arguments as
+    :class:`RealNVPModelConfig`); :meth:`set_standardization` fixes the first bijection."""
 
     def __init__(
         self,
@@ -264,11 +222,7 @@ class RealNVP(nn.Module):
         check_points(x, self.dim, self.standardize.mean.dtype, name, model="flow")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map data to latent: ``x (N, D) -> z = f(x) (N, D)`` and ``log |det ∂f/∂x| (N,)`` in nats.
-
-        Raises:
-            ValueError: ``x`` is not ``(N, D)``, or not of the flow's dtype.
-        """
+        """Map data to latent: ``x (N, D) -> z = f(x) (N, D)`` and ``log |det ∂f/∂x| (N,)`` in nats."""
         self._check_points(x, "x")
         log_det = x.new_zeros(x.shape[0])
         for bijection in self._bijections():
@@ -281,11 +235,7 @@ class RealNVP(nn.Module):
         return self.forward(x)[1]
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        """Map latent to data: ``z (N, D) -> x = f⁻¹(z) (N, D)`` in the data's units.
-
-        Raises:
-            ValueError: ``z`` is not ``(N, D)``, or not of the flow's dtype.
-        """
+        """Map latent to data: ``z (N, D) -> x = f⁻¹(z) (N, D)`` in the data's units."""
         self._check_points(z, "z")
         for bijection in reversed(self._bijections()):
             z, _ = bijection.inverse(z)
@@ -297,11 +247,7 @@ class RealNVP(nn.Module):
         return standard_normal_log_prob(z) + log_det
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` in nats per sample.
-
-        Raises:
-            ValueError: ``x`` is empty, not ``(N, D)``, or not of the flow's dtype.
-        """
+        """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` in nats per sample."""
         self._check_points(x, "x")
         if x.shape[0] == 0:
             raise ValueError("the loss needs at least one point, got an empty batch")
@@ -314,11 +260,7 @@ class RealNVP(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw ``n`` samples ``x = f⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units.
-
-        Raises:
-            ValueError: ``n`` is not a whole number >= 0.
-        """
+        """Draw ``n`` samples ``x = f⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units."""
         n = check_sample_count(n, self.dim)
         device = self.standardize.mean.device
         z = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
