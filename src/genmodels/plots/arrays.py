@@ -1,6 +1,5 @@
-"""Arrays for the figures of a trained model (numpy out, nothing drawn; :mod:`genmodels.plots.figures`
-draws them): a flow's log-density on a grid, latent and warped grid lines; a diffusion model's recorded
-reverse process, forward process and denoising field."""
+"""Arrays for the figures of a trained model (numpy out, nothing drawn): a flow's log-density, latent and
+warped grid lines; a diffusion model's recorded reverse process, forward process and denoising field."""
 
 from __future__ import annotations
 
@@ -37,8 +36,7 @@ def latent(flow: nn.Module, x: np.ndarray) -> np.ndarray:
 def grid_lines(
     box: tuple[float, float, float, float], *, n_lines: int = 15, n_points: int = 160
 ) -> np.ndarray:
-    """Lines of a regular grid over ``box = (x0, x1, y0, y1)``: ``(2 * n_lines, n_points, 2)``, the
-    first ``n_lines`` vertical (constant x), the rest horizontal."""
+    """Grid lines over ``box = (x0, x1, y0, y1)``: ``(2 * n_lines, n_points, 2)``, vertical ones first."""
     if n_lines < 2 or n_points < 2:
         raise ValueError("n_lines and n_points must be at least 2")
     x0, x1, y0, y1 = box
@@ -51,8 +49,7 @@ def grid_lines(
 
 @dataclass
 class WarpedGrid:
-    """A grid and some points pushed through a flow: per stage a title ("data space x", "after 2
-    couplings", ..., "latent z"), the grid lines ``(n_lines, n_points, 2)`` and the points ``(N, 2)``."""
+    """Per stage of a flow: a title, the grid lines ``(n_lines, n_points, 2)`` and the points ``(N, 2)``."""
 
     titles: list[str]
     lines: list[np.ndarray]
@@ -60,13 +57,11 @@ class WarpedGrid:
 
 
 def _coupling_stages(n_bijections: int, kinds: Sequence[str], n_panels: int) -> list[int]:
-    """Indices (into the trajectory, -1 = the input) of the stages to show: the input, roughly
-    geometrically spaced couplings, and the last bijection (the latent)."""
+    """Stages to show (-1 = the input): the input, after 1, 2, 4, ... couplings, the last bijection."""
     couplings = [i for i, kind in enumerate(kinds) if kind == "AffineCoupling"]
     if not couplings:
         return [-1, n_bijections - 1]
     want = max(n_panels - 1, 1)
-    # 1, 2, 4, ... couplings, then always the last: early layers bend the most visibly.
     counts = sorted({min(2**k, len(couplings)) for k in range(want)} | {len(couplings)})
     while len(counts) > want:
         counts.pop(-2)
@@ -83,8 +78,7 @@ def warped_grid(
     n_lines: int = 15,
     n_points: int = 160,
 ) -> WarpedGrid:
-    """The lines of a regular grid over ``box`` (and ``points``) of a 2-D flow's data space at the input,
-    after 1, 2, 4, ... couplings and at the latent, ``n_panels`` stages in all."""
+    """A regular grid over ``box`` (and ``points``) of a 2-D flow at ``n_panels`` stages."""
     if getattr(flow, "dim", 2) != 2:
         raise ValueError("warped_grid needs a 2-D flow")
     lines = grid_lines(box, n_lines=n_lines, n_points=n_points)
@@ -117,8 +111,7 @@ def warped_grid(
 
 @dataclass
 class ReverseRecording:
-    """The reverse process of the first ``n_keep`` points of a sampling run, filled by
-    :func:`record_reverse_process`; :meth:`trajectory` gives it in data units."""
+    """The reverse process of the first ``n_keep`` points of a sampling run (standardised units)."""
 
     n_keep: int
     timesteps: list[int] = field(default_factory=list)
@@ -130,10 +123,7 @@ class ReverseRecording:
         return len(self.timesteps)
 
     def trajectory(self, final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(timesteps (T + 1,), states (T + 1, n, D))`` in data units, from x_L down to x_0.
-
-        ``final`` holds the sampling run's output (its first rows are x_0 of the recorded points).
-        """
+        """``(timesteps (T + 1,), states (T + 1, n, D))`` in data units, x_L down to the sampler's ``final``."""
         if not self.states:
             raise ValueError("nothing was recorded (was the model sampled inside record_reverse_process?)")
         n = min(len(self.states[0]), len(final))
@@ -145,10 +135,8 @@ class ReverseRecording:
 
 @contextlib.contextmanager
 def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording]:
-    """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside,
-    by a hook on the sampler's steps (``register_reverse_step_hook``), at no extra network pass; only
-    the first chunk of a chunked run. Pass the sampler's output (x_0) to :meth:`ReverseRecording.trajectory`.
-    """
+    """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside (the
+    first chunk only)."""
     recording = ReverseRecording(n_keep=int(n_keep))
     std_module = getattr(model, "standardize", None)
     register = getattr(model, "register_reverse_step_hook", None)
@@ -186,12 +174,7 @@ def reverse_recording(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseR
 def closest_indices(timesteps: np.ndarray, targets: Sequence[float]) -> list[int]:
     """Index into ``timesteps`` of the entry nearest each target timestep (duplicates dropped)."""
     ts = np.asarray(timesteps, dtype=float)
-    out: list[int] = []
-    for target in targets:
-        index = int(np.argmin(np.abs(ts - target)))
-        if index not in out:
-            out.append(index)
-    return out
+    return list(dict.fromkeys(int(np.argmin(np.abs(ts - target))) for target in targets))
 
 
 @torch.no_grad()
@@ -211,19 +194,13 @@ def forward_process(
 def noise_level_timesteps(model: nn.Module, levels: Sequence[float] = (0.7, 0.4, 0.2, 0.08)) -> list[int]:
     """Timesteps whose noise std sqrt(1 - ᾱ_i²) (standardised units) is nearest each level."""
     sigma = model.schedule.sigma_bar.detach().cpu().double().numpy()
-    steps: list[int] = []
-    for level in levels:
-        i = int(np.argmin(np.abs(sigma[1:] - level))) + 1
-        if i not in steps:
-            steps.append(i)
-    return steps
+    return list(dict.fromkeys(int(np.argmin(np.abs(sigma[1:] - level))) + 1 for level in levels))
 
 
 @dataclass
 class VectorField:
-    """The learned denoising displacement at grid ``points (G, 2)`` (data units) at some timesteps, with
-    their noise std σ̄_i (standardised units): per timestep ``(G, 2)`` vectors ``σ̄_i² ∇ log p_i(x) =
-    -σ̄_i ε_θ(x, i)`` in data units, where Tweedie's formula moves x_i towards ᾱ_i E[x_0 | x_i]."""
+    """Per timestep, ``(G, 2)`` vectors ``σ̄_i² ∇ log p_i(x) = -σ̄_i ε_θ(x, i)`` (data units) at the grid
+    ``points (G, 2)`` (Tweedie's formula), with the noise std σ̄_i (standardised units)."""
 
     points: np.ndarray
     timesteps: list[int]
