@@ -82,16 +82,11 @@ def warped_grid(
     if getattr(flow, "dim", 2) != 2:
         raise ValueError("warped_grid needs a 2-D flow")
     lines = grid_lines(box, n_lines=n_lines, n_points=n_points)
-    shape = lines.shape
-    flat = lines.reshape(-1, 2)
-    n_grid = len(flat)
+    n_grid = lines.shape[0] * lines.shape[1]
     pts = np.zeros((0, 2)) if points is None else np.asarray(points, dtype=float)[:, :2]
-    x = _tensor(flow, np.concatenate([flat, pts]))
-    stages = [x.double().cpu().numpy()]
-    kinds = []
-    for bijection, y in zip(flow._bijections(), flow.trajectory(x), strict=True):
-        kinds.append(type(bijection).__name__)
-        stages.append(y.double().cpu().numpy())
+    x = _tensor(flow, np.concatenate([lines.reshape(-1, 2), pts]))
+    stages = [y.double().cpu().numpy() for y in [x, *flow.trajectory(x)]]
+    kinds = [type(bijection).__name__ for bijection in flow._bijections()]
     chosen = _coupling_stages(len(kinds), kinds, n_panels)
     n_couplings_before = np.cumsum([k == "AffineCoupling" for k in kinds])
     titles, out_lines, out_points = [], [], []
@@ -104,7 +99,7 @@ def warped_grid(
             count = int(n_couplings_before[index])
             titles.append(f"after {count} coupling{'s' if count != 1 else ''}")
         values = stages[index + 1]
-        out_lines.append(values[:n_grid].reshape(shape))
+        out_lines.append(values[:n_grid].reshape(lines.shape))
         out_points.append(values[n_grid:])
     return WarpedGrid(titles, out_lines, out_points)
 
@@ -137,20 +132,18 @@ class ReverseRecording:
 def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording]:
     """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside (the
     first chunk only)."""
-    recording = ReverseRecording(n_keep=int(n_keep))
     std_module = getattr(model, "standardize", None)
     register = getattr(model, "register_reverse_step_hook", None)
     if register is None or std_module is None:
         raise ValueError("record_reverse_process needs a DDPM (a model with reverse steps and .standardize)")
-    recording.mean = std_module.mean.detach().cpu()
-    recording.std = std_module.std.detach().cpu()
-    seen: set[int] = set()
+    recording = ReverseRecording(
+        int(n_keep), mean=std_module.mean.detach().cpu(), std=std_module.std.detach().cpu()
+    )
 
     def hook(x: torch.Tensor, timestep: torch.Tensor) -> None:
         step = int(timestep.reshape(-1)[0])
-        if step in seen:
+        if step in recording.timesteps:
             return
-        seen.add(step)
         recording.timesteps.append(step)
         recording.states.append(x[: recording.n_keep].detach().float().cpu().clone())
 

@@ -79,15 +79,9 @@ def _color(i: int) -> str:
 
 
 def _scatter(
-    ax: Axes,
-    xy: np.ndarray,
-    color: str,
-    *,
-    box: Box | None = None,
-    n_for_style: int | None = None,
-    scale: float = 1.0,
+    ax: Axes, xy: np.ndarray, color: str, *, box: Box | None = None, n_style: int = 0, scale: float = 1.0
 ) -> None:
-    size, alpha = _marker(len(xy) if n_for_style is None else n_for_style)
+    size, alpha = _marker(n_style or len(xy))
     ax.scatter(
         xy[:, 0], xy[:, 1], s=size * scale, alpha=alpha, color=color, linewidths=0, marker="o",
         rasterized=len(xy) > _RASTERIZE_ABOVE,
@@ -185,10 +179,11 @@ def _row(
     return fig, list(fig.subplots(1, k, squeeze=False)[0])
 
 
-def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[np.ndarray]:
+def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[tuple[str, np.ndarray]]:
+    """Each ``(title, the finite rows of the first two columns)``."""
     if len(items) == 0:
         raise ValueError(f"needs at least one {what}")
-    return [_finite_rows(_points(data, f"{what} {title!r}")[:, :2]) for title, data in items]
+    return [(title, _finite_rows(_points(data, f"{what} {title!r}")[:, :2])) for title, data in items]
 
 
 def _scatter_row(
@@ -201,10 +196,10 @@ def _scatter_row(
     small: bool = False,
 ) -> None:
     """Scatter panels (``small``: one colour, marker style of the largest, strip-sized markers)."""
-    n_style = max(len(xy) for _, xy in panels) if small else None
+    n_style = max(len(xy) for _, xy in panels) if small else 0
     for i, (ax, (title, xy), box, own) in enumerate(zip(axes, panels, boxes, names, strict=True)):
         scale = _STRIP_SCALE if small else 1.0
-        _scatter(ax, xy, _color(0 if small else i), box=box, n_for_style=n_style, scale=scale)
+        _scatter(ax, xy, _color(0 if small else i), box=box, n_style=n_style, scale=scale)
         _label(ax, title, own, fontsize)
         if small:
             ax.tick_params(labelsize=7)
@@ -216,13 +211,10 @@ def _panel_boxes(
     x0, x1, y0, y1 = _box(reference if reference is not None else projected[0], aspect=None)
     aspect = float(np.clip((y1 - y0) / (x1 - x0), _MIN_ASPECT, _MAX_ASPECT))
     flags = [False] * len(projected) if share_reference is None else [bool(f) for f in share_reference]
-    if len(flags) != len(projected):
-        raise ValueError(f"share_reference has {len(flags)} flags for {len(projected)} panels")
     if any(flags) and reference is None:
         raise ValueError("share_reference asks for reference limits but no reference was given")
-    return [
-        _box(reference if f else xy, aspect=aspect) for f, xy in zip(flags, projected, strict=True)
-    ], aspect
+    boxes = [_box(reference if f else xy, aspect=aspect) for f, xy in zip(flags, projected, strict=True)]
+    return boxes, aspect
 
 
 def plot_panels(
@@ -245,15 +237,14 @@ def plot_panels(
     d = d.pop()
     names = _column_names(columns, d)
     ref = None if reference is None else _finite_rows(_points(reference, "reference")[:, :2])
-    boxes, aspect = _panel_boxes(projected, ref, share_reference)
+    boxes, aspect = _panel_boxes([xy for _, xy in projected], ref, share_reference)
     heading = [suptitle] if suptitle else []
     if d > 2:
         heading.append(f"showing columns ({names[0]}, {names[1]}) of {d}")
     height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading)
     height += 0.22 * max(str(title).count("\n") for title, _ in panels)  # multi-line panel titles
     fig, axes = _row(len(panels), _PANEL_INCHES, height, "\n".join(heading))
-    titled = [(title, xy) for (title, _), xy in zip(panels, projected, strict=True)]
-    _scatter_row(axes, titled, boxes, _panel_names(panel_columns, len(panels), names))
+    _scatter_row(axes, projected, boxes, _panel_names(panel_columns, len(panels), names))
     return _save(fig, path, fmt)
 
 
@@ -336,8 +327,7 @@ def plot_strip(
     """A strip of small scatter panels ``(title, points (N_i, D >= 2))``, each in its own limits."""
     projected = _projected(snapshots, "snapshot")
     fig, axes = _row(len(snapshots), _STRIP_INCHES, _STRIP_INCHES + (0.35 if suptitle else 0.0), suptitle)
-    titled = [(title, xy) for (title, _), xy in zip(snapshots, projected, strict=True)]
-    _scatter_row(axes, titled, [None] * len(titled), [None] * len(titled), fontsize=10, small=True)
+    _scatter_row(axes, projected, [None] * len(projected), [None] * len(projected), fontsize=10, small=True)
     return _save(fig, path, fmt)
 
 
@@ -772,7 +762,7 @@ def plot_animation(
     from matplotlib.animation import PillowWriter
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    arrays = _projected(frames, "frame")
+    arrays = [xy for _, xy in _projected(frames, "frame")]
     parts = [arrays[0], arrays[-1]] + ([] if reference is None else [_points(reference, "reference")[:, :2]])
     size, alpha = _marker(max(len(a) for a in arrays))
     fig = Figure(figsize=(4.4, 4.4), dpi=_GIF_DPI, layout="constrained")
@@ -806,17 +796,16 @@ def plot_compare(
     fmt: str = "png",
 ) -> Path:
     """Scatter panels ``(title, points (N, >= 2))`` above heatmaps ``(title, log_density (H, W), extent)``."""
-    arrays = _projected(panels, "scatter panel")
-    box = _box(arrays[0] if reference is None else _finite_rows(_points(reference, "reference")[:, :2]))
+    projected = _projected(panels, "scatter panel")
+    box = _box(projected[0][1] if reference is None else _finite_rows(_points(reference, "reference")[:, :2]))
     names = _column_names(None if columns is None else list(columns)[:2], 2)
     n_cols, n_rows = max(len(panels), len(densities)), 2 if densities else 1
     fig = _new_figure(
         _PANEL_INCHES * n_cols, (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0), suptitle
     )
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    k = len(arrays)
-    titled = [(title, xy) for (title, _), xy in zip(panels, arrays, strict=True)]
-    _scatter_row(axes[0][:k], titled, [box] * k, [names] * k, fontsize=10)
+    k = len(projected)
+    _scatter_row(axes[0][:k], projected, [box] * k, [names] * k, fontsize=10)
     for i, (title, log_density, extent) in enumerate(densities):
         _log_density_image(fig, axes[1][i], log_density, extent, small=True)
         _label(axes[1][i], title, names, fontsize=10)
