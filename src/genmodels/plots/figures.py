@@ -551,9 +551,7 @@ def plot_training_diagnostics(
     axes = fig.subplots(1, len(panels))
     for i, (ax, (name, series, log_y)) in enumerate(zip(axes, panels, strict=True)):
         if series:
-            _draw_curves(
-                ax, x, series, log_y=log_y and _spans_decade(series), color_offset=0 if i == 0 else i + 1
-            )
+            _draw_curves(ax, x, series, log_y=log_y and _spans_decade(series), color_offset=i + 1 if i else 0)
             if name in ("learning rate", "gradient norm") and ax.get_legend() is not None:
                 ax.get_legend().remove()
         else:
@@ -582,10 +580,8 @@ def _draw_coloured(
             s=size * scale, alpha=alpha, linewidths=0, rasterized=len(xy) > _RASTERIZE_ABOVE,
         )  # fmt: skip
         return
-    groups = [(-1, "background", _OTHER_COLOR)] + [
-        (k, str(name), _color(k)) for k, name in enumerate(categories)
-    ]
-    for k, name, color in groups:
+    groups = {-1: ("background", _OTHER_COLOR)} | {k: (str(n), _color(k)) for k, n in enumerate(categories)}
+    for k, (name, color) in groups.items():
         mask = labels == k
         if mask.any():
             ax.scatter(
@@ -640,9 +636,8 @@ def plot_coloured_panels(
     if len(rings) != len(panels):
         raise ValueError(f"normal_rings has {len(rings)} flags for {len(panels)} panels")
     heading = [h for h in (suptitle, colour_note) if h]
-    fig, axes = _row(
-        len(panels), _PANEL_INCHES, _PANEL_INCHES + 0.05 + 0.3 * len(heading), "\n".join(heading)
-    )
+    height = _PANEL_INCHES + 0.05 + 0.3 * len(heading)
+    fig, axes = _row(len(panels), _PANEL_INCHES, height, "\n".join(heading))
     for i, (ax, (title, _), xy) in enumerate(zip(axes, panels, arrays, strict=True)):
         xy = xy[finite]
         _draw_coloured(ax, xy, values, categories)
@@ -675,10 +670,8 @@ def plot_warped_grid(
             raise ValueError(f"lines of stage {title!r} must have shape (L, P, 2), got {lines.shape}")
         pts = np.asarray(points, dtype=float).reshape(-1, 2)
         vertices = _finite_rows(lines.reshape(-1, 2))
-        if i == 0 or len(pts) < 10:
-            box = _box(vertices if len(vertices) else pts, aspect=1.0)
-        else:
-            box = _box(_finite_rows(pts), aspect=1.0)
+        fit = (vertices if len(vertices) else pts) if i == 0 or len(pts) < 10 else _finite_rows(pts)
+        box = _box(fit, aspect=1.0)
         for j, line in enumerate(lines):
             color = PALETTE[0] if j < len(lines) // 2 else PALETTE[1]
             ax.plot(line[:, 0], line[:, 1], color=color, linewidth=0.6, alpha=0.55, zorder=1)

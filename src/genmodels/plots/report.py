@@ -52,7 +52,7 @@ _STRIP_NOISE_LEVELS = (0.95, 0.8, 0.6, 0.4, 0.2)  # sqrt(1 - ᾱ_i²) between x_
 _DENSITY_RESOLUTION = 200
 _FIELD_RESOLUTION = 25
 _MIN_GLYPH_SHARE = 0.5
-_HEADLINE_NAMES = {"test_nll": "test NLL", "test_nll_bound": "NLL bound"}
+_HEADLINE = {"test_nll": "test NLL {} nats", "test_nll_bound": "NLL bound {} nats", "c2st": "C2ST {}"}
 
 
 def glyph_colouring(
@@ -84,14 +84,8 @@ def glyph_colouring(
 
 
 def _headline(metrics: Mapping[str, Any]) -> str:
-    parts = [
-        f"{name} {_fmt_number(metrics[key])} nats"
-        for key, name in _HEADLINE_NAMES.items()
-        if metrics.get(key) is not None
-    ]
-    if metrics.get("c2st") is not None:
-        parts.append(f"C2ST {_fmt_number(metrics['c2st'])}")
-    return ", ".join(parts)
+    known = [(text, metrics.get(key)) for key, text in _HEADLINE.items()]
+    return ", ".join(text.format(_fmt_number(value)) for text, value in known if value is not None)
 
 
 def _fmt_number(value: Any) -> str:
@@ -413,10 +407,9 @@ def plot_checkpoint(
         )  # fmt: skip
     reverse = recording.trajectory(samples) if recording is not None else None
     samples = finite_samples(samples)
+    held_out = torch.as_tensor(real[:20000], dtype=torch.float32, device=dev)
     with torch.no_grad():
-        metrics: dict[str, Any] = model.held_out_metrics(
-            torch.as_tensor(real[:20000], dtype=torch.float32, device=dev)
-        )
+        metrics: dict[str, Any] = model.held_out_metrics(held_out)
     metrics["c2st"] = evaluate_samples(samples[:2000], real, None, seed=seed)["c2st"]
     return write_figures(
         model, payload["model_type"], real, samples, (payload.get("trainer") or {}).get("history") or {},
