@@ -105,19 +105,19 @@ def _note_outside(ax: Axes, xy: np.ndarray, box: Box) -> None:
 
 
 def _frame(ax: Axes, box: Box) -> None:
-    ax.set_xlim(box[0], box[1])
-    ax.set_ylim(box[2], box[3])
-    ax.set_aspect("equal", adjustable="box")
+    ax.set(xlim=(box[0], box[1]), ylim=(box[2], box[3]), aspect="equal", adjustable="box", axisbelow=True)
     ax.tick_params(labelsize=8)
     ax.grid(True, linewidth=0.4, alpha=0.3)
-    ax.set_axisbelow(True)
 
 
-def _label(ax: Axes, title: str, names: Sequence[str] | None = None, fontsize: float = 11) -> None:
+def _label(
+    ax: Axes, title: str, names: Sequence[str] | None = None, fontsize: float = 11, ticks: float | None = None
+) -> None:
     ax.set_title(title, fontsize=fontsize)
     if names is not None:
-        ax.set_xlabel(names[0])
-        ax.set_ylabel(names[1])
+        ax.set(xlabel=names[0], ylabel=names[1])
+    if ticks is not None:
+        ax.tick_params(labelsize=ticks)
 
 
 def _points(data: np.ndarray, name: str) -> np.ndarray:
@@ -180,7 +180,6 @@ def _row(
 
 
 def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[tuple[str, np.ndarray]]:
-    """Each ``(title, the finite rows of the first two columns)``."""
     if len(items) == 0:
         raise ValueError(f"needs at least one {what}")
     return [(title, _finite_rows(_points(data, f"{what} {title!r}")[:, :2])) for title, data in items]
@@ -200,9 +199,7 @@ def _scatter_row(
     for i, (ax, (title, xy), box, own) in enumerate(zip(axes, panels, boxes, names, strict=True)):
         scale = _STRIP_SCALE if small else 1.0
         _scatter(ax, xy, _color(0 if small else i), box=box, n_style=n_style, scale=scale)
-        _label(ax, title, own, fontsize)
-        if small:
-            ax.tick_params(labelsize=7)
+        _label(ax, title, own, fontsize, ticks=7 if small else None)
 
 
 def _panel_boxes(
@@ -299,8 +296,7 @@ def _pair_histograms(ax: Axes, columns: tuple[np.ndarray, np.ndarray], limits: t
         ax.hist(
             values, bins=edges, weights=weights, histtype="step", color=_color(i), linewidth=1.4, label=label
         )
-    ax.set_xlim(*limits)
-    ax.set_yticks([])
+    ax.set(xlim=limits, yticks=[])
 
 
 def _pair_scatter(ax: Axes, pairs: tuple[np.ndarray, np.ndarray], xlim: tuple, ylim: tuple) -> None:
@@ -311,10 +307,8 @@ def _pair_scatter(ax: Axes, pairs: tuple[np.ndarray, np.ndarray], xlim: tuple, y
             xy[:, 0], xy[:, 1], s=size, alpha=alpha * 0.75, color=_color(i), linewidths=0,
             label=("real", "generated")[i], rasterized=len(xy) > _RASTERIZE_ABOVE,
         )  # fmt: skip
-    ax.set_xlim(*xlim)
-    ax.set_ylim(*ylim)
+    ax.set(xlim=xlim, ylim=ylim, axisbelow=True)
     ax.grid(True, linewidth=0.4, alpha=0.3)
-    ax.set_axisbelow(True)
 
 
 def plot_strip(
@@ -426,10 +420,8 @@ def plot_density(
     _log_density_image(fig, ax, log_density, (x0, x1, y0, y1), small=False)
     if points is not None:
         _data_contours(ax, points, (x0, x1, y0, y1))
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
-    _label(ax, title, _column_names(columns, 2))
-    ax.tick_params(labelsize=8)
+    ax.set(xlim=(x0, x1), ylim=(y0, y1))
+    _label(ax, title, _column_names(columns, 2), ticks=8)
     return _save(fig, path, fmt)
 
 
@@ -493,8 +485,6 @@ def _plain_number(value: float) -> str:
 
 
 class _PlainLogFormatter(LogFormatter):
-    """LogFormatter with :func:`_plain_number` labels."""
-
     def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
         return _plain_number(x)
 
@@ -513,8 +503,7 @@ def plot_loss(
     fig = _new_figure(6.4, 4.2)
     ax = fig.subplots()
     _draw_curves(ax, x, {k: v for k, v in history.items() if k != "epoch"}, log_y=log_y)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(ylabel)
+    ax.set(xlabel=x_label, ylabel=ylabel)
     ax.set_title(textwrap.fill(title, width=64), fontsize=11)
     return _save(fig, path, fmt)
 
@@ -682,8 +671,7 @@ def plot_warped_grid(
                 ax, pts, _check_labels(labels, len(pts), categories), categories, scale=_STRIP_SCALE
             )
         _frame(ax, box)
-        _label(ax, title, fontsize=10)
-        ax.tick_params(labelsize=7)
+        _label(ax, title, fontsize=10, ticks=7)
     if legend:
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=9, frameon=False,
@@ -735,8 +723,7 @@ def plot_vector_fields(
         drawn = _arrows(ax, pts, vec, 0.8 * spacing)
         arrows = drawn if drawn is not None else arrows
         _frame(ax, box)
-        _label(ax, title, fontsize=10)
-        ax.tick_params(labelsize=7)
+        _label(ax, title, fontsize=10, ticks=7)
     if arrows is not None:
         bar = fig.colorbar(arrows, ax=list(axes), shrink=0.85, pad=0.01, aspect=25)
         bar.set_label("length / longest in panel", fontsize=8)
@@ -801,8 +788,7 @@ def plot_compare(
     _scatter_row(axes[0][:k], projected, [box] * k, [names] * k, fontsize=10)
     for i, (title, log_density, extent) in enumerate(densities):
         _log_density_image(fig, axes[1][i], log_density, extent, small=True)
-        _label(axes[1][i], title, names, fontsize=10)
-        axes[1][i].tick_params(labelsize=8)
+        _label(axes[1][i], title, names, fontsize=10, ticks=8)
     for ax in [*axes[0][k:], *(axes[1][len(densities) :] if densities else [])]:
         ax.set_axis_off()
     return _save(fig, path, fmt)
