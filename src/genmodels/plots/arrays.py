@@ -1,5 +1,4 @@
-"""Arrays for the figures of a trained model (numpy out, nothing drawn): a flow's log-density, latent and
-warped grid lines; a diffusion model's recorded reverse process, forward process and denoising field."""
+"""Arrays (numpy out, nothing drawn) for the figures of a trained flow or diffusion model."""
 
 from __future__ import annotations
 
@@ -118,7 +117,7 @@ class ReverseRecording:
         return len(self.timesteps)
 
     def trajectory(self, final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(timesteps (T + 1,), states (T + 1, n, D))`` in data units, x_L down to the sampler's ``final``."""
+        """``(timesteps (T + 1,), states (T + 1, n, D))`` in data units, x_L down to ``final``."""
         if not self.states:
             raise ValueError("nothing was recorded (was the model sampled inside record_reverse_process?)")
         n = min(len(self.states[0]), len(final))
@@ -130,8 +129,7 @@ class ReverseRecording:
 
 @contextlib.contextmanager
 def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording]:
-    """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside (the
-    first chunk only)."""
+    """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside."""
     std_module = getattr(model, "standardize", None)
     register = getattr(model, "register_reverse_step_hook", None)
     if register is None or std_module is None:
@@ -192,8 +190,7 @@ def noise_level_timesteps(model: nn.Module, levels: Sequence[float] = (0.7, 0.4,
 
 @dataclass
 class VectorField:
-    """Per timestep, ``(G, 2)`` vectors ``σ̄_i² ∇ log p_i(x) = -σ̄_i ε_θ(x, i)`` (data units) at the grid
-    ``points (G, 2)`` (Tweedie's formula), with the noise std σ̄_i (standardised units)."""
+    """Per timestep, ``(G, 2)`` vectors ``σ̄_i² ∇ log p_i(x) = -σ̄_i ε_θ(x, i)`` (data units)."""
 
     points: np.ndarray
     timesteps: list[int]

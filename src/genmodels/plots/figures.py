@@ -1,5 +1,4 @@
-"""Figures of points, densities and training histories: numpy arrays in, image files out (written
-atomically as ``fmt`` at :data:`DPI`, ``figsize * DPI`` pixels). Scatters draw the first two columns."""
+"""Figures of points, densities and training histories: numpy arrays in, ``figsize * DPI``-pixel files out."""
 
 from __future__ import annotations
 
@@ -225,8 +224,7 @@ def plot_panels(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """One row of scatter panels ``(title, points (N_i, D >= 2))``; ``reference (M, D)`` sets their shape
-    and the limits of those ``share_reference`` flags; ``panel_columns``: a panel's own axis names."""
+    """A row of scatter panels ``(title, points (N_i, D >= 2))``, limits shared with ``reference (M, D)``."""
     projected = _projected(panels, "panel")
     d = {_points(data, "panel").shape[1] for _, data in panels}
     if len(d) > 1:
@@ -255,7 +253,7 @@ def plot_pairs(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Pair-plot grid of real ``(N, D)`` vs generated ``(M, D)``: scatters below the diagonal, histograms on it."""
+    """Pair-plot grid of real ``(N, D)`` vs generated ``(M, D)``: scatters and histograms."""
     real = _finite_rows(_points(real, "real"))
     gen = _finite_rows(_points(generated, "generated"))
     d = real.shape[1]
@@ -326,8 +324,7 @@ def plot_strip(
 
 
 def grid_for(points: np.ndarray, *, resolution: int = 200) -> tuple[np.ndarray, Box]:
-    """``(grid (R * R, 2), extent)``: cell centres over the squared quantile box of ``points``, x fastest,
-    so ``values.reshape(R, R)`` is an image (row 0 at the bottom) with outer edges ``extent``."""
+    """``(grid (R * R, 2), extent)``: cell centres over ``points``' box, x fastest (row 0 at the bottom)."""
     if resolution < 2:
         raise ValueError(f"resolution must be at least 2, got {resolution}")
     x0, x1, y0, y1 = _box(_finite_rows(_points(points, "points")[:, :2]))
@@ -411,7 +408,7 @@ def plot_density(
     columns: Sequence[str] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Heatmap of ``log_density (H, W)`` in nats over ``extent``, with the ``points``' 50 % / 90 % contours."""
+    """Heatmap of ``log_density (H, W)`` in nats over ``extent``, with ``points``' 50 % / 90 % contours."""
     x0, x1, y0, y1 = (float(v) for v in extent)
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"extent must be (x0, x1, y0, y1) with x0 < x1 and y0 < y1, got {extent}")
@@ -611,8 +608,7 @@ def plot_coloured_panels(
     panel_columns: Sequence[Sequence[str] | None] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """One row of scatter panels ``(title, points (N, D >= 2))`` of the same N points coloured by
-    ``labels (N,)`` (as :func:`_draw_coloured`); ``normal_rings``: per panel, N(0, I)'s 1-3 σ circles."""
+    """A row of scatter panels ``(title, points (N, D >= 2))`` of one N points coloured by ``labels (N,)``."""
     arrays = [_points(data, f"panel {title!r}") for title, data in panels] or _projected(panels, "panel")
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):

@@ -1,5 +1,4 @@
-"""The figures of a run (``OUTPUT_DIR/figures/<model>_<name>.<fmt>``, :func:`write_figures`), its offline
-results page ``OUTPUT_DIR/index.html`` (:func:`write_index`), comparisons and TensorBoard logging."""
+"""A run's figures (``figures/<model>_<name>.<fmt>``), results page ``index.html``, compare, TensorBoard."""
 
 from __future__ import annotations
 
@@ -58,8 +57,7 @@ _HEADLINE = {"test_nll": "test NLL {} nats", "test_nll_bound": "NLL bound {} nat
 def glyph_colouring(
     points: np.ndarray, *, text: str | None, data_name: str | os.PathLike[str] | None = None
 ) -> tuple[np.ndarray, list[str] | None, str]:
-    """``(labels, categories, note)`` colouring points ``(N, 2)`` by the character of ``text`` (None: "689"
-    for ``689_data.csv``) each lies in where half of them do, else by the first coordinate's quantile."""
+    """``(labels, categories, note)`` colouring points ``(N, 2)`` by glyph of ``text``, else by x quantile."""
     pts = np.asarray(points, dtype=float)
     if text is None and data_name is not None and Path(data_name).name == "689_data.csv":
         text = "689"
@@ -148,9 +146,9 @@ def write_figures(
     seed: int = 0,
     index: bool = True,
 ) -> dict[str, Path]:
-    """Draw every figure of ``model`` (``real (N, D)``, ``samples (M, D)`` in data units) into
-    ``out_dir/figures`` (and, with ``index``, the results page); returns ``{name: path}``. ``reverse``:
-    a recorded ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn)."""
+    """Draw every figure of ``model`` (``real (N, D)``, ``samples (M, D)``) into ``out_dir/figures``.
+
+    ``reverse``: a recorded ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn)."""
     start = time.perf_counter()
     try:
         spec = get_spec(model_type)
@@ -386,8 +384,7 @@ def plot_checkpoint(
     seed: int = 0,
     device: str = "auto",
 ) -> dict[str, Path]:
-    """Every figure of a checkpoint's model and the results page (``genmodels plot``), from ``n_samples``
-    fresh samples."""
+    """Every figure of a checkpoint's model and the results page (``genmodels plot``)."""
     from genmodels.train.acceleration import resolve_device
     from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -431,8 +428,7 @@ def run_checkpoints(run_dir: str | Path) -> list[tuple[str, Path]]:
 def compare_checkpoints(
     checkpoints: Sequence[tuple[str, str | Path]], output_dir: str | Path, **options: Any
 ) -> tuple[str, dict[str, Path]]:
-    """Evaluate every ``(label, checkpoint)``; write ``compare.md``, ``compare.json`` and
-    ``figures/compare.png`` under ``output_dir``. Returns the Markdown table and the paths written."""
+    """Evaluate every ``(label, checkpoint)``; write and return the Markdown table, JSON and figure."""
     if not checkpoints:
         raise ConfigError("nothing to compare: no checkpoints given or found")
     out = Path(output_dir)
@@ -565,8 +561,7 @@ def _figure_html(model_type: str, path: Path) -> str:
 
 
 def write_index(out_dir: str | os.PathLike[str]) -> Path:
-    """Write ``out_dir/index.html`` (relative links only): per model its metrics, figures (those older
-    than the metrics apart) and config. Returns the path written."""
+    """Write ``out_dir/index.html`` (relative links only): per model its metrics, figures and config."""
     out = Path(out_dir)
     figures = [p for p in sorted((out / "figures").glob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES]
     models = [
