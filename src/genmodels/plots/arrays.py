@@ -88,7 +88,7 @@ def warped_grid(
     kinds = [type(bijection).__name__ for bijection in flow._bijections()]
     chosen = _coupling_stages(len(kinds), kinds, n_panels)
     n_couplings_before = np.cumsum([k == "AffineCoupling" for k in kinds])
-    titles, out_lines, out_points = [], [], []
+    titles = []
     for index in chosen:
         if index == -1:
             titles.append("data space x")
@@ -97,10 +97,8 @@ def warped_grid(
         else:
             count = int(n_couplings_before[index])
             titles.append(f"after {count} coupling{'s' if count != 1 else ''}")
-        values = stages[index + 1]
-        out_lines.append(values[:n_grid].reshape(lines.shape))
-        out_points.append(values[n_grid:])
-    return WarpedGrid(titles, out_lines, out_points)
+    picked = [stages[index + 1] for index in chosen]
+    return WarpedGrid(titles, [v[:n_grid].reshape(lines.shape) for v in picked], [v[n_grid:] for v in picked])
 
 
 @dataclass

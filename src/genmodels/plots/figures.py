@@ -335,7 +335,6 @@ def grid_for(points: np.ndarray, *, resolution: int = 200) -> tuple[np.ndarray, 
 
 
 def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur (zero padding) of a 2-D array."""
     radius = max(1, int(math.ceil(3.0 * sigma)))
     t = np.arange(-radius, radius + 1, dtype=float)
     kernel = np.exp(-0.5 * (t / sigma) ** 2)
@@ -618,18 +617,16 @@ def plot_coloured_panels(
     finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in arrays], axis=0)  # a point in all or none
     values = _check_labels(labels, n, categories)[finite]
     rings = [False] * len(panels) if normal_rings is None else [bool(r) for r in normal_rings]
-    if len(rings) != len(panels):
-        raise ValueError(f"normal_rings has {len(rings)} flags for {len(panels)} panels")
     heading = [h for h in (suptitle, colour_note) if h]
     height = _PANEL_INCHES + 0.05 + 0.3 * len(heading)
     fig, axes = _row(len(panels), _PANEL_INCHES, height, "\n".join(heading))
-    for i, (ax, (title, _), xy) in enumerate(zip(axes, panels, arrays, strict=True)):
+    for i, (ax, (title, _), xy, ring) in enumerate(zip(axes, panels, arrays, rings, strict=True)):
         xy = xy[finite]
         _draw_coloured(ax, xy, values, categories)
         if categories is not None and i == 0:
             size = _marker(len(xy))[0]
             ax.legend(fontsize=8, markerscale=max(1.0, 6.0 / math.sqrt(size)), frameon=False, loc="best")
-        if rings[i]:
+        if ring:
             _normal_rings(ax, legend=categories is None)  # on a white box, so the circles miss the text
         _frame(ax, _box(xy))
         _label(ax, title, names[i])
@@ -776,9 +773,8 @@ def plot_compare(
     box = _box(projected[0][1] if reference is None else _finite_rows(_points(reference, "reference")[:, :2]))
     names = _column_names(None if columns is None else list(columns)[:2], 2)
     n_cols, n_rows = max(len(panels), len(densities)), 2 if densities else 1
-    fig = _new_figure(
-        _PANEL_INCHES * n_cols, (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0), suptitle
-    )
+    height = (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0)
+    fig = _new_figure(_PANEL_INCHES * n_cols, height, suptitle)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
     k = len(projected)
     _scatter_row(axes[0][:k], projected, [box] * k, [names] * k, fontsize=10)

@@ -27,9 +27,6 @@ from genmodels.plots import figures as P
 
 log = logging.getLogger(__name__)
 
-FIGURE_ORDER = ("results", "density", "warped_grid", "latent", "reverse", "reverse_gif", "forward", "vector_field",
-                "pairs", "diagnostics", "loss")  # fmt: skip
-
 _CAPTIONS = {
     "results": "Data, the model's intermediate space, and generated samples.",
     "density": "The model's log-density log p(x) with the data's 50 % / 90 % highest-density contours.",
@@ -44,6 +41,7 @@ _CAPTIONS = {
     "diagnostics": "Training diagnostics: loss, held-out NLL, learning rate and gradient norm per epoch.",
     "loss": "Training loss per epoch.",
 }
+FIGURE_ORDER = tuple(_CAPTIONS)  # the results page's order of write_figures's keys
 _SHOW_POINTS = 20000
 _TRAJECTORY_POINTS = 2000
 _GIF_FRAMES = 30
@@ -91,15 +89,12 @@ def _fmt_number(value: Any) -> str:
 
 
 def _latent_names(dim: int) -> list[str]:
-    """z₁, z₂, ..."""
     subscripts = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
     return [f"z{str(i + 1).translate(subscripts)}" for i in range(dim)]
 
 
 @dataclass
 class _Run:
-    """What the figures of one trained model draw from."""
-
     model: nn.Module
     spec: ModelSpec
     real: np.ndarray
@@ -186,7 +181,6 @@ def _scatter_figures(run: _Run) -> dict[str, Path]:
 
 
 def _results_figure(run: _Run) -> Path:
-    """Data | the model's intermediate space | samples."""
     middle = [_MIDDLE_PANELS[kind](run) for kind in run.spec.figures if kind in _MIDDLE_PANELS][:1]
     samples_title = f"Generated Samples\n{run.headline}" if run.headline else "Generated Samples"
     panels = [("Original Data", run.real, None, True), *middle, (samples_title, run.samples, None, True)]
@@ -278,11 +272,9 @@ def _reverse_figures(run: _Run) -> dict[str, Path]:
         run.reverse = recording.trajectory(final.double().cpu().numpy())
     timesteps, states = run.reverse
     states = states[:, :_TRAJECTORY_POINTS]
+    snapshots = V.closest_indices(timesteps, _strip_steps(run.model))
     reverse = P.plot_strip(
-        [
-            (f"x_{int(timesteps[k])}", states[k])
-            for k in V.closest_indices(timesteps, _strip_steps(run.model))
-        ],
+        [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots],
         run.target("reverse"),
         suptitle=f"{run.spec.title}{run.where}: reverse process, from noise (i = {steps}) to samples (i = 0)",
         fmt=run.fmt,
@@ -357,12 +349,9 @@ def _history_figures(run: _Run, history: Mapping[str, Sequence[float]]) -> dict[
     apart = [k for k in history if k.startswith("test_") and k != beside]
     extra = {k: history[k] for k in (*apart, "lr", "grad_norm") if k in history}
     held_out = ", ".join(P.pretty_label(k.removeprefix("test_")) for k in apart)
+    titles = {"loss": spec.loss_label, "held-out": f"held-out {held_out} [nats]"}
     written["diagnostics"] = P.plot_training_diagnostics(
-        loss | extra,
-        run.target("diagnostics"),
-        heldout=apart,
-        titles={"loss": spec.loss_label, "held-out": f"held-out {held_out} [nats]"},
-        fmt=run.fmt,
+        loss | extra, run.target("diagnostics"), heldout=apart, titles=titles, fmt=run.fmt
     )
     return written
 
@@ -405,8 +394,7 @@ def plot_checkpoint(
     reverse = recording.trajectory(samples) if recording is not None else None
     samples = finite_samples(samples)
     held_out = torch.as_tensor(real[:20000], dtype=torch.float32, device=dev)
-    with torch.no_grad():
-        metrics: dict[str, Any] = model.held_out_metrics(held_out)
+    metrics: dict[str, Any] = model.held_out_metrics(held_out)  # no_grad inside
     metrics["c2st"] = evaluate_samples(samples[:2000], real, None, seed=seed)["c2st"]
     return write_figures(
         model, payload["model_type"], real, samples, (payload.get("trainer") or {}).get("history") or {},
@@ -464,24 +452,20 @@ def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int =
             continue
         spec = get_spec(name)
         shown.append(spec.title)
-        panels.append(
-            (f"{spec.title} samples (C2ST {ev.metrics['samples']['c2st_mlp']['value']:.3f})", ev.samples)
-        )
+        c2st = ev.metrics["samples"]["c2st_mlp"]["value"]
+        panels.append((f"{spec.title} samples (C2ST {c2st:.3f})", ev.samples))
         if real.shape[1] == 2 and ev.model is not None:
             grid, extent = P.grid_for(real, resolution=resolution)
             estimator, nll_of = list(spec.likelihoods.items())[-1]
             x = torch.as_tensor(grid, dtype=torch.float32, device=next(ev.model.buffers()).device)
             with torch.no_grad():
                 logp = -nll_of(ev.model, x, None).double().cpu().numpy()
-            how = _DENSITY_ESTIMATORS.get(estimator, estimator)
+            how = {"ode": "probability-flow ODE"}.get(estimator, estimator)
             densities.append((f"{spec.title} log p(x), {how}", logp.reshape(resolution, resolution), extent))
     return P.plot_compare(
         panels, densities, path, reference=real, columns=results[0].columns or None,
         suptitle=" vs ".join(shown) if len(shown) > 1 else f"{shown[0]} and the data",
     )  # fmt: skip
-
-
-_DENSITY_ESTIMATORS = {"ode": "probability-flow ODE"}
 
 
 _PAGE = """<!DOCTYPE html>
@@ -547,11 +531,8 @@ def _figure_key(model_type: str, path: Path) -> str:
 
 
 def _figure_html(model_type: str, path: Path) -> str:
-    key = _figure_key(model_type, path)
-    rel, name, caption = (
-        html.escape(s)
-        for s in (f"figures/{path.name}", path.name, _CAPTIONS.get(key, path.stem.replace("_", " ")))
-    )
+    caption = _CAPTIONS.get(_figure_key(model_type, path), path.stem.replace("_", " "))
+    rel, name, caption = (html.escape(s) for s in (f"figures/{path.name}", path.name, caption))
     if path.suffix.lower() == ".pdf":
         return f'<figure><a href="{rel}">{name}</a><figcaption>{caption}</figcaption></figure>'
     return (
