@@ -153,10 +153,8 @@ def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[Rev
 @contextlib.contextmanager
 def reverse_recording(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording | None]:
     """:func:`record_reverse_process` for a model with reverse steps; None for any other model."""
-    if not hasattr(model, "register_reverse_step_hook"):
-        yield None
-        return
-    with record_reverse_process(model, n_keep) as recording:
+    hooks = hasattr(model, "register_reverse_step_hook")
+    with record_reverse_process(model, n_keep) if hooks else contextlib.nullcontext() as recording:
         yield recording
 
 

@@ -733,13 +733,11 @@ def plot_animation(
 ) -> Path:
     """A looping GIF of ``(title, points (N, D >= 2))`` frames, 8 frames/s, the last held 8 more."""
     from matplotlib.animation import PillowWriter
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     arrays = [xy for _, xy in _projected(frames, "frame")]
     parts = [arrays[0], arrays[-1]] + ([] if reference is None else [_points(reference, "reference")[:, :2]])
     size, alpha = _marker(max(len(a) for a in arrays))
     fig = Figure(figsize=(4.4, 4.4), dpi=_GIF_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
     ax = fig.subplots()
     scatter = ax.scatter(arrays[0][:, 0], arrays[0][:, 1], s=size, alpha=alpha, color=_color(0), linewidths=0)
     _frame(ax, _box(_finite_rows(np.concatenate(parts))))
