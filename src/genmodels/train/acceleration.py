@@ -1,9 +1,5 @@
-"""How the hot code runs: mixed precision (bfloat16 autocast) and ``torch.compile``.
-
-bfloat16 is opt-in (``training.precision``, ``sampling.precision``, ``--precision``): it changes the
-numbers a run produces, and it is faster only on CPUs with bfloat16 instructions. ``torch.compile``
-fuses the element-wise work around the matrix products but takes seconds to compile, so ``compile:
-auto`` compiles only where that was measured to pay (``docs/speed.md``; ``benchmarks/run.py``).
+"""How the hot code runs: mixed precision (bfloat16 autocast, opt-in) and ``torch.compile``, which
+``compile: auto`` uses only where it was measured to pay (``docs/speed.md``).
 """
 
 from __future__ import annotations
@@ -42,8 +38,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("float32", "bfloat16")
 # Sampling a DDPM compiled (in bfloat16) pays from this many points times reverse steps.
 COMPILE_WORTHWHILE_POINT_STEPS = 4 * 10**7
-# Training compiled pays from this many points passed through the loss (epochs x training set), for
-# the model classes and precisions where it was measured to win.
+# Training compiled pays from this many points (epochs x training set), for these classes and precisions.
 TRAINING_COMPILE_WORTHWHILE_POINTS = 15 * 10**6
 _TRAINING_COMPILE_WINS = {"RealNVP": ("float32", "bfloat16")}
 _COMPILER_WARNED = False
@@ -52,9 +47,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def tune_allocator() -> bool:
-    """Keep freed CPU memory in the process: raise glibc's ``mmap`` threshold to 32 MiB and its trim
-    threshold to 256 MiB (``mallopt``), so the few-MB activations freed at every step are not handed
-    back and page-faulted in again. True once applied; False where the C library is not glibc."""
+    """Raise glibc's ``mmap`` and trim thresholds (32 and 256 MiB), so freed activations stay in the
+    process; True once applied, False where the C library is not glibc."""
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED or not sys.platform.startswith("linux"):
         return _ALLOCATOR_TUNED
@@ -69,13 +63,8 @@ def tune_allocator() -> bool:
 
 
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
-    """A context in which matrix products run in ``precision`` on ``device``'s type: a no-op for
-    ``"float32"``; for ``"bfloat16"`` ``torch.autocast`` (Micikevicius et al. 2018; bfloat16 needs no
-    loss scaling), where linear layers compute in bfloat16 and reductions keep float32.
-
-    Raises:
-        ValueError: ``precision`` is not one of :data:`PRECISIONS`.
-    """
+    """A context in which matrix products run in ``precision``: a no-op for float32, ``torch.autocast``
+    for bfloat16 (Micikevicius et al. 2018; bfloat16 needs no loss scaling)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     if precision == "float32":
@@ -84,9 +73,8 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
 
 
 def compiler_available(device: torch.device | str, *, warn: bool = True) -> bool:
-    """Whether ``torch.compile`` can build code for ``device``: on the CPU it needs a C++ compiler
-    (``$CXX``, else ``g++``, ``clang++`` or ``c++`` on the PATH). With ``warn``, logs one warning (per
-    process) when it cannot."""
+    """Whether ``torch.compile`` can build code for ``device`` (on the CPU: a C++ compiler); with
+    ``warn``, one warning per process when it cannot."""
     global _COMPILER_WARNED
     if torch.device(device).type != "cpu":
         return True
@@ -100,15 +88,13 @@ def compiler_available(device: torch.device | str, *, warn: bool = True) -> bool
 
 
 def _compile(fn: Any, device: torch.device | str) -> Any:
-    """``torch.compile`` with one static graph per input shape (the full batch and the last, partial
-    one), and CUDA graphs (``"reduce-overhead"``) on a GPU, where small steps are launch-bound."""
+    """``torch.compile``: static shapes, and CUDA graphs on a GPU (small steps are launch-bound)."""
     mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
     return torch.compile(fn, mode=mode, dynamic=False)
 
 
 class _EagerFallback:
-    """Calls ``compiled``; where compiling fails (``torch._dynamo``'s errors: no working C++ compiler,
-    an inductor failure), logs one warning and calls ``eager``, then and for every later call."""
+    """Calls ``compiled``; once compiling fails, one warning and ``eager`` from then on."""
 
     def __init__(self, compiled: Callable[..., Any], eager: Callable[..., Any], what: str) -> None:
         self.compiled, self.eager, self.what, self.failed = compiled, eager, what, False
@@ -127,8 +113,7 @@ class _EagerFallback:
 
 
 def compile_function(fn: F, device: torch.device | str) -> F:
-    """``fn`` compiled (see :func:`_compile`) at its first call with each new input shape; ``fn`` itself
-    without a C++ compiler on the CPU, and eagerly after one warning where compiling fails."""
+    """``fn`` compiled at its first call per input shape; ``fn`` itself where it cannot be."""
     if not compiler_available(device):
         return fn
     return functools.wraps(fn)(
@@ -149,11 +134,7 @@ class _CompiledNetwork(torch.nn.Module):
 
 
 def _setting(setting: str) -> bool | None:
-    """``compile: on`` -> True, ``off`` -> False, ``auto`` -> None (the caller decides).
-
-    Raises:
-        ValueError: another ``setting``.
-    """
+    """``compile: on`` -> True, ``off`` -> False, ``auto`` -> None (the caller decides)."""
     if setting not in ("auto", "on", "off"):
         raise ValueError(f"compile must be auto, on or off (got {setting!r})")
     return None if setting == "auto" else setting == "on"
@@ -162,9 +143,8 @@ def _setting(setting: str) -> bool | None:
 def worth_compiling(
     setting: str, model: torch.nn.Module, n_points: int, sampling_steps: int, precision: str
 ) -> bool:
-    """Whether to sample ``n_points`` through ``sampling_steps`` reverse steps (0: all of the model's
-    ``diffusion_steps``) with a compiled network. ``setting`` is ``sampling.compile``; ``"auto"``
-    compiles a model's ``network`` sampled in bfloat16 from :data:`COMPILE_WORTHWHILE_POINT_STEPS`."""
+    """Whether to sample with a compiled network; ``"auto"``: a ``network`` in bfloat16 from
+    :data:`COMPILE_WORTHWHILE_POINT_STEPS` points x steps (0 steps: ``diffusion_steps``)."""
     decided = _setting(setting)
     if decided is not None:
         return decided
@@ -178,11 +158,8 @@ def worth_compiling(
 def worth_compiling_training(
     setting: str, model: torch.nn.Module, device: torch.device | str, points: int, precision: str
 ) -> bool:
-    """Whether to train ``model`` on ``device`` with a compiled loss, for a run that passes ``points``
-    training points through it in all (judged on the whole run, so a resumed run decides as the
-    uninterrupted one did). ``setting`` is ``training.compile``; ``"auto"`` compiles only on a CPU with
-    a C++ compiler, for a model class (or subclass) and ``precision`` where compiling was measured to win,
-    from :data:`TRAINING_COMPILE_WORTHWHILE_POINTS`."""
+    """Whether to train with a compiled loss; ``"auto"``: on a CPU with a C++ compiler, for a measured
+    class and ``precision``, from :data:`TRAINING_COMPILE_WORTHWHILE_POINTS` points in the whole run."""
     decided = _setting(setting)
     if decided is not None:
         return decided
@@ -194,10 +171,8 @@ def worth_compiling_training(
 
 @contextlib.contextmanager
 def compiled_network(model: torch.nn.Module, enabled: bool = True) -> Iterator[torch.nn.Module]:
-    """While inside, ``model.network`` (a DDPM's denoising network) is a compiled wrapper of itself, for
-    sampling under ``torch.inference_mode``, with its weights frozen into the code (inductor's
-    ``freezing``): they must not change inside. ``state_dict`` keys are unchanged after the context.
-    A model without a ``network``, or ``enabled=False``, is left as it is. Yields ``model``."""
+    """While inside, ``model.network`` is compiled with its weights frozen into the code (they must
+    not change inside); a model without a ``network``, or ``enabled=False``, is left alone."""
     original = model._modules.get("network")
     if not enabled or original is None or not compiler_available(next(original.parameters()).device):
         yield model
