@@ -1,18 +1,8 @@
 """A whole training run, in five stages: prepare the data; build the model (or resume a run); fit it;
-sample and score it; write the outputs. Output layout under ``output_dir``::
-
-    checkpoints/<model>.pt        final checkpoint (written only when training completed)
-    checkpoints/<model>_last.pt   latest resumable checkpoint (periodic, and on Ctrl-C)
-    metrics/<model>.json          held-out metrics
-    metrics/<model>_history.csv   per-epoch training log
-    figures/<model>_results.png   the specification's three panels
-    figures/<model>_loss.png      loss curves
-    figures/<model>_*.png         the model's other figures (see genmodels.plots.report), index.html the page
-    samples/<model>.csv           generated samples in the data's units
-    configs/<model>.yaml          the effective config of the run
-
-Under torchrun every process trains (see :mod:`genmodels.train.distributed`) and draws a share of the
-samples; rank 0 alone evaluates, scores and writes.
+sample and score it; write the outputs (:data:`OUTPUTS` under ``output_dir``, the model's other figures
+and ``index.html``). ``checkpoints/<model>.pt`` is written only when training completed,
+``<model>_last.pt`` periodically and on Ctrl-C. Under torchrun every process trains and draws a share
+of the samples; rank 0 alone evaluates, scores and writes.
 """
 
 from __future__ import annotations
@@ -95,11 +85,9 @@ def run_training(
     fmt: str = "png",
     tensorboard: bool = False,
 ) -> RunResult:
-    """Train ``config``'s model on its data and write every output; see the module docstring.
-
-    ``resume``: a checkpoint to continue from, or ``"auto"`` for ``checkpoints/<model>_last.pt`` where
-    it exists. Raises DataError, ConfigError, CheckpointError, TrainingError: problems the user can fix.
-    """
+    """Train ``config``'s model and write every output; ``resume``: a checkpoint, or ``"auto"`` for
+    ``checkpoints/<model>_last.pt`` where it exists. Raises DataError, ConfigError, CheckpointError,
+    TrainingError."""
     out, name, main = Path(output_dir), config.model_type, distributed.is_main()
     paths = {key: out / pattern.format(name) for key, pattern in OUTPUTS.items()}
     if main:
@@ -132,9 +120,6 @@ def _check_output_paths(out: Path, files: list[Path]) -> None:
         problem = folder_problem(folder)
         if problem is not None:
             raise ConfigError(f"--output_dir {out}: {problem}")
-
-
-# -- stage 1: the data ---------------------------------------------------------------------------------
 
 
 def _prepare_data(config: RunConfig, device: torch.device) -> _Data:
@@ -175,9 +160,6 @@ def _check_float32_range(values: np.ndarray, columns: tuple[str, ...], path: str
             if step > FLOAT32_STEP_ERROR * s:
                 raise DataError(f"{message}; subtract an offset first (e.g. the column's mean)")
             log.warning("%s; the models see it rounded", message)
-
-
-# -- stage 2: a new model, or the run to resume ------------------------------------------------------
 
 
 def _build_or_resume(
@@ -268,9 +250,6 @@ def _load_weights_of_the_same_data(
     )
 
 
-# -- stage 3: training ----------------------------------------------------------------------------------
-
-
 def _save(trainer: Trainer, config: RunConfig, data: _Data, target: Path) -> None:
     ckpt.save_checkpoint(target, config=config, model=trainer.model, dim=data.dim, columns=data.columns,
                          trainer_state=trainer.state_dict(), test_data=data.test, data_info=data.info)  # fmt: skip
@@ -294,9 +273,6 @@ def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboa
     trainer.fit(data.train, evaluate=evaluate, on_checkpoint=lambda tr: _save(tr, config, data, last))
     if board is not None:
         board.close(trainer.history)
-
-
-# -- stage 4: samples and metrics ----------------------------------------------------------------------
 
 
 def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray, float, Any]:
@@ -348,8 +324,7 @@ def _score(trainer: Trainer, config: RunConfig, data: _Data, samples: np.ndarray
 
 @torch.no_grad()
 def _likelihood_metrics(model: nn.Module, spec: ModelSpec, data: _Data) -> dict[str, float]:
-    """The model's first likelihood in ``spec.likelihoods`` in nats (per point and per dimension):
-    ``test_nll`` (exact, and ``train_nll``) or ``test_nll_<name>``."""
+    """``spec``'s first likelihood in nats (per point, per dimension): ``test_nll`` or ``test_nll_<name>``."""
     name, nll = next(iter(spec.likelihoods.items()))
 
     def mean(x: torch.Tensor) -> float:
@@ -362,9 +337,6 @@ def _likelihood_metrics(model: nn.Module, spec: ModelSpec, data: _Data) -> dict[
     out[key] = mean(data.test)
     out[f"{key}_per_dim"] = out[key] / data.dim
     return out
-
-
-# -- stage 5: outputs -----------------------------------------------------------------------------------
 
 
 def _write_outputs(

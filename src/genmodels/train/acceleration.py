@@ -1,6 +1,4 @@
-"""How the hot code runs: mixed precision (bfloat16 autocast, opt-in) and ``torch.compile``, which
-``compile: auto`` uses only where it was measured to pay (``docs/speed.md``).
-"""
+"""How the hot code runs: bfloat16 autocast and ``torch.compile`` (where it pays: ``docs/speed.md``)."""
 
 from __future__ import annotations
 
@@ -47,8 +45,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def tune_allocator() -> bool:
-    """Raise glibc's ``mmap`` and trim thresholds (32 and 256 MiB), so freed activations stay in the
-    process; True once applied, False where the C library is not glibc."""
+    """Raise glibc's ``mmap`` and trim thresholds so freed memory stays in the process; True if applied."""
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED or not sys.platform.startswith("linux"):
         return _ALLOCATOR_TUNED
@@ -63,8 +60,7 @@ def tune_allocator() -> bool:
 
 
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
-    """A context in which matrix products run in ``precision``: a no-op for float32, ``torch.autocast``
-    for bfloat16 (Micikevicius et al. 2018; bfloat16 needs no loss scaling)."""
+    """Matrix products in ``precision``: bfloat16 autocast (Micikevicius et al. 2018) or a no-op."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     if precision == "float32":
@@ -73,8 +69,7 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
 
 
 def compiler_available(device: torch.device | str, *, warn: bool = True) -> bool:
-    """Whether ``torch.compile`` can build code for ``device`` (on the CPU: a C++ compiler); with
-    ``warn``, one warning per process when it cannot."""
+    """Whether ``torch.compile`` can build code for ``device`` (on the CPU: a C++ compiler)."""
     global _COMPILER_WARNED
     if torch.device(device).type != "cpu":
         return True
@@ -171,8 +166,7 @@ def worth_compiling_training(
 
 @contextlib.contextmanager
 def compiled_network(model: torch.nn.Module, enabled: bool = True) -> Iterator[torch.nn.Module]:
-    """While inside, ``model.network`` is compiled with its weights frozen into the code (they must
-    not change inside); a model without a ``network``, or ``enabled=False``, is left alone."""
+    """While inside, ``model.network`` is compiled with its weights frozen (they must not change)."""
     original = model._modules.get("network")
     if not enabled or original is None or not compiler_available(next(original.parameters()).device):
         yield model

@@ -1,7 +1,4 @@
-"""One self-describing checkpoint format for every model.
-
-A checkpoint is a dict saved with ``torch.save`` holding only tensors and plain Python values, so it
-loads with ``torch.load(weights_only=True)`` (no code runs from the file)::
+"""One checkpoint format for every model: a dict of tensors and plain values (``weights_only`` loads it)::
 
     format, format_version, package_version, model_type, config (nested dict), dim, columns,
     model (state_dict), trainer (optimizer, scheduler, EMA weights, epoch, step, RNG, history),
@@ -124,13 +121,8 @@ def load_checkpoint(
     expected_type: str | None = None,
     map_location: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Load and validate a checkpoint; its ``"config"`` becomes a :class:`RunConfig`.
-
-    Raises:
-        CheckpointError: not a checkpoint of this project, a newer format, another model type than
-            ``expected_type``, or values training cannot have written (nan, negative second moments).
-        ValueError: ``map_location`` is not a device this machine has.
-    """
+    """Load and validate a checkpoint (a CheckpointError, or a ValueError for ``map_location``); its
+    ``"config"`` becomes a :class:`RunConfig`."""
     if isinstance(map_location, (str, torch.device)):
         _check_device(map_location, "map_location")
     path = os.fspath(path)
@@ -271,8 +263,7 @@ def model_from_checkpoint(
     use_ema: bool = True,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """Rebuild the model of a checkpoint (a path, or :func:`load_checkpoint`'s dict) in eval mode,
-    with the EMA weights where stored; a ValueError where ``device`` is not on this machine."""
+    """The model of a checkpoint (a path, or :func:`load_checkpoint`'s dict), EMA weights, in eval mode."""
     device = _check_device(device, "device")
     if isinstance(payload, (str, os.PathLike)):
         payload = load_checkpoint(payload, map_location=device)

@@ -1,7 +1,5 @@
-"""Training and sampling on several processes launched by ``torchrun`` (see docs/scaling.md).
-
-:func:`session` joins the process group (NCCL on CUDA, gloo on the CPU); without torchrun every
-function here is the one-process identity. Rank 0 alone prints and writes.
+"""Training and sampling on several processes launched by ``torchrun`` (see docs/scaling.md); without
+torchrun every function here is the one-process identity. Rank 0 alone prints and writes.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""One generic training loop for any model that owns its loss (``model.loss(batch) -> scalar``).
-
-Adam (AdamW when ``weight_decay > 0``), exponential learning-rate decay per epoch, gradient-norm
-clipping, an EMA of the weights, and a state that checkpoints and resumes exactly. Losses are read
-once per epoch; from a non-finite step on, the fused Adam's ``found_inf`` skips every update. Under
-torchrun every process takes its shard of every batch and DDP averages the gradients.
+"""One training loop for any model with ``loss(batch) -> scalar``: Adam(W), per-epoch learning-rate
+decay, gradient clipping, an EMA of the weights, and a state that resumes exactly. Under torchrun
+every process takes its shard of every batch and DDP averages the gradients.
 """
 
 from __future__ import annotations
@@ -51,8 +48,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 class _DeferredInterrupt:
-    """While alive, the first Ctrl-C only sets ``requested`` (the epoch ends, a checkpoint is saved); a
-    second one interrupts at once. Not installed outside the main thread, nor where SIGINT is ignored."""
+    """In the main thread where SIGINT is not ignored, the first Ctrl-C only sets ``requested``."""
 
     def __init__(self, steps_per_epoch: int) -> None:
         self.requested, self.steps_per_epoch, self.steps_done = False, steps_per_epoch, 0
@@ -106,10 +102,8 @@ def _warn_unstandardised(model: nn.Module, data: torch.Tensor) -> None:
 
 
 class Trainer:
-    """Optimises ``model`` (an ``nn.Module`` with ``loss(batch (B, D)) -> scalar``); keeps everything
-    needed to resume. ``ema``: the averaged copy used for evaluation and sampling (``model`` when
-    ``ema_decay`` is 0); ``history``: per-epoch lists (NaN at epochs without evaluation).
-    """
+    """Optimises ``model`` (with ``loss(batch (B, D)) -> scalar``); ``ema`` is the averaged copy used for
+    evaluation and sampling (``model`` when ``ema_decay`` is 0)."""
 
     def __init__(self, model: nn.Module, config: TrainingConfig, *, progress: bool = True) -> None:
         check_config_type(config, TrainingConfig)  # whose values were checked when it was built
@@ -127,7 +121,6 @@ class Trainer:
         self.history: dict[str, list[float]] = {}
         self._loss_takes_rows = "rows" in inspect.signature(model.loss).parameters
 
-    # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs besides the model's weights (the EMA weights included)."""
         return {
@@ -153,9 +146,7 @@ class Trainer:
         restore_rng_state(state["rng"])
 
     def adopt_optimizer_settings(self, previous: TrainingConfig) -> list[str]:
-        """After :meth:`load_state_dict`: use this config's optimizer settings where they differ from
-        ``previous``'s, the learning rate continuing at ``learning_rate * lr_decay ** epoch``; returns
-        the changes as ``"key old -> new"``."""
+        """Adopt this config's optimizer settings where they differ from ``previous``; the changes."""
         cfg = self.config
         changed = [
             f"{key} {getattr(previous, key)} -> {getattr(cfg, key)}"
@@ -174,20 +165,11 @@ class Trainer:
         self.scheduler._last_lr = [lr for _ in self.optimizer.param_groups]
         return changed
 
-    # -- loop --------------------------------------------------------------------------------------
     def fit(
         self, data: torch.Tensor, *, evaluate: Evaluate | None = None, on_checkpoint: Checkpoint | None = None
     ) -> None:
-        """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)``.
-
-        ``evaluate(ema_model)`` runs every ``eval_every`` epochs and after the last one;
-        ``on_checkpoint(self)`` every ``checkpoint_every`` epochs, after the last one, and after the
-        epoch in which Ctrl-C was pressed (then KeyboardInterrupt is raised).
-
-        Raises:
-            TrainingError: empty or non-finite ``data``, or a non-finite loss or gradient norm (at the
-                end of that epoch, with the weights of the last finite step and no checkpoint written).
-        """
+        """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)``; after a Ctrl-C, checkpoint
+        at the end of the epoch and raise KeyboardInterrupt. A non-finite loss is a TrainingError."""
         from tqdm.auto import tqdm
 
         self._check_data(data)
@@ -247,10 +229,7 @@ class Trainer:
             return eager
         loss_fn = compile_function(eager, data.device)
         if loss_fn is not eager:
-            log.info(
-                "training with a compiled loss (training.compile: %s); its first steps compile it",
-                cfg.compile,
-            )
+            log.info("training with a compiled loss (training.compile: %s)", cfg.compile)
         return loss_fn
 
     def _train_epoch(
@@ -302,8 +281,7 @@ class Trainer:
         return stats
 
     def _batch_loss(self, batch: torch.Tensor, loss_fn: Loss) -> torch.Tensor:
-        """The loss of ``batch (B, D)``; among processes, of this one's shard, weighted by shard size ×
-        processes / B so that DDP's mean gradient is the whole batch's."""
+        """The loss of this process's shard of ``batch (B, D)``, weighted so DDP's mean is the batch's."""
         world = distributed.world_size()
         if world == 1:
             return loss_fn(batch)
