@@ -176,11 +176,10 @@ def _build_or_resume(
         log.info("--resume auto: no %s run to resume in %s (no %s); starting a new one", config.model_type,
                  last.parent.parent, last)  # fmt: skip
         resume = None
-    if resume is None:
-        if distributed.is_main():
-            _set_aside_earlier_run(last, config.model_type)
-    else:
+    if resume is not None:
         _resume(trainer, last if resume == "auto" else Path(resume), config, data)
+    elif distributed.is_main():
+        _set_aside_earlier_run(last, config.model_type)
     return trainer
 
 

@@ -111,9 +111,8 @@ def compile_function(fn: F, device: torch.device | str) -> F:
     """``fn`` compiled at its first call per input shape; ``fn`` itself where it cannot be."""
     if not compiler_available(device):
         return fn
-    return functools.wraps(fn)(
-        _EagerFallback(_compile(fn, device), fn, getattr(fn, "__name__", "a function"))
-    )
+    fallback = _EagerFallback(_compile(fn, device), fn, getattr(fn, "__name__", "a function"))
+    return functools.wraps(fn)(fallback)
 
 
 class _CompiledNetwork(torch.nn.Module):
@@ -128,11 +127,11 @@ class _CompiledNetwork(torch.nn.Module):
         return self.call(*args, **kwargs)
 
 
-def _setting(setting: str) -> bool | None:
-    """``compile: on`` -> True, ``off`` -> False, ``auto`` -> None (the caller decides)."""
+def _setting(setting: str) -> bool:
+    """``compile: on`` -> True, ``off`` -> False (``auto`` is the caller's to decide)."""
     if setting not in ("auto", "on", "off"):
         raise ValueError(f"compile must be auto, on or off (got {setting!r})")
-    return None if setting == "auto" else setting == "on"
+    return setting == "on"
 
 
 def worth_compiling(
@@ -140,9 +139,8 @@ def worth_compiling(
 ) -> bool:
     """Whether to sample with a compiled network; ``"auto"``: a ``network`` in bfloat16 from
     :data:`COMPILE_WORTHWHILE_POINT_STEPS` points x steps (0 steps: ``diffusion_steps``)."""
-    decided = _setting(setting)
-    if decided is not None:
-        return decided
+    if setting != "auto":
+        return _setting(setting)
     if getattr(model, "network", None) is None or precision != "bfloat16":
         return False
     if n_points * (sampling_steps or getattr(model, "diffusion_steps", 1)) < COMPILE_WORTHWHILE_POINT_STEPS:
@@ -155,9 +153,8 @@ def worth_compiling_training(
 ) -> bool:
     """Whether to train with a compiled loss; ``"auto"``: on a CPU with a C++ compiler, for a measured
     class and ``precision``, from :data:`TRAINING_COMPILE_WORTHWHILE_POINTS` points in the whole run."""
-    decided = _setting(setting)
-    if decided is not None:
-        return decided
+    if setting != "auto":
+        return _setting(setting)
     if torch.device(device).type != "cpu" or points < TRAINING_COMPILE_WORTHWHILE_POINTS:
         return False
     measured = any(precision in _TRAINING_COMPILE_WINS.get(cls.__name__, ()) for cls in type(model).__mro__)

@@ -206,9 +206,7 @@ def _check_values(path: str, payload: dict[str, Any]) -> None:
     trainer = trainer or {}
     ema = trainer.get("ema") if _is_state(trainer.get("ema")) else {}
     for where, state in (("model", weights), ("trainer.ema", ema)):
-        bad = [
-            key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()
-        ]
+        bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
         if bad:
             raise CheckpointError(
                 f"{path} is a damaged genmodels checkpoint: its {where} weights hold nan or inf values "

@@ -54,10 +54,8 @@ class _DeferredInterrupt:
         self.requested, self.steps_per_epoch, self.steps_done = False, steps_per_epoch, 0
         self.epoch_start = time.perf_counter()
         self._previous = None
-        if (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-        ):
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame) -> None:  # noqa: ANN001
@@ -222,10 +220,8 @@ class Trainer:
 
     def _loss_function(self, data: torch.Tensor) -> Loss:
         """The model's loss, compiled where ``training.compile`` says so (judged on the whole run)."""
-        cfg, eager = self.config, self.model.loss
-        if not worth_compiling_training(
-            cfg.compile, self.model, data.device, cfg.epochs * len(data), cfg.precision
-        ):
+        cfg, eager, points = self.config, self.model.loss, self.config.epochs * len(data)
+        if not worth_compiling_training(cfg.compile, self.model, data.device, points, cfg.precision):
             return eager
         loss_fn = compile_function(eager, data.device)
         if loss_fn is not eager:
@@ -315,9 +311,8 @@ class Trainer:
 
     def _end_epoch(self, record: dict[str, float], evaluate: Evaluate | None, device: torch.device) -> None:
         """Evaluate the EMA model where due, and append ``record`` to the history."""
-        if evaluate is not None and (
-            self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs
-        ):
+        due = self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs
+        if evaluate is not None and due:
             self.ema.eval()
             # a copy of the RNG state: the training stream is the same for any eval_every
             with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
