@@ -1,10 +1,5 @@
-"""One checkpoint format for every model: a dict of tensors and plain values (``weights_only`` loads it)::
-
-    format, format_version, package_version, model_type, config (nested dict), dim, columns,
-    model (state_dict), trainer (optimizer, scheduler, EMA weights, epoch, step, RNG, history),
-    test_data ((N_test, D) tensor: the held-out split), data (path, sizes)
-
-The data's standardisation lives in the model's buffers.
+"""One checkpoint format for every model: a dict of tensors and plain values (see :func:`save_checkpoint`)
+that ``torch.load(weights_only=True)`` reads; the data's standardisation lives in the model's buffers.
 """
 
 from __future__ import annotations
