@@ -129,7 +129,7 @@ class _CompiledNetwork(torch.nn.Module):
 
 def _setting(setting: str) -> bool:
     """``compile: on`` -> True, ``off`` -> False (``auto`` is the caller's to decide)."""
-    if setting not in ("auto", "on", "off"):
+    if setting not in ("on", "off"):
         raise ValueError(f"compile must be auto, on or off (got {setting!r})")
     return setting == "on"
 
