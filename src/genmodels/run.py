@@ -1,6 +1,6 @@
 """A whole training run, in five stages: prepare the data; build the model (or resume a run); fit it;
-sample and score it; write the outputs (:data:`OUTPUTS` under ``output_dir``, the model's other figures
-and ``index.html``). ``checkpoints/<model>.pt`` is written only when training completed,
+sample and score it; write the outputs (:data:`OUTPUTS` under ``output_dir``, the layout in
+docs/usage.md). ``checkpoints/<model>.pt`` is written only when training completed,
 ``<model>_last.pt`` periodically and on Ctrl-C. Under torchrun every process trains and draws a share
 of the samples; rank 0 alone evaluates, scores and writes.
 """
