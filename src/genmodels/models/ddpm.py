@@ -16,6 +16,13 @@ minimises a weighted squared error between μ_θ and the true posterior mean μ�
 
 Both are averaged over the data dimensions. The model standardises the data with fixed statistics; the
 bound it reports is in the data's own units (nats per sample).
+
+Conditional model (``n_labels = K > 0``): a learned embedding of the label y (index K: the null token,
+"no label") is added to the time embedding's MLP output, so every block's conditioning sees both.
+Training replaces a point's label by the null token with probability ``p_uncond``, so one network
+predicts both ε_θ(x_i, i, y) and ε_θ(x_i, i, ∅). Sampling with classifier-free guidance (Ho & Salimans
+2022, eq. 6 written with the scale w of the common convention) uses ε̂ = ε̂_∅ + w (ε̂_y - ε̂_∅): w = 1 is
+plain conditional sampling, w = 0 unconditional, w > 1 sharper classes.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from genmodels.models.base import (
     ModelSpec,
     Standardize,
     check_config_type,
+    check_labels,
     check_points,
     check_sample_count,
     register,
@@ -73,6 +81,9 @@ class DDPMModelConfig:
             projects a batch's timesteps this many times fewer; 1 draws one per point. A batch whose
             size it does not divide shares in runs of their gcd. Training only: a resumed run may
             change it.
+        n_labels: categories of the label the model is conditioned on (0: unconditional); a run sets
+            it from ``data.condition``.
+        p_uncond: share of training points whose label is replaced by the null token (training only).
     """
 
     diffusion_steps: Int = Field(2500, ge=1)
@@ -86,6 +97,8 @@ class DDPMModelConfig:
     weighting: Literal["simple", "bound"] = "simple"
     reverse_variance: Literal["posterior", "beta"] = "posterior"
     points_per_timestep: Int = Field(8, ge=1)
+    n_labels: Int = Field(0, ge=0)
+    p_uncond: Float = Field(0.1, ge=0, le=1)
 
     @field_validator("beta2_end")
     @classmethod
@@ -122,11 +135,15 @@ class DenoisingNetwork(nn.Module):
         n_blocks: residual blocks.
         time_embed_dim: width of the timestep embedding.
         input_embed_dim: width of a random Fourier embedding of ``x_i`` appended to it (0: none).
+        n_labels: K, labels the network is conditioned on (0: none); its embedding table has K + 1
+            rows, the last the null token that ``label=None`` stands for.
 
     Shapes: ``x (N, D)``, ``timestep (G,)`` int -> ``(N, D)``, where G divides N: row g's timestep is
     that of the g-th run of N / G consecutive points (G = N: one each; G = 1: one for all). The
     timestep's embedding and projections are computed per row of ``timestep``, so sharing timesteps
-    saves their cost.
+    saves their cost. ``label (N,)`` in 0..K (K: null) where ``n_labels`` > 0. By linearity each block's
+    projection of the label embedding is a (K + 1)-row table gathered per point, so a label costs one
+    addition per block instead of a projection per point.
     """
 
     def __init__(
@@ -139,8 +156,10 @@ class DenoisingNetwork(nn.Module):
         time_embed_dim: int,
         input_embed_dim: int = 0,
         input_embed_scale: float = 1.0,
+        n_labels: int = 0,
     ) -> None:
         super().__init__()
+        self.n_labels = n_labels
         self.register_buffer(
             "time_table", sinusoidal_embedding(torch.arange(steps + 1), time_embed_dim), persistent=False
         )
@@ -158,12 +177,27 @@ class DenoisingNetwork(nn.Module):
         self.output = nn.Linear(hidden_units, dim)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
+        if n_labels:
+            self.label_embedding = nn.Embedding(n_labels + 1, hidden_units)
 
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def label_table(self) -> torch.Tensor | None:
+        """Every block's projection of every label's embedding, ``(K + 1, n_blocks, hidden_units)``;
+        None for a network without labels."""
+        if not self.n_labels:
+            return None
+        return torch.stack([self.label_embedding.weight @ block.cond.weight.T for block in self.blocks], 1)
+
+    def forward(
+        self, x: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.input(_input_features(x, self.fourier))
         cond = self.time_mlp(self.time_table[timestep])
-        for block in self.blocks:
-            h = block(h, cond)
+        table = self.label_table()
+        if table is not None and label is None:  # unconditional: the null token for every point
+            label = torch.full((x.shape[0],), self.n_labels, dtype=torch.long, device=x.device)
+        extra = None if table is None else table[label].to(h.dtype)
+        for j, block in enumerate(self.blocks):
+            h = block(h, cond, None if extra is None else extra[:, j])
         # x's dtype out, also under bfloat16 autocast: the diffusion arithmetic keeps its precision.
         return self.output(torch.nn.functional.silu(self.out_norm(h))).to(x.dtype)
 
@@ -209,15 +243,20 @@ class FrozenDenoiser:
                 for block in network.blocks
             ]
             self.fourier = None if network.fourier is None else network.fourier.clone()
+            self.label_table = network.label_table()
             self.input = network.input.bias.clone(), network.input.weight.t().contiguous()
             self.out_norm = norm(network.out_norm)
             self.output = network.output.bias.clone(), network.output.weight.t().contiguous()
 
-    def __call__(self, x: torch.Tensor, k: int) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, k: int, label: torch.Tensor | None = None) -> torch.Tensor:
         layer_norm, silu = torch.nn.functional.layer_norm, torch.nn.functional.silu
         with torch.no_grad():
             h = torch.addmm(self.input[0], _input_features(x, self.fourier), self.input[1])
             first_bias = self.first_bias[k]
+            if self.label_table is not None and label is None:  # the null token for all points
+                first_bias = first_bias + self.label_table[-1]
+            elif self.label_table is not None:  # (blocks, N, H): one bias per point
+                first_bias = first_bias.unsqueeze(1) + self.label_table[label].transpose(0, 1)
             for j, (norm, weight1, weight2, bias2) in enumerate(self.blocks):
                 u = silu(layer_norm(h, *norm), inplace=True)
                 u = silu(torch.addmm(first_bias[j], u, weight1), inplace=True)
@@ -262,6 +301,9 @@ class DDPM(nn.Module):
             ``network`` gets one timestep per run of points, ``(G,)`` for ``(N, D)`` inputs, as
             :class:`DenoisingNetwork` accepts; 1 (the default here; :meth:`from_config` uses the
             config's 8) gives any network one timestep per point.
+        n_labels: K > 0 for a model conditioned on K labels: ``network`` then takes ``label (N,)`` in
+            0..K (K: the null token) as a third argument.
+        p_uncond: share of training points whose label :meth:`loss` replaces by the null token.
 
     Raises:
         ValueError: an unknown option, or ``points_per_timestep`` not an integer >= 1.
@@ -279,6 +321,8 @@ class DDPM(nn.Module):
         weighting: str = "simple",
         reverse_variance: str = "posterior",
         points_per_timestep: int = 1,
+        n_labels: int = 0,
+        p_uncond: float = 0.1,
     ) -> None:
         super().__init__()
         if (
@@ -293,7 +337,9 @@ class DDPM(nn.Module):
             raise ValueError(f"parameterisation must be 'eps' or 'mean', got {parameterisation!r}")
         if weighting not in ("simple", "bound"):
             raise ValueError(f"weighting must be 'simple' or 'bound', got {weighting!r}")
-        self.dim = dim
+        self.dim, self.n_labels, self.p_uncond = dim, n_labels, p_uncond
+        if n_labels:
+            self.register_buffer("label_proportions", torch.full((n_labels,), 1.0 / n_labels))
         self.diffusion_steps = steps
         self.parameterisation = parameterisation
         self.weighting = weighting
@@ -349,6 +395,7 @@ class DDPM(nn.Module):
             n_blocks=config.n_blocks,
             time_embed_dim=config.time_embed_dim,
             input_embed_dim=config.input_embed_dim,
+            n_labels=config.n_labels,
         )
         return cls(
             dim,
@@ -360,6 +407,8 @@ class DDPM(nn.Module):
             weighting=config.weighting,
             reverse_variance=config.reverse_variance,
             points_per_timestep=config.points_per_timestep,
+            n_labels=config.n_labels,
+            p_uncond=config.p_uncond,
         )
 
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -380,9 +429,16 @@ class DDPM(nn.Module):
         return self.schedule.q_sample(z0, timestep, generator=generator)
 
     # -- the reverse process ------------------------------------------------------------------------
-    def posterior_mean_prediction(self, xi: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """μ_θ(x_i, i) for standardised ``xi (N, D)`` and ``timestep (N,)`` in 1..L."""
-        return self._mean_from_output(xi, self.network(xi, timestep), timestep)
+    def _network(self, xi: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+        """The network's output at ``xi (N, D)``; ``label (N,)`` in 0..K reaches a conditional one
+        (None: the null token, the unconditional prediction)."""
+        return self.network(xi, timestep, label) if self.n_labels else self.network(xi, timestep)
+
+    def posterior_mean_prediction(
+        self, xi: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """μ_θ(x_i, i[, y]) for standardised ``xi (N, D)``, ``timestep (N,)`` in 1..L, ``label (N,)``."""
+        return self._mean_from_output(xi, self._network(xi, timestep, label), timestep)
 
     def _mean_from_output(self, xi: torch.Tensor, out: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """μ_θ from the network's output ``out (N, D)``, with one ``timestep (N,)`` per point."""
@@ -390,8 +446,10 @@ class DDPM(nn.Module):
             return self.schedule.mean_from_eps(xi, out, timestep)
         return out
 
-    def _eps_prediction(self, xi: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        return self._eps_from_output(xi, self.network(xi, timestep), timestep)
+    def _eps_prediction(
+        self, xi: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self._eps_from_output(xi, self._network(xi, timestep, label), timestep)
 
     def _eps_from_output(self, xi: torch.Tensor, out: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """ε_θ from the network's output ``out (N, D)``, with one ``timestep (N,)`` per point."""
@@ -409,8 +467,11 @@ class DDPM(nn.Module):
     def _check_points(self, x0: torch.Tensor) -> None:
         check_points(x0, self.dim, self.standardize.mean.dtype, "x0")
 
-    def loss(self, x0: torch.Tensor) -> torch.Tensor:
+    def loss(self, x0: torch.Tensor, label: object = None) -> torch.Tensor:
         """Weighted MSE between μ_θ and μ̃ at i ~ U{1..L}, averaged over points and dimensions.
+
+        A conditional model's ``label (N,)`` is replaced by the null token with probability
+        ``p_uncond`` (for every point without a label).
 
         ``x0 (N, D)`` in data units; returns a scalar. Each timestep is drawn for a run of
         ``points_per_timestep`` consecutive points (gcd(N, points_per_timestep) when that does not
@@ -431,7 +492,12 @@ class DDPM(nn.Module):
         timestep = shared.repeat_interleave(share) if share > 1 else shared
         noise = torch.randn_like(z0)
         xi = self.schedule.q_sample(z0, timestep, noise)
-        out = self.network(xi, shared)
+        label = check_labels(label, n, self.n_labels, z0.device)
+        if self.n_labels:
+            null = torch.full((n,), self.n_labels, dtype=torch.long, device=z0.device)
+            dropped = torch.rand(n, device=z0.device) < self.p_uncond
+            label = null if label is None else torch.where(dropped, null, label)
+        out = self._network(xi, shared, label)
         if self.parameterisation == "eps" and self.weighting == "simple":
             # Identical to the weighted mean error, computed without the large weights' rounding.
             return (out - noise).pow(2).mean()
@@ -441,11 +507,15 @@ class DDPM(nn.Module):
 
     # -- likelihood bound ---------------------------------------------------------------------------
     def _bound_terms(
-        self, z0: torch.Tensor, timestep: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        z0: torch.Tensor,
+        timestep: torch.Tensor,
+        generator: torch.Generator | None = None,
+        label: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-point bound term at ``timestep (N,)``: the KL L_{i-1} for i >= 2, -log p(x_0 | x_1) for i = 1."""
         xi = self.schedule.q_sample(z0, timestep, generator=generator)
-        mean = self.posterior_mean_prediction(xi, timestep)
+        mean = self.posterior_mean_prediction(xi, timestep, label)
         var = self.reverse_variance[timestep]
         sq = (mean - self.schedule.posterior_mean(z0, xi, timestep)).pow(2).sum(-1)
         # KL(N(μ̃, σ̃²I) || N(μ_θ, σ²I)); the variance part vanishes when σ² = σ̃².
@@ -461,8 +531,11 @@ class DDPM(nn.Module):
         return 0.5 * (ab**2 * z0.pow(2) + var - 1 - torch.log(var)).sum(-1)
 
     @torch.no_grad()
-    def nll_bound(self, x0: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Variational upper bound on ``-log p(x0)`` (Ho et al. 2020, eq. 5), every step summed.
+    def nll_bound(
+        self, x0: torch.Tensor, *, label: object = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Variational upper bound on ``-log p(x0)`` (Ho et al. 2020, eq. 5), every step summed; on
+        ``-log p(x0 | label)`` given labels (without, a conditional model's unconditional prediction).
 
         ``x0 (N, D)`` in data units; returns ``(N,)`` nats per sample in the data's units (the
         standardisation's log-Jacobian included). The decoder p(x_0 | x_1) is the Gaussian
@@ -475,20 +548,27 @@ class DDPM(nn.Module):
         """
         self._check_points(x0)
         z0, log_det = self.standardize(x0)
+        label = check_labels(label, x0.shape[0], self.n_labels, z0.device)
         total = self._prior_term(z0)
         for i in range(1, self.diffusion_steps + 1):
             timestep = torch.full((1,), i, dtype=torch.long, device=z0.device)  # broadcast over points
-            total = total + self._bound_terms(z0, timestep, generator)
+            total = total + self._bound_terms(z0, timestep, generator, label)
         return total - log_det
 
     @torch.no_grad()
-    def held_out_metrics(self, x: torch.Tensor) -> dict[str, float]:
-        """``{"test_nll_bound": mean of the bound's stratified estimate}`` in nats per point, ``x (N, D)``."""
-        return {"test_nll_bound": float(self.nll_bound_estimate(x).mean())}
+    def held_out_metrics(self, x: torch.Tensor, label: object = None) -> dict[str, float]:
+        """``{"test_nll_bound": mean of the bound's stratified estimate}`` in nats per point, ``x (N, D)``
+        (given ``label``)."""
+        return {"test_nll_bound": float(self.nll_bound_estimate(x, label=label).mean())}
 
     @torch.no_grad()
     def nll_bound_estimate(
-        self, x0: torch.Tensor, *, strata: int = 32, generator: torch.Generator | None = None
+        self,
+        x0: torch.Tensor,
+        *,
+        label: object = None,
+        strata: int = 32,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Unbiased, cheap estimate of :meth:`nll_bound`: the prior and decoder terms exactly, and the
         L - 1 KL terms by stratified sampling: i in 2..L is cut into ``strata`` equal ranges, one
@@ -505,21 +585,46 @@ class DDPM(nn.Module):
             return x0.new_zeros(0)
         z0, log_det = self.standardize(x0)
         n, device = z0.shape[0], z0.device
+        label = check_labels(label, n, self.n_labels, device)
         ones = torch.ones(n, dtype=torch.long, device=device)
-        total = self._prior_term(z0) + self._bound_terms(z0, ones, generator)
+        total = self._prior_term(z0) + self._bound_terms(z0, ones, generator, label)
         edges = torch.linspace(2, self.diffusion_steps + 1, min(strata, self.diffusion_steps - 1) + 1).long()
         for low, high in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
             if high > low:
                 timestep = torch.randint(low, high, (n,), generator=generator, device=device)
-                total = total + (high - low) * self._bound_terms(z0, timestep, generator)
+                total = total + (high - low) * self._bound_terms(z0, timestep, generator, label)
         return total - log_det
 
     # -- sampling -----------------------------------------------------------------------------------
+    def guided_output(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        label: torch.Tensor | None,
+        guidance_scale: float,
+        network: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    ) -> torch.Tensor:
+        """The network's output with classifier-free guidance (Ho & Salimans 2022): out_∅ + w (out_y -
+        out_∅) for ``x (N, D)``, ``label (N,)`` and w = ``guidance_scale``; ``network(x, label)`` evaluates
+        the network at ``timestep`` (``label`` None: the null token). ε and μ_θ are affine in each
+        other at fixed x_i and i, so guiding the output guides ε̂ for both parameterisations. w = 1
+        (or no label) is one plain pass, w = 0 one unconditional pass, any other w one pass on
+        ``[x, x]`` with ``[y, ∅]``."""
+        if label is None or guidance_scale == 1:
+            return network(x, label)
+        if guidance_scale == 0:
+            return network(x, None)
+        null = torch.full_like(label, self.n_labels)
+        conditional, unconditional = network(torch.cat([x, x]), torch.cat([label, null])).chunk(2)
+        return unconditional + guidance_scale * (conditional - unconditional)
+
     @torch.inference_mode()
     def sample(
         self,
         n: int,
         *,
+        label: object = None,
+        guidance_scale: float = 1.0,
         generator: torch.Generator | None = None,
         steps: int | None = None,
         eta: float = 1.0,
@@ -534,6 +639,9 @@ class DDPM(nn.Module):
         timesteps of :func:`ddim_timesteps` with ``spacing`` ``"quadratic"`` (dense near the data, as
         Song et al. sec. D.2 use) or ``"linear"``.
 
+        A conditional model draws from p(x | ``label``) (an int or ``(n,)`` labels) with classifier-free
+        guidance of scale ``guidance_scale`` (:meth:`guided_output`), and without a label from p(x).
+
         Outside autocast a :class:`DenoisingNetwork` (not a subclass) without forward hooks of its own
         is evaluated in its :meth:`~DenoisingNetwork.frozen` form, the same function computed faster;
         :meth:`register_reverse_step_hook` observes the steps either way.
@@ -542,11 +650,14 @@ class DDPM(nn.Module):
         they do not change.
 
         Raises:
-            ValueError: ``n`` not a whole number >= 0, ``steps`` not in 1..L, ``eta`` not in [0, 1], or
-                an unknown ``spacing``.
+            ValueError: ``n`` not a whole number >= 0, ``steps`` not in 1..L, ``eta`` not in [0, 1], an
+                unknown ``spacing``, a label the model cannot take, or a negative ``guidance_scale``.
         """
         width = getattr(getattr(self.network, "input", None), "out_features", 0)  # of the residual stream
         n = check_sample_count(n, self.dim, width)
+        label = check_labels(label, n, self.n_labels, self.schedule.beta2.device)
+        if not (isinstance(guidance_scale, numbers.Real) and 0 <= guidance_scale < math.inf):
+            raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
         if steps is not None:
             whole = whole_number(steps)
             if whole is None or not 1 <= whole <= self.diffusion_steps:
@@ -598,7 +709,11 @@ class DDPM(nn.Module):
             timestep = t_all[k : k + 1]
             for hook in self._reverse_step_hooks.values():
                 hook(x, timestep)
-            out = self.network(x, timestep) if frozen is None else frozen(x, k)
+            if frozen is None:
+                out = self.guided_output(x, timestep, label, guidance_scale,
+                                         lambda x, y: self._network(x, timestep, y))  # fmt: skip
+            else:
+                out = self.guided_output(x, timestep, label, guidance_scale, lambda x, y: frozen(x, k, y))
             if full:
                 x = self._mean_from_output(x, out, timestep)
                 if i > 1:
@@ -632,13 +747,34 @@ def _parameter_count(config: DDPMModelConfig, dim: int) -> int:
 
     time = linear(config.time_embed_dim, h) + linear(h, h)
     blocks = config.n_blocks * (3 * linear(h, h) + 2 * h)  # two layers, the conditioning, the LayerNorm
-    return time + linear(dim + config.input_embed_dim, h) + blocks + 2 * h + linear(h, dim)
+    labels = (config.n_labels + 1) * h if config.n_labels else 0
+    return time + linear(dim + config.input_embed_dim, h) + blocks + 2 * h + linear(h, dim) + labels
 
 
-def _ode_nll(model: DDPM, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _ode_nll(
+    model: DDPM, x: torch.Tensor, generator: torch.Generator | None, label: object = None
+) -> torch.Tensor:
+    """The probability-flow ODE's ``-log p(x)`` ``(N,)`` in nats; given labels, ``-log p(x | y)`` with the
+    network held at each label in turn (a forward pre-hook adds it to the network's calls)."""
     from genmodels.models.flow_ode import probability_flow_nll
 
-    return probability_flow_nll(model, x)
+    label = check_labels(label, x.shape[0], model.n_labels, x.device)
+    if label is None:
+        return probability_flow_nll(model, x)
+    out = x.new_empty(x.shape[0])
+    for y in label.unique().tolist():
+
+        def with_label(module: nn.Module, args: tuple, y: int = y) -> tuple | None:
+            return (
+                None if len(args) > 2 else (*args, torch.full_like(args[1][:1], y).expand(args[0].shape[0]))
+            )
+
+        handle = model.network.register_forward_pre_hook(with_label)
+        try:
+            out[label == y] = probability_flow_nll(model, x[label == y])
+        finally:
+            handle.remove()
+    return out
 
 
 SPEC = register(
@@ -657,11 +793,18 @@ SPEC = register(
         parameter_count=_parameter_count,
         size_keys=("n_blocks", "hidden_units"),
         likelihoods={
-            "bound": lambda model, x, generator: model.nll_bound(x, generator=generator),
+            "bound": lambda model, x, generator, label=None: model.nll_bound(
+                x, label=label, generator=generator
+            ),
             "ode": _ode_nll,
         },
         loss_label="training loss (weighted MSE)",
-        sample_options={"steps": "sampling_steps", "eta": "eta", "spacing": "ddim_spacing"},
+        sample_options={
+            "steps": "sampling_steps",
+            "eta": "eta",
+            "spacing": "ddim_spacing",
+            "guidance_scale": "guidance_scale",
+        },
         figures=("reverse_process", "vector_fields", "forward_process"),
         loss_figure={
             "series": "weighted_mse",

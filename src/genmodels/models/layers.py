@@ -58,7 +58,8 @@ class ResidualBlock(nn.Module):
 
     Shapes: ``h (N, width)``, ``cond (G, cond_dim)`` -> ``(N, width)``, where G divides N and row g of
     ``cond`` conditions the g-th run of N / G consecutive rows of ``h`` (G = N: one row each; G = 1:
-    all rows). Sharing a condition projects it G times instead of N.
+    all rows). Sharing a condition projects it G times instead of N. ``extra (N, width)``, where given,
+    is added beside the projection (a per-row conditioning already projected, e.g. a label's).
 
     Raises:
         ValueError: G does not divide N.
@@ -72,12 +73,14 @@ class ResidualBlock(nn.Module):
         self.linear2 = nn.Linear(width, width)
         self.act = ACTIVATIONS[activation]()
 
-    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, cond: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         u = self.linear1(self.act(self.norm(h)))
         (n, width), groups = u.shape, cond.shape[0]
         if n % groups:
             raise ValueError(f"cond has {groups} rows, which does not divide the {n} rows of h")
         u = (u.view(groups, n // groups, width) + self.cond(cond).unsqueeze(1)).view(n, width)
+        if extra is not None:
+            u = u + extra
         return h + self.linear2(self.act(u))
 
 

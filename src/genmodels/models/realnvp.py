@@ -12,6 +12,11 @@ Each coupling (eqs. 4-6) keeps one half ``x_a`` of the coordinates and maps the 
 halves. The log-scale ``s`` is soft-clamped by ``c * tanh(s / c)`` so training cannot overflow, and the
 conditioner's last layer starts at zero, so a new flow is the identity (after standardisation).
 
+Conditional flow (``n_labels = K > 0``): a learned embedding e(y) of the label y is concatenated to every
+conditioner's input, ``s, t = NN([x_a, e(y)])``, so each label has its own bijection f_y and
+``log p(x | y) = log N(f_y(x); 0, I) + log |det ∂f_y/∂x|`` exactly. Without a label the flow gives the
+marginal ``log p(x) = logsumexp_y (log π_y + log p(x | y))`` with the training proportions π.
+
 Example::
 
     >>> flow = RealNVP(2, n_coupling_layers=4, n_hidden=2, hidden_units=32)
@@ -38,6 +43,7 @@ from genmodels.models.base import (
     ModelSpec,
     Standardize,
     check_config_type,
+    check_labels,
     check_points,
     check_sample_count,
     register,
@@ -70,6 +76,9 @@ class RealNVPModelConfig:
         scale_clamp: the log-scale is soft-clamped to (-scale_clamp, scale_clamp) by a scaled tanh.
         actnorm: an activation normalisation layer (Kingma & Dhariwal 2018), initialised from the
             first batch, before every coupling.
+        n_labels: categories of the label the flow is conditioned on (0: unconditional); a run sets
+            it from ``data.condition``.
+        label_embed_dim: width of the learned label embedding fed to every conditioner.
     """
 
     n_coupling_layers: Int = Field(14, ge=1)
@@ -78,6 +87,8 @@ class RealNVPModelConfig:
     activation: Literal["relu", "silu", "tanh", "gelu"] = "relu"
     scale_clamp: Float = Field(3.0, gt=0)
     actnorm: StrictBool = False
+    n_labels: Int = Field(0, ge=0)
+    label_embed_dim: Int = Field(8, ge=1)
 
 
 class ActNorm(nn.Module):
@@ -122,9 +133,10 @@ class AffineCoupling(nn.Module):
             1 transforms the first ``D//2`` given the rest.
         n_hidden, hidden_units, activation: the conditioner MLP.
         scale_clamp: bound ``c`` of the soft clamp ``s = c * tanh(raw / c)``.
+        context_dim: width of a context ``(N, context_dim)`` appended to the conditioner's input.
 
-    ``forward(x)`` and ``inverse(y)`` take ``(N, D)`` and return the image ``(N, D)`` and
-    ``log |det J| (N,)`` of that direction, in nats.
+    ``forward(x, context)`` and ``inverse(y, context)`` take ``(N, D)`` and return the image ``(N, D)``
+    and ``log |det J| (N,)`` of that direction, in nats.
     """
 
     def __init__(
@@ -136,6 +148,7 @@ class AffineCoupling(nn.Module):
         hidden_units: int,
         activation: str = "relu",
         scale_clamp: float = 3.0,
+        context_dim: int = 0,
     ) -> None:
         super().__init__()
         if dim < 2:
@@ -148,7 +161,7 @@ class AffineCoupling(nn.Module):
         self.n_trans = len(trans)
         self.scale_clamp = scale_clamp
         self.net = MLP(
-            len(cond),
+            len(cond) + context_dim,
             2 * len(trans),
             n_hidden=n_hidden,
             hidden_units=hidden_units,
@@ -156,16 +169,22 @@ class AffineCoupling(nn.Module):
             zero_last=True,
         )
 
-    def shift_and_log_scale(self, x_cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The affine parameters ``t, s`` (each ``(N, n_trans)``) computed from the kept half."""
+    def shift_and_log_scale(
+        self, x_cond: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The affine parameters ``t, s`` (each ``(N, n_trans)``) computed from the kept half (and the
+        context)."""
+        inputs = x_cond if context is None else torch.cat([x_cond, context.to(x_cond.dtype)], dim=-1)
         # Under bfloat16 autocast the conditioner's products are bfloat16; the bijection keeps x's dtype.
-        shift, raw = self.net(x_cond).to(x_cond.dtype).split(self.n_trans, dim=-1)
+        shift, raw = self.net(inputs).to(x_cond.dtype).split(self.n_trans, dim=-1)
         return shift, self.scale_clamp * torch.tanh(raw / self.scale_clamp)
 
-    def _transform(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _transform(
+        self, x: torch.Tensor, inverse: bool, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x_cond = x.index_select(-1, self.cond_index)
         x_trans = x.index_select(-1, self.trans_index)
-        shift, log_scale = self.shift_and_log_scale(x_cond)
+        shift, log_scale = self.shift_and_log_scale(x_cond, context)
         if inverse:
             y_trans, log_det = (x_trans - shift) * torch.exp(-log_scale), -log_scale.sum(-1)
         else:
@@ -173,11 +192,15 @@ class AffineCoupling(nn.Module):
         y = x.index_copy(-1, self.trans_index, y_trans)
         return y, log_det
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._transform(x, inverse=False)
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._transform(x, False, context)
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._transform(y, inverse=True)
+    def inverse(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._transform(y, True, context)
 
 
 class RealNVP(nn.Module):
@@ -189,6 +212,8 @@ class RealNVP(nn.Module):
         n_hidden, hidden_units, activation: each coupling's conditioner MLP.
         scale_clamp: soft bound on each coupling's log-scale.
         actnorm: insert an :class:`ActNorm` before every coupling.
+        n_labels, label_embed_dim: a conditional flow on ``n_labels`` categories, whose embedding of
+            this width every conditioner sees (0 labels: unconditional, no embedding).
 
     Call :meth:`set_standardization` with the training data's statistics before training, so the flow
     works on standardised data while every density stays in the data's own units.
@@ -208,6 +233,8 @@ class RealNVP(nn.Module):
         activation: str = "relu",
         scale_clamp: float = 3.0,
         actnorm: bool = False,
+        n_labels: int = 0,
+        label_embed_dim: int = 8,
     ) -> None:
         super().__init__()
         if whole_number(dim) is None or dim < 2:
@@ -221,8 +248,11 @@ class RealNVP(nn.Module):
         ):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
                 raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
-        self.dim = dim
+        self.dim, self.n_labels = dim, n_labels
         self.standardize = Standardize(dim)
+        if n_labels:
+            self.label_embedding = nn.Embedding(n_labels, label_embed_dim)
+            self.register_buffer("label_proportions", torch.full((n_labels,), 1.0 / n_labels))
         layers: list[nn.Module] = []
         for i in range(n_coupling_layers):
             if actnorm:
@@ -235,6 +265,7 @@ class RealNVP(nn.Module):
                     hidden_units=hidden_units,
                     activation=activation,
                     scale_clamp=scale_clamp,
+                    context_dim=label_embed_dim if n_labels else 0,
                 )
             )
         self.layers = nn.ModuleList(layers)
@@ -251,6 +282,8 @@ class RealNVP(nn.Module):
             activation=config.activation,
             scale_clamp=config.scale_clamp,
             actnorm=config.actnorm,
+            n_labels=config.n_labels,
+            label_embed_dim=config.label_embed_dim,
         )
 
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -263,41 +296,63 @@ class RealNVP(nn.Module):
     def _check_points(self, x: torch.Tensor, name: str) -> None:
         check_points(x, self.dim, self.standardize.mean.dtype, name, model="flow")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map data to latent: ``x (N, D) -> z = f(x) (N, D)`` and ``log |det ∂f/∂x| (N,)`` in nats.
+    def _context(self, label: object, n: int) -> torch.Tensor | None:
+        """The label embedding ``(n, label_embed_dim)`` every coupling sees, or None without a label."""
+        label = check_labels(label, n, self.n_labels, self.standardize.mean.device)
+        return None if label is None else self.label_embedding(label)
+
+    def _through(self, bijection: nn.Module, x: torch.Tensor, context: torch.Tensor | None, inverse: bool):  # noqa: ANN202
+        step = bijection.inverse if inverse else bijection
+        return step(x, context) if isinstance(bijection, AffineCoupling) else step(x)
+
+    def forward(self, x: torch.Tensor, label: object = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map data to latent: ``x (N, D) -> z = f_y(x) (N, D)`` and ``log |det ∂f_y/∂x| (N,)`` in nats.
+        A conditional flow needs the ``label`` y here.
 
         Raises:
-            ValueError: ``x`` is not ``(N, D)``, or not of the flow's dtype.
+            ValueError: ``x`` is not ``(N, D)``, or not of the flow's dtype; a label it cannot take.
         """
         self._check_points(x, "x")
+        if self.n_labels and label is None:
+            raise ValueError(f"this flow is conditioned on {self.n_labels} labels; pass label")
+        context = self._context(label, x.shape[0])
         log_det = x.new_zeros(x.shape[0])
         for bijection in self._bijections():
-            x, ld = bijection(x)
+            x, ld = self._through(bijection, x, context, False)
             log_det = log_det + ld
         return x, log_det
 
-    def log_det_jacobian(self, x: torch.Tensor) -> torch.Tensor:
+    def log_det_jacobian(self, x: torch.Tensor, label: object = None) -> torch.Tensor:
         """``log |det ∂f/∂x|`` at ``x (N, D)``: ``(N,)`` in nats."""
-        return self.forward(x)[1]
+        return self.forward(x, label)[1]
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        """Map latent to data: ``z (N, D) -> x = f⁻¹(z) (N, D)`` in the data's units.
+    def inverse(self, z: torch.Tensor, label: object = None) -> torch.Tensor:
+        """Map latent to data: ``z (N, D) -> x = f_y⁻¹(z) (N, D)`` in the data's units.
 
         Raises:
-            ValueError: ``z`` is not ``(N, D)``, or not of the flow's dtype.
+            ValueError: ``z`` is not ``(N, D)``, or not of the flow's dtype; a label it cannot take.
         """
         self._check_points(z, "z")
+        if self.n_labels and label is None:
+            raise ValueError(f"this flow is conditioned on {self.n_labels} labels; pass label")
+        context = self._context(label, z.shape[0])
         for bijection in reversed(self._bijections()):
-            z, _ = bijection.inverse(z)
+            z, _ = self._through(bijection, z, context, True)
         return z
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact log-density ``log p(x)`` of ``x (N, D)``: ``(N,)`` in nats, in the data's own units."""
-        z, log_det = self.forward(x)
+    def log_prob(self, x: torch.Tensor, label: object = None) -> torch.Tensor:
+        """Exact log-density ``log p(x)`` (``log p(x | label)`` given one) of ``x (N, D)``: ``(N,)`` in
+        nats, in the data's own units. A conditional flow without a label gives the marginal
+        ``logsumexp_y (log π_y + log p(x | y))`` (K passes)."""
+        if self.n_labels and label is None:
+            per_label = [self.log_prob(x, y) for y in range(self.n_labels)]
+            return torch.logsumexp(torch.stack(per_label, 1) + self.label_proportions.log(), 1)
+        z, log_det = self.forward(x, label)
         return standard_normal_log_prob(z) + log_det
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` in nats per sample.
+    def loss(self, x: torch.Tensor, label: object = None) -> torch.Tensor:
+        """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` (given ``label``) in nats
+        per sample.
 
         Raises:
             ValueError: ``x`` is empty, not ``(N, D)``, or not of the flow's dtype.
@@ -305,38 +360,49 @@ class RealNVP(nn.Module):
         self._check_points(x, "x")
         if x.shape[0] == 0:
             raise ValueError("the loss needs at least one point, got an empty batch")
-        return -self.log_prob(x).mean()
+        return -self.log_prob(x, label).mean()
 
     @torch.no_grad()
-    def held_out_metrics(self, x: torch.Tensor) -> dict[str, float]:
-        """``{"test_nll": mean -log p(x)}`` in nats per point, for ``x (N, D)``."""
-        return {"test_nll": float(-self.log_prob(x).mean())}
+    def held_out_metrics(self, x: torch.Tensor, label: object = None) -> dict[str, float]:
+        """``{"test_nll": mean -log p(x)}`` (given ``label``) in nats per point, for ``x (N, D)``."""
+        return {"test_nll": float(-self.log_prob(x, label).mean())}
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw ``n`` samples ``x = f⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units.
+    def sample(
+        self, n: int, *, label: object = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Draw ``n`` samples ``x = f_y⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units. A
+        conditional flow without ``label`` draws the labels from the training proportions (after z).
 
         Raises:
-            ValueError: ``n`` is not a whole number >= 0.
+            ValueError: ``n`` is not a whole number >= 0; a label the flow cannot take.
         """
         n = check_sample_count(n, self.dim)
         device = self.standardize.mean.device
         z = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
-        return self.inverse(z)
+        if self.n_labels and label is None:
+            label = (
+                torch.multinomial(self.label_proportions, n, replacement=True, generator=generator)
+                if n
+                else 0
+            )
+        return self.inverse(z, label)
 
     @torch.no_grad()
-    def trajectory(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+    def trajectory(self, x: torch.Tensor, label: object = None) -> Iterator[torch.Tensor]:
         """Yield ``x`` after each bijection (standardisation first, the latent last), each ``(N, D)``."""
+        context = self._context(label, x.shape[0])
         for bijection in self._bijections():
-            x, _ = bijection(x)
+            x, _ = self._through(bijection, x, context, False)
             yield x
 
 
 def _parameter_count(config: RealNVPModelConfig, dim: int) -> int:
     """Weights of the flow ``config`` builds for ``dim``-dimensional data (its conditioner MLPs)."""
-    half = -(-dim // 2)
-    widths = [half] + [config.hidden_units] * config.n_hidden + [2 * half]
-    return config.n_coupling_layers * sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    half, context = -(-dim // 2), config.label_embed_dim if config.n_labels else 0
+    widths = [half + context] + [config.hidden_units] * config.n_hidden + [2 * half]
+    layers = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    return config.n_coupling_layers * layers + config.n_labels * config.label_embed_dim
 
 
 SPEC = register(
@@ -348,7 +414,7 @@ SPEC = register(
         training_defaults={"epochs": 500, "batch_size": 2048, "seed": 42},
         parameter_count=_parameter_count,
         size_keys=("n_coupling_layers", "n_hidden", "hidden_units"),
-        likelihoods={"exact": lambda model, x, generator: -model.log_prob(x)},
+        likelihoods={"exact": lambda model, x, generator, label=None: -model.log_prob(x, label)},
         loss_label="loss [nats]",
         figures=("latent", "warped_grid", "density"),
         loss_figure={
