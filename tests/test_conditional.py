@@ -30,7 +30,7 @@ def test_conditional_flow_inverts_and_its_log_det_is_the_jacobian_s() -> None:
     z, log_det = flow(x, label)
     torch.testing.assert_close(flow.inverse(z, label), x)
     for i in range(len(x)):
-        jac = torch.autograd.functional.jacobian(lambda v: flow(v[None], label[i : i + 1])[0][0], x[i])
+        jac = torch.autograd.functional.jacobian(lambda v, i=i: flow(v[None], label[i : i + 1])[0][0], x[i])
         torch.testing.assert_close(log_det[i], torch.linalg.slogdet(jac)[1])
     assert not torch.allclose(flow(x, 0)[0], flow(x, 1)[0])  # the label changes the bijection
 

@@ -710,10 +710,10 @@ class DDPM(nn.Module):
             for hook in self._reverse_step_hooks.values():
                 hook(x, timestep)
             if frozen is None:
-                out = self.guided_output(x, timestep, label, guidance_scale,
-                                         lambda x, y: self._network(x, timestep, y))  # fmt: skip
+                at = lambda x, y, t=timestep: self._network(x, t, y)  # noqa: E731
             else:
-                out = self.guided_output(x, timestep, label, guidance_scale, lambda x, y: frozen(x, k, y))
+                at = lambda x, y, k=k: frozen(x, k, y)  # noqa: E731
+            out = self.guided_output(x, timestep, label, guidance_scale, at)
             if full:
                 x = self._mean_from_output(x, out, timestep)
                 if i > 1:
