@@ -68,12 +68,15 @@ class DataConfig:
         test_fraction: share of rows held out for evaluation, in [0, 1).
         split_seed: seed of the held-out split (independent of the training seed).
         drop_invalid: drop rows with empty or non-numeric cells instead of failing.
+        condition: a categorical column to condition on (the model learns p(x | label) and its other
+            columns are x); None: unconditional.
     """
 
     path: PathText = Field("689_data.csv", min_length=1)
     test_fraction: Float = Field(0.1, ge=0, lt=1)
     split_seed: Seed = 0
     drop_invalid: StrictBool = False
+    condition: str | None = Field(None, min_length=1)
 
 
 @settings
@@ -90,6 +93,8 @@ class SamplingConfig:
         precision: ``"float32"``, or ``"bfloat16"`` for the networks' matrix products (autocast).
         compile: ``torch.compile`` the DDPM network: ``"on"``, ``"off"`` or ``"auto"``
             (:func:`genmodels.train.acceleration.worth_compiling`); ``true``/``false`` mean on/off.
+        guidance_scale: a conditional DDPM's classifier-free guidance w (1: plain conditional, 0:
+            unconditional, above 1: sharper classes).
     """
 
     n_samples: Int = Field(20000, ge=1)
@@ -100,6 +105,7 @@ class SamplingConfig:
     chunk_size: Int = Field(4096, ge=1)
     precision: Precision = "float32"
     compile: Compile = "auto"
+    guidance_scale: Float = Field(1.0, ge=0)
 
 
 @settings
@@ -168,6 +174,11 @@ class RunConfig:
             raise ConfigError(
                 f"sampling.sampling_steps ({self.sampling.sampling_steps}) must be at most "
                 f"model.diffusion_steps ({steps}); 0 means all"
+            )
+        if getattr(self.model, "n_labels", 0) and self.data.condition is None:
+            raise ConfigError(
+                f"model.n_labels is {self.model.n_labels} but data.condition names no column: a run sets "
+                "model.n_labels from the data.condition column (--condition); set that instead"
             )
 
 

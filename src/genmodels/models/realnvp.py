@@ -15,7 +15,8 @@ conditioner's last layer starts at zero, so a new flow is the identity (after st
 Conditional flow (``n_labels = K > 0``): a learned embedding e(y) of the label y is concatenated to every
 conditioner's input, ``s, t = NN([x_a, e(y)])``, so each label has its own bijection f_y and
 ``log p(x | y) = log N(f_y(x); 0, I) + log |det ∂f_y/∂x|`` exactly. Without a label the flow gives the
-marginal ``log p(x) = logsumexp_y (log π_y + log p(x | y))`` with the training proportions π.
+marginal ``log p(x) = logsumexp_y (log π_y + log p(x | y))`` with the training proportions π; its
+bijection without a label (for figures of the latent space) is that of the most frequent label.
 
 Example::
 
@@ -297,7 +298,10 @@ class RealNVP(nn.Module):
         check_points(x, self.dim, self.standardize.mean.dtype, name, model="flow")
 
     def _context(self, label: object, n: int) -> torch.Tensor | None:
-        """The label embedding ``(n, label_embed_dim)`` every coupling sees, or None without a label."""
+        """The label embedding ``(n, label_embed_dim)`` every coupling sees (without a label: the most
+        frequent one's), or None for an unconditional flow."""
+        if self.n_labels and label is None:
+            label = int(self.label_proportions.argmax())
         label = check_labels(label, n, self.n_labels, self.standardize.mean.device)
         return None if label is None else self.label_embedding(label)
 
@@ -306,15 +310,13 @@ class RealNVP(nn.Module):
         return step(x, context) if isinstance(bijection, AffineCoupling) else step(x)
 
     def forward(self, x: torch.Tensor, label: object = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map data to latent: ``x (N, D) -> z = f_y(x) (N, D)`` and ``log |det ∂f_y/∂x| (N,)`` in nats.
-        A conditional flow needs the ``label`` y here.
+        """Map data to latent: ``x (N, D) -> z = f_y(x) (N, D)`` and ``log |det ∂f_y/∂x| (N,)`` in nats
+        (y: ``label``; see :meth:`_context` without one).
 
         Raises:
             ValueError: ``x`` is not ``(N, D)``, or not of the flow's dtype; a label it cannot take.
         """
         self._check_points(x, "x")
-        if self.n_labels and label is None:
-            raise ValueError(f"this flow is conditioned on {self.n_labels} labels; pass label")
         context = self._context(label, x.shape[0])
         log_det = x.new_zeros(x.shape[0])
         for bijection in self._bijections():
@@ -333,8 +335,6 @@ class RealNVP(nn.Module):
             ValueError: ``z`` is not ``(N, D)``, or not of the flow's dtype; a label it cannot take.
         """
         self._check_points(z, "z")
-        if self.n_labels and label is None:
-            raise ValueError(f"this flow is conditioned on {self.n_labels} labels; pass label")
         context = self._context(label, z.shape[0])
         for bijection in reversed(self._bijections()):
             z, _ = self._through(bijection, z, context, True)

@@ -5,7 +5,8 @@ loads with ``torch.load(weights_only=True)`` (no code runs from the file)::
 
     format, format_version, package_version, model_type, config (nested dict), dim, columns,
     model (state_dict), trainer (optimizer, scheduler, EMA weights, epoch, step, RNG, history),
-    test_data ((N_test, D) tensor: the held-out split), data (path, sizes)
+    test_data ((N_test, D) tensor: the held-out split), data (path, sizes),
+    labels (a conditional model's: column, names, training proportions, held-out labels; else None)
 
 The standardisation of the data lives in the model's buffers. :func:`load_checkpoint` validates the
 file and :func:`model_from_checkpoint` rebuilds the model from it alone.
@@ -78,8 +79,10 @@ def save_checkpoint(
     trainer_state: dict[str, Any] | None = None,
     test_data: torch.Tensor | None = None,
     data_info: dict[str, Any] | None = None,
+    labels: dict[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (a crash leaves the previous file intact)."""
+    """Write a checkpoint atomically (a crash leaves the previous file intact). ``labels`` describes a
+    conditional model's condition: ``{"column", "names" (in index order), "proportions" (training)}``."""
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -92,6 +95,7 @@ def save_checkpoint(
         "trainer": _to_cpu(trainer_state) if trainer_state is not None else None,
         "test_data": test_data.detach().cpu() if test_data is not None else None,
         "data": dict(data_info or {}),
+        "labels": labels,
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -271,7 +275,7 @@ _NON_NEGATIVE_STATE = frozenset({"step", "exp_avg_sq", "max_exp_avg_sq"})
 
 # ``model`` keys that only change how the model is trained, not what its weights mean: a resumed run may
 # change them, like the batch size or the learning rate.
-TRAINING_ONLY_MODEL_KEYS = frozenset({"points_per_timestep"})
+TRAINING_ONLY_MODEL_KEYS = frozenset({"points_per_timestep", "p_uncond"})
 
 
 def architecture_differences(stored: RunConfig, requested: RunConfig) -> list[str]:

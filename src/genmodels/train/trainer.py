@@ -204,9 +204,15 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------------
     def fit(
-        self, data: torch.Tensor, *, evaluate: Evaluate | None = None, on_checkpoint: Checkpoint | None = None
+        self,
+        data: torch.Tensor,
+        *,
+        labels: torch.Tensor | None = None,
+        evaluate: Evaluate | None = None,
+        on_checkpoint: Checkpoint | None = None,
     ) -> None:
-        """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)``.
+        """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)`` (given ``labels (N,)``,
+        which reach the loss as ``loss(batch, labels_of_batch)``).
 
         ``evaluate(ema_model)`` runs every ``eval_every`` epochs and after the last one;
         ``on_checkpoint(self)`` every ``checkpoint_every`` epochs, after the last one, and at the end
@@ -239,7 +245,7 @@ class Trainer:
         self.model.train()
         try:
             while self.epoch < cfg.epochs:
-                record = self._train_epoch(data, loss_fn, interrupt)
+                record = self._train_epoch(data, loss_fn, interrupt, labels)
                 self._end_epoch(record, evaluate, data.device)
                 steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s)
@@ -288,7 +294,7 @@ class Trainer:
         return loss_fn
 
     def _train_epoch(
-        self, data: torch.Tensor, loss_fn: Loss, interrupt: _DeferredInterrupt
+        self, data: torch.Tensor, loss_fn: Loss, interrupt: _DeferredInterrupt, labels: torch.Tensor | None
     ) -> dict[str, float]:
         """One pass over ``data`` in a random order; returns the epoch's history record."""
         n, steps = data.shape[0], interrupt.steps_per_epoch
@@ -299,7 +305,8 @@ class Trainer:
         stats = []
         for i in range(steps):
             interrupt.steps_done = i
-            stats.append(self._step(data[order[i * batch_size : (i + 1) * batch_size]], loss_fn))
+            rows = order[i * batch_size : (i + 1) * batch_size]
+            stats.append(self._step(data[rows], loss_fn, None if labels is None else labels[rows]))
         losses, grad_norms = torch.stack(stats).T.tolist()  # the epoch's one wait for the device
         self._check_finite(losses, grad_norms)
         self.scheduler.step()
@@ -315,10 +322,10 @@ class Trainer:
             "seconds": seconds,
         }
 
-    def _step(self, batch: torch.Tensor, loss_fn: Loss) -> torch.Tensor:
+    def _step(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None = None) -> torch.Tensor:
         """One optimisation step on ``batch``; returns ``[loss, gradient norm]``, left on the device."""
         with autocast(batch.device, self.config.precision):
-            loss = loss_fn(batch)
+            loss = loss_fn(batch) if labels is None else loss_fn(batch, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
