@@ -195,9 +195,9 @@ class DenoisingNetwork(nn.Module):
         table = self.label_table()
         if table is not None and label is None:  # unconditional: the null token for every point
             label = torch.full((x.shape[0],), self.n_labels, dtype=torch.long, device=x.device)
-        extra = None if table is None else table[label].to(h.dtype)
+        extra = None if table is None else nn.functional.embedding(label, table.flatten(1)).to(h.dtype)
         for j, block in enumerate(self.blocks):
-            h = block(h, cond, None if extra is None else extra[:, j])
+            h = block(h, cond, None if extra is None else extra[:, j * h.shape[1] : (j + 1) * h.shape[1]])
         # x's dtype out, also under bfloat16 autocast: the diffusion arithmetic keeps its precision.
         return self.output(torch.nn.functional.silu(self.out_norm(h))).to(x.dtype)
 

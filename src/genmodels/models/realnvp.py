@@ -134,10 +134,11 @@ class AffineCoupling(nn.Module):
             1 transforms the first ``D//2`` given the rest.
         n_hidden, hidden_units, activation: the conditioner MLP.
         scale_clamp: bound ``c`` of the soft clamp ``s = c * tanh(raw / c)``.
-        context_dim: width of a context ``(N, context_dim)`` appended to the conditioner's input.
+        context_dim: width of a label embedding appended to the conditioner's input.
 
     ``forward(x, context)`` and ``inverse(y, context)`` take ``(N, D)`` and return the image ``(N, D)``
-    and ``log |det J| (N,)`` of that direction, in nats.
+    and ``log |det J| (N,)`` of that direction, in nats. ``context``, where given, is the label
+    embedding table ``(K, context_dim)`` and the labels ``(N,)``.
     """
 
     def __init__(
@@ -171,17 +172,25 @@ class AffineCoupling(nn.Module):
         )
 
     def shift_and_log_scale(
-        self, x_cond: torch.Tensor, context: torch.Tensor | None = None
+        self, x_cond: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The affine parameters ``t, s`` (each ``(N, n_trans)``) computed from the kept half (and the
-        context)."""
-        inputs = x_cond if context is None else torch.cat([x_cond, context.to(x_cond.dtype)], dim=-1)
+        label context: the first layer on ``[x_cond, e(y)]``, whose e(y) part is a per-label bias table
+        gathered per point, the same function as concatenating e(y) at one pass over the points)."""
+        if context is None:
+            out = self.net(x_cond)
+        else:
+            (table, label), first, n = context, self.net[0], x_cond.shape[-1]
+            bias = nn.functional.embedding(label, torch.addmm(first.bias, table, first.weight[:, n:].t()))
+            out = torch.addmm(bias.to(x_cond.dtype), x_cond, first.weight[:, :n].t())
+            for layer in list(self.net)[1:]:
+                out = layer(out)
         # Under bfloat16 autocast the conditioner's products are bfloat16; the bijection keeps x's dtype.
-        shift, raw = self.net(inputs).to(x_cond.dtype).split(self.n_trans, dim=-1)
+        shift, raw = out.to(x_cond.dtype).split(self.n_trans, dim=-1)
         return shift, self.scale_clamp * torch.tanh(raw / self.scale_clamp)
 
     def _transform(
-        self, x: torch.Tensor, inverse: bool, context: torch.Tensor | None
+        self, x: torch.Tensor, inverse: bool, context: tuple[torch.Tensor, torch.Tensor] | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x_cond = x.index_select(-1, self.cond_index)
         x_trans = x.index_select(-1, self.trans_index)
@@ -194,12 +203,12 @@ class AffineCoupling(nn.Module):
         return y, log_det
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None
+        self, x: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self._transform(x, False, context)
 
     def inverse(
-        self, y: torch.Tensor, context: torch.Tensor | None = None
+        self, y: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self._transform(y, True, context)
 
@@ -297,15 +306,21 @@ class RealNVP(nn.Module):
     def _check_points(self, x: torch.Tensor, name: str) -> None:
         check_points(x, self.dim, self.standardize.mean.dtype, name, model="flow")
 
-    def _context(self, label: object, n: int) -> torch.Tensor | None:
-        """The label embedding ``(n, label_embed_dim)`` every coupling sees (without a label: the most
-        frequent one's), or None for an unconditional flow."""
+    def _context(self, label: object, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """What every coupling sees of the labels: the embedding table ``(K, label_embed_dim)`` and the
+        labels ``(n,)`` (without a label: the most frequent one), or None for an unconditional flow."""
         if self.n_labels and label is None:
             label = int(self.label_proportions.argmax())
         label = check_labels(label, n, self.n_labels, self.standardize.mean.device)
-        return None if label is None else self.label_embedding(label)
+        return None if label is None else (self.label_embedding.weight, label)
 
-    def _through(self, bijection: nn.Module, x: torch.Tensor, context: torch.Tensor | None, inverse: bool):  # noqa: ANN202
+    def _through(
+        self,
+        bijection: nn.Module,
+        x: torch.Tensor,
+        context: tuple[torch.Tensor, torch.Tensor] | None,
+        inverse: bool,
+    ):  # noqa: ANN202
         step = bijection.inverse if inverse else bijection
         return step(x, context) if isinstance(bijection, AffineCoupling) else step(x)
 
