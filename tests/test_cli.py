@@ -1096,7 +1096,7 @@ def test_sample_and_evaluate_refuse_to_overwrite_a_checkpoint(
     "option, needle",
     [
         (["--n_eval", "0"], "--n_eval must be at least 10 (got 0)"),
-        (["--text", " "], "--text: text must contain at least one visible character"),
+        (["--text", " "], "--text: text ' ' has no visible glyphs"),
     ],
 )
 def test_evaluate_option_values_are_checked(

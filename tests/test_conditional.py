@@ -110,15 +110,17 @@ def test_guided_output_is_the_guidance_formula() -> None:
     torch.testing.assert_close(guided, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_frozen_denoiser_takes_labels() -> None:
+def test_precomputed_conditioning_takes_labels() -> None:
     network = _randomised(DenoisingNetwork(2, 20, hidden_units=16, n_blocks=2, time_embed_dim=8, n_labels=3))
     x, label, timesteps = torch.randn(9, 2), torch.arange(9) % 3, torch.tensor([20, 11, 1])
-    frozen = network.frozen(timesteps)
     with torch.no_grad():
+        cond = network.conditioning(network.time_table[timesteps])
         for k in range(3):
             t = timesteps[k : k + 1]
-            torch.testing.assert_close(frozen(x, k, label), network(x, t, label), rtol=1e-4, atol=1e-5)
-            torch.testing.assert_close(frozen(x, k), network(x, t), rtol=1e-4, atol=1e-5)
+            for y in (label, None):
+                expected = network(x, t.expand(9), y)  # one timestep per point, nothing shared
+                torch.testing.assert_close(network(x, t, y, conditioning=cond[k : k + 1]), expected)
+        assert not torch.allclose(network(x, t, label), network(x, t))
 
 
 def test_conditional_likelihoods_take_labels() -> None:

@@ -262,30 +262,25 @@ def test_likelihood_bound_follows_its_generator(method):
 
 
 @pytest.mark.parametrize("input_embed_dim", [0, 6])
-def test_frozen_network_equals_the_module_at_each_of_its_timesteps(input_embed_dim):
+def test_precomputed_conditioning_equals_the_module_at_each_timestep(input_embed_dim):
     model = small_ddpm(steps=50, input_embed_dim=input_embed_dim, n_blocks=3)
+    net = model.network
     timesteps = torch.tensor([50, 31, 7, 1])
-    frozen = model.network.frozen(timesteps)
     x = torch.randn(33, 2)
+    conditioning = net.conditioning(net.time_table[timesteps])
+    assert conditioning.shape == (4, 3, 16)
     for k in range(len(timesteps)):
-        expected = model.network(x, timesteps[k : k + 1])
-        torch.testing.assert_close(frozen(x, k), expected, rtol=1e-5, atol=1e-6)
-    # Built from the weights as they were: a later update does not leak into it.
-    before = frozen(x, 0)
-    with torch.no_grad():
-        model.network.blocks[0].linear2.weight.add_(torch.randn(16, 16))
-        model.network.out_norm.weight.mul_(2.0)
-        if model.network.fourier is not None:
-            model.network.fourier.mul_(3.0)
-    torch.testing.assert_close(frozen(x, 0), before, rtol=0, atol=0)
-    assert not torch.allclose(model.network(x, timesteps[:1]), before)
+        expected = net(x, timesteps[k : k + 1])
+        with torch.inference_mode():  # the in-place activations compute the same function
+            fast = net(x, timesteps[k : k + 1], conditioning=conditioning[k : k + 1])
+        torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("steps", [None, 7])
-def test_sampler_draws_the_same_points_with_the_frozen_network_as_with_the_module(steps):
+def test_sampler_draws_the_same_points_as_with_a_plain_call_of_the_module(steps):
     model = small_ddpm(steps=30)
 
-    class Unfrozen(nn.Module):  # not a DenoisingNetwork: the sampler calls it as it is
+    class Plain(nn.Module):  # not a DenoisingNetwork: the sampler calls it as it is
         def __init__(self, network: nn.Module) -> None:
             super().__init__()
             self.network = network
@@ -293,17 +288,17 @@ def test_sampler_draws_the_same_points_with_the_frozen_network_as_with_the_modul
         def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
             return self.network(x, timestep)
 
-    frozen = model.sample(500, generator=torch.Generator().manual_seed(1), steps=steps)
+    fast = model.sample(500, generator=torch.Generator().manual_seed(1), steps=steps)
     calls = []
     handle = model.network.register_forward_pre_hook(lambda module, args: calls.append(int(args[1][0])))
     hooked = model.sample(500, generator=torch.Generator().manual_seed(1), steps=steps)
     handle.remove()
-    # A hook of the network's own sees every step: the sampler calls the module itself then.
+    # A hook of the network's own sees every step.
     assert len(calls) == (steps or 30) and calls[-1] == 1
-    model.network = Unfrozen(model.network)
-    unfrozen = model.sample(500, generator=torch.Generator().manual_seed(1), steps=steps)
-    torch.testing.assert_close(frozen, unfrozen, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(hooked, unfrozen, rtol=0, atol=0)
+    torch.testing.assert_close(hooked, fast, rtol=0, atol=0)
+    model.network = Plain(model.network)
+    plain = model.sample(500, generator=torch.Generator().manual_seed(1), steps=steps)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(("n", "share", "rows"), [(256, 8, 32), (12, 8, 3), (7, 8, 7), (40, 1, 40)])
@@ -441,3 +436,63 @@ def test_reverse_step_hook_sees_every_step_and_must_be_callable() -> None:
     assert len(seen) == 6
     with pytest.raises(TypeError, match="hook must be callable as hook\\(x_i, timestep\\), got int"):
         model.register_reverse_step_hook(3)
+
+
+class TailBlunder(nn.Module):
+    """A deliberately poor ε̂: right in the bulk (standard normal data), off by 100 where |x| > 2."""
+
+    def __init__(self, sigma_bar: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("sigma_bar", sigma_bar)
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        return self.sigma_bar[timestep][:, None] * x + 100.0 * (x.abs() > 2).float()
+
+
+def test_loss_learns_the_samplers_bound_in_training_mode_only():
+    model = small_ddpm()
+    assert model.sample_x0_bound() is None  # no data seen yet: nothing to clip to
+    data = torch.randn(256, 2) * torch.tensor([1.0, 3.0]) + 5.0
+    model.set_standardization(data.mean(0), data.std(0))
+    model.eval()
+    model.loss(data)
+    assert model.sample_x0_bound() is None
+    model.train()
+    model.loss(data[:128])
+    model.loss(data[128:])
+    z = (data - data.mean(0)) / data.std(0)
+    torch.testing.assert_close(model.x0_max_abs, z.abs().amax(0))
+    torch.testing.assert_close(model.sample_x0_bound(), 1.5 * z.abs().amax(0))
+    assert "x0_max_abs" in model.state_dict()
+    # A checkpoint written before the bound existed loads with none: its samplers clip nothing.
+    old = {k: v for k, v in model.state_dict().items() if k != "x0_max_abs"}
+    fresh = small_ddpm()
+    fresh.load_state_dict(old)
+    assert fresh.sample_x0_bound() is None
+    model.clip_x0 = False
+    assert model.sample_x0_bound() is None
+
+
+@pytest.mark.parametrize(("steps", "eta"), [(None, 1.0), (10, 0.0), (10, 1.0)])
+def test_samplers_fed_a_poor_eps_in_the_tails_stay_finite_and_inside_the_bound(steps, eta):
+    model = oracle_ddpm(200)
+    model.network = TailBlunder(model.schedule.sigma_bar.clone())
+    model.set_standardization(torch.tensor([1.0, -2.0]), torch.tensor([2.0, 0.5]))
+    model.x0_max_abs.copy_(torch.tensor([3.0, 4.0]))
+    model.clip_x0 = False
+    wild = model.sample(2000, generator=torch.Generator().manual_seed(0), steps=steps, eta=eta)
+    assert wild.abs().max() > 100  # the defect the bound is for
+    model.clip_x0 = True
+    x = model.sample(2000, generator=torch.Generator().manual_seed(0), steps=steps, eta=eta)
+    z = (x - model.standardize.mean) / model.standardize.std
+    assert torch.isfinite(x).all()
+    assert (z.abs() <= 1.5 * torch.tensor([3.0, 4.0]) + 1e-5).all()
+
+
+def test_clipping_leaves_the_likelihoods_alone():
+    model = small_ddpm(30)
+    x = torch.randn(64, 2)
+    before = model.nll_bound(x, generator=torch.Generator().manual_seed(0))
+    model.x0_max_abs.fill_(1e-3)  # a bound that would clip nearly everything
+    after = model.nll_bound(x, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(after, before, rtol=0, atol=0)

@@ -204,3 +204,16 @@ def test_a_skipped_two_sample_test_names_the_side_with_too_few_points(
         )
     assert out["n_eval"] == min(n_samples, n_test) and math.isnan(out["c2st"])
     assert any(named in r.getMessage() and "c2st skipped" in r.getMessage() for r in caplog.records)
+
+
+def test_training_metrics_report_the_samples_tails_beside_the_held_out_points():
+    from genmodels.evaluation.sampling import evaluate_samples
+
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(2000, 2)), rng.normal(size=(400, 2))
+    samples = rng.normal(size=(1000, 2))
+    samples[:5] = 1e4  # five points thrown far away, as a sampler's rare failures
+    out = evaluate_samples(samples, test, train, seed=0)
+    assert out["far_share"] == pytest.approx(5 / 1000) and out["far_share_floor"] == 0.0
+    assert out["max_distance"] == pytest.approx(np.max(np.abs((1e4 - train.mean(0)) / train.std(0))))
+    assert out["max_distance_floor"] < 6

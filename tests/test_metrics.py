@@ -435,3 +435,20 @@ def test_c2st_with_boosted_trees_detects_blur_and_not_identity():
     assert blurred > 0.55
     with pytest.raises(ValueError, match="classifier"):
         metrics.c2st(square, other, classifier="svm")
+
+
+def test_tail_metrics_count_points_beyond_the_widened_box_and_their_distance():
+    from genmodels.evaluation.metrics import tail_metrics
+
+    # The box [0, 2] x [0, 4], widened to [-1, 3] x [-2, 6].
+    reference = np.array([[0.0, 0.0], [2.0, 4.0], [1.0, 2.0]])
+    points = np.array([[2.9, 5.9], [3.1, 0.0], [1.0, -2.5], [np.nan, 1.0], [1.0, 2.0]])
+    out = tail_metrics(points, reference)
+    assert out["far_share"] == pytest.approx(3 / 5)  # (3.1, 0), (1, -2.5) and the nan row
+    assert out["max_distance"] == np.inf  # the nan row
+    finite = tail_metrics(points[[0, 1, 2, 4]], reference)
+    std = reference.std(0)
+    assert finite["max_distance"] == pytest.approx(
+        max((3.1 - 1.0) / std[0], (5.9 - 2.0) / std[1], 4.5 / std[1])
+    )
+    assert tail_metrics(reference, reference)["far_share"] == 0.0

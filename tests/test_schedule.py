@@ -13,6 +13,8 @@ from genmodels.models.schedule import (
     MAX_FINAL_ALPHA_BAR,
     MIN_ALPHA_BAR,
     NoiseSchedule,
+    ancestral_step,
+    ddim_step,
     final_alpha_bar,
     schedule_warning,
 )
@@ -132,6 +134,65 @@ def test_mean_and_eps_conversions_are_inverse():
     x0 = torch.randn(64, 2, dtype=torch.float64)
     xt = s.q_sample(x0, t, eps)
     torch.testing.assert_close(s.mean_from_eps(xt, eps, t), s.posterior_mean(x0, xt, t))
+
+
+@pytest.mark.parametrize("i", [2500, 1200, 2])
+def test_ancestral_steps_mean_is_the_posterior_mean_at_the_true_x0(i):
+    s = NoiseSchedule(2500, 1e-4, 0.02).double()
+    t = torch.full((64,), i)
+    x0, eps = torch.randn(64, 2, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64)
+    xi = s.q_sample(x0, t, eps)
+    zero = torch.zeros_like(xi)
+    mean = ancestral_step(s, xi, eps, i, zero, variance=s.posterior_variance[i])
+    torch.testing.assert_close(mean, s.posterior_mean(x0, xi, t))
+    torch.testing.assert_close(mean, s.mean_from_eps(xi, eps, t))  # Ho et al. 2020, eq. 11
+    noise = torch.randn_like(xi)
+    stepped = ancestral_step(s, xi, eps, i, noise, variance=0.25)
+    torch.testing.assert_close(stepped, mean + 0.5 * noise)
+    # The last step returns x̂₀ itself, without noise.
+    x1 = s.q_sample(x0, torch.ones(64, dtype=torch.long), eps)
+    torch.testing.assert_close(ancestral_step(s, x1, eps, 1, None, variance=1.0), x0)
+
+
+@pytest.mark.parametrize(("i", "i_prev"), [(2500, 0), (2500, 2400), (700, 3), (1200, 1199), (1, 0)])
+def test_ddim_with_the_true_eps_of_a_point_mass_returns_the_point(i, i_prev):
+    s = NoiseSchedule(2500, 1e-4, 0.02).double()
+    point = torch.tensor([[1.5, -0.25]], dtype=torch.float64).expand(64, 2)
+    eps = torch.randn(64, 2, dtype=torch.float64)
+    xi = s.q_sample(point, torch.full((64,), i), eps)
+    stepped = ddim_step(s, xi, eps, i, i_prev, 0.0, None)
+    # η = 0 moves along the noise already there: x_prev = ᾱ_prev x_0 + σ̄_prev ε (Song et al. 2021, eq. 12).
+    # (to the float32 rounding of the stored ᾱ, as σ̄_prev is recomputed from it)
+    expected = s.q_sample(point, torch.full((64,), i_prev), eps)
+    torch.testing.assert_close(stepped, expected, rtol=1e-5, atol=1e-5)
+    # η = 1 at the next step draws from the DDPM posterior q(x_{i-1} | x_i, x_0).
+    if i_prev == i - 1 and i > 1:  # (1200, 1199)
+        noise = torch.randn_like(xi)
+        posterior = s.posterior_mean(point, xi, torch.full((64,), i)) + s.posterior_variance[i].sqrt() * noise
+        torch.testing.assert_close(
+            ddim_step(s, xi, eps, i, i_prev, 1.0, noise), posterior, rtol=1e-5, atol=1e-5
+        )
+
+
+def test_steps_clip_x0_to_the_bound_and_stay_consistent_with_x_i():
+    s = NoiseSchedule(2500, 1e-4, 0.02).double()
+    bound = torch.tensor([2.0, 3.0], dtype=torch.float64)
+    xi = torch.randn(256, 2, dtype=torch.float64)
+    eps = xi * s.sigma_bar[2500] + 0.3 * torch.randn_like(xi)  # an error of 0.3 puts x̂₀ near 1e5
+    unclipped = ddim_step(s, xi, eps, 2500, 0, 0.0, None)
+    assert unclipped.abs().max() > 1e4
+    clipped = ddim_step(s, xi, eps, 2500, 0, 0.0, None, x0_bound=bound)
+    assert (clipped.abs() <= bound).all() and (clipped.abs() == bound).any()
+    # Inside the bound nothing changes.
+    x0 = torch.rand(256, 2, dtype=torch.float64)
+    true_eps = torch.randn_like(x0)
+    xi = s.q_sample(x0, torch.full((256,), 40), true_eps)
+    torch.testing.assert_close(
+        ddim_step(s, xi, true_eps, 40, 7, 0.0, None, x0_bound=bound),
+        ddim_step(s, xi, true_eps, 40, 7, 0.0, None),
+    )
+    x1 = ancestral_step(s, xi, eps[:256], 1, None, variance=1.0, x0_bound=bound)
+    assert (x1.abs() <= bound).all()
 
 
 def test_buffers_move_and_save():

@@ -325,13 +325,11 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
         add(
             "--ode_points",
             type=int,
-            default=1000,
             help="DDPM: points for the ODE likelihood (default 1000; 0 skips)",
         )
         add(
             "--bound_points",
             type=int,
-            default=1000,
             help="DDPM: points for the variational bound (default 1000)",
         )
         add("--n_boot", type=int, default=10, help="bootstrap replicates (default 10)")
@@ -407,6 +405,8 @@ def _train(args: argparse.Namespace) -> int:
         fmt=args.format,
         tensorboard=args.tensorboard,
     )
+    if not result.metrics:  # a process of several but rank 0, which writes the outputs
+        return 0
     print(json_text(result.metrics))
     for key in ("results", "loss", "checkpoint", "metrics", "index"):
         print(f"wrote {result.paths[key]}")
@@ -459,10 +459,13 @@ def _sample(args: argparse.Namespace) -> int:
 
     from genmodels.errors import CheckpointError
     from genmodels.evaluation.sampling import draw_labels, sample_model
+    from genmodels.train import distributed
     from genmodels.train.acceleration import compiled_network, resolve_device, worth_compiling
     from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
-    _check_output_file("-o", args.output, args.checkpoint, csv=True)
+    main = distributed.is_main()  # under torchrun, every process draws a share; rank 0 writes
+    if main:
+        _check_output_file("-o", args.output, args.checkpoint, csv=True)
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
     settings = _sampling_settings(args, payload)
@@ -490,12 +493,13 @@ def _sample(args: argparse.Namespace) -> int:
             f"{bad} of {args.n} samples from {args.checkpoint} are not finite (diverged weights?); "
             f"nothing was written to {args.output}"
         )
-    what = f"{args.n} samples of {payload['model_type']}" + (
-        f" given label {args.label}" if args.label else ""
-    )
-    _write_points(
-        args.output, samples, tuple(payload["columns"]), what, None if labels is None else names[labels]
-    )
+    if main:
+        what = f"{args.n} samples of {payload['model_type']}" + (
+            f" given label {args.label}" if args.label else ""
+        )
+        _write_points(
+            args.output, samples, tuple(payload["columns"]), what, None if labels is None else names[labels]
+        )
     return 0
 
 
@@ -733,20 +737,26 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     handlers = {"train": _train, "sample": _sample, "make-data": _make_data}
     handlers.update(evaluate=_evaluate, compare=_compare)
     handlers["plot"] = _plot
+    rank = ""  # "rank 1: " before the errors of one process of several (torchrun)
     try:  # from here on, Ctrl-C (even while PyTorch loads) ends with one line, not a traceback
+        from genmodels.train import distributed
         from genmodels.train.acceleration import tune_allocator
 
         tune_allocator()
         _check_no_empty_paths(args)
-        return handlers[args.command](args)
+        with distributed.session(getattr(args, "device", "auto")):
+            rank = distributed.rank_label()
+            if args.command in ("train", "sample") or distributed.is_main():
+                return handlers[args.command](args)
+            return 0  # the other commands run in rank 0 alone
     except TrainingError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{rank}error: {error}", file=sys.stderr)
         return 1
     except GenModelsError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{rank}error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # a path that cannot be read or written (permissions, a file for a folder)
-        print(f"error: {error}", file=sys.stderr)
+        print(f"{rank}error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = ""

@@ -10,6 +10,9 @@ sample and score it; write the outputs. Output layout under ``output_dir``::
     figures/<model>_*.png         the model's other figures (see genmodels.plots.report), index.html the page
     samples/<model>.csv           generated samples in the data's units
     configs/<model>.yaml          the effective config of the run
+
+Under torchrun every process trains (see :mod:`genmodels.train.distributed`) and draws a share of the
+samples; rank 0 alone evaluates, scores and writes.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from genmodels.evaluation.sampling import (
 from genmodels.fileio import folder_problem, path_in_the_way, write_json, write_text
 from genmodels.models import ModelSpec, get_spec
 from genmodels.train import checkpoint as ckpt
+from genmodels.train import distributed
 from genmodels.train.acceleration import compiled_network, resolve_device, worth_compiling
 from genmodels.train.trainer import Trainer
 
@@ -133,17 +137,20 @@ def run_training(
     Raises:
         DataError, ConfigError, CheckpointError, TrainingError: problems the user can fix.
     """
-    out, name = Path(output_dir), config.model_type
+    out, name, main = Path(output_dir), config.model_type, distributed.is_main()
     paths = {key: out / pattern.format(name) for key, pattern in OUTPUTS.items()}
-    _check_output_paths(out, [*paths.values(), out / "index.html"])
+    if main:
+        _check_output_paths(out, [*paths.values(), out / "index.html"])
     data = _prepare_data(config, resolve_device(device))
     if data.label_names:  # the model's label count comes from the data
         config = dataclasses.replace(
             config, model=dataclasses.replace(config.model, n_labels=len(data.label_names))
         )
-    trainer = _build_or_resume(config, data, paths["last"], resume, progress)
+    trainer = _build_or_resume(config, data, paths["last"], resume, progress and main)
     _fit(trainer, config, data, paths["last"], out / "tensorboard" / name if tensorboard else None)
     samples, labels, seconds, reverse = _sample(trainer.ema.eval(), config, paths["last"])
+    if not main:
+        return RunResult(metrics={}, paths=paths)
     metrics = _score(trainer, config, data, (samples, labels), seconds)
     results = (samples, labels, metrics, reverse)
     paths.update(_write_outputs(out, paths, trainer, config, data, results, fmt))
@@ -261,7 +268,8 @@ def _build_or_resume(
                  last.parent.parent, last)  # fmt: skip
         resume = None
     if resume is None:
-        _set_aside_earlier_run(last, config.model_type)
+        if distributed.is_main():
+            _set_aside_earlier_run(last, config.model_type)
     else:
         _resume(trainer, last if resume == "auto" else Path(resume), config, data)
     return trainer
@@ -359,6 +367,9 @@ def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboa
             labels = () if data.test_labels is None else (data.test_labels,)
             return model.held_out_metrics(data.test, *labels)
 
+    if not distributed.is_main():  # rank 0 evaluates and writes
+        trainer.fit(data.train)
+        return
     evaluate = held_out if len(data.test) else None
     board = report.TensorBoardLog(tensorboard) if tensorboard is not None else None
     if board is not None:

@@ -181,14 +181,9 @@ def _inscribed_radius(origins, normals, starts, ends, upper) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def _stroke_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stroke midline stations of the glyphs of ``text``: points ``(M, 2)``, stroke widths ``(M,)`` (data
-    units, equal mass per unit of midline length) and the index in ``text`` of each one's character.
-
-    From stations along every outline a ray goes inward along the normal; its chord's midpoint is a
-    midline point, its length the width. Where the chord does not cross the stroke squarely (junctions,
-    stroke ends) the centre of the largest inscribed disc touching the station is used, unless that disc
-    is under a quarter of the median width wide (branches into sharp corners).
-    """
+    """Stroke midline points ``(M, 2)``, widths ``(M,)`` and character indices ``(M,)`` of ``text``, equal
+    mass per midline length: midpoints of inward normal chords from outline stations, or, where a chord
+    is not square, the centre of the largest inscribed disc (dropped under a quarter of the median width)."""
     points, widths, loose, chars = [], [], [], []
     for char, outlines in enumerate(_glyph_layout(text)):
         if not outlines:
@@ -376,18 +371,9 @@ LABELLED = ("text", "two_moons", "8gaussians", "checkerboard", "pinwheel", "circ
 
 
 def exact_entropy(name: str, **options: object) -> float | None:
-    """Closed-form differential entropy, in nats, of generator ``name`` with ``options`` (others at their
-    defaults), or None where only a numerical estimate exists:
-
-    * ``checkerboard``: uniform over area ``A = 2 half_width^2``, ``H = ln A``;
-    * ``8gaussians`` with neighbouring modes 12 or more standard deviations apart (overlap below 1e-6
-      nats): ``H = ln 8 + ln(2 pi e std^2)``.
-
-    ``text`` has none: its strokes are soft, not uniform over the inked area.
-
-    Raises:
-        KeyError: ``name`` is not in :data:`GENERATORS`. TypeError: an option the generator lacks.
-    """
+    """Closed-form differential entropy in nats of generator ``name`` with ``options``, or None:
+    ``checkerboard`` ``ln(2 half_width^2)``; ``8gaussians`` with modes >= 12 std apart
+    ``ln 8 + ln(2 pi e std^2)``. KeyError for an unknown ``name``."""
     if name not in GENERATORS:
         raise KeyError(f"unknown data set {name!r}; known: {', '.join(GENERATORS)}")
     bound = inspect.signature(GENERATORS[name]).bind_partial(0, seed=0, **options)

@@ -1,13 +1,6 @@
-"""Sample-based metrics comparing a generated point cloud with real data: NumPy arrays of points
-(one a row, ``(N, D)``) in, plain floats out; nothing here touches torch, files or plots.
-
-Two-sample discrepancies (0, or 0.5 for the C2ST, means indistinguishable): :func:`c2st` (Lopez-Paz &
-Oquab 2017, the variant of Lueckmann et al. 2021), :func:`energy_distance` (Szekely & Rizzo 2013),
-:func:`mmd` (Gretton et al. 2012), :func:`sliced_wasserstein` (Bonneel et al. 2015). Entropy:
-:func:`knn_entropy` (Kozachenko-Leonenko), :func:`gaussian_entropy`. Uncertainty and references:
-:func:`bootstrap_interval`, :func:`wilson_interval`, :func:`two_sample_floor`. Pairwise sums are
-accumulated in blocks of about ``_BLOCK_ELEMENTS`` values, so memory stays bounded.
-"""
+"""Sample-based metrics: NumPy points ``(N, D)`` in, plain floats out (no torch, files or plots).
+Two-sample discrepancies (0, or 0.5 for the C2ST, mean indistinguishable), entropies and intervals;
+pairwise sums run in blocks of about ``_BLOCK_ELEMENTS`` values."""
 
 from __future__ import annotations
 
@@ -332,3 +325,19 @@ def wilson_interval(acc: float, n_test: int, z: float = 1.96) -> tuple[float, fl
     center = (acc + z * z / (2 * n)) / shrink
     half = z / shrink * math.sqrt(max(acc * (1 - acc), 0.0) / n + z * z / (4 * n * n))
     return max(center - half, 0.0), min(center + half, 1.0)
+
+
+def tail_metrics(points: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """How far ``points (N, D)`` reach beyond ``reference (M, D)``: ``far_share``, the share outside the
+    reference's bounding box widened by half its range on each side (non-finite rows count as far), and
+    ``max_distance``, the largest ``|x_d - mean_d| / std_d`` over points and coordinates (the reference's
+    mean and standard deviation)."""
+    low, high = reference.min(0), reference.max(0)
+    pad = (high - low) / 2
+    with np.errstate(invalid="ignore", over="ignore"):
+        inside = ((points >= low - pad) & (points <= high + pad)).all(1)
+        distance = np.abs((points - reference.mean(0)) / reference.std(0)).max(1)
+    if not len(points):
+        return {"far_share": math.nan, "max_distance": math.nan}
+    distance = np.where(np.isfinite(distance), distance, np.inf)
+    return {"far_share": float(1 - inside.mean()), "max_distance": float(distance.max())}

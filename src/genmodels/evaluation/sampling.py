@@ -16,6 +16,7 @@ from torch import nn
 
 from genmodels.evaluation import metrics as M
 from genmodels.models import ModelSpec, get_spec, model_names
+from genmodels.train import distributed
 from genmodels.train.acceleration import autocast
 
 log = logging.getLogger(__name__)
@@ -43,26 +44,24 @@ def sample_model(
     guidance_scale: float = 1.0,
     label: int | np.ndarray | None = None,
 ) -> np.ndarray:
-    """Draw ``n`` samples ``(n, D)`` in the data's units, ``chunk_size`` at a time, reproducibly; from
-    p(x | ``label``) given one (an int, or ``(n,)`` label indices, e.g. :func:`draw_labels`).
-
-    The sampling settings (``sampling_steps`` 0 = all, ``eta``, ``ddim_spacing``, ``guidance_scale``) reach
-    ``model.sample`` through the spec's ``sample_options``; a model without such options ignores them.
-    ``precision="bfloat16"`` runs the matrix products in bfloat16 (:func:`genmodels.train.acceleration.autocast`).
-    """
+    """Draw ``n`` samples ``(n, D)`` in data units, ``chunk_size`` at a time, chunk k seeded by ``(seed, k)``
+    (so processes under torchrun share the chunks); the sampling settings reach ``model.sample`` through
+    the spec's ``sample_options``; given ``label`` (an int, or ``(n,)`` indices, e.g. :func:`draw_labels`),
+    from p(x | label)."""
     settings = {"sampling_steps": sampling_steps or None, "eta": eta, "ddim_spacing": ddim_spacing,
                 "guidance_scale": guidance_scale}  # fmt: skip
     options = {option: settings[key] for option, key in spec_of(model).sample_options.items()}
     device = next(model.buffers()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
     labels = None if label is None else torch.as_tensor(np.broadcast_to(label, (n,)).copy(), device=device)
+    chunks = {}
     with autocast(device, precision):
-        chunks = [
-            model.sample(min(chunk_size, n - start), generator=generator, **options,
-                         **({} if labels is None else {"label": labels[start : start + chunk_size]}))
-            for start in range(0, n, chunk_size)
-        ]  # fmt: skip
-    samples = torch.cat(chunks).cpu().double().numpy() if chunks else np.zeros((0, model.dim))
+        for k in distributed.chunks_of_this_process(math.ceil(n / chunk_size)):
+            key = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+            generator = torch.Generator(device=device).manual_seed(key)
+            given = {} if labels is None else {"label": labels[k * chunk_size : (k + 1) * chunk_size]}
+            chunk = model.sample(min(chunk_size, n - k * chunk_size), generator=generator, **options, **given)
+            chunks[k] = chunk.cpu().double().numpy()
+    samples = np.concatenate(distributed.gather_chunks(chunks)) if n else np.zeros((0, model.dim))
     _warn_far_samples(model, samples)
     return samples
 
@@ -76,8 +75,7 @@ def draw_labels(model: nn.Module, n: int, seed: int) -> np.ndarray | None:
     return np.random.default_rng(seed).choice(len(proportions), size=n, p=proportions / proportions.sum())
 
 
-# Samples farther than this many training standard deviations from the training mean draw a warning
-# (docs/evaluation.md): C2ST does not show such outliers.
+# Samples this many training standard deviations from the mean draw a warning (docs/evaluation.md).
 FAR_SAMPLE_STDS = 50.0
 
 
@@ -170,6 +168,10 @@ METRIC_UNITS: dict[str, str] = {
     "c2st_floor": _ACCURACY,
     "c2st_hgb": _ACCURACY,
     "c2st_hgb_floor": _ACCURACY,
+    "far_share": "share of points beyond the training data's box widened by half its range",
+    "far_share_floor": "share of points beyond the training data's box widened by half its range",
+    "max_distance": "training standard deviations from the training mean",
+    "max_distance_floor": "training standard deviations from the training mean",
 }
 
 
@@ -222,12 +224,18 @@ def evaluate_samples(
 ) -> dict:
     """C2ST (MLP and boosted trees, of ``names``) of ``samples`` against the held-out points, each beside
     its floor (as many training points against the same held-out ones; NaN without ``real_train``):
-    ``{"n_eval", "c2st", "c2st_floor", "c2st_hgb", "c2st_hgb_floor"}``."""
+    ``{"n_eval", "c2st", "c2st_floor", "c2st_hgb", "c2st_hgb_floor"}``; and the tails of all the samples
+    against the training points (:func:`~genmodels.evaluation.metrics.tail_metrics`), the held-out points'
+    as the floor: ``far_share``, ``max_distance`` and their ``_floor``."""
+    tails = {}
+    if real_train is not None and len(real_train) and len(real_test):
+        for key, points in (("", samples), ("_floor", real_test)):
+            tails.update({name + key: value for name, value in M.tail_metrics(points, real_train).items()})
     n = min(len(samples), len(real_test))
     rng = np.random.default_rng(seed)
     gen = samples[rng.choice(len(samples), n, replace=False)]
     test = real_test[rng.choice(len(real_test), n, replace=False)]
-    out: dict[str, Any] = {"n_eval": int(n)}
+    out: dict[str, Any] = {"n_eval": int(n), **tails}
     out.update(c2st=math.nan, c2st_hgb=math.nan, c2st_floor=math.nan, c2st_hgb_floor=math.nan)
     if n < M.MIN_TWO_SAMPLE_POINTS:
         fewest = (

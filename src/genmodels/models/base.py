@@ -1,11 +1,6 @@
-"""What every model shares: the interface the rest of the package relies on, the registry that names
-the models, and the small pieces both models use (the standardising bijection, argument checks).
-
-A model is a ``torch.nn.Module`` that implements :class:`GenerativeModel` and registers a
-:class:`ModelSpec` when its module is imported. Code outside ``genmodels.models`` finds a model through
-:func:`get_spec` and calls the interface; it never tests a model's name or class. Adding a model is one
-new module under ``genmodels/models/`` that defines the model, its config dataclass and its spec, plus
-its import in ``genmodels/models/__init__.py`` (see ``docs/models.md``).
+"""What every model shares: the :class:`GenerativeModel` interface, the :class:`ModelSpec` registry
+(:func:`get_spec`; code outside ``genmodels.models`` never tests a model's name or class), the
+standardising bijection and argument checks. Adding a model: ``docs/models.md``.
 """
 
 from __future__ import annotations
@@ -43,13 +38,9 @@ __all__ = [
 
 @runtime_checkable
 class GenerativeModel(Protocol):
-    """The interface of a model: what training, evaluation, sampling and the figures call.
-
-    All points are ``(N, D)`` tensors in the data's own units; every likelihood is in nats per point.
-    A model built with ``n_labels = K > 0`` is conditional: ``label`` is an int in 0..K-1 or an ``(N,)``
-    integer tensor of them (see :func:`check_labels`); without one it models the marginal p(x). A model
-    with ``n_labels = 0`` refuses labels.
-    """
+    """The interface of a model: points ``(N, D)`` in the data's own units, likelihoods in nats per point.
+    A model with ``n_labels = K > 0`` is conditional: ``label`` is an int in 0..K-1 or ``(N,)`` of them
+    (:func:`check_labels`); without one it models p(x). A model with ``n_labels = 0`` refuses labels."""
 
     dim: int
     n_labels: int
@@ -81,24 +72,14 @@ class ModelSpec:
     """How the rest of the package builds, describes and evaluates one model.
 
     Attributes:
-        name: the name users type (``genmodels train NAME``) and checkpoints store.
-        title: the name shown in figures and reports.
-        model_class: the ``nn.Module``; ``model_class.from_config(config, dim)`` builds one.
-        config_class: the frozen dataclass of the model's settings (the config's ``model:`` section).
-        training_defaults: this model's defaults for the ``training:`` section (epochs, batch size, ...).
-        parameter_count: ``(config, dim) -> int``, the weights a config builds, counted before building.
-        size_keys: the config keys that set the network's size, named when it would not fit in memory.
-        likelihoods: held-out NLL estimators, ``name -> (model, x, generator, label=None) -> (N,) nats``
-            (given the labels ``(N,)`` for a conditional model), in the order reports list them, e.g.
-            ``{"exact": ...}`` or ``{"bound": ..., "ode": ...}``.
-        loss_label: what the training loss is, for the loss figure's axis.
-        sample_options: keyword arguments of ``sample`` beyond ``n`` and ``generator`` that the
-            sampling settings (``sampling:`` section) pass through, as ``{option: settings key}``.
-        figures: the kinds of figure that show this model (names the plots layer knows, e.g.
-            ``"latent"`` or ``"reverse_process"``), beyond those every model gets.
-        loss_figure: the loss figure's ``"series"`` (the name of the training loss's curve, e.g.
-            ``"train_nll"``; the held-out metric named like it, ``"test_nll"``, is drawn beside it),
-            ``"ylabel"`` and ``"title"``.
+        name: the name users type and checkpoints store; title: the name figures show.
+        model_class: ``model_class.from_config(config, dim)`` builds one from a ``config_class``.
+        training_defaults: this model's ``training:`` defaults.
+        parameter_count: ``(config, dim) -> int``; size_keys: the config keys that set the network's size.
+        likelihoods: ``name -> (model, x, generator, label=None) -> (N,) nats`` (given labels ``(N,)``
+            for a conditional model), in report order.
+        sample_options: ``{sample() keyword: sampling settings key}``.
+        figures: the model's figure kinds; loss_figure: its loss curve's ``series``, ``ylabel``, ``title``.
     """
 
     name: str
@@ -132,11 +113,7 @@ def model_names() -> tuple[str, ...]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec of the model called ``name``.
-
-    Raises:
-        KeyError: no model of that name (the message lists the registered ones).
-    """
+    """The spec of the model called ``name`` (KeyError listing the registered ones)."""
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -144,13 +121,7 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def check_points(x: torch.Tensor, dim: int, dtype: torch.dtype, name: str, *, model: str = "model") -> None:
-    """Check that ``x`` is a ``(N, dim)`` tensor of ``dtype``, the points a model of that dimension and
-    precision takes.
-
-    Raises:
-        TypeError: ``x`` is not a tensor.
-        ValueError: the shape or the dtype differs (the message names ``name`` and what was expected).
-    """
+    """Check that ``x`` is a ``(N, dim)`` tensor of ``dtype`` (TypeError, or ValueError naming ``name``)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, {dim}), got {type(x).__name__}")
     if x.dim() != 2 or x.shape[1] != dim:
@@ -183,8 +154,7 @@ def check_labels(label: object, n: int, n_labels: int, device: torch.device) -> 
 
 
 def whole_number(value: object) -> int | None:
-    """``value`` as an ``int`` where it is a Python, NumPy or 0-d tensor integer (not a bool); else None
-    (a float such as 2.0 included)."""
+    """``value`` as an ``int`` where it is a Python, NumPy or 0-d tensor integer (not a bool); else None."""
     if isinstance(value, bool):
         return None
     try:
@@ -198,14 +168,8 @@ _BYTES_PER_SAMPLED_VALUE = 16
 
 
 def check_sample_count(n: int, dim: int = 1, width: int = 0) -> int:
-    """``n`` as an ``int`` where it is a whole number >= 0 (see :func:`whole_number`): a number of
-    samples of ``dim`` values to draw, that fit in the machine's memory (with a network ``width``
-    values wide evaluated on all of them at once).
-
-    Raises:
-        ValueError: anything else (a bool, a float such as 2.0, a negative number, more samples than
-            the memory holds).
-    """
+    """``n`` as an ``int`` where it is a whole number >= 0 of samples of ``dim`` values that fit in memory
+    (with a network ``width`` wide on all at once); else ValueError."""
     count = whole_number(n)
     if count is None or count < 0:
         raise ValueError(f"the number of samples must be a whole number >= 0, got {n!r}")
@@ -222,9 +186,7 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
 
 
 class Standardize(nn.Module):
-    """Fixed affine bijection ``x -> (x - mean) / std`` whose statistics are buffers (saved and moved
-    with the module). ``log |det| = -sum(log std)`` per point.
-    """
+    """Fixed bijection ``x -> (x - mean) / std`` (buffers), ``log |det| = -sum(log std)`` per point."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -232,13 +194,7 @@ class Standardize(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        """Set the statistics, ``mean (D,)`` and ``std (D,)`` (finite; ``std`` positive). Tensors,
-        NumPy arrays or sequences of numbers.
-
-        Raises:
-            ValueError: a statistic of another shape than ``(D,)``, not numeric, or not finite, or a
-                standard deviation <= 0.
-        """
+        """Set ``mean (D,)`` and ``std (D,)``, finite numbers (``std`` positive; else ValueError)."""
         values = {}
         for name, value in (("mean", mean), ("std", std)):
             try:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal
@@ -53,38 +52,29 @@ from genmodels.models.base import (
     whole_number,
 )
 from genmodels.models.layers import ResidualBlock, sinusoidal_embedding
-from genmodels.models.schedule import NoiseSchedule, schedule_problem, schedule_warning
+from genmodels.models.schedule import (
+    NoiseSchedule,
+    ancestral_step,
+    ddim_step,
+    schedule_problem,
+    schedule_warning,
+)
 
-__all__ = ["DenoisingNetwork", "DDPM", "FrozenDenoiser", "ddim_timesteps"]
+__all__ = ["DenoisingNetwork", "DDPM", "X0_BOUND_MARGIN", "ddim_timesteps"]
+
+# x̂₀ is clipped to this multiple of the data's largest |standardised coordinate| (docs/ddpm-sampling.md).
+X0_BOUND_MARGIN = 1.5
 
 
 @settings
 class DDPMModelConfig:
-    """DDPM (Ho et al. 2020) in the specification's β² notation.
-
-    Attributes:
-        diffusion_steps: L, the number of forward noising steps.
-        beta2_start: β²_1, the first step's noise variance.
-        beta2_end: β²_L, the last step's noise variance (linear in between).
-        time_embed_dim: width of the sinusoidal timestep embedding.
-        hidden_units: width of the denoising network.
-        n_blocks: residual MLP blocks in the denoising network.
-        input_embed_dim: width of a random Fourier embedding of the noisy input (0 = the raw input).
-            Measured on toy densities, it makes the probability-flow likelihood far worse (its gap to
-            the entropy grows by 1-1.7 nats), so the default leaves it off.
-        parameterisation: ``"eps"`` predicts the noise and derives the posterior mean from it;
-            ``"mean"`` outputs the posterior mean μ_θ directly.
-        weighting: ``"simple"`` (Ho et al. 2020, sec. 3.4: equal weight on the noise error at every
-            timestep) or ``"bound"`` (the variational bound's 1/(2σ²_i) on the mean error).
-        reverse_variance: σ²_i of the reverse steps: ``"posterior"`` (σ̃²_i) or ``"beta"`` (β²_i).
-        points_per_timestep: training points that share one timestep draw, so the network embeds and
-            projects a batch's timesteps this many times fewer; 1 draws one per point. A batch whose
-            size it does not divide shares in runs of their gcd. Training only: a resumed run may
-            change it.
-        n_labels: categories of the label the model is conditioned on (0: unconditional); a run sets
-            it from ``data.condition``.
-        p_uncond: share of training points whose label is replaced by the null token (training only).
-    """
+    """DDPM (Ho et al. 2020) in the β² notation: L = ``diffusion_steps``, β² linear from ``beta2_start``
+    to ``beta2_end``; ``input_embed_dim`` is a random Fourier embedding of x_i (0: none);
+    ``parameterisation``, ``weighting``: see the module docstring; ``reverse_variance``: σ²_i = σ̃²_i
+    (``"posterior"``) or β²_i; ``points_per_timestep``: training points sharing one timestep draw
+    (training only); ``clip_x0``: clip the samplers' x̂₀ (docs/ddpm-sampling.md); ``n_labels`` > 0 (set
+    by a run from ``data.condition``): conditioned on a label, dropped to the null token for a share
+    ``p_uncond`` of the training points (training only)."""
 
     diffusion_steps: Int = Field(2500, ge=1)
     beta2_start: Float = Field(1e-4, gt=0, lt=1)
@@ -97,6 +87,7 @@ class DDPMModelConfig:
     weighting: Literal["simple", "bound"] = "simple"
     reverse_variance: Literal["posterior", "beta"] = "posterior"
     points_per_timestep: Int = Field(8, ge=1)
+    clip_x0: bool = True
     n_labels: Int = Field(0, ge=0)
     p_uncond: Float = Field(0.1, ge=0, le=1)
 
@@ -116,8 +107,7 @@ class DDPMModelConfig:
 
 
 def _input_features(x: torch.Tensor, fourier: torch.Tensor | None) -> torch.Tensor:
-    """The input layer's features of ``x (N, D)``: x, then its Fourier features with the frequencies
-    ``fourier (D, F)`` if any, ``(N, D + 2F)``."""
+    """``x (N, D)`` and its Fourier features at frequencies ``fourier (D, F)`` if any: ``(N, D + 2F)``."""
     if fourier is None:
         return x
     proj = 2 * math.pi * x @ fourier
@@ -125,26 +115,11 @@ def _input_features(x: torch.Tensor, fourier: torch.Tensor | None) -> torch.Tens
 
 
 class DenoisingNetwork(nn.Module):
-    """Residual MLP ``(x_i, i) -> (D,)`` output (ε_θ or μ_θ), conditioned on a sinusoidal timestep
-    embedding of width ``time_embed_dim`` (precomputed for i = 0..L and stored as a buffer).
-
-    Args:
-        dim: data dimension D.
-        steps: L, the number of timesteps.
-        hidden_units: width of the residual stream.
-        n_blocks: residual blocks.
-        time_embed_dim: width of the timestep embedding.
-        input_embed_dim: width of a random Fourier embedding of ``x_i`` appended to it (0: none).
-        n_labels: K, labels the network is conditioned on (0: none); its embedding table has K + 1
-            rows, the last the null token that ``label=None`` stands for.
-
-    Shapes: ``x (N, D)``, ``timestep (G,)`` int -> ``(N, D)``, where G divides N: row g's timestep is
-    that of the g-th run of N / G consecutive points (G = N: one each; G = 1: one for all). The
-    timestep's embedding and projections are computed per row of ``timestep``, so sharing timesteps
-    saves their cost. ``label (N,)`` in 0..K (K: null) where ``n_labels`` > 0. By linearity each block's
-    projection of the label embedding is a (K + 1)-row table gathered per point, so a label costs one
-    addition per block instead of a projection per point.
-    """
+    """Residual MLP ``(x_i, i) -> ε_θ or μ_θ``, conditioned on a sinusoidal timestep embedding (a buffer
+    for i = 0..L). ``x (N, D)``, ``timestep (G,)`` -> ``(N, D)``, G dividing N: row g is the timestep
+    of the g-th run of N / G consecutive points. With ``n_labels`` = K > 0 also ``label (N,)`` in 0..K
+    (K, or None: the null token): its embedding is added beside the time embedding's, each block's
+    projection of it a (K + 1)-row table gathered per point (by linearity), folded into the block's bias."""
 
     def __init__(
         self,
@@ -180,101 +155,46 @@ class DenoisingNetwork(nn.Module):
         if n_labels:
             self.label_embedding = nn.Embedding(n_labels + 1, hidden_units)
 
+    def conditioning(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Every block's first-layer bias for ``embedding (G, E)``: ``(G, n_blocks, hidden_units)``."""
+        cond = self.time_mlp(embedding)
+        return torch.stack([block.first_bias(cond) for block in self.blocks], dim=1)
+
     def label_table(self) -> torch.Tensor | None:
-        """Every block's projection of every label's embedding, ``(K + 1, n_blocks, hidden_units)``;
+        """Every block's projection of every label's embedding, ``(K + 1, n_blocks * hidden_units)``;
         None for a network without labels."""
         if not self.n_labels:
             return None
-        return torch.stack([self.label_embedding.weight @ block.cond.weight.T for block in self.blocks], 1)
+        return torch.cat([self.label_embedding.weight @ block.cond.weight.T for block in self.blocks], 1)
 
     def forward(
-        self, x: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        label: torch.Tensor | None = None,
+        *,
+        conditioning: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``x (N, D)``, ``timestep (G,)`` -> ``(N, D)``; a precomputed :meth:`conditioning` may be passed."""
+        if conditioning is None:
+            conditioning = self.conditioning(self.time_table[timestep])
         h = self.input(_input_features(x, self.fourier))
-        cond = self.time_mlp(self.time_table[timestep])
-        table = self.label_table()
+        table, width = self.label_table(), h.shape[1]
         if table is not None and label is None:  # unconditional: the null token for every point
             label = torch.full((x.shape[0],), self.n_labels, dtype=torch.long, device=x.device)
-        extra = None if table is None else nn.functional.embedding(label, table.flatten(1)).to(h.dtype)
+        extra = None if table is None else nn.functional.embedding(label, table).to(h.dtype)
         for j, block in enumerate(self.blocks):
-            h = block(h, cond, None if extra is None else extra[:, j * h.shape[1] : (j + 1) * h.shape[1]])
+            part = None if extra is None else extra[:, j * width : (j + 1) * width]
+            h = block(h, bias=conditioning[:, j], extra=part)
         # x's dtype out, also under bfloat16 autocast: the diffusion arithmetic keeps its precision.
-        return self.output(torch.nn.functional.silu(self.out_norm(h))).to(x.dtype)
-
-    @torch.no_grad()
-    def frozen(self, timesteps: torch.Tensor) -> FrozenDenoiser:
-        """This network, for inference only, at the ``timesteps (S,)`` a sampler visits in turn: see
-        :class:`FrozenDenoiser`. Built from the current weights, which it copies."""
-        return FrozenDenoiser(self, timesteps)
-
-
-class FrozenDenoiser:
-    """A :class:`DenoisingNetwork` evaluated for inference, where all points of a call share one of the
-    ``timesteps (S,)`` given up front: ``denoiser(x, k)`` equals ``network(x, timesteps[k : k + 1])``
-    to float rounding, for ``x (N, D)``, returning ``(N, D)``.
-
-    The time embedding, the time MLP and every block's conditioning projection are computed once for
-    all S timesteps and folded into the bias of each block's first layer, so a call costs only the
-    ``N``-row work: per block a LayerNorm, two SiLUs computed in place and two matrix products, the
-    second accumulated into the residual stream (``addmm_``) instead of being added to it. On a
-    2-core CPU that is 1.2-1.4x faster than the module's forward (4,096 points, 64 units), whose
-    separate element-wise passes cost about as much as its products. The weights are copied when it
-    is built, so later training does not change it; no gradients flow through it. It computes in the
-    weights' dtype and ignores autocast: for bfloat16, call the network itself.
-    """
-
-    def __init__(self, network: DenoisingNetwork, timesteps: torch.Tensor) -> None:
-        def norm(layer: nn.LayerNorm) -> tuple:
-            return layer.normalized_shape, layer.weight.clone(), layer.bias.clone(), layer.eps
-
-        with torch.no_grad():
-            cond = network.time_mlp(network.time_table[timesteps])  # (S, H)
-            # (S, blocks, H): linear1's bias plus the block's projection of the timestep's embedding.
-            self.first_bias = torch.stack(
-                [block.linear1.bias + block.cond(cond) for block in network.blocks], dim=1
-            )
-            self.blocks = [
-                (
-                    norm(block.norm),
-                    block.linear1.weight.t().contiguous(),
-                    block.linear2.weight.t().contiguous(),
-                    block.linear2.bias.clone(),
-                )
-                for block in network.blocks
-            ]
-            self.fourier = None if network.fourier is None else network.fourier.clone()
-            self.label_table = network.label_table()
-            self.input = network.input.bias.clone(), network.input.weight.t().contiguous()
-            self.out_norm = norm(network.out_norm)
-            self.output = network.output.bias.clone(), network.output.weight.t().contiguous()
-
-    def __call__(self, x: torch.Tensor, k: int, label: torch.Tensor | None = None) -> torch.Tensor:
-        layer_norm, silu = torch.nn.functional.layer_norm, torch.nn.functional.silu
-        with torch.no_grad():
-            h = torch.addmm(self.input[0], _input_features(x, self.fourier), self.input[1])
-            first_bias = self.first_bias[k]
-            if self.label_table is not None and label is None:  # the null token for all points
-                first_bias = first_bias + self.label_table[-1]
-            elif self.label_table is not None:  # (blocks, N, H): one bias per point
-                first_bias = first_bias.unsqueeze(1) + self.label_table[label].transpose(0, 1)
-            for j, (norm, weight1, weight2, bias2) in enumerate(self.blocks):
-                u = silu(layer_norm(h, *norm), inplace=True)
-                u = silu(torch.addmm(first_bias[j], u, weight1), inplace=True)
-                h.addmm_(u, weight2).add_(bias2)
-            u = silu(layer_norm(h, *self.out_norm), inplace=True)
-            return torch.addmm(self.output[0], u, self.output[1])
+        u = torch.nn.functional.silu(self.out_norm(h), inplace=not torch.is_grad_enabled())
+        return self.output(u).to(x.dtype)
 
 
 def ddim_timesteps(diffusion_steps: int, steps: int, spacing: str = "quadratic") -> list[int]:
-    """The decreasing timesteps L = i_0 > ... > i_{S-1} = 1 of a strided sampler with ``steps`` = S.
-
-    ``"linear"`` spaces them evenly; ``"quadratic"`` as 1 + (L - 1)(1 - u)² for u evenly spaced in
-    [0, 1], so they are dense near the data, where the samples' fine detail is formed. The last ones
-    are at least S - 1, ..., 2, 1, so S <= L gives S distinct timesteps; duplicates are kept once.
-
-    Raises:
-        ValueError: ``steps < 1`` or an unknown ``spacing``.
-    """
+    """The decreasing timesteps L = i_0 > ... > i_{S-1} = 1 of a strided sampler with ``steps`` = S:
+    evenly spaced (``"linear"``) or 1 + (L - 1)(1 - u)² for u evenly in [0, 1] (``"quadratic"``, dense
+    near the data); the last ones at least S - 1, ..., 1, so S = L gives all of L, ..., 1."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if spacing not in ("quadratic", "linear"):
@@ -282,32 +202,16 @@ def ddim_timesteps(diffusion_steps: int, steps: int, spacing: str = "quadratic")
     u = torch.linspace(0, 1, steps, dtype=torch.float64)
     shape = (1 - u) ** 2 if spacing == "quadratic" else 1 - u
     grid = (1 + (diffusion_steps - 1) * shape).round().long()
-    # Where the grid is denser than whole timesteps (its end), keep the last ones at S-1, ..., 2, 1.
     grid = torch.maximum(grid, torch.arange(steps, 0, -1).clamp_max(diffusion_steps))
     return grid.unique_consecutive().tolist()
 
 
 class DDPM(nn.Module):
-    """Denoising diffusion model on ``D``-dimensional data.
-
-    Args:
-        dim: data dimension D >= 1.
-        steps: L, the number of diffusion steps.
-        beta2_start, beta2_end: the linear β² schedule's ends.
-        network: the denoising network ``(x_i, i) -> (N, D)``.
-        parameterisation: ``"eps"`` or ``"mean"`` (what the network outputs).
-        weighting: ``"simple"`` or ``"bound"`` (see the module docstring).
-        points_per_timestep: training points that share one timestep draw (see :meth:`loss`). Above 1,
-            ``network`` gets one timestep per run of points, ``(G,)`` for ``(N, D)`` inputs, as
-            :class:`DenoisingNetwork` accepts; 1 (the default here; :meth:`from_config` uses the
-            config's 8) gives any network one timestep per point.
-        n_labels: K > 0 for a model conditioned on K labels: ``network`` then takes ``label (N,)`` in
-            0..K (K: the null token) as a third argument.
-        p_uncond: share of training points whose label :meth:`loss` replaces by the null token.
-
-    Raises:
-        ValueError: an unknown option, or ``points_per_timestep`` not an integer >= 1.
-    """
+    """Denoising diffusion model on ``D``-dimensional data with L = ``steps`` and a ``network``
+    ``(x_i (N, D), timestep) -> (N, D)`` (one timestep per run of ``points_per_timestep`` points, see
+    :meth:`loss`). ``clip_x0``: the samplers clip x̂₀ to :meth:`sample_x0_bound`, learnt by :meth:`loss`.
+    ``n_labels`` = K > 0: conditioned on K labels, ``network`` taking ``label (N,)`` in 0..K (K: the
+    null token) as a third argument; :meth:`loss` drops a share ``p_uncond`` of the labels to it."""
 
     def __init__(
         self,
@@ -321,15 +225,12 @@ class DDPM(nn.Module):
         weighting: str = "simple",
         reverse_variance: str = "posterior",
         points_per_timestep: int = 1,
+        clip_x0: bool = True,
         n_labels: int = 0,
         p_uncond: float = 0.1,
     ) -> None:
         super().__init__()
-        if (
-            isinstance(points_per_timestep, bool)
-            or not isinstance(points_per_timestep, int)
-            or points_per_timestep < 1
-        ):
+        if whole_number(points_per_timestep) is None or points_per_timestep < 1:
             raise ValueError(f"points_per_timestep must be an integer >= 1, got {points_per_timestep!r}")
         if reverse_variance not in ("posterior", "beta"):
             raise ValueError(f"reverse_variance must be 'posterior' or 'beta', got {reverse_variance!r}")
@@ -344,12 +245,14 @@ class DDPM(nn.Module):
         self.parameterisation = parameterisation
         self.weighting = weighting
         self.points_per_timestep = points_per_timestep
+        self.clip_x0 = clip_x0
         self.standardize = Standardize(dim)
+        # The largest |coordinate| (D,) of the standardised points the loss has trained on; 0: none yet.
+        self.register_buffer("x0_max_abs", torch.zeros(dim))
+        self._register_load_state_dict_pre_hook(_default_x0_max_abs)
         self.schedule = NoiseSchedule(steps, beta2_start, beta2_end)
         self.network = network
-        # Reverse-process variances σ²_i (Ho et al. 2020, sec. 3.2): the posterior's σ̃²_i, or β²_i. The
-        # decoder p(x_0 | x_1) of the likelihood bound has σ²_1 = β²_1 either way; sampling adds no
-        # noise at i = 1.
+        # Reverse variances σ²_i (Ho et al. 2020, sec. 3.2): σ̃²_i or β²_i; the decoder's σ²_1 = β²_1.
         self.reverse_variance_kind = reverse_variance
         if reverse_variance == "posterior":
             variance = self.schedule.posterior_variance.clone()
@@ -365,12 +268,8 @@ class DDPM(nn.Module):
     def register_reverse_step_hook(
         self, hook: Callable[[torch.Tensor, torch.Tensor], None]
     ) -> RemovableHandle:
-        """Call ``hook(x_i, timestep)`` at every reverse step of :meth:`sample` (ancestral or strided),
-        before the network sees x_i: ``x_i (n, D)`` standardised, ``timestep (1,)`` long, the step i
-        shared by all n points. Returns a handle whose ``remove()`` unregisters it.
-
-        Raises:
-            TypeError: ``hook`` is not callable."""
+        """Call ``hook(x_i (n, D) standardised, timestep (1,))`` before every reverse step of
+        :meth:`sample`; returns a handle whose ``remove()`` unregisters it."""
         if not callable(hook):
             raise TypeError(f"hook must be callable as hook(x_i, timestep), got {type(hook).__name__}")
         handle = RemovableHandle(self._reverse_step_hooks)
@@ -379,12 +278,7 @@ class DDPM(nn.Module):
 
     @classmethod
     def from_config(cls, config, dim: int) -> DDPM:  # noqa: ANN001 - DDPMModelConfig
-        """Build from a :class:`genmodels.config.DDPMModelConfig`.
-
-        Raises:
-            TypeError: ``config`` is not a DDPMModelConfig (a dict: ``DDPMModelConfig(**values)``).
-            ValueError: ``dim`` is not a whole number >= 1 (the config checked itself when built).
-        """
+        """Build from a :class:`DDPMModelConfig` for ``dim``-dimensional data."""
         check_config_type(config, DDPMModelConfig)
         if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
             raise ValueError(f"dim (the data dimension) must be a whole number >= 1, got {dim!r}")
@@ -407,6 +301,7 @@ class DDPM(nn.Module):
             weighting=config.weighting,
             reverse_variance=config.reverse_variance,
             points_per_timestep=config.points_per_timestep,
+            clip_x0=config.clip_x0,
             n_labels=config.n_labels,
             p_uncond=config.p_uncond,
         )
@@ -419,20 +314,21 @@ class DDPM(nn.Module):
     def forward_diffuse(
         self, x0: torch.Tensor, timestep: int | torch.Tensor, *, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Draw ``x_i ~ q(x_i | x_0)`` for data ``x0 (N, D)`` in data units; returns standardised ``x_i``.
-
-        ``timestep`` is one int or ``(N,)`` ints in 0..L; i = L gives (almost) N(0, I).
-        """
+        """Draw standardised ``x_i ~ q(x_i | x_0)``, ``x0 (N, D)`` in data units, ``timestep`` int or (N,)."""
         z0, _ = self.standardize(x0)
         if isinstance(timestep, int):
             timestep = torch.full((x0.shape[0],), timestep, dtype=torch.long, device=x0.device)
         return self.schedule.q_sample(z0, timestep, generator=generator)
 
     # -- the reverse process ------------------------------------------------------------------------
-    def _network(self, xi: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None) -> torch.Tensor:
+    def _network(
+        self, xi: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None, **given: torch.Tensor
+    ) -> torch.Tensor:
         """The network's output at ``xi (N, D)``; ``label (N,)`` in 0..K reaches a conditional one
         (None: the null token, the unconditional prediction)."""
-        return self.network(xi, timestep, label) if self.n_labels else self.network(xi, timestep)
+        if self.n_labels:
+            return self.network(xi, timestep, label, **given)
+        return self.network(xi, timestep, **given)
 
     def posterior_mean_prediction(
         self, xi: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None = None
@@ -467,36 +363,37 @@ class DDPM(nn.Module):
     def _check_points(self, x0: torch.Tensor) -> None:
         check_points(x0, self.dim, self.standardize.mean.dtype, "x0")
 
-    def loss(self, x0: torch.Tensor, label: object = None) -> torch.Tensor:
-        """Weighted MSE between μ_θ and μ̃ at i ~ U{1..L}, averaged over points and dimensions.
+    def loss(self, x0: torch.Tensor, label: object = None, rows: slice | None = None) -> torch.Tensor:
+        """Weighted MSE between μ_θ and μ̃ at i ~ U{1..L}, averaged over points and dimensions: a scalar.
 
-        A conditional model's ``label (N,)`` is replaced by the null token with probability
-        ``p_uncond`` (for every point without a label).
-
-        ``x0 (N, D)`` in data units; returns a scalar. Each timestep is drawn for a run of
-        ``points_per_timestep`` consecutive points (gcd(N, points_per_timestep) when that does not
-        divide N), so the network embeds and projects N / points_per_timestep timesteps instead of N.
-        Every point's timestep is still uniform, so the loss's expectation is unchanged; callers should
-        shuffle the data so that a run is a random set of points.
-
-        Raises:
-            ValueError: an empty batch, or ``x0`` not ``(N, D)`` of the model's dtype.
+        ``x0 (N, D)`` in data units; one timestep is drawn per run of ``points_per_timestep`` (or the gcd
+        with N) consecutive points, each still uniform. ``rows``: the loss of ``x0[rows]`` alone, with the
+        timesteps and noise drawn for all N points (one slice of a batch per process). A conditional
+        model's ``label (N,)`` (None: all null) is dropped to the null token with probability ``p_uncond``.
         """
         self._check_points(x0)
         z0, _ = self.standardize(x0)
         n = z0.shape[0]
         if n == 0:
             raise ValueError("the loss needs at least one point, got an empty batch")
+        if self.training:
+            self.x0_max_abs.copy_(torch.maximum(self.x0_max_abs, z0.detach().abs().amax(0)))
         share = math.gcd(n, self.points_per_timestep)
         shared = torch.randint(1, self.diffusion_steps + 1, (n // share,), device=z0.device)
         timestep = shared.repeat_interleave(share) if share > 1 else shared
         noise = torch.randn_like(z0)
-        xi = self.schedule.q_sample(z0, timestep, noise)
         label = check_labels(label, n, self.n_labels, z0.device)
         if self.n_labels:
             null = torch.full((n,), self.n_labels, dtype=torch.long, device=z0.device)
             dropped = torch.rand(n, device=z0.device) < self.p_uncond
             label = null if label is None else torch.where(dropped, null, label)
+        if rows is not None:
+            start, stop, _ = rows.indices(n)
+            aligned = start % share == 0 and stop % share == 0  # whole runs: one timestep per run
+            shared = shared[start // share : stop // share] if aligned else timestep[rows]
+            z0, timestep, noise = z0[rows], timestep[rows], noise[rows]
+            label = None if label is None else label[rows]
+        xi = self.schedule.q_sample(z0, timestep, noise)
         out = self._network(xi, shared, label)
         if self.parameterisation == "eps" and self.weighting == "simple":
             # Identical to the weighted mean error, computed without the large weights' rounding.
@@ -513,7 +410,7 @@ class DDPM(nn.Module):
         generator: torch.Generator | None = None,
         label: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Per-point bound term at ``timestep (N,)``: the KL L_{i-1} for i >= 2, -log p(x_0 | x_1) for i = 1."""
+        """Per-point bound term at ``timestep (N,)``: KL L_{i-1} for i >= 2, -log p(x_0 | x_1) for i = 1."""
         xi = self.schedule.q_sample(z0, timestep, generator=generator)
         mean = self.posterior_mean_prediction(xi, timestep, label)
         var = self.reverse_variance[timestep]
@@ -534,17 +431,11 @@ class DDPM(nn.Module):
     def nll_bound(
         self, x0: torch.Tensor, *, label: object = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Variational upper bound on ``-log p(x0)`` (Ho et al. 2020, eq. 5), every step summed; on
-        ``-log p(x0 | label)`` given labels (without, a conditional model's unconditional prediction).
+        """Variational upper bound on ``-log p(x0)`` (Ho et al. 2020, eq. 5), all L steps summed; given
+        labels, on ``-log p(x0 | label)`` (without, a conditional model's unconditional prediction).
 
-        ``x0 (N, D)`` in data units; returns ``(N,)`` nats per sample in the data's units (the
-        standardisation's log-Jacobian included). The decoder p(x_0 | x_1) is the Gaussian
-        N(μ_θ(x_1, 1), β²_1 I) (continuous data, no discretisation). Costs L network passes. Each
-        step's term is evaluated at one draw of x_i ~ q(x_i | x_0), from ``generator`` (default: torch's
-        global generator), so a seeded generator gives the same numbers every time.
-
-        Raises:
-            ValueError: ``x0`` is not ``(N, D)`` of the model's dtype.
+        ``x0 (N, D)`` in data units -> ``(N,)`` nats in data units. The decoder p(x_0 | x_1) is
+        N(μ_θ(x_1, 1), β²_1 I); each term uses one draw x_i ~ q(x_i | x_0) from ``generator``.
         """
         self._check_points(x0)
         z0, log_det = self.standardize(x0)
@@ -570,16 +461,8 @@ class DDPM(nn.Module):
         strata: int = 32,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Unbiased, cheap estimate of :meth:`nll_bound`: the prior and decoder terms exactly, and the
-        L - 1 KL terms by stratified sampling: i in 2..L is cut into ``strata`` equal ranges, one
-        random i is drawn in each, and its term is weighted by the range's length.
-
-        ``x0 (N, D)``; returns ``(N,)`` nats. Costs ``strata + 1`` network passes instead of L. The
-        timesteps and the x_i are drawn from ``generator`` (default: torch's global generator).
-
-        Raises:
-            ValueError: ``x0`` is not ``(N, D)`` of the model's dtype.
-        """
+        """Unbiased estimate of :meth:`nll_bound`, ``(N,)`` nats: prior and decoder terms exact, the KL
+        terms stratified (one random i in each of ``strata`` ranges of 2..L, weighted by its length)."""
         self._check_points(x0)
         if x0.shape[0] == 0:
             return x0.new_zeros(0)
@@ -618,6 +501,33 @@ class DDPM(nn.Module):
         conditional, unconditional = network(torch.cat([x, x]), torch.cat([label, null])).chunk(2)
         return unconditional + guidance_scale * (conditional - unconditional)
 
+    def sample_x0_bound(self) -> torch.Tensor | None:
+        """The bound ``(D,)`` on |x̂₀| (standardised) the samplers clip to: :data:`X0_BOUND_MARGIN` times
+        :attr:`x0_max_abs`; None with ``clip_x0`` off or before the model has seen training data."""
+        if not self.clip_x0 or not bool((self.x0_max_abs > 0).all()):
+            return None
+        return X0_BOUND_MARGIN * self.x0_max_abs
+
+    def _network_steps(
+        self, timesteps: list[int], label: torch.Tensor | None = None, guidance_scale: float = 1.0
+    ) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """``(x_i, k) -> ε̂`` at the k-th of ``timesteps`` (hooks first; conditioning computed once),
+        guided towards ``label`` at ``guidance_scale`` (:meth:`guided_output`)."""
+        net, device = self.network, self.schedule.beta2.device
+        t_all = torch.tensor(timesteps, device=device)
+        cond = net.conditioning(net.time_table[t_all]) if isinstance(net, DenoisingNetwork) else None
+
+        def eps(x: torch.Tensor, k: int) -> torch.Tensor:
+            timestep = t_all[k : k + 1]  # one timestep shared by all points, (1,)
+            for hook in self._reverse_step_hooks.values():
+                hook(x, timestep)
+            given = {} if cond is None else {"conditioning": cond[k : k + 1]}
+            out = self.guided_output(x, timestep, label, guidance_scale,
+                                     lambda x, y: self._network(x, timestep, y, **given))  # fmt: skip
+            return self._eps_from_output(x, out, timestep)
+
+        return eps
+
     @torch.inference_mode()
     def sample(
         self,
@@ -631,111 +541,55 @@ class DDPM(nn.Module):
         spacing: str = "quadratic",
         return_trajectory: bool = False,
     ) -> torch.Tensor:
-        """Draw ``n`` samples ``(n, D)`` in the data's units.
+        """Draw ``n`` samples ``(n, D)`` in data units (``return_trajectory``: ``(S + 1, n, D)``, x_L first).
 
-        With ``steps`` None (or L): ancestral sampling through all L steps, x_L ~ N(0, I),
-        x_{i-1} = μ_θ(x_i, i) + σ̃_i z, and the mean alone at i = 1. With ``steps < L``: the strided
-        DDIM sampler (Song, Meng & Ermon 2021, eq. 12) with noise scale ``eta`` on the ``steps``
-        timesteps of :func:`ddim_timesteps` with ``spacing`` ``"quadratic"`` (dense near the data, as
-        Song et al. sec. D.2 use) or ``"linear"``.
-
-        A conditional model draws from p(x | ``label``) (an int or ``(n,)`` labels) with classifier-free
-        guidance of scale ``guidance_scale`` (:meth:`guided_output`), and without a label from p(x).
-
-        Outside autocast a :class:`DenoisingNetwork` (not a subclass) without forward hooks of its own
-        is evaluated in its :meth:`~DenoisingNetwork.frozen` form, the same function computed faster;
-        :meth:`register_reverse_step_hook` observes the steps either way.
-
-        Warns (UserWarning) when ``eta`` or ``spacing`` is given for the ancestral sampler, which
-        they do not change.
-
-        Raises:
-            ValueError: ``n`` not a whole number >= 0, ``steps`` not in 1..L, ``eta`` not in [0, 1], an
-                unknown ``spacing``, a label the model cannot take, or a negative ``guidance_scale``.
+        ``steps`` None or L: :func:`ancestral_step` through all L steps; ``steps < L``: :func:`ddim_step`
+        (Song et al. 2021) with noise scale ``eta`` on :func:`ddim_timesteps` with ``spacing``. A
+        conditional model draws from p(x | ``label``) (an int or ``(n,)``) with classifier-free guidance
+        of scale ``guidance_scale`` (:meth:`guided_output`); without a label, from p(x).
         """
-        width = getattr(getattr(self.network, "input", None), "out_features", 0)  # of the residual stream
-        n = check_sample_count(n, self.dim, width)
+        n = check_sample_count(n, self.dim, getattr(getattr(self.network, "input", None), "out_features", 0))
         label = check_labels(label, n, self.n_labels, self.schedule.beta2.device)
         if not (isinstance(guidance_scale, numbers.Real) and 0 <= guidance_scale < math.inf):
             raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
-        if steps is not None:
-            whole = whole_number(steps)
-            if whole is None or not 1 <= whole <= self.diffusion_steps:
-                raise ValueError(
-                    f"steps must be a whole number in 1..{self.diffusion_steps} (the diffusion steps), "
-                    f"got {steps!r}"
-                )
-            steps = whole
-        eta_value = None  # a real number, also a NumPy or one-element tensor one
-        if isinstance(eta, torch.Tensor) and eta.numel() == 1 and not eta.dtype == torch.bool:
-            eta_value = float(eta)
-        elif isinstance(eta, numbers.Real) and not isinstance(eta, bool):
-            eta_value = float(eta)
+        whole, eta_value = whole_number(steps), _real_number(eta)
+        if steps is not None and (whole is None or not 1 <= whole <= self.diffusion_steps):
+            raise ValueError(f"steps must be a whole number in 1..{self.diffusion_steps}, got {steps!r}")
         if eta_value is None or not 0.0 <= eta_value <= 1.0:
             raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
-        eta = eta_value
-        if spacing not in ("quadratic", "linear"):
-            raise ValueError(f"spacing must be 'quadratic' or 'linear', got {spacing!r}")
-        device = self.schedule.beta2.device
-        x = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
-        s = self.schedule
-        full = steps is None or steps >= self.diffusion_steps
-        if full and (eta != 1.0 or spacing != "quadratic"):
-            warnings.warn(
-                f"eta={eta:g}, spacing={spacing!r}: these set the strided DDIM sampler, but all "
-                f"{self.diffusion_steps} steps run the ancestral sampler, which they do not change; pass "
-                f"steps below {self.diffusion_steps} to use it",
-                stacklevel=2,
-            )
-        if full:
-            timesteps = list(range(self.diffusion_steps, 0, -1))
-        else:
-            timesteps = ddim_timesteps(self.diffusion_steps, steps, spacing)
-        trajectory = [x]
-        t_all = torch.tensor(timesteps, device=device)
-        # One timestep shared by every point: shape (1,), so the time embedding and each block's
-        # conditioning are computed once and broadcast over the n points. Outside autocast, a plain
-        # DenoisingNetwork (no subclass, no hooks of its own to call) is replaced by its frozen form,
-        # which computes them once for all timesteps before the loop.
-        net = self.network
-        frozen = None
-        if (
-            type(net) is DenoisingNetwork
-            and not (net._forward_pre_hooks or net._forward_hooks)
-            and not torch.is_autocast_enabled(device.type)
-        ):
-            frozen = net.frozen(t_all)
-        for k, i in enumerate(timesteps):
-            timestep = t_all[k : k + 1]
-            for hook in self._reverse_step_hooks.values():
-                hook(x, timestep)
-            if frozen is None:
-                at = lambda x, y, t=timestep: self._network(x, t, y)  # noqa: E731
-            else:
-                at = lambda x, y, k=k: frozen(x, k, y)  # noqa: E731
-            out = self.guided_output(x, timestep, label, guidance_scale, at)
+        full = steps is None or whole == self.diffusion_steps
+        timesteps = ddim_timesteps(self.diffusion_steps, self.diffusion_steps if full else whole, spacing)
+        device, dtype, bound = self.schedule.beta2.device, self.standardize.mean.dtype, self.sample_x0_bound()
+        x = torch.randn(n, self.dim, generator=generator, device=device, dtype=dtype)
+        trajectory, eps = [x], self._network_steps(timesteps, label, guidance_scale)
+        for k, (i, prev) in enumerate(zip(timesteps, [*timesteps[1:], 0], strict=True)):
+            noisy = prev > 0 and (full or eta_value > 0)
+            noise = torch.randn(x.shape, generator=generator, device=device, dtype=dtype) if noisy else None
             if full:
-                x = self._mean_from_output(x, out, timestep)
-                if i > 1:
-                    x = x + self.reverse_variance[i].sqrt() * torch.randn(
-                        x.shape, generator=generator, device=device
-                    )
-            else:
-                prev = timesteps[k + 1] if k + 1 < len(timesteps) else 0
-                eps = self._eps_from_output(x, out, timestep)
-                x0 = (x - s.sigma_bar[i] * eps) / s.alpha_bar[i].clamp_min(1e-12)  # ᾱ can underflow
-                ab_prev = s.alpha_bar[prev]
-                sigma = eta * torch.sqrt(
-                    (1 - ab_prev**2) / (1 - s.alpha_bar[i] ** 2) * (1 - s.alpha_bar[i] ** 2 / ab_prev**2)
+                x = ancestral_step(
+                    self.schedule, x, eps(x, k), i, noise, variance=self.reverse_variance[i], x0_bound=bound
                 )
-                x = ab_prev * x0 + torch.sqrt((1 - ab_prev**2 - sigma**2).clamp_min(0)) * eps
-                if prev > 0:
-                    x = x + sigma * torch.randn(x.shape, generator=generator, device=device)
+            else:
+                x = ddim_step(self.schedule, x, eps(x, k), i, prev, eta_value, noise, x0_bound=bound)
             if return_trajectory:
                 trajectory.append(x)
         if return_trajectory:
             return torch.stack([self.standardize.inverse(t)[0] for t in trajectory])
         return self.standardize.inverse(x)[0]
+
+
+def _default_x0_max_abs(state: dict, prefix: str, *args: object) -> None:
+    """Load a checkpoint written before ``x0_max_abs`` existed with zeros: its samplers clip nothing."""
+    key = prefix + "x0_max_abs"
+    if key not in state and prefix + "standardize.mean" in state:
+        state[key] = torch.zeros_like(state[prefix + "standardize.mean"])
+
+
+def _real_number(value: object) -> float | None:
+    """``value`` as a float where it is a real number (NumPy, one-element tensor; not a bool); else None."""
+    if isinstance(value, torch.Tensor):
+        return float(value) if value.numel() == 1 and value.dtype != torch.bool else None
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
 
 
 def _parameter_count(config: DDPMModelConfig, dim: int) -> int:

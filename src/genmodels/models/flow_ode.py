@@ -7,55 +7,31 @@ variance-preserving SDE ``dx = -½ β(t) x dt + sqrt(β(t)) dW``, and every SDE 
 
     dx/dt = f(x, t) = -½ β(t) (x + ∇_x log p_t(x))
 
-Integrating it from the data to the prior is an invertible (continuous normalizing flow) map, so the
-instantaneous change of variables gives the exact log-density of the model it defines::
+The instantaneous change of variables (a continuous normalizing flow) gives the exact log-density::
 
     log p_0(x(0)) = log p_1(x(1)) + ∫_0^1 div f(x(t), t) dt
 
-Time. Everything here is written in the *continuous timestep* ``s = t L`` (so s = i is the discrete
-step i, and t = s / L in (0, 1]). The discrete schedule has ``log ᾱ_i = ½ Σ_{k<=i} log(1 - β²_k)``
-with β²_k linear in k. Its continuous extension uses the same straight line, ``β²(u) = β²_1 +
-(u - 1)(β²_L - β²_1)/(L - 1)``, the per-step rate ``b(u) = -log(1 - β²(u))`` (≈ β²(u)) and
+Time is the continuous timestep ``s = t L`` (s = i is step i). With β²(u) on the schedule's straight
+line, ``b(u) = -log(1 - β²(u))`` and ``log ᾱ_i = ½ Σ_{k<=i} log(1 - β²_k)``::
 
     log ᾱ(s) = log ᾱ_1 - ½ ∫_{3/2}^{s+1/2} b(u) du            (s >= 1)
 
-The half-step shift makes each unit interval's integral the midpoint rule of ``b(k)``, exact for a
-linear ``b``; so ᾱ(s) reproduces the discrete ᾱ_i at integer s to ~1e-9 relative, while staying
-smooth in s. The SDE's rate per unit of s is ``β_s(s) = -2 d log ᾱ/ds = b(s + ½)`` (≈ β²_i: in
-t-units β(t) = L b ≈ L β²_i at t = i / L), and ``σ̄(s) = sqrt(1 - ᾱ(s)²)``. In closed form,
+(the midpoint rule of b(k) per unit interval, so ᾱ(s) matches ᾱ_i at integers to ~1e-9); the rate is
+``β_s(s) = -2 d log ᾱ/ds = b(s + ½)``, ``σ̄(s) = sqrt(1 - ᾱ(s)²)``, and in closed form
 ``∫ b du = (G(w(u1)) - G(w(u0))) / Δ`` with ``w = 1 - β²(u)``, ``G(w) = w log w - w``, slope ``Δ``.
 
-Score. With an ε-prediction network, ``∇ log p_s(x) ≈ -ε_θ(x, s) / σ̄(s)``, so in s-units
-``dx/ds = -½ b(s + ½) (x - ε_θ(x, s) / σ̄(s))``, in the model's standardised units. The network's
-time input is a table of sinusoidal embeddings at integer steps (``time_table``); at fractional s this
-module evaluates :func:`genmodels.models.layers.sinusoidal_embedding` at s itself (``time_mode="embedding"``,
-the default: smooth in s, identical to the table at integers, one network pass per evaluation), or
-linearly interpolates the network's outputs at ⌊s⌋ and ⌈s⌉ (``"interpolate"``: two passes, a
-continuous but kinked drift). A ``"mean"``-parameterised network's output is turned into ε with the
-continuous α(s), β²(s) and σ̄(s).
-
-Divergence. The data are low-dimensional, so ``div f`` is computed exactly with D autograd passes
-(no Hutchinson estimator); the solver is torchdiffeq's adaptive Dormand-Prince (``dopri5``).
-
-Endpoints. The ODE is integrated from s = 1 (the first step's noise level σ̄_1 = β_1, 0.01 for the
-default schedule, in standardised units) to s = L, where the prior ``N(0, I)`` is used (``ᾱ_L`` ≈
-4e-6 for the default schedule). Starting at s = 1 means the likelihood is that of ``x_0`` under the
-model's density of ``x_1``: the data are treated as if they already carried the first step's noise
-(the network was never trained below i = 1). For data smoother than that scale (the usual case)
-the effect is of order ``D σ̄_1² / (2 var)`` nats, ~1e-4 for the defaults; structure finer than
-σ̄_1 times the data's standard deviation would be blurred. The standardisation's log-Jacobian
-``-Σ log std`` turns the result into nats in the data's own units.
-
-Example::
-
-    >>> nll = probability_flow_nll(model, test_points[:1000])   # (1000,) nats, data units
+Score: ``∇ log p_s(x) ≈ -ε_θ(x, s) / σ̄(s)``, so ``dx/ds = -½ b(s + ½) (x - ε_θ(x, s) / σ̄(s))`` in
+standardised units. At fractional s the network gets the sinusoidal embedding of s
+(``time_mode="embedding"``) or its outputs at ⌊s⌋ and ⌈s⌉ are interpolated (``"interpolate"``).
+``div f`` is exact (D autograd rows); the solver is torchdiffeq's ``dopri5``. The ODE runs from s = 1
+(the network never saw i < 1; an error of order ``D σ̄_1² / 2`` nats) to s = L, where N(0, I) is the
+prior; the standardisation's log-Jacobian puts the result in the data's units.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -70,15 +46,7 @@ _ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
 
 class ContinuousSchedule:
-    """The continuous-time extension of a linear β² schedule (see the module docstring).
-
-    Args:
-        steps: L >= 2.
-        beta2_start: β²_1.
-        beta2_end: β²_L.
-
-    All methods take a continuous timestep ``s`` in [1, L] (floats, computed in float64).
-    """
+    """The continuous-time extension of a linear β² schedule (L >= 2; module docstring), at s in [1, L]."""
 
     def __init__(self, steps: int, beta2_start: float, beta2_end: float) -> None:
         if steps < 2:
@@ -123,17 +91,6 @@ class ContinuousSchedule:
         return math.sqrt(-math.expm1(2.0 * self.log_alpha_bar(s)))
 
 
-@contextlib.contextmanager
-def _time_table_row(network: torch.nn.Module, embedding: torch.Tensor) -> Iterator[None]:
-    """Temporarily replace the network's timestep table by one row (restored afterwards)."""
-    table = network.time_table
-    network.time_table = embedding
-    try:
-        yield
-    finally:
-        network.time_table = table
-
-
 def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode: str) -> EpsFunction:
     """ε_θ(x, s) at a continuous timestep s for a DDPM's own network (see the module docstring)."""
     if time_mode not in TIME_MODES:
@@ -154,9 +111,9 @@ def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode
 
         return eps
 
-    if not (hasattr(network, "time_table") and hasattr(network, "time_mlp")):
+    if not (hasattr(network, "time_table") and hasattr(network, "conditioning")):
         raise ValueError(
-            "time_mode='embedding' needs a network with a sinusoidal 'time_table'; "
+            "time_mode='embedding' needs a network with a sinusoidal 'time_table' and 'conditioning'; "
             "use time_mode='interpolate' or pass eps_fn"
         )
     width = network.time_table.shape[1]
@@ -165,8 +122,10 @@ def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode
         embedding = sinusoidal_embedding(torch.tensor([s], device=x.device), width).to(
             network.time_table.dtype
         )
-        with _time_table_row(network, embedding):  # row 0 for all points (a (1,) timestep broadcasts)
-            out = network(x, torch.zeros(1, dtype=torch.long, device=x.device))
+        # One conditioning row for all points; the timestep argument is only shown to hooks.
+        out = network(
+            x, torch.zeros(1, dtype=torch.long, device=x.device), conditioning=network.conditioning(embedding)
+        )
         if model.parameterisation == "eps":
             return out
         # μ = (x - β²/σ̄ ε) / α  =>  ε = (x - α μ) σ̄ / β², with the continuous α(s), β²(s), σ̄(s).
@@ -178,14 +137,8 @@ def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode
 
 @dataclass
 class FlowLikelihood:
-    """Result of :func:`probability_flow_log_prob`.
-
-    Attributes:
-        log_prob: ``(N,)`` log p(x) in nats, in the data's units.
-        prior: ``(N,)`` log N(x_L; 0, I) of the ODE's end points (standardised units).
-        divergence: ``(N,)`` ∫ div f ds along each path.
-        nfe: evaluations of the drift (each costs one network pass and D backward passes).
-    """
+    """``log_prob (N,)`` nats in data units = ``prior (N,)`` log N(x_L; 0, I) + ``divergence (N,)`` ∫ div f ds
+    + the standardisation's log-Jacobian; ``nfe``: drift evaluations."""
 
     log_prob: torch.Tensor
     prior: torch.Tensor
@@ -205,22 +158,10 @@ def probability_flow_log_prob(
     start: float = 1.0,
     batch_size: int = 4096,
 ) -> FlowLikelihood:
-    """Exact log-density of a DDPM's probability-flow ODE model at data ``x (N, D)`` (data units).
+    """Exact log-density of a DDPM's probability-flow ODE at ``x (N, D)`` (data units), from s = ``start``.
 
-    Args:
-        model: a :class:`genmodels.models.ddpm.DDPM` (its schedule, standardisation and network are used).
-        x: points in the data's own units.
-        rtol, atol: tolerances of the adaptive solver (on the standardised state and the integral).
-        method: a torchdiffeq method (adaptive ``"dopri5"`` by default).
-        time_mode: how the network is evaluated between integer timesteps (module docstring).
-        eps_fn: optional replacement for the network, ``(x_s (N, D) standardised, s) -> ε (N, D)``,
-            e.g. the exact ε of a known distribution.
-        start: the timestep s0 in [1, L) the integration starts from (the module docstring's
-            approximation near t = 0).
-        batch_size: points integrated together (one adaptive solve per batch).
-
-    Returns:
-        A :class:`FlowLikelihood` (``log_prob (N,)`` in nats, data units).
+    ``eps_fn`` replaces the network: ``(x_s (N, D) standardised, s) -> ε (N, D)``; ``batch_size``
+    points share one adaptive torchdiffeq solve (``method``, ``rtol``, ``atol``).
     """
     from torchdiffeq import odeint
 
@@ -229,46 +170,53 @@ def probability_flow_log_prob(
         raise ValueError(f"start must be in [1, {steps}), got {start}")
     schedule = ContinuousSchedule.from_model(model)
     eps = eps_fn if eps_fn is not None else _network_eps(model, schedule, time_mode)
-    dim = x.shape[1]
     param_dtype = next(iter(model.buffers())).dtype
-    nfe = 0
-    selector = torch.empty(0)
-
-    def drift(s_tensor: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        nonlocal nfe
-        nfe += 1
-        s = min(float(s_tensor), float(steps))  # the initial step-size probe may look past L
-        rate, sigma = schedule.rate(s), schedule.sigma_bar(s)
-        n = state[0].shape[0]
-        with torch.enable_grad():
-            # One pass for all D Jacobian rows: copy d of the batch back-propagates the unit vector e_d,
-            # so its gradient's d-th entry is ∂f_d/∂x_d; the D entries sum to the exact trace.
-            xs = state[0].detach().repeat(dim, 1).requires_grad_(True)
-            e = eps(xs.to(param_dtype), s).to(xs.dtype)
-            f = -0.5 * rate * (xs - e / sigma)
-            (grad,) = torch.autograd.grad((f * selector).sum(), xs)
-            div = (grad * selector).sum(-1).view(dim, n).sum(0)
-        return f[:n].detach(), div.detach()
-
+    drift = _Drift(schedule, eps, param_dtype)
     log_probs, priors, divergences = [], [], []
     times = torch.tensor([float(start), float(steps)], dtype=torch.float64, device=x.device)
+    # step_t makes an adaptive solver land on s = L instead of stepping past it (undefined there).
+    extra = {"options": {"step_t": times[-1:]}} if method in _ADAPTIVE else {}
     with torch.no_grad():
         z0, log_det = model.standardize(x.to(param_dtype))
         for z, ld in zip(z0.double().split(batch_size), log_det.double().split(batch_size), strict=True):
             state = (z, torch.zeros(z.shape[0], dtype=torch.float64, device=z.device))
-            selector = torch.eye(dim, dtype=torch.float64, device=z.device).repeat_interleave(z.shape[0], 0)
-            # An adaptive solver would otherwise step past s = L and interpolate back (the schedule
-            # is not defined half a step beyond L); step_t makes it land on L.
-            extra = {"options": {"step_t": times[-1:]}} if method in _ADAPTIVE else {}
             path, integral = odeint(drift, state, times, rtol=rtol, atol=atol, method=method, **extra)
             end, div = path[-1], integral[-1]
-            prior = -0.5 * (end.pow(2).sum(-1) + dim * math.log(2 * math.pi))
+            prior = -0.5 * (end.pow(2).sum(-1) + x.shape[1] * math.log(2 * math.pi))
             priors.append(prior)
             divergences.append(div)
             log_probs.append(prior + div + ld)
     return FlowLikelihood(
-        log_prob=torch.cat(log_probs), prior=torch.cat(priors), divergence=torch.cat(divergences), nfe=nfe
+        log_prob=torch.cat(log_probs),
+        prior=torch.cat(priors),
+        divergence=torch.cat(divergences),
+        nfe=drift.nfe,
     )
+
+
+class _Drift:
+    """The probability-flow ODE's right-hand side for torchdiffeq: ``(s, (x (N, D), ·)) -> (dx/ds,
+    div f (N,))``, with the exact divergence; ``nfe`` counts its evaluations."""
+
+    def __init__(self, schedule: ContinuousSchedule, eps: EpsFunction, param_dtype: torch.dtype) -> None:
+        self.schedule, self.eps, self.param_dtype, self.nfe = schedule, eps, param_dtype, 0
+
+    def __call__(
+        self, s_tensor: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, ...]:
+        self.nfe += 1
+        s = min(float(s_tensor), float(self.schedule.steps))  # the initial step-size probe may look past L
+        rate, sigma = self.schedule.rate(s), self.schedule.sigma_bar(s)
+        (n, dim), x = state[0].shape, state[0]
+        selector = torch.eye(dim, dtype=x.dtype, device=x.device).repeat_interleave(n, 0)
+        with torch.enable_grad():
+            # Copy d of the batch back-propagates e_d, so its gradient's d-th entry is ∂f_d/∂x_d.
+            xs = x.detach().repeat(dim, 1).requires_grad_(True)
+            e = self.eps(xs.to(self.param_dtype), s).to(xs.dtype)
+            f = -0.5 * rate * (xs - e / sigma)
+            (grad,) = torch.autograd.grad((f * selector).sum(), xs)
+            div = (grad * selector).sum(-1).view(dim, n).sum(0)
+        return f[:n].detach(), div.detach()
 
 
 def probability_flow_nll(model: torch.nn.Module, x: torch.Tensor, **options: object) -> torch.Tensor:

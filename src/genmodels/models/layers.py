@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.functional import linear, silu
 
 __all__ = ["ACTIVATIONS", "MLP", "ResidualBlock", "sinusoidal_embedding"]
 
@@ -13,18 +14,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "ta
 
 
 class MLP(nn.Sequential):
-    """A multi-layer perceptron ``in_features -> [hidden_units] * n_hidden -> out_features``.
-
-    Args:
-        in_features: input width.
-        out_features: output width.
-        n_hidden: number of hidden layers (0 gives a single linear map).
-        hidden_units: width of each hidden layer.
-        activation: one of :data:`ACTIVATIONS`.
-        zero_last: initialise the last layer to zero, so the network starts as the constant 0.
-
-    Shapes: ``(*, in_features) -> (*, out_features)``.
-    """
+    """MLP ``(*, in_features) -> [hidden_units] * n_hidden -> (*, out_features)``, zero-initialised last layer
+    if ``zero_last``."""
 
     def __init__(
         self,
@@ -53,52 +44,55 @@ class MLP(nn.Sequential):
 
 
 class ResidualBlock(nn.Module):
-    """``h + W2 act(W1 act(LayerNorm(h)) + time_projection)``: a pre-norm residual MLP block with a
-    conditioning input added between its two layers.
+    """``h + W2 silu(W1 silu(LayerNorm(h)) + b1 + C c)``, a pre-norm residual block conditioned on ``c``.
 
-    Shapes: ``h (N, width)``, ``cond (G, cond_dim)`` -> ``(N, width)``, where G divides N and row g of
-    ``cond`` conditions the g-th run of N / G consecutive rows of ``h`` (G = N: one row each; G = 1:
-    all rows). Sharing a condition projects it G times instead of N. ``extra (N, width)``, where given,
-    is added beside the projection (a per-row conditioning already projected, e.g. a label's); it is
-    folded into the first layer's bias, so that it costs one pass over the rows, not two.
+    ``h (N, width)``, ``cond (G, cond_dim)`` -> ``(N, width)``, G dividing N: row g of ``cond`` conditions
+    the g-th run of N / G rows (or pass :meth:`first_bias` as ``bias``). ``extra (N, width)``, a per-row
+    term (a label's projection), is folded into that bias: one pass over the rows. In place without autograd.
 
-    Raises:
-        ValueError: G does not divide N.
     """
 
-    def __init__(self, width: int, cond_dim: int, *, activation: str = "silu") -> None:
+    def __init__(self, width: int, cond_dim: int) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(width)
         self.linear1 = nn.Linear(width, width)
         self.cond = nn.Linear(cond_dim, width)
         self.linear2 = nn.Linear(width, width)
-        self.act = ACTIVATIONS[activation]()
 
-    def forward(self, h: torch.Tensor, cond: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        a = self.act(self.norm(h))
-        (n, width), groups = h.shape, cond.shape[0]
+    def first_bias(self, cond: torch.Tensor) -> torch.Tensor:
+        """``b1 + C c``, the first layer's bias per condition: ``cond (G, cond_dim)`` -> ``(G, width)``."""
+        return self.linear1.bias + self.cond(cond)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        *,
+        bias: torch.Tensor | None = None,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if bias is None:
+            bias = self.first_bias(cond)
+        inplace = not torch.is_grad_enabled()
+        u = silu(self.norm(h), inplace=inplace)
+        (n, width), groups = h.shape, bias.shape[0]
         if n % groups:
             raise ValueError(f"cond has {groups} rows, which does not divide the {n} rows of h")
-        if extra is None:
-            u = (self.linear1(a).view(groups, n // groups, width) + self.cond(cond).unsqueeze(1)).view(
+        if extra is not None:
+            bias = (bias.unsqueeze(1) + extra.view(groups, n // groups, width)).view(n, width)
+            u = torch.addmm(bias, u, self.linear1.weight.t())
+        elif groups == 1:
+            u = torch.addmm(bias[0], u, self.linear1.weight.t())
+        else:
+            u = (linear(u, self.linear1.weight).view(groups, n // groups, width) + bias.unsqueeze(1)).view(
                 n, width
             )
-        else:
-            bias = (self.cond(cond) + self.linear1.bias).unsqueeze(1) + extra.view(groups, n // groups, width)
-            u = torch.addmm(bias.view(n, width), a, self.linear1.weight.t())
-        return h + self.linear2(self.act(u))
+        return self.linear2(silu(u, inplace=inplace)).add_(h)  # into the new output: one allocation less
 
 
 def sinusoidal_embedding(timesteps: torch.Tensor, dim: int, *, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps, as in Vaswani et al. 2017 sec. 3.5.
-
-    Args:
-        timesteps: ``(N,)`` timesteps.
-        dim: embedding width; an odd width gets a trailing zero column.
-
-    Returns:
-        ``(N, dim)``: ``[sin(t f_k), cos(t f_k)]`` with frequencies ``f_k`` geometric from 1 to 1/max_period.
-    """
+    """``(N, dim)`` embedding ``[sin(t f_k), cos(t f_k)]`` of ``timesteps (N,)`` (Vaswani et al. 2017,
+    sec. 3.5), ``f_k`` geometric from 1 to 1/max_period; an odd ``dim`` gets a trailing zero column."""
     half = dim // 2
     freqs = torch.exp(
         -math.log(max_period)

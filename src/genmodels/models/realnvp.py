@@ -12,19 +12,10 @@ Each coupling (eqs. 4-6) keeps one half ``x_a`` of the coordinates and maps the 
 halves. The log-scale ``s`` is soft-clamped by ``c * tanh(s / c)`` so training cannot overflow, and the
 conditioner's last layer starts at zero, so a new flow is the identity (after standardisation).
 
-Conditional flow (``n_labels = K > 0``): a learned embedding e(y) of the label y is concatenated to every
-conditioner's input, ``s, t = NN([x_a, e(y)])``, so each label has its own bijection f_y and
-``log p(x | y) = log N(f_y(x); 0, I) + log |det ∂f_y/∂x|`` exactly. Without a label the flow gives the
-marginal ``log p(x) = logsumexp_y (log π_y + log p(x | y))`` with the training proportions π; its
-bijection without a label (for figures of the latent space) is that of the most frequent label.
-
-Example::
-
-    >>> flow = RealNVP(2, n_coupling_layers=4, n_hidden=2, hidden_units=32)
-    >>> x = torch.randn(5, 2)
-    >>> z, log_det = flow(x)
-    >>> torch.allclose(flow.inverse(z), x, atol=1e-5)
-    True
+Conditional flow (``n_labels = K > 0``): a learned label embedding e(y) is concatenated to every
+conditioner's input, ``s, t = NN([x_a, e(y)])``, so ``log p(x | y) = log N(f_y(x); 0, I) + log |det
+∂f_y/∂x|`` exactly; without a label, ``log p(x) = logsumexp_y (log π_y + log p(x | y))`` with the
+training proportions π, and the bijection is the most frequent label's (for the latent figures).
 """
 
 from __future__ import annotations
@@ -67,20 +58,10 @@ __all__ = [
 
 @settings
 class RealNVPModelConfig:
-    """RealNVP architecture (Dinh et al. 2017).
-
-    Attributes:
-        n_coupling_layers: affine coupling layers; consecutive layers transform alternating halves.
-        n_hidden: hidden layers in each coupling's conditioner MLP.
-        hidden_units: units per hidden layer.
-        activation: conditioner nonlinearity.
-        scale_clamp: the log-scale is soft-clamped to (-scale_clamp, scale_clamp) by a scaled tanh.
-        actnorm: an activation normalisation layer (Kingma & Dhariwal 2018), initialised from the
-            first batch, before every coupling.
-        n_labels: categories of the label the flow is conditioned on (0: unconditional); a run sets
-            it from ``data.condition``.
-        label_embed_dim: width of the learned label embedding fed to every conditioner.
-    """
+    """RealNVP architecture (Dinh et al. 2017): ``n_coupling_layers`` couplings, each conditioner an MLP
+    of ``n_hidden`` layers of ``hidden_units``; log-scales soft-clamped to ±``scale_clamp``; ``actnorm``
+    (Kingma & Dhariwal 2018) before every coupling; ``n_labels`` > 0 (set by a run from
+    ``data.condition``): conditioned on a label embedded in ``label_embed_dim`` values."""
 
     n_coupling_layers: Int = Field(14, ge=1)
     n_hidden: Int = Field(2, ge=0)
@@ -93,17 +74,15 @@ class RealNVPModelConfig:
 
 
 class ActNorm(nn.Module):
-    """Per-dimension affine map ``x -> x * exp(log_scale) + bias`` (Kingma & Dhariwal 2018, sec. 3.1),
-    initialised on its first training batch so that batch has zero mean and unit variance.
-    """
+    """``x -> x * exp(log_scale) + bias`` (Kingma & Dhariwal 2018, sec. 3.1), initialised to whiten its
+    first training batch."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.log_scale = nn.Parameter(torch.zeros(dim))
         self.bias = nn.Parameter(torch.zeros(dim))
         self.register_buffer("initialized", torch.tensor(False))
-        # The buffer's value once it is known to be True: reading the buffer waits for the device, so
-        # it is read only until then (again after a state_dict is loaded).
+        # True once the buffer is known to be True (reading it waits for the device).
         self._known_initialized = False
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - torch's signature
@@ -126,20 +105,10 @@ class ActNorm(nn.Module):
 
 
 class AffineCoupling(nn.Module):
-    """Affine coupling layer (Dinh et al. 2017, eqs. 4-6).
-
-    Args:
-        dim: data dimension D >= 2.
-        parity: 0 transforms the last ``D - D//2`` coordinates given the first ``D//2``;
-            1 transforms the first ``D//2`` given the rest.
-        n_hidden, hidden_units, activation: the conditioner MLP.
-        scale_clamp: bound ``c`` of the soft clamp ``s = c * tanh(raw / c)``.
-        context_dim: width of a label embedding appended to the conditioner's input.
-
-    ``forward(x, context)`` and ``inverse(y, context)`` take ``(N, D)`` and return the image ``(N, D)``
-    and ``log |det J| (N,)`` of that direction, in nats. ``context``, where given, is the label
-    embedding table ``(K, context_dim)`` and the labels ``(N,)``.
-    """
+    """Affine coupling layer (Dinh et al. 2017, eqs. 4-6); ``parity`` 0 transforms the last ``D - D//2``
+    coordinates, 1 the first ``D//2``; ``s = c * tanh(raw / c)``, c = ``scale_clamp``. ``forward`` and
+    ``inverse``: ``(N, D)`` -> ``(N, D)`` and ``log |det J| (N,)`` in nats; their ``context``, where given,
+    is a label embedding table ``(K, context_dim)`` and the labels ``(N,)``."""
 
     def __init__(
         self,
@@ -214,24 +183,9 @@ class AffineCoupling(nn.Module):
 
 
 class RealNVP(nn.Module):
-    """RealNVP flow ``x -> z`` on ``D``-dimensional data with a standard normal base.
-
-    Args:
-        dim: data dimension D >= 2 (odd D included).
-        n_coupling_layers: number of affine couplings; they alternate which half they transform.
-        n_hidden, hidden_units, activation: each coupling's conditioner MLP.
-        scale_clamp: soft bound on each coupling's log-scale.
-        actnorm: insert an :class:`ActNorm` before every coupling.
-        n_labels, label_embed_dim: a conditional flow on ``n_labels`` categories, whose embedding of
-            this width every conditioner sees (0 labels: unconditional, no embedding).
-
-    Call :meth:`set_standardization` with the training data's statistics before training, so the flow
-    works on standardised data while every density stays in the data's own units.
-
-    Raises:
-        ValueError: ``dim`` not a whole number >= 2, ``n_coupling_layers`` or ``hidden_units`` not one
-            >= 1, ``n_hidden`` not one >= 0, or ``scale_clamp`` not a finite number > 0.
-    """
+    """RealNVP flow ``x -> z`` on ``D >= 2``-dimensional data with a standard normal base (arguments as
+    :class:`RealNVPModelConfig`); :meth:`set_standardization` fixes the first bijection. A conditional
+    flow's methods take a ``label`` (an int or ``(N,)`` indices)."""
 
     def __init__(
         self,
@@ -314,23 +268,12 @@ class RealNVP(nn.Module):
         label = check_labels(label, n, self.n_labels, self.standardize.mean.device)
         return None if label is None else (self.label_embedding.weight, label)
 
-    def _through(
-        self,
-        bijection: nn.Module,
-        x: torch.Tensor,
-        context: tuple[torch.Tensor, torch.Tensor] | None,
-        inverse: bool,
-    ):  # noqa: ANN202
+    def _through(self, bijection: nn.Module, x: torch.Tensor, context: tuple | None, inverse: bool) -> tuple:
         step = bijection.inverse if inverse else bijection
         return step(x, context) if isinstance(bijection, AffineCoupling) else step(x)
 
     def forward(self, x: torch.Tensor, label: object = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map data to latent: ``x (N, D) -> z = f_y(x) (N, D)`` and ``log |det ∂f_y/∂x| (N,)`` in nats
-        (y: ``label``; see :meth:`_context` without one).
-
-        Raises:
-            ValueError: ``x`` is not ``(N, D)``, or not of the flow's dtype; a label it cannot take.
-        """
+        """Map data to latent: ``x (N, D) -> z = f_y(x) (N, D)`` and ``log |det ∂f_y/∂x| (N,)`` in nats."""
         self._check_points(x, "x")
         context = self._context(label, x.shape[0])
         log_det = x.new_zeros(x.shape[0])
@@ -344,11 +287,7 @@ class RealNVP(nn.Module):
         return self.forward(x, label)[1]
 
     def inverse(self, z: torch.Tensor, label: object = None) -> torch.Tensor:
-        """Map latent to data: ``z (N, D) -> x = f_y⁻¹(z) (N, D)`` in the data's units.
-
-        Raises:
-            ValueError: ``z`` is not ``(N, D)``, or not of the flow's dtype; a label it cannot take.
-        """
+        """Map latent to data: ``z (N, D) -> x = f_y⁻¹(z) (N, D)`` in the data's units."""
         self._check_points(z, "z")
         context = self._context(label, z.shape[0])
         for bijection in reversed(self._bijections()):
@@ -366,12 +305,7 @@ class RealNVP(nn.Module):
         return standard_normal_log_prob(z) + log_det
 
     def loss(self, x: torch.Tensor, label: object = None) -> torch.Tensor:
-        """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` (given ``label``) in nats
-        per sample.
-
-        Raises:
-            ValueError: ``x`` is empty, not ``(N, D)``, or not of the flow's dtype.
-        """
+        """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` (given ``label``), nats."""
         self._check_points(x, "x")
         if x.shape[0] == 0:
             raise ValueError("the loss needs at least one point, got an empty batch")
@@ -386,12 +320,8 @@ class RealNVP(nn.Module):
     def sample(
         self, n: int, *, label: object = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Draw ``n`` samples ``x = f_y⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units. A
-        conditional flow without ``label`` draws the labels from the training proportions (after z).
-
-        Raises:
-            ValueError: ``n`` is not a whole number >= 0; a label the flow cannot take.
-        """
+        """Draw ``n`` samples ``x = f_y⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units; a
+        conditional flow without ``label`` draws the labels in the training proportions (after z)."""
         n = check_sample_count(n, self.dim)
         device = self.standardize.mean.device
         z = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)

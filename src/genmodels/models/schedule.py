@@ -14,9 +14,26 @@ Posterior (Ho et al. 2020, eqs. 6-7)::
     μ̃_i = ᾱ_{i-1} β²_i / (1 - ᾱ_i²) · x_0 + α_i (1 - ᾱ_{i-1}²) / (1 - ᾱ_i²) · x_i
     σ̃²_i = (1 - ᾱ_{i-1}²) / (1 - ᾱ_i²) · β²_i                 (σ̃²_1 = 0 and μ̃_1 = x_0)
 
-β²_i is linear in i from ``beta2_start`` at i = 1 to ``beta2_end`` at i = L (``torch.linspace``; with
-L = 1 the single step has β²_1 = ``beta2_end``). Everything is computed in float64 and stored as
-buffers of length L + 1 indexed directly by the timestep i (entry 0 stands for "no noise").
+β²_i is linear in i from ``beta2_start`` to ``beta2_end`` (L = 1: β²_1 = ``beta2_end``), computed in
+float64 and stored as buffers of length L + 1 indexed by the timestep i (entry 0: no noise).
+
+Notation. This project's symbols against the common (Ho et al. 2020 / diffusers) ones, whose ᾱ_t
+is the product of the α_t² (so ``alphas_cumprod`` = ᾱ² here):
+
+==========================  ====================  =======================================
+here                        Ho et al. 2020        diffusers
+==========================  ====================  =======================================
+β²_i (``beta2``)            β_t                   ``betas``
+α_i = sqrt(1 - β²_i)        sqrt(α_t)             ``alphas ** 0.5``
+ᾱ_i = ∏ α_k                 sqrt(ᾱ_t)             ``alphas_cumprod ** 0.5``
+ᾱ_i²                        ᾱ_t                   ``alphas_cumprod``
+σ̄_i = sqrt(1 - ᾱ_i²)        sqrt(1 - ᾱ_t)         ``sqrt_one_minus_alphas_cumprod``
+σ̃²_i                        β̃_t                   ``variance`` (``"fixed_small"``)
+x̂₀                          x̂₀ (eq. 15)           ``pred_original_sample``
+==========================  ====================  =======================================
+
+The samplers' steps: :func:`ancestral_step` (Ho et al. 2020, Algorithm 2) and :func:`ddim_step` (Song,
+Meng & Ermon 2021, eq. 12), both through x̂₀, which they may clip to ``x0_bound`` (docs/ddpm-sampling.md).
 """
 
 from __future__ import annotations
@@ -28,19 +45,17 @@ __all__ = [
     "MAX_FINAL_ALPHA_BAR",
     "MIN_ALPHA_BAR",
     "NoiseSchedule",
+    "ancestral_step",
     "broadcast_to",
+    "ddim_step",
     "final_alpha_bar",
     "schedule_problem",
     "schedule_warning",
 ]
 
-# The smallest ᾱ_L a schedule may reach. The reverse mean divides by α_i at every step, so sampling
-# multiplies the network's errors by up to 1/ᾱ_L: with ᾱ_L near 1e-20 float32 samples overflow to
-# inf and nan (measured with the default network). The spec's schedule ends at ᾱ_L = 3.2e-6.
+# The smallest ᾱ_L allowed: sampling multiplies the network's errors by up to 1/ᾱ_L (float32 overflow).
 MIN_ALPHA_BAR = 1e-18
-
-# The largest ᾱ_L a schedule may end at without a warning: x_L = ᾱ_L x_0 + sqrt(1 - ᾱ_L²) ε keeps ᾱ_L of
-# the data's scale, while sampling starts from N(0, I), which knows nothing of the data.
+# The largest ᾱ_L without a warning: x_L keeps ᾱ_L of the data's scale, sampling starts from N(0, I).
 MAX_FINAL_ALPHA_BAR = 0.1
 
 
@@ -69,9 +84,7 @@ def schedule_problem(steps: int, beta2_start: float, beta2_end: float) -> str | 
 
 
 def schedule_warning(steps: int, beta2_start: float, beta2_end: float) -> str | None:
-    """Why a schedule with these values leaves x_L far from N(0, I) (ᾱ_L above
-    :data:`MAX_FINAL_ALPHA_BAR`), or None. Such a model can be trained and sampled, but its samples
-    start from noise that lacks the data's trace that x_L holds, and its bound's prior term is large."""
+    """Why a schedule leaves x_L far from N(0, I) (ᾱ_L above :data:`MAX_FINAL_ALPHA_BAR`), or None."""
     alpha_bar = final_alpha_bar(steps, beta2_start, beta2_end)
     if alpha_bar <= MAX_FINAL_ALPHA_BAR:
         return None
@@ -89,21 +102,9 @@ def broadcast_to(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class NoiseSchedule(nn.Module):
-    """Linear β² schedule with every derived quantity as a buffer (moves with ``.to``, saved in state).
-
-    Args:
-        steps: L >= 1.
-        beta2_start: β²_1, in (0, 1).
-        beta2_end: β²_L, in (0, 1).
-
-    Buffers, each ``(L + 1,)`` indexed by i = 0..L: ``beta2``, ``alpha``, ``alpha_bar``,
-    ``sigma_bar`` (= sqrt(1 - ᾱ_i²), the std of q(x_i | x_0)), ``posterior_variance`` (σ̃²_i),
-    ``posterior_coef_x0`` and ``posterior_coef_xi`` (the two coefficients of μ̃_i).
-
-    Raises:
-        ValueError: for L < 1, β² outside (0, 1), or a schedule whose ᾱ_L is below
-            :data:`MIN_ALPHA_BAR`.
-    """
+    """Linear β² schedule (L >= 1 steps, β² in (0, 1)) with buffers ``(L + 1,)`` indexed by i = 0..L:
+    ``beta2``, ``alpha``, ``alpha_bar``, ``sigma_bar`` (sqrt(1 - ᾱ_i²)), ``posterior_variance`` (σ̃²_i),
+    ``posterior_coef_x0`` and ``posterior_coef_xi`` (the coefficients of μ̃_i)."""
 
     def __init__(self, steps: int, beta2_start: float, beta2_end: float) -> None:
         super().__init__()
@@ -148,8 +149,7 @@ class NoiseSchedule(nn.Module):
         *,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Draw ``x_i ~ q(x_i | x_0) = N(ᾱ_i x_0, (1 - ᾱ_i²) I)``; ``x0 (N, D)``, ``timestep (N,)``.
-        Without ``noise``, it is drawn from ``generator`` (default: torch's global generator)."""
+        """Draw ``x_i ~ q(x_i | x_0) = N(ᾱ_i x_0, (1 - ᾱ_i²) I)``; ``x0 (N, D)``, ``timestep (N,)``."""
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         return self.gather("alpha_bar", timestep, x0) * x0 + self.gather("sigma_bar", timestep, x0) * noise
@@ -175,3 +175,67 @@ class NoiseSchedule(nn.Module):
         return (
             (xi - self.gather("alpha", timestep, xi) * mean) * self.gather("sigma_bar", timestep, xi) / beta2
         )
+
+
+def _x0_and_eps(
+    schedule: NoiseSchedule, x_i: torch.Tensor, eps: torch.Tensor, i: int, x0_bound: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x̂₀ (Ho et al. 2020, eq. 15) clipped to ±``x0_bound`` if given, and the ε̂ that agrees with it."""
+    x0 = (x_i - schedule.sigma_bar[i] * eps) / schedule.alpha_bar[i]
+    if x0_bound is None:
+        return x0, eps
+    x0 = torch.maximum(torch.minimum(x0, x0_bound), -x0_bound)
+    return x0, (x_i - schedule.alpha_bar[i] * x0) / schedule.sigma_bar[i]
+
+
+def ancestral_step(
+    schedule: NoiseSchedule,
+    x_i: torch.Tensor,
+    eps: torch.Tensor,
+    i: int,
+    noise: torch.Tensor | None,
+    *,
+    variance: torch.Tensor | float,
+    x0_bound: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One step x_i -> x_{i-1} of the ancestral sampler (Ho et al. 2020, Algorithm 2, line 4).
+
+    1. x̂₀ = (x_i - σ̄_i ε̂) / ᾱ_i                     (eq. 4 solved for x_0; eq. 15)
+    2. x̂₀ clipped to ±``x0_bound``                   (if given; diffusers' ``clip_sample``)
+    3. μ = μ̃_i(x_i, x̂₀)                              (eq. 7; unclipped it is eq. 11's μ_θ)
+    4. x_{i-1} = μ + sqrt(``variance``) · ``noise``   (i > 1; at i = 1, μ̃_1 = x̂₀ alone)
+
+    ``x_i``, ``eps``, ``noise``: ``(N, D)`` standardised; ``x0_bound``: ``(D,)`` or a scalar.
+    """
+    x0, _ = _x0_and_eps(schedule, x_i, eps, i, x0_bound)
+    mean = schedule.posterior_coef_x0[i] * x0 + schedule.posterior_coef_xi[i] * x_i
+    if i == 1:
+        return mean
+    return mean + variance**0.5 * noise
+
+
+def ddim_step(
+    schedule: NoiseSchedule,
+    x_i: torch.Tensor,
+    eps: torch.Tensor,
+    i: int,
+    i_prev: int,
+    eta: float,
+    noise: torch.Tensor | None,
+    *,
+    x0_bound: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One strided step x_i -> x_{i_prev} of DDIM (Song, Meng & Ermon 2021, eq. 12; their α_t is ᾱ_t²).
+
+    1. x̂₀ = (x_i - σ̄_i ε̂) / ᾱ_i                          (eq. 12's "predicted x_0")
+    2. x̂₀ clipped to ±``x0_bound``, ε̂ re-derived from it   (if given)
+    3. σ = η sqrt(σ̄²_prev / σ̄²_i) sqrt(1 - ᾱ²_i / ᾱ²_prev)   (eq. 16; η = 1 is the DDPM posterior's)
+    4. x_prev = ᾱ_prev x̂₀ + sqrt(σ̄²_prev - σ²) ε̂ + σ z     (eq. 12; i_prev = 0 gives x̂₀)
+    """
+    x0, eps = _x0_and_eps(schedule, x_i, eps, i, x0_bound)
+    ab, ab_prev = schedule.alpha_bar[i], schedule.alpha_bar[i_prev]
+    sigma = eta * torch.sqrt((1 - ab_prev**2) / (1 - ab**2) * (1 - ab**2 / ab_prev**2))
+    x = ab_prev * x0 + torch.sqrt((1 - ab_prev**2 - sigma**2).clamp_min(0)) * eps
+    if i_prev == 0 or eta == 0:
+        return x
+    return x + sigma * noise

@@ -275,7 +275,7 @@ _NON_NEGATIVE_STATE = frozenset({"step", "exp_avg_sq", "max_exp_avg_sq"})
 
 # ``model`` keys that only change how the model is trained, not what its weights mean: a resumed run may
 # change them, like the batch size or the learning rate.
-TRAINING_ONLY_MODEL_KEYS = frozenset({"points_per_timestep", "p_uncond"})
+TRAINING_ONLY_MODEL_KEYS = frozenset({"points_per_timestep", "clip_x0", "p_uncond"})
 
 
 def architecture_differences(stored: RunConfig, requested: RunConfig) -> list[str]:

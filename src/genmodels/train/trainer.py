@@ -8,11 +8,16 @@ exponential learning-rate decay per epoch, global gradient-norm clipping, an exp
 Within an epoch the loop never waits for the device: losses and gradient norms are read once at its
 end, where a non-finite step stops training. From that step on the fused Adam kernels' ``found_inf``
 input skips every update, so the model keeps the weights of its last finite step.
+
+Under torchrun (:mod:`genmodels.train.distributed`) every process draws the same permutation and takes
+its own contiguous shard of every batch; DistributedDataParallel averages the gradients, so the
+updates, the EMA, the learning rate and the RNG are those of one process on the whole batch.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import math
 import signal
@@ -26,6 +31,7 @@ from torch import nn
 
 from genmodels.config import TrainingConfig, check_config_type
 from genmodels.errors import TrainingError
+from genmodels.train import distributed
 from genmodels.train.acceleration import autocast, compile_function, worth_compiling_training
 
 __all__ = ["Trainer", "capture_rng_state", "restore_rng_state"]
@@ -149,6 +155,8 @@ class Trainer:
         self.ema: nn.Module = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else model
         self.epoch, self.step, self.train_seconds = 0, 0, 0.0
         self.history: dict[str, list[float]] = {}
+        # a loss that takes the rows of a batch to compute draws the batch's randomness (DDPM.loss)
+        self._loss_takes_rows = "rows" in inspect.signature(model.loss).parameters
 
     # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -238,7 +246,7 @@ class Trainer:
                         "(--epochs) is %d; raise it to train longer", self.epoch, cfg.epochs)  # fmt: skip
             self.model.eval(), self.ema.eval()
             return
-        loss_fn = self._loss_function(data)
+        loss_fn = distributed.data_parallel(self.model, self._loss_function(data))
         bar = tqdm(total=cfg.epochs, initial=self.epoch, desc=f"train {name}", unit="epoch",
                    disable=not self.progress, dynamic_ncols=True)  # fmt: skip
         interrupt = _DeferredInterrupt(math.ceil(len(data) / min(cfg.batch_size, len(data))))
@@ -307,7 +315,9 @@ class Trainer:
             interrupt.steps_done = i
             rows = order[i * batch_size : (i + 1) * batch_size]
             stats.append(self._step(data[rows], loss_fn, None if labels is None else labels[rows]))
-        losses, grad_norms = torch.stack(stats).T.tolist()  # the epoch's one wait for the device
+        stacked = torch.stack(stats)
+        losses, interrupt.requested = distributed.agree(stacked[:, 0], interrupt.requested)
+        losses, grad_norms = torch.stack([losses, stacked[:, 1]]).tolist()  # the epoch's one wait
         self._check_finite(losses, grad_norms)
         self.scheduler.step()
         self.epoch += 1
@@ -325,12 +335,13 @@ class Trainer:
     def _step(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None = None) -> torch.Tensor:
         """One optimisation step on ``batch``; returns ``[loss, gradient norm]``, left on the device."""
         with autocast(batch.device, self.config.precision):
-            loss = loss_fn(batch) if labels is None else loss_fn(batch, labels)
+            loss = self._batch_loss(batch, loss_fn, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-        stats = torch.stack([loss.detach().float(), grad_norm.detach().float()])
+        share = loss.detach().float() / distributed.world_size()  # summed over processes: the batch's
+        stats = torch.stack([share, grad_norm.detach().float()])
         # 1 from the epoch's first non-finite step on: the fused Adam/AdamW step then updates nothing
         bad = (~torch.isfinite(stats).all()).float()
         self.optimizer.found_inf = torch.maximum(self.optimizer.found_inf, bad)
@@ -338,6 +349,24 @@ class Trainer:
         self.step += 1
         self._update_ema()
         return stats
+
+    def _batch_loss(
+        self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The loss of ``batch (B, D)`` (given its ``labels (B,)``); among several processes, that of this
+        process's shard of it, weighted by shard size × processes / B, so that DDP's mean of the gradients
+        is the gradient of the whole batch's loss (also where the shards' sizes differ)."""
+        given = () if labels is None else (labels,)
+        world = distributed.world_size()
+        if world == 1:
+            return loss_fn(batch, *given)
+        rows = distributed.shard(len(batch))
+        weight = (rows.stop - rows.start) * world / len(batch)
+        if weight == 0:  # fewer rows than processes: this one joins the gradient average with weight 0
+            rows = slice(0, 1)
+        if self._loss_takes_rows:
+            return loss_fn(batch, *given, rows=rows) * weight
+        return loss_fn(batch[rows], *(y[rows] for y in given)) * weight
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -382,5 +411,6 @@ class Trainer:
         if on_checkpoint is not None and (last or interrupted or (every and self.epoch % every == 0)):
             on_checkpoint(self)
         if interrupted and not last:
+            distributed.barrier()  # the other processes wait for rank 0's checkpoint
             log.warning("interrupted after epoch %d; a resumable checkpoint was saved", self.epoch)
             raise KeyboardInterrupt
