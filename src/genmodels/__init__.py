@@ -1,9 +1,4 @@
-"""genmodels: RealNVP normalizing flows and DDPM diffusion models for low-dimensional point data.
-
-The public API is importable from here (loaded on first use, so ``genmodels --help`` stays quick)::
-
-    from genmodels import RealNVP, DDPM, DDPMModelConfig, Trainer, TrainingConfig, model_from_checkpoint
-"""
+"""genmodels: RealNVP flows and DDPM diffusion models for point data; the API is imported on first use."""
 
 from __future__ import annotations
 

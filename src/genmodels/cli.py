@@ -1,19 +1,10 @@
-"""The ``genmodels`` command line: argparse, paths, seeds, devices, printing.
-
-    genmodels train realnvp [--config configs/realnvp.yaml] [--epochs N] [--batch_size N] [--lr LR]
-                            [--seed S] [--data CSV] [--device auto|cpu|cuda] [--output_dir DIR]
-    genmodels train ddpm    [same options]
-    genmodels sample CHECKPOINT -n N -o samples.csv
-    genmodels make-data NAME -n N --seed S -o file.csv   (NAME: text, two_moons, 8gaussians, ...)
-    genmodels plot CHECKPOINT [--output_dir DIR] [--format png|svg|pdf] [--data CSV]
-
-``train_realnvp.py`` and ``train_ddpm.py`` at the repository root are the specification's entry points;
-they call :func:`main` with ``train realnvp`` / ``train ddpm``.
-"""
+"""The ``genmodels`` command line (train, sample, make-data, evaluate, compare, plot); ``train_realnvp.py``
+and ``train_ddpm.py`` call :func:`main` with ``train realnvp`` / ``train ddpm``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -33,7 +24,7 @@ __all__ = ["main", "build_parser"]
 
 
 def _seed(text: str) -> int:
-    """argparse type of ``--seed`` where no config checks it: an integer in [0, 2^32)."""
+    """argparse type of ``--seed`` where no config checks it."""
     from genmodels.config import MAX_SEED
 
     try:
@@ -47,100 +38,73 @@ def _seed(text: str) -> int:
 
 # Files a points CSV must not replace: a run's own outputs (metrics, figures, configs, pages) and code.
 _NOT_CSV_SUFFIXES = frozenset(
-    {".json", ".pt", ".pth", ".png", ".gif", ".jpg", ".jpeg", ".pdf", ".svg", ".yaml", ".yml", ".md"}
-    | {".html", ".py", ".toml", ".gz", ".zip"}
+    ".json .pt .pth .png .gif .jpg .jpeg .pdf .svg .yaml .yml .md .html .py .toml .gz .zip".split()
 )
 
 
 def _check_output_file(option: str, output: str, checkpoint: str | None = None, *, csv: bool = False) -> None:
-    """Before any work: ``output`` (given as ``option``) must be a writable file's place, and not
-    ``checkpoint``; ``-`` (standard output) always is. With ``csv``, an existing file whose name says
-    it is something else (``metrics/realnvp.json``, a figure, a config) is not replaced by points.
+    """Before any work: a ConfigError naming ``option`` unless ``output`` is a writable file's place, not
+    ``checkpoint``, not a zip archive, and (with ``csv``) not an existing file of another kind."""
+    import zipfile
 
-    Raises:
-        ConfigError: naming the option and what is in the way.
-    """
     from genmodels.errors import ConfigError
     from genmodels.fileio import folder_problem, is_special_path, path_in_the_way
 
     if not output:
         raise ConfigError(f"{option} must name a file, got an empty string")
-    if output == "-":
-        return
     path = Path(output)
-    if is_special_path(path) and path.exists():
-        return  # a device or pipe (/dev/stdout, /dev/null) is written into, not replaced
+    if output == "-" or (is_special_path(path) and path.exists()):
+        return  # standard output, a device or a pipe is written into, not replaced
     try:
         resolved = path.resolve()
     except (RuntimeError, OSError) as error:  # a loop of symbolic links
         raise ConfigError(f"{option} {output} cannot be followed to a file ({error})") from None
-    blocker = path_in_the_way(resolved)
+    blocker, is_file, suffix = path_in_the_way(resolved), resolved.is_file(), resolved.suffix.lower()
     if output.endswith(("/", os.sep)) or blocker == resolved:
-        raise ConfigError(f"{option} {output} is a folder; expected the file to write")
-    if blocker is not None:
-        raise ConfigError(f"{option} {output}: {blocker} is a file, not a folder")
-    if checkpoint is not None and resolved == Path(checkpoint).resolve():
-        raise ConfigError(f"{option} {output} is the checkpoint itself; write to another file")
-    if resolved.is_file() and not resolved.stat().st_mode & 0o222:
-        raise ConfigError(
-            f"{option} {output} is read-only; make it writable (chmod u+w) if it is to be replaced, "
-            "or write to another file"
-        )
-    problem = folder_problem(resolved.parent)
-    if problem is not None:
-        raise ConfigError(f"{option} {output}: {problem}")
-    if _is_zip_archive(path):
-        raise ConfigError(
-            f"{option} {output} is a zip archive (as PyTorch checkpoints are); write to another file, "
-            "or remove it first if it is to be replaced"
-        )
-    if csv and resolved.is_file() and resolved.suffix.lower() in _NOT_CSV_SUFFIXES:
-        raise ConfigError(
-            f"{option} {output} exists and is a {resolved.suffix.lower()} file, not a CSV file; write the "
-            "points to a .csv file, or remove it first if it is to be replaced"
-        )
+        problem = " is a folder; expected the file to write"
+    elif blocker is not None:
+        problem = f": {blocker} is a file, not a folder"
+    elif checkpoint is not None and resolved == Path(checkpoint).resolve():
+        problem = " is the checkpoint itself; write to another file"
+    elif is_file and not resolved.stat().st_mode & 0o222:
+        problem = " is read-only; make it writable (chmod u+w) or write to another file"
+    elif (unwritable := folder_problem(resolved.parent)) is not None:
+        problem = f": {unwritable}"
+    elif is_file and zipfile.is_zipfile(resolved):
+        problem = " is a zip archive (as PyTorch checkpoints are); write to another file, or remove it first if it is to be replaced"
+    elif csv and is_file and suffix in _NOT_CSV_SUFFIXES:
+        problem = f" exists and is a {suffix} file, not a CSV file; write the points to a .csv file, or remove it first if it is to be replaced"
+    else:
+        return
+    raise ConfigError(f"{option} {output}{problem}")
 
 
 def _check_not_the_runs_own_files(option: str, output: str, checkpoint: str, payload: dict) -> None:
-    """Refuse to write over the CSV file the checkpoint was trained on (its stored ``data.path``, as
-    seen from here): resuming or evaluating the run needs it; nor over a file in the run's ``metrics/``
-    folder (its per-epoch history is a CSV file too).
-
-    Raises:
-        ConfigError: naming the option, the file and the checkpoint.
-    """
+    """Refuse to write over the data the checkpoint was trained on, or its run's ``metrics/`` files."""
     from genmodels.errors import ConfigError
 
-    trained_on = (payload.get("data") or {}).get("path") or payload["config"].data.path
-    try:
-        same = Path(output).is_file() and os.path.samefile(output, trained_on)
-    except OSError:  # the data file is not found from here
+    if not Path(output).is_file():
         return
-    if same:
-        raise ConfigError(
-            f"{option} {output} is the data {checkpoint} was trained on (resuming and evaluating the run "
-            "read it again); write the samples to another file"
-        )
-    folder = Path(checkpoint).resolve().parent
-    if folder.name == "checkpoints" and Path(output).is_file():  # OUTPUT_DIR/checkpoints/<model>.pt
-        if Path(output).resolve().parent == folder.parent / "metrics":
+    trained_on = (payload.get("data") or {}).get("path") or payload["config"].data.path
+    with contextlib.suppress(OSError):  # the data file is not found from here
+        if os.path.samefile(output, trained_on):
             raise ConfigError(
-                f"{option} {output} is one of the run's metrics files; write the samples to another file"
+                f"{option} {output} is the data {checkpoint} was trained on (resuming and evaluating the run "
+                "read it again); write the samples to another file"
             )
+    folder = Path(checkpoint).resolve().parent  # OUTPUT_DIR/checkpoints/<model>.pt
+    if folder.name == "checkpoints" and Path(output).resolve().parent == folder.parent / "metrics":
+        raise ConfigError(
+            f"{option} {output} is one of the run's metrics files; write the samples to another file"
+        )
 
 
-# Memory per sampled value on the way to the CSV file, which is written in chunks: the float32 samples,
-# their concatenation and the float64 array, with room to spare (53 bytes were measured for 4e6 samples).
+# Memory per sampled value on the way to the CSV file (written in chunks), with room to spare.
 _BYTES_PER_SAMPLED_VALUE = 80
 
 
 def _check_sample_memory(n: int, dim: int, what: str = "samples", option: str = "-n") -> None:
-    """Refuse ``n`` points (given as ``option``) of ``dim`` values that would need more memory than the
-    machine has (where the platform tells its physical memory).
-
-    Raises:
-        ConfigError: naming ``option`` and the memory it would need.
-    """
+    """A ConfigError naming ``option`` where ``n`` points of ``dim`` values would not fit in memory."""
     from genmodels.errors import ConfigError
     from genmodels.models.resources import memory_problem
 
@@ -152,26 +116,11 @@ def _check_sample_memory(n: int, dim: int, what: str = "samples", option: str = 
         )
 
 
-def _is_zip_archive(path: Path) -> bool:
-    """Whether ``path`` is a regular file that starts like a zip archive (as torch.save writes)."""
-    try:
-        if not path.is_file():
-            return False
-        with open(path, "rb") as handle:
-            return handle.read(4) == b"PK\x03\x04"
-    except OSError:
-        return False
-
-
 def _write_points(
     output: str, points: np.ndarray, columns: tuple[str, ...], what: str, labels: np.ndarray | None = None
 ) -> None:
-    """Write ``points`` as CSV to ``output``: '-' is standard output; the message goes to standard
-    error when the points may go to the terminal or a pipe ('-', a device such as /dev/stdout).
-
-    Raises:
-        OSError: the reader of standard output went away before all points were written.
-    """
+    """Write ``points`` (and ``labels`` as a last column) as CSV to ``output`` ('-': standard output),
+    saying so on standard error for a stream."""
     from genmodels.data import save_csv, write_csv
     from genmodels.fileio import is_special_path, stream_descriptor
 
@@ -213,10 +162,7 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
     from genmodels.models import get_spec
 
     add, defaults = parser.add_argument, config_to_dict(default_config(model_type))
-    add(
-        "--config",
-        help=f"YAML config (default: configs/{model_type}.yaml if it exists, else built-in defaults)",
-    )
+    add("--config", help=f"YAML config (default: configs/{model_type}.yaml if it exists, else the defaults)")
     takes = {f"sampling.{key}" for key in get_spec(model_type).sample_options.values()}
     for option, (kind, keys, text) in _TRAIN_KEYS.items():
         section, key = keys[0].split(".")
@@ -229,29 +175,21 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
     add("--resume", help="continue from a checkpoint, or 'auto': OUTPUT_DIR's latest one (a new run if none)")
     add("--quiet", action="store_true", help="no progress bars or config printout")
     add("--format", default="png", choices=_CHOICES["format"], help="figure format (default png)")
-    add(
-        "--tensorboard",
-        action="store_true",
-        help="also log to OUTPUT_DIR/tensorboard (pip install tensorboard)",
-    )
+    add("--tensorboard", action="store_true", help="log to OUTPUT_DIR/tensorboard (pip install tensorboard)")
 
 
 def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, compile_default: str) -> None:
-    parser.add_argument(
-        "--precision",
-        choices=["float32", "bfloat16"],
-        help=f"bfloat16: mixed-precision matrix products, faster with AVX-512 BF16 and on GPUs ({precision_keys})",
+    add = parser.add_argument
+    text = (
+        f"bfloat16: mixed-precision matrix products, faster with AVX-512 BF16 and on GPUs ({precision_keys})"
     )
-    parser.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        help=f"use torch.compile, or not ({compile_default}; see the README's Speed section)",
-    )
+    add("--precision", choices=["float32", "bfloat16"], help=text)
+    text = f"use torch.compile, or not ({compile_default}; see the README's Speed section)"
+    add("--compile", action=argparse.BooleanOptionalAction, help=text)
 
 
 def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
-    """The ``genmodels`` argument parser; ``train_prog`` names the ``train <model>`` commands in their
-    usage and errors (the specification's scripts give their own file name)."""
+    """The ``genmodels`` argument parser; ``train_prog`` names the ``train <model>`` commands."""
     from genmodels.models import model_names
 
     parser = argparse.ArgumentParser(
@@ -287,9 +225,7 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     add("--labels", action="store_true", help="also write each point's component as a column 'label'")
     add("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
     _add_evaluation_parsers(sub)
-    add = sub.add_parser(
-        "plot", help="write every figure of a checkpoint's model and the results page"
-    ).add_argument
+    add = sub.add_parser("plot", help="write a checkpoint's figures and results page").add_argument
     add("checkpoint")
     add("--output_dir", help="run directory for figures/ and index.html (default: the checkpoint's run)")
     add("--format", default="png", choices=_CHOICES["format"], help="figure format")
@@ -315,23 +251,15 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     for name in model_names():
         compare.add_argument(f"--{name}", help=f"a {get_spec(name).title} checkpoint")
     compare.add_argument(
-        "--output_dir", help="where compare.md and figures/ go (default: the first RUN_DIR, else .)"
+        "--output_dir", help="where compare.md and figures/ go (default: first RUN_DIR, else .)"
     )
     for add in (evaluate.add_argument, compare.add_argument):
         add("--data", help="CSV of evaluation points (default: the held-out split stored in the checkpoint)")
         add("--drop_invalid", action="store_true", help="drop --data rows with bad cells instead of failing")
         add("-n", type=int, default=3000, help="samples to generate (default 3000)")
         add("--n_eval", type=int, help="points per sample in the two-sample tests (default min(n, N_real/2))")
-        add(
-            "--ode_points",
-            type=int,
-            help="DDPM: points for the ODE likelihood (default 1000; 0 skips)",
-        )
-        add(
-            "--bound_points",
-            type=int,
-            help="DDPM: points for the variational bound (default 1000)",
-        )
+        add("--ode_points", type=int, help="DDPM: points for the ODE likelihood (default 1000; 0 skips)")
+        add("--bound_points", type=int, help="DDPM: points for the variational bound (default 1000)")
         add("--n_boot", type=int, default=10, help="bootstrap replicates (default 10)")
         add("--dataset", help="generator that made the data (e.g. checkerboard), for the exact entropy")
         add("--text", help="text rendered in the data, for mode coverage (default: detect '689')")
@@ -340,8 +268,7 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> RunConfig:
-    """The run's config: the resumed run's (with ``--config`` laid over it), or ``--config``, or the
-    shipped ``configs/<model>.yaml``, or the defaults; then the options given."""
+    """The resumed run's config, or ``--config``, ``configs/<model>.yaml`` or the defaults; then the options."""
     from genmodels.config import default_config, load_config, with_overrides, yaml_settings
     from genmodels.train.checkpoint import load_checkpoint
 
@@ -354,9 +281,8 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
         args.resume = None
     shipped = Path(f"configs/{model_type}.yaml")
     if args.resume is not None:  # the stored run as it was configured; --config changes what it sets
-        config = load_checkpoint(last if args.resume == "auto" else args.resume, expected_type=model_type)[
-            "config"
-        ]
+        resumed = last if args.resume == "auto" else args.resume
+        config = load_checkpoint(resumed, expected_type=model_type)["config"]
         if args.config is not None:
             config = with_overrides(config, yaml_settings(args.config, model_type), source=args.config)
     elif args.config is not None or shipped.is_file():
@@ -377,9 +303,7 @@ def _train(args: argparse.Namespace) -> int:
     from genmodels.train.acceleration import resolve_device
 
     if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
-        raise ConfigError(
-            f"--output_dir {args.output_dir} is a file; expected a directory (it is created if missing)"
-        )
+        raise ConfigError(f"--output_dir {args.output_dir} is a file; expected a directory (made if missing)")
     config = _train_config(args)
     stored = Path(config.data.path)
     if args.resume is not None and args.data is None and not stored.is_absolute() and not stored.exists():
@@ -389,7 +313,6 @@ def _train(args: argparse.Namespace) -> int:
         )
     resolve_device(args.device)  # an unavailable device is an error before anything is printed
     check_data_path(config.data.path)  # and so is a missing data file
-    # Before training: the samples drawn after it must fit in memory (2 values each at the least).
     _check_sample_memory(config.sampling.n_samples, 2, option="sampling.n_samples (--n_samples)")
     if not args.quiet:
         import yaml
@@ -416,9 +339,7 @@ def _train(args: argparse.Namespace) -> int:
 def _refuse_options_the_model_lacks(
     given: dict[str, str], model_type: str, checkpoint: str, offers: Callable[[ModelSpec], Collection[str]]
 ) -> None:
-    """A ConfigError when an option given (``{option as written: what it needs}``) needs what the
-    checkpoint's model does not ``offer`` (a sampler option, a likelihood estimate), instead of
-    ignoring it."""
+    """A ConfigError where an option given (``{option: what it needs}``) needs what the model lacks."""
     from genmodels.errors import ConfigError
     from genmodels.models import get_spec, model_names
 
@@ -438,8 +359,7 @@ _SAMPLER_OPTIONS = ("sampling_steps", "eta", "ddim_spacing", "guidance_scale")
 
 
 def _sampling_settings(args: argparse.Namespace, payload: dict) -> SamplingConfig:
-    """The checkpoint's sampling settings with ``sample``'s options laid over them (all reverse steps
-    and eta 1 unless given), checked as a config is."""
+    """The checkpoint's sampling settings with ``sample``'s options laid over them (all steps, eta 1)."""
     from genmodels.config import with_overrides
 
     given = {key: getattr(args, key) for key in _SAMPLER_OPTIONS if getattr(args, key) is not None}
@@ -449,9 +369,8 @@ def _sampling_settings(args: argparse.Namespace, payload: dict) -> SamplingConfi
     values = {"sampling_steps": 0, "eta": 1.0, **given, "n_samples": args.n}
     values |= {"precision": args.precision, "compile": args.compile}
     options = {f"sampling.{key}": "-n" if key == "n_samples" else f"--{key}" for key in values}
-    return with_overrides(
-        payload["config"], {f"sampling.{k}": v for k, v in values.items()}, options=options
-    ).sampling
+    overrides = {f"sampling.{key}": value for key, value in values.items()}
+    return with_overrides(payload["config"], overrides, options=options).sampling
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -536,17 +455,13 @@ def _make_data(args: argparse.Namespace) -> int:
         raise ConfigError(f"-n must be >= 1 (got {args.n})")
     _check_sample_memory(args.n, 2, "points")
     _check_output_file("-o", args.output, csv=True)
-    kwargs = {}
-    if args.text is not None:
-        if args.name != "text":
-            raise ConfigError("--text applies only to the 'text' dataset")
-        kwargs["text"] = args.text
-    if args.labels:
-        if args.name not in LABELLED:
-            raise ConfigError(
-                f"--labels: {args.name!r} has no natural components; expected one of {', '.join(LABELLED)}"
-            )
-        kwargs["labels"] = True
+    if args.text is not None and args.name != "text":
+        raise ConfigError("--text applies only to the 'text' dataset")
+    if args.labels and args.name not in LABELLED:
+        raise ConfigError(
+            f"--labels: {args.name!r} has no natural components; expected one of {', '.join(LABELLED)}"
+        )
+    kwargs = ({} if args.text is None else {"text": args.text}) | ({"labels": True} if args.labels else {})
     try:
         points = GENERATORS[args.name](args.n, seed=args.seed, **kwargs)
     except ValueError as error:
@@ -582,27 +497,17 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
         raise ConfigError(
             f"unknown dataset {args.dataset!r}; expected one of {', '.join(sorted(GENERATORS))}"
         )
-    # The ODE and the bound cost L network passes per point: 1000 points each unless asked; an exact
-    # likelihood runs on every point.
+    # The ODE and the bound cost L network passes per point: 1000 points each unless asked.
     n_points = {
         name: 1000 if getattr(args, flag) is None else getattr(args, flag)
         for flag, name in _LIKELIHOOD_OPTIONS.items()
     }
-    return {"n_points": n_points} | {
-        "data": args.data,
-        "drop_invalid": args.drop_invalid,
-        "device": str(resolve_device(args.device)),
-        "n_samples": args.n,
-        "n_eval": args.n_eval,
-        "n_boot": args.n_boot,
-        "dataset": args.dataset,
-        "text": args.text,
-        "seed": args.seed,
-    }
+    names = ("data", "drop_invalid", "n_eval", "n_boot", "dataset", "text", "seed")
+    kwargs = {name: getattr(args, name) for name in names}
+    return kwargs | {"n_points": n_points, "device": str(resolve_device(args.device)), "n_samples": args.n}
 
 
-# Options of ``evaluate`` and ``compare`` that set a likelihood estimate: option -> its name in
-# spec.likelihoods.
+# Options of ``evaluate`` and ``compare`` that set a likelihood estimate: option -> spec.likelihoods key.
 _LIKELIHOOD_OPTIONS = {"ode_points": "ode", "bound_points": "bound"}
 
 
@@ -686,44 +591,29 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:  # n
 
 
 class _MessageFormatter(logging.Formatter):
-    """Log records as their bare message; warnings and errors get the ``warning:`` prefix that
-    Python warnings get too."""
+    """Log records as their bare message; warnings and errors with the ``warning:`` prefix."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = super().format(record)
         return f"warning: {message}" if record.levelno >= logging.WARNING else message
 
 
-# Options naming a file or folder, by attribute; an empty name would silently mean the current folder.
-_PATH_OPTIONS = {
-    "checkpoint": "CHECKPOINT",
-    "run_dirs": "RUN_DIR",
-    "config": "--config",
-    "resume": "--resume",
-    "data": "--data",
-    "output_dir": "--output_dir",
-}
-
-
 def _check_no_empty_paths(args: argparse.Namespace) -> None:
-    """Raises ConfigError for a path option given as an empty string (``--output_dir ''``)."""
+    """Raises ConfigError for a path option given as an empty string (it would mean the current folder)."""
     from genmodels.errors import ConfigError
     from genmodels.models import model_names
 
-    for attribute, option in {**_PATH_OPTIONS, **{name: f"--{name}" for name in model_names()}}.items():
+    options = {"checkpoint": "CHECKPOINT", "run_dirs": "RUN_DIR"}
+    options |= {name: f"--{name}" for name in ("config", "resume", "data", "output_dir", *model_names())}
+    for attribute, option in options.items():
         value = getattr(args, attribute, None)
         if value == "" or (isinstance(value, list) and "" in value):
             raise ConfigError(f"{option} must name a file or folder, got an empty string")
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 training failed, 2 bad input, 130 Ctrl-C).
-
-    ``prog``: the name a ``train`` command's usage and errors give it (default ``genmodels train <model>``).
-    """
-    # OpenMP threads that spin while waiting for work turn a busy CPU (another job beside this one) into
-    # a 10-70x slowdown; sleeping waiters cost little when the CPU is free (docs/speed.md). Set before
-    # torch starts OpenMP; a user's own setting wins.
+    """Run the command line; returns the exit status (0 ok, 1 training failed, 2 bad input, 130 Ctrl-C)."""
+    # Spinning OpenMP waiters slow a shared CPU down many times (docs/speed.md); set before torch starts.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from genmodels.errors import GenModelsError, TrainingError
 
@@ -734,9 +624,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     args, unknown = build_parser(prog).parse_known_args(argv)
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    handlers = {"train": _train, "sample": _sample, "make-data": _make_data}
-    handlers.update(evaluate=_evaluate, compare=_compare)
-    handlers["plot"] = _plot
+    handlers = {"train": _train, "sample": _sample, "make-data": _make_data, "evaluate": _evaluate}
+    handlers |= {"compare": _compare, "plot": _plot}
     rank = ""  # "rank 1: " before the errors of one process of several (torchrun)
     try:  # from here on, Ctrl-C (even while PyTorch loads) ends with one line, not a traceback
         from genmodels.train import distributed
@@ -749,15 +638,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             if args.command in ("train", "sample") or distributed.is_main():
                 return handlers[args.command](args)
             return 0  # the other commands run in rank 0 alone
-    except TrainingError as error:
+    except (GenModelsError, OSError) as error:  # OSError: a path that cannot be read or written
         print(f"{rank}error: {error}", file=sys.stderr)
-        return 1
-    except GenModelsError as error:
-        print(f"{rank}error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # a path that cannot be read or written (permissions, a file for a folder)
-        print(f"{rank}error: {error}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(error, TrainingError) else 2
     except KeyboardInterrupt:
         hint = ""
         if args.command == "train":

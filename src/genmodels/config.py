@@ -1,14 +1,5 @@
-"""Typed, validated run configurations, loaded from YAML.
-
-A run config has four sections: ``model`` (the model's own config dataclass, from its
-:class:`~genmodels.models.ModelSpec`), ``training`` (optimisation), ``data`` (file, split) and ``sampling``
-(how many samples to draw and evaluate). Each section is a frozen pydantic dataclass that validates
-itself when built (:func:`genmodels.models.base.settings`); :class:`RunConfig` adds the rules that span
-sections. The YAML files in ``configs/`` use the specification's keys; every other key has a default here.
-Built from a file or from options, an invalid config raises one :class:`ConfigError` listing every
-unknown key (with the closest valid one) and every invalid value (key, file, value, what is expected).
-This module does not import torch.
-"""
+"""Typed, validated run configs (sections ``model``, ``training``, ``data``, ``sampling``), loaded from YAML;
+an invalid config raises one :class:`ConfigError` listing every unknown key and invalid value."""
 
 from __future__ import annotations
 
@@ -61,16 +52,8 @@ PathText = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v
 
 @settings
 class DataConfig:
-    """Where the data come from and how the held-out split is made.
-
-    Attributes:
-        path: CSV file, one point per row (a header line is optional).
-        test_fraction: share of rows held out for evaluation, in [0, 1).
-        split_seed: seed of the held-out split (independent of the training seed).
-        drop_invalid: drop rows with empty or non-numeric cells instead of failing.
-        condition: a categorical column to condition on (the model learns p(x | label) and its other
-            columns are x); None: unconditional.
-    """
+    """The CSV file (one point per row) and its held-out split; ``drop_invalid`` drops rows with bad cells;
+    ``condition``: a categorical column to condition on (p(x | label); the other columns are x)."""
 
     path: PathText = Field("689_data.csv", min_length=1)
     test_fraction: Float = Field(0.1, ge=0, lt=1)
@@ -81,21 +64,9 @@ class DataConfig:
 
 @settings
 class SamplingConfig:
-    """How many samples the run draws for its figure and metrics.
-
-    Attributes:
-        n_samples: samples drawn for the results figure and the written sample file.
-        n_eval: points on each side of the two-sample tests (0 = the size of the held-out split).
-        sampling_steps, eta, ddim_spacing: the sampler's options (``ModelSpec.sample_options``), for
-            DDPM: reverse steps (0 = all; fewer: the strided DDIM sampler), its noise scale (1 =
-            ancestral-like, 0 = deterministic) and timestep spacing (``"quadratic"``: dense near the data).
-        chunk_size: points taken through all reverse steps at once (bounds memory).
-        precision: ``"float32"``, or ``"bfloat16"`` for the networks' matrix products (autocast).
-        compile: ``torch.compile`` the DDPM network: ``"on"``, ``"off"`` or ``"auto"``
-            (:func:`genmodels.train.acceleration.worth_compiling`); ``true``/``false`` mean on/off.
-        guidance_scale: a conditional DDPM's classifier-free guidance w (1: plain conditional, 0:
-            unconditional, above 1: sharper classes).
-    """
+    """The samples a run draws; ``n_eval`` 0: the held-out split's size; ``sampling_steps`` 0: all;
+    ``chunk_size``: points taken through all reverse steps at once; ``guidance_scale``: a conditional
+    DDPM's classifier-free guidance w (1: plain conditional, 0: unconditional)."""
 
     n_samples: Int = Field(20000, ge=1)
     n_eval: Int = Field(0, ge=0)
@@ -110,25 +81,8 @@ class SamplingConfig:
 
 @settings
 class TrainingConfig:
-    """Optimisation settings shared by every model.
-
-    Attributes:
-        epochs: passes over the training split.
-        batch_size: points per optimisation step (the last batch of an epoch may be smaller).
-        learning_rate: Adam's initial learning rate.
-        lr_decay: factor applied to the learning rate once per epoch (exponential decay).
-        seed: seed of initialisation, batching and sampling.
-        grad_clip: clip the global gradient norm to this value (0 disables clipping).
-        weight_decay: decoupled weight decay (AdamW); 0 gives plain Adam.
-        ema_decay: decay of the exponential moving average of the weights used for evaluation
-            and sampling (0 disables the average).
-        eval_every: compute held-out metrics every this many epochs (and at the last one).
-        checkpoint_every: write a resumable checkpoint every this many epochs (0 = only at the end).
-        precision: ``"float32"``, or ``"bfloat16"``: the networks' matrix products in bfloat16
-            (autocast); weights, optimizer, log-determinants and held-out metrics stay float32.
-        compile: ``torch.compile`` the training loss: ``"on"``, ``"off"`` or ``"auto"``
-            (:func:`genmodels.train.acceleration.worth_compiling_training`); ``true``/``false`` mean on/off.
-    """
+    """Optimisation settings shared by every model; ``lr_decay``: learning-rate factor per epoch;
+    ``grad_clip``, ``weight_decay`` (AdamW), ``ema_decay``, ``checkpoint_every``: 0 disables."""
 
     epochs: Int = Field(500, ge=1)
     batch_size: Int = Field(2048, ge=1)
@@ -146,13 +100,7 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything one training run needs; stored in its checkpoint. Each section checked itself when
-    it was built; building a RunConfig checks the sections' types and the rules that span them.
-
-    Raises:
-        TypeError: a section is not its config dataclass.
-        ConfigError: an unknown model type, or ``sampling.sampling_steps`` above ``model.diffusion_steps``.
-    """
+    """Everything one training run needs (stored in its checkpoint); checks the rules spanning sections."""
 
     model_type: str
     model: Any
@@ -165,9 +113,7 @@ class RunConfig:
             raise ConfigError(
                 f"unknown model type {self.model_type!r}; expected one of {', '.join(MODEL_TYPES)}"
             )
-        for name, cls in zip(
-            _SECTIONS, (get_spec(self.model_type).config_class, *_SECTION_CLASSES), strict=True
-        ):
+        for name, cls in _section_classes(self.model_type).items():
             check_config_type(getattr(self, name), cls)
         steps = getattr(self.model, "diffusion_steps", None)
         if steps is not None and self.sampling.sampling_steps > steps:
@@ -184,8 +130,7 @@ class RunConfig:
 
 _SECTIONS = ("model", "training", "data", "sampling")
 _SECTION_CLASSES = (TrainingConfig, DataConfig, SamplingConfig)
-# The specification writes the learning rate as ``learning_rate`` in YAML and ``--lr`` on the command line;
-# ``training.lr`` is accepted as another name for it.
+# ``training.lr`` is another name for ``training.learning_rate`` (``--lr`` on the command line).
 _ALIASES: dict[str, dict[str, str]] = {"training": {"lr": "learning_rate"}}
 
 
@@ -205,36 +150,27 @@ def _shown(value: object, limit: int = 80) -> str:
     )
 
 
+def _section_classes(model_type: str) -> dict[str, type]:
+    return dict(zip(_SECTIONS, (get_spec(model_type).config_class, *_SECTION_CLASSES), strict=True))
+
+
 def _keys(section: str, model_type: str) -> list[str]:
-    cls = (
-        get_spec(model_type).config_class
-        if section == "model"
-        else _SECTION_CLASSES[_SECTIONS.index(section) - 1]
-    )
-    return [f.name for f in dataclasses.fields(cls)]
+    return [f.name for f in dataclasses.fields(_section_classes(model_type)[section])]
 
 
 def _unknown(section: str, key: str, model_type: str) -> str:
     """``unknown key 'section.key'`` with where it belongs, or the closest valid key, or all of them."""
     valid = _keys(section, model_type) + list(_ALIASES.get(section, {}))
     home = [other for other in _SECTIONS if other != section and key in _keys(other, model_type)]
+    if home:
+        return f"unknown key '{section}.{key}' (it belongs in '{home[0]}.{key}')"
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = (
-        f"it belongs in '{home[0]}.{key}'"
-        if home
-        else f"did you mean '{match[0]}'?"
-        if match
-        else f"valid keys: {', '.join(valid)}"
-    )
+    hint = f"did you mean '{match[0]}'?" if match else f"valid keys: {', '.join(valid)}"
     return f"unknown key '{section}.{key}' ({hint})"
 
 
-_SIGNS = {
-    "greater than or equal to": ">=",
-    "less than or equal to": "<=",
-    "greater than": ">",
-    "less than": "<",
-}
+_SIGNS = {"greater than or equal to": ">=", "less than or equal to": "<="}
+_SIGNS |= {"greater than": ">", "less than": "<"}
 
 
 def _problem(section: str, error: Mapping[str, Any], model_type: str) -> str:
@@ -246,11 +182,9 @@ def _problem(section: str, error: Mapping[str, Any], model_type: str) -> str:
     for words, sign in _SIGNS.items():
         message = message.replace(words, sign)
     got = f"(got {_shown(error['input'])})"
-    return (
-        f"{section}.{key} {message} {got}"
-        if message.startswith("must")
-        else f"{section}.{key} {got}: {message}"
-    )
+    if message.startswith("must"):
+        return f"{section}.{key} {message} {got}"
+    return f"{section}.{key} {got}: {message}"
 
 
 def _other_type_hint(model: Mapping[str, Any], model_type: str) -> str:
@@ -265,16 +199,12 @@ def _other_type_hint(model: Mapping[str, Any], model_type: str) -> str:
 
 def _sections(raw: Any, model_type: str, source: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """``raw``'s sections as dicts (aliases resolved) and the unknown sections."""
-    if raw is None:
-        raw = {}
+    raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
-        hint = (
-            "; is it a data file? The data go to --data, a YAML config to --config"
-            if isinstance(raw, str)
-            else ""
-        )
+        hint = "; is it a data file? The data go to --data, a YAML config to --config"
         raise ConfigError(
-            f"{source}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {_shown(raw)}{hint}"
+            f"{source}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {_shown(raw)}"
+            f"{hint if isinstance(raw, str) else ''}"
         )
     raw = dict(raw)
     declared = raw.pop("model_type", model_type)
@@ -312,13 +242,8 @@ def _build(raw: Any, model_type: str, source: str, options: Mapping[str, str]) -
         except ValidationError as error:
             problems += [_problem(name, e, model_type) for e in error.errors(include_url=False)]
     try:
-        if problems:
-            hint = (
-                _other_type_hint(sections.get("model", {}), model_type)
-                if "unknown key" in str(problems)
-                else ""
-            )
-            raise ConfigError("; ".join(problems) + hint)
+        if problems:  # the hint needs a model key unknown to model_type
+            raise ConfigError("; ".join(problems) + _other_type_hint(sections.get("model", {}), model_type))
         return dataclasses.replace(config, **built)
     except ConfigError as error:
         message = f"invalid config {source}: {error}"
@@ -328,13 +253,8 @@ def _build(raw: Any, model_type: str, source: str, options: Mapping[str, str]) -
 
 
 def config_from_dict(raw: Mapping[str, Any], model_type: str, *, source: str = "<config>") -> RunConfig:
-    """Build a :class:`RunConfig` from a nested mapping (a parsed YAML file, a checkpoint's stored
-    :func:`config_to_dict`); keys it does not set keep their defaults.
-
-    Raises:
-        ConfigError: naming ``source`` and every unknown key (with the closest valid one) and every
-            invalid value (key, value, what was expected).
-    """
+    """Build a :class:`RunConfig` from a nested mapping (parsed YAML, :func:`config_to_dict`); keys it
+    does not set keep their defaults. Raises ConfigError naming ``source``, every unknown key and bad value."""
     return _build(raw, model_type, source, {})
 
 
@@ -349,21 +269,15 @@ def _yaml_error_message(path: str | os.PathLike[str], error: yaml.YAMLError) -> 
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML would
-    keep the last value silently), and that ``1e-3`` is a number (YAML 1.2; YAML 1.1 needs a dot)."""
+    """PyYAML's safe loader that refuses a key given twice and reads ``1e-3`` as a number (YAML 1.2)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            problem = (
-                "keys must be plain names"
-                if not isinstance(key, (str, int, float, bool)) and key is not None
-                else f"key {key!r} is given twice"
-                if key in seen
-                else None
-            )
-            if problem:
+            plain = isinstance(key, (str, int, float, bool)) or key is None
+            if not plain or key in seen:
+                problem = f"key {key!r} is given twice" if plain else "keys must be plain names"
                 raise yaml.constructor.ConstructorError(
                     "while reading a mapping", node.start_mark, problem, key_node.start_mark
                 )
@@ -377,11 +291,7 @@ _Loader.add_implicit_resolver(
 
 
 def _read_yaml(path: str | os.PathLike[str]) -> Any:
-    """The parsed content of the YAML file ``path``.
-
-    Raises:
-        ConfigError: the file is missing, a directory, not UTF-8 text or not YAML.
-    """
+    """The parsed content of the YAML file ``path``; a ConfigError where it cannot be read."""
     try:
         with open(path, encoding="utf-8") as handle:
             return yaml.load(handle, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
@@ -401,13 +311,8 @@ def load_config(path: str | os.PathLike[str], model_type: str) -> RunConfig:
 
 
 def yaml_settings(path: str | os.PathLike[str], model_type: str) -> dict[str, Any]:
-    """The settings a YAML config file writes, as dotted ``section.key`` overrides (for
-    :func:`with_overrides`), so that a file can be laid over another config (a resumed run's) instead of
-    over the defaults.
-
-    Raises:
-        ConfigError: the file is not a valid ``model_type`` config (see :func:`load_config`).
-    """
+    """The settings a valid YAML config file writes, as dotted ``section.key`` overrides (for
+    :func:`with_overrides`: a file laid over a resumed run's config)."""
     raw = _read_yaml(path)
     config_from_dict(raw, model_type, source=str(path))  # every check, with its messages
     return {
@@ -425,13 +330,7 @@ def with_overrides(
     source: str = "command line",
     options: Mapping[str, str] | None = None,
 ) -> RunConfig:
-    """Return ``config`` with dotted ``section.key`` overrides applied (None values are skipped).
-
-    ``options`` names where a key's value came from (``{"sampling.eta": "--eta"}``), for the errors.
-
-    Raises:
-        ConfigError: as :func:`config_from_dict`, or an override not written ``section.key``.
-    """
+    """``config`` with dotted ``section.key`` overrides (None skipped); ``options``: ``{"sampling.eta": "--eta"}``."""
     raw = config_to_dict(config)
     for dotted, value in overrides.items():
         if value is None:

@@ -28,8 +28,7 @@ __all__ = [
 
 def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
     """What stops a file from being written at ``path``: ``path`` itself where it is a folder, else the
-    nearest of its parent folders that exists as something other than a folder (a file, a broken
-    link); None where nothing does."""
+    nearest parent that exists as something other than a folder (a file, a broken link); or None."""
     target = Path(path)
     if target.is_dir():
         return target
@@ -40,12 +39,8 @@ def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
 
 
 def folder_problem(folder: str | os.PathLike[str]) -> str | None:
-    """Why files cannot be written into ``folder``, or None where they can.
-
-    Tried, not guessed from permission bits (which root passes, and which miss read-only file systems
-    and pseudo file systems such as /proc): the missing folders are created and a temporary file is
-    written in ``folder``; everything the probe made is removed again.
-    """
+    """Why files cannot be written into ``folder``, or None where they can: tried (missing folders made,
+    a temporary file written, all removed again), not guessed from permission bits."""
     target = Path(folder)
     missing = []
     while not (target.exists() or target.is_symlink()) and target != target.parent:
@@ -67,22 +62,19 @@ def folder_problem(folder: str | os.PathLike[str]) -> str | None:
     return None
 
 
-# Names of this process's standard output and error: opened anew, they would truncate a file that the
-# stream appends to (``>> file``), so they are written through the open stream instead.
+# Names of standard output and error: written through the open stream, so that ``>> file`` appends.
 _STREAM_NAMES = {"/dev/stdout": 1, "/dev/fd/1": 1, "/proc/self/fd/1": 1}
 _STREAM_NAMES |= {"/dev/stderr": 2, "/dev/fd/2": 2, "/proc/self/fd/2": 2}
 
 
 def stream_descriptor(path: str | os.PathLike[str]) -> int | None:
-    """1 or 2 where ``path`` names this process's standard output or error (``/dev/stdout``,
-    ``/dev/fd/2``, ...); None otherwise."""
+    """1 or 2 where ``path`` names this process's standard output or error (``/dev/stdout``); else None."""
     return _STREAM_NAMES.get(os.path.abspath(path))
 
 
 def is_special_path(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is written into rather than replaced: a device, pipe or socket (after links),
-    or a name under /dev or /proc, whose links (/dev/stdout -> /proc/self/fd/1 -> a redirected file)
-    stand for a stream that may be appended to."""
+    """Whether ``path`` is written into rather than replaced: a device, pipe or socket (after links), or
+    a name under /dev or /proc (/dev/stdout may link to a redirected file that is appended to)."""
     if os.path.abspath(path).startswith(("/dev/", "/proc/")):
         return True
     try:
@@ -95,18 +87,7 @@ def is_special_path(path: str | os.PathLike[str]) -> bool:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``, on error delete it.
-
-    The caller writes the whole file to the yielded path (by any library). The rename is atomic on POSIX
-    and Windows file systems, so readers see either the previous file or the complete new one.
-    Parent directories are created. A symbolic link is written through: the file it points to is
-    replaced and the link kept. A name of standard output or error (:func:`stream_descriptor`) is
-    written through the open stream once the file is complete, so ``>> file`` appends. Where
-    :func:`is_special_path` holds otherwise (a device or pipe), ``path`` itself is yielded and written
-    directly.
-
-    Raises:
-        OSError: ``path`` is a loop of symbolic links (or cannot be written).
-    """
+    A link is written through (and kept), a stream or device (:func:`is_special_path`) written into."""
     target = Path(path)
     descriptor = stream_descriptor(target)
     if descriptor is not None:

@@ -225,10 +225,6 @@ class Standardize(nn.Module):
         return z * self.std + self.mean, log_det
 
 
-# The settings of a run (a model's ``model:`` section, the other sections in genmodels.config) are
-# pydantic dataclasses: frozen, validated when built (dataclasses.replace too), unknown keys refused.
-
-
 def _number(value: object) -> object:
     if isinstance(value, (bool, str)):  # pydantic would read true as 1 and "64" as 64
         raise ValueError(f"must be a number, not {'true or false' if isinstance(value, bool) else 'text'}")
@@ -240,16 +236,14 @@ Float = Annotated[float, BeforeValidator(_number)]
 
 
 def settings(cls: type) -> type:
-    """``cls`` as a frozen pydantic dataclass that refuses unknown keys and non-finite numbers; building
-    one with an invalid value raises ``pydantic.ValidationError`` (a ValueError) naming the key."""
+    """``cls`` as a frozen pydantic dataclass refusing unknown keys and non-finite numbers (ValidationError)."""
     return pydantic.dataclasses.dataclass(
         frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
     )(cls)
 
 
 def check_config_type(config: object, expected: type) -> None:
-    """Raise TypeError unless ``config`` is an ``expected`` config dataclass; for a dict, say how to
-    build one from it (``expected(**values)``)."""
+    """Raise TypeError unless ``config`` is an ``expected`` config dataclass."""
     if not isinstance(config, expected):
         hint = f" (build one with {expected.__name__}(**values))" if isinstance(config, dict) else ""
         raise TypeError(f"config must be a {expected.__name__}, got {type(config).__name__}{hint}")

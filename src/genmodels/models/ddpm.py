@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal
@@ -558,6 +559,13 @@ class DDPM(nn.Module):
         if eta_value is None or not 0.0 <= eta_value <= 1.0:
             raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
         full = steps is None or whole == self.diffusion_steps
+        if full and (eta_value != 1.0 or spacing != "quadratic"):
+            warnings.warn(
+                f"eta={eta_value:g}, spacing={spacing!r}: these set the strided DDIM sampler, but all "
+                f"{self.diffusion_steps} steps run the ancestral sampler, which they do not change; pass "
+                f"steps below {self.diffusion_steps} to use it",
+                stacklevel=2,
+            )
         timesteps = ddim_timesteps(self.diffusion_steps, self.diffusion_steps if full else whole, spacing)
         device, dtype, bound = self.schedule.beta2.device, self.standardize.mean.dtype, self.sample_x0_bound()
         x = torch.randn(n, self.dim, generator=generator, device=device, dtype=dtype)
