@@ -1,6 +1,4 @@
-"""Arrays for the figures of a trained model (numpy out, nothing drawn; :mod:`genmodels.plots.figures`
-draws them): a flow's log-density on a grid, latent and warped grid lines; a diffusion model's recorded
-reverse process, forward process and denoising field."""
+"""Arrays (numpy out, nothing drawn) for the figures of a trained flow or diffusion model."""
 
 from __future__ import annotations
 
@@ -37,8 +35,7 @@ def latent(flow: nn.Module, x: np.ndarray) -> np.ndarray:
 def grid_lines(
     box: tuple[float, float, float, float], *, n_lines: int = 15, n_points: int = 160
 ) -> np.ndarray:
-    """Lines of a regular grid over ``box = (x0, x1, y0, y1)``: ``(2 * n_lines, n_points, 2)``, the
-    first ``n_lines`` vertical (constant x), the rest horizontal."""
+    """Grid lines over ``box = (x0, x1, y0, y1)``: ``(2 * n_lines, n_points, 2)``, vertical ones first."""
     if n_lines < 2 or n_points < 2:
         raise ValueError("n_lines and n_points must be at least 2")
     x0, x1, y0, y1 = box
@@ -51,8 +48,7 @@ def grid_lines(
 
 @dataclass
 class WarpedGrid:
-    """A grid and some points pushed through a flow: per stage a title ("data space x", "after 2
-    couplings", ..., "latent z"), the grid lines ``(n_lines, n_points, 2)`` and the points ``(N, 2)``."""
+    """Per stage of a flow: a title, the grid lines ``(n_lines, n_points, 2)`` and the points ``(N, 2)``."""
 
     titles: list[str]
     lines: list[np.ndarray]
@@ -60,13 +56,11 @@ class WarpedGrid:
 
 
 def _coupling_stages(n_bijections: int, kinds: Sequence[str], n_panels: int) -> list[int]:
-    """Indices (into the trajectory, -1 = the input) of the stages to show: the input, roughly
-    geometrically spaced couplings, and the last bijection (the latent)."""
+    """Stages to show (-1 = the input): the input, after 1, 2, 4, ... couplings, the last bijection."""
     couplings = [i for i, kind in enumerate(kinds) if kind == "AffineCoupling"]
     if not couplings:
         return [-1, n_bijections - 1]
     want = max(n_panels - 1, 1)
-    # 1, 2, 4, ... couplings, then always the last: early layers bend the most visibly.
     counts = sorted({min(2**k, len(couplings)) for k in range(want)} | {len(couplings)})
     while len(counts) > want:
         counts.pop(-2)
@@ -83,24 +77,18 @@ def warped_grid(
     n_lines: int = 15,
     n_points: int = 160,
 ) -> WarpedGrid:
-    """The lines of a regular grid over ``box`` (and ``points``) of a 2-D flow's data space at the input,
-    after 1, 2, 4, ... couplings and at the latent, ``n_panels`` stages in all."""
+    """A regular grid over ``box`` (and ``points``) of a 2-D flow at ``n_panels`` stages."""
     if getattr(flow, "dim", 2) != 2:
         raise ValueError("warped_grid needs a 2-D flow")
     lines = grid_lines(box, n_lines=n_lines, n_points=n_points)
-    shape = lines.shape
-    flat = lines.reshape(-1, 2)
-    n_grid = len(flat)
+    n_grid = lines.shape[0] * lines.shape[1]
     pts = np.zeros((0, 2)) if points is None else np.asarray(points, dtype=float)[:, :2]
-    x = _tensor(flow, np.concatenate([flat, pts]))
-    stages = [x.double().cpu().numpy()]
-    kinds = []
-    for bijection, y in zip(flow._bijections(), flow.trajectory(x), strict=True):
-        kinds.append(type(bijection).__name__)
-        stages.append(y.double().cpu().numpy())
+    x = _tensor(flow, np.concatenate([lines.reshape(-1, 2), pts]))
+    stages = [y.double().cpu().numpy() for y in [x, *flow.trajectory(x)]]
+    kinds = [type(bijection).__name__ for bijection in flow._bijections()]
     chosen = _coupling_stages(len(kinds), kinds, n_panels)
     n_couplings_before = np.cumsum([k == "AffineCoupling" for k in kinds])
-    titles, out_lines, out_points = [], [], []
+    titles = []
     for index in chosen:
         if index == -1:
             titles.append("data space x")
@@ -109,16 +97,13 @@ def warped_grid(
         else:
             count = int(n_couplings_before[index])
             titles.append(f"after {count} coupling{'s' if count != 1 else ''}")
-        values = stages[index + 1]
-        out_lines.append(values[:n_grid].reshape(shape))
-        out_points.append(values[n_grid:])
-    return WarpedGrid(titles, out_lines, out_points)
+    picked = [stages[index + 1] for index in chosen]
+    return WarpedGrid(titles, [v[:n_grid].reshape(lines.shape) for v in picked], [v[n_grid:] for v in picked])
 
 
 @dataclass
 class ReverseRecording:
-    """The reverse process of the first ``n_keep`` points of a sampling run, filled by
-    :func:`record_reverse_process`; :meth:`trajectory` gives it in data units."""
+    """The reverse process of the first ``n_keep`` points of a sampling run (standardised units)."""
 
     n_keep: int
     timesteps: list[int] = field(default_factory=list)
@@ -130,10 +115,7 @@ class ReverseRecording:
         return len(self.timesteps)
 
     def trajectory(self, final: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(timesteps (T + 1,), states (T + 1, n, D))`` in data units, from x_L down to x_0.
-
-        ``final`` holds the sampling run's output (its first rows are x_0 of the recorded points).
-        """
+        """``(timesteps (T + 1,), states (T + 1, n, D))`` in data units, x_L down to ``final``."""
         if not self.states:
             raise ValueError("nothing was recorded (was the model sampled inside record_reverse_process?)")
         n = min(len(self.states[0]), len(final))
@@ -145,24 +127,19 @@ class ReverseRecording:
 
 @contextlib.contextmanager
 def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording]:
-    """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside,
-    by a hook on the sampler's steps (``register_reverse_step_hook``), at no extra network pass; only
-    the first chunk of a chunked run. Pass the sampler's output (x_0) to :meth:`ReverseRecording.trajectory`.
-    """
-    recording = ReverseRecording(n_keep=int(n_keep))
+    """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside."""
     std_module = getattr(model, "standardize", None)
     register = getattr(model, "register_reverse_step_hook", None)
     if register is None or std_module is None:
         raise ValueError("record_reverse_process needs a DDPM (a model with reverse steps and .standardize)")
-    recording.mean = std_module.mean.detach().cpu()
-    recording.std = std_module.std.detach().cpu()
-    seen: set[int] = set()
+    recording = ReverseRecording(
+        int(n_keep), mean=std_module.mean.detach().cpu(), std=std_module.std.detach().cpu()
+    )
 
     def hook(x: torch.Tensor, timestep: torch.Tensor) -> None:
         step = int(timestep.reshape(-1)[0])
-        if step in seen:
+        if step in recording.timesteps:
             return
-        seen.add(step)
         recording.timesteps.append(step)
         recording.states.append(x[: recording.n_keep].detach().float().cpu().clone())
 
@@ -176,22 +153,15 @@ def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[Rev
 @contextlib.contextmanager
 def reverse_recording(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording | None]:
     """:func:`record_reverse_process` for a model with reverse steps; None for any other model."""
-    if not hasattr(model, "register_reverse_step_hook"):
-        yield None
-        return
-    with record_reverse_process(model, n_keep) as recording:
+    hooks = hasattr(model, "register_reverse_step_hook")
+    with record_reverse_process(model, n_keep) if hooks else contextlib.nullcontext() as recording:
         yield recording
 
 
 def closest_indices(timesteps: np.ndarray, targets: Sequence[float]) -> list[int]:
     """Index into ``timesteps`` of the entry nearest each target timestep (duplicates dropped)."""
     ts = np.asarray(timesteps, dtype=float)
-    out: list[int] = []
-    for target in targets:
-        index = int(np.argmin(np.abs(ts - target)))
-        if index not in out:
-            out.append(index)
-    return out
+    return list(dict.fromkeys(int(np.argmin(np.abs(ts - target))) for target in targets))
 
 
 @torch.no_grad()
@@ -211,19 +181,12 @@ def forward_process(
 def noise_level_timesteps(model: nn.Module, levels: Sequence[float] = (0.7, 0.4, 0.2, 0.08)) -> list[int]:
     """Timesteps whose noise std sqrt(1 - ᾱ_i²) (standardised units) is nearest each level."""
     sigma = model.schedule.sigma_bar.detach().cpu().double().numpy()
-    steps: list[int] = []
-    for level in levels:
-        i = int(np.argmin(np.abs(sigma[1:] - level))) + 1
-        if i not in steps:
-            steps.append(i)
-    return steps
+    return list(dict.fromkeys(int(np.argmin(np.abs(sigma[1:] - level))) + 1 for level in levels))
 
 
 @dataclass
 class VectorField:
-    """The learned denoising displacement at grid ``points (G, 2)`` (data units) at some timesteps, with
-    their noise std σ̄_i (standardised units): per timestep ``(G, 2)`` vectors ``σ̄_i² ∇ log p_i(x) =
-    -σ̄_i ε_θ(x, i)`` in data units, where Tweedie's formula moves x_i towards ᾱ_i E[x_0 | x_i]."""
+    """Per timestep, ``(G, 2)`` vectors ``σ̄_i² ∇ log p_i(x) = -σ̄_i ε_θ(x, i)`` (data units)."""
 
     points: np.ndarray
     timesteps: list[int]

@@ -1,11 +1,4 @@
-"""Figures of points, densities and training histories: numpy arrays in, image files out.
-
-The package's only matplotlib user: :class:`~matplotlib.figure.Figure` directly (no pyplot), written
-atomically (:func:`genmodels.fileio.atomic_path`) as ``fmt`` ("png", "svg", "pdf"; the suffix of
-``path`` replaced, the path written returned) at :data:`DPI`, untrimmed (``figsize * DPI`` pixels).
-Scatters draw the first two columns in limits from the 0.1-99.9 % quantiles, equal aspect, Okabe-Ito
-colours, markers shrinking with N.
-"""
+"""Figures of points, densities and training histories: numpy arrays in, ``figsize * DPI``-pixel files out."""
 
 from __future__ import annotations
 
@@ -46,7 +39,6 @@ _LOSS_TOKENS = ("loss", "nll", "mse", "kl", "elbo", "bpd")
 
 
 def _finite_rows(data: np.ndarray) -> np.ndarray:
-    """Rows of a 2-D array whose entries are all finite."""
     return data[np.all(np.isfinite(data), axis=1)]
 
 
@@ -65,8 +57,7 @@ def _interval(values: np.ndarray, q: float = _QUANTILE, pad: float = _PAD) -> tu
 
 
 def _box(xy: np.ndarray, *, aspect: float | None = 1.0) -> Box:
-    """Padded quantile box ``(x0, x1, y0, y1)`` of 2-D points; with ``aspect`` (height / width) the
-    shorter side is widened about its centre to that ratio."""
+    """Padded quantile box ``(x0, x1, y0, y1)``, the shorter side widened to ``aspect`` (height / width)."""
     x0, x1 = _interval(xy[:, 0])
     y0, y1 = _interval(xy[:, 1])
     if aspect is not None:
@@ -78,7 +69,6 @@ def _box(xy: np.ndarray, *, aspect: float | None = 1.0) -> Box:
 
 
 def _marker(n: int) -> tuple[float, float]:
-    """Marker area (points^2) and alpha for a scatter of ``n`` points in a ~4 inch panel."""
     n = max(int(n), 1)
     return float(np.clip(2500.0 / n, 0.35, 25.0)), float(np.clip(math.sqrt(3000.0 / n), 0.35, 0.9))
 
@@ -88,16 +78,9 @@ def _color(i: int) -> str:
 
 
 def _scatter(
-    ax: Axes,
-    xy: np.ndarray,
-    color: str,
-    *,
-    box: Box | None = None,
-    n_for_style: int | None = None,
-    scale: float = 1.0,
+    ax: Axes, xy: np.ndarray, color: str, *, box: Box | None = None, n_style: int = 0, scale: float = 1.0
 ) -> None:
-    """Scatter 2-D points with N-dependent size and alpha, equal aspect and ``box`` limits."""
-    size, alpha = _marker(len(xy) if n_for_style is None else n_for_style)
+    size, alpha = _marker(n_style or len(xy))
     ax.scatter(
         xy[:, 0], xy[:, 1], s=size * scale, alpha=alpha, color=color, linewidths=0, marker="o",
         rasterized=len(xy) > _RASTERIZE_ABOVE,
@@ -121,25 +104,22 @@ def _note_outside(ax: Axes, xy: np.ndarray, box: Box) -> None:
 
 
 def _frame(ax: Axes, box: Box) -> None:
-    """Apply limits, equal aspect and the light common look to a scatter or image axes."""
-    ax.set_xlim(box[0], box[1])
-    ax.set_ylim(box[2], box[3])
-    ax.set_aspect("equal", adjustable="box")
+    ax.set(xlim=(box[0], box[1]), ylim=(box[2], box[3]), aspect="equal", adjustable="box", axisbelow=True)
     ax.tick_params(labelsize=8)
     ax.grid(True, linewidth=0.4, alpha=0.3)
-    ax.set_axisbelow(True)
 
 
-def _label(ax: Axes, title: str, names: Sequence[str] | None = None, fontsize: float = 11) -> None:
-    """Title an axes and, with ``names``, label its x and y axes by the first two."""
+def _label(
+    ax: Axes, title: str, names: Sequence[str] | None = None, fontsize: float = 11, ticks: float | None = None
+) -> None:
     ax.set_title(title, fontsize=fontsize)
     if names is not None:
-        ax.set_xlabel(names[0])
-        ax.set_ylabel(names[1])
+        ax.set(xlabel=names[0], ylabel=names[1])
+    if ticks is not None:
+        ax.tick_params(labelsize=ticks)
 
 
 def _points(data: np.ndarray, name: str) -> np.ndarray:
-    """Validate an (N, D >= 2) array of points and return it as float64."""
     arr = np.asarray(data, dtype=float)
     if arr.ndim != 2 or arr.shape[1] < 2:
         raise ValueError(f"{name} must be a 2-D array (N, D) with D >= 2, got shape {arr.shape}")
@@ -158,7 +138,6 @@ def _column_names(columns: Sequence[str] | None, d: int) -> list[str]:
 def _panel_names(
     panel_columns: Sequence[Sequence[str] | None] | None, n: int, names: list[str]
 ) -> list[list[str]]:
-    """Each panel's axis names: its own from ``panel_columns``, else ``names``."""
     if panel_columns is None:
         return [names] * n
     if len(panel_columns) != n:
@@ -175,7 +154,6 @@ def subsample(data: np.ndarray, max_points: int | None, seed: int = 0) -> np.nda
 
 
 def _save(fig: Figure, path: PathLike, fmt: str) -> Path:
-    """Write ``fig`` atomically as ``fmt`` to ``path`` with its suffix replaced; return the path written."""
     if fmt not in _FORMATS:
         raise ValueError(f"fmt must be one of {_FORMATS}, got {fmt!r}")
     target = Path(path).with_suffix("." + fmt)
@@ -185,7 +163,6 @@ def _save(fig: Figure, path: PathLike, fmt: str) -> Path:
 
 
 def _new_figure(width: float, height: float, suptitle: str | None = None, fontsize: float = 12) -> Figure:
-    """A constrained-layout figure whose size in inches is a whole number of pixels at :data:`DPI`."""
     width, height = round(width * DPI) / DPI, round(height * DPI) / DPI
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     fig.get_layout_engine().set(w_pad=0.06, h_pad=0.06)
@@ -197,16 +174,14 @@ def _new_figure(width: float, height: float, suptitle: str | None = None, fontsi
 def _row(
     k: int, width: float, height: float, suptitle: str | None, fontsize: float = 12
 ) -> tuple[Figure, list[Axes]]:
-    """A figure of one row of ``k`` axes, each ``width`` inches wide."""
     fig = _new_figure(width * k, height, suptitle, fontsize)
     return fig, list(fig.subplots(1, k, squeeze=False)[0])
 
 
-def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[np.ndarray]:
-    """The finite rows of the first two columns of each ``(title, points (N, D >= 2))``."""
+def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[tuple[str, np.ndarray]]:
     if len(items) == 0:
         raise ValueError(f"needs at least one {what}")
-    return [_finite_rows(_points(data, f"{what} {title!r}")[:, :2]) for title, data in items]
+    return [(title, _finite_rows(_points(data, f"{what} {title!r}")[:, :2])) for title, data in items]
 
 
 def _scatter_row(
@@ -219,35 +194,23 @@ def _scatter_row(
     small: bool = False,
 ) -> None:
     """Scatter panels (``small``: one colour, marker style of the largest, strip-sized markers)."""
-    n_style = max(len(xy) for _, xy in panels) if small else None
+    n_style = max(len(xy) for _, xy in panels) if small else 0
     for i, (ax, (title, xy), box, own) in enumerate(zip(axes, panels, boxes, names, strict=True)):
-        _scatter(
-            ax,
-            xy,
-            _color(0 if small else i),
-            box=box,
-            n_for_style=n_style,
-            scale=_STRIP_SCALE if small else 1.0,
-        )
-        _label(ax, title, own, fontsize)
-        if small:
-            ax.tick_params(labelsize=7)
+        scale = _STRIP_SCALE if small else 1.0
+        _scatter(ax, xy, _color(0 if small else i), box=box, n_style=n_style, scale=scale)
+        _label(ax, title, own, fontsize, ticks=7 if small else None)
 
 
 def _panel_boxes(
     projected: list[np.ndarray], reference: np.ndarray | None, share_reference: Sequence[bool] | None
 ) -> tuple[list[Box], float]:
-    """Each panel's limits (the reference's where it shares them, else its own) and their aspect."""
     x0, x1, y0, y1 = _box(reference if reference is not None else projected[0], aspect=None)
     aspect = float(np.clip((y1 - y0) / (x1 - x0), _MIN_ASPECT, _MAX_ASPECT))
     flags = [False] * len(projected) if share_reference is None else [bool(f) for f in share_reference]
-    if len(flags) != len(projected):
-        raise ValueError(f"share_reference has {len(flags)} flags for {len(projected)} panels")
     if any(flags) and reference is None:
         raise ValueError("share_reference asks for reference limits but no reference was given")
-    return [
-        _box(reference if f else xy, aspect=aspect) for f, xy in zip(flags, projected, strict=True)
-    ], aspect
+    boxes = [_box(reference if f else xy, aspect=aspect) for f, xy in zip(flags, projected, strict=True)]
+    return boxes, aspect
 
 
 def plot_panels(
@@ -261,12 +224,7 @@ def plot_panels(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """One row of scatter panels ``(title, points (N_i, D >= 2))``, e.g. data | latent | samples.
-
-    ``reference (M, D)`` (the real data) sets the panels' shape and the limits of the panels that
-    ``share_reference`` flags (those in data space; the others get their own). ``columns`` names
-    the D columns (default "x1", "x2", ...), ``panel_columns`` a panel's own (a latent z₁, z₂) or None.
-    """
+    """A row of scatter panels ``(title, points (N_i, D >= 2))``, limits shared with ``reference (M, D)``."""
     projected = _projected(panels, "panel")
     d = {_points(data, "panel").shape[1] for _, data in panels}
     if len(d) > 1:
@@ -274,16 +232,14 @@ def plot_panels(
     d = d.pop()
     names = _column_names(columns, d)
     ref = None if reference is None else _finite_rows(_points(reference, "reference")[:, :2])
-    boxes, aspect = _panel_boxes(projected, ref, share_reference)
+    boxes, aspect = _panel_boxes([xy for _, xy in projected], ref, share_reference)
     heading = [suptitle] if suptitle else []
     if d > 2:
         heading.append(f"showing columns ({names[0]}, {names[1]}) of {d}")
-    # Height: the data area (panel width less tick labels, times the aspect) plus title and labels.
     height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading)
     height += 0.22 * max(str(title).count("\n") for title, _ in panels)  # multi-line panel titles
     fig, axes = _row(len(panels), _PANEL_INCHES, height, "\n".join(heading))
-    titled = [(title, xy) for (title, _), xy in zip(panels, projected, strict=True)]
-    _scatter_row(axes, titled, boxes, _panel_names(panel_columns, len(panels), names))
+    _scatter_row(axes, projected, boxes, _panel_names(panel_columns, len(panels), names))
     return _save(fig, path, fmt)
 
 
@@ -297,9 +253,7 @@ def plot_pairs(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Pair-plot grid of real ``(N, D)`` vs generated ``(M, D)`` points: scatters of every pair of columns
-    below the diagonal (``max_points`` real, as many generated under them), histograms on it, the legend
-    above; each column's limits from the quantiles of ``real``."""
+    """Pair-plot grid of real ``(N, D)`` vs generated ``(M, D)``: scatters and histograms."""
     real = _finite_rows(_points(real, "real"))
     gen = _finite_rows(_points(generated, "generated"))
     d = real.shape[1]
@@ -322,15 +276,11 @@ def plot_pairs(
                 _pair_histograms(ax, (real[:, j], gen[:, j]), limits[j])
             else:
                 _pair_scatter(ax, (real_s[:, [j, i]], gen_s[:, [j, i]]), limits[j], limits[i])
-            ax.tick_params(labelsize=7)
+            ax.tick_params(labelsize=7, labelbottom=i == d - 1, labelleft=i == j or (j == 0 and i > 0))
             if i == d - 1:
                 ax.set_xlabel(names[j])
-            else:
-                ax.tick_params(labelbottom=False)
             if j == 0 and i > 0:
                 ax.set_ylabel(names[i])
-            elif i != j:
-                ax.tick_params(labelleft=False)
     handles, _ = axes[0, 0].get_legend_handles_labels()
     labels = [f"{lab} (n={len(x):,})" for lab, x in (("real", real), ("generated", gen))]
     fig.legend(handles, labels, loc="upper right", frameon=False, fontsize=10)
@@ -338,19 +288,16 @@ def plot_pairs(
 
 
 def _pair_histograms(ax: Axes, columns: tuple[np.ndarray, np.ndarray], limits: tuple[float, float]) -> None:
-    """Step histograms (densities over all points, also those out of view) of one column, real and generated."""
     edges = np.linspace(*limits, 41)
     for i, (values, label) in enumerate(zip(columns, ("real", "generated"), strict=True)):
         weights = np.full(len(values), 1.0 / (max(len(values), 1) * (edges[1] - edges[0])))
         ax.hist(
             values, bins=edges, weights=weights, histtype="step", color=_color(i), linewidth=1.4, label=label
         )
-    ax.set_xlim(*limits)
-    ax.set_yticks([])
+    ax.set(xlim=limits, yticks=[])
 
 
 def _pair_scatter(ax: Axes, pairs: tuple[np.ndarray, np.ndarray], xlim: tuple, ylim: tuple) -> None:
-    """Generated points under the real ones (as many of each), so neither cloud hides the other."""
     size, alpha = _marker(max(len(pairs[0]), len(pairs[1])))
     for i in (1, 0):
         xy = pairs[i]
@@ -358,10 +305,8 @@ def _pair_scatter(ax: Axes, pairs: tuple[np.ndarray, np.ndarray], xlim: tuple, y
             xy[:, 0], xy[:, 1], s=size, alpha=alpha * 0.75, color=_color(i), linewidths=0,
             label=("real", "generated")[i], rasterized=len(xy) > _RASTERIZE_ABOVE,
         )  # fmt: skip
-    ax.set_xlim(*xlim)
-    ax.set_ylim(*ylim)
+    ax.set(xlim=xlim, ylim=ylim, axisbelow=True)
     ax.grid(True, linewidth=0.4, alpha=0.3)
-    ax.set_axisbelow(True)
 
 
 def plot_strip(
@@ -371,19 +316,15 @@ def plot_strip(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A strip of small scatter panels ``(title, points (N_i, D >= 2))``, e.g. reverse-diffusion
-    snapshots x_L ... x_0: each in its own limits, all in one colour and marker style."""
+    """A strip of small scatter panels ``(title, points (N_i, D >= 2))``, each in its own limits."""
     projected = _projected(snapshots, "snapshot")
     fig, axes = _row(len(snapshots), _STRIP_INCHES, _STRIP_INCHES + (0.35 if suptitle else 0.0), suptitle)
-    titled = [(title, xy) for (title, _), xy in zip(snapshots, projected, strict=True)]
-    _scatter_row(axes, titled, [None] * len(titled), [None] * len(titled), fontsize=10, small=True)
+    _scatter_row(axes, projected, [None] * len(projected), [None] * len(projected), fontsize=10, small=True)
     return _save(fig, path, fmt)
 
 
 def grid_for(points: np.ndarray, *, resolution: int = 200) -> tuple[np.ndarray, Box]:
-    """``(grid (R * R, 2), extent)``: cell centres of an ``R = resolution`` grid over the padded, squared
-    quantile box of ``points``, x fastest, so ``values.reshape(R, R)`` is an image for :func:`plot_density`
-    with row 0 at the bottom and ``extent = (x0, x1, y0, y1)`` its outer edges."""
+    """``(grid (R * R, 2), extent)``: cell centres over ``points``' box, x fastest (row 0 at the bottom)."""
     if resolution < 2:
         raise ValueError(f"resolution must be at least 2, got {resolution}")
     x0, x1, y0, y1 = _box(_finite_rows(_points(points, "points")[:, :2]))
@@ -394,7 +335,6 @@ def grid_for(points: np.ndarray, *, resolution: int = 200) -> tuple[np.ndarray, 
 
 
 def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur (zero padding) of a 2-D array, with numpy only."""
     radius = max(1, int(math.ceil(3.0 * sigma)))
     t = np.arange(-radius, radius + 1, dtype=float)
     kernel = np.exp(-0.5 * (t / sigma) ** 2)
@@ -415,8 +355,7 @@ def _mass_levels(density: np.ndarray, fractions: Sequence[float]) -> list[float]
 
 
 def _log_density_image(fig: Figure, ax: Axes, log_density: np.ndarray, extent: Box, *, small: bool) -> None:
-    """Heatmap of ``log p (H, W)`` (row 0 at the bottom; -inf, NaN in the lowest colour) with a colour
-    bar from max(5 % quantile, maximum - 20 nats) to the maximum."""
+    """Heatmap of ``log p (H, W)`` in nats, colours from max(5 % quantile, maximum - 20) to the maximum."""
     logp = np.asarray(log_density, dtype=float)
     if logp.ndim != 2 or min(logp.shape) < 2:
         raise ValueError(f"log_density must be a 2-D (H, W) array, got shape {logp.shape}")
@@ -468,8 +407,7 @@ def plot_density(
     columns: Sequence[str] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Heatmap of ``log_density (H, W)`` in nats on :func:`grid_for`'s grid with outer edges ``extent``,
-    with the data ``points``' 50 % / 90 % contours where given; ``columns`` name the axes."""
+    """Heatmap of ``log_density (H, W)`` in nats over ``extent``, with ``points``' 50 % / 90 % contours."""
     x0, x1, y0, y1 = (float(v) for v in extent)
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"extent must be (x0, x1, y0, y1) with x0 < x1 and y0 < y1, got {extent}")
@@ -478,10 +416,8 @@ def plot_density(
     _log_density_image(fig, ax, log_density, (x0, x1, y0, y1), small=False)
     if points is not None:
         _data_contours(ax, points, (x0, x1, y0, y1))
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
-    _label(ax, title, _column_names(columns, 2))
-    ax.tick_params(labelsize=8)
+    ax.set(xlim=(x0, x1), ylim=(y0, y1))
+    _label(ax, title, _column_names(columns, 2), ticks=8)
     return _save(fig, path, fmt)
 
 
@@ -491,7 +427,6 @@ def pretty_label(key: str) -> str:
 
 
 def _history_x(history: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, str]:
-    """The x values of a history (its "epoch", else 1, 2, ...) and their axis label."""
     lengths = {k: len(v) for k, v in history.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"history series differ in length: {lengths}")
@@ -503,8 +438,7 @@ def _history_x(history: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, str]
 def _draw_curves(
     ax: Axes, x: np.ndarray, series: Mapping[str, Sequence[float]], *, log_y: bool, color_offset: int = 0
 ) -> None:
-    """Each series against ``x`` at its finite points (markers where sparse); a log y-axis where asked
-    and every value is positive."""
+    """Each series at its finite points; a log y-axis where asked and every value is positive."""
     drawn: list[np.ndarray] = []
     for i, (key, values) in enumerate(series.items()):
         y = np.asarray(values, dtype=float)
@@ -522,7 +456,6 @@ def _draw_curves(
         return
     if log_y and all((v > 0).all() for v in drawn):
         ax.set_yscale("log")
-        # Plain numbers in one style ("0.5", "2", "1000", "1e5") instead of mathtext powers, also on minor ticks.
         ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
         ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
     else:  # small values (a learning rate near 1e-3) as "9.5" under a "×10⁻⁴", not "0.00095"
@@ -548,8 +481,6 @@ def _plain_number(value: float) -> str:
 
 
 class _PlainLogFormatter(LogFormatter):
-    """matplotlib's LogFormatter (its choice of labelled minor ticks) with :func:`_plain_number` labels."""
-
     def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
         return _plain_number(x)
 
@@ -563,15 +494,12 @@ def plot_loss(
     log_y: bool = False,
     fmt: str = "png",
 ) -> Path:
-    """Every series of ``history`` but "epoch" against the epoch (else 1, 2, ...); non-finite values
-    skipped, sparse series marked; ``log_y`` only where every value is positive."""
+    """Every series of ``history`` but "epoch" against the epoch (else 1, 2, ...)."""
     x, x_label = _history_x(history)
     fig = _new_figure(6.4, 4.2)
     ax = fig.subplots()
     _draw_curves(ax, x, {k: v for k, v in history.items() if k != "epoch"}, log_y=log_y)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel(ylabel)
-    # wrapped to the axes' width (about 64 characters at this size), so a long title is not cut off
+    ax.set(xlabel=x_label, ylabel=ylabel)
     ax.set_title(textwrap.fill(title, width=64), fontsize=11)
     return _save(fig, path, fmt)
 
@@ -581,7 +509,6 @@ def _is_loss_key(key: str) -> bool:
 
 
 def _spans_decade(series: Mapping[str, Sequence[float]]) -> bool:
-    """Whether the finite, positive values of ``series`` span at least a factor of 10."""
     values = np.concatenate([np.asarray(v, dtype=float).ravel() for v in series.values()] or [np.zeros(0)])
     values = values[np.isfinite(values) & (values > 0)]
     return values.size > 0 and float(values.max()) >= 10.0 * float(values.min())
@@ -595,9 +522,7 @@ def plot_training_diagnostics(
     titles: Mapping[str, str] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Panels per epoch: losses (keys with a part loss, nll, mse, kl, elbo or bpd), the ``heldout`` keys
-    (own panel), "lr" and "grad_norm" (log y across a decade); ``titles`` renames the panels "loss",
-    "held-out", "learning rate", "gradient norm"."""
+    """Panels per epoch: losses, the ``heldout`` keys, "lr" and "grad_norm"; ``titles`` renames panels."""
     x, x_label = _history_x(history)
     apart = [k for k in heldout if k in history]
     losses = {k: v for k, v in history.items() if k != "epoch" and k not in apart and _is_loss_key(k)}
@@ -611,9 +536,7 @@ def plot_training_diagnostics(
     axes = fig.subplots(1, len(panels))
     for i, (ax, (name, series, log_y)) in enumerate(zip(axes, panels, strict=True)):
         if series:
-            _draw_curves(
-                ax, x, series, log_y=log_y and _spans_decade(series), color_offset=0 if i == 0 else i + 1
-            )
+            _draw_curves(ax, x, series, log_y=log_y and _spans_decade(series), color_offset=i + 1 if i else 0)
             if name in ("learning rate", "gradient norm") and ax.get_legend() is not None:
                 ax.get_legend().remove()
         else:
@@ -634,8 +557,7 @@ _VECTOR_CMAP = "plasma"  # dark to bright and perceptually uniform; readable on 
 def _draw_coloured(
     ax: Axes, xy: np.ndarray, labels: np.ndarray, categories: Sequence[str] | None, *, scale: float = 1.0
 ) -> None:
-    """Scatter ``xy`` coloured by integer ``labels`` (names in ``categories``, -1 drawn grey) or,
-    without ``categories``, by float ``labels`` in [0, 1] on a sequential colour map."""
+    """Scatter coloured by class ``labels`` (``categories``, -1 grey), else by floats in [0, 1]."""
     size, alpha = _marker(len(xy))
     if categories is None:
         ax.scatter(
@@ -643,10 +565,8 @@ def _draw_coloured(
             s=size * scale, alpha=alpha, linewidths=0, rasterized=len(xy) > _RASTERIZE_ABOVE,
         )  # fmt: skip
         return
-    groups = [(-1, "background", _OTHER_COLOR)] + [
-        (k, str(name), _color(k)) for k, name in enumerate(categories)
-    ]
-    for k, name, color in groups:
+    groups = {-1: ("background", _OTHER_COLOR)} | {k: (str(n), _color(k)) for k, n in enumerate(categories)}
+    for k, (name, color) in groups.items():
         mask = labels == k
         if mask.any():
             ax.scatter(
@@ -667,7 +587,6 @@ def _check_labels(labels: np.ndarray, n: int, categories: Sequence[str] | None) 
 
 
 def _normal_rings(ax: Axes, legend: bool) -> None:
-    """The 1, 2 and 3 sigma circles of N(0, I), dashed (with a legend on a white box where asked)."""
     theta = np.linspace(0.0, 2.0 * math.pi, 200)
     for r in (1.0, 2.0, 3.0):
         ax.plot(r * np.cos(theta), r * np.sin(theta), color="0.35", linewidth=0.7, linestyle="--")
@@ -688,11 +607,7 @@ def plot_coloured_panels(
     panel_columns: Sequence[Sequence[str] | None] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """One row of scatter panels of the same N points (``(title, points (N, D >= 2))`` each), e.g. data
-    x and its latent z = f(x), coloured by ``labels (N,)``: integer classes named by ``categories``
-    (a legend; -1 grey) or floats in [0, 1] on a sequential map. ``normal_rings``: per panel, whether
-    to draw N(0, I)'s 1, 2, 3 sigma circles; ``colour_note`` (under the title) says what colour means.
-    """
+    """A row of scatter panels ``(title, points (N, D >= 2))`` of one N points coloured by ``labels (N,)``."""
     arrays = [_points(data, f"panel {title!r}") for title, data in panels] or _projected(panels, "panel")
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
@@ -702,19 +617,16 @@ def plot_coloured_panels(
     finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in arrays], axis=0)  # a point in all or none
     values = _check_labels(labels, n, categories)[finite]
     rings = [False] * len(panels) if normal_rings is None else [bool(r) for r in normal_rings]
-    if len(rings) != len(panels):
-        raise ValueError(f"normal_rings has {len(rings)} flags for {len(panels)} panels")
     heading = [h for h in (suptitle, colour_note) if h]
-    fig, axes = _row(
-        len(panels), _PANEL_INCHES, _PANEL_INCHES + 0.05 + 0.3 * len(heading), "\n".join(heading)
-    )
-    for i, (ax, (title, _), xy) in enumerate(zip(axes, panels, arrays, strict=True)):
+    height = _PANEL_INCHES + 0.05 + 0.3 * len(heading)
+    fig, axes = _row(len(panels), _PANEL_INCHES, height, "\n".join(heading))
+    for i, (ax, (title, _), xy, ring) in enumerate(zip(axes, panels, arrays, rings, strict=True)):
         xy = xy[finite]
         _draw_coloured(ax, xy, values, categories)
         if categories is not None and i == 0:
             size = _marker(len(xy))[0]
             ax.legend(fontsize=8, markerscale=max(1.0, 6.0 / math.sqrt(size)), frameon=False, loc="best")
-        if rings[i]:
+        if ring:
             _normal_rings(ax, legend=categories is None)  # on a white box, so the circles miss the text
         _frame(ax, _box(xy))
         _label(ax, title, names[i])
@@ -730,10 +642,7 @@ def plot_warped_grid(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A row of grid lines (and points) after successive maps, e.g. flow layers: ``(title, lines (L, P, 2),
-    points (N, 2))`` per stage, the first half of the lines in one colour, the rest in another, the points
-    coloured as in :func:`plot_coloured_panels` (no ``labels``: grey). Limits: the first stage's grid, then
-    where the points go."""
+    """A row of ``(title, lines (L, P, 2), points (N, 2))`` stages of grid lines pushed through a map."""
     legend = categories is not None and labels is not None
     size = _STRIP_INCHES * 1.15
     fig, axes = _row(len(stages), size, size + 0.2 + 0.3 * legend + (0.35 if suptitle else 0.0), suptitle)
@@ -743,10 +652,8 @@ def plot_warped_grid(
             raise ValueError(f"lines of stage {title!r} must have shape (L, P, 2), got {lines.shape}")
         pts = np.asarray(points, dtype=float).reshape(-1, 2)
         vertices = _finite_rows(lines.reshape(-1, 2))
-        if i == 0 or len(pts) < 10:
-            box = _box(vertices if len(vertices) else pts, aspect=1.0)
-        else:
-            box = _box(_finite_rows(pts), aspect=1.0)
+        fit = (vertices if len(vertices) else pts) if i == 0 or len(pts) < 10 else _finite_rows(pts)
+        box = _box(fit, aspect=1.0)
         for j, line in enumerate(lines):
             color = PALETTE[0] if j < len(lines) // 2 else PALETTE[1]
             ax.plot(line[:, 0], line[:, 1], color=color, linewidth=0.6, alpha=0.55, zorder=1)
@@ -757,8 +664,7 @@ def plot_warped_grid(
                 ax, pts, _check_labels(labels, len(pts), categories), categories, scale=_STRIP_SCALE
             )
         _frame(ax, box)
-        _label(ax, title, fontsize=10)
-        ax.tick_params(labelsize=7)
+        _label(ax, title, fontsize=10, ticks=7)
     if legend:
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=9, frameon=False,
@@ -767,7 +673,6 @@ def plot_warped_grid(
 
 
 def _arrows(ax: Axes, pts: np.ndarray, vec: np.ndarray, length: float) -> object | None:
-    """Arrows of one ``length`` along ``vec`` at ``pts``, coloured by length / the longest (None: all zero)."""
     norm = np.linalg.norm(vec, axis=1)
     ok = np.isfinite(norm) & (norm > 0)
     longest = float(norm[ok].max()) if ok.any() else 0.0
@@ -791,8 +696,7 @@ def plot_vector_fields(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A row of quiver panels, ``(title, vectors (G, 2))`` on the grid ``points (G, 2)``, over faint
-    ``background`` points: arrows 0.8 grid spacings long, coloured by length / the panel's longest."""
+    """A row of quiver panels ``(title, vectors (G, 2))`` at ``points (G, 2)`` over ``background`` points."""
     pts = _points(points, "points")[:, :2]
     box = _box(_finite_rows(pts), aspect=None)
     spacing = max(box[1] - box[0], box[3] - box[2]) / max(math.sqrt(len(pts)) - 1.0, 1.0)
@@ -812,8 +716,7 @@ def plot_vector_fields(
         drawn = _arrows(ax, pts, vec, 0.8 * spacing)
         arrows = drawn if drawn is not None else arrows
         _frame(ax, box)
-        _label(ax, title, fontsize=10)
-        ax.tick_params(labelsize=7)
+        _label(ax, title, fontsize=10, ticks=7)
     if arrows is not None:
         bar = fig.colorbar(arrows, ax=list(axes), shrink=0.85, pad=0.01, aspect=25)
         bar.set_label("length / longest in panel", fontsize=8)
@@ -828,16 +731,13 @@ def plot_animation(
     reference: np.ndarray | None = None,
     suptitle: str | None = None,
 ) -> Path:
-    """A looping GIF (8 frames/s, the last held 8 more; 4.4 inches at 100 dpi) of ``(title, points (N, D >= 2))``
-    frames in limits holding the first and last frames and the ``reference`` points."""
+    """A looping GIF of ``(title, points (N, D >= 2))`` frames, 8 frames/s, the last held 8 more."""
     from matplotlib.animation import PillowWriter
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    arrays = _projected(frames, "frame")
+    arrays = [xy for _, xy in _projected(frames, "frame")]
     parts = [arrays[0], arrays[-1]] + ([] if reference is None else [_points(reference, "reference")[:, :2]])
     size, alpha = _marker(max(len(a) for a in arrays))
     fig = Figure(figsize=(4.4, 4.4), dpi=_GIF_DPI, layout="constrained")
-    FigureCanvasAgg(fig)
     ax = fig.subplots()
     scatter = ax.scatter(arrays[0][:, 0], arrays[0][:, 1], s=size, alpha=alpha, color=_color(0), linewidths=0)
     _frame(ax, _box(_finite_rows(np.concatenate(parts))))
@@ -846,15 +746,13 @@ def plot_animation(
         fig.suptitle(suptitle, fontsize=11)
     target = Path(path).with_suffix(".gif")
     writer = PillowWriter(fps=8.0)
-    with atomic_path(target) as tmp:
-        writer.setup(fig, str(tmp), dpi=_GIF_DPI)
+    with atomic_path(target) as tmp, writer.saving(fig, str(tmp), dpi=_GIF_DPI):
         for (name, _), xy in zip(frames, arrays, strict=True):
             scatter.set_offsets(xy)
             title.set_text(name)
             writer.grab_frame()
         for _ in range(8):
             writer.grab_frame()
-        writer.finish()
     return target
 
 
@@ -868,23 +766,19 @@ def plot_compare(
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """Scatter panels ``(title, points (N, >= 2))`` in the limits of ``reference`` (else the first panel)
-    above log-density heatmaps ``(title, log_density (H, W), extent)`` (as :func:`plot_density`)."""
-    arrays = _projected(panels, "scatter panel")
-    box = _box(arrays[0] if reference is None else _finite_rows(_points(reference, "reference")[:, :2]))
+    """Scatter panels ``(title, points (N, >= 2))`` above heatmaps ``(title, log_density (H, W), extent)``."""
+    projected = _projected(panels, "scatter panel")
+    box = _box(projected[0][1] if reference is None else _finite_rows(_points(reference, "reference")[:, :2]))
     names = _column_names(None if columns is None else list(columns)[:2], 2)
     n_cols, n_rows = max(len(panels), len(densities)), 2 if densities else 1
-    fig = _new_figure(
-        _PANEL_INCHES * n_cols, (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0), suptitle
-    )
+    height = (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0)
+    fig = _new_figure(_PANEL_INCHES * n_cols, height, suptitle)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    k = len(arrays)
-    titled = [(title, xy) for (title, _), xy in zip(panels, arrays, strict=True)]
-    _scatter_row(axes[0][:k], titled, [box] * k, [names] * k, fontsize=10)
+    k = len(projected)
+    _scatter_row(axes[0][:k], projected, [box] * k, [names] * k, fontsize=10)
     for i, (title, log_density, extent) in enumerate(densities):
         _log_density_image(fig, axes[1][i], log_density, extent, small=True)
-        _label(axes[1][i], title, names, fontsize=10)
-        axes[1][i].tick_params(labelsize=8)
+        _label(axes[1][i], title, names, fontsize=10, ticks=8)
     for ax in [*axes[0][k:], *(axes[1][len(densities) :] if densities else [])]:
         ax.set_axis_off()
     return _save(fig, path, fmt)

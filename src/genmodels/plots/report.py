@@ -1,18 +1,4 @@
-"""The figures and the results page of a run.
-
-:func:`write_figures` draws every figure of one trained model (the training run and ``genmodels plot``
-both call it) and :func:`write_index` writes ``OUTPUT_DIR/index.html``: a static page, viewable
-offline, with every figure of the run directory, the metrics of ``metrics/*.json`` and the effective
-configs of ``configs/*.yaml``.
-
-Figures under ``OUTPUT_DIR/figures/`` (``<model>_<name>.<fmt>``; the animation is always a GIF): for
-every model ``results`` (data | the model's intermediate space | samples), ``loss``, ``diagnostics``
-and for D > 2 ``pairs``; then the kinds of its spec's ``figures`` (:data:`FIGURES`): ``latent``,
-``warped_grid`` and ``density`` (RealNVP), ``reverse_process`` (``reverse`` and ``reverse.gif``),
-``forward_process`` (``forward``) and ``vector_fields`` (``vector_field``) (DDPM).
-
-:class:`TensorBoardLog` mirrors the training history to TensorBoard (optional dependency).
-"""
+"""A run's figures (``figures/<model>_<name>.<fmt>``), results page ``index.html``, compare, TensorBoard."""
 
 from __future__ import annotations
 
@@ -41,10 +27,6 @@ from genmodels.plots import figures as P
 
 log = logging.getLogger(__name__)
 
-# Keys of write_figures's result in the order the results page shows them.
-FIGURE_ORDER = ("results", "density", "warped_grid", "latent", "reverse", "reverse_gif", "forward", "vector_field",
-                "pairs", "diagnostics", "loss")  # fmt: skip
-
 _CAPTIONS = {
     "results": "Data, the model's intermediate space, and generated samples.",
     "density": "The model's log-density log p(x) with the data's 50 % / 90 % highest-density contours.",
@@ -59,6 +41,7 @@ _CAPTIONS = {
     "diagnostics": "Training diagnostics: loss, held-out NLL, learning rate and gradient norm per epoch.",
     "loss": "Training loss per epoch.",
 }
+FIGURE_ORDER = tuple(_CAPTIONS)  # the results page's order of write_figures's keys
 _SHOW_POINTS = 20000
 _TRAJECTORY_POINTS = 2000
 _GIF_FRAMES = 30
@@ -66,15 +49,13 @@ _STRIP_NOISE_LEVELS = (0.95, 0.8, 0.6, 0.4, 0.2)  # sqrt(1 - ᾱ_i²) between x_
 _DENSITY_RESOLUTION = 200
 _FIELD_RESOLUTION = 25
 _MIN_GLYPH_SHARE = 0.5
-_HEADLINE_NAMES = {"test_nll": "test NLL", "test_nll_bound": "NLL bound"}
+_HEADLINE = {"test_nll": "test NLL {} nats", "test_nll_bound": "NLL bound {} nats", "c2st": "C2ST {}"}
 
 
 def glyph_colouring(
     points: np.ndarray, *, text: str | None, data_name: str | os.PathLike[str] | None = None
 ) -> tuple[np.ndarray, list[str] | None, str]:
-    """``(labels, categories, note)`` colouring points ``(N, 2)`` by the character of ``text`` each lies in
-    (:func:`genmodels.data.glyph_labels`; None: "689" for ``689_data.csv``) where half of them lie in one,
-    else (or for ``text=""``) by the quantile of the first coordinate (floats, ``categories`` None)."""
+    """``(labels, categories, note)`` colouring points ``(N, 2)`` by glyph of ``text``, else by x quantile."""
     pts = np.asarray(points, dtype=float)
     if text is None and data_name is not None and Path(data_name).name == "689_data.csv":
         text = "689"
@@ -99,15 +80,8 @@ def glyph_colouring(
 
 
 def _headline(metrics: Mapping[str, Any]) -> str:
-    """The numbers for figure titles: the held-out NLL (or its bound) and the C2ST, where known."""
-    parts = [
-        f"{name} {_fmt_number(metrics[key])} nats"
-        for key, name in _HEADLINE_NAMES.items()
-        if metrics.get(key) is not None
-    ]
-    if metrics.get("c2st") is not None:
-        parts.append(f"C2ST {_fmt_number(metrics['c2st'])}")
-    return ", ".join(parts)
+    known = [(text, metrics.get(key)) for key, text in _HEADLINE.items()]
+    return ", ".join(text.format(_fmt_number(value)) for text, value in known if value is not None)
 
 
 def _fmt_number(value: Any) -> str:
@@ -115,15 +89,12 @@ def _fmt_number(value: Any) -> str:
 
 
 def _latent_names(dim: int) -> list[str]:
-    """Axis names of the latent space: z₁, z₂, ... (as in z = f(x))."""
     subscripts = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
     return [f"z{str(i + 1).translate(subscripts)}" for i in range(dim)]
 
 
 @dataclass
 class _Run:
-    """What the figures of one trained model draw from: at most 20,000 real points and samples."""
-
     model: nn.Module
     spec: ModelSpec
     real: np.ndarray
@@ -148,7 +119,6 @@ class _Run:
         return self.fig_dir / f"{self.spec.name}_{key}.{self.fmt}"
 
     def two_d(self, what: str) -> bool:
-        """Whether the data are 2-D, as ``what`` needs; logs that it is skipped where not."""
         if self.dim != 2:
             log.info("the data are %d-D: %s skipped (2-D only)", self.dim, what)
         return self.dim == 2
@@ -173,13 +143,11 @@ def write_figures(
     index: bool = True,
     labels: tuple[Sequence[str], np.ndarray] | None = None,
 ) -> dict[str, Path]:
-    """Draw every figure of ``model`` (registered as ``model_type``) into ``out_dir/figures`` and, with
-    ``index``, rewrite ``out_dir/index.html``; returns ``{name: path}`` (:data:`FIGURE_ORDER`). ``real (N, D)``
-    and ``samples (M, D)`` in data units (20,000 of each at most); ``history`` None or empty: no loss figures;
-    ``metrics``: the titles' numbers; ``data_name``, ``text``: glyph colouring; ``reverse``: a recorded
-    ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn); ``seed``: subsampling and noise;
-    ``labels``: a conditional model's label names and the samples' label indices ``(M,)`` (the results
-    figure then gets one generated panel per label)."""
+    """Draw every figure of ``model`` (``real (N, D)``, ``samples (M, D)``) into ``out_dir/figures``.
+
+    ``reverse``: a recorded ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn);
+    ``labels``: a conditional model's label names and the samples' label indices ``(M,)`` (one generated
+    panel per label in the results figure)."""
     start = time.perf_counter()
     try:
         spec = get_spec(model_type)
@@ -202,7 +170,6 @@ def write_figures(
 
 
 def _scatter_figures(run: _Run) -> dict[str, Path]:
-    """The results figure, the pair plot for D > 2 and the figure kinds of the spec (2-D data and up)."""
     if run.dim < 2:
         log.info("the data are 1-D: scatter figures skipped")
         return {}
@@ -218,7 +185,6 @@ def _scatter_figures(run: _Run) -> dict[str, Path]:
 
 
 def _results_figure(run: _Run) -> Path:
-    """Data | the model's intermediate space (its first figure kind that has one) | samples."""
     middle = [_MIDDLE_PANELS[kind](run) for kind in run.spec.figures if kind in _MIDDLE_PANELS][:1]
     samples_title = f"Generated Samples\n{run.headline}" if run.headline else "Generated Samples"
     panels = [("Original Data", run.real, None, True), *middle, (samples_title, run.samples, None, True)]
@@ -300,7 +266,7 @@ def _warped_grid_figure(run: _Run) -> dict[str, Path]:
 
 
 def _strip_steps(model: nn.Module) -> list[int]:
-    """Timesteps of the snapshots, from L down to 0, at even steps in noise level rather than in i."""
+    """Timesteps of the snapshots, from L down to 0, at even steps in noise level."""
     levels = V.noise_level_timesteps(model, _STRIP_NOISE_LEVELS)
     return list(dict.fromkeys([int(model.diffusion_steps), *levels, 0]))
 
@@ -315,11 +281,9 @@ def _reverse_figures(run: _Run) -> dict[str, Path]:
         run.reverse = recording.trajectory(final.double().cpu().numpy())
     timesteps, states = run.reverse
     states = states[:, :_TRAJECTORY_POINTS]
+    snapshots = V.closest_indices(timesteps, _strip_steps(run.model))
     reverse = P.plot_strip(
-        [
-            (f"x_{int(timesteps[k])}", states[k])
-            for k in V.closest_indices(timesteps, _strip_steps(run.model))
-        ],
+        [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots],
         run.target("reverse"),
         suptitle=f"{run.spec.title}{run.where}: reverse process, from noise (i = {steps}) to samples (i = 0)",
         fmt=run.fmt,
@@ -370,7 +334,6 @@ _MIDDLE_PANELS: dict[str, Callable[[_Run], tuple[str, np.ndarray, list[str], boo
     "latent": _latent_panel,
     "forward_process": _diffused_panel,
 }
-"""The intermediate space of the results figure, by the figure kind that shows it."""
 
 FIGURES: dict[str, Callable[[_Run], dict[str, Path]]] = {
     "latent": _latent_figure,
@@ -380,12 +343,10 @@ FIGURES: dict[str, Callable[[_Run], dict[str, Path]]] = {
     "forward_process": _forward_figure,
     "vector_fields": _vector_field_figure,
 }
-"""How each kind of figure a spec names (``ModelSpec.figures``) is drawn: ``{name: path}`` written."""
 
 
 def _history_figures(run: _Run, history: Mapping[str, Sequence[float]]) -> dict[str, Path]:
-    """The loss per epoch (the spec's ``loss_figure`` series and its held-out twin) and the diagnostics
-    (loss, other held-out metrics in a panel of their own, learning rate, gradient norm)."""
+    """The loss per epoch (the spec's ``loss_figure`` series and its held-out twin) and the diagnostics."""
     spec, style = run.spec, run.spec.loss_figure
     series = style.get("series", "train_loss")
     beside = "test_" + series.removeprefix("train_")
@@ -397,18 +358,15 @@ def _history_figures(run: _Run, history: Mapping[str, Sequence[float]]) -> dict[
     apart = [k for k in history if k.startswith("test_") and k != beside]
     extra = {k: history[k] for k in (*apart, "lr", "grad_norm") if k in history}
     held_out = ", ".join(P.pretty_label(k.removeprefix("test_")) for k in apart)
+    titles = {"loss": spec.loss_label, "held-out": f"held-out {held_out} [nats]"}
     written["diagnostics"] = P.plot_training_diagnostics(
-        loss | extra,
-        run.target("diagnostics"),
-        heldout=apart,
-        titles={"loss": spec.loss_label, "held-out": f"held-out {held_out} [nats]"},
-        fmt=run.fmt,
+        loss | extra, run.target("diagnostics"), heldout=apart, titles=titles, fmt=run.fmt
     )
     return written
 
 
 def default_plot_dir(checkpoint: str | os.PathLike[str]) -> Path:
-    """The run directory of a checkpoint: ``RUN/checkpoints/x.pt`` -> ``RUN``, else its folder."""
+    """``RUN/checkpoints/x.pt`` -> ``RUN``, else the checkpoint's folder."""
     path = Path(checkpoint).resolve()
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
@@ -424,9 +382,7 @@ def plot_checkpoint(
     seed: int = 0,
     device: str = "auto",
 ) -> dict[str, Path]:
-    """Every figure of a checkpoint's model and the results page (``genmodels plot``): ``n_samples`` fresh
-    samples (the run's sampling settings) against :func:`checkpoint_points`, titled by ``held_out_metrics``
-    and a C2ST."""
+    """Every figure of a checkpoint's model and the results page (``genmodels plot``)."""
     from genmodels.train.acceleration import resolve_device
     from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -436,11 +392,8 @@ def plot_checkpoint(
     payload = load_checkpoint(checkpoint, map_location=dev)
     model = model_from_checkpoint(payload, device=dev)
     real = checkpoint_points(payload, checkpoint, data)
-    data_name = (
-        str(data)
-        if data is not None
-        else (payload.get("data") or {}).get("path") or payload["config"].data.path
-    )
+    saved_data = (payload.get("data") or {}).get("path") or payload["config"].data.path
+    data_name = saved_data if data is None else str(data)
     sampling = payload["config"].sampling
     with V.reverse_recording(model, _TRAJECTORY_POINTS) as recording:
         samples = sample_model(
@@ -449,10 +402,8 @@ def plot_checkpoint(
         )  # fmt: skip
     reverse = recording.trajectory(samples) if recording is not None else None
     samples = finite_samples(samples)
-    with torch.no_grad():
-        metrics: dict[str, Any] = model.held_out_metrics(
-            torch.as_tensor(real[:20000], dtype=torch.float32, device=dev)
-        )
+    held_out = torch.as_tensor(real[:20000], dtype=torch.float32, device=dev)
+    metrics: dict[str, Any] = model.held_out_metrics(held_out)  # no_grad inside
     metrics["c2st"] = evaluate_samples(samples[:2000], real, None, seed=seed)["c2st"]
     return write_figures(
         model, payload["model_type"], real, samples, (payload.get("trainer") or {}).get("history") or {},
@@ -463,8 +414,7 @@ def plot_checkpoint(
 
 
 def run_checkpoints(run_dir: str | Path) -> list[tuple[str, Path]]:
-    """The final checkpoints of a training output directory, ``(model_type, path)`` per registered model
-    (``checkpoints/<model>.pt``, else ``checkpoints/<model>_last.pt``)."""
+    """``(model_type, path)`` of each final checkpoint (``<model>.pt``, else ``<model>_last.pt``) of a run."""
     found = []
     for name in model_names():
         paths = [Path(run_dir) / "checkpoints" / f"{name}{end}.pt" for end in ("", "_last")]
@@ -475,10 +425,7 @@ def run_checkpoints(run_dir: str | Path) -> list[tuple[str, Path]]:
 def compare_checkpoints(
     checkpoints: Sequence[tuple[str, str | Path]], output_dir: str | Path, **options: Any
 ) -> tuple[str, dict[str, Path]]:
-    """Evaluate every ``(label, checkpoint)`` (:func:`evaluate_checkpoint` with ``options``); write
-    ``compare.md``, ``compare.json`` and ``figures/compare.png`` (real data, each model's samples and, for
-    2-D data, its log-density by the spec's last likelihood on a 40² grid) under
-    ``output_dir``. Returns the Markdown table and the paths written."""
+    """Evaluate every ``(label, checkpoint)``; write and return the Markdown table, JSON and figure."""
     if not checkpoints:
         raise ConfigError("nothing to compare: no checkpoints given or found")
     out = Path(output_dir)
@@ -503,7 +450,7 @@ def compare_checkpoints(
 
 
 def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int = 40) -> Path:
-    """Real data and each model's first run's samples; for 2-D data also their log-densities."""
+    """Real data and each model's first run's samples; for 2-D data their log-densities (last likelihood)."""
     real = results[0].real
     panels: list[tuple[str, np.ndarray]] = [("Real data", real)]
     densities: list[tuple[str, np.ndarray, tuple[float, float, float, float]]] = []
@@ -514,24 +461,20 @@ def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int =
             continue
         spec = get_spec(name)
         shown.append(spec.title)
-        panels.append(
-            (f"{spec.title} samples (C2ST {ev.metrics['samples']['c2st_mlp']['value']:.3f})", ev.samples)
-        )
+        c2st = ev.metrics["samples"]["c2st_mlp"]["value"]
+        panels.append((f"{spec.title} samples (C2ST {c2st:.3f})", ev.samples))
         if real.shape[1] == 2 and ev.model is not None:
             grid, extent = P.grid_for(real, resolution=resolution)
             estimator, nll_of = list(spec.likelihoods.items())[-1]
             x = torch.as_tensor(grid, dtype=torch.float32, device=next(ev.model.buffers()).device)
             with torch.no_grad():
                 logp = -nll_of(ev.model, x, None).double().cpu().numpy()
-            how = _DENSITY_ESTIMATORS.get(estimator, estimator)
+            how = {"ode": "probability-flow ODE"}.get(estimator, estimator)
             densities.append((f"{spec.title} log p(x), {how}", logp.reshape(resolution, resolution), extent))
     return P.plot_compare(
         panels, densities, path, reference=real, columns=results[0].columns or None,
         suptitle=" vs ".join(shown) if len(shown) > 1 else f"{shown[0]} and the data",
     )  # fmt: skip
-
-
-_DENSITY_ESTIMATORS = {"ode": "probability-flow ODE"}
 
 
 _PAGE = """<!DOCTYPE html>
@@ -570,7 +513,6 @@ _IMAGE_SUFFIXES = (".png", ".svg", ".gif", ".jpg", ".jpeg", ".pdf")  # a PDF is 
 
 
 def _cell(value: Any) -> tuple[str, str]:
-    """A metric's text and its cell's class ("num" for numbers, right-aligned)."""
     if isinstance(value, float):
         return (f"{value:.6g}" if math.isfinite(value) else "n/a"), "num"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -581,7 +523,6 @@ def _cell(value: Any) -> tuple[str, str]:
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> str:
-    """The metrics as an HTML table; their ``"units"`` entry, where it is a mapping, becomes a column."""
     units = metrics.get("units") if isinstance(metrics.get("units"), Mapping) else {}
     e = html.escape
     rows = [
@@ -613,11 +554,8 @@ def _figure_key(model_type: str, path: Path) -> str:
 
 
 def _figure_html(model_type: str, path: Path) -> str:
-    key = _figure_key(model_type, path)
-    rel, name, caption = (
-        html.escape(s)
-        for s in (f"figures/{path.name}", path.name, _CAPTIONS.get(key, path.stem.replace("_", " ")))
-    )
+    caption = _CAPTIONS.get(_figure_key(model_type, path), path.stem.replace("_", " "))
+    rel, name, caption = (html.escape(s) for s in (f"figures/{path.name}", path.name, caption))
     if path.suffix.lower() == ".pdf":
         return f'<figure><a href="{rel}">{name}</a><figcaption>{caption}</figcaption></figure>'
     return (
@@ -627,9 +565,7 @@ def _figure_html(model_type: str, path: Path) -> str:
 
 
 def write_index(out_dir: str | os.PathLike[str]) -> Path:
-    """Write ``out_dir/index.html`` (offline: relative links only): one section per model with its
-    metrics (``metrics/*.json``), figures (``figures/``; those older than the metrics, left by an
-    earlier run into the folder, apart) and config (``configs/*.yaml``). Returns the path written."""
+    """Write ``out_dir/index.html`` (relative links only): per model its metrics, figures and config."""
     out = Path(out_dir)
     figures = [p for p in sorted((out / "figures").glob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES]
     models = [
@@ -650,15 +586,12 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
     title = html.escape(f"genmodels results: {out.resolve().name}")
     links = ", ".join(f'<a href="#{m}">{get_spec(m).title}</a>' for m in models) or "No results yet."
     written = html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))
-    write_text(
-        out / "index.html",
-        _PAGE.format(title=title, written=written, links=links, sections="\n".join(sections)),
-    )
+    page = _PAGE.format(title=title, written=written, links=links, sections="\n".join(sections))
+    write_text(out / "index.html", page)
     return out / "index.html"
 
 
 def _model_section(out: Path, name: str, figures: list[Path]) -> str:
-    """One model's part of the results page: metrics, links to its files, figures, config."""
     parts = [f'<h2 id="{name}">{get_spec(name).title}</h2>']
     metrics_file, config = out / "metrics" / f"{name}.json", out / "configs" / f"{name}.yaml"
     try:
@@ -678,7 +611,6 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
     ]
     if links:
         parts.append('<p class="muted">' + " · ".join(links) + "</p>")
-    # A run writes its metrics, then its figures: an older figure was left by an earlier run.
     written = metrics_file.stat().st_mtime_ns if metrics_file.is_file() else None
     rank = {key: i for i, key in enumerate(FIGURE_ORDER)}
     figures = sorted(
@@ -699,8 +631,7 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
 
 
 class TensorBoardLog:
-    """Logs the rows of a trainer's history not yet logged (:meth:`update`) to TensorBoard as scalars
-    against their epoch, NaNs skipped; ConfigError where the ``tensorboard`` package is missing."""
+    """Logs the rows of a trainer's history not yet logged to TensorBoard, NaNs skipped."""
 
     def __init__(self, log_dir: str | os.PathLike[str]) -> None:
         try:
@@ -740,7 +671,6 @@ class TensorBoardLog:
         return evaluate_and_log
 
     def close(self, history: Mapping[str, Sequence[float]] | None = None) -> None:
-        """Log what is left of ``history`` and close the writer."""
         if history is not None:
             self.update(history)
         self.writer.close()
