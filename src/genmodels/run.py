@@ -1,18 +1,8 @@
 """A whole training run, in five stages: prepare the data; build the model (or resume a run); fit it;
-sample and score it; write the outputs. Output layout under ``output_dir``::
-
-    checkpoints/<model>.pt        final checkpoint (written only when training completed)
-    checkpoints/<model>_last.pt   latest resumable checkpoint (periodic, and on Ctrl-C)
-    metrics/<model>.json          held-out metrics
-    metrics/<model>_history.csv   per-epoch training log
-    figures/<model>_results.png   the specification's three panels
-    figures/<model>_loss.png      loss curves
-    figures/<model>_*.png         the model's other figures (see genmodels.plots.report), index.html the page
-    samples/<model>.csv           generated samples in the data's units
-    configs/<model>.yaml          the effective config of the run
-
-Under torchrun every process trains (see :mod:`genmodels.train.distributed`) and draws a share of the
-samples; rank 0 alone evaluates, scores and writes.
+sample and score it; write the outputs (:data:`OUTPUTS` under ``output_dir``, the layout in
+docs/usage.md). ``checkpoints/<model>.pt`` is written only when training completed,
+``<model>_last.pt`` periodically and on Ctrl-C. Under torchrun every process trains and draws a share
+of the samples; rank 0 alone evaluates, scores and writes.
 """
 
 from __future__ import annotations
@@ -62,10 +52,8 @@ OUTPUTS = {
     "samples": "samples/{}.csv", "config": "configs/{}.yaml",
 }  # fmt: skip
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".gif")
-# Fewest training rows a run accepts after the split: as many as a data file must have.
 MIN_TRAINING_ROWS = 4
-# 32-bit floats round a column to steps of spacing(max |value|); a step above this share of the
-# column's spread is an error (the data would be visibly quantised), above the second a warning.
+# float32 rounding step of a column, as a share of its spread, above which it is an error / a warning
 FLOAT32_STEP_ERROR = 1e-1
 FLOAT32_STEP_WARNING = 1e-3
 
@@ -122,21 +110,9 @@ def run_training(
     fmt: str = "png",
     tensorboard: bool = False,
 ) -> RunResult:
-    """Train ``config``'s model on its data and write every output; see the module docstring.
-
-    Args:
-        config: the effective run config.
-        output_dir: directory for all outputs (created).
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        progress: show progress bars.
-        resume: a checkpoint to continue from, or ``"auto"`` for ``checkpoints/<model>_last.pt`` where
-            it exists (else a new run starts).
-        fmt: figure format, "png", "svg" or "pdf" (see :func:`genmodels.plots.report.write_figures`).
-        tensorboard: also log the training history to ``tensorboard/<model>`` (needs ``tensorboard``).
-
-    Raises:
-        DataError, ConfigError, CheckpointError, TrainingError: problems the user can fix.
-    """
+    """Train ``config``'s model and write every output; ``resume``: a checkpoint, or ``"auto"`` for
+    ``checkpoints/<model>_last.pt`` where it exists. Raises DataError, ConfigError, CheckpointError,
+    TrainingError."""
     out, name, main = Path(output_dir), config.model_type, distributed.is_main()
     paths = {key: out / pattern.format(name) for key, pattern in OUTPUTS.items()}
     if main:
@@ -158,13 +134,7 @@ def run_training(
 
 
 def _check_output_paths(out: Path, files: list[Path]) -> None:
-    """Before training, check that the output ``files`` can be written (no file where one of their
-    folders goes, no folder where a file goes, every folder creatable and writable), so that a run does
-    not train, replace part of an earlier run's outputs and only then fail.
-
-    Raises:
-        ConfigError: naming ``--output_dir`` and the path in the way.
-    """
+    """Before training, a ConfigError naming the path in the way of any output ``file``."""
     figures = out / "figures"
     if figures.is_dir():  # every figure of any format, not only the results and loss figures
         files = [*files, *(p for p in figures.iterdir() if p.suffix in FIGURE_SUFFIXES)]
@@ -182,16 +152,8 @@ def _check_output_paths(out: Path, files: list[Path]) -> None:
             raise ConfigError(f"--output_dir {out}: {problem}")
 
 
-# -- stage 1: the data ---------------------------------------------------------------------------------
-
-
 def _prepare_data(config: RunConfig, device: torch.device) -> _Data:
-    """Read the CSV and split it; check that float32 holds the training split's spread.
-
-    Raises:
-        DataError: an unreadable file, or a column float32 cannot standardise.
-        ConfigError: ``data.test_fraction`` leaves fewer than :data:`MIN_TRAINING_ROWS` for training.
-    """
+    """Read the CSV and split it; check that float32 holds the training split's spread."""
     settings = config.data
     dataset = load_csv(settings.path, drop_invalid=settings.drop_invalid, condition=settings.condition)
     n_rows = len(dataset.values)
@@ -223,12 +185,7 @@ def _prepare_data(config: RunConfig, device: torch.device) -> _Data:
 
 
 def _check_float32_range(values: np.ndarray, columns: tuple[str, ...], path: str) -> None:
-    """The models compute in float32: each column's spread must be representable there, and not lost
-    to rounding (a large offset with a small spread, e.g. 1e9 + N(0, 1), is constant in float32).
-
-    Raises:
-        DataError: a column outside float32's range, or rounded to steps of more than 10% of its spread.
-    """
+    """A DataError for a column whose spread float32 cannot hold or rounds away (e.g. 1e9 + N(0, 1))."""
     info = np.finfo(np.float32)
     for name, s, m in zip(columns, values.std(0), np.abs(values).max(0), strict=True):
         if s < 1e3 * info.tiny or m > info.max / 1e3:
@@ -247,14 +204,10 @@ def _check_float32_range(values: np.ndarray, columns: tuple[str, ...], path: str
             log.warning("%s; the models see it rounded", message)
 
 
-# -- stage 2: a new model, or the run to resume ------------------------------------------------------
-
-
 def _build_or_resume(
     config: RunConfig, data: _Data, last: Path, resume: str | None, progress: bool
 ) -> Trainer:
-    """The model, standardised on the training split, and its trainer: new, or restored from the
-    checkpoint ``resume`` names (``"auto"``: ``last`` where it exists, else a new run)."""
+    """The model, standardised on the training split, and its trainer: new, or resumed."""
     for concern in getattr(config.model, "concerns", list)():  # valid settings that deserve a warning
         log.warning("%s", concern)
     torch.manual_seed(config.training.seed)
@@ -267,17 +220,15 @@ def _build_or_resume(
         log.info("--resume auto: no %s run to resume in %s (no %s); starting a new one", config.model_type,
                  last.parent.parent, last)  # fmt: skip
         resume = None
-    if resume is None:
-        if distributed.is_main():
-            _set_aside_earlier_run(last, config.model_type)
-    else:
+    if resume is not None:
         _resume(trainer, last if resume == "auto" else Path(resume), config, data)
+    elif distributed.is_main():
+        _set_aside_earlier_run(last, config.model_type)
     return trainer
 
 
 def _set_aside_earlier_run(last: Path, name: str) -> None:
-    """A new run into the folder of an earlier one: say so, and keep that run's resumable checkpoint
-    as ``<model>_last.previous.pt`` (a run started into the wrong folder and stopped leaves it resumable)."""
+    """Keep an earlier run's resumable checkpoint as ``<model>_last.previous.pt``, and say so."""
     if not (last.with_name(f"{name}.pt").exists() or last.exists()):
         return
     kept = " (--resume auto would continue it instead)"
@@ -290,12 +241,7 @@ def _set_aside_earlier_run(last: Path, name: str) -> None:
 
 
 def _resume(trainer: Trainer, path: Path, config: RunConfig, data: _Data) -> None:
-    """Restore the weights, optimizer, EMA, epoch, history and RNG of the checkpoint at ``path``.
-
-    Raises:
-        CheckpointError: another model type or architecture, other data, no or a damaged training state.
-        ConfigError: ``training.epochs`` below the epochs the checkpoint has trained.
-    """
+    """Restore the weights, optimizer, EMA, epoch, history and RNG of the checkpoint at ``path``."""
     payload = ckpt.load_checkpoint(path, expected_type=config.model_type, map_location=data.train.device)
     differences = ckpt.architecture_differences(payload["config"], config)
     if payload["dim"] != data.dim:
@@ -332,8 +278,7 @@ def _resume(trainer: Trainer, path: Path, config: RunConfig, data: _Data) -> Non
 def _load_weights_of_the_same_data(
     model: nn.Module, payload: dict[str, Any], path: Path, config: RunConfig, data: _Data
 ) -> None:
-    """Load the checkpoint's weights into ``model``, standardised on ``data``'s training split; other
-    statistics in the checkpoint mean it was trained on other data (a CheckpointError)."""
+    """Load the checkpoint's weights; a CheckpointError where it was standardised on other data."""
     mean, std = model.standardize.mean.clone(), model.standardize.std.clone()
     ckpt.load_weights(model, payload["model"], str(path))
     same_mean = torch.allclose(model.standardize.mean, mean, rtol=1e-5, atol=1e-6 * float(std.max()))
@@ -348,9 +293,6 @@ def _load_weights_of_the_same_data(
     )
 
 
-# -- stage 3: training ----------------------------------------------------------------------------------
-
-
 def _save(trainer: Trainer, config: RunConfig, data: _Data, target: Path) -> None:
     ckpt.save_checkpoint(target, config=config, model=trainer.model, dim=data.dim, columns=data.columns,
                          trainer_state=trainer.state_dict(), test_data=data.test, data_info=data.info,
@@ -358,8 +300,7 @@ def _save(trainer: Trainer, config: RunConfig, data: _Data, target: Path) -> Non
 
 
 def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboard: Path | None) -> None:
-    """Train to ``training.epochs``, evaluating ``held_out_metrics`` on the held-out split, saving
-    resumable checkpoints to ``last`` and logging the history to ``tensorboard`` (where given)."""
+    """Train to ``training.epochs``, evaluating on the held-out split and checkpointing to ``last``."""
     from genmodels.plots import report
 
     def held_out(model: nn.Module) -> dict[str, float]:
@@ -380,17 +321,9 @@ def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboa
         board.close(trainer.history)
 
 
-# -- stage 4: samples and metrics ----------------------------------------------------------------------
-
-
 def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray, Any, float, Any]:
-    """``sampling.n_samples`` samples in the data's units, their labels (a conditional model's, drawn in
-    the training proportions; else None), the seconds they took, and the reverse process of the first
-    ones where the model has that figure (else None).
-
-    Raises:
-        TrainingError: a sample is not finite.
-    """
+    """The samples in the data's units, their labels (a conditional model's, drawn in the training
+    proportions; else None), the seconds they took, and the reverse process (or None)."""
     from genmodels.plots.arrays import record_reverse_process
 
     spec, sampling = get_spec(config.model_type), config.sampling
@@ -449,10 +382,7 @@ def _score(trainer: Trainer, config: RunConfig, data: _Data, drawn: tuple, secon
 
 @torch.no_grad()
 def _likelihood_metrics(model: nn.Module, spec: ModelSpec, data: _Data) -> dict[str, float]:
-    """The model's first likelihood in ``spec.likelihoods`` (``exact``, or a bound), in nats per point
-    and per dimension, on the held-out split as ``test_nll`` (exact) or ``test_nll_<name>``, and where
-    exact on the training split (``train_nll``). Computed in full, not by the cheaper estimates of
-    ``held_out_metrics`` that the per-epoch evaluation uses."""
+    """``spec``'s first likelihood in nats (per point, per dimension): ``test_nll`` or ``test_nll_<name>``."""
     name, nll = next(iter(spec.likelihoods.items()))
 
     def per_point(x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -480,9 +410,6 @@ def _likelihood_metrics(model: nn.Module, spec: ModelSpec, data: _Data) -> dict[
     return out
 
 
-# -- stage 5: outputs -----------------------------------------------------------------------------------
-
-
 def _write_outputs(
     out: Path,
     paths: dict[str, Path],
@@ -492,8 +419,7 @@ def _write_outputs(
     results: tuple,
     fmt: str,
 ) -> dict[str, Path]:
-    """Write the final checkpoint, config, history, metrics, samples and figures from ``results``
-    (samples, metrics, reverse process); returns the figures' paths."""
+    """Write every output from ``results`` (samples, metrics, reverse process); returns the figures' paths."""
     from genmodels.plots import report
 
     samples, labels, metrics, reverse = results

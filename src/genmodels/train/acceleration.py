@@ -1,10 +1,4 @@
-"""How the hot code runs: mixed precision (bfloat16 autocast) and ``torch.compile``.
-
-bfloat16 is opt-in (``training.precision``, ``sampling.precision``, ``--precision``): it changes the
-numbers a run produces, and it is faster only on CPUs with bfloat16 instructions. ``torch.compile``
-fuses the element-wise work around the matrix products but takes seconds to compile, so ``compile:
-auto`` compiles only where that was measured to pay (``docs/speed.md``; ``benchmarks/run.py``).
-"""
+"""How the hot code runs: bfloat16 autocast and ``torch.compile`` (where it pays: ``docs/speed.md``)."""
 
 from __future__ import annotations
 
@@ -42,8 +36,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("float32", "bfloat16")
 # Sampling a DDPM compiled (in bfloat16) pays from this many points times reverse steps.
 COMPILE_WORTHWHILE_POINT_STEPS = 4 * 10**7
-# Training compiled pays from this many points passed through the loss (epochs x training set), for
-# the model classes and precisions where it was measured to win.
+# Training compiled pays from this many points (epochs x training set), for these classes and precisions.
 TRAINING_COMPILE_WORTHWHILE_POINTS = 15 * 10**6
 _TRAINING_COMPILE_WINS = {"RealNVP": ("float32", "bfloat16")}
 _COMPILER_WARNED = False
@@ -52,9 +45,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def tune_allocator() -> bool:
-    """Keep freed CPU memory in the process: raise glibc's ``mmap`` threshold to 32 MiB and its trim
-    threshold to 256 MiB (``mallopt``), so the few-MB activations freed at every step are not handed
-    back and page-faulted in again. True once applied; False where the C library is not glibc."""
+    """Raise glibc's ``mmap`` and trim thresholds so freed memory stays in the process; True if applied."""
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED or not sys.platform.startswith("linux"):
         return _ALLOCATOR_TUNED
@@ -69,13 +60,7 @@ def tune_allocator() -> bool:
 
 
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
-    """A context in which matrix products run in ``precision`` on ``device``'s type: a no-op for
-    ``"float32"``; for ``"bfloat16"`` ``torch.autocast`` (Micikevicius et al. 2018; bfloat16 needs no
-    loss scaling), where linear layers compute in bfloat16 and reductions keep float32.
-
-    Raises:
-        ValueError: ``precision`` is not one of :data:`PRECISIONS`.
-    """
+    """Matrix products in ``precision``: bfloat16 autocast (Micikevicius et al. 2018) or a no-op."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
     if precision == "float32":
@@ -84,9 +69,7 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
 
 
 def compiler_available(device: torch.device | str, *, warn: bool = True) -> bool:
-    """Whether ``torch.compile`` can build code for ``device``: on the CPU it needs a C++ compiler
-    (``$CXX``, else ``g++``, ``clang++`` or ``c++`` on the PATH). With ``warn``, logs one warning (per
-    process) when it cannot."""
+    """Whether ``torch.compile`` can build code for ``device`` (on the CPU: a C++ compiler)."""
     global _COMPILER_WARNED
     if torch.device(device).type != "cpu":
         return True
@@ -100,15 +83,13 @@ def compiler_available(device: torch.device | str, *, warn: bool = True) -> bool
 
 
 def _compile(fn: Any, device: torch.device | str) -> Any:
-    """``torch.compile`` with one static graph per input shape (the full batch and the last, partial
-    one), and CUDA graphs (``"reduce-overhead"``) on a GPU, where small steps are launch-bound."""
+    """``torch.compile``: static shapes, and CUDA graphs on a GPU (small steps are launch-bound)."""
     mode = "reduce-overhead" if torch.device(device).type == "cuda" else None
     return torch.compile(fn, mode=mode, dynamic=False)
 
 
 class _EagerFallback:
-    """Calls ``compiled``; where compiling fails (``torch._dynamo``'s errors: no working C++ compiler,
-    an inductor failure), logs one warning and calls ``eager``, then and for every later call."""
+    """Calls ``compiled``; once compiling fails, one warning and ``eager`` from then on."""
 
     def __init__(self, compiled: Callable[..., Any], eager: Callable[..., Any], what: str) -> None:
         self.compiled, self.eager, self.what, self.failed = compiled, eager, what, False
@@ -127,13 +108,11 @@ class _EagerFallback:
 
 
 def compile_function(fn: F, device: torch.device | str) -> F:
-    """``fn`` compiled (see :func:`_compile`) at its first call with each new input shape; ``fn`` itself
-    without a C++ compiler on the CPU, and eagerly after one warning where compiling fails."""
+    """``fn`` compiled at its first call per input shape; ``fn`` itself where it cannot be."""
     if not compiler_available(device):
         return fn
-    return functools.wraps(fn)(
-        _EagerFallback(_compile(fn, device), fn, getattr(fn, "__name__", "a function"))
-    )
+    fallback = _EagerFallback(_compile(fn, device), fn, getattr(fn, "__name__", "a function"))
+    return functools.wraps(fn)(fallback)
 
 
 class _CompiledNetwork(torch.nn.Module):
@@ -148,26 +127,20 @@ class _CompiledNetwork(torch.nn.Module):
         return self.call(*args, **kwargs)
 
 
-def _setting(setting: str) -> bool | None:
-    """``compile: on`` -> True, ``off`` -> False, ``auto`` -> None (the caller decides).
-
-    Raises:
-        ValueError: another ``setting``.
-    """
-    if setting not in ("auto", "on", "off"):
+def _setting(setting: str) -> bool:
+    """``compile: on`` -> True, ``off`` -> False (``auto`` is the caller's to decide)."""
+    if setting not in ("on", "off"):
         raise ValueError(f"compile must be auto, on or off (got {setting!r})")
-    return None if setting == "auto" else setting == "on"
+    return setting == "on"
 
 
 def worth_compiling(
     setting: str, model: torch.nn.Module, n_points: int, sampling_steps: int, precision: str
 ) -> bool:
-    """Whether to sample ``n_points`` through ``sampling_steps`` reverse steps (0: all of the model's
-    ``diffusion_steps``) with a compiled network. ``setting`` is ``sampling.compile``; ``"auto"``
-    compiles a model's ``network`` sampled in bfloat16 from :data:`COMPILE_WORTHWHILE_POINT_STEPS`."""
-    decided = _setting(setting)
-    if decided is not None:
-        return decided
+    """Whether to sample with a compiled network; ``"auto"``: a ``network`` in bfloat16 from
+    :data:`COMPILE_WORTHWHILE_POINT_STEPS` points x steps (0 steps: ``diffusion_steps``)."""
+    if setting != "auto":
+        return _setting(setting)
     if getattr(model, "network", None) is None or precision != "bfloat16":
         return False
     if n_points * (sampling_steps or getattr(model, "diffusion_steps", 1)) < COMPILE_WORTHWHILE_POINT_STEPS:
@@ -178,14 +151,10 @@ def worth_compiling(
 def worth_compiling_training(
     setting: str, model: torch.nn.Module, device: torch.device | str, points: int, precision: str
 ) -> bool:
-    """Whether to train ``model`` on ``device`` with a compiled loss, for a run that passes ``points``
-    training points through it in all (judged on the whole run, so a resumed run decides as the
-    uninterrupted one did). ``setting`` is ``training.compile``; ``"auto"`` compiles only on a CPU with
-    a C++ compiler, for a model class (or subclass) and ``precision`` where compiling was measured to win,
-    from :data:`TRAINING_COMPILE_WORTHWHILE_POINTS`."""
-    decided = _setting(setting)
-    if decided is not None:
-        return decided
+    """Whether to train with a compiled loss; ``"auto"``: on a CPU with a C++ compiler, for a measured
+    class and ``precision``, from :data:`TRAINING_COMPILE_WORTHWHILE_POINTS` points in the whole run."""
+    if setting != "auto":
+        return _setting(setting)
     if torch.device(device).type != "cpu" or points < TRAINING_COMPILE_WORTHWHILE_POINTS:
         return False
     measured = any(precision in _TRAINING_COMPILE_WINS.get(cls.__name__, ()) for cls in type(model).__mro__)
@@ -194,10 +163,7 @@ def worth_compiling_training(
 
 @contextlib.contextmanager
 def compiled_network(model: torch.nn.Module, enabled: bool = True) -> Iterator[torch.nn.Module]:
-    """While inside, ``model.network`` (a DDPM's denoising network) is a compiled wrapper of itself, for
-    sampling under ``torch.inference_mode``, with its weights frozen into the code (inductor's
-    ``freezing``): they must not change inside. ``state_dict`` keys are unchanged after the context.
-    A model without a ``network``, or ``enabled=False``, is left as it is. Yields ``model``."""
+    """While inside, ``model.network`` is compiled with its weights frozen (they must not change)."""
     original = model._modules.get("network")
     if not enabled or original is None or not compiler_available(next(original.parameters()).device):
         yield model

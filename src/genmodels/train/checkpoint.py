@@ -1,15 +1,5 @@
-"""One self-describing checkpoint format for every model.
-
-A checkpoint is a dict saved with ``torch.save`` holding only tensors and plain Python values, so it
-loads with ``torch.load(weights_only=True)`` (no code runs from the file)::
-
-    format, format_version, package_version, model_type, config (nested dict), dim, columns,
-    model (state_dict), trainer (optimizer, scheduler, EMA weights, epoch, step, RNG, history),
-    test_data ((N_test, D) tensor: the held-out split), data (path, sizes),
-    labels (a conditional model's: column, names, training proportions, held-out labels; else None)
-
-The standardisation of the data lives in the model's buffers. :func:`load_checkpoint` validates the
-file and :func:`model_from_checkpoint` rebuilds the model from it alone.
+"""One checkpoint format for every model: a dict of tensors and plain values (see :func:`save_checkpoint`)
+that ``torch.load(weights_only=True)`` reads; the data's standardisation lives in the model's buffers.
 """
 
 from __future__ import annotations
@@ -46,8 +36,7 @@ _REQUIRED_KEYS = ("model_type", "config", "dim", "columns", "model")
 
 
 def parameter_count(config: RunConfig, dim: int) -> int:
-    """The number of weights of ``config``'s model for ``dim``-dimensional data, counted from the
-    config alone (within a few percent), before building it."""
+    """The weights of ``config``'s model for ``dim``-dimensional data, counted before building it."""
     return get_spec(config.model_type).parameter_count(config.model, dim)
 
 
@@ -56,11 +45,7 @@ _BYTES_PER_WEIGHT = 5 * 4
 
 
 def build_model(config: RunConfig, dim: int) -> nn.Module:
-    """A new, untrained model of ``config.model_type`` for ``dim``-dimensional data.
-
-    Raises:
-        ConfigError: training the model would need more memory than the machine has.
-    """
+    """A new model of ``config.model_type``; a ConfigError where training it needs too much memory."""
     spec = get_spec(config.model_type)
     weights = parameter_count(config, dim)
     problem = memory_problem(weights * _BYTES_PER_WEIGHT, f"training a network of {weights:.3g} weights")
@@ -112,8 +97,7 @@ def _to_cpu(obj: Any) -> Any:
 
 
 def _check_device(device: str | torch.device, what: str) -> torch.device:
-    """``device`` as a ``torch.device`` that can hold tensors on this machine; otherwise a ValueError
-    naming ``what`` (the argument) and the reason."""
+    """``device`` as a ``torch.device`` this machine has; else a ValueError naming ``what``."""
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
@@ -135,22 +119,8 @@ def load_checkpoint(
     expected_type: str | None = None,
     map_location: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Load and validate a checkpoint written by :func:`save_checkpoint`.
-
-    Args:
-        path: the ``.pt`` file.
-        expected_type: a model name (:func:`genmodels.models.model_names`) to reject the others' checkpoints.
-        map_location: device every tensor is loaded onto (a GPU checkpoint loads on a CPU machine).
-
-    Returns:
-        The checkpoint dict, its ``"config"`` replaced by a validated :class:`RunConfig`.
-
-    Raises:
-        CheckpointError: missing file, not a checkpoint of this project, a newer format version, another
-            model type, or weights or optimizer state that training cannot have written (nan or inf
-            values, negative second moments).
-        ValueError: ``map_location`` is not a device this machine has.
-    """
+    """Load and validate a checkpoint (a CheckpointError, or a ValueError for ``map_location``); its
+    ``"config"`` becomes a :class:`RunConfig`."""
     if isinstance(map_location, (str, torch.device)):
         _check_device(map_location, "map_location")
     path = os.fspath(path)
@@ -218,8 +188,7 @@ def _check_format(path: str, payload: Any) -> None:
 
 
 def _check_values(path: str, payload: dict[str, Any]) -> None:
-    """Values of the right kind (not a raw error later), and weights and optimizer state that training
-    can have written: it stops at the first non-finite loss, so its checkpoints hold no nan or inf."""
+    """Values of the right kind, and weights and optimizer state without nan or inf."""
     dim, columns, weights = payload["dim"], payload["columns"], payload["model"]
     trainer = payload.get("trainer")
     checks = {
@@ -235,9 +204,7 @@ def _check_values(path: str, payload: dict[str, Any]) -> None:
     trainer = trainer or {}
     ema = trainer.get("ema") if _is_state(trainer.get("ema")) else {}
     for where, state in (("model", weights), ("trainer.ema", ema)):
-        bad = [
-            key for key, value in state.items() if value.is_floating_point() and not value.isfinite().all()
-        ]
+        bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
         if bad:
             raise CheckpointError(
                 f"{path} is a damaged genmodels checkpoint: its {where} weights hold nan or inf values "
@@ -254,8 +221,7 @@ def _is_state(value: Any) -> bool:
 
 
 def _optimizer_state_problem(optimizer: Any) -> str | None:
-    """What is impossible in a stored Adam/AdamW state (non-finite values, a negative second moment or
-    step count), or None; training never writes these, so they mean the file was damaged or edited."""
+    """What is impossible in a stored Adam state (nan, inf, a negative second moment), or None."""
     if not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict):
         return None  # a missing or malformed state is reported where it is loaded
     for index, entry in optimizer["state"].items():
@@ -273,14 +239,12 @@ def _optimizer_state_problem(optimizer: Any) -> str | None:
 _NON_NEGATIVE_STATE = frozenset({"step", "exp_avg_sq", "max_exp_avg_sq"})
 
 
-# ``model`` keys that only change how the model is trained, not what its weights mean: a resumed run may
-# change them, like the batch size or the learning rate.
+# ``model`` keys that only change how the model is trained: a resumed run may change them.
 TRAINING_ONLY_MODEL_KEYS = frozenset({"points_per_timestep", "clip_x0", "p_uncond"})
 
 
 def architecture_differences(stored: RunConfig, requested: RunConfig) -> list[str]:
-    """``model`` settings that differ between two configs of one model type, as ``key: a -> b``
-    (except :data:`TRAINING_ONLY_MODEL_KEYS`)."""
+    """``model`` settings (but :data:`TRAINING_ONLY_MODEL_KEYS`) that differ between two configs."""
     a, b = config_to_dict(stored)["model"], config_to_dict(requested)["model"]
     return [
         f"model.{k}: {a[k]!r} (checkpoint) vs {b[k]!r} (config)"
@@ -295,14 +259,7 @@ def model_from_checkpoint(
     use_ema: bool = True,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """Rebuild the model of a checkpoint (the EMA weights where stored), in eval mode, on ``device``.
-
-    ``payload`` is a checkpoint file's path, or what :func:`load_checkpoint` returned for one.
-
-    Raises:
-        CheckpointError: the file is not a usable checkpoint, or its weights do not fit its config.
-        ValueError: ``device`` is not a device this machine has (such as "cuda" without a GPU).
-    """
+    """The model of a checkpoint (a path, or :func:`load_checkpoint`'s dict), EMA weights, in eval mode."""
     device = _check_device(device, "device")
     if isinstance(payload, (str, os.PathLike)):
         payload = load_checkpoint(payload, map_location=device)
@@ -314,12 +271,7 @@ def model_from_checkpoint(
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``model.load_state_dict(state)``, with a mismatch (a missing, unexpected or reshaped tensor)
-    reported as the checkpoint's fault.
-
-    Raises:
-        CheckpointError: naming ``source`` and the first mismatched tensors.
-    """
+    """``model.load_state_dict(state)``; a mismatch is a CheckpointError naming ``source``."""
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

@@ -1,13 +1,5 @@
-"""Training and sampling on several processes launched by ``torchrun`` (torch.distributed).
-
-torchrun sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` in every worker's environment;
-:func:`session` then joins the process group (NCCL on CUDA, one GPU per local rank; gloo on the CPU)
-with a bounded timeout, so that no rank waits in a collective for a dead peer longer than
-:data:`TIMEOUT_S`. Without those variables every function here is the one-process identity.
-
-Rank 0 alone prints and writes; the other ranks' standard output goes to ``/dev/null``, their log to
-errors only. An exception on any rank is recorded for torchrun's failure summary, which names the rank.
-See docs/scaling.md.
+"""Training and sampling on several processes launched by ``torchrun`` (see docs/scaling.md); without
+torchrun every function here is the one-process identity. Rank 0 alone prints and writes.
 """
 
 from __future__ import annotations
@@ -31,8 +23,7 @@ __all__ = [
     "is_main", "rank", "rank_label", "session", "shard", "world_size",
 ]  # fmt: skip
 
-# Seconds a collective waits for the other ranks before it fails: longer than rank 0's own work
-# between two collectives (an evaluation, a checkpoint).
+# Seconds a collective waits for the other ranks (longer than rank 0's evaluation or checkpoint).
 TIMEOUT_S = 600
 
 
@@ -56,8 +47,7 @@ def rank_label() -> str:
 
 @contextlib.contextmanager
 def session(device: str) -> Iterator[None]:
-    """Inside, a member of torchrun's process group (where torchrun started this process) for a
-    command on ``device`` (``"auto"``, ``"cpu"`` or ``"cuda"``); the group is left at the end."""
+    """Inside, a member of torchrun's process group (where torchrun started this process)."""
     if "WORLD_SIZE" not in os.environ or dist.is_initialized():
         yield
         return
@@ -101,8 +91,7 @@ class _Loss(nn.Module):
 
 
 def data_parallel(model: nn.Module, loss_fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """``loss_fn`` (a loss of ``model``) whose backward averages the gradients over all processes
-    (DistributedDataParallel); ``loss_fn`` itself in one process."""
+    """``loss_fn`` whose backward averages ``model``'s gradients over all processes (DDP)."""
     if world_size() == 1:
         return loss_fn
     from torch.nn.parallel import DistributedDataParallel
@@ -116,8 +105,7 @@ def data_parallel(model: nn.Module, loss_fn: Callable[..., torch.Tensor]) -> Cal
 
 
 def agree(losses: torch.Tensor, stop: bool) -> tuple[torch.Tensor, bool]:
-    """The sum over processes of ``losses (S,)`` (each a share of its step's loss), and whether any
-    process asks to ``stop`` (Ctrl-C): one collective per epoch."""
+    """The sum over processes of ``losses (S,)``, and whether any process asks to ``stop``."""
     if world_size() == 1:
         return losses, stop
     summed = torch.cat([losses.float(), losses.new_tensor([float(stop)])])

@@ -1,17 +1,6 @@
-"""One generic training loop for any model that owns its loss (``model.loss(batch) -> scalar``).
-
-Every epoch draws one random permutation of the training tensor (on the device) and slices it into
-batches of ``batch_size`` (the last holds the remainder). Adam (AdamW when ``weight_decay > 0``) with an
-exponential learning-rate decay per epoch, global gradient-norm clipping, an exponential moving average
-(EMA) of the weights for evaluation and sampling, and a state that checkpoints and resumes exactly.
-
-Within an epoch the loop never waits for the device: losses and gradient norms are read once at its
-end, where a non-finite step stops training. From that step on the fused Adam kernels' ``found_inf``
-input skips every update, so the model keeps the weights of its last finite step.
-
-Under torchrun (:mod:`genmodels.train.distributed`) every process draws the same permutation and takes
-its own contiguous shard of every batch; DistributedDataParallel averages the gradients, so the
-updates, the EMA, the learning rate and the RNG are those of one process on the whole batch.
+"""One training loop for any model with ``loss(batch) -> scalar``: Adam(W), per-epoch learning-rate
+decay, gradient clipping, an EMA of the weights, and a state that resumes exactly. Under torchrun
+every process takes its shard of every batch and DDP averages the gradients.
 """
 
 from __future__ import annotations
@@ -59,18 +48,14 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 class _DeferredInterrupt:
-    """While alive, the first Ctrl-C (SIGINT) only sets ``requested``, so the loop can finish its epoch
-    and save a consistent, resumable checkpoint; a second Ctrl-C interrupts at once. Not installed outside
-    the main thread, nor where SIGINT is ignored (``nohup``, a background job): there Ctrl-C does nothing."""
+    """In the main thread where SIGINT is not ignored, the first Ctrl-C only sets ``requested``."""
 
     def __init__(self, steps_per_epoch: int) -> None:
         self.requested, self.steps_per_epoch, self.steps_done = False, steps_per_epoch, 0
         self.epoch_start = time.perf_counter()
         self._previous = None
-        if (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-        ):
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame) -> None:  # noqa: ANN001
@@ -96,9 +81,7 @@ class _DeferredInterrupt:
 
 
 def _warn_unstandardised(model: nn.Module, data: torch.Tensor) -> None:
-    """Warn when ``data (N, D)``, in the units of ``model.standardize``, are far from mean 0 and
-    standard deviation 1 (the scale the networks' initialisation and learning rate assume): most often
-    ``set_standardization`` was not called before training through the Python API."""
+    """Warn when ``data (N, D)``, standardised by the model, are far from mean 0 and std 1."""
     standardize = getattr(model, "standardize", None)
     if standardize is None or data.shape[0] < 2:
         return
@@ -117,24 +100,8 @@ def _warn_unstandardised(model: nn.Module, data: torch.Tensor) -> None:
 
 
 class Trainer:
-    """Optimises ``model`` on a point set; keeps everything needed to resume.
-
-    Args:
-        model: an ``nn.Module`` with ``loss(batch: (B, D) tensor) -> scalar tensor``.
-        config: the training settings.
-        progress: show a tqdm progress bar (loss, learning rate, steps per second).
-
-    Raises:
-        TypeError: ``config`` is not a TrainingConfig (a dict: ``TrainingConfig(**values)``), or
-            ``model`` is not an ``nn.Module`` with a ``loss`` method.
-
-    Attributes:
-        ema: the averaged copy of ``model`` used for evaluation and sampling (``model`` itself when
-            ``ema_decay`` is 0).
-        epoch: completed epochs. step: completed optimisation steps.
-        history: per-epoch lists: ``epoch``, ``loss``, ``lr``, ``grad_norm``, ``seconds`` and every key
-            the evaluation returns (NaN at epochs without evaluation).
-    """
+    """Optimises ``model`` (with ``loss(batch (B, D)) -> scalar``); ``ema`` is the averaged copy used for
+    evaluation and sampling (``model`` when ``ema_decay`` is 0)."""
 
     def __init__(self, model: nn.Module, config: TrainingConfig, *, progress: bool = True) -> None:
         check_config_type(config, TrainingConfig)  # whose values were checked when it was built
@@ -144,21 +111,14 @@ class Trainer:
             )
         self.model, self.config, self.progress = model, config, progress
         params = [p for p in model.parameters() if p.requires_grad]
-        # fused: every parameter updated in one kernel (CPU and CUDA alike)
-        if config.weight_decay > 0:
-            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-                params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True
-            )
-        else:
-            self.optimizer = torch.optim.Adam(params, lr=config.learning_rate, fused=True)
+        adam = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
+        self.optimizer = adam(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=config.lr_decay)
         self.ema: nn.Module = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else model
         self.epoch, self.step, self.train_seconds = 0, 0, 0.0
         self.history: dict[str, list[float]] = {}
-        # a loss that takes the rows of a batch to compute draws the batch's randomness (DDPM.loss)
         self._loss_takes_rows = "rows" in inspect.signature(model.loss).parameters
 
-    # -- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs besides the model's weights (the EMA weights included)."""
         return {
@@ -184,14 +144,7 @@ class Trainer:
         restore_rng_state(state["rng"])
 
     def adopt_optimizer_settings(self, previous: TrainingConfig) -> list[str]:
-        """After :meth:`load_state_dict`: use this trainer's ``learning_rate``, ``lr_decay`` and
-        ``weight_decay`` where they differ from ``previous``, the config the loaded state was trained
-        with. The learning rate continues at ``learning_rate * lr_decay ** epoch``, where a run started
-        with the new settings would be; Adam's moment estimates are kept.
-
-        Returns:
-            The changed settings as ``"key old -> new"`` (empty: nothing changed, the state is untouched).
-        """
+        """Adopt this config's optimizer settings where they differ from ``previous``; the changes."""
         cfg = self.config
         changed = [
             f"{key} {getattr(previous, key)} -> {getattr(cfg, key)}"
@@ -210,7 +163,6 @@ class Trainer:
         self.scheduler._last_lr = [lr for _ in self.optimizer.param_groups]
         return changed
 
-    # -- loop --------------------------------------------------------------------------------------
     def fit(
         self,
         data: torch.Tensor,
@@ -220,21 +172,8 @@ class Trainer:
         on_checkpoint: Checkpoint | None = None,
     ) -> None:
         """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)`` (given ``labels (N,)``,
-        which reach the loss as ``loss(batch, labels_of_batch)``).
-
-        ``evaluate(ema_model)`` runs every ``eval_every`` epochs and after the last one;
-        ``on_checkpoint(self)`` every ``checkpoint_every`` epochs, after the last one, and at the end
-        of the epoch in which Ctrl-C was pressed (after which KeyboardInterrupt is raised). A fresh run
-        logs a warning when ``data``, in the units of the model's standardisation, lie far from mean 0
-        and standard deviation 1 (``set_standardization`` not called).
-
-        Raises:
-            ValueError: ``data`` is not ``(N, D)`` with the model's D (where the model has ``dim``), or
-                of another dtype than the model computes in.
-            TrainingError: ``data`` is empty or holds non-finite values; or the loss or gradient norm
-                became non-finite, raised at the end of that epoch, with the model at the weights of its
-                last finite step and no checkpoint written.
-        """
+        passed to the loss); after a Ctrl-C, checkpoint at the end of the epoch and raise
+        KeyboardInterrupt. A non-finite loss is a TrainingError."""
         from tqdm.auto import tqdm
 
         self._check_data(data)
@@ -266,7 +205,7 @@ class Trainer:
             self.model.eval(), self.ema.eval()
 
     def _check_data(self, data: torch.Tensor) -> None:
-        """``data`` must be a non-empty, finite ``(N, D)`` tensor the model takes (see :meth:`fit`)."""
+        """``data`` must be a non-empty, finite ``(N, D)`` tensor the model takes."""
         if not isinstance(data, torch.Tensor) or data.dim() != 2:
             shape = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
             raise ValueError(f"the training data must be a tensor of shape (N, D), got {shape}")
@@ -286,19 +225,13 @@ class Trainer:
                                 f"{data.shape[0]} rows, the first at row {int(rows[0])}")  # fmt: skip
 
     def _loss_function(self, data: torch.Tensor) -> Loss:
-        """The model's loss, compiled where ``training.compile`` says so (judged on the whole run, so a
-        resumed run trains as the uninterrupted one did)."""
-        cfg, eager = self.config, self.model.loss
-        if not worth_compiling_training(
-            cfg.compile, self.model, data.device, cfg.epochs * len(data), cfg.precision
-        ):
+        """The model's loss, compiled where ``training.compile`` says so (judged on the whole run)."""
+        cfg, eager, points = self.config, self.model.loss, self.config.epochs * len(data)
+        if not worth_compiling_training(cfg.compile, self.model, data.device, points, cfg.precision):
             return eager
         loss_fn = compile_function(eager, data.device)
         if loss_fn is not eager:
-            log.info(
-                "training with a compiled loss (training.compile: %s); its first steps compile it",
-                cfg.compile,
-            )
+            log.info("training with a compiled loss (training.compile: %s)", cfg.compile)
         return loss_fn
 
     def _train_epoch(
@@ -353,9 +286,8 @@ class Trainer:
     def _batch_loss(
         self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """The loss of ``batch (B, D)`` (given its ``labels (B,)``); among several processes, that of this
-        process's shard of it, weighted by shard size × processes / B, so that DDP's mean of the gradients
-        is the gradient of the whole batch's loss (also where the shards' sizes differ)."""
+        """The loss of this process's shard of ``batch (B, D)`` (given ``labels (B,)``), weighted so DDP's
+        mean is the batch's."""
         given = () if labels is None else (labels,)
         world = distributed.world_size()
         if world == 1:
@@ -372,7 +304,6 @@ class Trainer:
     def _update_ema(self) -> None:
         if self.ema is self.model:
             return
-        # A warm-up keeps early averages from being dominated by the random initialisation.
         decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
         params = [p.detach() for p in self.model.parameters()]
         torch._foreach_lerp_(list(self.ema.parameters()), params, 1.0 - decay)
@@ -380,8 +311,7 @@ class Trainer:
             ema_buffer.copy_(buffer)
 
     def _check_finite(self, losses: list[float], grad_norms: list[float]) -> None:
-        """Raise :class:`TrainingError` naming the epoch's first step with a non-finite loss or gradient
-        norm (``self.epoch`` is the number of epochs completed before it)."""
+        """A TrainingError naming the epoch's first step with a non-finite loss or gradient norm."""
         for i, (loss, grad_norm) in enumerate(zip(losses, grad_norms, strict=True)):
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 what = "loss" if not math.isfinite(loss) else "gradient norm"
@@ -393,12 +323,10 @@ class Trainer:
 
     def _end_epoch(self, record: dict[str, float], evaluate: Evaluate | None, device: torch.device) -> None:
         """Evaluate the EMA model where due, and append ``record`` to the history."""
-        if evaluate is not None and (
-            self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs
-        ):
+        due = self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs
+        if evaluate is not None and due:
             self.ema.eval()
-            # The evaluation draws its own random numbers (e.g. DDPM timesteps) from a copy of the RNG
-            # state, so the training stream, and thus the model, is the same for any eval_every.
+            # a copy of the RNG state: the training stream is the same for any eval_every
             with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
                 record.update(evaluate(self.ema))
         n = len(self.history.get("epoch", []))
