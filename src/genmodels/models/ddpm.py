@@ -183,10 +183,13 @@ class DenoisingNetwork(nn.Module):
         table, width = self.label_table(), h.shape[1]
         if table is not None and label is None:  # unconditional: the null token for every point
             label = torch.full((x.shape[0],), self.n_labels, dtype=torch.long, device=x.device)
-        extra = None if table is None else nn.functional.embedding(label, table).to(h.dtype)
-        for j, block in enumerate(self.blocks):
-            part = None if extra is None else extra[:, j * width : (j + 1) * width]
-            h = block(h, bias=conditioning[:, j], extra=part)
+        for j, block in enumerate(self.blocks):  # one gather per block: its gradient is a small table's
+            part = (
+                None
+                if table is None
+                else nn.functional.embedding(label, table[:, j * width : (j + 1) * width])
+            )
+            h = block(h, bias=conditioning[:, j], extra=None if part is None else part.to(h.dtype))
         # x's dtype out, also under bfloat16 autocast: the diffusion arithmetic keeps its precision.
         u = torch.nn.functional.silu(self.out_norm(h), inplace=not torch.is_grad_enabled())
         return self.output(u).to(x.dtype)
