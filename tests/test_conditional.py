@@ -156,3 +156,17 @@ def test_parameter_counts_include_the_label_embeddings() -> None:
                          ("ddpm", DDPMModelConfig(diffusion_steps=10, hidden_units=8, n_blocks=2, n_labels=4))):  # fmt: skip
         model = get_spec(name).model_class.from_config(config, 2)
         assert get_spec(name).parameter_count(config, 2) == sum(p.numel() for p in model.parameters())
+
+
+def test_the_probability_flow_ode_is_given_the_label() -> None:
+    from genmodels.models import get_spec
+
+    model, x = _ddpm().eval(), torch.randn(4, 2)
+    ode = get_spec("ddpm").likelihoods["ode"]
+    given = ode(model, x, None, torch.tensor([0, 1, 2, 0]))
+    per_label = torch.stack([ode(model, x, None, torch.full((4,), y)) for y in range(3)], 1)
+    torch.testing.assert_close(
+        given, per_label[torch.arange(4), torch.tensor([0, 1, 2, 0])], rtol=1e-4, atol=1e-4
+    )
+    assert not torch.allclose(per_label[:, 0], per_label[:, 1])
+    assert not model.network._forward_pre_hooks  # the label's hook is removed afterwards

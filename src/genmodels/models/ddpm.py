@@ -626,7 +626,7 @@ def _ode_nll(
     label = check_labels(label, x.shape[0], model.n_labels, x.device)
     if label is None:
         return probability_flow_nll(model, x)
-    out = x.new_empty(x.shape[0])
+    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
     for y in label.unique().tolist():
 
         def with_label(module: nn.Module, args: tuple, y: int = y) -> tuple | None:
@@ -636,7 +636,7 @@ def _ode_nll(
 
         handle = model.network.register_forward_pre_hook(with_label)
         try:
-            out[label == y] = probability_flow_nll(model, x[label == y])
+            out[label == y] = probability_flow_nll(model, x[label == y]).to(out.dtype)
         finally:
             handle.remove()
     return out
