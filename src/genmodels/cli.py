@@ -116,14 +116,17 @@ def _check_sample_memory(n: int, dim: int, what: str = "samples", option: str = 
         )
 
 
-def _write_points(output: str, points: np.ndarray, columns: tuple[str, ...], what: str) -> None:
-    """Write ``points`` as CSV to ``output`` ('-': standard output), saying so on standard error for a stream."""
+def _write_points(
+    output: str, points: np.ndarray, columns: tuple[str, ...], what: str, labels: np.ndarray | None = None
+) -> None:
+    """Write ``points`` (and ``labels`` as a last column) as CSV to ``output`` ('-': standard output),
+    saying so on standard error for a stream."""
     from genmodels.data import save_csv, write_csv
     from genmodels.fileio import is_special_path, stream_descriptor
 
     if output == "-":
         try:
-            write_csv(sys.stdout, points, columns)
+            write_csv(sys.stdout, points, columns, labels)
             sys.stdout.flush()
         except BrokenPipeError:
             # Later writes to the closed pipe (at exit, too) go nowhere instead of raising again.
@@ -131,7 +134,7 @@ def _write_points(output: str, points: np.ndarray, columns: tuple[str, ...], wha
             raise OSError(errno.EPIPE, f"standard output was closed before all {what} were written") from None
         print(f"wrote {what} to standard output", file=sys.stderr)
         return
-    save_csv(output, points, columns)
+    save_csv(output, points, columns, labels)
     where = "standard output" if stream_descriptor(output) == 1 else output
     print(f"wrote {what} to {where}", file=sys.stderr if is_special_path(output) else sys.stdout)
 
@@ -146,6 +149,8 @@ _TRAIN_KEYS = {
     "n_samples": (int, ("sampling.n_samples",), "samples to draw after training"),
     "sampling_steps": (int, ("sampling.sampling_steps",), "reverse steps (0 = all; fewer: the DDIM sampler)"),
     "drop_invalid": (None, ("data.drop_invalid",), "drop CSV rows with bad cells (counted)"),
+    "condition": (str, ("data.condition",), "categorical column to condition on: train p(x | label)"),
+    "guidance_scale": (float, ("sampling.guidance_scale",), "classifier-free guidance of the run's samples"),
     "precision": (None, ("training.precision", "sampling.precision"), ""),
     "compile": (None, ("training.compile", "sampling.compile"), "by default training is eager"),
 }
@@ -206,12 +211,18 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     add("--sampling_steps", type=int, help="DDPM: reverse steps (default 0 = all)")
     add("--eta", type=float, help="DDPM DDIM: noise scale in [0, 1] (default 1)")
     add("--ddim_spacing", choices=["quadratic", "linear"], help="DDPM DDIM: default: the checkpoint's")
+    add(
+        "--label",
+        help="conditional checkpoint: draw from p(x | LABEL) (default: labels in the training proportions)",
+    )
+    add("--guidance_scale", type=float, help="conditional DDPM: classifier-free guidance w (default 1)")
     _add_speed_options(sub.choices["sample"], "default: the checkpoint's", "default: the checkpoint's")
     add = sub.add_parser("make-data", help="write a synthetic 2-D dataset as CSV").add_argument
     add("name", help="generator: text, two_moons, 8gaussians, checkerboard, pinwheel, ...")
     add("-n", type=int, default=65536, help="number of points (default 65536)")
     add("--seed", type=_seed, default=0)
     add("--text", help="for 'text': the characters to render (default 689)")
+    add("--labels", action="store_true", help="also write each point's component as a column 'label'")
     add("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
     _add_evaluation_parsers(sub)
     add = sub.add_parser("plot", help="write a checkpoint's figures and results page").add_argument
@@ -344,7 +355,7 @@ def _refuse_options_the_model_lacks(
 
 
 # Options of ``sample`` that set a sampling key some models' samplers take (spec.sample_options).
-_SAMPLER_OPTIONS = ("sampling_steps", "eta", "ddim_spacing")
+_SAMPLER_OPTIONS = ("sampling_steps", "eta", "ddim_spacing", "guidance_scale")
 
 
 def _sampling_settings(args: argparse.Namespace, payload: dict) -> SamplingConfig:
@@ -366,7 +377,7 @@ def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from genmodels.errors import CheckpointError
-    from genmodels.evaluation.sampling import sample_model
+    from genmodels.evaluation.sampling import draw_labels, sample_model
     from genmodels.train import distributed
     from genmodels.train.acceleration import compiled_network, resolve_device, worth_compiling
     from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -379,7 +390,9 @@ def _sample(args: argparse.Namespace) -> int:
     settings = _sampling_settings(args, payload)
     _check_not_the_runs_own_files("-o", args.output, args.checkpoint, payload)
     _check_sample_memory(args.n, int(payload["dim"]))
+    label, names = _requested_label(args, payload)
     model = model_from_checkpoint(payload, device=device)
+    labels = draw_labels(model, args.n, args.seed) if label is None else np.full(args.n, label)
     steps, precision = settings.sampling_steps, settings.precision
     with compiled_network(model, worth_compiling(settings.compile, model, args.n, steps, precision)):
         samples = sample_model(
@@ -390,6 +403,8 @@ def _sample(args: argparse.Namespace) -> int:
             eta=settings.eta,
             precision=precision,
             ddim_spacing=settings.ddim_spacing,
+            guidance_scale=settings.guidance_scale,
+            label=labels,
         )
     bad = int((~np.isfinite(samples).all(axis=1)).sum())
     if bad:
@@ -398,13 +413,40 @@ def _sample(args: argparse.Namespace) -> int:
             f"nothing was written to {args.output}"
         )
     if main:
-        what = f"{args.n} samples of {payload['model_type']}"
-        _write_points(args.output, samples, tuple(payload["columns"]), what)
+        what = f"{args.n} samples of {payload['model_type']}" + (
+            f" given label {args.label}" if args.label else ""
+        )
+        _write_points(
+            args.output, samples, tuple(payload["columns"]), what, None if labels is None else names[labels]
+        )
     return 0
 
 
+def _requested_label(args: argparse.Namespace, payload: dict) -> tuple[int | None, np.ndarray | None]:
+    """The index of ``--label`` among the checkpoint's label names (None without it), and the names.
+
+    Raises:
+        ConfigError: ``--label`` for a checkpoint trained without a condition, or a label it lacks.
+    """
+    import numpy as np
+
+    from genmodels.errors import ConfigError
+
+    info = payload.get("labels")
+    names = None if info is None else np.asarray(info["names"])
+    if args.label is None:
+        return None, names
+    if info is None:
+        raise ConfigError(f"--label {args.label}: {args.checkpoint} was trained without a condition "
+                          "(data.condition, --condition); sample it without --label")  # fmt: skip
+    if args.label.strip() not in info["names"]:
+        raise ConfigError(f"--label {args.label}: {args.checkpoint} was trained on the labels "
+                          f"{', '.join(info['names'])} of column {info['column']!r}; expected one of them")  # fmt: skip
+    return info["names"].index(args.label.strip()), names
+
+
 def _make_data(args: argparse.Namespace) -> int:
-    from genmodels.data import GENERATORS
+    from genmodels.data import GENERATORS, LABELLED
     from genmodels.errors import ConfigError
 
     if args.name not in GENERATORS:
@@ -415,12 +457,17 @@ def _make_data(args: argparse.Namespace) -> int:
     _check_output_file("-o", args.output, csv=True)
     if args.text is not None and args.name != "text":
         raise ConfigError("--text applies only to the 'text' dataset")
-    kwargs = {} if args.text is None else {"text": args.text}
+    if args.labels and args.name not in LABELLED:
+        raise ConfigError(
+            f"--labels: {args.name!r} has no natural components; expected one of {', '.join(LABELLED)}"
+        )
+    kwargs = ({} if args.text is None else {"text": args.text}) | ({"labels": True} if args.labels else {})
     try:
         points = GENERATORS[args.name](args.n, seed=args.seed, **kwargs)
     except ValueError as error:
         raise ConfigError(f"make-data {args.name}: {error}") from None
-    _write_points(args.output, points, ("x", "y"), f"{len(points)} points of {args.name}")
+    points, labels = points if args.labels else (points, None)
+    _write_points(args.output, points, ("x", "y"), f"{len(points)} points of {args.name}", labels)
     return 0
 
 

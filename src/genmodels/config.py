@@ -52,18 +52,21 @@ PathText = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v
 
 @settings
 class DataConfig:
-    """The CSV file (one point per row) and its held-out split; ``drop_invalid`` drops rows with bad cells."""
+    """The CSV file (one point per row) and its held-out split; ``drop_invalid`` drops rows with bad cells;
+    ``condition``: a categorical column to condition on (p(x | label); the other columns are x)."""
 
     path: PathText = Field("689_data.csv", min_length=1)
     test_fraction: Float = Field(0.1, ge=0, lt=1)
     split_seed: Seed = 0
     drop_invalid: StrictBool = False
+    condition: str | None = Field(None, min_length=1)
 
 
 @settings
 class SamplingConfig:
     """The samples a run draws; ``n_eval`` 0: the held-out split's size; ``sampling_steps`` 0: all;
-    ``chunk_size``: points taken through all reverse steps at once."""
+    ``chunk_size``: points taken through all reverse steps at once; ``guidance_scale``: a conditional
+    DDPM's classifier-free guidance w (1: plain conditional, 0: unconditional)."""
 
     n_samples: Int = Field(20000, ge=1)
     n_eval: Int = Field(0, ge=0)
@@ -73,6 +76,7 @@ class SamplingConfig:
     chunk_size: Int = Field(4096, ge=1)
     precision: Precision = "float32"
     compile: Compile = "auto"
+    guidance_scale: Float = Field(1.0, ge=0)
 
 
 @settings
@@ -116,6 +120,11 @@ class RunConfig:
             raise ConfigError(
                 f"sampling.sampling_steps ({self.sampling.sampling_steps}) must be at most "
                 f"model.diffusion_steps ({steps}); 0 means all"
+            )
+        if getattr(self.model, "n_labels", 0) and self.data.condition is None:
+            raise ConfigError(
+                f"model.n_labels is {self.model.n_labels} but data.condition names no column: a run sets "
+                "model.n_labels from the data.condition column (--condition); set that instead"
             )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import functools
 import io
 import logging
@@ -26,7 +27,13 @@ from torch import nn
 from genmodels.config import RunConfig, config_to_dict
 from genmodels.data import load_csv, save_csv, train_test_split
 from genmodels.errors import CheckpointError, ConfigError, DataError, TrainingError
-from genmodels.evaluation.sampling import METRIC_UNITS, evaluate_samples, sample_model
+from genmodels.evaluation.sampling import (
+    METRIC_UNITS,
+    draw_labels,
+    evaluate_samples,
+    per_label_scores,
+    sample_model,
+)
 from genmodels.fileio import folder_problem, path_in_the_way, write_json, write_text
 from genmodels.models import ModelSpec, get_spec
 from genmodels.train import checkpoint as ckpt
@@ -69,10 +76,28 @@ class _Data:
     train: torch.Tensor
     test: torch.Tensor
     info: dict[str, Any]  # path, n_rows, n_train, n_test, n_dropped (stored in checkpoints)
+    # With data.condition: each split's label indices (N,) int64 arrays and tensors, into label_names.
+    train_labels_np: np.ndarray | None = None
+    test_labels_np: np.ndarray | None = None
+    train_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+    label_names: tuple[str, ...] = ()
 
     @property
     def dim(self) -> int:
         return self.train_np.shape[1]
+
+    @property
+    def proportions(self) -> np.ndarray:
+        """Each label's share of the training split ``(K,)``."""
+        return np.bincount(self.train_labels_np, minlength=len(self.label_names)) / len(self.train_labels_np)
+
+    def label_info(self, column: str | None) -> dict[str, Any] | None:
+        """What a checkpoint stores of the condition (None without one)."""
+        if column is None:
+            return None
+        return {"column": column, "names": list(self.label_names), "proportions": self.proportions.tolist(),
+                "test_labels": self.test_labels.cpu()}  # fmt: skip
 
 
 def run_training(
@@ -93,13 +118,18 @@ def run_training(
     if main:
         _check_output_paths(out, [*paths.values(), out / "index.html"])
     data = _prepare_data(config, resolve_device(device))
+    if data.label_names:  # the model's label count comes from the data
+        config = dataclasses.replace(
+            config, model=dataclasses.replace(config.model, n_labels=len(data.label_names))
+        )
     trainer = _build_or_resume(config, data, paths["last"], resume, progress and main)
     _fit(trainer, config, data, paths["last"], out / "tensorboard" / name if tensorboard else None)
-    samples, seconds, reverse = _sample(trainer.ema.eval(), config, paths["last"])
+    samples, labels, seconds, reverse = _sample(trainer.ema.eval(), config, paths["last"])
     if not main:
         return RunResult(metrics={}, paths=paths)
-    metrics = _score(trainer, config, data, samples, seconds)
-    paths.update(_write_outputs(out, paths, trainer, config, data, (samples, metrics, reverse), fmt))
+    metrics = _score(trainer, config, data, (samples, labels), seconds)
+    results = (samples, labels, metrics, reverse)
+    paths.update(_write_outputs(out, paths, trainer, config, data, results, fmt))
     return RunResult(metrics=metrics, paths=paths)
 
 
@@ -125,11 +155,12 @@ def _check_output_paths(out: Path, files: list[Path]) -> None:
 def _prepare_data(config: RunConfig, device: torch.device) -> _Data:
     """Read the CSV and split it; check that float32 holds the training split's spread."""
     settings = config.data
-    dataset = load_csv(settings.path, drop_invalid=settings.drop_invalid)
+    dataset = load_csv(settings.path, drop_invalid=settings.drop_invalid, condition=settings.condition)
     n_rows = len(dataset.values)
-    train, test = train_test_split(
-        dataset.values, test_fraction=settings.test_fraction, seed=settings.split_seed
+    split = functools.partial(
+        train_test_split, test_fraction=settings.test_fraction, seed=settings.split_seed
     )
+    train, test = split(dataset.values)
     if len(train) < MIN_TRAINING_ROWS:  # before the range check, which 1 row would fail as constant
         raise ConfigError(
             f"{settings.path}: data.test_fraction {settings.test_fraction:g} leaves {len(train)} of its {n_rows} "
@@ -139,7 +170,18 @@ def _prepare_data(config: RunConfig, device: torch.device) -> _Data:
     info = {"path": str(settings.path), "n_rows": n_rows, "n_train": len(train), "n_test": len(test),
             "n_dropped": int(dataset.n_dropped)}  # fmt: skip
     as_tensor = functools.partial(torch.as_tensor, dtype=torch.float32, device=device)
-    return _Data(dataset.columns, train, test, as_tensor(train), as_tensor(test), info)
+    data = _Data(dataset.columns, train, test, as_tensor(train), as_tensor(test), info)
+    if dataset.labels is None:
+        return data
+    train_labels, test_labels = split(dataset.labels)
+    absent = [name for k, name in enumerate(dataset.label_names) if not (train_labels == k).any()]
+    if absent:
+        raise DataError(f"{settings.path}: label {absent[0]!r} of column {settings.condition!r} has no row in the "
+                        "training split; give each label more rows or lower data.test_fraction")  # fmt: skip
+    as_labels = functools.partial(torch.as_tensor, dtype=torch.long, device=device)
+    return dataclasses.replace(data, train_labels_np=train_labels, test_labels_np=test_labels,
+                               train_labels=as_labels(train_labels), test_labels=as_labels(test_labels),
+                               label_names=dataset.label_names)  # fmt: skip
 
 
 def _check_float32_range(values: np.ndarray, columns: tuple[str, ...], path: str) -> None:
@@ -171,6 +213,8 @@ def _build_or_resume(
     torch.manual_seed(config.training.seed)
     model = ckpt.build_model(config, data.dim)
     model.set_standardization(data.train.mean(0), data.train.std(0))
+    if data.label_names:
+        model.label_proportions.copy_(torch.as_tensor(data.proportions))
     trainer = Trainer(model.to(data.train.device), config.training, progress=progress)
     if resume == "auto" and not (last.exists() or last.is_symlink()):  # so a job script may always pass it
         log.info("--resume auto: no %s run to resume in %s (no %s); starting a new one", config.model_type,
@@ -251,7 +295,8 @@ def _load_weights_of_the_same_data(
 
 def _save(trainer: Trainer, config: RunConfig, data: _Data, target: Path) -> None:
     ckpt.save_checkpoint(target, config=config, model=trainer.model, dim=data.dim, columns=data.columns,
-                         trainer_state=trainer.state_dict(), test_data=data.test, data_info=data.info)  # fmt: skip
+                         trainer_state=trainer.state_dict(), test_data=data.test, data_info=data.info,
+                         labels=data.label_info(config.data.condition))  # fmt: skip
 
 
 def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboard: Path | None) -> None:
@@ -260,7 +305,8 @@ def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboa
 
     def held_out(model: nn.Module) -> dict[str, float]:
         with torch.no_grad():
-            return model.held_out_metrics(data.test)
+            labels = () if data.test_labels is None else (data.test_labels,)
+            return model.held_out_metrics(data.test, *labels)
 
     if not distributed.is_main():  # rank 0 evaluates and writes
         trainer.fit(data.train)
@@ -269,13 +315,15 @@ def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboa
     board = report.TensorBoardLog(tensorboard) if tensorboard is not None else None
     if board is not None:
         evaluate = board.wrap(evaluate, trainer.history)
-    trainer.fit(data.train, evaluate=evaluate, on_checkpoint=lambda tr: _save(tr, config, data, last))
+    trainer.fit(data.train, labels=data.train_labels, evaluate=evaluate,
+                on_checkpoint=lambda tr: _save(tr, config, data, last))  # fmt: skip
     if board is not None:
         board.close(trainer.history)
 
 
-def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray, float, Any]:
-    """The samples in the data's units, the seconds they took, and the reverse process (or None)."""
+def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray, Any, float, Any]:
+    """The samples in the data's units, their labels (a conditional model's, drawn in the training
+    proportions; else None), the seconds they took, and the reverse process (or None)."""
     from genmodels.plots.arrays import record_reverse_process
 
     spec, sampling = get_spec(config.model_type), config.sampling
@@ -287,9 +335,10 @@ def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray
         sampling.compile, model, sampling.n_samples, sampling.sampling_steps, sampling.precision
     )
     start = time.perf_counter()
+    labels = draw_labels(model, sampling.n_samples, config.training.seed)
     with compiled_network(model, compiled), recorder(model) as recording:
         samples = sample_model(model, sampling.n_samples, seed=config.training.seed, chunk_size=sampling.chunk_size,
-                               precision=sampling.precision, **options)  # fmt: skip
+                               precision=sampling.precision, label=labels, **options)  # fmt: skip
     seconds = time.perf_counter() - start
     if not np.isfinite(samples).all():
         raise TrainingError(
@@ -297,11 +346,14 @@ def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray
             f"the trained model is unusable (its state is in {last}); try a lower --lr or a smaller "
             "training.grad_clip"
         )
-    return samples, seconds, recording.trajectory(samples) if recording is not None else None
+    return samples, labels, seconds, recording.trajectory(samples) if recording is not None else None
 
 
-def _score(trainer: Trainer, config: RunConfig, data: _Data, samples: np.ndarray, seconds: float) -> dict:
-    """The run's metrics: sizes and times, the likelihoods and the two-sample tests, with their units."""
+def _score(trainer: Trainer, config: RunConfig, data: _Data, drawn: tuple, seconds: float) -> dict:
+    """The run's metrics: sizes and times, the likelihoods and the two-sample tests, with their units;
+    for a conditional model also per label (``"labels"``: its held-out NLL given the label, C2ST and
+    label accuracy, see :func:`per_label_scores`) and the labels' entropy."""
+    samples, labels = drawn
     metrics: dict[str, Any] = {
         "model": config.model_type,
         "data": str(config.data.path),
@@ -317,6 +369,13 @@ def _score(trainer: Trainer, config: RunConfig, data: _Data, samples: np.ndarray
     metrics.update(
         evaluate_samples(samples[:n_eval], data.test_np, data.train_np, seed=config.data.split_seed)
     )
+    if labels is not None:
+        per_label = per_label_scores((samples, labels), (data.test_np, data.test_labels_np),
+                                     (data.train_np, data.train_labels_np), data.label_names, seed=config.data.split_seed)  # fmt: skip
+        for name, nll in metrics.pop("per_label_nll").items():
+            per_label[name].update(nll)
+        p = data.proportions[data.proportions > 0]
+        metrics.update(labels=per_label, label_entropy=float(-(p * np.log(p)).sum()))
     metrics["units"] = {key: unit for key, unit in METRIC_UNITS.items() if key in metrics}
     return metrics
 
@@ -326,15 +385,28 @@ def _likelihood_metrics(model: nn.Module, spec: ModelSpec, data: _Data) -> dict[
     """``spec``'s first likelihood in nats (per point, per dimension): ``test_nll`` or ``test_nll_<name>``."""
     name, nll = next(iter(spec.likelihoods.items()))
 
-    def mean(x: torch.Tensor) -> float:
-        if len(x) == 0:
-            return math.nan
-        return float(torch.cat([nll(model, part, None) for part in x.split(65536)]).mean())
+    def per_point(x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        parts = zip(
+            x.split(65536), labels.split(65536) if labels is not None else [None] * len(x), strict=False
+        )
+        return torch.cat([nll(model, p, None, *(() if y is None else (y,))) for p, y in parts] or [x[:0, 0]])
+
+    def mean(values: torch.Tensor) -> float:
+        return float(values.mean()) if len(values) else math.nan
 
     key = "test_nll" if name == "exact" else f"test_nll_{name}"
-    out = {"train_nll": mean(data.train)} if name == "exact" else {}
-    out[key] = mean(data.test)
+    out: dict[str, Any] = (
+        {"train_nll": mean(per_point(data.train, data.train_labels))} if name == "exact" else {}
+    )
+    test = per_point(data.test, data.test_labels)
+    out[key] = mean(test)
     out[f"{key}_per_dim"] = out[key] / data.dim
+    if data.label_names:  # the NLL above is given the labels
+        out["per_label_nll"] = {
+            label: {key: mean(test[data.test_labels == k])} for k, label in enumerate(data.label_names)
+        }
+        if name == "exact":  # and the model's marginal p(x) = sum_y π_y p(x | y) on the same points
+            out["test_nll_marginal"] = mean(per_point(data.test, None))
     return out
 
 
@@ -350,16 +422,17 @@ def _write_outputs(
     """Write every output from ``results`` (samples, metrics, reverse process); returns the figures' paths."""
     from genmodels.plots import report
 
-    samples, metrics, reverse = results
+    samples, labels, metrics, reverse = results
     _save(trainer, config, data, paths["checkpoint"])
     write_text(paths["config"], yaml.safe_dump(config_to_dict(config), sort_keys=False))
     write_text(paths["history"], _history_csv(trainer.history))
     write_json(paths["metrics"], metrics)
-    save_csv(paths["samples"], samples, data.columns)
+    names = None if labels is None else np.asarray(data.label_names)[labels]
+    save_csv(paths["samples"], samples, data.columns, names)
     return report.write_figures(trainer.ema, config.model_type, data.train_np, samples, trainer.history, out,
                                 fmt=fmt, metrics=metrics, columns=data.columns, data_name=config.data.path,
                                 reverse=reverse, sampling_steps=config.sampling.sampling_steps,
-                                seed=config.training.seed)  # fmt: skip
+                                seed=config.training.seed, labels=None if labels is None else (data.label_names, labels))  # fmt: skip
 
 
 def _history_csv(history: dict[str, list[float]]) -> str:

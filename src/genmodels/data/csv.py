@@ -23,6 +23,7 @@ __all__ = ["Dataset", "DataWarning", "check_data_path", "csv_text", "load_csv", 
            "train_test_split", "write_csv"]  # fmt: skip
 
 MAX_LISTED = 20  # bad cells listed in full in an error message; the rest are counted
+MAX_LABELS = 64  # most distinct values a numeric condition column may have (more: a continuous context)
 _CSV_CHUNK_ROWS = 65536
 _NUMBER = r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*"  # a finite decimal number
 _is_number = np.vectorize(lambda text: re.fullmatch(_NUMBER, text) is not None, otypes=[bool])
@@ -35,12 +36,17 @@ class DataWarning(UserWarning):
 @dataclass(frozen=True)
 class Dataset:
     """A CSV file's ``values``, float64 ``(N, D)`` in file order, its ``D`` ``columns`` (from the header, or
-    ``x, y`` / ``x0, x1, ...``), its ``path``, and the number of invalid rows dropped, ``n_dropped``."""
+    ``x, y`` / ``x0, x1, ...``), its ``path``, and the number of invalid rows dropped, ``n_dropped``.
+    Read with a ``condition`` column: ``labels``, each row's category index ``(N,)`` int64, into
+    ``label_names`` (sorted; numbers by value), the column's distinct values."""
 
     values: np.ndarray
     columns: tuple[str, ...]
     path: str
     n_dropped: int = 0
+    condition: str | None = None
+    labels: np.ndarray | None = None
+    label_names: tuple[str, ...] = ()
 
 
 def _misread_name(name: str) -> bool:
@@ -107,14 +113,59 @@ def _header(names: list[str], file: Path, line: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_rows: int = 4) -> Dataset:
+def _split_condition(
+    columns: tuple[str, ...], cells: np.ndarray, lines: np.ndarray, condition: str, file: Path
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The other columns, their cells, and the ``condition`` column's stripped text ``(R,)``.
+
+    Raises:
+        DataError: no such column, an empty cell in it, or a numeric column of more than
+            :data:`MAX_LABELS` distinct values (a continuous context).
+    """
+    if condition not in columns:
+        raise DataError(
+            f"{file} has no column {condition!r} (data.condition, --condition); its columns are "
+            f"{', '.join(map(repr, columns))}: name a categorical column of its header"
+        )
+    j = columns.index(condition)
+    text = np.char.strip(cells[:, j].astype(str))
+    if (empty := np.flatnonzero(text == "")).size:
+        shown = ", ".join(map(str, lines[empty[:10]])) + ", ..." * (len(empty) > 10)
+        raise DataError(f"{file}: column {condition!r} (the condition) is empty on {len(empty):,} rows "
+                        f"(lines {shown}); expected a category on every row")  # fmt: skip
+    distinct = np.unique(text)
+    if _is_number(distinct).all() and len(distinct) > MAX_LABELS:
+        raise DataError(
+            f"{file}: column {condition!r} (the condition) holds {len(distinct):,} distinct numbers; a "
+            f"continuous context is not supported yet: expected a categorical column of at most "
+            f"{MAX_LABELS} values (labels such as 6, 8, 9)"
+        )
+    return columns[:j] + columns[j + 1 :], np.delete(cells, j, axis=1), text
+
+
+def _label_names(text: np.ndarray) -> tuple[str, ...]:
+    """The distinct values of ``text``, numbers first by value, then the others in order."""
+    distinct = np.unique(text)
+    numbers = sorted((str(v) for v in distinct if _is_number(v)), key=float)
+    return tuple(numbers + [str(v) for v in distinct if not _is_number(v)])
+
+
+def load_csv(
+    path: str | os.PathLike[str],
+    *,
+    drop_invalid: bool = False,
+    min_rows: int = 4,
+    condition: str | None = None,
+) -> Dataset:
     """Read a CSV file of finite decimal numbers, UTF-8, perhaps compressed (``.gz``, ``.zip``, ...).
 
     The first non-blank line is a header unless all its cells are numbers, when it is data. Rows with bad
     cells raise a :class:`DataError` listing line, column and text, or with ``drop_invalid`` are dropped
     (counted, with a :class:`DataWarning`). Also refused, naming the file: a missing, unreadable or empty
     file, fewer than 2 columns or ``min_rows`` valid rows, duplicate or number-like header names, a
-    constant column. Warns when the points lie on a plane or are mostly repeats.
+    constant column. Warns when the points lie on a plane or are mostly repeats. ``condition`` names a
+    categorical column of the header that becomes the :class:`Dataset`'s labels (see
+    :func:`_split_condition` for what it refuses).
     """
     file = Path(path)
     check_data_path(file)
@@ -123,6 +174,9 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
         columns = _default_columns(cells.shape[1])
     else:
         columns, lines, cells = _header(list(cells[0]), file, lines[0]), lines[1:], cells[1:]
+    text = None
+    if condition is not None:
+        columns, cells, text = _split_condition(columns, cells, lines, condition, file)
     if len(columns) < 2:
         raise DataError(f"{file} has 1 column ({columns[0]!r}); at least 2 (comma-separated) are needed")
     values = np.where(_is_number(cells), cells, "nan").astype(np.float64)
@@ -148,7 +202,13 @@ def load_csv(path: str | os.PathLike[str], *, drop_invalid: bool = False, min_ro
     if len(values) < min_rows:
         raise DataError(f"{file} has {len(values):,} valid rows; at least {min_rows} are needed")
     _check_spread(values, columns, file)
-    return Dataset(values=values, columns=columns, path=str(file), n_dropped=n_bad)
+    if text is None:
+        return Dataset(values=values, columns=columns, path=str(file), n_dropped=n_bad)
+    text = text[~bad.any(axis=1)]
+    names = _label_names(text)
+    distinct, inverse = np.unique(text, return_inverse=True)
+    labels = np.array([names.index(str(v)) for v in distinct], dtype=np.int64)[inverse]
+    return Dataset(values, columns, str(file), n_bad, condition, labels, names)
 
 
 def _check_spread(values: np.ndarray, columns: Sequence[str], file: Path) -> None:
@@ -178,10 +238,15 @@ def _check_spread(values: np.ndarray, columns: Sequence[str], file: Path) -> Non
         warnings.warn(DataWarning(f"{message}; a density model will put narrow peaks on them"), stacklevel=3)
 
 
-def save_csv(path: str | os.PathLike[str], values: np.ndarray, columns: Sequence[str] | None = None) -> None:
+def save_csv(
+    path: str | os.PathLike[str],
+    values: np.ndarray,
+    columns: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+) -> None:
     """Write ``values`` ``(N, D)`` to ``path`` as by :func:`write_csv`, atomically (nothing on error)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
-        write_csv(handle, values, columns)
+        write_csv(handle, values, columns, labels)
 
 
 def csv_text(values: np.ndarray, columns: Sequence[str] | None = None) -> str:
@@ -191,11 +256,17 @@ def csv_text(values: np.ndarray, columns: Sequence[str] | None = None) -> str:
     return buffer.getvalue()
 
 
-def write_csv(handle: TextIO, values: np.ndarray, columns: Sequence[str] | None = None) -> None:
+def write_csv(
+    handle: TextIO,
+    values: np.ndarray,
+    columns: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+) -> None:
     """Write finite ``values`` ``(N, D)`` and a header of ``columns`` (default ``x, y`` or ``x0, x1, ...``)
     to the text stream ``handle``, 65,536 rows at a time: float64 as the shortest exact decimal, float32
-    with 9 digits, so that :func:`load_csv` reads the same values. ValueError, before writing anything, for
-    values that are not 2-D, real and finite, or names that are too few, many, empty or number-like."""
+    with 9 digits, so that :func:`load_csv` reads the same values; ``labels`` ``(N,)``, where given, as a
+    last column ``label``. ValueError, before writing anything, for values that are not 2-D, real and
+    finite, names that are too few, many, empty or number-like, or labels not one per row."""
     array = np.asarray(values)
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise ValueError(f"values must be real numbers of shape (N, D), got {array.dtype} {array.shape}")
@@ -204,12 +275,19 @@ def write_csv(handle: TextIO, values: np.ndarray, columns: Sequence[str] | None 
     names = _default_columns(array.shape[1]) if columns is None else tuple(str(c) for c in columns)
     if len(names) != array.shape[1] or any(not name.strip() or _misread_name(name) for name in names):
         raise ValueError(f"{names} cannot name {array.shape[1]} columns (empty, number-like or line breaks?)")
-    csv.writer(handle, lineterminator="\n").writerow(names)
+    if labels is not None and len(labels) != array.shape[0]:
+        raise ValueError(f"labels must be one per row: {len(labels)} for {array.shape[0]} rows")
+    csv.writer(handle, lineterminator="\n").writerow([*names, "label"] if labels is not None else names)
     float32 = array.dtype == np.float32
     array = array if float32 else array.astype(np.float64, copy=False)
     for start in range(0, array.shape[0], _CSV_CHUNK_ROWS):
         chunk = array[start : start + _CSV_CHUNK_ROWS].tolist()
         rows = [",".join(format(v, ".9g") if float32 else repr(v) for v in row) for row in chunk]
+        if labels is not None:
+            rows = [
+                f"{row},{label}"
+                for row, label in zip(rows, labels[start : start + _CSV_CHUNK_ROWS], strict=True)
+            ]
         handle.write("".join(row + "\n" for row in rows))
 
 

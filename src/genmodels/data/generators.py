@@ -2,7 +2,9 @@
 FFJORD's scales (most mass in ``[-4, 4]^2``), with closed-form entropies (:func:`exact_entropy`).
 
 Every generator in :data:`GENERATORS` is ``f(n, *, seed, **options) -> ndarray (n, 2)`` (float64,
-dimensionless), a function of its arguments only. ``689_data.csv`` at the repository root is, bit for bit,
+dimensionless), a function of its arguments only. The generators whose points come from natural
+components (:data:`LABELLED`) take ``labels=True`` and then return ``(points, names)``: the same points
+(for the same seed) and each point's component name, a str array ``(n,)``. ``689_data.csv`` at the repository root is, bit for bit,
 ``genmodels make-data text --text 689 -n 65536 --seed 0 -o 689_data.csv``.
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["GENERATORS", "exact_entropy", "glyph_area", "glyph_labels", "make_2spirals", "make_8gaussians",
+__all__ = ["GENERATORS", "LABELLED", "exact_entropy", "glyph_area", "glyph_labels", "make_2spirals", "make_8gaussians",
            "make_checkerboard", "make_circles", "make_pinwheel", "make_swiss_roll", "make_text", "make_two_moons"]  # fmt: skip
 
 
@@ -178,12 +180,14 @@ def _inscribed_radius(origins, normals, starts, ends, upper) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=32)
-def _stroke_midlines(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """Stroke midline points ``(M, 2)`` and widths ``(M,)`` of ``text``, equal mass per midline length:
-    midpoints of inward normal chords from outline stations, or, where a chord is not square, the
-    centre of the largest inscribed disc (dropped under a quarter of the median width)."""
-    points, widths, loose = [], [], []
-    for outlines in filter(None, _glyph_layout(text)):
+def _stroke_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stroke midline points ``(M, 2)``, widths ``(M,)`` and character indices ``(M,)`` of ``text``, equal
+    mass per midline length: midpoints of inward normal chords from outline stations, or, where a chord
+    is not square, the centre of the largest inscribed disc (dropped under a quarter of the median width)."""
+    points, widths, loose, chars = [], [], [], []
+    for char, outlines in enumerate(_glyph_layout(text)):
+        if not outlines:
+            continue
         starts, ends = np.concatenate(outlines), np.concatenate([np.roll(o, -1, axis=0) for o in outlines])
         for outline in outlines:
             origin, normal = _stations(outline)
@@ -195,9 +199,10 @@ def _stroke_midlines(text: str) -> tuple[np.ndarray, np.ndarray]:
             middle[~square] = origin[~square] + radius[:, None] * normal[~square]
             chord[~square] = 2 * radius
             points.append(middle), widths.append(chord), loose.append(~square)
-    points, widths, loose = (np.concatenate(a) for a in (points, widths, loose))
+            chars.append(np.full(len(middle), char))
+    points, widths, loose, chars = (np.concatenate(a) for a in (points, widths, loose, chars))
     keep = ~loose | (widths >= 0.25 * np.median(widths[~loose]))
-    return points[keep], widths[keep]
+    return points[keep], widths[keep], chars[keep]
 
 
 def make_text(
@@ -208,13 +213,15 @@ def make_text(
     background: float = 0.1,
     background_std: float = 1.0,
     stroke_blur: float = STROKE_BLUR,
-) -> np.ndarray:
+    labels: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Soft pen strokes of ``text`` plus a Gaussian background: float64 ``(n, 2)``.
 
     Each point is, with probability ``background``, drawn from ``N(0, background_std^2 I)``, otherwise a
     point uniform by length on the glyphs' stroke midlines plus isotropic Gaussian noise of std
     ``stroke_blur`` times the median stroke width (Gaussian cross-section; about 95 % of these points
     fall inside the outlines). "689" spans about ``[-1.45, 1.45] x [-0.49, 0.75]`` (:func:`_glyph_layout`).
+    Labels: the character a point's stroke belongs to, or ``"background"``.
     """
     _check_n(n)
     if not 0.0 <= background <= 1.0:
@@ -223,7 +230,7 @@ def make_text(
         raise ValueError(f"background_std must be positive, got {background_std!r}")
     if not stroke_blur > 0:
         raise ValueError(f"stroke_blur must be positive, got {stroke_blur!r}")
-    midline, widths = _stroke_midlines(text)
+    midline, widths, chars = _stroke_midlines(text)
     rng = np.random.default_rng(seed)
     n_background = int(rng.binomial(n, background)) if n else 0
     n_glyph = n - n_background
@@ -231,7 +238,17 @@ def make_text(
     pick = rng.integers(len(midline), size=n_glyph)
     glyph_points = midline[pick] + sigma * rng.standard_normal((n_glyph, 2))
     background_points = background_std * rng.standard_normal((n_background, 2))
-    return np.concatenate([glyph_points, background_points])[rng.permutation(n)]
+    order = rng.permutation(n)
+    points = np.concatenate([glyph_points, background_points])[order]
+    if not labels:
+        return points
+    names = np.concatenate([np.array(list(text))[chars[pick]], np.full(n_background, "background")])
+    return points, names[order].astype(str)
+
+
+def _named(points: np.ndarray, labels: bool, index: np.ndarray, names: Sequence[str]):  # noqa: ANN202
+    """``points``, or with ``labels`` also each point's component name ``names[index]`` ``(n,)``."""
+    return (points, np.asarray(names, dtype=str)[index]) if labels else points
 
 
 def _check_n(n: int) -> None:
@@ -239,9 +256,9 @@ def _check_n(n: int) -> None:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
 
 
-def make_two_moons(n: int, *, seed: int, noise: float = 0.1) -> np.ndarray:
+def make_two_moons(n: int, *, seed: int, noise: float = 0.1, labels: bool = False):  # noqa: ANN201
     """Two interleaved half circles of radius 1 with Gaussian ``noise``, scaled by 2, centred at
-    ``(-1, -0.2)`` and ``(1, 0.2)`` (FFJORD): about ``[-3, 3] x [-1.5, 1.5]``."""
+    ``(-1, -0.2)`` and ``(1, 0.2)`` (FFJORD): about ``[-3, 3] x [-1.5, 1.5]``. Labels: upper, lower."""
     _check_n(n)
     rng = np.random.default_rng(seed)
     upper = rng.random(n) < 0.5
@@ -249,28 +266,31 @@ def make_two_moons(n: int, *, seed: int, noise: float = 0.1) -> np.ndarray:
     x = np.where(upper, np.cos(angle), 1.0 - np.cos(angle))
     y = np.where(upper, np.sin(angle), 0.5 - np.sin(angle))
     points = np.stack([x, y], axis=1) + noise * rng.standard_normal((n, 2))
-    return 2.0 * points + np.array([-1.0, -0.2])
+    return _named(2.0 * points + np.array([-1.0, -0.2]), labels, (~upper).astype(int), ["upper", "lower"])
 
 
-def make_8gaussians(n: int, *, seed: int, radius: float = 2.0, std: float = 0.1) -> np.ndarray:
-    """Equal mixture of 8 isotropic Gaussians (``std``) at angles ``k pi / 4`` on a circle of ``radius``."""
+def make_8gaussians(n: int, *, seed: int, radius: float = 2.0, std: float = 0.1, labels: bool = False):  # noqa: ANN201
+    """Equal mixture of 8 isotropic Gaussians (``std``) at angles ``k pi / 4`` on a circle of ``radius``.
+    Labels: k = 0..7."""
     _check_n(n)
     rng = np.random.default_rng(seed)
-    angle = rng.integers(0, 8, size=n) * (np.pi / 4)
+    k = rng.integers(0, 8, size=n)
+    angle = k * (np.pi / 4)
     centres = radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
-    return centres + std * rng.standard_normal((n, 2))
+    return _named(centres + std * rng.standard_normal((n, 2)), labels, k, [str(i) for i in range(8)])
 
 
-def make_checkerboard(n: int, *, seed: int, half_width: float = 2.0) -> np.ndarray:
+def make_checkerboard(n: int, *, seed: int, half_width: float = 2.0, labels: bool = False):  # noqa: ANN201
     """Uniform over the 8 dark squares (the one at ``(-half_width, -half_width)`` is dark) of a 4 x 4
-    board covering ``[-half_width, half_width]^2``: support area ``2 half_width^2``."""
+    board covering ``[-half_width, half_width]^2``: support area ``2 half_width^2``. Labels: the
+    squares in two colours, alternating along the dark diagonals (``a`` at the lower left corner, ``b``)."""
     _check_n(n)
     rng = np.random.default_rng(seed)
     cell = half_width / 2
     column = rng.integers(0, 4, size=n)
     row = 2 * rng.integers(0, 2, size=n) + column % 2
     corner = np.stack([column, row], axis=1) * cell - half_width
-    return corner + cell * rng.random((n, 2))
+    return _named(corner + cell * rng.random((n, 2)), labels, (row // 2 + column // 2) % 2, ["a", "b"])
 
 
 def make_pinwheel(
@@ -281,9 +301,11 @@ def make_pinwheel(
     radial_std: float = 0.3,
     tangential_std: float = 0.1,
     rate: float = 0.25,
-) -> np.ndarray:
+    labels: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """FFJORD's pinwheel: a point of arm ``k`` starts at ``(1 + radial_std e1, tangential_std e2)``
-    (``e`` standard normal), is rotated by ``2 pi k / arms + rate exp(1 + radial_std e1)`` and scaled by 2."""
+    (``e`` standard normal), is rotated by ``2 pi k / arms + rate exp(1 + radial_std e1)`` and scaled by 2.
+    Labels: the arm k."""
     _check_n(n)
     rng = np.random.default_rng(seed)
     features = rng.standard_normal((n, 2)) * np.array([radial_std, tangential_std])
@@ -293,7 +315,7 @@ def make_pinwheel(
     cos, sin = np.cos(angle), np.sin(angle)
     x = cos * features[:, 0] - sin * features[:, 1]
     y = sin * features[:, 0] + cos * features[:, 1]
-    return 2.0 * np.stack([x, y], axis=1)
+    return _named(2.0 * np.stack([x, y], axis=1), labels, arm, [str(i) for i in range(arms)])
 
 
 def make_2spirals(n: int, *, seed: int, noise: float = 0.1) -> np.ndarray:
@@ -308,16 +330,18 @@ def make_2spirals(n: int, *, seed: int, noise: float = 0.1) -> np.ndarray:
 
 
 def make_circles(
-    n: int, *, seed: int, radius: float = 3.0, factor: float = 0.5, noise: float = 0.08
-) -> np.ndarray:
+    n: int, *, seed: int, radius: float = 3.0, factor: float = 0.5, noise: float = 0.08, labels: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Two concentric circles, radii ``radius`` and ``factor * radius``, equally likely, uniform angle,
-    plus isotropic noise of standard deviation ``noise * radius``."""
+    plus isotropic noise of standard deviation ``noise * radius``. Labels: outer, inner."""
     _check_n(n)
     rng = np.random.default_rng(seed)
-    r = np.where(rng.random(n) < 0.5, 1.0, factor)
+    outer = rng.random(n) < 0.5
+    r = np.where(outer, 1.0, factor)
     angle = 2 * np.pi * rng.random(n)
     points = r[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
-    return radius * (points + noise * rng.standard_normal((n, 2)))
+    points = radius * (points + noise * rng.standard_normal((n, 2)))
+    return _named(points, labels, (~outer).astype(int), ["outer", "inner"])
 
 
 def make_swiss_roll(n: int, *, seed: int, noise: float = 1.0) -> np.ndarray:
@@ -341,6 +365,9 @@ GENERATORS: dict[str, Callable[..., np.ndarray]] = {
     "circles": make_circles,
     "swiss_roll": make_swiss_roll,
 }
+
+#: The generators that take ``labels=True``.
+LABELLED = ("text", "two_moons", "8gaussians", "checkerboard", "pinwheel", "circles")
 
 
 def exact_entropy(name: str, **options: object) -> float | None:

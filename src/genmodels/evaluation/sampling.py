@@ -41,23 +41,38 @@ def sample_model(
     eta: float = 1.0,
     precision: str = "float32",
     ddim_spacing: str = "quadratic",
+    guidance_scale: float = 1.0,
+    label: int | np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw ``n`` samples ``(n, D)`` in data units, ``chunk_size`` at a time, chunk k seeded by ``(seed, k)``
     (so processes under torchrun share the chunks); the sampling settings reach ``model.sample`` through
-    the spec's ``sample_options``."""
-    settings = {"sampling_steps": sampling_steps or None, "eta": eta, "ddim_spacing": ddim_spacing}
+    the spec's ``sample_options``; given ``label`` (an int, or ``(n,)`` indices, e.g. :func:`draw_labels`),
+    from p(x | label)."""
+    settings = {"sampling_steps": sampling_steps or None, "eta": eta, "ddim_spacing": ddim_spacing,
+                "guidance_scale": guidance_scale}  # fmt: skip
     options = {option: settings[key] for option, key in spec_of(model).sample_options.items()}
     device = next(model.buffers()).device
+    labels = None if label is None else torch.as_tensor(np.broadcast_to(label, (n,)).copy(), device=device)
     chunks = {}
     with autocast(device, precision):
         for k in distributed.chunks_of_this_process(math.ceil(n / chunk_size)):
             key = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
             generator = torch.Generator(device=device).manual_seed(key)
-            chunk = model.sample(min(chunk_size, n - k * chunk_size), generator=generator, **options)
+            given = {} if labels is None else {"label": labels[k * chunk_size : (k + 1) * chunk_size]}
+            chunk = model.sample(min(chunk_size, n - k * chunk_size), generator=generator, **options, **given)
             chunks[k] = chunk.cpu().double().numpy()
     samples = np.concatenate(distributed.gather_chunks(chunks)) if n else np.zeros((0, model.dim))
     _warn_far_samples(model, samples)
     return samples
+
+
+def draw_labels(model: nn.Module, n: int, seed: int) -> np.ndarray | None:
+    """``n`` label indices ``(n,)`` drawn (seeded) in a conditional model's training proportions; None for
+    a model without labels."""
+    if not getattr(model, "n_labels", 0):
+        return None
+    proportions = model.label_proportions.detach().cpu().double().numpy()
+    return np.random.default_rng(seed).choice(len(proportions), size=n, p=proportions / proportions.sum())
 
 
 # Samples this many training standard deviations from the mean draw a warning (docs/evaluation.md).
@@ -160,11 +175,55 @@ METRIC_UNITS: dict[str, str] = {
 }
 
 
+def label_classifier(points: np.ndarray, labels: np.ndarray, seed: int) -> Any:
+    """A histogram gradient-boosted tree classifier of the labels ``(N,)`` of real ``points (N, D)``."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return HistGradientBoostingClassifier(random_state=seed).fit(points, labels)
+
+
+def per_label_scores(
+    samples: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    train: tuple[np.ndarray, np.ndarray],
+    names: Sequence[str],
+    *,
+    seed: int,
+    classifier: Any = None,
+) -> dict[str, dict[str, float]]:
+    """Per label name: the C2ST (trees) of the samples drawn for it against the held-out points of it,
+    beside its floor (training against held-out points of it), and the label accuracy: the share of its
+    samples that a classifier of the real training points' labels (``classifier``, else
+    :func:`label_classifier`) assigns to it, beside that share among its held-out points. Each pair is
+    ``(points (N, D), label indices (N,))``."""
+    classifier = classifier or label_classifier(*train, seed)
+    predicted, predicted_real = classifier.predict(samples[0]), classifier.predict(test[0])
+    out = {}
+    for k, name in enumerate(names):
+        mine, real = samples[1] == k, test[1] == k
+        entry = {"n_samples": int(mine.sum()), "n_test": int(real.sum()),
+                 "label_accuracy": float(np.mean(predicted[mine] == k)) if mine.any() else math.nan,
+                 "label_accuracy_real": float(np.mean(predicted_real[real] == k)) if real.any() else math.nan}  # fmt: skip
+        scores = evaluate_samples(
+            samples[0][mine], test[0][real], train[0][train[1] == k], seed=seed, names=("c2st_hgb",)
+        )
+        entry.update(c2st_hgb=scores["c2st_hgb"], c2st_hgb_floor=scores["c2st_hgb_floor"])
+        out[name] = entry
+    return out
+
+
 def evaluate_samples(
-    samples: np.ndarray, real_test: np.ndarray, real_train: np.ndarray | None, *, seed: int
+    samples: np.ndarray,
+    real_test: np.ndarray,
+    real_train: np.ndarray | None,
+    *,
+    seed: int,
+    names: Sequence[str] = ("c2st_mlp", "c2st_hgb"),
 ) -> dict:
-    """C2ST (MLP and boosted trees) of ``samples`` against the held-out points, each beside its floor
-    (as many training points against the same held-out ones; NaN without ``real_train``):
+    """C2ST (MLP and boosted trees, of ``names``) of ``samples`` against the held-out points, each beside
+    its floor (as many training points against the same held-out ones; NaN without ``real_train``):
     ``{"n_eval", "c2st", "c2st_floor", "c2st_hgb", "c2st_hgb_floor"}``; and the tails of all the samples
     against the training points (:func:`~genmodels.evaluation.metrics.tail_metrics`), the held-out points'
     as the floor: ``far_share``, ``max_distance`` and their ``_floor``."""
@@ -198,7 +257,8 @@ def evaluate_samples(
             log.warning("too few training points (%d) for the c2st floor; floor skipped", len(other))
             floor_pair = None
     # The real points come first: their mean and standard deviation scale both samples.
-    scores = two_sample_scores(test, gen, floor_pair, ("c2st_mlp", "c2st_hgb"), seed=seed)
+    scores = two_sample_scores(test, gen, floor_pair, names, seed=seed)
     for key, name in (("c2st", "c2st_mlp"), ("c2st_hgb", "c2st_hgb")):
-        out[key], out[f"{key}_floor"] = scores[name]["value"], scores[name]["floor"]
+        if name in scores:
+            out[key], out[f"{key}_floor"] = scores[name]["value"], scores[name]["floor"]
     return out

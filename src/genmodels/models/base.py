@@ -24,6 +24,7 @@ __all__ = [
     "Int",
     "ModelSpec",
     "Standardize",
+    "check_labels",
     "check_points",
     "check_sample_count",
     "get_spec",
@@ -37,21 +38,32 @@ __all__ = [
 
 @runtime_checkable
 class GenerativeModel(Protocol):
-    """The interface of a model: points ``(N, D)`` in the data's own units, likelihoods in nats per point."""
+    """The interface of a model: points ``(N, D)`` in the data's own units, likelihoods in nats per point.
+    A model with ``n_labels = K > 0`` is conditional: ``label`` is an int in 0..K-1 or ``(N,)`` of them
+    (:func:`check_labels`); without one it models p(x). A model with ``n_labels = 0`` refuses labels."""
 
     dim: int
+    n_labels: int
     standardize: Standardize
 
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Fix the data's ``mean (D,)`` and ``std (D,)``: the model works on standardised points."""
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """The scalar training loss of a batch ``x (N, D)``."""
+    def loss(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        """The scalar training loss of a batch ``x (N, D)`` (given its labels ``(N,)``)."""
 
-    def sample(self, n: int, *, generator: torch.Generator | None = None, **options: Any) -> torch.Tensor:
-        """``n`` samples ``(n, D)``; ``options`` are those named by the spec's ``sample_options``."""
+    def sample(
+        self,
+        n: int,
+        *,
+        label: int | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> torch.Tensor:
+        """``n`` samples ``(n, D)`` (given ``label``); ``options`` are those named by the spec's
+        ``sample_options``."""
 
-    def held_out_metrics(self, x: torch.Tensor) -> dict[str, float]:
+    def held_out_metrics(self, x: torch.Tensor, label: torch.Tensor | None = None) -> dict[str, float]:
         """Cheap held-out likelihood numbers tracked during training, e.g. ``{"test_nll": 0.9}``."""
 
 
@@ -64,7 +76,8 @@ class ModelSpec:
         model_class: ``model_class.from_config(config, dim)`` builds one from a ``config_class``.
         training_defaults: this model's ``training:`` defaults.
         parameter_count: ``(config, dim) -> int``; size_keys: the config keys that set the network's size.
-        likelihoods: ``name -> (model, x, generator) -> (N,) nats``, in report order.
+        likelihoods: ``name -> (model, x, generator, label=None) -> (N,) nats`` (given labels ``(N,)``
+            for a conditional model), in report order.
         sample_options: ``{sample() keyword: sampling settings key}``.
         figures: the model's figure kinds; loss_figure: its loss curve's ``series``, ``ylabel``, ``title``.
     """
@@ -117,6 +130,27 @@ def check_points(x: torch.Tensor, dim: int, dtype: torch.dtype, name: str, *, mo
         raise ValueError(
             f"{name} is {x.dtype} but the {model} computes in {dtype}; convert it with .to({dtype})"
         )
+
+
+def check_labels(label: object, n: int, n_labels: int, device: torch.device) -> torch.Tensor | None:
+    """``label`` as an ``(n,)`` long tensor on ``device`` (an int stands for all n points), or None.
+
+    Raises:
+        ValueError: a label for a model without labels (``n_labels`` 0), a label outside 0..n_labels-1,
+            or a tensor that is not ``(n,)`` integers.
+    """
+    if label is None:
+        return None
+    if n_labels == 0:
+        raise ValueError("this model was built without labels (n_labels 0); sample or score it without label")
+    whole = whole_number(label)
+    if whole is not None:
+        label = torch.full((n,), whole, dtype=torch.long, device=device)
+    if not isinstance(label, torch.Tensor) or label.shape != (n,) or label.is_floating_point():
+        raise ValueError(f"label must be an int or an integer tensor of shape ({n},), got {label!r:.80}")
+    if n and not bool(((label >= 0) & (label < n_labels)).all()):
+        raise ValueError(f"labels must be in 0..{n_labels - 1}, got {label.unique().tolist()[:10]}")
+    return label.to(device=device, dtype=torch.long)
 
 
 def whole_number(value: object) -> int | None:

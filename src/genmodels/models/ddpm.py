@@ -16,6 +16,13 @@ minimises a weighted squared error between μ_θ and the true posterior mean μ�
 
 Both are averaged over the data dimensions. The model standardises the data with fixed statistics; the
 bound it reports is in the data's own units (nats per sample).
+
+Conditional model (``n_labels = K > 0``): a learned embedding of the label y (index K: the null token,
+"no label") is added to the time embedding's MLP output, so every block's conditioning sees both.
+Training replaces a point's label by the null token with probability ``p_uncond``, so one network
+predicts both ε_θ(x_i, i, y) and ε_θ(x_i, i, ∅). Sampling with classifier-free guidance (Ho & Salimans
+2022, eq. 6 written with the scale w of the common convention) uses ε̂ = ε̂_∅ + w (ε̂_y - ε̂_∅): w = 1 is
+plain conditional sampling, w = 0 unconditional, w > 1 sharper classes.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from genmodels.models.base import (
     ModelSpec,
     Standardize,
     check_config_type,
+    check_labels,
     check_points,
     check_sample_count,
     register,
@@ -65,7 +73,9 @@ class DDPMModelConfig:
     to ``beta2_end``; ``input_embed_dim`` is a random Fourier embedding of x_i (0: none);
     ``parameterisation``, ``weighting``: see the module docstring; ``reverse_variance``: σ²_i = σ̃²_i
     (``"posterior"``) or β²_i; ``points_per_timestep``: training points sharing one timestep draw
-    (training only); ``clip_x0``: clip the samplers' x̂₀ (docs/ddpm-sampling.md)."""
+    (training only); ``clip_x0``: clip the samplers' x̂₀ (docs/ddpm-sampling.md); ``n_labels`` > 0 (set
+    by a run from ``data.condition``): conditioned on a label, dropped to the null token for a share
+    ``p_uncond`` of the training points (training only)."""
 
     diffusion_steps: Int = Field(2500, ge=1)
     beta2_start: Float = Field(1e-4, gt=0, lt=1)
@@ -79,6 +89,8 @@ class DDPMModelConfig:
     reverse_variance: Literal["posterior", "beta"] = "posterior"
     points_per_timestep: Int = Field(8, ge=1)
     clip_x0: bool = True
+    n_labels: Int = Field(0, ge=0)
+    p_uncond: Float = Field(0.1, ge=0, le=1)
 
     @field_validator("beta2_end")
     @classmethod
@@ -106,7 +118,9 @@ def _input_features(x: torch.Tensor, fourier: torch.Tensor | None) -> torch.Tens
 class DenoisingNetwork(nn.Module):
     """Residual MLP ``(x_i, i) -> ε_θ or μ_θ``, conditioned on a sinusoidal timestep embedding (a buffer
     for i = 0..L). ``x (N, D)``, ``timestep (G,)`` -> ``(N, D)``, G dividing N: row g is the timestep
-    of the g-th run of N / G consecutive points."""
+    of the g-th run of N / G consecutive points. With ``n_labels`` = K > 0 also ``label (N,)`` in 0..K
+    (K, or None: the null token): its embedding is added beside the time embedding's, each block's
+    projection of it a (K + 1)-row table gathered per point (by linearity), folded into the block's bias."""
 
     def __init__(
         self,
@@ -118,8 +132,10 @@ class DenoisingNetwork(nn.Module):
         time_embed_dim: int,
         input_embed_dim: int = 0,
         input_embed_scale: float = 1.0,
+        n_labels: int = 0,
     ) -> None:
         super().__init__()
+        self.n_labels = n_labels
         self.register_buffer(
             "time_table", sinusoidal_embedding(torch.arange(steps + 1), time_embed_dim), persistent=False
         )
@@ -137,21 +153,43 @@ class DenoisingNetwork(nn.Module):
         self.output = nn.Linear(hidden_units, dim)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
+        if n_labels:
+            self.label_embedding = nn.Embedding(n_labels + 1, hidden_units)
 
     def conditioning(self, embedding: torch.Tensor) -> torch.Tensor:
         """Every block's first-layer bias for ``embedding (G, E)``: ``(G, n_blocks, hidden_units)``."""
         cond = self.time_mlp(embedding)
         return torch.stack([block.first_bias(cond) for block in self.blocks], dim=1)
 
+    def label_table(self) -> torch.Tensor | None:
+        """Every block's projection of every label's embedding, ``(K + 1, n_blocks * hidden_units)``;
+        None for a network without labels."""
+        if not self.n_labels:
+            return None
+        return torch.cat([self.label_embedding.weight @ block.cond.weight.T for block in self.blocks], 1)
+
     def forward(
-        self, x: torch.Tensor, timestep: torch.Tensor, *, conditioning: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        label: torch.Tensor | None = None,
+        *,
+        conditioning: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x (N, D)``, ``timestep (G,)`` -> ``(N, D)``; a precomputed :meth:`conditioning` may be passed."""
         if conditioning is None:
             conditioning = self.conditioning(self.time_table[timestep])
         h = self.input(_input_features(x, self.fourier))
-        for j, block in enumerate(self.blocks):
-            h = block(h, bias=conditioning[:, j])
+        table, width = self.label_table(), h.shape[1]
+        if table is not None and label is None:  # unconditional: the null token for every point
+            label = torch.full((x.shape[0],), self.n_labels, dtype=torch.long, device=x.device)
+        for j, block in enumerate(self.blocks):  # one gather per block: its gradient is a small table's
+            part = (
+                None
+                if table is None
+                else nn.functional.embedding(label, table[:, j * width : (j + 1) * width])
+            )
+            h = block(h, bias=conditioning[:, j], extra=None if part is None else part.to(h.dtype))
         # x's dtype out, also under bfloat16 autocast: the diffusion arithmetic keeps its precision.
         u = torch.nn.functional.silu(self.out_norm(h), inplace=not torch.is_grad_enabled())
         return self.output(u).to(x.dtype)
@@ -175,7 +213,9 @@ def ddim_timesteps(diffusion_steps: int, steps: int, spacing: str = "quadratic")
 class DDPM(nn.Module):
     """Denoising diffusion model on ``D``-dimensional data with L = ``steps`` and a ``network``
     ``(x_i (N, D), timestep) -> (N, D)`` (one timestep per run of ``points_per_timestep`` points, see
-    :meth:`loss`). ``clip_x0``: the samplers clip x̂₀ to :meth:`sample_x0_bound`, learnt by :meth:`loss`."""
+    :meth:`loss`). ``clip_x0``: the samplers clip x̂₀ to :meth:`sample_x0_bound`, learnt by :meth:`loss`.
+    ``n_labels`` = K > 0: conditioned on K labels, ``network`` taking ``label (N,)`` in 0..K (K: the
+    null token) as a third argument; :meth:`loss` drops a share ``p_uncond`` of the labels to it."""
 
     def __init__(
         self,
@@ -190,6 +230,8 @@ class DDPM(nn.Module):
         reverse_variance: str = "posterior",
         points_per_timestep: int = 1,
         clip_x0: bool = True,
+        n_labels: int = 0,
+        p_uncond: float = 0.1,
     ) -> None:
         super().__init__()
         if whole_number(points_per_timestep) is None or points_per_timestep < 1:
@@ -200,7 +242,9 @@ class DDPM(nn.Module):
             raise ValueError(f"parameterisation must be 'eps' or 'mean', got {parameterisation!r}")
         if weighting not in ("simple", "bound"):
             raise ValueError(f"weighting must be 'simple' or 'bound', got {weighting!r}")
-        self.dim = dim
+        self.dim, self.n_labels, self.p_uncond = dim, n_labels, p_uncond
+        if n_labels:
+            self.register_buffer("label_proportions", torch.full((n_labels,), 1.0 / n_labels))
         self.diffusion_steps = steps
         self.parameterisation = parameterisation
         self.weighting = weighting
@@ -249,6 +293,7 @@ class DDPM(nn.Module):
             n_blocks=config.n_blocks,
             time_embed_dim=config.time_embed_dim,
             input_embed_dim=config.input_embed_dim,
+            n_labels=config.n_labels,
         )
         return cls(
             dim,
@@ -261,6 +306,8 @@ class DDPM(nn.Module):
             reverse_variance=config.reverse_variance,
             points_per_timestep=config.points_per_timestep,
             clip_x0=config.clip_x0,
+            n_labels=config.n_labels,
+            p_uncond=config.p_uncond,
         )
 
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -278,9 +325,20 @@ class DDPM(nn.Module):
         return self.schedule.q_sample(z0, timestep, generator=generator)
 
     # -- the reverse process ------------------------------------------------------------------------
-    def posterior_mean_prediction(self, xi: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """μ_θ(x_i, i) for standardised ``xi (N, D)`` and ``timestep (N,)`` in 1..L."""
-        return self._mean_from_output(xi, self.network(xi, timestep), timestep)
+    def _network(
+        self, xi: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None, **given: torch.Tensor
+    ) -> torch.Tensor:
+        """The network's output at ``xi (N, D)``; ``label (N,)`` in 0..K reaches a conditional one
+        (None: the null token, the unconditional prediction)."""
+        if self.n_labels:
+            return self.network(xi, timestep, label, **given)
+        return self.network(xi, timestep, **given)
+
+    def posterior_mean_prediction(
+        self, xi: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """μ_θ(x_i, i[, y]) for standardised ``xi (N, D)``, ``timestep (N,)`` in 1..L, ``label (N,)``."""
+        return self._mean_from_output(xi, self._network(xi, timestep, label), timestep)
 
     def _mean_from_output(self, xi: torch.Tensor, out: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """μ_θ from the network's output ``out (N, D)``, with one ``timestep (N,)`` per point."""
@@ -288,8 +346,10 @@ class DDPM(nn.Module):
             return self.schedule.mean_from_eps(xi, out, timestep)
         return out
 
-    def _eps_prediction(self, xi: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        return self._eps_from_output(xi, self.network(xi, timestep), timestep)
+    def _eps_prediction(
+        self, xi: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self._eps_from_output(xi, self._network(xi, timestep, label), timestep)
 
     def _eps_from_output(self, xi: torch.Tensor, out: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """ε_θ from the network's output ``out (N, D)``, with one ``timestep (N,)`` per point."""
@@ -307,12 +367,13 @@ class DDPM(nn.Module):
     def _check_points(self, x0: torch.Tensor) -> None:
         check_points(x0, self.dim, self.standardize.mean.dtype, "x0")
 
-    def loss(self, x0: torch.Tensor, rows: slice | None = None) -> torch.Tensor:
+    def loss(self, x0: torch.Tensor, label: object = None, rows: slice | None = None) -> torch.Tensor:
         """Weighted MSE between μ_θ and μ̃ at i ~ U{1..L}, averaged over points and dimensions: a scalar.
 
         ``x0 (N, D)`` in data units; one timestep is drawn per run of ``points_per_timestep`` (or the gcd
         with N) consecutive points, each still uniform. ``rows``: the loss of ``x0[rows]`` alone, with the
-        timesteps and noise drawn for all N points (one slice of a batch per process).
+        timesteps and noise drawn for all N points (one slice of a batch per process). A conditional
+        model's ``label (N,)`` (None: all null) is dropped to the null token with probability ``p_uncond``.
         """
         self._check_points(x0)
         z0, _ = self.standardize(x0)
@@ -325,13 +386,19 @@ class DDPM(nn.Module):
         shared = torch.randint(1, self.diffusion_steps + 1, (n // share,), device=z0.device)
         timestep = shared.repeat_interleave(share) if share > 1 else shared
         noise = torch.randn_like(z0)
+        label = check_labels(label, n, self.n_labels, z0.device)
+        if self.n_labels:
+            null = torch.full((n,), self.n_labels, dtype=torch.long, device=z0.device)
+            dropped = torch.rand(n, device=z0.device) < self.p_uncond
+            label = null if label is None else torch.where(dropped, null, label)
         if rows is not None:
             start, stop, _ = rows.indices(n)
             aligned = start % share == 0 and stop % share == 0  # whole runs: one timestep per run
             shared = shared[start // share : stop // share] if aligned else timestep[rows]
             z0, timestep, noise = z0[rows], timestep[rows], noise[rows]
+            label = None if label is None else label[rows]
         xi = self.schedule.q_sample(z0, timestep, noise)
-        out = self.network(xi, shared)
+        out = self._network(xi, shared, label)
         if self.parameterisation == "eps" and self.weighting == "simple":
             # Identical to the weighted mean error, computed without the large weights' rounding.
             return (out - noise).pow(2).mean()
@@ -341,11 +408,15 @@ class DDPM(nn.Module):
 
     # -- likelihood bound ---------------------------------------------------------------------------
     def _bound_terms(
-        self, z0: torch.Tensor, timestep: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        z0: torch.Tensor,
+        timestep: torch.Tensor,
+        generator: torch.Generator | None = None,
+        label: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-point bound term at ``timestep (N,)``: KL L_{i-1} for i >= 2, -log p(x_0 | x_1) for i = 1."""
         xi = self.schedule.q_sample(z0, timestep, generator=generator)
-        mean = self.posterior_mean_prediction(xi, timestep)
+        mean = self.posterior_mean_prediction(xi, timestep, label)
         var = self.reverse_variance[timestep]
         sq = (mean - self.schedule.posterior_mean(z0, xi, timestep)).pow(2).sum(-1)
         # KL(N(μ̃, σ̃²I) || N(μ_θ, σ²I)); the variance part vanishes when σ² = σ̃².
@@ -361,28 +432,38 @@ class DDPM(nn.Module):
         return 0.5 * (ab**2 * z0.pow(2) + var - 1 - torch.log(var)).sum(-1)
 
     @torch.no_grad()
-    def nll_bound(self, x0: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Variational upper bound on ``-log p(x0)`` (Ho et al. 2020, eq. 5), all L steps summed.
+    def nll_bound(
+        self, x0: torch.Tensor, *, label: object = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Variational upper bound on ``-log p(x0)`` (Ho et al. 2020, eq. 5), all L steps summed; given
+        labels, on ``-log p(x0 | label)`` (without, a conditional model's unconditional prediction).
 
         ``x0 (N, D)`` in data units -> ``(N,)`` nats in data units. The decoder p(x_0 | x_1) is
         N(μ_θ(x_1, 1), β²_1 I); each term uses one draw x_i ~ q(x_i | x_0) from ``generator``.
         """
         self._check_points(x0)
         z0, log_det = self.standardize(x0)
+        label = check_labels(label, x0.shape[0], self.n_labels, z0.device)
         total = self._prior_term(z0)
         for i in range(1, self.diffusion_steps + 1):
             timestep = torch.full((1,), i, dtype=torch.long, device=z0.device)  # broadcast over points
-            total = total + self._bound_terms(z0, timestep, generator)
+            total = total + self._bound_terms(z0, timestep, generator, label)
         return total - log_det
 
     @torch.no_grad()
-    def held_out_metrics(self, x: torch.Tensor) -> dict[str, float]:
-        """``{"test_nll_bound": mean of the bound's stratified estimate}`` in nats per point, ``x (N, D)``."""
-        return {"test_nll_bound": float(self.nll_bound_estimate(x).mean())}
+    def held_out_metrics(self, x: torch.Tensor, label: object = None) -> dict[str, float]:
+        """``{"test_nll_bound": mean of the bound's stratified estimate}`` in nats per point, ``x (N, D)``
+        (given ``label``)."""
+        return {"test_nll_bound": float(self.nll_bound_estimate(x, label=label).mean())}
 
     @torch.no_grad()
     def nll_bound_estimate(
-        self, x0: torch.Tensor, *, strata: int = 32, generator: torch.Generator | None = None
+        self,
+        x0: torch.Tensor,
+        *,
+        label: object = None,
+        strata: int = 32,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Unbiased estimate of :meth:`nll_bound`, ``(N,)`` nats: prior and decoder terms exact, the KL
         terms stratified (one random i in each of ``strata`` ranges of 2..L, weighted by its length)."""
@@ -391,16 +472,39 @@ class DDPM(nn.Module):
             return x0.new_zeros(0)
         z0, log_det = self.standardize(x0)
         n, device = z0.shape[0], z0.device
+        label = check_labels(label, n, self.n_labels, device)
         ones = torch.ones(n, dtype=torch.long, device=device)
-        total = self._prior_term(z0) + self._bound_terms(z0, ones, generator)
+        total = self._prior_term(z0) + self._bound_terms(z0, ones, generator, label)
         edges = torch.linspace(2, self.diffusion_steps + 1, min(strata, self.diffusion_steps - 1) + 1).long()
         for low, high in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
             if high > low:
                 timestep = torch.randint(low, high, (n,), generator=generator, device=device)
-                total = total + (high - low) * self._bound_terms(z0, timestep, generator)
+                total = total + (high - low) * self._bound_terms(z0, timestep, generator, label)
         return total - log_det
 
     # -- sampling -----------------------------------------------------------------------------------
+    def guided_output(
+        self,
+        x: torch.Tensor,
+        timestep: torch.Tensor,
+        label: torch.Tensor | None,
+        guidance_scale: float,
+        network: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    ) -> torch.Tensor:
+        """The network's output with classifier-free guidance (Ho & Salimans 2022): out_∅ + w (out_y -
+        out_∅) for ``x (N, D)``, ``label (N,)`` and w = ``guidance_scale``; ``network(x, label)`` evaluates
+        the network at ``timestep`` (``label`` None: the null token). ε and μ_θ are affine in each
+        other at fixed x_i and i, so guiding the output guides ε̂ for both parameterisations. w = 1
+        (or no label) is one plain pass, w = 0 one unconditional pass, any other w one pass on
+        ``[x, x]`` with ``[y, ∅]``."""
+        if label is None or guidance_scale == 1:
+            return network(x, label)
+        if guidance_scale == 0:
+            return network(x, None)
+        null = torch.full_like(label, self.n_labels)
+        conditional, unconditional = network(torch.cat([x, x]), torch.cat([label, null])).chunk(2)
+        return unconditional + guidance_scale * (conditional - unconditional)
+
     def sample_x0_bound(self) -> torch.Tensor | None:
         """The bound ``(D,)`` on |x̂₀| (standardised) the samplers clip to: :data:`X0_BOUND_MARGIN` times
         :attr:`x0_max_abs`; None with ``clip_x0`` off or before the model has seen training data."""
@@ -408,8 +512,11 @@ class DDPM(nn.Module):
             return None
         return X0_BOUND_MARGIN * self.x0_max_abs
 
-    def _network_steps(self, timesteps: list[int]) -> Callable[[torch.Tensor, int], torch.Tensor]:
-        """``(x_i, k) -> ε̂`` at the k-th of ``timesteps`` (hooks first; conditioning computed once)."""
+    def _network_steps(
+        self, timesteps: list[int], label: torch.Tensor | None = None, guidance_scale: float = 1.0
+    ) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """``(x_i, k) -> ε̂`` at the k-th of ``timesteps`` (hooks first; conditioning computed once),
+        guided towards ``label`` at ``guidance_scale`` (:meth:`guided_output`)."""
         net, device = self.network, self.schedule.beta2.device
         t_all = torch.tensor(timesteps, device=device)
         cond = net.conditioning(net.time_table[t_all]) if isinstance(net, DenoisingNetwork) else None
@@ -418,10 +525,9 @@ class DDPM(nn.Module):
             timestep = t_all[k : k + 1]  # one timestep shared by all points, (1,)
             for hook in self._reverse_step_hooks.values():
                 hook(x, timestep)
-            if cond is None:
-                out = net(x, timestep)
-            else:
-                out = net(x, timestep, conditioning=cond[k : k + 1])
+            given = {} if cond is None else {"conditioning": cond[k : k + 1]}
+            out = self.guided_output(x, timestep, label, guidance_scale,
+                                     lambda x, y: self._network(x, timestep, y, **given))  # fmt: skip
             return self._eps_from_output(x, out, timestep)
 
         return eps
@@ -431,6 +537,8 @@ class DDPM(nn.Module):
         self,
         n: int,
         *,
+        label: object = None,
+        guidance_scale: float = 1.0,
         generator: torch.Generator | None = None,
         steps: int | None = None,
         eta: float = 1.0,
@@ -440,9 +548,14 @@ class DDPM(nn.Module):
         """Draw ``n`` samples ``(n, D)`` in data units (``return_trajectory``: ``(S + 1, n, D)``, x_L first).
 
         ``steps`` None or L: :func:`ancestral_step` through all L steps; ``steps < L``: :func:`ddim_step`
-        (Song et al. 2021) with noise scale ``eta`` on :func:`ddim_timesteps` with ``spacing``.
+        (Song et al. 2021) with noise scale ``eta`` on :func:`ddim_timesteps` with ``spacing``. A
+        conditional model draws from p(x | ``label``) (an int or ``(n,)``) with classifier-free guidance
+        of scale ``guidance_scale`` (:meth:`guided_output`); without a label, from p(x).
         """
         n = check_sample_count(n, self.dim, getattr(getattr(self.network, "input", None), "out_features", 0))
+        label = check_labels(label, n, self.n_labels, self.schedule.beta2.device)
+        if not (isinstance(guidance_scale, numbers.Real) and 0 <= guidance_scale < math.inf):
+            raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
         whole, eta_value = whole_number(steps), _real_number(eta)
         if steps is not None and (whole is None or not 1 <= whole <= self.diffusion_steps):
             raise ValueError(f"steps must be a whole number in 1..{self.diffusion_steps}, got {steps!r}")
@@ -459,7 +572,7 @@ class DDPM(nn.Module):
         timesteps = ddim_timesteps(self.diffusion_steps, self.diffusion_steps if full else whole, spacing)
         device, dtype, bound = self.schedule.beta2.device, self.standardize.mean.dtype, self.sample_x0_bound()
         x = torch.randn(n, self.dim, generator=generator, device=device, dtype=dtype)
-        trajectory, eps = [x], self._network_steps(timesteps)
+        trajectory, eps = [x], self._network_steps(timesteps, label, guidance_scale)
         for k, (i, prev) in enumerate(zip(timesteps, [*timesteps[1:], 0], strict=True)):
             noisy = prev > 0 and (full or eta_value > 0)
             noise = torch.randn(x.shape, generator=generator, device=device, dtype=dtype) if noisy else None
@@ -499,13 +612,34 @@ def _parameter_count(config: DDPMModelConfig, dim: int) -> int:
 
     time = linear(config.time_embed_dim, h) + linear(h, h)
     blocks = config.n_blocks * (3 * linear(h, h) + 2 * h)  # two layers, the conditioning, the LayerNorm
-    return time + linear(dim + config.input_embed_dim, h) + blocks + 2 * h + linear(h, dim)
+    labels = (config.n_labels + 1) * h if config.n_labels else 0
+    return time + linear(dim + config.input_embed_dim, h) + blocks + 2 * h + linear(h, dim) + labels
 
 
-def _ode_nll(model: DDPM, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _ode_nll(
+    model: DDPM, x: torch.Tensor, generator: torch.Generator | None, label: object = None
+) -> torch.Tensor:
+    """The probability-flow ODE's ``-log p(x)`` ``(N,)`` in nats; given labels, ``-log p(x | y)`` with the
+    network held at each label in turn (a forward pre-hook adds it to the network's calls)."""
     from genmodels.models.flow_ode import probability_flow_nll
 
-    return probability_flow_nll(model, x)
+    label = check_labels(label, x.shape[0], model.n_labels, x.device)
+    if label is None:
+        return probability_flow_nll(model, x)
+    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
+    for y in label.unique().tolist():
+
+        def with_label(module: nn.Module, args: tuple, y: int = y) -> tuple | None:
+            return (
+                None if len(args) > 2 else (*args, torch.full_like(args[1][:1], y).expand(args[0].shape[0]))
+            )
+
+        handle = model.network.register_forward_pre_hook(with_label)
+        try:
+            out[label == y] = probability_flow_nll(model, x[label == y]).to(out.dtype)
+        finally:
+            handle.remove()
+    return out
 
 
 SPEC = register(
@@ -524,11 +658,18 @@ SPEC = register(
         parameter_count=_parameter_count,
         size_keys=("n_blocks", "hidden_units"),
         likelihoods={
-            "bound": lambda model, x, generator: model.nll_bound(x, generator=generator),
+            "bound": lambda model, x, generator, label=None: model.nll_bound(
+                x, label=label, generator=generator
+            ),
             "ode": _ode_nll,
         },
         loss_label="training loss (weighted MSE)",
-        sample_options={"steps": "sampling_steps", "eta": "eta", "spacing": "ddim_spacing"},
+        sample_options={
+            "steps": "sampling_steps",
+            "eta": "eta",
+            "spacing": "ddim_spacing",
+            "guidance_scale": "guidance_scale",
+        },
         figures=("reverse_process", "vector_fields", "forward_process"),
         loss_figure={
             "series": "weighted_mse",

@@ -47,7 +47,9 @@ class ResidualBlock(nn.Module):
     """``h + W2 silu(W1 silu(LayerNorm(h)) + b1 + C c)``, a pre-norm residual block conditioned on ``c``.
 
     ``h (N, width)``, ``cond (G, cond_dim)`` -> ``(N, width)``, G dividing N: row g of ``cond`` conditions
-    the g-th run of N / G rows (or pass :meth:`first_bias` as ``bias``). In place without autograd.
+    the g-th run of N / G rows (or pass :meth:`first_bias` as ``bias``). ``extra (N, width)``, a per-row
+    term (a label's projection), is folded into that bias: one pass over the rows. In place without autograd.
+
     """
 
     def __init__(self, width: int, cond_dim: int) -> None:
@@ -62,17 +64,25 @@ class ResidualBlock(nn.Module):
         return self.linear1.bias + self.cond(cond)
 
     def forward(
-        self, h: torch.Tensor, cond: torch.Tensor | None = None, *, bias: torch.Tensor | None = None
+        self,
+        h: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        *,
+        bias: torch.Tensor | None = None,
+        extra: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if bias is None:
             bias = self.first_bias(cond)
         inplace = not torch.is_grad_enabled()
         u = silu(self.norm(h), inplace=inplace)
         (n, width), groups = h.shape, bias.shape[0]
-        if groups == 1:
-            u = torch.addmm(bias[0], u, self.linear1.weight.t())
-        elif n % groups:
+        if n % groups:
             raise ValueError(f"cond has {groups} rows, which does not divide the {n} rows of h")
+        if extra is not None:
+            bias = (bias.unsqueeze(1) + extra.view(groups, n // groups, width)).view(n, width)
+            u = torch.addmm(bias, u, self.linear1.weight.t())
+        elif groups == 1:
+            u = torch.addmm(bias[0], u, self.linear1.weight.t())
         else:
             u = (linear(u, self.linear1.weight).view(groups, n // groups, width) + bias.unsqueeze(1)).view(
                 n, width

@@ -11,6 +11,11 @@ Each coupling (eqs. 4-6) keeps one half ``x_a`` of the coordinates and maps the 
 ``x_b -> x_b * exp(s(x_a)) + t(x_a)``, with ``log |det| = sum(s(x_a))``; consecutive couplings swap the
 halves. The log-scale ``s`` is soft-clamped by ``c * tanh(s / c)`` so training cannot overflow, and the
 conditioner's last layer starts at zero, so a new flow is the identity (after standardisation).
+
+Conditional flow (``n_labels = K > 0``): a learned label embedding e(y) is concatenated to every
+conditioner's input, ``s, t = NN([x_a, e(y)])``, so ``log p(x | y) = log N(f_y(x); 0, I) + log |det
+∂f_y/∂x|`` exactly; without a label, ``log p(x) = logsumexp_y (log π_y + log p(x | y))`` with the
+training proportions π, and the bijection is the most frequent label's (for the latent figures).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from genmodels.models.base import (
     ModelSpec,
     Standardize,
     check_config_type,
+    check_labels,
     check_points,
     check_sample_count,
     register,
@@ -54,7 +60,8 @@ __all__ = [
 class RealNVPModelConfig:
     """RealNVP architecture (Dinh et al. 2017): ``n_coupling_layers`` couplings, each conditioner an MLP
     of ``n_hidden`` layers of ``hidden_units``; log-scales soft-clamped to ±``scale_clamp``; ``actnorm``
-    (Kingma & Dhariwal 2018) before every coupling."""
+    (Kingma & Dhariwal 2018) before every coupling; ``n_labels`` > 0 (set by a run from
+    ``data.condition``): conditioned on a label embedded in ``label_embed_dim`` values."""
 
     n_coupling_layers: Int = Field(14, ge=1)
     n_hidden: Int = Field(2, ge=0)
@@ -62,6 +69,8 @@ class RealNVPModelConfig:
     activation: Literal["relu", "silu", "tanh", "gelu"] = "relu"
     scale_clamp: Float = Field(3.0, gt=0)
     actnorm: StrictBool = False
+    n_labels: Int = Field(0, ge=0)
+    label_embed_dim: Int = Field(8, ge=1)
 
 
 class ActNorm(nn.Module):
@@ -98,7 +107,8 @@ class ActNorm(nn.Module):
 class AffineCoupling(nn.Module):
     """Affine coupling layer (Dinh et al. 2017, eqs. 4-6); ``parity`` 0 transforms the last ``D - D//2``
     coordinates, 1 the first ``D//2``; ``s = c * tanh(raw / c)``, c = ``scale_clamp``. ``forward`` and
-    ``inverse``: ``(N, D)`` -> ``(N, D)`` and ``log |det J| (N,)`` in nats."""
+    ``inverse``: ``(N, D)`` -> ``(N, D)`` and ``log |det J| (N,)`` in nats; their ``context``, where given,
+    is a label embedding table ``(K, context_dim)`` and the labels ``(N,)``."""
 
     def __init__(
         self,
@@ -109,6 +119,7 @@ class AffineCoupling(nn.Module):
         hidden_units: int,
         activation: str = "relu",
         scale_clamp: float = 3.0,
+        context_dim: int = 0,
     ) -> None:
         super().__init__()
         if dim < 2:
@@ -121,7 +132,7 @@ class AffineCoupling(nn.Module):
         self.n_trans = len(trans)
         self.scale_clamp = scale_clamp
         self.net = MLP(
-            len(cond),
+            len(cond) + context_dim,
             2 * len(trans),
             n_hidden=n_hidden,
             hidden_units=hidden_units,
@@ -129,15 +140,30 @@ class AffineCoupling(nn.Module):
             zero_last=True,
         )
 
-    def shift_and_log_scale(self, x_cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The affine parameters ``t, s`` (each ``(N, n_trans)``) from the kept half, in its dtype."""
-        shift, raw = self.net(x_cond).to(x_cond.dtype).split(self.n_trans, dim=-1)
+    def shift_and_log_scale(
+        self, x_cond: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The affine parameters ``t, s`` (each ``(N, n_trans)``) computed from the kept half (and the
+        label context: the first layer on ``[x_cond, e(y)]``, whose e(y) part is a per-label bias table
+        gathered per point, the same function as concatenating e(y) at one pass over the points)."""
+        if context is None:
+            out = self.net(x_cond)
+        else:
+            (table, label), first, n = context, self.net[0], x_cond.shape[-1]
+            bias = nn.functional.embedding(label, torch.addmm(first.bias, table, first.weight[:, n:].t()))
+            out = torch.addmm(bias.to(x_cond.dtype), x_cond, first.weight[:, :n].t())
+            for layer in list(self.net)[1:]:
+                out = layer(out)
+        # Under bfloat16 autocast the conditioner's products are bfloat16; the bijection keeps x's dtype.
+        shift, raw = out.to(x_cond.dtype).split(self.n_trans, dim=-1)
         return shift, self.scale_clamp * torch.tanh(raw / self.scale_clamp)
 
-    def _transform(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _transform(
+        self, x: torch.Tensor, inverse: bool, context: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x_cond = x.index_select(-1, self.cond_index)
         x_trans = x.index_select(-1, self.trans_index)
-        shift, log_scale = self.shift_and_log_scale(x_cond)
+        shift, log_scale = self.shift_and_log_scale(x_cond, context)
         if inverse:
             y_trans, log_det = (x_trans - shift) * torch.exp(-log_scale), -log_scale.sum(-1)
         else:
@@ -145,16 +171,21 @@ class AffineCoupling(nn.Module):
         y = x.index_copy(-1, self.trans_index, y_trans)
         return y, log_det
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._transform(x, inverse=False)
+    def forward(
+        self, x: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._transform(x, False, context)
 
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._transform(y, inverse=True)
+    def inverse(
+        self, y: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._transform(y, True, context)
 
 
 class RealNVP(nn.Module):
     """RealNVP flow ``x -> z`` on ``D >= 2``-dimensional data with a standard normal base (arguments as
-    :class:`RealNVPModelConfig`); :meth:`set_standardization` fixes the first bijection."""
+    :class:`RealNVPModelConfig`); :meth:`set_standardization` fixes the first bijection. A conditional
+    flow's methods take a ``label`` (an int or ``(N,)`` indices)."""
 
     def __init__(
         self,
@@ -166,6 +197,8 @@ class RealNVP(nn.Module):
         activation: str = "relu",
         scale_clamp: float = 3.0,
         actnorm: bool = False,
+        n_labels: int = 0,
+        label_embed_dim: int = 8,
     ) -> None:
         super().__init__()
         if whole_number(dim) is None or dim < 2:
@@ -179,8 +212,11 @@ class RealNVP(nn.Module):
         ):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
                 raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
-        self.dim = dim
+        self.dim, self.n_labels = dim, n_labels
         self.standardize = Standardize(dim)
+        if n_labels:
+            self.label_embedding = nn.Embedding(n_labels, label_embed_dim)
+            self.register_buffer("label_proportions", torch.full((n_labels,), 1.0 / n_labels))
         layers: list[nn.Module] = []
         for i in range(n_coupling_layers):
             if actnorm:
@@ -193,6 +229,7 @@ class RealNVP(nn.Module):
                     hidden_units=hidden_units,
                     activation=activation,
                     scale_clamp=scale_clamp,
+                    context_dim=label_embed_dim if n_labels else 0,
                 )
             )
         self.layers = nn.ModuleList(layers)
@@ -209,6 +246,8 @@ class RealNVP(nn.Module):
             activation=config.activation,
             scale_clamp=config.scale_clamp,
             actnorm=config.actnorm,
+            n_labels=config.n_labels,
+            label_embed_dim=config.label_embed_dim,
         )
 
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -221,64 +260,94 @@ class RealNVP(nn.Module):
     def _check_points(self, x: torch.Tensor, name: str) -> None:
         check_points(x, self.dim, self.standardize.mean.dtype, name, model="flow")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map data to latent: ``x (N, D) -> z = f(x) (N, D)`` and ``log |det ∂f/∂x| (N,)`` in nats."""
+    def _context(self, label: object, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """What every coupling sees of the labels: the embedding table ``(K, label_embed_dim)`` and the
+        labels ``(n,)`` (without a label: the most frequent one), or None for an unconditional flow."""
+        if self.n_labels and label is None:
+            label = int(self.label_proportions.argmax())
+        label = check_labels(label, n, self.n_labels, self.standardize.mean.device)
+        return None if label is None else (self.label_embedding.weight, label)
+
+    def _through(self, bijection: nn.Module, x: torch.Tensor, context: tuple | None, inverse: bool) -> tuple:
+        step = bijection.inverse if inverse else bijection
+        return step(x, context) if isinstance(bijection, AffineCoupling) else step(x)
+
+    def forward(self, x: torch.Tensor, label: object = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map data to latent: ``x (N, D) -> z = f_y(x) (N, D)`` and ``log |det ∂f_y/∂x| (N,)`` in nats."""
         self._check_points(x, "x")
+        context = self._context(label, x.shape[0])
         log_det = x.new_zeros(x.shape[0])
         for bijection in self._bijections():
-            x, ld = bijection(x)
+            x, ld = self._through(bijection, x, context, False)
             log_det = log_det + ld
         return x, log_det
 
-    def log_det_jacobian(self, x: torch.Tensor) -> torch.Tensor:
+    def log_det_jacobian(self, x: torch.Tensor, label: object = None) -> torch.Tensor:
         """``log |det ∂f/∂x|`` at ``x (N, D)``: ``(N,)`` in nats."""
-        return self.forward(x)[1]
+        return self.forward(x, label)[1]
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        """Map latent to data: ``z (N, D) -> x = f⁻¹(z) (N, D)`` in the data's units."""
+    def inverse(self, z: torch.Tensor, label: object = None) -> torch.Tensor:
+        """Map latent to data: ``z (N, D) -> x = f_y⁻¹(z) (N, D)`` in the data's units."""
         self._check_points(z, "z")
+        context = self._context(label, z.shape[0])
         for bijection in reversed(self._bijections()):
-            z, _ = bijection.inverse(z)
+            z, _ = self._through(bijection, z, context, True)
         return z
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact log-density ``log p(x)`` of ``x (N, D)``: ``(N,)`` in nats, in the data's own units."""
-        z, log_det = self.forward(x)
+    def log_prob(self, x: torch.Tensor, label: object = None) -> torch.Tensor:
+        """Exact log-density ``log p(x)`` (``log p(x | label)`` given one) of ``x (N, D)``: ``(N,)`` in
+        nats, in the data's own units. A conditional flow without a label gives the marginal
+        ``logsumexp_y (log π_y + log p(x | y))`` (K passes)."""
+        if self.n_labels and label is None:
+            per_label = [self.log_prob(x, y) for y in range(self.n_labels)]
+            return torch.logsumexp(torch.stack(per_label, 1) + self.label_proportions.log(), 1)
+        z, log_det = self.forward(x, label)
         return standard_normal_log_prob(z) + log_det
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` in nats per sample."""
+    def loss(self, x: torch.Tensor, label: object = None) -> torch.Tensor:
+        """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` (given ``label``), nats."""
         self._check_points(x, "x")
         if x.shape[0] == 0:
             raise ValueError("the loss needs at least one point, got an empty batch")
-        return -self.log_prob(x).mean()
+        return -self.log_prob(x, label).mean()
 
     @torch.no_grad()
-    def held_out_metrics(self, x: torch.Tensor) -> dict[str, float]:
-        """``{"test_nll": mean -log p(x)}`` in nats per point, for ``x (N, D)``."""
-        return {"test_nll": float(-self.log_prob(x).mean())}
+    def held_out_metrics(self, x: torch.Tensor, label: object = None) -> dict[str, float]:
+        """``{"test_nll": mean -log p(x)}`` (given ``label``) in nats per point, for ``x (N, D)``."""
+        return {"test_nll": float(-self.log_prob(x, label).mean())}
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw ``n`` samples ``x = f⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units."""
+    def sample(
+        self, n: int, *, label: object = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Draw ``n`` samples ``x = f_y⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units; a
+        conditional flow without ``label`` draws the labels in the training proportions (after z)."""
         n = check_sample_count(n, self.dim)
         device = self.standardize.mean.device
         z = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
-        return self.inverse(z)
+        if self.n_labels and label is None:
+            label = (
+                torch.multinomial(self.label_proportions, n, replacement=True, generator=generator)
+                if n
+                else 0
+            )
+        return self.inverse(z, label)
 
     @torch.no_grad()
-    def trajectory(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+    def trajectory(self, x: torch.Tensor, label: object = None) -> Iterator[torch.Tensor]:
         """Yield ``x`` after each bijection (standardisation first, the latent last), each ``(N, D)``."""
+        context = self._context(label, x.shape[0])
         for bijection in self._bijections():
-            x, _ = bijection(x)
+            x, _ = self._through(bijection, x, context, False)
             yield x
 
 
 def _parameter_count(config: RealNVPModelConfig, dim: int) -> int:
     """Weights of the flow ``config`` builds for ``dim``-dimensional data (its conditioner MLPs)."""
-    half = -(-dim // 2)
-    widths = [half] + [config.hidden_units] * config.n_hidden + [2 * half]
-    return config.n_coupling_layers * sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    half, context = -(-dim // 2), config.label_embed_dim if config.n_labels else 0
+    widths = [half + context] + [config.hidden_units] * config.n_hidden + [2 * half]
+    layers = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    return config.n_coupling_layers * layers + config.n_labels * config.label_embed_dim
 
 
 SPEC = register(
@@ -290,7 +359,7 @@ SPEC = register(
         training_defaults={"epochs": 500, "batch_size": 2048, "seed": 42},
         parameter_count=_parameter_count,
         size_keys=("n_coupling_layers", "n_hidden", "hidden_units"),
-        likelihoods={"exact": lambda model, x, generator: -model.log_prob(x)},
+        likelihoods={"exact": lambda model, x, generator, label=None: -model.log_prob(x, label)},
         loss_label="loss [nats]",
         figures=("latent", "warped_grid", "density"),
         loss_figure={

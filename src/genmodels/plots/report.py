@@ -109,6 +109,7 @@ class _Run:
     reverse: tuple[np.ndarray, np.ndarray] | None
     sampling_steps: int
     seed: int
+    labels: tuple[Sequence[str], np.ndarray] | None = None  # a conditional model's names, sample labels
 
     @property
     def dim(self) -> int:
@@ -140,10 +141,13 @@ def write_figures(
     sampling_steps: int = 0,
     seed: int = 0,
     index: bool = True,
+    labels: tuple[Sequence[str], np.ndarray] | None = None,
 ) -> dict[str, Path]:
     """Draw every figure of ``model`` (``real (N, D)``, ``samples (M, D)``) into ``out_dir/figures``.
 
-    ``reverse``: a recorded ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn)."""
+    ``reverse``: a recorded ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn);
+    ``labels``: a conditional model's label names and the samples' label indices ``(M,)`` (one generated
+    panel per label in the results figure)."""
     start = time.perf_counter()
     try:
         spec = get_spec(model_type)
@@ -154,7 +158,7 @@ def write_figures(
     run = _Run(
         model.eval(), spec, P.subsample(real, _SHOW_POINTS, seed), np.asarray(samples, dtype=float)[:_SHOW_POINTS],
         Path(out_dir) / "figures", fmt, where, _headline(metrics or {}), columns, data_name, text, reverse,
-        sampling_steps, seed,
+        sampling_steps, seed, None if labels is None else (labels[0], np.asarray(labels[1])[:_SHOW_POINTS]),
     )  # fmt: skip
     written = _scatter_figures(run)
     if history and len(history.get("epoch", [])):
@@ -184,6 +188,11 @@ def _results_figure(run: _Run) -> Path:
     middle = [_MIDDLE_PANELS[kind](run) for kind in run.spec.figures if kind in _MIDDLE_PANELS][:1]
     samples_title = f"Generated Samples\n{run.headline}" if run.headline else "Generated Samples"
     panels = [("Original Data", run.real, None, True), *middle, (samples_title, run.samples, None, True)]
+    if run.labels is not None:
+        names, labels = run.labels
+        panels += [
+            (f"Generated given {name}", run.samples[labels == k], None, True) for k, name in enumerate(names)
+        ]
     return P.plot_panels(
         [(title, points) for title, points, _, _ in panels],
         run.target("results"),
@@ -525,6 +534,20 @@ def _metrics_table(metrics: Mapping[str, Any]) -> str:
     return "<table>\n" + "\n".join(rows) + "\n</table>"
 
 
+def _label_table(per_label: Mapping[str, Mapping[str, Any]]) -> str:
+    """A conditional run's per-label metrics as an HTML table: one row per label, one column per metric."""
+    e = html.escape
+    keys = list(dict.fromkeys(k for entry in per_label.values() for k in entry))
+    head = "<tr><th>label</th>" + "".join(f"<th>{e(k)}</th>" for k in keys) + "</tr>"
+    rows = [
+        f"<tr><th>{e(str(name))}</th>"
+        + "".join(f'<td class="{cls}">{e(text)}</td>' for k in keys for text, cls in [_cell(entry.get(k))])
+        + "</tr>"
+        for name, entry in per_label.items()
+    ]
+    return "<table>\n" + "\n".join([head, *rows]) + "\n</table>"
+
+
 def _figure_key(model_type: str, path: Path) -> str:
     stem = path.stem[len(model_type) + 1 :] if model_type else path.stem
     return "reverse_gif" if model_type and path.suffix == ".gif" and stem == "reverse" else stem
@@ -577,7 +600,10 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
         log.warning("results page: %s not readable (%s); skipped", metrics_file, error)
         metrics = None
     if isinstance(metrics, dict) and metrics:
+        per_label = metrics.pop("labels", None)
         parts += ["<h3>Metrics</h3>", _metrics_table(metrics)]
+        if isinstance(per_label, Mapping) and per_label:
+            parts += ["<h3>Per label</h3>", _label_table(per_label)]
     links = [
         f'<a href="{html.escape(rel.format(name))}">{label}</a>'
         for rel, label in _RUN_FILES

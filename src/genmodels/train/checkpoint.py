@@ -64,8 +64,10 @@ def save_checkpoint(
     trainer_state: dict[str, Any] | None = None,
     test_data: torch.Tensor | None = None,
     data_info: dict[str, Any] | None = None,
+    labels: dict[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint atomically (a crash leaves the previous file intact)."""
+    """Write a checkpoint atomically (a crash leaves the previous file intact). ``labels`` describes a
+    conditional model's condition: ``{"column", "names" (in index order), "proportions" (training)}``."""
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -78,6 +80,7 @@ def save_checkpoint(
         "trainer": _to_cpu(trainer_state) if trainer_state is not None else None,
         "test_data": test_data.detach().cpu() if test_data is not None else None,
         "data": dict(data_info or {}),
+        "labels": labels,
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -237,7 +240,7 @@ _NON_NEGATIVE_STATE = frozenset({"step", "exp_avg_sq", "max_exp_avg_sq"})
 
 
 # ``model`` keys that only change how the model is trained: a resumed run may change them.
-TRAINING_ONLY_MODEL_KEYS = frozenset({"points_per_timestep", "clip_x0"})
+TRAINING_ONLY_MODEL_KEYS = frozenset({"points_per_timestep", "clip_x0", "p_uncond"})
 
 
 def architecture_differences(stored: RunConfig, requested: RunConfig) -> list[str]:

@@ -164,10 +164,16 @@ class Trainer:
         return changed
 
     def fit(
-        self, data: torch.Tensor, *, evaluate: Evaluate | None = None, on_checkpoint: Checkpoint | None = None
+        self,
+        data: torch.Tensor,
+        *,
+        labels: torch.Tensor | None = None,
+        evaluate: Evaluate | None = None,
+        on_checkpoint: Checkpoint | None = None,
     ) -> None:
-        """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)``; after a Ctrl-C, checkpoint
-        at the end of the epoch and raise KeyboardInterrupt. A non-finite loss is a TrainingError."""
+        """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)`` (given ``labels (N,)``,
+        passed to the loss); after a Ctrl-C, checkpoint at the end of the epoch and raise
+        KeyboardInterrupt. A non-finite loss is a TrainingError."""
         from tqdm.auto import tqdm
 
         self._check_data(data)
@@ -186,7 +192,7 @@ class Trainer:
         self.model.train()
         try:
             while self.epoch < cfg.epochs:
-                record = self._train_epoch(data, loss_fn, interrupt)
+                record = self._train_epoch(data, loss_fn, interrupt, labels)
                 self._end_epoch(record, evaluate, data.device)
                 steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s)
@@ -229,7 +235,7 @@ class Trainer:
         return loss_fn
 
     def _train_epoch(
-        self, data: torch.Tensor, loss_fn: Loss, interrupt: _DeferredInterrupt
+        self, data: torch.Tensor, loss_fn: Loss, interrupt: _DeferredInterrupt, labels: torch.Tensor | None
     ) -> dict[str, float]:
         """One pass over ``data`` in a random order; returns the epoch's history record."""
         n, steps = data.shape[0], interrupt.steps_per_epoch
@@ -240,7 +246,8 @@ class Trainer:
         stats = []
         for i in range(steps):
             interrupt.steps_done = i
-            stats.append(self._step(data[order[i * batch_size : (i + 1) * batch_size]], loss_fn))
+            rows = order[i * batch_size : (i + 1) * batch_size]
+            stats.append(self._step(data[rows], loss_fn, None if labels is None else labels[rows]))
         stacked = torch.stack(stats)
         losses, interrupt.requested = distributed.agree(stacked[:, 0], interrupt.requested)
         losses, grad_norms = torch.stack([losses, stacked[:, 1]]).tolist()  # the epoch's one wait
@@ -258,10 +265,10 @@ class Trainer:
             "seconds": seconds,
         }
 
-    def _step(self, batch: torch.Tensor, loss_fn: Loss) -> torch.Tensor:
+    def _step(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None = None) -> torch.Tensor:
         """One optimisation step on ``batch``; returns ``[loss, gradient norm]``, left on the device."""
         with autocast(batch.device, self.config.precision):
-            loss = self._batch_loss(batch, loss_fn)
+            loss = self._batch_loss(batch, loss_fn, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
@@ -276,17 +283,22 @@ class Trainer:
         self._update_ema()
         return stats
 
-    def _batch_loss(self, batch: torch.Tensor, loss_fn: Loss) -> torch.Tensor:
-        """The loss of this process's shard of ``batch (B, D)``, weighted so DDP's mean is the batch's."""
+    def _batch_loss(
+        self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The loss of this process's shard of ``batch (B, D)`` (given ``labels (B,)``), weighted so DDP's
+        mean is the batch's."""
+        given = () if labels is None else (labels,)
         world = distributed.world_size()
         if world == 1:
-            return loss_fn(batch)
+            return loss_fn(batch, *given)
         rows = distributed.shard(len(batch))
         weight = (rows.stop - rows.start) * world / len(batch)
         if weight == 0:  # fewer rows than processes: this one joins the gradient average with weight 0
             rows = slice(0, 1)
-        loss = loss_fn(batch, rows=rows) if self._loss_takes_rows else loss_fn(batch[rows])
-        return loss * weight
+        if self._loss_takes_rows:
+            return loss_fn(batch, *given, rows=rows) * weight
+        return loss_fn(batch[rows], *(y[rows] for y in given)) * weight
 
     @torch.no_grad()
     def _update_ema(self) -> None:
