@@ -166,7 +166,7 @@ def test_the_probability_flow_ode_is_given_the_label() -> None:
     given = ode(model, x, None, torch.tensor([0, 1, 2, 0]))
     per_label = torch.stack([ode(model, x, None, torch.full((4,), y)) for y in range(3)], 1)
     torch.testing.assert_close(
-        given, per_label[torch.arange(4), torch.tensor([0, 1, 2, 0])], rtol=1e-4, atol=1e-4
+        given, per_label[torch.arange(4), torch.tensor([0, 1, 2, 0])], rtol=1e-3, atol=3e-3
     )
     assert not torch.allclose(per_label[:, 0], per_label[:, 1])
     assert not model.network._forward_pre_hooks  # the label's hook is removed afterwards
