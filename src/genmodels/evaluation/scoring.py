@@ -251,11 +251,11 @@ def evaluate_model(
     )
     if samples is None:
         samples = timed("sampling", sample_model, model, n_samples, seed=seed)
-    half = np.random.default_rng(seed).permutation(len(real))[: len(real) // 2]
-    rest = np.setdiff1d(np.arange(len(real)), half)
+    # The two halves sample_metrics uses: one is the reference, the other the floor.
+    perm = np.random.default_rng(seed).permutation(len(real))
+    reference, other = real[perm[: len(real) // 2]], real[perm[len(real) // 2 :]]
     tails = {
-        key: M.tail_metrics(points, real[half])
-        for key, points in (("samples", samples), ("floor", real[rest]))
+        key: M.tail_metrics(points, reference) for key, points in (("samples", samples), ("floor", other))
     }
     samples = finite_samples(samples)
     quality = timed("two_sample", sample_metrics, samples, real, n_eval=n_eval, n_boot=n_boot, seed=seed)
