@@ -357,3 +357,13 @@ def test_panels_in_another_space_carry_their_own_axis_names(tmp_path: Path, monk
         assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in axes] == [("a", "b"), ("z₁", "z₂")]
     with pytest.raises(ValueError, match="panel_columns has 1 entries for 2 panels"):
         plotting.plot_panels([("data", points), ("latent", points)], tmp_path / "p.png", panel_columns=[None])
+
+
+def test_category_colours_follow_the_finite_rows_and_the_palette():
+    from genmodels.plots.figures import PALETTE, _category_colours
+
+    data = np.array([[0.0, 0.0], [np.nan, 1.0], [1.0, 1.0], [2.0, 2.0]])
+    colours = _category_colours(np.array([0, 1, 2, 1 + len(PALETTE)]), data)
+    assert list(colours) == [PALETTE[0], PALETTE[2], PALETTE[1]]  # the NaN row is not drawn
+    assert _category_colours(3, data) == PALETTE[3]
+    assert _category_colours(None, data) is None

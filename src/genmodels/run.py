@@ -432,7 +432,8 @@ def _write_outputs(
     return report.write_figures(trainer.ema, config.model_type, data.train_np, samples, trainer.history, out,
                                 fmt=fmt, metrics=metrics, columns=data.columns, data_name=config.data.path,
                                 reverse=reverse, sampling_steps=config.sampling.sampling_steps,
-                                seed=config.training.seed, labels=None if labels is None else (data.label_names, labels))  # fmt: skip
+                                seed=config.training.seed, labels=None if labels is None else (data.label_names, labels),
+                                real_labels=data.train_labels_np)  # fmt: skip
 
 
 def _history_csv(history: dict[str, list[float]]) -> str:

@@ -27,9 +27,11 @@ def log_density_on_grid(flow: nn.Module, grid: np.ndarray, *, batch_size: int = 
 
 
 @torch.no_grad()
-def latent(flow: nn.Module, x: np.ndarray) -> np.ndarray:
-    """The latent ``z = f(x)`` of points ``x (N, D)``: ``(N, D)`` float64."""
-    return torch.cat([flow(chunk)[0] for chunk in _tensor(flow, x).split(_BATCH)]).double().cpu().numpy()
+def latent(flow: nn.Module, x: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
+    """The latent ``z = f(x)`` (``f_y(x)`` given labels ``(N,)``) of points ``x (N, D)``: ``(N, D)`` float64."""
+    chunks = _tensor(flow, x).split(_BATCH)
+    labels = [None] * len(chunks) if label is None else torch.as_tensor(label).split(_BATCH)
+    return torch.cat([flow(c, y)[0] for c, y in zip(chunks, labels, strict=True)]).double().cpu().numpy()
 
 
 def grid_lines(

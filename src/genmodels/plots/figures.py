@@ -192,12 +192,16 @@ def _scatter_row(
     *,
     fontsize: float = 11,
     small: bool = False,
+    colours: Sequence[object] | None = None,
 ) -> None:
-    """Scatter panels (``small``: one colour, marker style of the largest, strip-sized markers)."""
+    """Scatter panels (``small``: one colour, marker style of the largest, strip-sized markers);
+    ``colours``: per panel None (the next palette colour), a colour or one colour per point."""
     n_style = max(len(xy) for _, xy in panels) if small else 0
+    colours = colours or [None] * len(panels)
     for i, (ax, (title, xy), box, own) in enumerate(zip(axes, panels, boxes, names, strict=True)):
         scale = _STRIP_SCALE if small else 1.0
-        _scatter(ax, xy, _color(0 if small else i), box=box, n_style=n_style, scale=scale)
+        colour = _color(0 if small else i) if colours[i] is None else colours[i]
+        _scatter(ax, xy, colour, box=box, n_style=n_style, scale=scale)
         _label(ax, title, own, fontsize, ticks=7 if small else None)
 
 
@@ -213,6 +217,14 @@ def _panel_boxes(
     return boxes, aspect
 
 
+def _category_colours(category: int | np.ndarray | None, data: np.ndarray) -> str | np.ndarray | None:
+    """Palette colours of a panel's category (one, or one per finite row of ``data``)."""
+    if category is None:
+        return None
+    colours = np.asarray(PALETTE)[np.asarray(category) % len(PALETTE)]
+    return str(colours) if colours.ndim == 0 else colours[np.isfinite(_points(data, "panel")[:, :2]).all(1)]
+
+
 def plot_panels(
     panels: Sequence[tuple[str, np.ndarray]],
     path: PathLike,
@@ -222,10 +234,16 @@ def plot_panels(
     columns: Sequence[str] | None = None,
     panel_columns: Sequence[Sequence[str] | None] | None = None,
     suptitle: str | None = None,
+    categories: Sequence[int | np.ndarray | None] | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A row of scatter panels ``(title, points (N_i, D >= 2))``, limits shared with ``reference (M, D)``."""
+    """A row of scatter panels ``(title, points (N_i, D >= 2))``, limits shared with ``reference (M, D)``;
+    ``categories``: per panel None (its own colour), a category k or one per point ``(N_i,)``, drawn in
+    the palette's k-th colour, so that panels of the same labels share colours."""
     projected = _projected(panels, "panel")
+    colours = [
+        _category_colours(c, data) for c, (_, data) in zip(categories or [None] * len(panels), panels, strict=True)
+    ]
     d = {_points(data, "panel").shape[1] for _, data in panels}
     if len(d) > 1:
         raise ValueError(f"all panels must have the same number of columns, got {sorted(d)}")
@@ -239,7 +257,7 @@ def plot_panels(
     height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading)
     height += 0.22 * max(str(title).count("\n") for title, _ in panels)  # multi-line panel titles
     fig, axes = _row(len(panels), _PANEL_INCHES, height, "\n".join(heading))
-    _scatter_row(axes, projected, boxes, _panel_names(panel_columns, len(panels), names))
+    _scatter_row(axes, projected, boxes, _panel_names(panel_columns, len(panels), names), colours=colours)
     return _save(fig, path, fmt)
 
 

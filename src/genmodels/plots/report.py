@@ -110,6 +110,7 @@ class _Run:
     sampling_steps: int
     seed: int
     labels: tuple[Sequence[str], np.ndarray] | None = None  # a conditional model's names, sample labels
+    real_labels: np.ndarray | None = None  # and the labels of ``real``
 
     @property
     def dim(self) -> int:
@@ -142,23 +143,26 @@ def write_figures(
     seed: int = 0,
     index: bool = True,
     labels: tuple[Sequence[str], np.ndarray] | None = None,
+    real_labels: np.ndarray | None = None,
 ) -> dict[str, Path]:
     """Draw every figure of ``model`` (``real (N, D)``, ``samples (M, D)``) into ``out_dir/figures``.
 
     ``reverse``: a recorded ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn);
     ``labels``: a conditional model's label names and the samples' label indices ``(M,)`` (one generated
-    panel per label in the results figure)."""
+    panel per label in the results figure), ``real_labels (N,)`` those of ``real`` (the real points
+    coloured by label, a flow's latent given the label)."""
     start = time.perf_counter()
     try:
         spec = get_spec(model_type)
     except KeyError as error:
         raise ConfigError(error.args[0]) from None
-    real = np.asarray(real, dtype=float)
+    shown = P.subsample(np.arange(len(real)), _SHOW_POINTS, seed)
     where = f" on {Path(data_name).name}" if data_name else ""
     run = _Run(
-        model.eval(), spec, P.subsample(real, _SHOW_POINTS, seed), np.asarray(samples, dtype=float)[:_SHOW_POINTS],
+        model.eval(), spec, np.asarray(real, dtype=float)[shown], np.asarray(samples, dtype=float)[:_SHOW_POINTS],
         Path(out_dir) / "figures", fmt, where, _headline(metrics or {}), columns, data_name, text, reverse,
         sampling_steps, seed, None if labels is None else (labels[0], np.asarray(labels[1])[:_SHOW_POINTS]),
+        None if real_labels is None else np.asarray(real_labels)[shown],
     )  # fmt: skip
     written = _scatter_figures(run)
     if history and len(history.get("epoch", [])):
@@ -188,11 +192,13 @@ def _results_figure(run: _Run) -> Path:
     middle = [_MIDDLE_PANELS[kind](run) for kind in run.spec.figures if kind in _MIDDLE_PANELS][:1]
     samples_title = f"Generated Samples\n{run.headline}" if run.headline else "Generated Samples"
     panels = [("Original Data", run.real, None, True), *middle, (samples_title, run.samples, None, True)]
-    if run.labels is not None:
+    categories = None
+    if run.labels is not None:  # the real points and each label's samples in that label's colour
         names, labels = run.labels
         panels += [
             (f"Generated given {name}", run.samples[labels == k], None, True) for k, name in enumerate(names)
         ]
+        categories = [run.real_labels, *[run.real_labels] * len(middle), labels, *range(len(names))]
     return P.plot_panels(
         [(title, points) for title, points, _, _ in panels],
         run.target("results"),
@@ -201,12 +207,13 @@ def _results_figure(run: _Run) -> Path:
         reference=run.real,
         share_reference=[shared for *_, shared in panels],
         suptitle=run.spec.title + run.where,
+        categories=categories,
         fmt=run.fmt,
     )
 
 
 def _latent_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
-    return "Latent z = f(x)", V.latent(run.model, run.real), _latent_names(run.dim), False
+    return "Latent z = f(x)", V.latent(run.model, run.real, run.real_labels), _latent_names(run.dim), False
 
 
 @torch.no_grad()
@@ -220,8 +227,10 @@ def _diffused_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
 
 def _latent_figure(run: _Run) -> dict[str, Path]:
     labels, categories, note = glyph_colouring(run.real, text=run.text, data_name=run.data_name)
+    if run.labels is not None and run.real_labels is not None:
+        labels, categories, note = run.real_labels, list(run.labels[0]), "colour: the label, z = f_y(x) given it"
     path = P.plot_coloured_panels(
-        [("data x", run.real), ("latent z = f(x)", V.latent(run.model, run.real))],
+        [("data x", run.real), ("latent z = f(x)", V.latent(run.model, run.real, run.real_labels))],
         labels,
         run.target("latent"),
         categories=categories,
