@@ -242,7 +242,8 @@ def plot_panels(
     the palette's k-th colour, so that panels of the same labels share colours."""
     projected = _projected(panels, "panel")
     colours = [
-        _category_colours(c, data) for c, (_, data) in zip(categories or [None] * len(panels), panels, strict=True)
+        _category_colours(c, data)
+        for c, (_, data) in zip(categories or [None] * len(panels), panels, strict=True)
     ]
     d = {_points(data, "panel").shape[1] for _, data in panels}
     if len(d) > 1:

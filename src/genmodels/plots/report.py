@@ -228,7 +228,11 @@ def _diffused_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
 def _latent_figure(run: _Run) -> dict[str, Path]:
     labels, categories, note = glyph_colouring(run.real, text=run.text, data_name=run.data_name)
     if run.labels is not None and run.real_labels is not None:
-        labels, categories, note = run.real_labels, list(run.labels[0]), "colour: the label, z = f_y(x) given it"
+        labels, categories, note = (
+            run.real_labels,
+            list(run.labels[0]),
+            "colour: the label, z = f_y(x) given it",
+        )
     path = P.plot_coloured_panels(
         [("data x", run.real), ("latent z = f(x)", V.latent(run.model, run.real, run.real_labels))],
         labels,
