@@ -337,3 +337,18 @@ window.addEventListener("load", () => {
     outcome = json.loads(match.group(1).replace("&quot;", '"'))
     assert outcome["total"] >= 13
     assert outcome["broken"] == []
+
+
+def test_a_run_far_short_of_the_models_steps_warns_with_the_epochs_it_needs(
+    text_csv: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from genmodels.run import _warn_short_run
+
+    config = tiny_config("realnvp", text_csv)  # 2 epochs of batches of 256; RealNVP needs about 1000 steps
+    with caplog.at_level("WARNING"):
+        _warn_short_run(config, 1000)  # 4 steps per epoch: 8 steps
+    assert "--epochs" in caplog.text and " 8 optimisation steps" in caplog.text and "250" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        _warn_short_run(with_overrides(config, {"training.epochs": 100}), 1000)  # 400 steps: over a third
+    assert caplog.text == ""

@@ -39,7 +39,7 @@ from genmodels.models import ModelSpec, get_spec
 from genmodels.train import checkpoint as ckpt
 from genmodels.train import distributed
 from genmodels.train.acceleration import compiled_network, resolve_device, worth_compiling
-from genmodels.train.trainer import Trainer
+from genmodels.train.trainer import Trainer, format_duration
 
 __all__ = ["RunResult", "run_training"]
 
@@ -115,6 +115,7 @@ def run_training(
     TrainingError."""
     out, name, main = Path(output_dir), config.model_type, distributed.is_main()
     paths = {key: out / pattern.format(name) for key, pattern in OUTPUTS.items()}
+    stages = _StageClock()
     if main:
         _check_output_paths(out, [*paths.values(), out / "index.html"])
     data = _prepare_data(config, resolve_device(device))
@@ -122,15 +123,52 @@ def run_training(
         config = dataclasses.replace(
             config, model=dataclasses.replace(config.model, n_labels=len(data.label_names))
         )
+    if main:
+        _warn_short_run(config, len(data.train))
     trainer = _build_or_resume(config, data, paths["last"], resume, progress and main)
+    stages.done("data and model")
     _fit(trainer, config, data, paths["last"], out / "tensorboard" / name if tensorboard else None)
+    stages.done("training")
     samples, labels, seconds, reverse = _sample(trainer.ema.eval(), config, paths["last"])
+    stages.done("sampling")
     if not main:
         return RunResult(metrics={}, paths=paths)
     metrics = _score(trainer, config, data, (samples, labels), seconds)
+    stages.done("scoring")
     results = (samples, labels, metrics, reverse)
     paths.update(_write_outputs(out, paths, trainer, config, data, results, fmt))
+    stages.done("outputs")
+    log.info("%s run done in %s", name, stages)
     return RunResult(metrics=metrics, paths=paths)
+
+
+class _StageClock:
+    """The wall-clock seconds of a run's stages, each from the end of the one before."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    def done(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage], self.last = now - self.last, now
+
+    def __str__(self) -> str:
+        parts = ", ".join(f"{stage} {format_duration(s)}" for stage, s in self.seconds.items())
+        return f"{format_duration(self.last - self.start)} ({parts})"
+
+
+def _warn_short_run(config: RunConfig, n_train: int) -> None:
+    """Warn where the run takes under a third of the optimisation steps its model needs."""
+    needed, training = get_spec(config.model_type).recommended_steps, config.training
+    per_epoch = math.ceil(n_train / max(min(training.batch_size, n_train), 1))
+    if 3 * training.epochs * per_epoch < needed:
+        log.warning(
+            "training.epochs (--epochs) %d makes %d optimisation steps (%d per epoch: %d training points, "
+            "batch size %d); %s needs about %d for good samples: use --epochs %d or more (docs/usage.md, "
+            "'Choosing epochs')", training.epochs, training.epochs * per_epoch, per_epoch, n_train,
+            training.batch_size, get_spec(config.model_type).title, needed, math.ceil(needed / per_epoch),
+        )  # fmt: skip
 
 
 def _check_output_paths(out: Path, files: list[Path]) -> None:

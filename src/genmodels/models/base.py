@@ -80,6 +80,8 @@ class ModelSpec:
             for a conditional model), in report order.
         sample_options: ``{sample() keyword: sampling settings key}``.
         figures: the model's figure kinds; loss_figure: its loss curve's ``series``, ``ylabel``, ``title``.
+        recommended_steps: optimisation steps it needs on 2-D data (docs/usage.md, "Choosing epochs");
+            a run of under a third of them warns.
     """
 
     name: str
@@ -94,6 +96,7 @@ class ModelSpec:
     sample_options: Mapping[str, str] = field(default_factory=dict)
     figures: tuple[str, ...] = ()
     loss_figure: Mapping[str, str] = field(default_factory=dict)
+    recommended_steps: int = 0
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -664,6 +664,7 @@ SPEC = register(
             "ode": _ode_nll,
         },
         loss_label="training loss (weighted MSE)",
+        recommended_steps=3000,
         sample_options={
             "steps": "sampling_steps",
             "eta": "eta",

@@ -362,6 +362,7 @@ SPEC = register(
         likelihoods={"exact": lambda model, x, generator, label=None: -model.log_prob(x, label)},
         loss_label="loss [nats]",
         figures=("latent", "warped_grid", "density"),
+        recommended_steps=1000,
         loss_figure={
             "series": "train_nll",
             "ylabel": "negative log-likelihood [nats]",

@@ -99,6 +99,14 @@ def _warn_unstandardised(model: nn.Module, data: torch.Tensor) -> None:
                 "data.std(0)) before training", shown(mean), shown(std))  # fmt: skip
 
 
+def format_duration(seconds: float) -> str:
+    """``seconds`` as ``"0.42 s"``, ``"3 min 05 s"`` or ``"1 h 02 min"``."""
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 class Trainer:
     """Optimises ``model`` (with ``loss(batch (B, D)) -> scalar``); ``ema`` is the averaged copy used for
     evaluation and sampling (``model`` when ``ema_decay`` is 0)."""
@@ -190,10 +198,15 @@ class Trainer:
                    disable=not self.progress, dynamic_ncols=True)  # fmt: skip
         interrupt = _DeferredInterrupt(math.ceil(len(data) / min(cfg.batch_size, len(data))))
         self.model.train()
+        first = self.epoch
         try:
             while self.epoch < cfg.epochs:
                 record = self._train_epoch(data, loss_fn, interrupt, labels)
                 self._end_epoch(record, evaluate, data.device)
+                if self.epoch == first + 1 and self.epoch < cfg.epochs:
+                    left = cfg.epochs - self.epoch
+                    log.info("training: %d epochs left, about %s at the first epoch's %s each", left,
+                             format_duration(left * record["seconds"]), format_duration(record["seconds"]))  # fmt: skip
                 steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s)
                 bar.update(1)
