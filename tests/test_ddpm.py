@@ -496,3 +496,15 @@ def test_clipping_leaves_the_likelihoods_alone():
     model.x0_max_abs.fill_(1e-3)  # a bound that would clip nearly everything
     after = model.nll_bound(x, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_held_out_bound_is_repeatable_and_its_se_covers_the_full_bound():
+    model = small_ddpm(steps=20)
+    x = torch.randn(400, 2)
+    first, second = model.held_out_metrics(x), model.held_out_metrics(x)
+    assert first == second  # the same draws at every call
+    estimate = model.nll_bound_estimate(x, generator=torch.Generator().manual_seed(0)).double()
+    assert first["test_nll_bound"] == pytest.approx(float(estimate.mean()), rel=1e-12)
+    assert first["test_nll_bound_se"] == pytest.approx(float(estimate.std() / 20), rel=1e-9)
+    full = float(model.nll_bound(x, generator=torch.Generator().manual_seed(1)).mean())
+    assert abs(full - first["test_nll_bound"]) < 4 * first["test_nll_bound_se"] + 0.05

@@ -457,17 +457,24 @@ def _history_x(history: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, str]
 def _draw_curves(
     ax: Axes, x: np.ndarray, series: Mapping[str, Sequence[float]], *, log_y: bool, color_offset: int = 0
 ) -> None:
-    """Each series at its finite points; a log y-axis where asked and every value is positive."""
+    """Each series at its finite points, a ``<key>_se`` series as a ± 2 SE band around ``<key>``; a log
+    y-axis where asked and every value is positive."""
     drawn: list[np.ndarray] = []
-    for i, (key, values) in enumerate(series.items()):
-        y = np.asarray(values, dtype=float)
+    lines = [key for key in series if key.removesuffix("_se") == key or key.removesuffix("_se") not in series]
+    for i, key in enumerate(lines):
+        y = np.asarray(series[key], dtype=float)
         ok = np.isfinite(x) & np.isfinite(y)
         if not ok.any():
             continue
         sparse = ok.sum() < len(x) or ok.sum() <= 25
+        color, label = _color(i + color_offset), pretty_label(key)
+        if f"{key}_se" in series:
+            band = 2 * np.nan_to_num(np.asarray(series[f"{key}_se"], dtype=float)[ok])
+            ax.fill_between(x[ok], y[ok] - band, y[ok] + band, color=color, alpha=0.2, linewidth=0)
+            label += " (± 2 SE)"
         ax.plot(
-            x[ok], y[ok], color=_color(i + color_offset), linewidth=1.6, marker="o" if sparse else None,
-            markersize=4 if sparse else 0, label=pretty_label(key),
+            x[ok], y[ok], color=color, linewidth=1.6, marker="o" if sparse else None,
+            markersize=4 if sparse else 0, label=label,
         )  # fmt: skip
         drawn.append(y[ok])
     if not drawn:

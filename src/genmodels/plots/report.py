@@ -370,7 +370,7 @@ def _history_figures(run: _Run, history: Mapping[str, Sequence[float]]) -> dict[
     written = {"loss": P.plot_loss(loss, run.target("loss"), ylabel=ylabel, title=title, fmt=run.fmt)}
     apart = [k for k in history if k.startswith("test_") and k != beside]
     extra = {k: history[k] for k in (*apart, "lr", "grad_norm") if k in history}
-    held_out = ", ".join(P.pretty_label(k.removeprefix("test_")) for k in apart)
+    held_out = ", ".join(P.pretty_label(k.removeprefix("test_")) for k in apart if not k.endswith("_se"))
     titles = {"loss": spec.loss_label, "held-out": f"held-out {held_out} [nats]"}
     written["diagnostics"] = P.plot_training_diagnostics(
         loss | extra, run.target("diagnostics"), heldout=apart, titles=titles, fmt=run.fmt
