@@ -498,7 +498,7 @@ _PAGE = """<!DOCTYPE html>
 <title>{title}</title>
 <style>
 body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
-       max-width: 1500px; padding: 0 1.5em; color: #222; background: #fff; }}
+       max-width: 1700px; padding: 0 1.5em; color: #222; background: #fff; }}
 h1 {{ font-size: 1.6em; }} h2 {{ margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }}
 figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; height: auto; border: 1px solid #eee; }}
 figcaption {{ color: #555; font-size: .92em; margin-top: .3em; }}
@@ -571,10 +571,28 @@ def _figure_html(model_type: str, path: Path) -> str:
     rel, name, caption = (html.escape(s) for s in (f"figures/{path.name}", path.name, caption))
     if path.suffix.lower() == ".pdf":
         return f'<figure><a href="{rel}">{name}</a><figcaption>{caption}</figcaption></figure>'
+    width = _display_width(path)
+    size = "" if width is None else f' width="{width}"'
     return (
-        f'<figure><img src="{rel}" alt="{html.escape(path.stem)}" loading="eager">'
+        f'<figure><img src="{rel}" alt="{html.escape(path.stem)}"{size} loading="eager">'
         f'<figcaption>{caption} <span class="muted">({name})</span></figcaption></figure>'
     )
+
+
+def _figure_link(path: Path) -> str:
+    return f'<a href="figures/{html.escape(path.name)}">{html.escape(path.name)}</a>'
+
+
+def _display_width(path: Path) -> int | None:
+    """The width in CSS pixels that shows every raster figure at one scale (90 per figure inch)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            dpi = image.info.get("dpi", (100.0 if path.suffix.lower() == ".gif" else P.DPI,))[0]
+            return round(image.width / float(dpi) * 90)
+    except (OSError, ValueError):  # an SVG, a PDF or a damaged file: its own size
+        return None
 
 
 def write_index(out_dir: str | os.PathLike[str]) -> Path:
@@ -629,6 +647,10 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
     figures = sorted(
         figures, key=lambda p: (rank.get(_figure_key(name, p), len(rank)), _figure_key(name, p), p.suffix)
     )
+    if any(_figure_key(name, p) == "diagnostics" for p in figures):  # its first panel is the loss figure
+        loss = [p for p in figures if _figure_key(name, p) == "loss"]
+        figures = [p for p in figures if p not in loss]
+        parts += [f'<p class="muted">Loss alone: {_figure_link(p)}</p>' for p in loss[:1]]
     older = [p for p in figures if written is not None and p.stat().st_mtime_ns < written]
     current = [p for p in figures if p not in older]
     if current:
