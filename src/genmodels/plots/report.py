@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from genmodels.errors import ConfigError
-from genmodels.evaluation.sampling import evaluate_samples, finite_samples, sample_model
+from genmodels.evaluation.sampling import draw_labels, evaluate_samples, finite_samples, sample_model
 from genmodels.evaluation.scoring import Evaluation, checkpoint_points, compare_table, evaluate_checkpoint
 from genmodels.fileio import write_json, write_text
 from genmodels.models import ModelSpec, get_spec, model_names
@@ -407,22 +407,27 @@ def plot_checkpoint(
     real = checkpoint_points(payload, checkpoint, data)
     saved_data = (payload.get("data") or {}).get("path") or payload["config"].data.path
     data_name = saved_data if data is None else str(data)
-    sampling = payload["config"].sampling
+    sampling, info = payload["config"].sampling, payload.get("labels")
+    labels = draw_labels(model, n_samples, seed)  # a conditional model's, in the training proportions
+    real_labels = info["test_labels"].numpy() if info is not None and data is None else None
     with V.reverse_recording(model, _TRAJECTORY_POINTS) as recording:
         samples = sample_model(
             model, n_samples, seed=seed, chunk_size=sampling.chunk_size, sampling_steps=sampling.sampling_steps,
-            eta=sampling.eta, ddim_spacing=sampling.ddim_spacing,
+            eta=sampling.eta, ddim_spacing=sampling.ddim_spacing, label=labels,
         )  # fmt: skip
     reverse = recording.trajectory(samples) if recording is not None else None
+    labels = None if labels is None else labels[np.isfinite(samples).all(1)]
     samples = finite_samples(samples)
-    held_out = torch.as_tensor(real[:20000], dtype=torch.float32, device=dev)
-    metrics: dict[str, Any] = model.held_out_metrics(held_out)  # no_grad inside
+    held_out = [torch.as_tensor(real[:20000], dtype=torch.float32, device=dev)]
+    held_out += [] if real_labels is None else [torch.as_tensor(real_labels[:20000], device=dev)]
+    metrics: dict[str, Any] = model.held_out_metrics(*held_out)  # no_grad inside
     metrics["c2st"] = evaluate_samples(samples[:2000], real, None, seed=seed)["c2st"]
     return write_figures(
         model, payload["model_type"], real, samples, (payload.get("trainer") or {}).get("history") or {},
         default_plot_dir(checkpoint) if output_dir is None else Path(output_dir), fmt=fmt, metrics=metrics,
         columns=payload.get("columns"), data_name=data_name, text=text, reverse=reverse,
-        sampling_steps=sampling.sampling_steps, seed=seed,
+        sampling_steps=sampling.sampling_steps, seed=seed, real_labels=real_labels,
+        labels=None if labels is None else (info["names"], labels),
     )  # fmt: skip
 
 
