@@ -29,6 +29,8 @@ from genmodels.train.acceleration import (
     autocast,
     compile_function,
     compiled_network,
+    resolve_precision,
+    sampling_plan,
     worth_compiling,
     worth_compiling_training,
 )
@@ -205,7 +207,7 @@ def test_compiled_network_leaves_a_flow_alone():
 
 
 def test_unknown_precision_is_a_clear_error():
-    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
+    with pytest.raises(ValueError, match="precision.*'float16'"):
         autocast("cpu", "float16")
     config = default_config("realnvp")
     with pytest.raises(ConfigError, match="training.precision"):
@@ -277,6 +279,30 @@ def test_auto_compiles_only_long_bfloat16_ddpm_sampling():
     assert not worth_compiling("off", ddpm, 10**9, 2500, "bfloat16")
     with pytest.raises(ValueError, match="auto, on or off"):
         worth_compiling("sometimes", ddpm, 1, 1, "float32")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bfloat16_where_native_and_samples_so_only_compiled(
+    monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    import genmodels.train.acceleration as acceleration
+
+    monkeypatch.setattr(acceleration, "native_bfloat16", lambda device_type: native)
+    monkeypatch.setattr(acceleration, "compiler_available", lambda device, warn=True: True)
+    fast = "bfloat16" if native else "float32"
+    assert resolve_precision("auto", "cpu") == fast
+    assert [resolve_precision(p, "cpu") for p in ("float32", "bfloat16")] == ["float32", "bfloat16"]
+    with autocast("cpu", "auto"):
+        product = torch.nn.Linear(4, 4)(torch.randn(3, 4))
+    assert product.dtype == (torch.bfloat16 if native else torch.float32)
+    ddpm = DDPM.from_config(DDPMModelConfig(diffusion_steps=10, hidden_units=8, n_blocks=1), 2)
+    long = COMPILE_WORTHWHILE_POINT_STEPS
+    assert sampling_plan("auto", "auto", ddpm, long, 1) == (native, fast)
+    # uncompiled bfloat16 sampling is slower than float32's: auto keeps float32 there, a request does not
+    assert sampling_plan("auto", "auto", ddpm, long - 1, 1) == (False, "float32")
+    assert sampling_plan("auto", "bfloat16", ddpm, long - 1, 1) == (False, "bfloat16")
+    assert sampling_plan("off", "auto", ddpm, long, 1) == (False, "float32")
+    assert sampling_plan("auto", "auto", perturbed_flow(layers=2), 10**9, 1) == (False, "float32")
 
 
 def test_auto_compiles_training_only_where_measured_to_win(monkeypatch: pytest.MonkeyPatch) -> None:

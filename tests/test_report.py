@@ -355,3 +355,38 @@ def test_a_run_far_short_of_the_models_steps_warns_with_the_epochs_it_needs(
     with caplog.at_level("WARNING"):
         _warn_short_run(with_overrides(config, {"training.epochs": 100}), 1000)  # 400 steps: over a third
     assert caplog.text == ""
+
+
+def test_sampling_estimate_scales_one_timed_chunk_and_leaves_the_random_streams(
+    text_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import genmodels.run as run
+
+    model = tiny_ddpm(steps=40).train()
+    config = with_overrides(
+        tiny_config("ddpm", text_csv), {"sampling.n_samples": 1000, "sampling.chunk_size": 250}
+    )
+    clock = iter([10.0, 12.0])  # the timed chunk takes 2 s
+    monkeypatch.setattr(run.time, "perf_counter", lambda: next(clock))
+    state = torch.get_rng_state()
+    # 250 points through 8 of 40 steps in 2 s: 1000 points through all 40 take 2 * 5 * 4 = 40 s
+    assert run._sampling_seconds(model, config) == pytest.approx(40.0)
+    assert torch.equal(torch.get_rng_state(), state) and model.training
+    clock = iter([0.0, 0.5])
+    ddim = with_overrides(config, {"sampling.sampling_steps": 16})
+    assert run._sampling_seconds(model, ddim) == pytest.approx(0.5 * 2 * 4)
+    clock = iter([0.0, 0.5])
+    flow = with_overrides(
+        tiny_config("realnvp", text_csv), {"sampling.n_samples": 1000, "sampling.chunk_size": 250}
+    )
+    assert run._sampling_seconds(tiny_flow(), flow) == pytest.approx(0.5 * 4)  # one pass per chunk
+
+
+def test_first_epoch_estimates_training_and_the_sampling_after_it(caplog: pytest.LogCaptureFixture) -> None:
+    from genmodels.config import TrainingConfig
+    from genmodels.train.trainer import Trainer
+
+    trainer = Trainer(tiny_ddpm(), TrainingConfig(epochs=3, batch_size=64), progress=False)
+    with caplog.at_level("INFO"):
+        trainer.fit(torch.randn(128, 2), then_seconds=90.0)
+    assert "2 epochs left" in caplog.text and "1 min 30 s of sampling" in caplog.text

@@ -181,9 +181,10 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
 def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, compile_default: str) -> None:
     add = parser.add_argument
     text = (
-        f"bfloat16: mixed-precision matrix products, faster with AVX-512 BF16 and on GPUs ({precision_keys})"
+        "bfloat16: mixed-precision matrix products; auto (default): bfloat16 where the CPU (AVX-512 BF16, "
+        f"AMX) or GPU computes it natively, float32 elsewhere ({precision_keys})"
     )
-    add("--precision", choices=["float32", "bfloat16"], help=text)
+    add("--precision", choices=["auto", "float32", "bfloat16"], help=text)
     text = f"use torch.compile, or not ({compile_default}; see the README's Speed section)"
     add("--compile", action=argparse.BooleanOptionalAction, help=text)
 
@@ -379,7 +380,7 @@ def _sample(args: argparse.Namespace) -> int:
     from genmodels.errors import CheckpointError
     from genmodels.evaluation.sampling import draw_labels, sample_model
     from genmodels.train import distributed
-    from genmodels.train.acceleration import compiled_network, resolve_device, worth_compiling
+    from genmodels.train.acceleration import compiled_network, resolve_device, sampling_plan
     from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     main = distributed.is_main()  # under torchrun, every process draws a share; rank 0 writes
@@ -393,8 +394,9 @@ def _sample(args: argparse.Namespace) -> int:
     label, names = _requested_label(args, payload)
     model = model_from_checkpoint(payload, device=device)
     labels = draw_labels(model, args.n, args.seed) if label is None else np.full(args.n, label)
-    steps, precision = settings.sampling_steps, settings.precision
-    with compiled_network(model, worth_compiling(settings.compile, model, args.n, steps, precision)):
+    steps = settings.sampling_steps
+    compiled, precision = sampling_plan(settings.compile, settings.precision, model, args.n, steps)
+    with compiled_network(model, compiled):
         samples = sample_model(
             model,
             args.n,
@@ -613,8 +615,10 @@ def _check_no_empty_paths(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 training failed, 2 bad input, 130 Ctrl-C)."""
-    # Spinning OpenMP waiters slow a shared CPU down many times (docs/speed.md); set before torch starts.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # OpenMP's idle threads spin 1,000 rounds, then sleep: long spinning slows two CPU-bound jobs on one
+    # machine many times over, sleeping at once slows small operations (docs/speed.md). Before torch loads.
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "1000")
     from genmodels.errors import GenModelsError, TrainingError
 
     warnings.formatwarning = _format_warning

@@ -41,7 +41,7 @@ MODEL_TYPES = model_names()
 # Seeds are the integers 0..2^32 - 1, which torch, numpy and scikit-learn (the C2ST) all accept.
 MAX_SEED = 2**32 - 1
 Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
-Precision = Literal["float32", "bfloat16"]
+Precision = Literal["auto", "float32", "bfloat16"]
 # YAML reads on/off (and true/false) as booleans.
 Compile = Annotated[
     Literal["auto", "on", "off"],
@@ -74,7 +74,7 @@ class SamplingConfig:
     eta: Float = Field(1.0, ge=0, le=1)
     ddim_spacing: Literal["quadratic", "linear"] = "quadratic"
     chunk_size: Int = Field(4096, ge=1)
-    precision: Precision = "float32"
+    precision: Precision = "auto"
     compile: Compile = "auto"
     guidance_scale: Float = Field(1.0, ge=0)
 
@@ -94,7 +94,7 @@ class TrainingConfig:
     ema_decay: Float = Field(0.999, ge=0, lt=1)
     eval_every: Int = Field(10, ge=1)
     checkpoint_every: Int = Field(50, ge=0)
-    precision: Precision = "float32"
+    precision: Precision = "auto"
     compile: Compile = "off"
 
 

@@ -38,7 +38,7 @@ from genmodels.fileio import folder_problem, path_in_the_way, write_json, write_
 from genmodels.models import ModelSpec, get_spec
 from genmodels.train import checkpoint as ckpt
 from genmodels.train import distributed
-from genmodels.train.acceleration import compiled_network, resolve_device, worth_compiling
+from genmodels.train.acceleration import compiled_network, resolve_device, sampling_plan
 from genmodels.train.trainer import Trainer, format_duration
 
 __all__ = ["RunResult", "run_training"]
@@ -354,9 +354,30 @@ def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboa
     if board is not None:
         evaluate = board.wrap(evaluate, trainer.history)
     trainer.fit(data.train, labels=data.train_labels, evaluate=evaluate,
-                on_checkpoint=lambda tr: _save(tr, config, data, last))  # fmt: skip
+                on_checkpoint=lambda tr: _save(tr, config, data, last),
+                then_seconds=_sampling_seconds(trainer.ema, config))  # fmt: skip
     if board is not None:
         board.close(trainer.history)
+
+
+def _sampling_seconds(model: nn.Module, config: RunConfig) -> float:
+    """An estimate of the run's sampling time: one chunk timed through 8 reverse steps (a flow: its
+    one pass), scaled to ``sampling.n_samples`` points and the sampler's steps."""
+    spec, sampling = get_spec(config.model_type), config.sampling
+    steps = sampling.sampling_steps or getattr(model, "diffusion_steps", 1)
+    probe, points = min(8, steps), min(sampling.chunk_size, sampling.n_samples)
+    options = {keyword: probe if key == "sampling_steps" else getattr(sampling, key)
+               for keyword, key in spec.sample_options.items()}  # fmt: skip
+    device, labels = next(model.parameters()).device, draw_labels(model, points, 0)
+    if labels is not None:
+        options["label"] = torch.as_tensor(labels, device=device)
+    training = model.training
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():  # the run's random streams stay
+        start = time.perf_counter()
+        model.eval().sample(points, generator=torch.Generator(device).manual_seed(0), **options)
+        seconds = time.perf_counter() - start
+    model.train(training)
+    return seconds * steps / probe * sampling.n_samples / points
 
 
 def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray, Any, float, Any]:
@@ -369,14 +390,14 @@ def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray
     recorder = (
         record_reverse_process if "reverse_process" in spec.figures else lambda _: contextlib.nullcontext()
     )
-    compiled = worth_compiling(
-        sampling.compile, model, sampling.n_samples, sampling.sampling_steps, sampling.precision
+    compiled, precision = sampling_plan(
+        sampling.compile, sampling.precision, model, sampling.n_samples, sampling.sampling_steps
     )
     start = time.perf_counter()
     labels = draw_labels(model, sampling.n_samples, config.training.seed)
     with compiled_network(model, compiled), recorder(model) as recording:
         samples = sample_model(model, sampling.n_samples, seed=config.training.seed, chunk_size=sampling.chunk_size,
-                               precision=sampling.precision, label=labels, **options)  # fmt: skip
+                               precision=precision, label=labels, **options)  # fmt: skip
     seconds = time.perf_counter() - start
     if not np.isfinite(samples).all():
         raise TrainingError(

@@ -20,6 +20,9 @@ from genmodels.errors import ConfigError
 __all__ = [
     "tune_allocator",
     "PRECISIONS",
+    "native_bfloat16",
+    "resolve_precision",
+    "sampling_plan",
     "COMPILE_WORTHWHILE_POINT_STEPS",
     "autocast",
     "compile_function",
@@ -59,10 +62,32 @@ def tune_allocator() -> bool:
     return _ALLOCATOR_TUNED
 
 
-def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
-    """Matrix products in ``precision``: bfloat16 autocast (Micikevicius et al. 2018) or a no-op."""
+@functools.cache
+def native_bfloat16(device_type: str) -> bool:
+    """Whether ``device_type`` ("cpu", "cuda") multiplies bfloat16 matrices natively, and so faster than
+    float32: a CUDA GPU that supports bfloat16, or a CPU with AVX-512 BF16 or AMX instructions."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type != "cpu" or not hasattr(torch.cpu, "get_capabilities"):
+        return False
+    capabilities = torch.cpu.get_capabilities()
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``"auto"``: bfloat16 where ``device`` computes it natively (:func:`native_bfloat16`), else float32;
+    "float32" and "bfloat16" are returned as they are."""
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16(torch.device(device).type) else "float32"
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)} (got {precision!r})")
+    return precision
+
+
+def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """Matrix products in ``precision`` (``"auto"``: :func:`resolve_precision`): bfloat16 autocast
+    (Micikevicius et al. 2018) or a no-op."""
+    precision = resolve_precision(precision, device)
     if precision == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
@@ -157,8 +182,20 @@ def worth_compiling_training(
         return _setting(setting)
     if torch.device(device).type != "cpu" or points < TRAINING_COMPILE_WORTHWHILE_POINTS:
         return False
+    precision = resolve_precision(precision, device)
     measured = any(precision in _TRAINING_COMPILE_WINS.get(cls.__name__, ()) for cls in type(model).__mro__)
     return measured and compiler_available(device, warn=False)
+
+
+def sampling_plan(
+    compile_setting: str, precision: str, model: torch.nn.Module, n_points: int, sampling_steps: int
+) -> tuple[bool, str]:
+    """Whether to sample compiled, and in which precision. ``precision: auto`` samples in bfloat16 only
+    where the network is also compiled: uncompiled bfloat16 sampling is slower than float32's frozen
+    network (docs/speed.md)."""
+    resolved = resolve_precision(precision, next(model.parameters()).device)
+    compiled = worth_compiling(compile_setting, model, n_points, sampling_steps, resolved)
+    return compiled, resolved if compiled or precision != "auto" else "float32"
 
 
 @contextlib.contextmanager

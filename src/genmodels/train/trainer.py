@@ -21,7 +21,12 @@ from torch import nn
 from genmodels.config import TrainingConfig, check_config_type
 from genmodels.errors import TrainingError
 from genmodels.train import distributed
-from genmodels.train.acceleration import autocast, compile_function, worth_compiling_training
+from genmodels.train.acceleration import (
+    autocast,
+    compile_function,
+    resolve_precision,
+    worth_compiling_training,
+)
 
 __all__ = ["Trainer", "capture_rng_state", "restore_rng_state"]
 
@@ -178,10 +183,12 @@ class Trainer:
         labels: torch.Tensor | None = None,
         evaluate: Evaluate | None = None,
         on_checkpoint: Checkpoint | None = None,
+        then_seconds: float = 0.0,
     ) -> None:
         """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)`` (given ``labels (N,)``,
         passed to the loss); after a Ctrl-C, checkpoint at the end of the epoch and raise
-        KeyboardInterrupt. A non-finite loss is a TrainingError."""
+        KeyboardInterrupt. A non-finite loss is a TrainingError. After the first epoch the log estimates
+        the time left, with ``then_seconds`` (what the caller does next, e.g. sampling) added."""
         from tqdm.auto import tqdm
 
         self._check_data(data)
@@ -205,8 +212,15 @@ class Trainer:
                 self._end_epoch(record, evaluate, data.device)
                 if self.epoch == first + 1 and self.epoch < cfg.epochs:
                     left = cfg.epochs - self.epoch
-                    log.info("training: %d epochs left, about %s at the first epoch's %s each", left,
-                             format_duration(left * record["seconds"]), format_duration(record["seconds"]))  # fmt: skip
+                    training = left * record["seconds"]
+                    whole = format_duration(training + then_seconds)
+                    then = (
+                        f", then about {format_duration(then_seconds)} of sampling ({whole} for both)"
+                        if then_seconds
+                        else ""
+                    )
+                    log.info("training: %d epochs left, about %s at the first epoch's %s each%s", left,
+                             format_duration(training), format_duration(record["seconds"]), then)  # fmt: skip
                 steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s)
                 bar.update(1)
@@ -240,6 +254,9 @@ class Trainer:
     def _loss_function(self, data: torch.Tensor) -> Loss:
         """The model's loss, compiled where ``training.compile`` says so (judged on the whole run)."""
         cfg, eager, points = self.config, self.model.loss, self.config.epochs * len(data)
+        if cfg.precision == "auto" and resolve_precision("auto", data.device) == "bfloat16":
+            log.info("training in bfloat16, which this %s computes natively (training.precision: auto; "
+                     "--precision float32 to train in float32)", data.device.type.upper())  # fmt: skip
         if not worth_compiling_training(cfg.compile, self.model, data.device, points, cfg.precision):
             return eager
         loss_fn = compile_function(eager, data.device)
