@@ -74,11 +74,14 @@ def native_bfloat16(device_type: str) -> bool:
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """``"auto"``: bfloat16 where ``device`` computes it natively (:func:`native_bfloat16`), else float32;
-    "float32" and "bfloat16" are returned as they are."""
+def resolve_precision(
+    precision: str, device: torch.device | str, model: torch.nn.Module | None = None
+) -> str:
+    """``"auto"``: bfloat16 where ``device`` computes it natively (:func:`native_bfloat16`) and ``model``
+    does not set ``auto_bfloat16 = False``, else float32; "float32" and "bfloat16" are returned as they are."""
     if precision == "auto":
-        return "bfloat16" if native_bfloat16(torch.device(device).type) else "float32"
+        wanted = getattr(model, "auto_bfloat16", True)
+        return "bfloat16" if wanted and native_bfloat16(torch.device(device).type) else "float32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)} (got {precision!r})")
     return precision

@@ -123,6 +123,7 @@ class Trainer:
                 f"model must be an nn.Module with a loss(batch) method, got {type(model).__name__}"
             )
         self.model, self.config, self.progress = model, config, progress
+        self.precision = config.precision  # resolved on the data's device when training starts
         params = [p for p in model.parameters() if p.requires_grad]
         adam = torch.optim.AdamW if config.weight_decay > 0 else torch.optim.Adam
         self.optimizer = adam(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
@@ -254,10 +255,11 @@ class Trainer:
     def _loss_function(self, data: torch.Tensor) -> Loss:
         """The model's loss, compiled where ``training.compile`` says so (judged on the whole run)."""
         cfg, eager, points = self.config, self.model.loss, self.config.epochs * len(data)
-        if cfg.precision == "auto" and resolve_precision("auto", data.device) == "bfloat16":
+        self.precision = resolve_precision(cfg.precision, data.device, self.model)
+        if cfg.precision == "auto" and self.precision == "bfloat16":
             log.info("training in bfloat16, which this %s computes natively (training.precision: auto; "
                      "--precision float32 to train in float32)", data.device.type.upper())  # fmt: skip
-        if not worth_compiling_training(cfg.compile, self.model, data.device, points, cfg.precision):
+        if not worth_compiling_training(cfg.compile, self.model, data.device, points, self.precision):
             return eager
         loss_fn = compile_function(eager, data.device)
         if loss_fn is not eager:
@@ -297,7 +299,7 @@ class Trainer:
 
     def _step(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None = None) -> torch.Tensor:
         """One optimisation step on ``batch``; returns ``[loss, gradient norm]``, left on the device."""
-        with autocast(batch.device, self.config.precision):
+        with autocast(batch.device, self.precision):
             loss = self._batch_loss(batch, loss_fn, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
