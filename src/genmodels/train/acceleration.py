@@ -185,7 +185,7 @@ def worth_compiling_training(
         return _setting(setting)
     if torch.device(device).type != "cpu" or points < TRAINING_COMPILE_WORTHWHILE_POINTS:
         return False
-    precision = resolve_precision(precision, device)
+    precision = resolve_precision(precision, device, model)
     measured = any(precision in _TRAINING_COMPILE_WINS.get(cls.__name__, ()) for cls in type(model).__mro__)
     return measured and compiler_available(device, warn=False)
 
@@ -196,7 +196,7 @@ def sampling_plan(
     """Whether to sample compiled, and in which precision. ``precision: auto`` samples in bfloat16 only
     where the network is also compiled: uncompiled bfloat16 sampling is slower than float32's frozen
     network (docs/speed.md)."""
-    resolved = resolve_precision(precision, next(model.parameters()).device)
+    resolved = resolve_precision(precision, next(model.parameters()).device, model)
     compiled = worth_compiling(compile_setting, model, n_points, sampling_steps, resolved)
     return compiled, resolved if compiled or precision != "auto" else "float32"
 

@@ -201,6 +201,10 @@ class Trainer:
                         "(--epochs) is %d; raise it to train longer", self.epoch, cfg.epochs)  # fmt: skip
             self.model.eval(), self.ema.eval()
             return
+        self.precision = resolve_precision(cfg.precision, data.device, self.model)
+        if cfg.precision == "auto" and self.precision == "bfloat16":
+            log.info("training in bfloat16, which this %s computes natively (training.precision: auto; "
+                     "--precision float32 to train in float32)", data.device.type.upper())  # fmt: skip
         loss_fn = distributed.data_parallel(self.model, self._loss_function(data))
         bar = tqdm(total=cfg.epochs, initial=self.epoch, desc=f"train {name}", unit="epoch",
                    disable=not self.progress, dynamic_ncols=True)  # fmt: skip
@@ -213,13 +217,10 @@ class Trainer:
                 self._end_epoch(record, evaluate, data.device)
                 if self.epoch == first + 1 and self.epoch < cfg.epochs:
                     left = cfg.epochs - self.epoch
-                    training = left * record["seconds"]
-                    whole = format_duration(training + then_seconds)
-                    then = (
-                        f", then about {format_duration(then_seconds)} of sampling ({whole} for both)"
-                        if then_seconds
-                        else ""
-                    )
+                    training, then = left * record["seconds"], ""
+                    if then_seconds:
+                        both = format_duration(training + then_seconds)
+                        then = f", then about {format_duration(then_seconds)} of sampling ({both} for both)"
                     log.info("training: %d epochs left, about %s at the first epoch's %s each%s", left,
                              format_duration(training), format_duration(record["seconds"]), then)  # fmt: skip
                 steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
@@ -255,10 +256,6 @@ class Trainer:
     def _loss_function(self, data: torch.Tensor) -> Loss:
         """The model's loss, compiled where ``training.compile`` says so (judged on the whole run)."""
         cfg, eager, points = self.config, self.model.loss, self.config.epochs * len(data)
-        self.precision = resolve_precision(cfg.precision, data.device, self.model)
-        if cfg.precision == "auto" and self.precision == "bfloat16":
-            log.info("training in bfloat16, which this %s computes natively (training.precision: auto; "
-                     "--precision float32 to train in float32)", data.device.type.upper())  # fmt: skip
         if not worth_compiling_training(cfg.compile, self.model, data.device, points, self.precision):
             return eager
         loss_fn = compile_function(eager, data.device)
