@@ -601,6 +601,45 @@ def test_nan_loss_stops_with_epoch_and_step(
     assert leftovers(out) == []
 
 
+@pytest.mark.parametrize("skip_spikes", [10.0, 0.0])
+def test_a_gradient_spike_is_skipped_and_training_goes_on(skip_spikes: float) -> None:
+    """A step whose gradient norm is 10^4 times the others' changes no weight and no Adam state (unless
+    ``skip_spikes`` is 0); it is counted in the history, and the steps after it update again."""
+    from genmodels.config import TrainingConfig
+
+    data = torch.as_tensor(mixture(256, seed=4), dtype=torch.float32)  # 4 steps of 64 per epoch
+    config = TrainingConfig(epochs=3, batch_size=64, learning_rate=1e-2, skip_spikes=skip_spikes)
+    spike_step = 4 + 2  # epoch 2, step 2
+    torch.manual_seed(0)
+    flow = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
+    real_loss, weights = flow.loss, {}
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        step = len(weights) + 1
+        weights[step] = [p.detach().clone() for p in flow.parameters()]  # before this step's update
+        return real_loss(x) * (1e4 if step == spike_step else 1.0)
+
+    flow.loss = loss  # type: ignore[method-assign]
+    trainer = Trainer(flow, config, progress=False)
+    trainer.fit(data)
+    unchanged = [torch.equal(a, b) for a, b in zip(weights[spike_step], weights[spike_step + 1], strict=True)]
+    moved = [torch.equal(a, b) for a, b in zip(weights[spike_step + 1], weights[spike_step + 2], strict=True)]
+    adam_steps = {float(state["step"]) for state in trainer.optimizer.state.values()}
+    if skip_spikes:
+        assert all(unchanged) and not any(moved)
+        assert trainer.history["skipped_steps"] == [0.0, 1.0, 0.0] and trainer.skipped_steps == 1
+        assert adam_steps == {11.0}
+    else:
+        assert not any(unchanged) and trainer.history["skipped_steps"] == [0.0, 0.0, 0.0]
+        assert adam_steps == {12.0}
+    # the running mean of the gradient norms resumes with the rest of the state
+    state = trainer.state_dict()
+    assert state["skipped_steps"] == trainer.skipped_steps and 0 < state["grad_norm_mean"] < 1e3
+    resumed = Trainer(flow, config, progress=False)
+    resumed.load_state_dict(state)
+    assert resumed.grad_norm_mean == state["grad_norm_mean"]
+
+
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 def test_non_finite_step_leaves_the_weights_of_the_last_finite_step(weight_decay: float) -> None:
     """The non-finite check waits for the epoch's end, but no update is applied from the bad step on:

@@ -1,5 +1,6 @@
 """One training loop for any model with ``loss(batch) -> scalar``: Adam(W), per-epoch learning-rate
-decay, gradient clipping, an EMA of the weights, and a state that resumes exactly. Under torchrun
+decay, gradient clipping, skipping of gradient spikes, an EMA of the weights, and a state that resumes
+exactly. Under torchrun
 every process takes its shard of every batch and DDP averages the gradients.
 """
 
@@ -129,7 +130,8 @@ class Trainer:
         self.optimizer = adam(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=config.lr_decay)
         self.ema: nn.Module = copy.deepcopy(model).requires_grad_(False) if config.ema_decay > 0 else model
-        self.epoch, self.step, self.train_seconds = 0, 0, 0.0
+        self.epoch, self.step, self.train_seconds, self.skipped_steps = 0, 0, 0.0, 0
+        self.grad_norm_mean: torch.Tensor | float = 0.0  # running mean of accepted steps' norms (0: none yet)
         self.history: dict[str, list[float]] = {}
         self._loss_takes_rows = "rows" in inspect.signature(model.loss).parameters
 
@@ -142,6 +144,8 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "train_seconds": self.train_seconds,
+            "skipped_steps": self.skipped_steps,
+            "grad_norm_mean": float(self.grad_norm_mean),
             "history": self.history,
             "rng": capture_rng_state(),
         }
@@ -154,6 +158,8 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        self.grad_norm_mean = float(state.get("grad_norm_mean", 0.0))
         self.history = {k: list(v) for k, v in state["history"].items()}
         restore_rng_state(state["rng"])
 
@@ -270,7 +276,8 @@ class Trainer:
         n, steps = data.shape[0], interrupt.steps_per_epoch
         batch_size = min(self.config.batch_size, n)
         start = interrupt.epoch_start = time.perf_counter()
-        self.optimizer.found_inf = torch.zeros((), device=data.device)  # see _step
+        self._nonfinite = torch.zeros((), device=data.device)  # see _step
+        self.grad_norm_mean = torch.as_tensor(self.grad_norm_mean, dtype=torch.float32, device=data.device)
         order = torch.randperm(n, device=data.device)
         stats = []
         for i in range(steps):
@@ -279,8 +286,14 @@ class Trainer:
             stats.append(self._step(data[rows], loss_fn, None if labels is None else labels[rows]))
         stacked = torch.stack(stats)
         losses, interrupt.requested = distributed.agree(stacked[:, 0], interrupt.requested)
-        losses, grad_norms = torch.stack([losses, stacked[:, 1]]).tolist()  # the epoch's one wait
+        losses, grad_norms, skipped = torch.stack([losses, stacked[:, 1], stacked[:, 2]]).tolist()  # one wait
         self._check_finite(losses, grad_norms)
+        if sum(skipped):
+            self.skipped_steps += int(sum(skipped))
+            worst = max(g for g, s in zip(grad_norms, skipped, strict=True) if s)
+            log.info("epoch %d: skipped %d step(s) whose gradient norm (up to %.3g) was over %g times its "
+                     "running mean (training.skip_spikes)", self.epoch + 1, sum(skipped), worst,
+                     self.config.skip_spikes)  # fmt: skip
         self.scheduler.step()
         self.epoch += 1
         seconds = time.perf_counter() - start
@@ -291,11 +304,12 @@ class Trainer:
             "loss": sum(loss * size for loss, size in zip(losses, sizes, strict=True)) / n,
             "lr": self.optimizer.param_groups[0]["lr"],
             "grad_norm": sum(grad_norms) / steps,
+            "skipped_steps": sum(skipped),
             "seconds": seconds,
         }
 
     def _step(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """One optimisation step on ``batch``; returns ``[loss, gradient norm]``, left on the device."""
+        """One optimisation step on ``batch``; returns ``[loss, gradient norm, skipped]``, left on the device."""
         with autocast(batch.device, self.precision):
             loss = self._batch_loss(batch, loss_fn, labels)
         self.optimizer.zero_grad(set_to_none=True)
@@ -304,13 +318,27 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         share = loss.detach().float() / distributed.world_size()  # summed over processes: the batch's
         stats = torch.stack([share, grad_norm.detach().float()])
-        # 1 from the epoch's first non-finite step on: the fused Adam/AdamW step then updates nothing
-        bad = (~torch.isfinite(stats).all()).float()
-        self.optimizer.found_inf = torch.maximum(self.optimizer.found_inf, bad)
+        # 1 from the epoch's first non-finite step on, or for a spike: the fused Adam/AdamW step then
+        # updates nothing
+        self._nonfinite = torch.maximum(self._nonfinite, (~torch.isfinite(stats).all()).float())
+        spike = self._gradient_spike(stats[1])
+        self.optimizer.found_inf = torch.maximum(self._nonfinite, spike)
         self.optimizer.step()
         self.step += 1
         self._update_ema()
-        return stats
+        return torch.cat([stats, spike[None]])
+
+    def _gradient_spike(self, grad_norm: torch.Tensor) -> torch.Tensor:
+        """1 where ``grad_norm`` is over ``skip_spikes`` times the running mean of the accepted steps' norms,
+        else 0; updates that mean. Such a step comes from a few points the flow maps absurdly far, and
+        Adam's per-coordinate normalisation would turn even a clipped gradient of theirs into a full-size
+        step against every other point (docs/speed.md), so it is skipped."""
+        mean, factor = self.grad_norm_mean, self.config.skip_spikes
+        spike = (grad_norm > factor * mean) & (mean > 0) & (factor > 0)
+        accepted = ~spike & torch.isfinite(grad_norm)
+        updated = torch.where(mean > 0, mean + 0.01 * (grad_norm - mean), grad_norm)
+        self.grad_norm_mean = torch.where(accepted, updated, mean)
+        return spike.float()
 
     def _batch_loss(
         self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None = None
