@@ -233,7 +233,7 @@ def _latent_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
 
 @torch.no_grad()
 def _diffused_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
-    x = torch.as_tensor(run.real, dtype=torch.float32, device=next(run.model.buffers()).device)
+    x = V.model_tensor(run.model, run.real)
     generator = torch.Generator(device=x.device).manual_seed(run.seed)
     diffused = run.model.forward_diffuse(x, run.model.diffusion_steps, generator=generator)
     names = list(run.columns) if run.columns is not None else [f"x{i + 1}" for i in range(run.dim)]
@@ -471,20 +471,17 @@ def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int =
     panels: list[tuple[str, np.ndarray]] = [("Real data", real)]
     densities: list[tuple[str, np.ndarray, tuple[float, float, float, float]]] = []
     shown: list[str] = []
-    for name in model_names():
-        ev = next((ev for ev in results if ev.metrics["model"] == name), None)
-        if ev is None:
-            continue
-        spec = get_spec(name)
+    first = {ev.metrics["model"]: ev for ev in reversed(results)}  # each model's first run
+    for name in (name for name in model_names() if name in first):
+        ev, spec = first[name], get_spec(name)
         shown.append(spec.title)
         c2st = ev.metrics["samples"]["c2st_mlp"]["value"]
         panels.append((f"{spec.title} samples (C2ST {c2st:.3f})", ev.samples))
         if real.shape[1] == 2 and ev.model is not None:
             grid, extent = P.grid_for(real, resolution=resolution)
             estimator, nll_of = list(spec.likelihoods.items())[-1]
-            x = torch.as_tensor(grid, dtype=torch.float32, device=next(ev.model.buffers()).device)
             with torch.no_grad():
-                logp = -nll_of(ev.model, x, None).double().cpu().numpy()
+                logp = -nll_of(ev.model, V.model_tensor(ev.model, grid), None).double().cpu().numpy()
             how = {"ode": "probability-flow ODE"}.get(estimator, estimator)
             densities.append((f"{spec.title} log p(x), {how}", logp.reshape(resolution, resolution), extent))
     return P.plot_compare(
@@ -502,24 +499,26 @@ _RUN_FILES = (("metrics/{}_history.csv", "training history (CSV)"), ("samples/{}
 _IMAGE_SUFFIXES = (".png", ".svg", ".gif", ".jpg", ".jpeg", ".pdf")  # a PDF is linked, not shown
 
 
-def _cell(value: Any) -> tuple[str, str]:
+def _cell(value: Any) -> str:
+    """A metric's ``<td>``: numbers right-aligned, missing and non-finite ones "n/a"."""
     if isinstance(value, float):
-        return (f"{value:.6g}" if math.isfinite(value) else "n/a"), "num"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}", "num"
-    if value is None:
-        return "n/a", "num"
-    return (json.dumps(value) if isinstance(value, (list, dict)) else str(value)), ""
+        text, cls = (f"{value:.6g}" if math.isfinite(value) else "n/a"), "num"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text, cls = f"{value:,}", "num"
+    elif value is None:
+        text, cls = "n/a", "num"
+    else:
+        text, cls = (json.dumps(value) if isinstance(value, (list, dict)) else str(value)), ""
+    return f'<td class="{cls}">{html.escape(text)}</td>'
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> str:
     units = metrics.get("units") if isinstance(metrics.get("units"), Mapping) else {}
     e = html.escape
     rows = [
-        f'<tr><th>{e(str(key))}</th><td class="{cls}">{e(text)}</td><td class="muted">{e(str(units.get(key, "")))}</td></tr>'
+        f'<tr><th>{e(str(key))}</th>{_cell(value)}<td class="muted">{e(str(units.get(key, "")))}</td></tr>'
         for key, value in metrics.items()
         if not (key == "units" and units)
-        for text, cls in [_cell(value)]
     ]
     return "<table>\n" + "\n".join(rows) + "\n</table>"
 
@@ -530,9 +529,7 @@ def _label_table(per_label: Mapping[str, Mapping[str, Any]]) -> str:
     keys = list(dict.fromkeys(k for entry in per_label.values() for k in entry))
     head = "<tr><th>label</th>" + "".join(f"<th>{e(k)}</th>" for k in keys) + "</tr>"
     rows = [
-        f"<tr><th>{e(str(name))}</th>"
-        + "".join(f'<td class="{cls}">{e(text)}</td>' for k in keys for text, cls in [_cell(entry.get(k))])
-        + "</tr>"
+        f"<tr><th>{e(str(name))}</th>" + "".join(_cell(entry.get(k)) for k in keys) + "</tr>"
         for name, entry in per_label.items()
     ]
     return "<table>\n" + "\n".join([head, *rows]) + "\n</table>"
@@ -554,10 +551,6 @@ def _figure_html(model_type: str, path: Path) -> str:
         f'<figure><img src="{rel}" alt="{html.escape(path.stem)}"{size} loading="eager">'
         f'<figcaption>{caption} <span class="muted">({name})</span></figcaption></figure>'
     )
-
-
-def _figure_link(path: Path) -> str:
-    return f'<a href="figures/{html.escape(path.name)}">{html.escape(path.name)}</a>'
 
 
 def _display_width(path: Path) -> int | None:
@@ -625,7 +618,8 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
     if "diagnostics" in keys.values():  # its first panel is the loss figure
         loss = [p for p in figures if keys[p] == "loss"]
         figures = [p for p in figures if p not in loss]
-        parts += [f'<p class="muted">Loss alone: {_figure_link(p)}</p>' for p in loss[:1]]
+        names = [html.escape(p.name) for p in loss[:1]]
+        parts += [f'<p class="muted">Loss alone: <a href="figures/{n}">{n}</a></p>' for n in names]
     older = [p for p in figures if written is not None and p.stat().st_mtime_ns < written]
     current = [p for p in figures if p not in older]
     if current:
@@ -659,9 +653,7 @@ class TensorBoardLog:
         epochs = list(history.get("epoch", []))
         for row in range(self.written, len(epochs)):
             for key, values in history.items():
-                if key == "epoch" or row >= len(values):
-                    continue
-                value = float(values[row])
+                value = float(values[row]) if key != "epoch" and row < len(values) else math.nan
                 if math.isfinite(value):
                     self.writer.add_scalar(key, value, int(epochs[row]))
         self.written = len(epochs)
