@@ -51,7 +51,7 @@ _STRIP_NOISE_LEVELS = (0.95, 0.8, 0.6, 0.4, 0.2)  # sqrt(1 - ᾱ_i²) between x_
 _DENSITY_RESOLUTION = 200
 _FIELD_RESOLUTION = 25
 _MIN_GLYPH_SHARE = 0.5
-_TWO_D_ONLY = {
+_TWO_D_ONLY = {  # figure kinds drawn for 2-D data only, by the name the log gives them
     "density": "density heatmap",
     "warped_grid": "warped grid",
     "vector_fields": "denoising vector field",
@@ -134,11 +134,6 @@ class _Run:
         """``{key: path}`` of ``plot(*args, path, fmt=..., **options)`` drawn into this model's ``key`` file."""
         return {key: plot(*args, self.target(key), fmt=self.fmt, **options)}
 
-    def two_d(self, what: str) -> bool:
-        if self.dim != 2:
-            log.info("the data are %d-D: %s skipped (2-D only)", self.dim, what)
-        return self.dim == 2
-
 
 def write_figures(
     model: nn.Module,
@@ -198,7 +193,9 @@ def _scatter_figures(run: _Run) -> dict[str, Path]:
             "pairs", P.plot_pairs, run.real, run.samples, columns=run.columns, suptitle=run.title
         )
     for kind in run.spec.figures:
-        if kind not in _TWO_D_ONLY or run.two_d(_TWO_D_ONLY[kind]):
+        if kind in _TWO_D_ONLY and run.dim != 2:
+            log.info("the data are %d-D: %s skipped (2-D only)", run.dim, _TWO_D_ONLY[kind])
+        else:
             written.update(FIGURES[kind](run))
     return written
 
