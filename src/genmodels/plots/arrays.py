@@ -13,14 +13,15 @@ from torch import nn
 _BATCH = 65536
 
 
-def _tensor(model: nn.Module, values: np.ndarray) -> torch.Tensor:
+def model_tensor(model: nn.Module, values: np.ndarray) -> torch.Tensor:
+    """``values`` as a float32 tensor on ``model``'s device."""
     return torch.as_tensor(np.asarray(values), dtype=torch.float32, device=next(model.buffers()).device)
 
 
 @torch.no_grad()
 def log_density_on_grid(flow: nn.Module, grid: np.ndarray, *, batch_size: int = _BATCH) -> np.ndarray:
     """``log p(x)`` of a flow at the points ``grid (G, D)``: ``(G,)`` nats, non-finite ones as ``-inf``."""
-    x = _tensor(flow, grid)
+    x = model_tensor(flow, grid)
     out = torch.cat([flow.log_prob(chunk) for chunk in x.split(batch_size)]).double().cpu().numpy()
     out[~np.isfinite(out)] = -np.inf
     return out
@@ -29,7 +30,7 @@ def log_density_on_grid(flow: nn.Module, grid: np.ndarray, *, batch_size: int = 
 @torch.no_grad()
 def latent(flow: nn.Module, x: np.ndarray, label: np.ndarray | None = None) -> np.ndarray:
     """The latent ``z = f(x)`` (``f_y(x)`` given labels ``(N,)``) of points ``x (N, D)``: ``(N, D)`` float64."""
-    chunks = _tensor(flow, x).split(_BATCH)
+    chunks = model_tensor(flow, x).split(_BATCH)
     labels = [None] * len(chunks) if label is None else torch.as_tensor(label).split(_BATCH)
     return torch.cat([flow(c, y)[0] for c, y in zip(chunks, labels, strict=True)]).double().cpu().numpy()
 
@@ -85,7 +86,7 @@ def warped_grid(
     lines = grid_lines(box, n_lines=n_lines, n_points=n_points)
     n_grid = lines.shape[0] * lines.shape[1]
     pts = np.zeros((0, 2)) if points is None else np.asarray(points, dtype=float)[:, :2]
-    x = _tensor(flow, np.concatenate([lines.reshape(-1, 2), pts]))
+    x = model_tensor(flow, np.concatenate([lines.reshape(-1, 2), pts]))
     stages = [y.double().cpu().numpy() for y in [x, *flow.trajectory(x)]]
     kinds = [type(bijection).__name__ for bijection in flow._bijections()]
     chosen = _coupling_stages(len(kinds), kinds, n_panels)
@@ -171,13 +172,10 @@ def forward_process(
     model: nn.Module, x0: np.ndarray, timesteps: Sequence[int], *, seed: int = 0
 ) -> list[np.ndarray]:
     """Draws ``x_i ~ q(x_i | x_0)`` of the points ``x0 (N, D)`` at each timestep, in data units."""
-    x = _tensor(model, x0)
+    x = model_tensor(model, x0)
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    out = []
-    for i in timesteps:
-        xi = model.forward_diffuse(x, int(i), generator=generator)
-        out.append(model.standardize.inverse(xi)[0].double().cpu().numpy())
-    return out
+    diffused = (model.forward_diffuse(x, int(i), generator=generator) for i in timesteps)
+    return [model.standardize.inverse(xi)[0].double().cpu().numpy() for xi in diffused]
 
 
 def noise_level_timesteps(model: nn.Module, levels: Sequence[float] = (0.7, 0.4, 0.2, 0.08)) -> list[int]:
@@ -199,7 +197,7 @@ class VectorField:
 @torch.no_grad()
 def denoising_field(model: nn.Module, grid: np.ndarray, timesteps: Sequence[int]) -> VectorField:
     """:class:`VectorField` of a 2-D DDPM at the points ``grid (G, 2)`` (data units)."""
-    x = _tensor(model, grid)
+    x = model_tensor(model, grid)
     z, _ = model.standardize(x)
     std = model.standardize.std
     sigmas, vectors = [], []

@@ -7,13 +7,16 @@ import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.collections import PathCollection
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
+from scipy.ndimage import gaussian_filter
 
 from genmodels.fileio import atomic_path
 
@@ -42,24 +45,25 @@ def _finite_rows(data: np.ndarray) -> np.ndarray:
     return data[np.all(np.isfinite(data), axis=1)]
 
 
-def _interval(values: np.ndarray, q: float = _QUANTILE, pad: float = _PAD) -> tuple[float, float]:
-    """The ``q``..``1 - q`` quantile range of the finite ``values``, widened by ``pad`` of its width."""
+def _xy(data: np.ndarray, name: str) -> np.ndarray:
+    """The finite rows of the first two columns of ``data (N, D >= 2)``."""
+    return _finite_rows(_points(data, name)[:, :2])
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    """The ``_QUANTILE``..``1 - _QUANTILE`` range of the finite ``values``, widened by ``_PAD`` of its width."""
     values = np.asarray(values, dtype=float).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
         return -1.0, 1.0
-    lo, hi = (float(v) for v in np.quantile(values, [q, 1.0 - q]))
-    width = hi - lo
-    if width <= 0.0:
-        width = max(abs(lo), 1.0) * 0.5
-        return lo - width, hi + width
-    return lo - pad * width, hi + pad * width
+    lo, hi = (float(v) for v in np.quantile(values, [_QUANTILE, 1.0 - _QUANTILE]))
+    margin = _PAD * (hi - lo) if hi > lo else max(abs(lo), 1.0) * 0.5
+    return lo - margin, hi + margin
 
 
 def _box(xy: np.ndarray, *, aspect: float | None = 1.0) -> Box:
     """Padded quantile box ``(x0, x1, y0, y1)``, the shorter side widened to ``aspect`` (height / width)."""
-    x0, x1 = _interval(xy[:, 0])
-    y0, y1 = _interval(xy[:, 1])
+    (x0, x1), (y0, y1) = _interval(xy[:, 0]), _interval(xy[:, 1])
     if aspect is not None:
         width = max(x1 - x0, (y1 - y0) / aspect)
         height = width * aspect
@@ -77,14 +81,16 @@ def _color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+def _dots(ax: Axes, xy: np.ndarray, **style: Any) -> PathCollection:
+    """Edgeless scatter of ``xy (N, 2)``, rasterized in vector files above ``_RASTERIZE_ABOVE`` points."""
+    return ax.scatter(xy[:, 0], xy[:, 1], linewidths=0, rasterized=len(xy) > _RASTERIZE_ABOVE, **style)
+
+
 def _scatter(
     ax: Axes, xy: np.ndarray, color: str, *, box: Box | None = None, n_style: int = 0, scale: float = 1.0
 ) -> None:
     size, alpha = _marker(n_style or len(xy))
-    ax.scatter(
-        xy[:, 0], xy[:, 1], s=size * scale, alpha=alpha, color=color, linewidths=0, marker="o",
-        rasterized=len(xy) > _RASTERIZE_ABOVE,
-    )  # fmt: skip
+    _dots(ax, xy, s=size * scale, alpha=alpha, color=color, marker="o")
     box = _box(xy) if box is None else box
     _frame(ax, box)
     _note_outside(ax, xy, box)
@@ -92,15 +98,18 @@ def _scatter(
 
 def _note_outside(ax: Axes, xy: np.ndarray, box: Box) -> None:
     """Say how many points fall outside ``box`` where over 1 %: a figure must not hide diverged samples."""
-    x, y = xy[:, 0], xy[:, 1]
-    inside = np.isfinite(xy).all(axis=1) & (x >= box[0]) & (x <= box[1]) & (y >= box[2]) & (y <= box[3])
-    outside = int(len(xy) - inside.sum())
+    outside = int(len(xy) - _inside(xy, box).sum())
     if len(xy) and outside > 0.01 * len(xy):
         ax.text(
             0.98, 0.02, f"{outside:,} of {len(xy):,} points ({100 * outside / len(xy):.1f}%) outside the axes",
             transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="#D55E00",
             bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5},
         )  # fmt: skip
+
+
+def _inside(xy: np.ndarray, box: Box) -> np.ndarray:
+    """Which rows of ``xy (N, 2)`` lie in ``box`` (non-finite ones do not)."""
+    return (xy[:, 0] >= box[0]) & (xy[:, 0] <= box[1]) & (xy[:, 1] >= box[2]) & (xy[:, 1] <= box[3])
 
 
 def _frame(ax: Axes, box: Box) -> None:
@@ -181,7 +190,7 @@ def _row(
 def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[tuple[str, np.ndarray]]:
     if len(items) == 0:
         raise ValueError(f"needs at least one {what}")
-    return [(title, _finite_rows(_points(data, f"{what} {title!r}")[:, :2])) for title, data in items]
+    return [(title, _xy(data, f"{what} {title!r}")) for title, data in items]
 
 
 def _scatter_row(
@@ -199,9 +208,8 @@ def _scatter_row(
     n_style = max(len(xy) for _, xy in panels) if small else 0
     colours = colours or [None] * len(panels)
     for i, (ax, (title, xy), box, own) in enumerate(zip(axes, panels, boxes, names, strict=True)):
-        scale = _STRIP_SCALE if small else 1.0
         colour = _color(0 if small else i) if colours[i] is None else colours[i]
-        _scatter(ax, xy, colour, box=box, n_style=n_style, scale=scale)
+        _scatter(ax, xy, colour, box=box, n_style=n_style, scale=_STRIP_SCALE if small else 1.0)
         _label(ax, title, own, fontsize, ticks=7 if small else None)
 
 
@@ -241,16 +249,14 @@ def plot_panels(
     ``categories``: per panel None (its own colour), a category k or one per point ``(N_i,)``, drawn in
     the palette's k-th colour, so that panels of the same labels share colours."""
     projected = _projected(panels, "panel")
-    colours = [
-        _category_colours(c, data)
-        for c, (_, data) in zip(categories or [None] * len(panels), panels, strict=True)
-    ]
+    categories = categories or [None] * len(panels)
+    colours = [_category_colours(c, data) for c, (_, data) in zip(categories, panels, strict=True)]
     d = {_points(data, "panel").shape[1] for _, data in panels}
     if len(d) > 1:
         raise ValueError(f"all panels must have the same number of columns, got {sorted(d)}")
     d = d.pop()
     names = _column_names(columns, d)
-    ref = None if reference is None else _finite_rows(_points(reference, "reference")[:, :2])
+    ref = None if reference is None else _xy(reference, "reference")
     boxes, aspect = _panel_boxes([xy for _, xy in projected], ref, share_reference)
     heading = [suptitle] if suptitle else []
     if d > 2:
@@ -285,21 +291,16 @@ def plot_pairs(
     cell = float(np.clip(10.0 / d, 1.6, 2.6))
     fig = _new_figure(cell * d + 0.3, cell * d + 0.3, suptitle)
     axes = fig.subplots(d, d, squeeze=False)
-    for i in range(d):
-        for j in range(d):
-            ax = axes[i, j]
-            if j > i:
-                ax.set_axis_off()
-                continue
-            if i == j:
-                _pair_histograms(ax, (real[:, j], gen[:, j]), limits[j])
-            else:
-                _pair_scatter(ax, (real_s[:, [j, i]], gen_s[:, [j, i]]), limits[j], limits[i])
-            ax.tick_params(labelsize=7, labelbottom=i == d - 1, labelleft=i == j or (j == 0 and i > 0))
-            if i == d - 1:
-                ax.set_xlabel(names[j])
-            if j == 0 and i > 0:
-                ax.set_ylabel(names[i])
+    for (i, j), ax in np.ndenumerate(axes):
+        if j > i:
+            ax.set_axis_off()
+            continue
+        if i == j:
+            _pair_histograms(ax, (real[:, j], gen[:, j]), limits[j])
+        else:
+            _pair_scatter(ax, (real_s[:, [j, i]], gen_s[:, [j, i]]), limits[j], limits[i])
+        ax.tick_params(labelsize=7, labelbottom=i == d - 1, labelleft=i == j or (j == 0 and i > 0))
+        ax.set(xlabel=names[j] if i == d - 1 else "", ylabel=names[i] if j == 0 and i > 0 else "")
     handles, _ = axes[0, 0].get_legend_handles_labels()
     labels = [f"{lab} (n={len(x):,})" for lab, x in (("real", real), ("generated", gen))]
     fig.legend(handles, labels, loc="upper right", frameon=False, fontsize=10)
@@ -319,11 +320,7 @@ def _pair_histograms(ax: Axes, columns: tuple[np.ndarray, np.ndarray], limits: t
 def _pair_scatter(ax: Axes, pairs: tuple[np.ndarray, np.ndarray], xlim: tuple, ylim: tuple) -> None:
     size, alpha = _marker(max(len(pairs[0]), len(pairs[1])))
     for i in (1, 0):
-        xy = pairs[i]
-        ax.scatter(
-            xy[:, 0], xy[:, 1], s=size, alpha=alpha * 0.75, color=_color(i), linewidths=0,
-            label=("real", "generated")[i], rasterized=len(xy) > _RASTERIZE_ABOVE,
-        )  # fmt: skip
+        _dots(ax, pairs[i], s=size, alpha=alpha * 0.75, color=_color(i), label=("real", "generated")[i])
     ax.set(xlim=xlim, ylim=ylim, axisbelow=True)
     ax.grid(True, linewidth=0.4, alpha=0.3)
 
@@ -346,20 +343,10 @@ def grid_for(points: np.ndarray, *, resolution: int = 200) -> tuple[np.ndarray, 
     """``(grid (R * R, 2), extent)``: cell centres over ``points``' box, x fastest (row 0 at the bottom)."""
     if resolution < 2:
         raise ValueError(f"resolution must be at least 2, got {resolution}")
-    x0, x1, y0, y1 = _box(_finite_rows(_points(points, "points")[:, :2]))
-    xe = np.linspace(x0, x1, resolution + 1)
-    ye = np.linspace(y0, y1, resolution + 1)
+    x0, x1, y0, y1 = _box(_xy(points, "points"))
+    xe, ye = np.linspace(x0, x1, resolution + 1), np.linspace(y0, y1, resolution + 1)
     xs, ys = np.meshgrid((xe[:-1] + xe[1:]) / 2.0, (ye[:-1] + ye[1:]) / 2.0)
     return np.stack([xs.ravel(), ys.ravel()], axis=1), (float(x0), float(x1), float(y0), float(y1))
-
-
-def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    t = np.arange(-radius, radius + 1, dtype=float)
-    kernel = np.exp(-0.5 * (t / sigma) ** 2)
-    kernel /= kernel.sum()
-    out = np.apply_along_axis(np.convolve, 0, image, kernel, mode="same")
-    return np.apply_along_axis(np.convolve, 1, out, kernel, mode="same")
 
 
 def _mass_levels(density: np.ndarray, fractions: Sequence[float]) -> list[float]:
@@ -396,14 +383,13 @@ def _log_density_image(fig: Figure, ax: Axes, log_density: np.ndarray, extent: B
 
 def _data_contours(ax: Axes, points: np.ndarray, extent: Box) -> None:
     """White contours of the smoothed histogram of the ``points`` in view holding 50 % and 90 % of them."""
-    x0, x1, y0, y1 = extent
-    pts = _finite_rows(_points(points, "points")[:, :2])
-    inside = pts[(pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)]
+    pts = _xy(points, "points")
+    inside = pts[_inside(pts, extent)]
     if len(inside) < 10:
         return
     bins = int(np.clip(math.sqrt(len(inside)) / 3.0, 25, 90))
-    hist, xe, ye = np.histogram2d(inside[:, 0], inside[:, 1], bins=bins, range=[[x0, x1], [y0, y1]])
-    smooth = _smooth(hist.T, sigma=1.5)
+    hist, xe, ye = np.histogram2d(inside[:, 0], inside[:, 1], bins=bins, range=[extent[:2], extent[2:]])
+    smooth = gaussian_filter(hist.T, sigma=1.5, mode="constant", truncate=3.0)  # zero beyond the extent
     levels = _mass_levels(smooth, (0.9, 0.5))
     if not levels:
         return
@@ -585,20 +571,15 @@ def _draw_coloured(
 ) -> None:
     """Scatter coloured by class ``labels`` (``categories``, -1 grey), else by floats in [0, 1]."""
     size, alpha = _marker(len(xy))
+    size *= scale
     if categories is None:
-        ax.scatter(
-            xy[:, 0], xy[:, 1], c=np.clip(labels, 0.0, 1.0), cmap=_SEQUENTIAL, vmin=0.0, vmax=1.0,
-            s=size * scale, alpha=alpha, linewidths=0, rasterized=len(xy) > _RASTERIZE_ABOVE,
-        )  # fmt: skip
+        _dots(ax, xy, s=size, alpha=alpha, c=np.clip(labels, 0.0, 1.0), cmap=_SEQUENTIAL, vmin=0.0, vmax=1.0)
         return
     groups = {-1: ("background", _OTHER_COLOR)} | {k: (str(n), _color(k)) for k, n in enumerate(categories)}
     for k, (name, color) in groups.items():
         mask = labels == k
         if mask.any():
-            ax.scatter(
-                xy[mask, 0], xy[mask, 1], s=size * scale, alpha=alpha if k >= 0 else alpha * 0.6, color=color,
-                linewidths=0, label=name, rasterized=int(mask.sum()) > _RASTERIZE_ABOVE,
-            )  # fmt: skip
+            _dots(ax, xy[mask], s=size, alpha=alpha if k >= 0 else alpha * 0.6, color=color, label=name)
 
 
 def _check_labels(labels: np.ndarray, n: int, categories: Sequence[str] | None) -> np.ndarray:
@@ -726,7 +707,7 @@ def plot_vector_fields(
     pts = _points(points, "points")[:, :2]
     box = _box(_finite_rows(pts), aspect=None)
     spacing = max(box[1] - box[0], box[3] - box[2]) / max(math.sqrt(len(pts)) - 1.0, 1.0)
-    bg = None if background is None else _finite_rows(_points(background, "background")[:, :2])
+    bg = None if background is None else _xy(background, "background")
     fig, axes = _row(len(fields), 3.3 + 0.6 / len(fields), 3.45 + (0.35 if suptitle else 0.0), suptitle, 11)
     arrows = None
     for ax, (title, vectors) in zip(axes, fields, strict=True):
@@ -735,10 +716,7 @@ def plot_vector_fields(
             raise ValueError(f"vectors of {title!r} must have shape {pts.shape}, got {vec.shape}")
         if bg is not None:
             size, alpha = _marker(len(bg))
-            ax.scatter(
-                bg[:, 0], bg[:, 1], s=size * 0.6, alpha=min(1.0, alpha * 0.8), color="0.6", linewidths=0,
-                rasterized=len(bg) > _RASTERIZE_ABOVE,
-            )  # fmt: skip
+            _dots(ax, bg, s=size * 0.6, alpha=min(1.0, alpha * 0.8), color="0.6")
         drawn = _arrows(ax, pts, vec, 0.8 * spacing)
         arrows = drawn if drawn is not None else arrows
         _frame(ax, box)
@@ -765,7 +743,7 @@ def plot_animation(
     size, alpha = _marker(max(len(a) for a in arrays))
     fig = Figure(figsize=(4.4, 4.4), dpi=_GIF_DPI, layout="constrained")
     ax = fig.subplots()
-    scatter = ax.scatter(arrays[0][:, 0], arrays[0][:, 1], s=size, alpha=alpha, color=_color(0), linewidths=0)
+    scatter = _dots(ax, arrays[0], s=size, alpha=alpha, color=_color(0))
     _frame(ax, _box(_finite_rows(np.concatenate(parts))))
     title = ax.set_title(frames[0][0], fontsize=11)
     if suptitle:
@@ -794,7 +772,7 @@ def plot_compare(
 ) -> Path:
     """Scatter panels ``(title, points (N, >= 2))`` above heatmaps ``(title, log_density (H, W), extent)``."""
     projected = _projected(panels, "scatter panel")
-    box = _box(projected[0][1] if reference is None else _finite_rows(_points(reference, "reference")[:, :2]))
+    box = _box(projected[0][1] if reference is None else _xy(reference, "reference"))
     names = _column_names(None if columns is None else list(columns)[:2], 2)
     n_cols, n_rows = max(len(panels), len(densities)), 2 if densities else 1
     height = (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0)

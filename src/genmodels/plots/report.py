@@ -10,7 +10,9 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,11 @@ _STRIP_NOISE_LEVELS = (0.95, 0.8, 0.6, 0.4, 0.2)  # sqrt(1 - ᾱ_i²) between x_
 _DENSITY_RESOLUTION = 200
 _FIELD_RESOLUTION = 25
 _MIN_GLYPH_SHARE = 0.5
+_TWO_D_ONLY = {  # figure kinds drawn for 2-D data only, by the name the log gives them
+    "density": "density heatmap",
+    "warped_grid": "warped grid",
+    "vector_fields": "denoising vector field",
+}
 _HEADLINE = {"test_nll": "test NLL {} nats", "test_nll_bound": "NLL bound {} nats", "c2st": "C2ST {}"}
 
 
@@ -116,13 +123,16 @@ class _Run:
     def dim(self) -> int:
         return self.real.shape[1]
 
+    @property
+    def title(self) -> str:
+        return self.spec.title + self.where
+
     def target(self, key: str) -> Path:
         return self.fig_dir / f"{self.spec.name}_{key}.{self.fmt}"
 
-    def two_d(self, what: str) -> bool:
-        if self.dim != 2:
-            log.info("the data are %d-D: %s skipped (2-D only)", self.dim, what)
-        return self.dim == 2
+    def draw(self, key: str, plot: Callable[..., Path], *args: Any, **options: Any) -> dict[str, Path]:
+        """``{key: path}`` of ``plot(*args, path, fmt=..., **options)`` drawn into this model's ``key`` file."""
+        return {key: plot(*args, self.target(key), fmt=self.fmt, **options)}
 
 
 def write_figures(
@@ -177,18 +187,20 @@ def _scatter_figures(run: _Run) -> dict[str, Path]:
     if run.dim < 2:
         log.info("the data are 1-D: scatter figures skipped")
         return {}
-    written = {"results": _results_figure(run)}
+    written = _results_figure(run)
     if run.dim > 2:
-        suptitle = run.spec.title + run.where
-        written["pairs"] = P.plot_pairs(
-            run.real, run.samples, run.target("pairs"), columns=run.columns, suptitle=suptitle, fmt=run.fmt
+        written |= run.draw(
+            "pairs", P.plot_pairs, run.real, run.samples, columns=run.columns, suptitle=run.title
         )
     for kind in run.spec.figures:
-        written.update(FIGURES[kind](run))
+        if kind in _TWO_D_ONLY and run.dim != 2:
+            log.info("the data are %d-D: %s skipped (2-D only)", run.dim, _TWO_D_ONLY[kind])
+        else:
+            written.update(FIGURES[kind](run))
     return written
 
 
-def _results_figure(run: _Run) -> Path:
+def _results_figure(run: _Run) -> dict[str, Path]:
     middle = [_MIDDLE_PANELS[kind](run) for kind in run.spec.figures if kind in _MIDDLE_PANELS][:1]
     samples_title = f"Generated Samples\n{run.headline}" if run.headline else "Generated Samples"
     panels = [("Original Data", run.real, None, True), *middle, (samples_title, run.samples, None, True)]
@@ -199,16 +211,16 @@ def _results_figure(run: _Run) -> Path:
             (f"Generated given {name}", run.samples[labels == k], None, True) for k, name in enumerate(names)
         ]
         categories = [run.real_labels, *[run.real_labels] * len(middle), labels, *range(len(names))]
-    return P.plot_panels(
+    return run.draw(
+        "results",
+        P.plot_panels,
         [(title, points) for title, points, _, _ in panels],
-        run.target("results"),
         columns=run.columns,
         panel_columns=[names for _, _, names, _ in panels],
         reference=run.real,
         share_reference=[shared for *_, shared in panels],
-        suptitle=run.spec.title + run.where,
+        suptitle=run.title,
         categories=categories,
-        fmt=run.fmt,
     )
 
 
@@ -218,7 +230,7 @@ def _latent_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
 
 @torch.no_grad()
 def _diffused_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
-    x = torch.as_tensor(run.real, dtype=torch.float32, device=next(run.model.buffers()).device)
+    x = V.model_tensor(run.model, run.real)
     generator = torch.Generator(device=x.device).manual_seed(run.seed)
     diffused = run.model.forward_diffuse(x, run.model.diffusion_steps, generator=generator)
     names = list(run.columns) if run.columns is not None else [f"x{i + 1}" for i in range(run.dim)]
@@ -228,54 +240,44 @@ def _diffused_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
 def _latent_figure(run: _Run) -> dict[str, Path]:
     labels, categories, note = glyph_colouring(run.real, text=run.text, data_name=run.data_name)
     if run.labels is not None and run.real_labels is not None:
-        labels, categories, note = (
-            run.real_labels,
-            list(run.labels[0]),
-            "colour: the label, z = f_y(x) given it",
-        )
-    path = P.plot_coloured_panels(
+        labels, categories = run.real_labels, list(run.labels[0])
+        note = "colour: the label, z = f_y(x) given it"
+    return run.draw(
+        "latent",
+        P.plot_coloured_panels,
         [("data x", run.real), ("latent z = f(x)", V.latent(run.model, run.real, run.real_labels))],
         labels,
-        run.target("latent"),
         categories=categories,
         normal_rings=[False, True],
         panel_columns=[run.columns, _latent_names(run.dim)],
-        suptitle=f"{run.spec.title}{run.where}: where the data land in the latent space",
+        suptitle=f"{run.title}: where the data land in the latent space",
         colour_note=note,
-        fmt=run.fmt,
     )
-    return {"latent": path}
 
 
 def _density_figure(run: _Run) -> dict[str, Path]:
-    if not run.two_d("density heatmap"):
-        return {}
     grid, extent = P.grid_for(run.real, resolution=_DENSITY_RESOLUTION)
     logp = V.log_density_on_grid(run.model, grid).reshape(_DENSITY_RESOLUTION, _DENSITY_RESOLUTION)
     title = f"{run.spec.title} log-density{run.where}" + (f"\n{run.headline}" if run.headline else "")
-    path = P.plot_density(
-        logp, extent, run.target("density"), points=run.real, title=title, columns=run.columns, fmt=run.fmt
+    return run.draw(
+        "density", P.plot_density, logp, extent, points=run.real, title=title, columns=run.columns
     )
-    return {"density": path}
 
 
 def _warped_grid_figure(run: _Run) -> dict[str, Path]:
-    if not run.two_d("warped grid"):
-        return {}
     labels, categories, _ = glyph_colouring(run.real, text=run.text, data_name=run.data_name)
     _, extent = P.grid_for(run.real, resolution=_DENSITY_RESOLUTION)
     carried = P.subsample(np.arange(len(run.real)), 1500, run.seed + 1)
     warped = V.warped_grid(run.model, extent, points=run.real[carried], n_panels=5)
-    path = P.plot_warped_grid(
+    return run.draw(
+        "warped_grid",
+        P.plot_warped_grid,
         list(zip(warped.titles, warped.lines, warped.points, strict=True)),
-        run.target("warped_grid"),
         labels=labels[carried],
         categories=categories,
-        suptitle=f"{run.spec.title}{run.where}: a regular grid in data space pushed through the flow\n"
+        suptitle=f"{run.title}: a regular grid in data space pushed through the flow\n"
         "(the first panel in the data's units, the others in standardised units)",
-        fmt=run.fmt,
     )
-    return {"warped_grid": path}
 
 
 def _strip_steps(model: nn.Module) -> list[int]:
@@ -295,52 +297,46 @@ def _reverse_figures(run: _Run) -> dict[str, Path]:
     timesteps, states = run.reverse
     states = states[:, :_TRAJECTORY_POINTS]
     snapshots = V.closest_indices(timesteps, _strip_steps(run.model))
-    reverse = P.plot_strip(
+    written = run.draw(
+        "reverse",
+        P.plot_strip,
         [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots],
-        run.target("reverse"),
-        suptitle=f"{run.spec.title}{run.where}: reverse process, from noise (i = {steps}) to samples (i = 0)",
-        fmt=run.fmt,
+        suptitle=f"{run.title}: reverse process, from noise (i = {steps}) to samples (i = 0)",
     )
     frames = V.closest_indices(timesteps, V.frame_timesteps(steps, _GIF_FRAMES))
-    animation = P.plot_animation(
+    written["reverse_gif"] = P.plot_animation(
         [(f"reverse step i = {int(timesteps[k])}", states[k]) for k in frames],
-        reverse.with_suffix(".gif"),
+        written["reverse"].with_suffix(".gif"),
         reference=run.real,
-        suptitle=run.spec.title + run.where,
+        suptitle=run.title,
     )
-    return {"reverse": reverse, "reverse_gif": animation}
+    return written
 
 
 def _forward_figure(run: _Run) -> dict[str, Path]:
     steps = _strip_steps(run.model)[::-1]
     diffused = V.forward_process(run.model, run.real[:_TRAJECTORY_POINTS], steps, seed=run.seed)
-    path = P.plot_strip(
+    return run.draw(
+        "forward",
+        P.plot_strip,
         [(f"x_{i}", xi) for i, xi in zip(steps, diffused, strict=True)],
-        run.target("forward"),
-        suptitle=f"{run.spec.title}{run.where}: forward process q(x_i | x_0), from data (i = 0) to noise "
+        suptitle=f"{run.title}: forward process q(x_i | x_0), from data (i = 0) to noise "
         f"(i = {int(run.model.diffusion_steps)})",
-        fmt=run.fmt,
     )
-    return {"forward": path}
 
 
 def _vector_field_figure(run: _Run) -> dict[str, Path]:
-    if not run.two_d("denoising vector field"):
-        return {}
     grid, _ = P.grid_for(run.real, resolution=_FIELD_RESOLUTION)
     field = V.denoising_field(run.model, grid, V.noise_level_timesteps(run.model))
-    path = P.plot_vector_fields(
+    titles = [f"i = {i}, noise σ̄ = {s:.2f}" for i, s in zip(field.timesteps, field.sigmas, strict=True)]
+    return run.draw(
+        "vector_field",
+        P.plot_vector_fields,
         field.points,
-        [
-            (f"i = {i}, noise σ̄ = {s:.2f}", v)
-            for i, s, v in zip(field.timesteps, field.sigmas, field.vectors, strict=True)
-        ],
-        run.target("vector_field"),
+        list(zip(titles, field.vectors, strict=True)),
         background=run.real[:5000],
-        suptitle=f"{run.spec.title}{run.where}: learned denoising direction -σ̄_i ε_θ(x, i) (grey: data)",
-        fmt=run.fmt,
+        suptitle=f"{run.title}: learned denoising direction -σ̄_i ε_θ(x, i) (grey: data)",
     )
-    return {"vector_field": path}
 
 
 _MIDDLE_PANELS: dict[str, Callable[[_Run], tuple[str, np.ndarray, list[str], bool]]] = {
@@ -367,15 +363,14 @@ def _history_figures(run: _Run, history: Mapping[str, Sequence[float]]) -> dict[
     loss.update({beside: history[beside]} if beside in history else {})
     title = style.get("title", f"{spec.title}: training loss per epoch")
     ylabel = style.get("ylabel", spec.loss_label)
-    written = {"loss": P.plot_loss(loss, run.target("loss"), ylabel=ylabel, title=title, fmt=run.fmt)}
+    written = run.draw("loss", P.plot_loss, loss, ylabel=ylabel, title=title)
     apart = [k for k in history if k.startswith("test_") and k != beside]
     extra = {k: history[k] for k in (*apart, "lr", "grad_norm") if k in history}
     held_out = ", ".join(P.pretty_label(k.removeprefix("test_")) for k in apart if not k.endswith("_se"))
     titles = {"loss": spec.loss_label, "held-out": f"held-out {held_out} [nats]"}
-    written["diagnostics"] = P.plot_training_diagnostics(
-        loss | extra, run.target("diagnostics"), heldout=apart, titles=titles, fmt=run.fmt
+    return written | run.draw(
+        "diagnostics", P.plot_training_diagnostics, loss | extra, heldout=apart, titles=titles
     )
-    return written
 
 
 def default_plot_dir(checkpoint: str | os.PathLike[str]) -> Path:
@@ -473,20 +468,17 @@ def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int =
     panels: list[tuple[str, np.ndarray]] = [("Real data", real)]
     densities: list[tuple[str, np.ndarray, tuple[float, float, float, float]]] = []
     shown: list[str] = []
-    for name in model_names():
-        ev = next((ev for ev in results if ev.metrics["model"] == name), None)
-        if ev is None:
-            continue
-        spec = get_spec(name)
+    first = {ev.metrics["model"]: ev for ev in reversed(results)}  # each model's first run
+    for name in (name for name in model_names() if name in first):
+        ev, spec = first[name], get_spec(name)
         shown.append(spec.title)
         c2st = ev.metrics["samples"]["c2st_mlp"]["value"]
         panels.append((f"{spec.title} samples (C2ST {c2st:.3f})", ev.samples))
         if real.shape[1] == 2 and ev.model is not None:
             grid, extent = P.grid_for(real, resolution=resolution)
             estimator, nll_of = list(spec.likelihoods.items())[-1]
-            x = torch.as_tensor(grid, dtype=torch.float32, device=next(ev.model.buffers()).device)
             with torch.no_grad():
-                logp = -nll_of(ev.model, x, None).double().cpu().numpy()
+                logp = -nll_of(ev.model, V.model_tensor(ev.model, grid), None).double().cpu().numpy()
             how = {"ode": "probability-flow ODE"}.get(estimator, estimator)
             densities.append((f"{spec.title} log p(x), {how}", logp.reshape(resolution, resolution), extent))
     return P.plot_compare(
@@ -495,32 +487,6 @@ def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int =
     )  # fmt: skip
 
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
-       max-width: 1700px; padding: 0 1.5em; color: #222; background: #fff; }}
-h1 {{ font-size: 1.6em; }} h2 {{ margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }}
-figure {{ margin: 1.5em 0; }} figure img {{ max-width: 100%; height: auto; border: 1px solid #eee; }}
-figcaption {{ color: #555; font-size: .92em; margin-top: .3em; }}
-table {{ border-collapse: collapse; font-size: .92em; margin: .5em 0 1em; }}
-td, th {{ border: 1px solid #ddd; padding: .25em .7em; text-align: left; }}
-td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-pre {{ background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .88em; }}
-.muted {{ color: #777; font-size: .9em; }}
-</style>
-</head>
-<body>
-<h1>{title}</h1>
-<p class="muted">Written {written}. {links}</p>
-{sections}
-</body>
-</html>
-"""
 _OLDER_NOTE = (
     '<h3>Older figures</h3>\n<p class="muted">Written before these metrics, by an earlier run into this '
     "folder; they may not show this run's model.</p>"
@@ -530,24 +496,26 @@ _RUN_FILES = (("metrics/{}_history.csv", "training history (CSV)"), ("samples/{}
 _IMAGE_SUFFIXES = (".png", ".svg", ".gif", ".jpg", ".jpeg", ".pdf")  # a PDF is linked, not shown
 
 
-def _cell(value: Any) -> tuple[str, str]:
+def _cell(value: Any) -> str:
+    """A metric's ``<td>``: numbers right-aligned, missing and non-finite ones "n/a"."""
     if isinstance(value, float):
-        return (f"{value:.6g}" if math.isfinite(value) else "n/a"), "num"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}", "num"
-    if value is None:
-        return "n/a", "num"
-    return (json.dumps(value) if isinstance(value, (list, dict)) else str(value)), ""
+        text, cls = (f"{value:.6g}" if math.isfinite(value) else "n/a"), "num"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        text, cls = f"{value:,}", "num"
+    elif value is None:
+        text, cls = "n/a", "num"
+    else:
+        text, cls = (json.dumps(value) if isinstance(value, (list, dict)) else str(value)), ""
+    return f'<td class="{cls}">{html.escape(text)}</td>'
 
 
 def _metrics_table(metrics: Mapping[str, Any]) -> str:
     units = metrics.get("units") if isinstance(metrics.get("units"), Mapping) else {}
     e = html.escape
     rows = [
-        f'<tr><th>{e(str(key))}</th><td class="{cls}">{e(text)}</td><td class="muted">{e(str(units.get(key, "")))}</td></tr>'
+        f'<tr><th>{e(str(key))}</th>{_cell(value)}<td class="muted">{e(str(units.get(key, "")))}</td></tr>'
         for key, value in metrics.items()
         if not (key == "units" and units)
-        for text, cls in [_cell(value)]
     ]
     return "<table>\n" + "\n".join(rows) + "\n</table>"
 
@@ -558,9 +526,7 @@ def _label_table(per_label: Mapping[str, Mapping[str, Any]]) -> str:
     keys = list(dict.fromkeys(k for entry in per_label.values() for k in entry))
     head = "<tr><th>label</th>" + "".join(f"<th>{e(k)}</th>" for k in keys) + "</tr>"
     rows = [
-        f"<tr><th>{e(str(name))}</th>"
-        + "".join(f'<td class="{cls}">{e(text)}</td>' for k in keys for text, cls in [_cell(entry.get(k))])
-        + "</tr>"
+        f"<tr><th>{e(str(name))}</th>" + "".join(_cell(entry.get(k)) for k in keys) + "</tr>"
         for name, entry in per_label.items()
     ]
     return "<table>\n" + "\n".join([head, *rows]) + "\n</table>"
@@ -584,10 +550,6 @@ def _figure_html(model_type: str, path: Path) -> str:
     )
 
 
-def _figure_link(path: Path) -> str:
-    return f'<a href="figures/{html.escape(path.name)}">{html.escape(path.name)}</a>'
-
-
 def _display_width(path: Path) -> int | None:
     """The width in CSS pixels that shows every raster figure at one scale (90 per figure inch)."""
     from PIL import Image
@@ -604,17 +566,16 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
     """Write ``out_dir/index.html`` (relative links only): per model its metrics, figures and config."""
     out = Path(out_dir)
     figures = [p for p in sorted((out / "figures").glob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES]
+    own = {name: [p for p in figures if p.name.startswith(name + "_")] for name in model_names()}
     models = [
         name
-        for name in model_names()
-        if any(p.name.startswith(name + "_") for p in figures)
+        for name, mine in own.items()
+        if mine
         or (out / "metrics" / f"{name}.json").is_file()
         or (out / "configs" / f"{name}.yaml").is_file()
     ]
-    sections = [
-        _model_section(out, name, [p for p in figures if p.name.startswith(name + "_")]) for name in models
-    ]
-    others = [p for p in figures if not any(p.name.startswith(m + "_") for m in models)]
+    sections = [_model_section(out, name, own[name]) for name in models]
+    others = [p for p in figures if not any(p in mine for mine in own.values())]
     if others:
         sections.append(
             "\n".join(['<h2 id="other">Other figures</h2>', *(_figure_html("", p) for p in others)])
@@ -622,8 +583,9 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
     title = html.escape(f"genmodels results: {out.resolve().name}")
     links = ", ".join(f'<a href="#{m}">{get_spec(m).title}</a>' for m in models) or "No results yet."
     written = html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))
-    page = _PAGE.format(title=title, written=written, links=links, sections="\n".join(sections))
-    write_text(out / "index.html", page)
+    page = Template((files(__package__) / "page.html").read_text(encoding="utf-8"))
+    body = "\n".join(sections)
+    write_text(out / "index.html", page.substitute(title=title, written=written, links=links, sections=body))
     return out / "index.html"
 
 
@@ -648,14 +610,13 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
     if links:
         parts.append('<p class="muted">' + " · ".join(links) + "</p>")
     written = metrics_file.stat().st_mtime_ns if metrics_file.is_file() else None
-    rank = {key: i for i, key in enumerate(FIGURE_ORDER)}
-    figures = sorted(
-        figures, key=lambda p: (rank.get(_figure_key(name, p), len(rank)), _figure_key(name, p), p.suffix)
-    )
-    if any(_figure_key(name, p) == "diagnostics" for p in figures):  # its first panel is the loss figure
-        loss = [p for p in figures if _figure_key(name, p) == "loss"]
+    keys, rank = {p: _figure_key(name, p) for p in figures}, {k: i for i, k in enumerate(FIGURE_ORDER)}
+    figures = sorted(figures, key=lambda p: (rank.get(keys[p], len(rank)), keys[p], p.suffix))
+    if "diagnostics" in keys.values():  # its first panel is the loss figure
+        loss = [p for p in figures if keys[p] == "loss"]
         figures = [p for p in figures if p not in loss]
-        parts += [f'<p class="muted">Loss alone: {_figure_link(p)}</p>' for p in loss[:1]]
+        names = [html.escape(p.name) for p in loss[:1]]
+        parts += [f'<p class="muted">Loss alone: <a href="figures/{n}">{n}</a></p>' for n in names]
     older = [p for p in figures if written is not None and p.stat().st_mtime_ns < written]
     current = [p for p in figures if p not in older]
     if current:
@@ -689,9 +650,7 @@ class TensorBoardLog:
         epochs = list(history.get("epoch", []))
         for row in range(self.written, len(epochs)):
             for key, values in history.items():
-                if key == "epoch" or row >= len(values):
-                    continue
-                value = float(values[row])
+                value = float(values[row]) if key != "epoch" and row < len(values) else math.nan
                 if math.isfinite(value):
                     self.writer.add_scalar(key, value, int(epochs[row]))
         self.written = len(epochs)
