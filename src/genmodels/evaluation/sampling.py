@@ -82,8 +82,7 @@ FAR_SAMPLE_STDS = 50.0
 def _warn_far_samples(model: nn.Module, samples: np.ndarray) -> None:
     if not len(samples):
         return
-    mean = model.standardize.mean.detach().cpu().double().numpy()
-    std = model.standardize.std.detach().cpu().double().numpy()
+    mean, std = (t.detach().cpu().double().numpy() for t in (model.standardize.mean, model.standardize.std))
     with np.errstate(invalid="ignore", over="ignore"):
         distance = np.abs((samples - mean) / std).max(1)
     far = distance > FAR_SAMPLE_STDS
@@ -144,34 +143,28 @@ def two_sample_scores(
         else:
             lo, hi = M.wilson_interval(value, 2 * len(generated))
             kind = "binomial 95% (Wilson)"
-        out[name] = {
-            "value": value,
-            "interval": [float(lo), float(hi)],
-            "interval_kind": kind,
-            "floor": floor,
-            "seconds": time.perf_counter() - start,
-        }
+        interval, seconds = [float(lo), float(hi)], time.perf_counter() - start
+        out[name] = dict(value=value, interval=interval, interval_kind=kind, floor=floor, seconds=seconds)
     return out
 
 
-_ACCURACY = "classifier accuracy (0.5: indistinguishable)"
 # A run's metrics file carries this as its "units" entry, so the file says what its numbers are.
 METRIC_UNITS: dict[str, str] = {
-    "train_seconds": "seconds",
-    "sample_seconds": "seconds",
-    "train_nll": "nats per point",
-    "test_nll": "nats per point",
+    **dict.fromkeys(("train_seconds", "sample_seconds"), "seconds"),
+    **dict.fromkeys(("train_nll", "test_nll"), "nats per point"),
     "test_nll_per_dim": "nats per dimension",
     "test_nll_bound": "nats per point (upper bound on the NLL)",
     "test_nll_bound_per_dim": "nats per dimension (upper bound on the NLL)",
-    "c2st": _ACCURACY,
-    "c2st_floor": _ACCURACY,
-    "c2st_hgb": _ACCURACY,
-    "c2st_hgb_floor": _ACCURACY,
-    "far_share": "share of points beyond the training data's box widened by half its range",
-    "far_share_floor": "share of points beyond the training data's box widened by half its range",
-    "max_distance": "training standard deviations from the training mean",
-    "max_distance_floor": "training standard deviations from the training mean",
+    **dict.fromkeys(
+        ("c2st", "c2st_floor", "c2st_hgb", "c2st_hgb_floor"), "classifier accuracy (0.5: indistinguishable)"
+    ),
+    **dict.fromkeys(
+        ("far_share", "far_share_floor"),
+        "share of points beyond the training data's box widened by half its range",
+    ),
+    **dict.fromkeys(
+        ("max_distance", "max_distance_floor"), "training standard deviations from the training mean"
+    ),
 }
 
 
@@ -209,8 +202,7 @@ def per_label_scores(
         scores = evaluate_samples(
             samples[0][mine], test[0][real], train[0][train[1] == k], seed=seed, names=("c2st_hgb",)
         )
-        entry.update(c2st_hgb=scores["c2st_hgb"], c2st_hgb_floor=scores["c2st_hgb_floor"])
-        out[name] = entry
+        out[name] = entry | {key: scores[key] for key in ("c2st_hgb", "c2st_hgb_floor")}
     return out
 
 
@@ -243,11 +235,8 @@ def evaluate_samples(
             if len(samples) < len(real_test)
             else f"held-out points ({len(real_test)}; raise data.test_fraction)"
         )
-        log.warning(
-            "too few %s for a two-sample test (at least %d are needed); c2st skipped",
-            fewest,
-            M.MIN_TWO_SAMPLE_POINTS,
-        )
+        least = M.MIN_TWO_SAMPLE_POINTS
+        log.warning("too few %s for a two-sample test (at least %d are needed); c2st skipped", fewest, least)
         return out
     floor_pair = None
     if real_train is not None:
