@@ -425,12 +425,11 @@ def _score(trainer: Trainer, config: RunConfig, data: _Data, drawn: tuple, secon
     }
     metrics.update(_likelihood_metrics(trainer.ema, get_spec(config.model_type), data))
     n_eval = config.sampling.n_eval or len(data.test_np)
-    metrics.update(
-        evaluate_samples(samples[:n_eval], data.test_np, data.train_np, seed=config.data.split_seed)
-    )
+    seed = config.data.split_seed
+    metrics.update(evaluate_samples(samples[:n_eval], data.test_np, data.train_np, seed=seed))
     if labels is not None:
         per_label = per_label_scores((samples, labels), (data.test_np, data.test_labels_np),
-                                     (data.train_np, data.train_labels_np), data.label_names, seed=config.data.split_seed)  # fmt: skip
+                                     (data.train_np, data.train_labels_np), data.label_names, seed=seed)  # fmt: skip
         for name, nll in metrics.pop("per_label_nll").items():
             per_label[name].update(nll)
         p = data.proportions[data.proportions > 0]
@@ -445,10 +444,8 @@ def _likelihood_metrics(model: nn.Module, spec: ModelSpec, data: _Data) -> dict[
     name, nll = next(iter(spec.likelihoods.items()))
 
     def per_point(x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        parts = zip(
-            x.split(65536), labels.split(65536) if labels is not None else [None] * len(x), strict=False
-        )
-        return torch.cat([nll(model, p, None, *(() if y is None else (y,))) for p, y in parts] or [x[:0, 0]])
+        parts = zip(x.split(65536), *([] if labels is None else [labels.split(65536)]), strict=True)
+        return torch.cat([nll(model, p, None, *y) for p, *y in parts] or [x[:0, 0]])
 
     def mean(values: torch.Tensor) -> float:
         return float(values.mean()) if len(values) else math.nan
@@ -478,7 +475,7 @@ def _write_outputs(
     results: tuple,
     fmt: str,
 ) -> dict[str, Path]:
-    """Write every output from ``results`` (samples, metrics, reverse process); returns the figures' paths."""
+    """Write every output from ``results`` (samples, labels, metrics, reverse process); returns the figures' paths."""
     from genmodels.plots import report
 
     samples, labels, metrics, reverse = results

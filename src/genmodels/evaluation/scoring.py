@@ -112,12 +112,7 @@ def likelihood_metrics(
 
 
 def sample_metrics(
-    generated: np.ndarray,
-    real: np.ndarray,
-    *,
-    n_eval: int | None = None,
-    n_boot: int = 10,
-    seed: int = 0,
+    generated: np.ndarray, real: np.ndarray, *, n_eval: int | None = None, n_boot: int = 10, seed: int = 0
 ) -> dict[str, Any]:
     """Two-sample statistics of ``generated`` against ``n_eval`` (at most ``min(len(generated), N // 2)``)
     points of a seeded half A of ``real``, each with its floor (as many points of the other half B against
