@@ -244,12 +244,11 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("checkpoint")
     evaluate.add_argument("--output", help="JSON file for the metrics ('-': standard output)")
     compare = sub.add_parser("compare", help="evaluate runs side by side: compare.md and figures/compare.png")
-    compare.add_argument("run_dirs", nargs="*", help="training output directories (their checkpoints/)")
+    add = compare.add_argument
+    add("run_dirs", nargs="*", help="training output directories (their checkpoints/)")
     for name in model_names():
-        compare.add_argument(f"--{name}", help=f"a {get_spec(name).title} checkpoint")
-    compare.add_argument(
-        "--output_dir", help="where compare.md and figures/ go (default: first RUN_DIR, else .)"
-    )
+        add(f"--{name}", help=f"a {get_spec(name).title} checkpoint")
+    add("--output_dir", help="where compare.md and figures/ go (default: first RUN_DIR, else .)")
     for add in (evaluate.add_argument, compare.add_argument):
         add("--data", help="CSV of evaluation points (default: the held-out split stored in the checkpoint)")
         add("--drop_invalid", action="store_true", help="drop --data rows with bad cells instead of failing")
@@ -445,7 +444,7 @@ def _make_data(args: argparse.Namespace) -> int:
 
 
 def _evaluation_kwargs(args: argparse.Namespace) -> dict:
-    from genmodels.data import GENERATORS
+    from genmodels.data import GENERATORS, glyph_area
     from genmodels.evaluation.metrics import MIN_TWO_SAMPLE_POINTS
     from genmodels.train.acceleration import resolve_device
 
@@ -455,8 +454,6 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
             flag = "-n" if name == "n" else f"--{name}"
             raise ConfigError(f"{flag} must be at least {least} (got {value})")
     if args.text is not None:
-        from genmodels.data import glyph_area
-
         try:
             glyph_area(args.text)
         except ValueError as error:

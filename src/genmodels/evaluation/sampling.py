@@ -148,23 +148,24 @@ def two_sample_scores(
     return out
 
 
+_ACCURACY = "classifier accuracy (0.5: indistinguishable)"
 # A run's metrics file carries this as its "units" entry, so the file says what its numbers are.
 METRIC_UNITS: dict[str, str] = {
-    **dict.fromkeys(("train_seconds", "sample_seconds"), "seconds"),
-    **dict.fromkeys(("train_nll", "test_nll"), "nats per point"),
+    "train_seconds": "seconds",
+    "sample_seconds": "seconds",
+    "train_nll": "nats per point",
+    "test_nll": "nats per point",
     "test_nll_per_dim": "nats per dimension",
     "test_nll_bound": "nats per point (upper bound on the NLL)",
     "test_nll_bound_per_dim": "nats per dimension (upper bound on the NLL)",
-    **dict.fromkeys(
-        ("c2st", "c2st_floor", "c2st_hgb", "c2st_hgb_floor"), "classifier accuracy (0.5: indistinguishable)"
-    ),
-    **dict.fromkeys(
-        ("far_share", "far_share_floor"),
-        "share of points beyond the training data's box widened by half its range",
-    ),
-    **dict.fromkeys(
-        ("max_distance", "max_distance_floor"), "training standard deviations from the training mean"
-    ),
+    "c2st": _ACCURACY,
+    "c2st_floor": _ACCURACY,
+    "c2st_hgb": _ACCURACY,
+    "c2st_hgb_floor": _ACCURACY,
+    "far_share": "share of points beyond the training data's box widened by half its range",
+    "far_share_floor": "share of points beyond the training data's box widened by half its range",
+    "max_distance": "training standard deviations from the training mean",
+    "max_distance_floor": "training standard deviations from the training mean",
 }
 
 
