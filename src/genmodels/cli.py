@@ -384,8 +384,7 @@ def _sample(args: argparse.Namespace) -> int:
     options = {key: getattr(settings, key) for key in _SAMPLER_OPTIONS}
     with compiled_network(model, compiled):
         samples = sample_model(model, args.n, seed=args.seed, precision=precision, label=labels, **options)
-    bad = int((~np.isfinite(samples).all(axis=1)).sum())
-    if bad:
+    if bad := int((~np.isfinite(samples).all(axis=1)).sum()):
         raise CheckpointError(
             f"{bad} of {args.n} samples from {args.checkpoint} are not finite (diverged weights?); "
             f"nothing was written to {args.output}"
@@ -514,14 +513,12 @@ def _compare(args: argparse.Namespace) -> int:
     for run_dir in args.run_dirs:
         if not Path(run_dir).exists():
             raise ConfigError(f"RUN_DIR {run_dir} does not exist")
-        found = run_checkpoints(run_dir)
-        if not found:
+        if not (found := run_checkpoints(run_dir)):
             names = " or ".join(f"checkpoints/{name}.pt" for name in model_names())
             raise ConfigError(f"{run_dir} holds no {names}")
         checkpoints += [(f"{model_type} ({run_dir})", path) for model_type, path in found]
     for model_type in model_names():
-        path = getattr(args, model_type)
-        if path:
+        if path := getattr(args, model_type):
             load_checkpoint(path, expected_type=model_type)  # --ddpm x.pt: a DDPM's
             checkpoints.append((f"{model_type} ({path})", path))
     if not checkpoints:

@@ -185,8 +185,7 @@ def _check_output_paths(out: Path, files: list[Path]) -> None:
                 f"--output_dir {out}: {blocker} is a file; the run writes its outputs into a folder there"
             )
     for folder in dict.fromkeys(file.parent for file in files):
-        problem = folder_problem(folder)
-        if problem is not None:
+        if (problem := folder_problem(folder)) is not None:
             raise ConfigError(f"--output_dir {out}: {problem}")
 
 
@@ -212,8 +211,7 @@ def _prepare_data(config: RunConfig, device: torch.device) -> _Data:
     if dataset.labels is None:
         return data
     train_labels, test_labels = split(dataset.labels)
-    absent = [name for k, name in enumerate(dataset.label_names) if not (train_labels == k).any()]
-    if absent:
+    if absent := [name for k, name in enumerate(dataset.label_names) if not (train_labels == k).any()]:
         raise DataError(f"{settings.path}: label {absent[0]!r} of column {settings.condition!r} has no row in the "
                         "training split; give each label more rows or lower data.test_fraction")  # fmt: skip
     as_labels = functools.partial(torch.as_tensor, dtype=torch.long, device=device)
@@ -287,8 +285,7 @@ def _resume(trainer: Trainer, path: Path, config: RunConfig, data: _Data) -> Non
     if differences:
         raise CheckpointError(f"cannot resume from {path}: " + "; ".join(differences))
     _load_weights_of_the_same_data(trainer.model, payload, path, config, data)
-    state = payload.get("trainer")
-    if state is None:
+    if (state := payload.get("trainer")) is None:
         raise CheckpointError(f"{path} holds no training state to resume from")
     if state["epoch"] > config.training.epochs:
         raise ConfigError(
@@ -303,8 +300,7 @@ def _resume(trainer: Trainer, path: Path, config: RunConfig, data: _Data) -> Non
             f"{path} is a damaged checkpoint: its training state does not fit its model ({first[:300]})"
         ) from None
     stored = payload["config"].training
-    changed = trainer.adopt_optimizer_settings(stored)
-    if changed:
+    if changed := trainer.adopt_optimizer_settings(stored):
         log.info("resuming with %s: the learning rate continues at %.4g (learning_rate × lr_decay^%d)",
                  ", ".join(changed), trainer.optimizer.param_groups[0]["lr"], trainer.epoch)  # fmt: skip
     if stored.precision != config.training.precision:

@@ -219,8 +219,7 @@ def knn_entropy(x: np.ndarray, *, k: int = 3) -> tuple[float, float]:
     n, dim = xa.shape
     # Column 0 of the distances is the point itself (or a copy of it at distance 0).
     r = cKDTree(xa).query(xa, k=k + 1, workers=-1)[0][:, k]
-    n_zero = int(np.count_nonzero(r == 0.0))
-    if n_zero:
+    if n_zero := int(np.count_nonzero(r == 0.0)):
         raise ValueError(
             f"{n_zero} point(s) have {k} or more exact duplicates (zero k-NN distance); "
             "remove duplicates or add tiny jitter before estimating entropy"

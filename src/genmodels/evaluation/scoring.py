@@ -267,8 +267,7 @@ def checkpoint_points(
     """The evaluation points ``(N, D)`` of a loaded checkpoint: the CSV file ``data``, else its held-out
     split; ConfigError where it has none, DataError where ``data`` has other columns than the model."""
     if data is None:
-        test = payload.get("test_data")
-        if test is None or len(test) == 0:
+        if (test := payload.get("test_data")) is None or len(test) == 0:
             raise ConfigError(f"{checkpoint} stores no held-out points; pass --data")
         return test.double().cpu().numpy()
     real = load_csv(data, drop_invalid=drop_invalid).values
@@ -361,8 +360,7 @@ def format_report(metrics: dict[str, Any]) -> str:
                 f"  {label:<20} generated {entry['generated']:.4f} ± {entry['generated_se']:.4f}   "
                 f"real {entry['real']:.4f} ± {entry['real_se']:.4f}   ratio {_fmt(entry['ratio'], 3)}"
             )
-    tails = metrics.get("tails")
-    if tails:
+    if tails := metrics.get("tails"):
         lines += ["", "tails (beyond the real points' box widened by half its range)        model      floor"]
         for key, name in (("far_share", "share of points"), ("max_distance", "largest distance [std]")):
             lines.append(f"  {name:<66} {_fmt(tails['samples'][key]):>10} {_fmt(tails['floor'][key]):>10}")
