@@ -14,6 +14,9 @@ from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from genmodels import fileio
+from genmodels.errors import CheckpointError, ConfigError, DataError, GenModelsError, TrainingError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -47,19 +50,16 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None, 
     ``checkpoint``, not a zip archive, and (with ``csv``) not an existing file of another kind."""
     import zipfile
 
-    from genmodels.errors import ConfigError
-    from genmodels.fileio import folder_problem, is_special_path, path_in_the_way
-
     if not output:
         raise ConfigError(f"{option} must name a file, got an empty string")
     path = Path(output)
-    if output == "-" or (is_special_path(path) and path.exists()):
+    if output == "-" or (fileio.is_special_path(path) and path.exists()):
         return  # standard output, a device or a pipe is written into, not replaced
     try:
         resolved = path.resolve()
     except (RuntimeError, OSError) as error:  # a loop of symbolic links
         raise ConfigError(f"{option} {output} cannot be followed to a file ({error})") from None
-    blocker, is_file, suffix = path_in_the_way(resolved), resolved.is_file(), resolved.suffix.lower()
+    blocker, is_file, suffix = fileio.path_in_the_way(resolved), resolved.is_file(), resolved.suffix.lower()
     if output.endswith(("/", os.sep)) or blocker == resolved:
         problem = " is a folder; expected the file to write"
     elif blocker is not None:
@@ -68,7 +68,7 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None, 
         problem = " is the checkpoint itself; write to another file"
     elif is_file and not resolved.stat().st_mode & 0o222:
         problem = " is read-only; make it writable (chmod u+w) or write to another file"
-    elif (unwritable := folder_problem(resolved.parent)) is not None:
+    elif (unwritable := fileio.folder_problem(resolved.parent)) is not None:
         problem = f": {unwritable}"
     elif is_file and zipfile.is_zipfile(resolved):
         problem = " is a zip archive (as PyTorch checkpoints are); write to another file, or remove it first if it is to be replaced"
@@ -81,8 +81,6 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None, 
 
 def _check_not_the_runs_own_files(option: str, output: str, checkpoint: str, payload: dict) -> None:
     """Refuse to write over the data the checkpoint was trained on, or its run's ``metrics/`` files."""
-    from genmodels.errors import ConfigError
-
     if not Path(output).is_file():
         return
     trained_on = (payload.get("data") or {}).get("path") or payload["config"].data.path
@@ -105,7 +103,6 @@ _BYTES_PER_SAMPLED_VALUE = 80
 
 def _check_sample_memory(n: int, dim: int, what: str = "samples", option: str = "-n") -> None:
     """A ConfigError naming ``option`` where ``n`` points of ``dim`` values would not fit in memory."""
-    from genmodels.errors import ConfigError
     from genmodels.models.resources import memory_problem
 
     problem = memory_problem(n * dim * _BYTES_PER_SAMPLED_VALUE, f"writing {n} {what} of {dim} values")
@@ -122,7 +119,6 @@ def _write_points(
     """Write ``points`` (and ``labels`` as a last column) as CSV to ``output`` ('-': standard output),
     saying so on standard error for a stream."""
     from genmodels.data import save_csv, write_csv
-    from genmodels.fileio import is_special_path, stream_descriptor
 
     if output == "-":
         try:
@@ -135,8 +131,8 @@ def _write_points(
         print(f"wrote {what} to standard output", file=sys.stderr)
         return
     save_csv(output, points, columns, labels)
-    where = "standard output" if stream_descriptor(output) == 1 else output
-    print(f"wrote {what} to {where}", file=sys.stderr if is_special_path(output) else sys.stdout)
+    where = "standard output" if fileio.stream_descriptor(output) == 1 else output
+    print(f"wrote {what} to {where}", file=sys.stderr if fileio.is_special_path(output) else sys.stdout)
 
 
 # The options of ``train`` that set config keys: option -> (type, the keys it sets, help).
@@ -248,12 +244,11 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("checkpoint")
     evaluate.add_argument("--output", help="JSON file for the metrics ('-': standard output)")
     compare = sub.add_parser("compare", help="evaluate runs side by side: compare.md and figures/compare.png")
-    compare.add_argument("run_dirs", nargs="*", help="training output directories (their checkpoints/)")
+    add = compare.add_argument
+    add("run_dirs", nargs="*", help="training output directories (their checkpoints/)")
     for name in model_names():
-        compare.add_argument(f"--{name}", help=f"a {get_spec(name).title} checkpoint")
-    compare.add_argument(
-        "--output_dir", help="where compare.md and figures/ go (default: first RUN_DIR, else .)"
-    )
+        add(f"--{name}", help=f"a {get_spec(name).title} checkpoint")
+    add("--output_dir", help="where compare.md and figures/ go (default: first RUN_DIR, else .)")
     for add in (evaluate.add_argument, compare.add_argument):
         add("--data", help="CSV of evaluation points (default: the held-out split stored in the checkpoint)")
         add("--drop_invalid", action="store_true", help="drop --data rows with bad cells instead of failing")
@@ -298,8 +293,6 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
 def _train(args: argparse.Namespace) -> int:
     from genmodels.config import config_to_dict
     from genmodels.data import check_data_path
-    from genmodels.errors import ConfigError, DataError
-    from genmodels.fileio import json_text
     from genmodels.run import run_training
     from genmodels.train.acceleration import resolve_device
 
@@ -320,18 +313,11 @@ def _train(args: argparse.Namespace) -> int:
 
         print(f"effective {args.model_type} config:")
         print(yaml.safe_dump(config_to_dict(config), sort_keys=False).rstrip())
-    result = run_training(
-        config,
-        output_dir=args.output_dir,
-        device=args.device,
-        progress=not args.quiet,
-        resume=args.resume,
-        fmt=args.format,
-        tensorboard=args.tensorboard,
-    )
+    given = {key: getattr(args, key) for key in ("output_dir", "device", "resume", "tensorboard")}
+    result = run_training(config, progress=not args.quiet, fmt=args.format, **given)
     if not result.metrics:  # a process of several but rank 0, which writes the outputs
         return 0
-    print(json_text(result.metrics))
+    print(fileio.json_text(result.metrics))
     for key in ("results", "loss", "checkpoint", "metrics", "index"):
         print(f"wrote {result.paths[key]}")
     return 0
@@ -341,7 +327,6 @@ def _refuse_options_the_model_lacks(
     given: dict[str, str], model_type: str, checkpoint: str, offers: Callable[[ModelSpec], Collection[str]]
 ) -> None:
     """A ConfigError where an option given (``{option: what it needs}``) needs what the model lacks."""
-    from genmodels.errors import ConfigError
     from genmodels.models import get_spec, model_names
 
     lacking = {shown: need for shown, need in given.items() if need not in offers(get_spec(model_type))}
@@ -377,7 +362,6 @@ def _sampling_settings(args: argparse.Namespace, payload: dict) -> SamplingConfi
 def _sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from genmodels.errors import CheckpointError
     from genmodels.evaluation.sampling import draw_labels, sample_model
     from genmodels.train import distributed
     from genmodels.train.acceleration import compiled_network, resolve_device, sampling_plan
@@ -394,22 +378,13 @@ def _sample(args: argparse.Namespace) -> int:
     label, names = _requested_label(args, payload)
     model = model_from_checkpoint(payload, device=device)
     labels = draw_labels(model, args.n, args.seed) if label is None else np.full(args.n, label)
-    steps = settings.sampling_steps
-    compiled, precision = sampling_plan(settings.compile, settings.precision, model, args.n, steps)
+    compiled, precision = sampling_plan(
+        settings.compile, settings.precision, model, args.n, settings.sampling_steps
+    )
+    options = {key: getattr(settings, key) for key in _SAMPLER_OPTIONS}
     with compiled_network(model, compiled):
-        samples = sample_model(
-            model,
-            args.n,
-            seed=args.seed,
-            sampling_steps=steps,
-            eta=settings.eta,
-            precision=precision,
-            ddim_spacing=settings.ddim_spacing,
-            guidance_scale=settings.guidance_scale,
-            label=labels,
-        )
-    bad = int((~np.isfinite(samples).all(axis=1)).sum())
-    if bad:
+        samples = sample_model(model, args.n, seed=args.seed, precision=precision, label=labels, **options)
+    if bad := int((~np.isfinite(samples).all(axis=1)).sum()):
         raise CheckpointError(
             f"{bad} of {args.n} samples from {args.checkpoint} are not finite (diverged weights?); "
             f"nothing was written to {args.output}"
@@ -425,14 +400,9 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _requested_label(args: argparse.Namespace, payload: dict) -> tuple[int | None, np.ndarray | None]:
-    """The index of ``--label`` among the checkpoint's label names (None without it), and the names.
-
-    Raises:
-        ConfigError: ``--label`` for a checkpoint trained without a condition, or a label it lacks.
-    """
+    """The index of ``--label`` among the checkpoint's label names (None without it), and the names; a
+    ConfigError for a checkpoint trained without a condition, or a label it lacks."""
     import numpy as np
-
-    from genmodels.errors import ConfigError
 
     info = payload.get("labels")
     names = None if info is None else np.asarray(info["names"])
@@ -449,7 +419,6 @@ def _requested_label(args: argparse.Namespace, payload: dict) -> tuple[int | Non
 
 def _make_data(args: argparse.Namespace) -> int:
     from genmodels.data import GENERATORS, LABELLED
-    from genmodels.errors import ConfigError
 
     if args.name not in GENERATORS:
         raise ConfigError(f"unknown dataset {args.name!r}; expected one of {', '.join(sorted(GENERATORS))}")
@@ -474,8 +443,7 @@ def _make_data(args: argparse.Namespace) -> int:
 
 
 def _evaluation_kwargs(args: argparse.Namespace) -> dict:
-    from genmodels.data import GENERATORS
-    from genmodels.errors import ConfigError
+    from genmodels.data import GENERATORS, glyph_area
     from genmodels.evaluation.metrics import MIN_TWO_SAMPLE_POINTS
     from genmodels.train.acceleration import resolve_device
 
@@ -485,8 +453,6 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
             flag = "-n" if name == "n" else f"--{name}"
             raise ConfigError(f"{flag} must be at least {least} (got {value})")
     if args.text is not None:
-        from genmodels.data import glyph_area
-
         try:
             glyph_area(args.text)
         except ValueError as error:
@@ -515,7 +481,6 @@ _LIKELIHOOD_OPTIONS = {"ode_points": "ode", "bound_points": "bound"}
 
 def _evaluate(args: argparse.Namespace) -> int:
     from genmodels.evaluation.scoring import evaluate_checkpoint, format_report
-    from genmodels.fileio import json_text, write_json
 
     to_stdout = args.output == "-"
     if args.output is not None:
@@ -532,15 +497,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     # With '--output -' the JSON alone goes to standard output, so it can be piped; the report to stderr.
     print(format_report(result.metrics), file=sys.stderr if to_stdout else sys.stdout)
     if to_stdout:
-        print(json_text(result.metrics))
+        print(fileio.json_text(result.metrics))
     elif args.output is not None:
-        write_json(args.output, result.metrics)
+        fileio.write_json(args.output, result.metrics)
         print(f"wrote {args.output}")
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from genmodels.errors import ConfigError
     from genmodels.models import model_names
     from genmodels.plots.report import compare_checkpoints, run_checkpoints
     from genmodels.train.checkpoint import load_checkpoint
@@ -549,14 +513,12 @@ def _compare(args: argparse.Namespace) -> int:
     for run_dir in args.run_dirs:
         if not Path(run_dir).exists():
             raise ConfigError(f"RUN_DIR {run_dir} does not exist")
-        found = run_checkpoints(run_dir)
-        if not found:
+        if not (found := run_checkpoints(run_dir)):
             names = " or ".join(f"checkpoints/{name}.pt" for name in model_names())
             raise ConfigError(f"{run_dir} holds no {names}")
         checkpoints += [(f"{model_type} ({run_dir})", path) for model_type, path in found]
     for model_type in model_names():
-        path = getattr(args, model_type)
-        if path:
+        if path := getattr(args, model_type):
             load_checkpoint(path, expected_type=model_type)  # --ddpm x.pt: a DDPM's
             checkpoints.append((f"{model_type} ({path})", path))
     if not checkpoints:
@@ -573,16 +535,8 @@ def _compare(args: argparse.Namespace) -> int:
 def _plot(args: argparse.Namespace) -> int:
     from genmodels.plots.report import plot_checkpoint
 
-    paths = plot_checkpoint(
-        args.checkpoint,
-        output_dir=args.output_dir,
-        fmt=args.format,
-        data=args.data,
-        text=args.text,
-        n_samples=args.n_samples,
-        seed=args.seed,
-        device=args.device,
-    )
+    given = {key: getattr(args, key) for key in ("output_dir", "data", "text", "n_samples", "seed", "device")}
+    paths = plot_checkpoint(args.checkpoint, fmt=args.format, **given)
     for path in paths.values():
         print(f"wrote {path}")
     return 0
@@ -602,7 +556,6 @@ class _MessageFormatter(logging.Formatter):
 
 def _check_no_empty_paths(args: argparse.Namespace) -> None:
     """Raises ConfigError for a path option given as an empty string (it would mean the current folder)."""
-    from genmodels.errors import ConfigError
     from genmodels.models import model_names
 
     options = {"checkpoint": "CHECKPOINT", "run_dirs": "RUN_DIR"}
@@ -619,7 +572,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     # machine many times over, sleeping at once slows small operations (docs/speed.md). Before torch loads.
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
-    from genmodels.errors import GenModelsError, TrainingError
 
     warnings.formatwarning = _format_warning
     handler = logging.StreamHandler()

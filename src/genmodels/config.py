@@ -18,23 +18,9 @@ from genmodels.errors import ConfigError
 from genmodels.models import DDPMModelConfig, RealNVPModelConfig, get_spec, model_names
 from genmodels.models.base import Float, Int, check_config_type, settings
 
-__all__ = [
-    "DataConfig",
-    "SamplingConfig",
-    "TrainingConfig",
-    "RealNVPModelConfig",
-    "DDPMModelConfig",
-    "RunConfig",
-    "MODEL_TYPES",
-    "MAX_SEED",
-    "check_config_type",
-    "default_config",
-    "load_config",
-    "config_from_dict",
-    "config_to_dict",
-    "with_overrides",
-    "yaml_settings",
-]
+__all__ = ["DataConfig", "SamplingConfig", "TrainingConfig", "RealNVPModelConfig", "DDPMModelConfig", "RunConfig",
+           "MODEL_TYPES", "MAX_SEED", "check_config_type", "default_config", "load_config", "config_from_dict",
+           "config_to_dict", "with_overrides", "yaml_settings"]  # fmt: skip
 
 MODEL_TYPES = model_names()
 
@@ -112,11 +98,7 @@ class RunConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def __post_init__(self) -> None:
-        if self.model_type not in MODEL_TYPES:
-            raise ConfigError(
-                f"unknown model type {self.model_type!r}; expected one of {', '.join(MODEL_TYPES)}"
-            )
-        for name, cls in _section_classes(self.model_type).items():
+        for name, cls in _section_classes(_known(self.model_type)).items():
             check_config_type(getattr(self, name), cls)
         steps = getattr(self.model, "diffusion_steps", None)
         if steps is not None and self.sampling.sampling_steps > steps:
@@ -137,11 +119,16 @@ _SECTION_CLASSES = (TrainingConfig, DataConfig, SamplingConfig)
 _ALIASES: dict[str, dict[str, str]] = {"training": {"lr": "learning_rate"}}
 
 
-def default_config(model_type: str) -> RunConfig:
-    """The default run config of ``model_type`` (one of :data:`MODEL_TYPES`)."""
+def _known(model_type: str) -> str:
+    """``model_type``, or a ConfigError where it is not one of :data:`MODEL_TYPES`."""
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"unknown model type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
-    spec = get_spec(model_type)
+    return model_type
+
+
+def default_config(model_type: str) -> RunConfig:
+    """The default run config of ``model_type`` (one of :data:`MODEL_TYPES`)."""
+    spec = get_spec(_known(model_type))
     return RunConfig(model_type, spec.config_class(), TrainingConfig(**spec.training_defaults))
 
 

@@ -15,15 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "atomic_path",
-    "folder_problem",
-    "is_special_path",
-    "path_in_the_way",
-    "stream_descriptor",
-    "write_json",
-    "write_text",
-]
+__all__ = ["atomic_path", "folder_problem", "is_special_path", "json_text", "path_in_the_way", "stream_descriptor",
+           "write_json", "write_text"]  # fmt: skip
 
 
 def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
@@ -41,8 +34,7 @@ def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
 def folder_problem(folder: str | os.PathLike[str]) -> str | None:
     """Why files cannot be written into ``folder``, or None where they can: tried (missing folders made,
     a temporary file written, all removed again), not guessed from permission bits."""
-    target = Path(folder)
-    missing = []
+    target, missing = Path(folder), []
     while not (target.exists() or target.is_symlink()) and target != target.parent:
         missing.append(target)
         target = target.parent
@@ -89,8 +81,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``, on error delete it.
     A link is written through (and kept), a stream or device (:func:`is_special_path`) written into."""
     target = Path(path)
-    descriptor = stream_descriptor(target)
-    if descriptor is not None:
+    if (descriptor := stream_descriptor(target)) is not None:
         with tempfile.TemporaryDirectory() as folder:
             tmp = Path(folder) / target.name
             yield tmp

@@ -185,8 +185,7 @@ def _check_output_paths(out: Path, files: list[Path]) -> None:
                 f"--output_dir {out}: {blocker} is a file; the run writes its outputs into a folder there"
             )
     for folder in dict.fromkeys(file.parent for file in files):
-        problem = folder_problem(folder)
-        if problem is not None:
+        if (problem := folder_problem(folder)) is not None:
             raise ConfigError(f"--output_dir {out}: {problem}")
 
 
@@ -212,8 +211,7 @@ def _prepare_data(config: RunConfig, device: torch.device) -> _Data:
     if dataset.labels is None:
         return data
     train_labels, test_labels = split(dataset.labels)
-    absent = [name for k, name in enumerate(dataset.label_names) if not (train_labels == k).any()]
-    if absent:
+    if absent := [name for k, name in enumerate(dataset.label_names) if not (train_labels == k).any()]:
         raise DataError(f"{settings.path}: label {absent[0]!r} of column {settings.condition!r} has no row in the "
                         "training split; give each label more rows or lower data.test_fraction")  # fmt: skip
     as_labels = functools.partial(torch.as_tensor, dtype=torch.long, device=device)
@@ -287,8 +285,7 @@ def _resume(trainer: Trainer, path: Path, config: RunConfig, data: _Data) -> Non
     if differences:
         raise CheckpointError(f"cannot resume from {path}: " + "; ".join(differences))
     _load_weights_of_the_same_data(trainer.model, payload, path, config, data)
-    state = payload.get("trainer")
-    if state is None:
+    if (state := payload.get("trainer")) is None:
         raise CheckpointError(f"{path} holds no training state to resume from")
     if state["epoch"] > config.training.epochs:
         raise ConfigError(
@@ -303,8 +300,7 @@ def _resume(trainer: Trainer, path: Path, config: RunConfig, data: _Data) -> Non
             f"{path} is a damaged checkpoint: its training state does not fit its model ({first[:300]})"
         ) from None
     stored = payload["config"].training
-    changed = trainer.adopt_optimizer_settings(stored)
-    if changed:
+    if changed := trainer.adopt_optimizer_settings(stored):
         log.info("resuming with %s: the learning rate continues at %.4g (learning_rate × lr_decay^%d)",
                  ", ".join(changed), trainer.optimizer.param_groups[0]["lr"], trainer.epoch)  # fmt: skip
     if stored.precision != config.training.precision:
@@ -425,12 +421,11 @@ def _score(trainer: Trainer, config: RunConfig, data: _Data, drawn: tuple, secon
     }
     metrics.update(_likelihood_metrics(trainer.ema, get_spec(config.model_type), data))
     n_eval = config.sampling.n_eval or len(data.test_np)
-    metrics.update(
-        evaluate_samples(samples[:n_eval], data.test_np, data.train_np, seed=config.data.split_seed)
-    )
+    seed = config.data.split_seed
+    metrics.update(evaluate_samples(samples[:n_eval], data.test_np, data.train_np, seed=seed))
     if labels is not None:
         per_label = per_label_scores((samples, labels), (data.test_np, data.test_labels_np),
-                                     (data.train_np, data.train_labels_np), data.label_names, seed=config.data.split_seed)  # fmt: skip
+                                     (data.train_np, data.train_labels_np), data.label_names, seed=seed)  # fmt: skip
         for name, nll in metrics.pop("per_label_nll").items():
             per_label[name].update(nll)
         p = data.proportions[data.proportions > 0]
@@ -445,10 +440,8 @@ def _likelihood_metrics(model: nn.Module, spec: ModelSpec, data: _Data) -> dict[
     name, nll = next(iter(spec.likelihoods.items()))
 
     def per_point(x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        parts = zip(
-            x.split(65536), labels.split(65536) if labels is not None else [None] * len(x), strict=False
-        )
-        return torch.cat([nll(model, p, None, *(() if y is None else (y,))) for p, y in parts] or [x[:0, 0]])
+        parts = zip(x.split(65536), *([] if labels is None else [labels.split(65536)]), strict=True)
+        return torch.cat([nll(model, p, None, *y) for p, *y in parts] or [x[:0, 0]])
 
     def mean(values: torch.Tensor) -> float:
         return float(values.mean()) if len(values) else math.nan
@@ -478,7 +471,7 @@ def _write_outputs(
     results: tuple,
     fmt: str,
 ) -> dict[str, Path]:
-    """Write every output from ``results`` (samples, metrics, reverse process); returns the figures' paths."""
+    """Write every output from ``results`` (samples, labels, metrics, reverse process); returns the figures' paths."""
     from genmodels.plots import report
 
     samples, labels, metrics, reverse = results

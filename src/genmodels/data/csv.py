@@ -69,11 +69,9 @@ def check_data_path(path: str | os.PathLike[str]) -> None:
 
 
 def _read_cells(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(lines (R,), cells (R, D))``: the number and text cells of each non-blank line of ``file``.
-
-    Separated by commas, else by what :class:`csv.Sniffer` finds among semicolons, tabs and spaces;
-    compression is inferred from the name. A row with too many fields has its whole text in its first cell.
-    """
+    """``(lines (R,), cells (R, D))``: the number and text cells of each non-blank line of ``file``,
+    separated by commas, else by what :class:`csv.Sniffer` finds among semicolons, tabs and spaces (a row
+    with too many fields has its whole text in its first cell); compression is inferred from the name."""
     import pandas as pd
 
     def read(sep: str) -> pd.DataFrame:  # as wide as the first non-blank line; a blank line is all NaN
@@ -116,12 +114,8 @@ def _header(names: list[str], file: Path, line: int) -> tuple[str, ...]:
 def _split_condition(
     columns: tuple[str, ...], cells: np.ndarray, lines: np.ndarray, condition: str, file: Path
 ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """The other columns, their cells, and the ``condition`` column's stripped text ``(R,)``.
-
-    Raises:
-        DataError: no such column, an empty cell in it, or a numeric column of more than
-            :data:`MAX_LABELS` distinct values (a continuous context).
-    """
+    """The other columns, their cells, and the ``condition`` column's stripped text ``(R,)``; a DataError for
+    no such column, an empty cell in it, or more than :data:`MAX_LABELS` distinct numbers in it."""
     if condition not in columns:
         raise DataError(
             f"{file} has no column {condition!r} (data.condition, --condition); its columns are "
@@ -141,13 +135,6 @@ def _split_condition(
             f"{MAX_LABELS} values (labels such as 6, 8, 9)"
         )
     return columns[:j] + columns[j + 1 :], np.delete(cells, j, axis=1), text
-
-
-def _label_names(text: np.ndarray) -> tuple[str, ...]:
-    """The distinct values of ``text``, numbers first by value, then the others in order."""
-    distinct = np.unique(text)
-    numbers = sorted((str(v) for v in distinct if _is_number(v)), key=float)
-    return tuple(numbers + [str(v) for v in distinct if not _is_number(v)])
 
 
 def load_csv(
@@ -181,7 +168,8 @@ def load_csv(
         raise DataError(f"{file} has 1 column ({columns[0]!r}); at least 2 (comma-separated) are needed")
     values = np.where(_is_number(cells), cells, "nan").astype(np.float64)
     bad = ~np.isfinite(values)
-    bad_lines = lines[bad.any(axis=1)]
+    bad_rows = bad.any(axis=1)
+    bad_lines = lines[bad_rows]
     n_bad, s = len(bad_lines), "s" * (len(bad_lines) > 1)
     if n_bad and not drop_invalid:
         listed = [
@@ -198,15 +186,15 @@ def load_csv(
         warnings.warn(
             DataWarning(f"dropped {n_bad:,} invalid row{s} of {file} (line{s} {shown})"), stacklevel=2
         )
-    values = values[~bad.any(axis=1)]
+    values = values[~bad_rows]
     if len(values) < min_rows:
         raise DataError(f"{file} has {len(values):,} valid rows; at least {min_rows} are needed")
     _check_spread(values, columns, file)
     if text is None:
         return Dataset(values=values, columns=columns, path=str(file), n_dropped=n_bad)
-    text = text[~bad.any(axis=1)]
-    names = _label_names(text)
-    distinct, inverse = np.unique(text, return_inverse=True)
+    distinct, inverse = np.unique(text[~bad_rows], return_inverse=True)
+    numbers = sorted((str(v) for v in distinct if _is_number(v)), key=float)  # first, by value
+    names = tuple(numbers + [str(v) for v in distinct if not _is_number(v)])
     labels = np.array([names.index(str(v)) for v in distinct], dtype=np.int64)[inverse]
     return Dataset(values, columns, str(file), n_bad, condition, labels, names)
 
@@ -285,8 +273,7 @@ def write_csv(
         rows = [",".join(format(v, ".9g") if float32 else repr(v) for v in row) for row in chunk]
         if labels is not None:
             rows = [
-                f"{row},{label}"
-                for row, label in zip(rows, labels[start : start + _CSV_CHUNK_ROWS], strict=True)
+                f"{row},{label}" for row, label in zip(rows, labels[start : start + len(rows)], strict=True)
             ]
         handle.write("".join(row + "\n" for row in rows))
 

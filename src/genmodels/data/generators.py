@@ -223,7 +223,7 @@ def make_text(
     fall inside the outlines). "689" spans about ``[-1.45, 1.45] x [-0.49, 0.75]`` (:func:`_glyph_layout`).
     Labels: the character a point's stroke belongs to, or ``"background"``.
     """
-    _check_n(n)
+    rng = _rng(n, seed)
     if not 0.0 <= background <= 1.0:
         raise ValueError(f"background must be in [0, 1], got {background!r}")
     if background_std <= 0:
@@ -231,7 +231,6 @@ def make_text(
     if not stroke_blur > 0:
         raise ValueError(f"stroke_blur must be positive, got {stroke_blur!r}")
     midline, widths, chars = _stroke_midlines(text)
-    rng = np.random.default_rng(seed)
     n_background = int(rng.binomial(n, background)) if n else 0
     n_glyph = n - n_background
     sigma = stroke_blur * float(np.median(widths))
@@ -251,16 +250,17 @@ def _named(points: np.ndarray, labels: bool, index: np.ndarray, names: Sequence[
     return (points, np.asarray(names, dtype=str)[index]) if labels else points
 
 
-def _check_n(n: int) -> None:
+def _rng(n: int, seed: int) -> np.random.Generator:
+    """The generator of ``seed``; ValueError unless ``n`` is a non-negative integer."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    return np.random.default_rng(seed)
 
 
 def make_two_moons(n: int, *, seed: int, noise: float = 0.1, labels: bool = False):  # noqa: ANN201
     """Two interleaved half circles of radius 1 with Gaussian ``noise``, scaled by 2, centred at
     ``(-1, -0.2)`` and ``(1, 0.2)`` (FFJORD): about ``[-3, 3] x [-1.5, 1.5]``. Labels: upper, lower."""
-    _check_n(n)
-    rng = np.random.default_rng(seed)
+    rng = _rng(n, seed)
     upper = rng.random(n) < 0.5
     angle = np.pi * rng.random(n)
     x = np.where(upper, np.cos(angle), 1.0 - np.cos(angle))
@@ -272,8 +272,7 @@ def make_two_moons(n: int, *, seed: int, noise: float = 0.1, labels: bool = Fals
 def make_8gaussians(n: int, *, seed: int, radius: float = 2.0, std: float = 0.1, labels: bool = False):  # noqa: ANN201
     """Equal mixture of 8 isotropic Gaussians (``std``) at angles ``k pi / 4`` on a circle of ``radius``.
     Labels: k = 0..7."""
-    _check_n(n)
-    rng = np.random.default_rng(seed)
+    rng = _rng(n, seed)
     k = rng.integers(0, 8, size=n)
     angle = k * (np.pi / 4)
     centres = radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
@@ -284,8 +283,7 @@ def make_checkerboard(n: int, *, seed: int, half_width: float = 2.0, labels: boo
     """Uniform over the 8 dark squares (the one at ``(-half_width, -half_width)`` is dark) of a 4 x 4
     board covering ``[-half_width, half_width]^2``: support area ``2 half_width^2``. Labels: the
     squares in two colours, alternating along the dark diagonals (``a`` at the lower left corner, ``b``)."""
-    _check_n(n)
-    rng = np.random.default_rng(seed)
+    rng = _rng(n, seed)
     cell = half_width / 2
     column = rng.integers(0, 4, size=n)
     row = 2 * rng.integers(0, 2, size=n) + column % 2
@@ -306,8 +304,7 @@ def make_pinwheel(
     """FFJORD's pinwheel: a point of arm ``k`` starts at ``(1 + radial_std e1, tangential_std e2)``
     (``e`` standard normal), is rotated by ``2 pi k / arms + rate exp(1 + radial_std e1)`` and scaled by 2.
     Labels: the arm k."""
-    _check_n(n)
-    rng = np.random.default_rng(seed)
+    rng = _rng(n, seed)
     features = rng.standard_normal((n, 2)) * np.array([radial_std, tangential_std])
     features[:, 0] += 1.0
     arm = rng.integers(0, arms, size=n)
@@ -321,8 +318,7 @@ def make_pinwheel(
 def make_2spirals(n: int, *, seed: int, noise: float = 0.1) -> np.ndarray:
     """FFJORD's two point-symmetric spirals of 1.5 turns: position ``t = 3 pi sqrt(u)`` (``u`` uniform),
     jittered by up to 0.5, scaled by 1/3, plus Gaussian ``noise``."""
-    _check_n(n)
-    rng = np.random.default_rng(seed)
+    rng = _rng(n, seed)
     t = np.sqrt(rng.random(n)) * 3 * np.pi
     points = np.stack([-np.cos(t) * t, np.sin(t) * t], axis=1) + 0.5 * rng.random((n, 2))
     sign = np.where(rng.random(n) < 0.5, 1.0, -1.0)[:, None]
@@ -334,8 +330,7 @@ def make_circles(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Two concentric circles, radii ``radius`` and ``factor * radius``, equally likely, uniform angle,
     plus isotropic noise of standard deviation ``noise * radius``. Labels: outer, inner."""
-    _check_n(n)
-    rng = np.random.default_rng(seed)
+    rng = _rng(n, seed)
     outer = rng.random(n) < 0.5
     r = np.where(outer, 1.0, factor)
     angle = 2 * np.pi * rng.random(n)
@@ -347,8 +342,7 @@ def make_circles(
 def make_swiss_roll(n: int, *, seed: int, noise: float = 1.0) -> np.ndarray:
     """The spiral ``t (cos t, sin t)``, ``t`` uniform in ``[1.5 pi, 4.5 pi]``, plus Gaussian ``noise``,
     divided by 5 (FFJORD): about ``[-3, 3]^2``."""
-    _check_n(n)
-    rng = np.random.default_rng(seed)
+    rng = _rng(n, seed)
     t = 1.5 * np.pi * (1 + 2 * rng.random(n))
     points = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) + noise * rng.standard_normal((n, 2))
     return points / 5.0

@@ -33,11 +33,17 @@ def _as_points(a: np.ndarray, name: str, *, min_rows: int = 1) -> np.ndarray:
 
 def _as_pair(x: np.ndarray, y: np.ndarray, *, min_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Two samples checked by :func:`_as_points`, of the same dimension."""
-    xa = _as_points(x, "x", min_rows=min_rows)
-    ya = _as_points(y, "y", min_rows=min_rows)
+    xa, ya = _as_points(x, "x", min_rows=min_rows), _as_points(y, "y", min_rows=min_rows)
     if xa.shape[1] != ya.shape[1]:
         raise ValueError(f"x and y must have the same number of columns, got {xa.shape[1]} and {ya.shape[1]}")
     return xa, ya
+
+
+def _count(value: float, name: str, least: int) -> int:
+    """``value`` as an int, or ValueError where it is not an integer ``>= least``."""
+    if int(value) != value or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return int(value)
 
 
 def _pairwise_sum(
@@ -64,12 +70,8 @@ def _pairwise_sum(
 def _pair_means(xa: np.ndarray, ya: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> tuple[float, ...]:
     """Means of ``fn(|a - b|²)`` over the pairs across the samples and within each (pairs i != j)."""
     n, m = xa.shape[0], ya.shape[0]
-    xy = _pairwise_sum(xa, ya, fn, same=False) / (n * m)
-    return (
-        xy,
-        _pairwise_sum(xa, xa, fn, same=True) / (n * (n - 1)),
-        _pairwise_sum(ya, ya, fn, same=True) / (m * (m - 1)),
-    )
+    within = [_pairwise_sum(a, a, fn, same=True) / (len(a) * (len(a) - 1)) for a in (xa, ya)]
+    return _pairwise_sum(xa, ya, fn, same=False) / (n * m), *within
 
 
 # The warning scikit-learn's MLPClassifier gives, instead of raising, when Ctrl-C stops its fit.
@@ -87,50 +89,35 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, class
 
     if classifier not in ("mlp", "hgb"):
         raise ValueError(f"classifier must be 'mlp' or 'hgb', got {classifier!r}")
-    if int(n_folds) != n_folds or n_folds < 2:
-        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
-    n_folds = int(n_folds)
+    n_folds = _count(n_folds, "n_folds", 2)
     xa, ya = _as_pair(x, y, min_rows=n_folds)
-    dim = xa.shape[1]
-
-    mean = xa.mean(axis=0)
-    std = xa.std(axis=0)
+    mean, std = xa.mean(axis=0), xa.std(axis=0)
     std[std == 0.0] = 1.0  # a constant column of x: only centre it
     data = np.concatenate([(xa - mean) / std, (ya - mean) / std])
     labels = np.concatenate([np.zeros(xa.shape[0], dtype=np.int64), np.ones(ya.shape[0], dtype=np.int64)])
-
     folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     # One thread for the classifiers' OpenMP and BLAS: same results, as fast (docs/evaluation.md).
     with threadpool_limits(limits=1):
-        return _cross_validated_accuracy(data, labels, folds, classifier, dim, seed)
+        return _cross_validated_accuracy(data, labels, folds, classifier, xa.shape[1], seed)
 
 
 def _cross_validated_accuracy(
     data: np.ndarray, labels: np.ndarray, folds: Any, classifier: str, dim: int, seed: int
 ) -> float:
     """The mean held-out accuracy of ``classifier`` over ``folds`` (see :func:`c2st`)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
     accuracies = []
     for train, test in folds.split(data, labels):
-        n_train = train.shape[0]
         if classifier == "hgb":
-            from sklearn.ensemble import HistGradientBoostingClassifier
-
             clf = HistGradientBoostingClassifier(random_state=seed)
-            clf.fit(data[train], labels[train])
-            accuracies.append(float(np.mean(clf.predict(data[test]) == labels[test])))
-            continue
-        clf = MLPClassifier(
-            hidden_layer_sizes=(10 * dim, 10 * dim),
-            activation="relu",
-            solver="adam",
-            batch_size=min(1024, n_train, max(64, n_train // 8)),
-            learning_rate_init=1e-2,
-            max_iter=1000,
-            random_state=seed,
-        )
+        else:  # ReLU and Adam: scikit-learn's defaults
+            batch = min(1024, len(train), max(64, len(train) // 8))
+            clf = MLPClassifier(
+                (10 * dim,) * 2, batch_size=batch, learning_rate_init=1e-2, max_iter=1000, random_state=seed
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             # scikit-learn's MLP catches Ctrl-C, warns and returns a half-fitted classifier; make it
@@ -205,24 +192,16 @@ def sliced_wasserstein(x: np.ndarray, y: np.ndarray, *, n_projections: int = 256
     ``(mean_θ W_2²(θ·x, θ·y))^½`` over ``n_projections`` seeded directions, each 1-D ``W_2²`` exact
     between the empirical quantile functions (on their merged jump levels)."""
     xa, ya = _as_pair(x, y)
-    if int(n_projections) != n_projections or n_projections < 1:
-        raise ValueError(f"n_projections must be an integer >= 1, got {n_projections!r}")
+    n_projections = _count(n_projections, "n_projections", 1)
     n, m, dim = xa.shape[0], ya.shape[0], xa.shape[1]
-    rng = np.random.default_rng(seed)
-    directions = rng.normal(size=(int(n_projections), dim))
+    directions = np.random.default_rng(seed).normal(size=(n_projections, dim))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-
-    if n == m:
-        weights = index_a = index_b = None
-    else:
-        weights, index_a, index_b = _quantile_grid(n, m)
-
+    weights, index_a, index_b = (None, None, None) if n == m else _quantile_grid(n, m)
     per_block = max(1, _BLOCK_ELEMENTS // (2 * (n + m)))
     total = 0.0
     for start in range(0, directions.shape[0], per_block):
         theta = directions[start : start + per_block]
-        pa = np.sort(xa @ theta.T, axis=0)
-        pb = np.sort(ya @ theta.T, axis=0)
+        pa, pb = np.sort(xa @ theta.T, axis=0), np.sort(ya @ theta.T, axis=0)
         if weights is None:
             total += float(np.sum((pa - pb) ** 2)) / n
         else:
@@ -235,16 +214,12 @@ def knn_entropy(x: np.ndarray, *, k: int = 3) -> tuple[float, float]:
     ``psi(N) - psi(k) + log V_D + (D / N) sum_i log r_i``, ``r_i`` the distance to the k-th nearest
     other point (Kraskov et al. 2004, eq. 20). SE ``std(D log r_i) / sqrt(N)`` ignores correlated terms
     (docs/evaluation.md). ValueError where a point has ``k`` or more exact copies (``r_i = 0``)."""
-    if int(k) != k or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    k = int(k)
+    k = _count(k, "k", 1)
     xa = _as_points(x, "x", min_rows=k + 1)
     n, dim = xa.shape
-    tree = cKDTree(xa)
-    dist, _ = tree.query(xa, k=k + 1, workers=-1)
-    r = dist[:, k]  # column 0 is the point itself (or a copy of it at distance 0)
-    n_zero = int(np.count_nonzero(r == 0.0))
-    if n_zero:
+    # Column 0 of the distances is the point itself (or a copy of it at distance 0).
+    r = cKDTree(xa).query(xa, k=k + 1, workers=-1)[0][:, k]
+    if n_zero := int(np.count_nonzero(r == 0.0)):
         raise ValueError(
             f"{n_zero} point(s) have {k} or more exact duplicates (zero k-NN distance); "
             "remove duplicates or add tiny jitter before estimating entropy"
@@ -252,8 +227,7 @@ def knn_entropy(x: np.ndarray, *, k: int = 3) -> tuple[float, float]:
     terms = dim * np.log(r)
     log_unit_ball = 0.5 * dim * math.log(math.pi) - float(gammaln(0.5 * dim + 1.0))
     entropy = float(digamma(n) - digamma(k) + log_unit_ball + terms.mean())
-    stderr = float(terms.std(ddof=1) / math.sqrt(n))
-    return entropy, stderr
+    return entropy, float(terms.std(ddof=1) / math.sqrt(n))
 
 
 def gaussian_entropy(cov: np.ndarray | float) -> float:
@@ -266,9 +240,8 @@ def gaussian_entropy(cov: np.ndarray | float) -> float:
         chol = np.linalg.cholesky(0.5 * (c + c.T))
     except np.linalg.LinAlgError:
         raise ValueError("cov is not positive definite") from None
-    dim = c.shape[0]
     logdet = 2.0 * float(np.sum(np.log(np.diag(chol))))
-    return 0.5 * (dim * math.log(2.0 * math.pi * math.e) + logdet)
+    return 0.5 * (c.shape[0] * math.log(2.0 * math.pi * math.e) + logdet)
 
 
 def bootstrap_interval(
@@ -283,8 +256,7 @@ def bootstrap_interval(
     """Bias-corrected percentile bootstrap interval ``(low, high)`` of ``statistic(x, y)`` (Efron &
     Tibshirani 1993, ch. 13, sec. 10.2): ``n_boot >= 2`` seeded resamplings of the rows of ``x`` and
     ``y``; quantiles less ``mean(replicates) - statistic(x, y)`` (duplicates bias U-statistics)."""
-    if int(n_boot) != n_boot or n_boot < 2:
-        raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
+    n_boot = _count(n_boot, "n_boot", 2)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     xa, ya = np.asarray(x), np.asarray(y)
@@ -292,9 +264,9 @@ def bootstrap_interval(
         raise ValueError("x and y must be non-empty arrays with samples along the first axis")
     rng = np.random.default_rng(seed)
     n, m = xa.shape[0], ya.shape[0]
-    values = np.empty(int(n_boot))
-    for b in range(int(n_boot)):
-        values[b] = statistic(xa[rng.integers(0, n, size=n)], ya[rng.integers(0, m, size=m)])
+    values = np.array(
+        [statistic(xa[rng.integers(0, n, size=n)], ya[rng.integers(0, m, size=m)]) for _ in range(n_boot)]
+    )
     bias = values.mean() - float(statistic(xa, ya))
     alpha = 1.0 - level
     low, high = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0]) - bias
@@ -302,10 +274,7 @@ def bootstrap_interval(
 
 
 def two_sample_floor(
-    statistic: Callable[[np.ndarray, np.ndarray], float],
-    real: np.ndarray,
-    *,
-    seed: int = 0,
+    statistic: Callable[[np.ndarray, np.ndarray], float], real: np.ndarray, *, seed: int = 0
 ) -> float:
     """``statistic`` between two disjoint, seeded random halves of ``real (N >= 2, ...)``: what a perfect
     model scores against ``N // 2`` real points, the statistic's noise floor at that size."""

@@ -82,8 +82,7 @@ FAR_SAMPLE_STDS = 50.0
 def _warn_far_samples(model: nn.Module, samples: np.ndarray) -> None:
     if not len(samples):
         return
-    mean = model.standardize.mean.detach().cpu().double().numpy()
-    std = model.standardize.std.detach().cpu().double().numpy()
+    mean, std = (t.detach().cpu().double().numpy() for t in (model.standardize.mean, model.standardize.std))
     with np.errstate(invalid="ignore", over="ignore"):
         distance = np.abs((samples - mean) / std).max(1)
     far = distance > FAR_SAMPLE_STDS
@@ -144,13 +143,8 @@ def two_sample_scores(
         else:
             lo, hi = M.wilson_interval(value, 2 * len(generated))
             kind = "binomial 95% (Wilson)"
-        out[name] = {
-            "value": value,
-            "interval": [float(lo), float(hi)],
-            "interval_kind": kind,
-            "floor": floor,
-            "seconds": time.perf_counter() - start,
-        }
+        interval, seconds = [float(lo), float(hi)], time.perf_counter() - start
+        out[name] = dict(value=value, interval=interval, interval_kind=kind, floor=floor, seconds=seconds)
     return out
 
 
@@ -209,8 +203,7 @@ def per_label_scores(
         scores = evaluate_samples(
             samples[0][mine], test[0][real], train[0][train[1] == k], seed=seed, names=("c2st_hgb",)
         )
-        entry.update(c2st_hgb=scores["c2st_hgb"], c2st_hgb_floor=scores["c2st_hgb_floor"])
-        out[name] = entry
+        out[name] = entry | {key: scores[key] for key in ("c2st_hgb", "c2st_hgb_floor")}
     return out
 
 
@@ -243,11 +236,8 @@ def evaluate_samples(
             if len(samples) < len(real_test)
             else f"held-out points ({len(real_test)}; raise data.test_fraction)"
         )
-        log.warning(
-            "too few %s for a two-sample test (at least %d are needed); c2st skipped",
-            fewest,
-            M.MIN_TWO_SAMPLE_POINTS,
-        )
+        least = M.MIN_TWO_SAMPLE_POINTS
+        log.warning("too few %s for a two-sample test (at least %d are needed); c2st skipped", fewest, least)
         return out
     floor_pair = None
     if real_train is not None:

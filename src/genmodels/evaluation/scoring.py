@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from genmodels.data import exact_entropy, glyph_labels, load_csv
+from genmodels.errors import ConfigError, DataError
 from genmodels.evaluation import metrics as M
 from genmodels.evaluation.sampling import finite_samples, sample_model, spec_of, two_sample_scores
 
@@ -37,12 +39,6 @@ class Evaluation:
     columns: tuple[str, ...] = field(default_factory=tuple)
 
 
-def _mean_se(values: np.ndarray) -> tuple[float, float]:
-    values = np.asarray(values, dtype=np.float64)
-    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
-    return float(values.mean()), se
-
-
 # Nats (beyond 4 SE) between k-NN and exact entropy before a warning (docs/evaluation.md).
 ENTROPY_MISMATCH_NATS = 0.25
 
@@ -51,8 +47,6 @@ def entropy_reference(real: np.ndarray, *, dataset: str | None = None, k: int = 
     """The likelihood floor (nats) of ``real (N, D)``: its Kozachenko-Leonenko entropy (order ``k``) and
     the closed form of the generator ``dataset`` where known (then ``value``; a warning where they differ by
     more than :data:`ENTROPY_MISMATCH_NATS` + 4 SE). Keys: n, knn_k, dataset, exact, knn, knn_se, value, se, source."""
-    from genmodels.data import exact_entropy
-
     exact = None if dataset is None else exact_entropy(dataset)
     try:
         h, se = M.knn_entropy(real, k=k)
@@ -75,7 +69,8 @@ def entropy_reference(real: np.ndarray, *, dataset: str | None = None, k: int = 
 
 
 def _nll_entry(nll: np.ndarray, dim: int, entropy: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    mean, se = _mean_se(nll)
+    """The mean of ``nll (N,)`` with its SE, per dimension, and its gap to the entropy."""
+    mean, se = float(nll.mean()), float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else math.nan
     gap_se = math.sqrt(se**2 + (entropy["se"] or 0.0) ** 2) if math.isfinite(se) else math.nan
     return {
         "value": mean,
@@ -117,12 +112,7 @@ def likelihood_metrics(
 
 
 def sample_metrics(
-    generated: np.ndarray,
-    real: np.ndarray,
-    *,
-    n_eval: int | None = None,
-    n_boot: int = 10,
-    seed: int = 0,
+    generated: np.ndarray, real: np.ndarray, *, n_eval: int | None = None, n_boot: int = 10, seed: int = 0
 ) -> dict[str, Any]:
     """Two-sample statistics of ``generated`` against ``n_eval`` (at most ``min(len(generated), N // 2)``)
     points of a seeded half A of ``real``, each with its floor (as many points of the other half B against
@@ -137,25 +127,24 @@ def sample_metrics(
     perm = rng.permutation(len(real))
     real_a, real_b = real[perm[:n]], real[perm[half : half + n]]
     gen = generated[rng.choice(len(generated), size=n, replace=False)]
-    out: dict[str, Any] = {"n_eval": int(n), "n_boot": int(n_boot)}
-    out.update(
-        two_sample_scores(real_a, gen, (real_a, real_b), tuple(_SAMPLE_NAMES), n_boot=n_boot, seed=seed)
-    )
-    return out
+    scores = two_sample_scores(real_a, gen, (real_a, real_b), tuple(_SAMPLE_NAMES), n_boot=n_boot, seed=seed)
+    return {"n_eval": int(n), "n_boot": int(n_boot), **scores}
+
+
+def _glyph_shares(points: np.ndarray, text: str) -> np.ndarray:
+    """The shares of ``points`` outside the glyphs of ``text`` (first), then inside each character."""
+    return np.bincount(glyph_labels(points, text) + 1, minlength=len(text) + 1) / len(points)
 
 
 def looks_like_text(points: np.ndarray, text: str = "689") -> bool:
     """Whether 2-D points look like :func:`genmodels.data.make_text` of ``text``: at least half inside the
     glyphs and a tenth inside each glyph."""
-    from genmodels.data import glyph_labels
-
     if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
         return False
     try:
-        labels = glyph_labels(points, text)
+        shares = _glyph_shares(points, text)
     except ValueError:
         return False
-    shares = np.bincount(labels + 1, minlength=len(text) + 1) / len(labels)
     inked = [i + 1 for i, ch in enumerate(text) if not ch.isspace()]
     return bool(1.0 - shares[0] >= _TEXT_MIN_INSIDE and all(shares[i] >= _TEXT_MIN_PER_GLYPH for i in inked))
 
@@ -164,14 +153,7 @@ def mode_coverage(generated: np.ndarray, real: np.ndarray, text: str = "689") ->
     """Shares of generated and real points inside each glyph of ``text`` and outside them all, with
     binomial SEs ``sqrt(p (1 - p) / n)``: ``{"text", "n_real", "n_generated", "glyphs": [{"char", "real",
     "generated", "real_se", "generated_se", "ratio"}], "outside", "max_abs_difference"}``."""
-    from genmodels.data import glyph_labels
-
-    def shares(points: np.ndarray) -> tuple[np.ndarray, int]:
-        labels = glyph_labels(points, text)
-        return np.bincount(labels + 1, minlength=len(text) + 1) / len(labels), len(labels)
-
-    p_real, n_real = shares(real)
-    p_gen, n_gen = shares(generated)
+    (p_real, n_real), (p_gen, n_gen) = ((_glyph_shares(p, text), len(p)) for p in (real, generated))
 
     def entry(i: int, char: str | None) -> dict[str, Any]:
         return {
@@ -284,12 +266,8 @@ def checkpoint_points(
 ) -> np.ndarray:
     """The evaluation points ``(N, D)`` of a loaded checkpoint: the CSV file ``data``, else its held-out
     split; ConfigError where it has none, DataError where ``data`` has other columns than the model."""
-    from genmodels.data import load_csv
-    from genmodels.errors import ConfigError, DataError
-
     if data is None:
-        test = payload.get("test_data")
-        if test is None or len(test) == 0:
+        if (test := payload.get("test_data")) is None or len(test) == 0:
             raise ConfigError(f"{checkpoint} stores no held-out points; pass --data")
         return test.double().cpu().numpy()
     real = load_csv(data, drop_invalid=drop_invalid).values
@@ -303,7 +281,6 @@ def evaluate_checkpoint(
     **options: Any,
 ) -> Evaluation:  # fmt: skip
     """:func:`evaluate_model` (with ``options``) of a checkpoint's model on :func:`checkpoint_points`."""
-    from genmodels.errors import DataError
     from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     payload = load_checkpoint(checkpoint, map_location=device)
@@ -383,8 +360,7 @@ def format_report(metrics: dict[str, Any]) -> str:
                 f"  {label:<20} generated {entry['generated']:.4f} ± {entry['generated_se']:.4f}   "
                 f"real {entry['real']:.4f} ± {entry['real_se']:.4f}   ratio {_fmt(entry['ratio'], 3)}"
             )
-    tails = metrics.get("tails")
-    if tails:
+    if tails := metrics.get("tails"):
         lines += ["", "tails (beyond the real points' box widened by half its range)        model      floor"]
         for key, name in (("far_share", "share of points"), ("max_distance", "largest distance [std]")):
             lines.append(f"  {name:<66} {_fmt(tails['samples'][key]):>10} {_fmt(tails['floor'][key]):>10}")
@@ -408,8 +384,8 @@ def compare_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     def nll(key: str, cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
         return lambda m: "–" if m["likelihood"].get(key) is None else cell(m["likelihood"][key])
 
-    def coverage(cell: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
-        return lambda m: f"{cell(m['mode_coverage']):.3f}" if m.get("mode_coverage") else "–"
+    def coverage(cell: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
+        return lambda m: f"{cell(m['mode_coverage'])['generated']:.3f}" if m.get("mode_coverage") else "–"
 
     e = "entropy"
     add(
@@ -424,15 +400,9 @@ def compare_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     for key, name in _SAMPLE_NAMES.items():
         add(name, lambda m, k=key: _sample_cell(m["samples"][k]))
     first = next((m["mode_coverage"] for _, m in rows if m.get("mode_coverage")), None)
+    for i, glyph in enumerate(first["glyphs"] if first else []):
+        add(f"share in '{glyph['char']}' (real {glyph['real']:.3f})", coverage(lambda c, i=i: c["glyphs"][i]))
     if first:
-        for i, glyph in enumerate(first["glyphs"]):
-            add(
-                f"share in '{glyph['char']}' (real {glyph['real']:.3f})",
-                coverage(lambda c, i=i: c["glyphs"][i]["generated"]),
-            )
-        add(
-            f"share outside glyphs (real {first['outside']['real']:.3f})",
-            coverage(lambda c: c["outside"]["generated"]),
-        )
+        add(f"share outside glyphs (real {first['outside']['real']:.3f})", coverage(lambda c: c["outside"]))
     add("evaluation seconds", lambda m: f"{m['seconds']['total']:.1f}")
     return "\n".join(lines) + "\n"
