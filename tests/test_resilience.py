@@ -602,7 +602,7 @@ def test_nan_loss_stops_with_epoch_and_step(
 
 
 @pytest.mark.parametrize("skip_spikes", [10.0, 0.0])
-def test_a_gradient_spike_is_skipped_and_training_goes_on(skip_spikes: float) -> None:
+def test_a_gradient_spike_is_skipped_and_training_goes_on(skip_spikes: float, caplog) -> None:
     """A step whose gradient norm is 10^4 times the others' changes no weight and no Adam state (unless
     ``skip_spikes`` is 0); it is counted in the history, and the steps after it update again."""
     from genmodels.config import TrainingConfig
@@ -621,7 +621,10 @@ def test_a_gradient_spike_is_skipped_and_training_goes_on(skip_spikes: float) ->
 
     flow.loss = loss  # type: ignore[method-assign]
     trainer = Trainer(flow, config, progress=False)
-    trainer.fit(data)
+    with caplog.at_level(logging.INFO, logger="genmodels"):
+        trainer.fit(data)
+    summary = [r.getMessage() for r in caplog.records if "skip_spikes" in r.getMessage()]
+    assert len(summary) == (1 if skip_spikes else 0) and all("1 of 12 steps" in line for line in summary)
     unchanged = [torch.equal(a, b) for a, b in zip(weights[spike_step], weights[spike_step + 1], strict=True)]
     moved = [torch.equal(a, b) for a, b in zip(weights[spike_step + 1], weights[spike_step + 2], strict=True)]
     adam_steps = {float(state["step"]) for state in trainer.optimizer.state.values()}

@@ -233,6 +233,10 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s)
                 bar.update(1)
                 self._checkpoint(on_checkpoint, interrupt.requested)
+            if self.skipped_steps:
+                log.info("skipped %d of %d steps, each with a gradient norm over %g times the running mean "
+                         "(training.skip_spikes; per epoch: the history's skipped_steps)", self.skipped_steps,
+                         self.step, cfg.skip_spikes)  # fmt: skip
         finally:
             self.optimizer.__dict__.pop("found_inf", None)
             interrupt.restore()
@@ -288,12 +292,7 @@ class Trainer:
         losses, interrupt.requested = distributed.agree(stacked[:, 0], interrupt.requested)
         losses, grad_norms, skipped = torch.stack([losses, stacked[:, 1], stacked[:, 2]]).tolist()  # one wait
         self._check_finite(losses, grad_norms)
-        if sum(skipped):
-            self.skipped_steps += int(sum(skipped))
-            worst = max(g for g, s in zip(grad_norms, skipped, strict=True) if s)
-            log.info("epoch %d: skipped %d step(s) whose gradient norm (up to %.3g) was over %g times its "
-                     "running mean (training.skip_spikes)", self.epoch + 1, sum(skipped), worst,
-                     self.config.skip_spikes)  # fmt: skip
+        self.skipped_steps += int(sum(skipped))
         self.scheduler.step()
         self.epoch += 1
         seconds = time.perf_counter() - start
