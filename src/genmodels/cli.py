@@ -177,8 +177,8 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
 def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, compile_default: str) -> None:
     add = parser.add_argument
     text = (
-        "bfloat16: mixed-precision matrix products; auto (default): DDPM in bfloat16 where the CPU (AVX-512 "
-        f"BF16, AMX) or GPU computes it natively, float32 elsewhere and for RealNVP ({precision_keys})"
+        "bfloat16: mixed-precision matrix products; auto (default): bfloat16 where the CPU (AVX-512 BF16, "
+        f"AMX) or GPU computes it natively, float32 elsewhere ({precision_keys})"
     )
     add("--precision", choices=["auto", "float32", "bfloat16"], help=text)
     text = f"use torch.compile, or not ({compile_default}; see docs/speed.md)"

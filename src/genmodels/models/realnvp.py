@@ -187,10 +187,6 @@ class RealNVP(nn.Module):
     :class:`RealNVPModelConfig`); :meth:`set_standardization` fixes the first bijection. A conditional
     flow's methods take a ``label`` (an int or ``(N,)`` indices)."""
 
-    # precision "auto" trains it in float32: its training now and then diverges in either precision, and
-    # the default run on the shipped data did so in bfloat16 and not in float32 (docs/speed.md).
-    auto_bfloat16 = False
-
     def __init__(
         self,
         dim: int,

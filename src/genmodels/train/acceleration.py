@@ -74,14 +74,11 @@ def native_bfloat16(device_type: str) -> bool:
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
-def resolve_precision(
-    precision: str, device: torch.device | str, model: torch.nn.Module | None = None
-) -> str:
-    """``"auto"``: bfloat16 where ``device`` computes it natively (:func:`native_bfloat16`) and ``model``
-    does not set ``auto_bfloat16 = False``, else float32; "float32" and "bfloat16" are returned as they are."""
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``"auto"``: bfloat16 where ``device`` computes it natively (:func:`native_bfloat16`), else float32;
+    "float32" and "bfloat16" are returned as they are."""
     if precision == "auto":
-        wanted = getattr(model, "auto_bfloat16", True)
-        return "bfloat16" if wanted and native_bfloat16(torch.device(device).type) else "float32"
+        return "bfloat16" if native_bfloat16(torch.device(device).type) else "float32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto or one of {', '.join(PRECISIONS)} (got {precision!r})")
     return precision
@@ -185,7 +182,7 @@ def worth_compiling_training(
         return _setting(setting)
     if torch.device(device).type != "cpu" or points < TRAINING_COMPILE_WORTHWHILE_POINTS:
         return False
-    precision = resolve_precision(precision, device, model)
+    precision = resolve_precision(precision, device)
     measured = any(precision in _TRAINING_COMPILE_WINS.get(cls.__name__, ()) for cls in type(model).__mro__)
     return measured and compiler_available(device, warn=False)
 
@@ -196,7 +193,7 @@ def sampling_plan(
     """Whether to sample compiled, and in which precision. ``precision: auto`` samples in bfloat16 only
     where the network is also compiled: uncompiled bfloat16 sampling is slower than float32's frozen
     network (docs/speed.md)."""
-    resolved = resolve_precision(precision, next(model.parameters()).device, model)
+    resolved = resolve_precision(precision, next(model.parameters()).device)
     compiled = worth_compiling(compile_setting, model, n_points, sampling_steps, resolved)
     return compiled, resolved if compiled or precision != "auto" else "float32"
 

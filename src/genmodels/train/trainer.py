@@ -207,7 +207,7 @@ class Trainer:
                         "(--epochs) is %d; raise it to train longer", self.epoch, cfg.epochs)  # fmt: skip
             self.model.eval(), self.ema.eval()
             return
-        self.precision = resolve_precision(cfg.precision, data.device, self.model)
+        self.precision = resolve_precision(cfg.precision, data.device)
         if cfg.precision == "auto" and self.precision == "bfloat16":
             log.info("training in bfloat16, which this %s computes natively (training.precision: auto; "
                      "--precision float32 to train in float32)", data.device.type.upper())  # fmt: skip
