@@ -251,6 +251,33 @@ def test_plot_training_diagnostics(tmp_path: Path, history: dict, monkeypatch: p
     assert plot_training_diagnostics(partial, tmp_path / "partial.png").exists()
 
 
+def test_a_loss_spike_stays_off_the_scale_and_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One epoch at 1.4e6 among 500 near 1 would flatten the curve into the axis: it is left off the
+    scale, with a note naming how many values and the largest; a curve without outliers keeps them all."""
+    seen: list[tuple[tuple[float, float], list[str]]] = []
+    original = Figure.savefig
+
+    def capture(self: Figure, *args: object, **kwargs: object) -> None:
+        ax = self.axes[0]
+        seen.append((ax.get_ylim(), [t.get_text() for t in ax.texts]))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", capture)
+    epochs = np.arange(1, 501)
+    loss = 0.9 + 0.9 * np.exp(-epochs / 20.0) + np.random.default_rng(0).normal(0, 0.01, 500)
+    spiked = loss.copy()
+    spiked[295] = 1.4e6
+    plot_loss({"epoch": epochs, "train_nll": spiked}, tmp_path / "spike.png", ylabel="NLL", title="t")
+    (bottom, top), notes = seen[-1]
+    assert loss[0] < top < 100 and bottom <= loss.min()  # the first epochs (1.8 nats) stay on the scale
+    assert len(notes) == 1 and "1 off scale" in notes[0] and "1.4e6" in notes[0]
+    plot_loss({"epoch": epochs, "train_nll": loss}, tmp_path / "plain.png", ylabel="NLL", title="t")
+    (bottom, top), notes = seen[-1]
+    assert notes == [] and top >= loss.max()
+
+
 def test_pretty_labels() -> None:
     assert plotting.pretty_label("train_nll") == "train NLL"
     assert plotting.pretty_label("grad_norm") == "grad norm"

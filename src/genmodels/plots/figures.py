@@ -472,6 +472,7 @@ def _draw_curves(
         ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
     else:  # small values (a learning rate near 1e-3) as "9.5" under a "×10⁻⁴", not "0.00095"
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
+        _clip_outliers(ax, np.concatenate(drawn))
     finite_x = x[np.isfinite(x)]
     if finite_x.size and np.all(finite_x == np.round(finite_x)):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 2.5, 5, 10]))
@@ -480,6 +481,20 @@ def _draw_curves(
     ax.grid(True, linewidth=0.4, alpha=0.35)
     ax.tick_params(labelsize=8, which="both")
     ax.legend(fontsize=8, frameon=False)
+
+
+def _clip_outliers(ax: Axes, values: np.ndarray) -> None:
+    """On a linear axis, keep a few far outliers (a loss spike of 10⁶ among values near 1) off the scale,
+    so the rest stays readable, and say so: the range is the 2nd-98th percentiles widened 5 times theirs."""
+    lo, hi = np.percentile(values, [2, 98])
+    bottom, top = lo - 5 * (hi - lo), hi + 5 * (hi - lo)
+    off = (values < bottom) | (values > top)
+    if hi == lo or not off.any():
+        return
+    ax.set_ylim(max(bottom, values.min()), min(top, values.max()))
+    far = values[off][np.argmax(np.abs(values[off] - hi))]
+    ax.text(0.5, 0.97, f"{off.sum()} off scale (up to {_plain_number(float(far))})", transform=ax.transAxes,
+            ha="center", va="top", fontsize=7, color="0.3", bbox={"facecolor": "white", "edgecolor": "none"})  # fmt: skip
 
 
 def _plain_number(value: float) -> str:
