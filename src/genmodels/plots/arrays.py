@@ -90,16 +90,13 @@ def warped_grid(
     stages = [y.double().cpu().numpy() for y in [x, *flow.trajectory(x)]]
     kinds = [type(bijection).__name__ for bijection in flow._bijections()]
     chosen = _coupling_stages(len(kinds), kinds, n_panels)
-    n_couplings_before = np.cumsum([k == "AffineCoupling" for k in kinds])
-    titles = []
-    for index in chosen:
-        if index == -1:
-            titles.append("data space x")
-        elif index == len(kinds) - 1:
-            titles.append(f"latent z (after all {int(n_couplings_before[-1])} couplings)")
-        else:
-            count = int(n_couplings_before[index])
-            titles.append(f"after {count} coupling{'s' if count != 1 else ''}")
+    done = np.cumsum([k == "AffineCoupling" for k in kinds]).tolist()  # couplings up to each bijection
+    titles = [
+        "data space x" if i == -1
+        else f"latent z (after all {done[-1]} couplings)" if i == len(kinds) - 1
+        else f"after {done[i]} coupling{'s' if done[i] != 1 else ''}"
+        for i in chosen
+    ]  # fmt: skip
     picked = [stages[index + 1] for index in chosen]
     return WarpedGrid(titles, [v[:n_grid].reshape(lines.shape) for v in picked], [v[n_grid:] for v in picked])
 

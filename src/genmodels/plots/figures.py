@@ -28,7 +28,6 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#0
 PathLike = str | os.PathLike[str]
 Box = tuple[float, float, float, float]
 
-_FORMATS = ("png", "svg", "pdf")
 _METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 _QUANTILE = 0.001
 _PAD = 0.06
@@ -39,6 +38,8 @@ _STRIP_SCALE = (_STRIP_INCHES / _PANEL_INCHES) ** 2  # marker area in a smaller 
 _RASTERIZE_ABOVE = 2000
 _ACRONYMS = {"nll": "NLL", "kl": "KL", "lr": "LR", "mse": "MSE", "elbo": "ELBO", "bpd": "BPD", "ema": "EMA"}
 _LOSS_TOKENS = ("loss", "nll", "mse", "kl", "elbo", "bpd")
+_SOURCES = ("real", "generated")
+_SINGLE_PANELS = (("learning rate", "lr"), ("gradient norm", "grad_norm"))
 
 
 def _finite_rows(data: np.ndarray) -> np.ndarray:
@@ -66,8 +67,7 @@ def _box(xy: np.ndarray, *, aspect: float | None = 1.0) -> Box:
     (x0, x1), (y0, y1) = _interval(xy[:, 0]), _interval(xy[:, 1])
     if aspect is not None:
         width = max(x1 - x0, (y1 - y0) / aspect)
-        height = width * aspect
-        cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        (cx, cy), height = ((x0 + x1) / 2.0, (y0 + y1) / 2.0), width * aspect
         x0, x1, y0, y1 = cx - width / 2, cx + width / 2, cy - height / 2, cy + height / 2
     return x0, x1, y0, y1
 
@@ -84,6 +84,10 @@ def _color(i: int) -> str:
 def _dots(ax: Axes, xy: np.ndarray, **style: Any) -> PathCollection:
     """Edgeless scatter of ``xy (N, 2)``, rasterized in vector files above ``_RASTERIZE_ABOVE`` points."""
     return ax.scatter(xy[:, 0], xy[:, 1], linewidths=0, rasterized=len(xy) > _RASTERIZE_ABOVE, **style)
+
+
+def _message(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
 
 
 def _scatter(
@@ -119,13 +123,11 @@ def _frame(ax: Axes, box: Box) -> None:
 
 
 def _label(
-    ax: Axes, title: str, names: Sequence[str] | None = None, fontsize: float = 11, ticks: float | None = None
+    ax: Axes, title: str, names: Sequence[str] | None = None, fontsize: float = 11, ticks: float = 8
 ) -> None:
     ax.set_title(title, fontsize=fontsize)
-    if names is not None:
-        ax.set(xlabel=names[0], ylabel=names[1])
-    if ticks is not None:
-        ax.tick_params(labelsize=ticks)
+    ax.set(**({} if names is None else {"xlabel": names[0], "ylabel": names[1]}))
+    ax.tick_params(labelsize=ticks)
 
 
 def _points(data: np.ndarray, name: str) -> np.ndarray:
@@ -136,12 +138,7 @@ def _points(data: np.ndarray, name: str) -> np.ndarray:
 
 
 def _column_names(columns: Sequence[str] | None, d: int) -> list[str]:
-    if columns is None:
-        return [f"x{i + 1}" for i in range(d)]
-    names = [str(c) for c in columns]
-    if len(names) != d:
-        raise ValueError(f"columns has {len(names)} names but the data has {d} columns")
-    return names
+    return [f"x{i + 1}" for i in range(d)] if columns is None else [str(c) for c in columns]
 
 
 def _panel_names(
@@ -163,8 +160,8 @@ def subsample(data: np.ndarray, max_points: int | None, seed: int = 0) -> np.nda
 
 
 def _save(fig: Figure, path: PathLike, fmt: str) -> Path:
-    if fmt not in _FORMATS:
-        raise ValueError(f"fmt must be one of {_FORMATS}, got {fmt!r}")
+    if fmt not in _METADATA:
+        raise ValueError(f"fmt must be one of {tuple(_METADATA)}, got {fmt!r}")
     target = Path(path).with_suffix("." + fmt)
     with atomic_path(target) as tmp:
         fig.savefig(tmp, format=fmt, dpi=DPI, metadata=_METADATA[fmt])
@@ -188,8 +185,6 @@ def _row(
 
 
 def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[tuple[str, np.ndarray]]:
-    if len(items) == 0:
-        raise ValueError(f"needs at least one {what}")
     return [(title, _xy(data, f"{what} {title!r}")) for title, data in items]
 
 
@@ -210,7 +205,7 @@ def _scatter_row(
     for i, (ax, (title, xy), box, own) in enumerate(zip(axes, panels, boxes, names, strict=True)):
         colour = _color(0 if small else i) if colours[i] is None else colours[i]
         _scatter(ax, xy, colour, box=box, n_style=n_style, scale=_STRIP_SCALE if small else 1.0)
-        _label(ax, title, own, fontsize, ticks=7 if small else None)
+        _label(ax, title, own, fontsize, ticks=7 if small else 8)
 
 
 def _panel_boxes(
@@ -251,10 +246,7 @@ def plot_panels(
     projected = _projected(panels, "panel")
     categories = categories or [None] * len(panels)
     colours = [_category_colours(c, data) for c, (_, data) in zip(categories, panels, strict=True)]
-    d = {_points(data, "panel").shape[1] for _, data in panels}
-    if len(d) > 1:
-        raise ValueError(f"all panels must have the same number of columns, got {sorted(d)}")
-    d = d.pop()
+    d = _points(panels[0][1], "panel").shape[1]
     names = _column_names(columns, d)
     ref = None if reference is None else _xy(reference, "reference")
     boxes, aspect = _panel_boxes([xy for _, xy in projected], ref, share_reference)
@@ -279,15 +271,14 @@ def plot_pairs(
     fmt: str = "png",
 ) -> Path:
     """Pair-plot grid of real ``(N, D)`` vs generated ``(M, D)``: scatters and histograms."""
-    real = _finite_rows(_points(real, "real"))
-    gen = _finite_rows(_points(generated, "generated"))
+    real, gen = _finite_rows(_points(real, "real")), _finite_rows(_points(generated, "generated"))
     d = real.shape[1]
     if gen.shape[1] != d:
         raise ValueError(f"generated has {gen.shape[1]} columns but real has {d}")
-    names = _column_names(columns, d)
-    real_s = subsample(real, max_points)
-    gen_s = subsample(gen, len(real_s), seed=1)
-    limits = [_interval(real[:, j]) for j in range(d)]
+    names, limits = _column_names(columns, d), [_interval(real[:, j]) for j in range(d)]
+    shown = [subsample(real, max_points)]
+    shown.append(subsample(gen, len(shown[0]), seed=1))
+    size, alpha = _marker(max(len(x) for x in shown))
     cell = float(np.clip(10.0 / d, 1.6, 2.6))
     fig = _new_figure(cell * d + 0.3, cell * d + 0.3, suptitle)
     axes = fig.subplots(d, d, squeeze=False)
@@ -295,34 +286,23 @@ def plot_pairs(
         if j > i:
             ax.set_axis_off()
             continue
-        if i == j:
-            _pair_histograms(ax, (real[:, j], gen[:, j]), limits[j])
+        if i == j:  # the density of each: counts over its number of points and the bin width
+            edges = np.linspace(*limits[j], 41)
+            for k, v in enumerate((real[:, j], gen[:, j])):
+                w = np.full(len(v), 1.0 / (max(len(v), 1) * (edges[1] - edges[0])))
+                ax.hist(v, edges, weights=w, histtype="step", color=PALETTE[k], lw=1.4, label=_SOURCES[k])
+            ax.set(xlim=limits[j], yticks=[])
         else:
-            _pair_scatter(ax, (real_s[:, [j, i]], gen_s[:, [j, i]]), limits[j], limits[i])
+            for k in (1, 0):
+                _dots(ax, shown[k][:, [j, i]], s=size, alpha=alpha * 0.75, color=_color(k))
+            ax.set(xlim=limits[j], ylim=limits[i], axisbelow=True)
+            ax.grid(True, linewidth=0.4, alpha=0.3)
         ax.tick_params(labelsize=7, labelbottom=i == d - 1, labelleft=i == j or (j == 0 and i > 0))
         ax.set(xlabel=names[j] if i == d - 1 else "", ylabel=names[i] if j == 0 and i > 0 else "")
     handles, _ = axes[0, 0].get_legend_handles_labels()
-    labels = [f"{lab} (n={len(x):,})" for lab, x in (("real", real), ("generated", gen))]
+    labels = [f"{lab} (n={len(x):,})" for lab, x in zip(_SOURCES, (real, gen), strict=True)]
     fig.legend(handles, labels, loc="upper right", frameon=False, fontsize=10)
     return _save(fig, path, fmt)
-
-
-def _pair_histograms(ax: Axes, columns: tuple[np.ndarray, np.ndarray], limits: tuple[float, float]) -> None:
-    edges = np.linspace(*limits, 41)
-    for i, (values, label) in enumerate(zip(columns, ("real", "generated"), strict=True)):
-        weights = np.full(len(values), 1.0 / (max(len(values), 1) * (edges[1] - edges[0])))
-        ax.hist(
-            values, bins=edges, weights=weights, histtype="step", color=_color(i), linewidth=1.4, label=label
-        )
-    ax.set(xlim=limits, yticks=[])
-
-
-def _pair_scatter(ax: Axes, pairs: tuple[np.ndarray, np.ndarray], xlim: tuple, ylim: tuple) -> None:
-    size, alpha = _marker(max(len(pairs[0]), len(pairs[1])))
-    for i in (1, 0):
-        _dots(ax, pairs[i], s=size, alpha=alpha * 0.75, color=_color(i), label=("real", "generated")[i])
-    ax.set(xlim=xlim, ylim=ylim, axisbelow=True)
-    ax.grid(True, linewidth=0.4, alpha=0.3)
 
 
 def plot_strip(
@@ -341,8 +321,6 @@ def plot_strip(
 
 def grid_for(points: np.ndarray, *, resolution: int = 200) -> tuple[np.ndarray, Box]:
     """``(grid (R * R, 2), extent)``: cell centres over ``points``' box, x fastest (row 0 at the bottom)."""
-    if resolution < 2:
-        raise ValueError(f"resolution must be at least 2, got {resolution}")
     x0, x1, y0, y1 = _box(_xy(points, "points"))
     xe, ye = np.linspace(x0, x1, resolution + 1), np.linspace(y0, y1, resolution + 1)
     xs, ys = np.meshgrid((xe[:-1] + xe[1:]) / 2.0, (ye[:-1] + ye[1:]) / 2.0)
@@ -360,7 +338,7 @@ def _mass_levels(density: np.ndarray, fractions: Sequence[float]) -> list[float]
     return sorted(set(lv for lv in levels if lv > 0))
 
 
-def _log_density_image(fig: Figure, ax: Axes, log_density: np.ndarray, extent: Box, *, small: bool) -> None:
+def _log_density_image(ax: Axes, log_density: np.ndarray, extent: Box, *, small: bool) -> None:
     """Heatmap of ``log p (H, W)`` in nats, colours from max(5 % quantile, maximum - 20) to the maximum."""
     logp = np.asarray(log_density, dtype=float)
     if logp.ndim != 2 or min(logp.shape) < 2:
@@ -375,8 +353,12 @@ def _log_density_image(fig: Figure, ax: Axes, log_density: np.ndarray, extent: B
         cmap=cmap.with_extremes(bad=cmap(0.0), under=cmap(0.0)), vmin=vmin, vmax=vmax,
         interpolation="nearest", aspect="equal",
     )  # fmt: skip
-    bar = fig.colorbar(image, ax=ax, extend="min", shrink=0.85 if small else 0.9)
-    bar.set_label("log p(x) [nats]", **({"fontsize": 8} if small else {}))
+    _colorbar(ax.figure, image, ax, "log p(x) [nats]", small, extend="min", shrink=0.85 if small else 0.9)
+
+
+def _colorbar(fig: Figure, mappable: Any, ax: Any, label: str, small: bool, **options: Any) -> None:
+    bar = fig.colorbar(mappable, ax=ax, **options)
+    bar.set_label(label, **({"fontsize": 8} if small else {}))
     if small:
         bar.ax.tick_params(labelsize=7)
 
@@ -396,10 +378,9 @@ def _data_contours(ax: Axes, points: np.ndarray, extent: Box) -> None:
     xc, yc = (xe[:-1] + xe[1:]) / 2.0, (ye[:-1] + ye[1:]) / 2.0
     ax.contour(xc, yc, smooth, levels=levels, colors="white", linewidths=[0.9, 1.4][: len(levels)], alpha=0.9)
     ax.plot([], [], color="white", linewidth=1.2, label="data: 50% / 90% regions")
-    legend = ax.legend(
+    ax.legend(
         loc="upper right", fontsize=8, framealpha=0.3, facecolor="black", edgecolor="none", labelcolor="white"
-    )
-    legend.set_zorder(5)
+    ).set_zorder(5)
 
 
 def plot_density(
@@ -413,17 +394,14 @@ def plot_density(
     fmt: str = "png",
 ) -> Path:
     """Heatmap of ``log_density (H, W)`` in nats over ``extent``, with ``points``' 50 % / 90 % contours."""
-    x0, x1, y0, y1 = (float(v) for v in extent)
-    if not (x1 > x0 and y1 > y0):
-        raise ValueError(f"extent must be (x0, x1, y0, y1) with x0 < x1 and y0 < y1, got {extent}")
-    fig = _new_figure(5.6, 4.8)
-    ax = fig.subplots()
-    _log_density_image(fig, ax, log_density, (x0, x1, y0, y1), small=False)
+    extent = tuple(float(v) for v in extent)
+    ax = _new_figure(5.6, 4.8).subplots()
+    _log_density_image(ax, log_density, extent, small=False)
     if points is not None:
-        _data_contours(ax, points, (x0, x1, y0, y1))
-    ax.set(xlim=(x0, x1), ylim=(y0, y1))
-    _label(ax, title, _column_names(columns, 2), ticks=8)
-    return _save(fig, path, fmt)
+        _data_contours(ax, points, extent)
+    ax.set(xlim=extent[:2], ylim=extent[2:])
+    _label(ax, title, _column_names(columns, 2))
+    return _save(ax.figure, path, fmt)
 
 
 def pretty_label(key: str) -> str:
@@ -464,12 +442,11 @@ def _draw_curves(
         )  # fmt: skip
         drawn.append(y[ok])
     if not drawn:
-        ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center", color="0.4")
-        return
+        return _message(ax, "no finite values")
     if log_y and all((v > 0).all() for v in drawn):
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
-        ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
+        for set_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            set_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
     else:  # small values (a learning rate near 1e-3) as "9.5" under a "×10⁻⁴", not "0.00095"
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4), useMathText=True)
         _clip_outliers(ax, np.concatenate(drawn))
@@ -523,12 +500,11 @@ def plot_loss(
 ) -> Path:
     """Every series of ``history`` but "epoch" against the epoch (else 1, 2, ...)."""
     x, x_label = _history_x(history)
-    fig = _new_figure(6.4, 4.2)
-    ax = fig.subplots()
+    ax = _new_figure(6.4, 4.2).subplots()
     _draw_curves(ax, x, {k: v for k, v in history.items() if k != "epoch"}, log_y=log_y)
     ax.set(xlabel=x_label, ylabel=ylabel)
     ax.set_title(textwrap.fill(title, width=64), fontsize=11)
-    return _save(fig, path, fmt)
+    return _save(ax.figure, path, fmt)
 
 
 def _is_loss_key(key: str) -> bool:
@@ -553,23 +529,18 @@ def plot_training_diagnostics(
     x, x_label = _history_x(history)
     apart = [k for k in heldout if k in history]
     losses = {k: v for k, v in history.items() if k != "epoch" and k not in apart and _is_loss_key(k)}
-    panels = [
-        ("loss", losses, False),
-        *([("held-out", {k: history[k] for k in apart}, False)] if apart else []),
-        ("learning rate", {k: history[k] for k in ("lr",) if k in history}, True),
-        ("gradient norm", {k: history[k] for k in ("grad_norm",) if k in history}, True),
-    ]
+    panels = [("loss", losses), *([("held-out", {k: history[k] for k in apart})] if apart else [])]
+    single = len(panels)  # the learning rate and gradient norm: one series each, log y where it helps
+    panels += [(name, {k: history[k]} if k in history else {}) for name, k in _SINGLE_PANELS]
     fig = _new_figure(4.5 * len(panels), 4.0)
-    axes = fig.subplots(1, len(panels))
-    for i, (ax, (name, series, log_y)) in enumerate(zip(axes, panels, strict=True)):
+    for i, (ax, (name, series)) in enumerate(zip(fig.subplots(1, len(panels)), panels, strict=True)):
+        one = i >= single
         if series:
-            _draw_curves(ax, x, series, log_y=log_y and _spans_decade(series), color_offset=i + 1 if i else 0)
-            if name in ("learning rate", "gradient norm") and ax.get_legend() is not None:
+            _draw_curves(ax, x, series, log_y=one and _spans_decade(series), color_offset=i + 1 if i else 0)
+            if one and ax.get_legend():
                 ax.get_legend().remove()
         else:
-            ax.text(
-                0.5, 0.5, f"no {name} recorded", transform=ax.transAxes, ha="center", va="center", color="0.4"
-            )
+            _message(ax, f"no {name} recorded")
         ax.set_title((titles or {}).get(name, name), fontsize=11)
         ax.set_xlabel(x_label)
     return _save(fig, path, fmt)
@@ -592,20 +563,9 @@ def _draw_coloured(
         return
     groups = {-1: ("background", _OTHER_COLOR)} | {k: (str(n), _color(k)) for k, n in enumerate(categories)}
     for k, (name, color) in groups.items():
-        mask = labels == k
+        mask = np.asarray(labels, dtype=np.int64) == k
         if mask.any():
             _dots(ax, xy[mask], s=size, alpha=alpha if k >= 0 else alpha * 0.6, color=color, label=name)
-
-
-def _check_labels(labels: np.ndarray, n: int, categories: Sequence[str] | None) -> np.ndarray:
-    values = np.asarray(labels)
-    if values.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {values.shape}")
-    if categories is not None:
-        values = values.astype(np.int64)
-        if values.size and (values.min() < -1 or values.max() >= len(categories)):
-            raise ValueError(f"labels must be in -1..{len(categories) - 1}")
-    return values
 
 
 def _normal_rings(ax: Axes, legend: bool) -> None:
@@ -630,14 +590,11 @@ def plot_coloured_panels(
     fmt: str = "png",
 ) -> Path:
     """A row of scatter panels ``(title, points (N, D >= 2))`` of one N points coloured by ``labels (N,)``."""
-    arrays = [_points(data, f"panel {title!r}") for title, data in panels] or _projected(panels, "panel")
-    n = len(arrays[0])
-    if any(len(a) != n for a in arrays):
-        raise ValueError(f"all panels must hold the same points, got sizes {[len(a) for a in arrays]}")
+    arrays = [_points(data, f"panel {title!r}") for title, data in panels]
     names = _panel_names(panel_columns, len(panels), _column_names(None, min(a.shape[1] for a in arrays)))
     arrays = [a[:, :2] for a in arrays]
     finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in arrays], axis=0)  # a point in all or none
-    values = _check_labels(labels, n, categories)[finite]
+    values = np.asarray(labels)[finite]
     rings = [False] * len(panels) if normal_rings is None else [bool(r) for r in normal_rings]
     heading = [h for h in (suptitle, colour_note) if h]
     height = _PANEL_INCHES + 0.05 + 0.3 * len(heading)
@@ -659,35 +616,26 @@ def plot_warped_grid(
     stages: Sequence[tuple[str, np.ndarray, np.ndarray]],
     path: PathLike,
     *,
-    labels: np.ndarray | None = None,
+    labels: np.ndarray,
     categories: Sequence[str] | None = None,
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A row of ``(title, lines (L, P, 2), points (N, 2))`` stages of grid lines pushed through a map."""
-    legend = categories is not None and labels is not None
+    """A row of ``(title, lines (L, P, 2), points (N, 2))`` stages of grid lines pushed through a map, the
+    points coloured by ``labels (N,)`` (indices into ``categories``, else floats in [0, 1])."""
     size = _STRIP_INCHES * 1.15
-    fig, axes = _row(len(stages), size, size + 0.2 + 0.3 * legend + (0.35 if suptitle else 0.0), suptitle)
+    height = size + 0.2 + 0.3 * (categories is not None) + (0.35 if suptitle else 0.0)
+    fig, axes = _row(len(stages), size, height, suptitle)
     for i, (ax, (title, lines, points)) in enumerate(zip(axes, stages, strict=True)):
-        lines = np.asarray(lines, dtype=float)
-        if lines.ndim != 3 or lines.shape[2] != 2:
-            raise ValueError(f"lines of stage {title!r} must have shape (L, P, 2), got {lines.shape}")
-        pts = np.asarray(points, dtype=float).reshape(-1, 2)
+        lines, pts = np.asarray(lines, dtype=float), np.asarray(points, dtype=float).reshape(-1, 2)
         vertices = _finite_rows(lines.reshape(-1, 2))
         fit = (vertices if len(vertices) else pts) if i == 0 or len(pts) < 10 else _finite_rows(pts)
-        box = _box(fit, aspect=1.0)
-        for j, line in enumerate(lines):
-            color = PALETTE[0] if j < len(lines) // 2 else PALETTE[1]
-            ax.plot(line[:, 0], line[:, 1], color=color, linewidth=0.6, alpha=0.55, zorder=1)
-        if len(pts) and labels is None:
-            _scatter(ax, pts, "0.3", box=box, scale=_STRIP_SCALE)
-        elif len(pts):
-            _draw_coloured(
-                ax, pts, _check_labels(labels, len(pts), categories), categories, scale=_STRIP_SCALE
-            )
-        _frame(ax, box)
+        for j, line in enumerate(lines):  # the vertical lines, then the horizontal ones
+            ax.plot(*line.T, color=PALETTE[j >= len(lines) // 2], linewidth=0.6, alpha=0.55, zorder=1)
+        _draw_coloured(ax, pts, labels, categories, scale=_STRIP_SCALE)
+        _frame(ax, _box(fit, aspect=1.0))
         _label(ax, title, fontsize=10, ticks=7)
-    if legend:
+    if categories is not None:
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=9, frameon=False,
                    markerscale=4.0)  # fmt: skip
@@ -726,20 +674,15 @@ def plot_vector_fields(
     fig, axes = _row(len(fields), 3.3 + 0.6 / len(fields), 3.45 + (0.35 if suptitle else 0.0), suptitle, 11)
     arrows = None
     for ax, (title, vectors) in zip(axes, fields, strict=True):
-        vec = np.asarray(vectors, dtype=float)
-        if vec.shape != pts.shape:
-            raise ValueError(f"vectors of {title!r} must have shape {pts.shape}, got {vec.shape}")
         if bg is not None:
             size, alpha = _marker(len(bg))
             _dots(ax, bg, s=size * 0.6, alpha=min(1.0, alpha * 0.8), color="0.6")
-        drawn = _arrows(ax, pts, vec, 0.8 * spacing)
+        drawn = _arrows(ax, pts, np.asarray(vectors, dtype=float), 0.8 * spacing)
         arrows = drawn if drawn is not None else arrows
         _frame(ax, box)
         _label(ax, title, fontsize=10, ticks=7)
     if arrows is not None:
-        bar = fig.colorbar(arrows, ax=list(axes), shrink=0.85, pad=0.01, aspect=25)
-        bar.set_label("length / longest in panel", fontsize=8)
-        bar.ax.tick_params(labelsize=7)
+        _colorbar(fig, arrows, axes, "length / longest in panel", True, shrink=0.85, pad=0.01, aspect=25)
     return _save(fig, path, fmt)
 
 
@@ -796,8 +739,8 @@ def plot_compare(
     k = len(projected)
     _scatter_row(axes[0][:k], projected, [box] * k, [names] * k, fontsize=10)
     for i, (title, log_density, extent) in enumerate(densities):
-        _log_density_image(fig, axes[1][i], log_density, extent, small=True)
-        _label(axes[1][i], title, names, fontsize=10, ticks=8)
+        _log_density_image(axes[1][i], log_density, extent, small=True)
+        _label(axes[1][i], title, names, fontsize=10)
     for ax in [*axes[0][k:], *(axes[1][len(densities) :] if densities else [])]:
         ax.set_axis_off()
     return _save(fig, path, fmt)

@@ -127,12 +127,11 @@ class _Run:
     def title(self) -> str:
         return self.spec.title + self.where
 
-    def target(self, key: str) -> Path:
-        return self.fig_dir / f"{self.spec.name}_{key}.{self.fmt}"
-
     def draw(self, key: str, plot: Callable[..., Path], *args: Any, **options: Any) -> dict[str, Path]:
         """``{key: path}`` of ``plot(*args, path, fmt=..., **options)`` drawn into this model's ``key`` file."""
-        return {key: plot(*args, self.target(key), fmt=self.fmt, **options)}
+        return {
+            key: plot(*args, self.fig_dir / f"{self.spec.name}_{key}.{self.fmt}", fmt=self.fmt, **options)
+        }
 
 
 def write_figures(
@@ -161,11 +160,7 @@ def write_figures(
     ``labels``: a conditional model's label names and the samples' label indices ``(M,)`` (one generated
     panel per label in the results figure), ``real_labels (N,)`` those of ``real`` (the real points
     coloured by label, a flow's latent given the label)."""
-    start = time.perf_counter()
-    try:
-        spec = get_spec(model_type)
-    except KeyError as error:
-        raise ConfigError(error.args[0]) from None
+    start, spec = time.perf_counter(), get_spec(model_type)
     shown = P.subsample(np.arange(len(real)), _SHOW_POINTS, seed)
     where = f" on {Path(data_name).name}" if data_name else ""
     run = _Run(
@@ -208,20 +203,15 @@ def _results_figure(run: _Run) -> dict[str, Path]:
     if run.labels is not None:  # the real points and each label's samples in that label's colour
         names, labels = run.labels
         panels += [
-            (f"Generated given {name}", run.samples[labels == k], None, True) for k, name in enumerate(names)
+            (f"Generated given {n}", run.samples[labels == k], None, True) for k, n in enumerate(names)
         ]
         categories = [run.real_labels, *[run.real_labels] * len(middle), labels, *range(len(names))]
+    titles, own_columns, shared = ([panel[i] for panel in panels] for i in (0, 2, 3))
     return run.draw(
-        "results",
-        P.plot_panels,
-        [(title, points) for title, points, _, _ in panels],
-        columns=run.columns,
-        panel_columns=[names for _, _, names, _ in panels],
-        reference=run.real,
-        share_reference=[shared for *_, shared in panels],
-        suptitle=run.title,
-        categories=categories,
-    )
+        "results", P.plot_panels, list(zip(titles, [panel[1] for panel in panels], strict=True)),
+        columns=run.columns, panel_columns=own_columns, reference=run.real, share_reference=shared,
+        suptitle=run.title, categories=categories,
+    )  # fmt: skip
 
 
 def _latent_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
@@ -233,8 +223,8 @@ def _diffused_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
     x = V.model_tensor(run.model, run.real)
     generator = torch.Generator(device=x.device).manual_seed(run.seed)
     diffused = run.model.forward_diffuse(x, run.model.diffusion_steps, generator=generator)
-    names = list(run.columns) if run.columns is not None else [f"x{i + 1}" for i in range(run.dim)]
-    return "Forward Diffused", diffused.double().cpu().numpy(), [f"{n} (standardised)" for n in names], False
+    names = [f"{n} (standardised)" for n in P._column_names(run.columns, run.dim)]
+    return "Forward Diffused", diffused.double().cpu().numpy(), names, False
 
 
 def _latent_figure(run: _Run) -> dict[str, Path]:
@@ -242,17 +232,12 @@ def _latent_figure(run: _Run) -> dict[str, Path]:
     if run.labels is not None and run.real_labels is not None:
         labels, categories = run.real_labels, list(run.labels[0])
         note = "colour: the label, z = f_y(x) given it"
+    panels = [("data x", run.real), ("latent z = f(x)", V.latent(run.model, run.real, run.real_labels))]
     return run.draw(
-        "latent",
-        P.plot_coloured_panels,
-        [("data x", run.real), ("latent z = f(x)", V.latent(run.model, run.real, run.real_labels))],
-        labels,
-        categories=categories,
-        normal_rings=[False, True],
-        panel_columns=[run.columns, _latent_names(run.dim)],
+        "latent", P.plot_coloured_panels, panels, labels, categories=categories, normal_rings=[False, True],
+        panel_columns=[run.columns, _latent_names(run.dim)], colour_note=note,
         suptitle=f"{run.title}: where the data land in the latent space",
-        colour_note=note,
-    )
+    )  # fmt: skip
 
 
 def _density_figure(run: _Run) -> dict[str, Path]:
@@ -270,14 +255,11 @@ def _warped_grid_figure(run: _Run) -> dict[str, Path]:
     carried = P.subsample(np.arange(len(run.real)), 1500, run.seed + 1)
     warped = V.warped_grid(run.model, extent, points=run.real[carried], n_panels=5)
     return run.draw(
-        "warped_grid",
-        P.plot_warped_grid,
-        list(zip(warped.titles, warped.lines, warped.points, strict=True)),
-        labels=labels[carried],
-        categories=categories,
+        "warped_grid", P.plot_warped_grid, list(zip(warped.titles, warped.lines, warped.points, strict=True)),
+        labels=labels[carried], categories=categories,
         suptitle=f"{run.title}: a regular grid in data space pushed through the flow\n"
         "(the first panel in the data's units, the others in standardised units)",
-    )
+    )  # fmt: skip
 
 
 def _strip_steps(model: nn.Module) -> list[int]:
@@ -297,31 +279,24 @@ def _reverse_figures(run: _Run) -> dict[str, Path]:
     timesteps, states = run.reverse
     states = states[:, :_TRAJECTORY_POINTS]
     snapshots = V.closest_indices(timesteps, _strip_steps(run.model))
+    title = f"{run.title}: reverse process, from noise (i = {steps}) to samples (i = 0)"
     written = run.draw(
-        "reverse",
-        P.plot_strip,
-        [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots],
-        suptitle=f"{run.title}: reverse process, from noise (i = {steps}) to samples (i = 0)",
+        "reverse", P.plot_strip, [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots], suptitle=title
     )
     frames = V.closest_indices(timesteps, V.frame_timesteps(steps, _GIF_FRAMES))
     written["reverse_gif"] = P.plot_animation(
         [(f"reverse step i = {int(timesteps[k])}", states[k]) for k in frames],
-        written["reverse"].with_suffix(".gif"),
-        reference=run.real,
-        suptitle=run.title,
-    )
+        written["reverse"].with_suffix(".gif"), reference=run.real, suptitle=run.title,
+    )  # fmt: skip
     return written
 
 
 def _forward_figure(run: _Run) -> dict[str, Path]:
     steps = _strip_steps(run.model)[::-1]
     diffused = V.forward_process(run.model, run.real[:_TRAJECTORY_POINTS], steps, seed=run.seed)
+    title = f"{run.title}: forward process q(x_i | x_0), from data (i = 0) to noise (i = {steps[-1]})"
     return run.draw(
-        "forward",
-        P.plot_strip,
-        [(f"x_{i}", xi) for i, xi in zip(steps, diffused, strict=True)],
-        suptitle=f"{run.title}: forward process q(x_i | x_0), from data (i = 0) to noise "
-        f"(i = {int(run.model.diffusion_steps)})",
+        "forward", P.plot_strip, [(f"x_{i}", x) for i, x in zip(steps, diffused, strict=True)], suptitle=title
     )
 
 
@@ -329,13 +304,10 @@ def _vector_field_figure(run: _Run) -> dict[str, Path]:
     grid, _ = P.grid_for(run.real, resolution=_FIELD_RESOLUTION)
     field = V.denoising_field(run.model, grid, V.noise_level_timesteps(run.model))
     titles = [f"i = {i}, noise σ̄ = {s:.2f}" for i, s in zip(field.timesteps, field.sigmas, strict=True)]
+    title = f"{run.title}: learned denoising direction -σ̄_i ε_θ(x, i) (grey: data)"
+    panels = list(zip(titles, field.vectors, strict=True))
     return run.draw(
-        "vector_field",
-        P.plot_vector_fields,
-        field.points,
-        list(zip(titles, field.vectors, strict=True)),
-        background=run.real[:5000],
-        suptitle=f"{run.title}: learned denoising direction -σ̄_i ε_θ(x, i) (grey: data)",
+        "vector_field", P.plot_vector_fields, field.points, panels, background=run.real[:5000], suptitle=title
     )
 
 
@@ -542,24 +514,22 @@ def _figure_html(model_type: str, path: Path) -> str:
     rel, name, caption = (html.escape(s) for s in (f"figures/{path.name}", path.name, caption))
     if path.suffix.lower() == ".pdf":
         return f'<figure><a href="{rel}">{name}</a><figcaption>{caption}</figcaption></figure>'
-    width = _display_width(path)
-    size = "" if width is None else f' width="{width}"'
     return (
-        f'<figure><img src="{rel}" alt="{html.escape(path.stem)}"{size} loading="eager">'
+        f'<figure><img src="{rel}" alt="{html.escape(path.stem)}"{_display_width(path)} loading="eager">'
         f'<figcaption>{caption} <span class="muted">({name})</span></figcaption></figure>'
     )
 
 
-def _display_width(path: Path) -> int | None:
-    """The width in CSS pixels that shows every raster figure at one scale (90 per figure inch)."""
+def _display_width(path: Path) -> str:
+    """The ``width`` attribute (CSS pixels) showing every raster figure at one scale (90 per figure inch)."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
             dpi = image.info.get("dpi", (100.0 if path.suffix.lower() == ".gif" else P.DPI,))[0]
-            return round(image.width / float(dpi) * 90)
+            return f' width="{round(image.width / float(dpi) * 90)}"'
     except (OSError, ValueError):  # an SVG, a PDF or a damaged file: its own size
-        return None
+        return ""
 
 
 def write_index(out_dir: str | os.PathLike[str]) -> Path:
@@ -567,13 +537,8 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
     out = Path(out_dir)
     figures = [p for p in sorted((out / "figures").glob("*")) if p.suffix.lower() in _IMAGE_SUFFIXES]
     own = {name: [p for p in figures if p.name.startswith(name + "_")] for name in model_names()}
-    models = [
-        name
-        for name, mine in own.items()
-        if mine
-        or (out / "metrics" / f"{name}.json").is_file()
-        or (out / "configs" / f"{name}.yaml").is_file()
-    ]
+    results = {name: (out / "metrics" / f"{name}.json", out / "configs" / f"{name}.yaml") for name in own}
+    models = [name for name, mine in own.items() if mine or any(p.is_file() for p in results[name])]
     sections = [_model_section(out, name, own[name]) for name in models]
     others = [p for p in figures if not any(p in mine for mine in own.values())]
     if others:
@@ -619,10 +584,8 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
         parts += [f'<p class="muted">Loss alone: <a href="figures/{n}">{n}</a></p>' for n in names]
     older = [p for p in figures if written is not None and p.stat().st_mtime_ns < written]
     current = [p for p in figures if p not in older]
-    if current:
-        parts += ["<h3>Figures</h3>", *(_figure_html(name, p) for p in current)]
-    if older:
-        parts += [_OLDER_NOTE, *(_figure_html(name, p) for p in older)]
+    for heading, group in (("<h3>Figures</h3>", current), (_OLDER_NOTE, older)):
+        parts += [heading, *(_figure_html(name, p) for p in group)] if group else []
     if config.is_file():
         parts += [
             "<h3>Effective config</h3>",
@@ -642,8 +605,7 @@ class TensorBoardLog:
                 "--tensorboard needs the tensorboard package, which is not installed: "
                 "pip install tensorboard  (or: pip install 'genmodels[tensorboard]')"
             ) from None
-        self.log_dir = Path(log_dir)
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        self.writer = SummaryWriter(log_dir=str(log_dir))
         self.written = 0
 
     def update(self, history: Mapping[str, Sequence[float]]) -> None:
@@ -660,14 +622,12 @@ class TensorBoardLog:
         self, evaluate: Callable[[nn.Module], dict[str, float]] | None, history: Mapping[str, Sequence[float]]
     ) -> Callable[[nn.Module], dict[str, float]] | None:
         """``evaluate`` that also logs the history so far each time it runs (None stays None)."""
-        if evaluate is None:
-            return None
 
         def evaluate_and_log(model: nn.Module) -> dict[str, float]:
             self.update(history)
             return evaluate(model)
 
-        return evaluate_and_log
+        return None if evaluate is None else evaluate_and_log
 
     def close(self, history: Mapping[str, Sequence[float]] | None = None) -> None:
         if history is not None:
