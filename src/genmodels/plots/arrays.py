@@ -138,10 +138,9 @@ def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[Rev
 
     def hook(x: torch.Tensor, timestep: torch.Tensor) -> None:
         step = int(timestep.reshape(-1)[0])
-        if step in recording.timesteps:
-            return
-        recording.timesteps.append(step)
-        recording.states.append(x[: recording.n_keep].detach().float().cpu().clone())
+        if step not in recording.timesteps:
+            recording.timesteps.append(step)
+            recording.states.append(x[: recording.n_keep].detach().float().cpu().clone())
 
     handle = register(hook)
     try:
@@ -194,15 +193,13 @@ class VectorField:
 @torch.no_grad()
 def denoising_field(model: nn.Module, grid: np.ndarray, timesteps: Sequence[int]) -> VectorField:
     """:class:`VectorField` of a 2-D DDPM at the points ``grid (G, 2)`` (data units)."""
-    x = model_tensor(model, grid)
-    z, _ = model.standardize(x)
-    std = model.standardize.std
+    z, _ = model.standardize(model_tensor(model, grid))
     sigmas, vectors = [], []
     for i in timesteps:
         timestep = torch.full((1,), int(i), dtype=torch.long, device=z.device)  # shared by all points
         sigma = model.schedule.sigma_bar[int(i)]
         eps = model._eps_prediction(z, timestep)
-        vectors.append((-sigma * eps * std).double().cpu().numpy())
+        vectors.append((-sigma * eps * model.standardize.std).double().cpu().numpy())
         sigmas.append(float(sigma))
     return VectorField(np.asarray(grid, dtype=float), [int(i) for i in timesteps], sigmas, vectors)
 

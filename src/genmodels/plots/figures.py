@@ -250,9 +250,8 @@ def plot_panels(
     names = _column_names(columns, d)
     ref = None if reference is None else _xy(reference, "reference")
     boxes, aspect = _panel_boxes([xy for _, xy in projected], ref, share_reference)
-    heading = [suptitle] if suptitle else []
-    if d > 2:
-        heading.append(f"showing columns ({names[0]}, {names[1]}) of {d}")
+    shown = f"showing columns ({names[0]}, {names[1]}) of {d}" if d > 2 else None
+    heading = [h for h in (suptitle, shown) if h]
     height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading)
     height += 0.22 * max(str(title).count("\n") for title, _ in panels)  # multi-line panel titles
     fig, axes = _row(len(panels), _PANEL_INCHES, height, "\n".join(heading))
@@ -436,10 +435,8 @@ def _draw_curves(
             band = 2 * np.nan_to_num(np.asarray(series[f"{key}_se"], dtype=float)[ok])
             ax.fill_between(x[ok], y[ok] - band, y[ok] + band, color=color, alpha=0.2, linewidth=0)
             label += " (± 2 SE)"
-        ax.plot(
-            x[ok], y[ok], color=color, linewidth=1.6, marker="o" if sparse else None,
-            markersize=4 if sparse else 0, label=label,
-        )  # fmt: skip
+        markers = {"marker": "o", "markersize": 4} if sparse else {"markersize": 0}
+        ax.plot(x[ok], y[ok], color=color, linewidth=1.6, label=label, **markers)
         drawn.append(y[ok])
     if not drawn:
         return _message(ax, "no finite values")
@@ -709,11 +706,9 @@ def plot_animation(
     target = Path(path).with_suffix(".gif")
     writer = PillowWriter(fps=8.0)
     with atomic_path(target) as tmp, writer.saving(fig, str(tmp), dpi=_GIF_DPI):
-        for (name, _), xy in zip(frames, arrays, strict=True):
+        for (name, _), xy in [*zip(frames, arrays, strict=True), *[(frames[-1], arrays[-1])] * 8]:
             scatter.set_offsets(xy)
             title.set_text(name)
-            writer.grab_frame()
-        for _ in range(8):
             writer.grab_frame()
     return target
 

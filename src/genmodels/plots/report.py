@@ -129,9 +129,8 @@ class _Run:
 
     def draw(self, key: str, plot: Callable[..., Path], *args: Any, **options: Any) -> dict[str, Path]:
         """``{key: path}`` of ``plot(*args, path, fmt=..., **options)`` drawn into this model's ``key`` file."""
-        return {
-            key: plot(*args, self.fig_dir / f"{self.spec.name}_{key}.{self.fmt}", fmt=self.fmt, **options)
-        }
+        path = self.fig_dir / f"{self.spec.name}_{key}.{self.fmt}"
+        return {key: plot(*args, path, fmt=self.fmt, **options)}
 
 
 def write_figures(
