@@ -539,11 +539,8 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
     results = {name: (out / "metrics" / f"{name}.json", out / "configs" / f"{name}.yaml") for name in own}
     models = [name for name, mine in own.items() if mine or any(p.is_file() for p in results[name])]
     sections = [_model_section(out, name, own[name]) for name in models]
-    others = [p for p in figures if not any(p in mine for mine in own.values())]
-    if others:
-        sections.append(
-            "\n".join(['<h2 id="other">Other figures</h2>', *(_figure_html("", p) for p in others)])
-        )
+    others = [_figure_html("", p) for p in figures if not any(p in mine for mine in own.values())]
+    sections += ["\n".join(['<h2 id="other">Other figures</h2>', *others])] if others else []
     title = html.escape(f"genmodels results: {out.resolve().name}")
     links = ", ".join(f'<a href="#{m}">{get_spec(m).title}</a>' for m in models) or "No results yet."
     written = html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -586,10 +583,8 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
     for heading, group in (("<h3>Figures</h3>", current), (_OLDER_NOTE, older)):
         parts += [heading, *(_figure_html(name, p) for p in group)] if group else []
     if config.is_file():
-        parts += [
-            "<h3>Effective config</h3>",
-            f"<pre>{html.escape(config.read_text(encoding='utf-8'))}</pre>",
-        ]
+        text = html.escape(config.read_text(encoding="utf-8"))
+        parts += ["<h3>Effective config</h3>", f"<pre>{text}</pre>"]
     return "\n".join(parts)
 
 
