@@ -144,11 +144,9 @@ def _column_names(columns: Sequence[str] | None, d: int) -> list[str]:
 def _panel_names(
     panel_columns: Sequence[Sequence[str] | None] | None, n: int, names: list[str]
 ) -> list[list[str]]:
-    if panel_columns is None:
-        return [names] * n
-    if len(panel_columns) != n:
+    if panel_columns is not None and len(panel_columns) != n:
         raise ValueError(f"panel_columns has {len(panel_columns)} entries for {n} panels")
-    return [names if own is None else _column_names(own, len(names)) for own in panel_columns]
+    return [names if own is None else _column_names(own, len(names)) for own in panel_columns or [None] * n]
 
 
 def subsample(data: np.ndarray, max_points: int | None, seed: int = 0) -> np.ndarray:
