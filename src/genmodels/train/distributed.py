@@ -66,9 +66,7 @@ def session(device: str) -> Iterator[None]:
         warnings.simplefilter("ignore")
     try:
         yield
-        # Leave together, however long rank 0 takes to write the outputs: a process that tore its group
-        # down and exited first could abort ("terminate called without an active exception"), and
-        # torchrun then stopped rank 0 in the middle of its writing.
+        # leave together, however long rank 0 writes: a process that exits first can abort and take rank 0 down
         if dist.get_backend() == "gloo":
             dist.monitored_barrier(timeout=timedelta(days=1))
         else:
