@@ -83,14 +83,11 @@ def _warn_far_samples(model: nn.Module, samples: np.ndarray) -> None:
     mean, std = (t.detach().cpu().double().numpy() for t in (model.standardize.mean, model.standardize.std))
     with np.errstate(invalid="ignore", over="ignore"):
         distance = np.abs((samples - mean) / std).max(1)
-    far = distance > FAR_SAMPLE_STDS
-    if far.any():
-        log.warning(
-            "%d of %d samples lie more than %g training standard deviations from the training mean (up "
-            "to %.3g): the model puts a little mass far outside the data (a flow's stretched tails, an "
-            "undertrained DDPM); such outliers skew means and plots",
-            int(far.sum()), len(samples), FAR_SAMPLE_STDS, float(np.nanmax(distance[far])),
-        )  # fmt: skip
+    if (far := distance > FAR_SAMPLE_STDS).any():
+        log.warning("%d of %d samples lie more than %g training standard deviations from the training mean (up "
+                    "to %.3g): the model puts a little mass far outside the data (a flow's stretched tails, an "
+                    "undertrained DDPM); such outliers skew means and plots",
+                    int(far.sum()), len(samples), FAR_SAMPLE_STDS, float(np.nanmax(distance[far])))  # fmt: skip
 
 
 def finite_samples(samples: np.ndarray) -> np.ndarray:

@@ -292,10 +292,8 @@ def format_report(metrics: dict[str, Any]) -> str:
         lines += ["", f"mode coverage of '{cov['text']}' (share of points; real is the reference)"]
         for entry in [*cov["glyphs"], cov["outside"]]:
             label = f"inside '{entry['char']}'" if entry["char"] is not None else "outside the glyphs"
-            lines.append(
-                f"  {label:<20} generated {entry['generated']:.4f} ± {entry['generated_se']:.4f}   "
-                f"real {entry['real']:.4f} ± {entry['real_se']:.4f}   ratio {_fmt(entry['ratio'], 3)}"
-            )
+            lines.append(f"  {label:<20} generated {entry['generated']:.4f} ± {entry['generated_se']:.4f}   "
+                         f"real {entry['real']:.4f} ± {entry['real_se']:.4f}   ratio {_fmt(entry['ratio'], 3)}")  # fmt: skip
     if tails := metrics.get("tails"):
         lines += ["", "tails (beyond the real points' box widened by half its range)        model      floor"]
         for key, name in (("far_share", "share of points"), ("max_distance", "largest distance [std]")):
@@ -322,10 +320,8 @@ def compare_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
         return f"{_fmt(entry['value'])} [{', '.join(map(_fmt, entry['interval']))}] (floor {_fmt(entry['floor'])})"
 
     e = "entropy"
-    add(
-        "data entropy H [nats] (reference)",
-        lambda m: f"{_fmt(m[e]['value'])} ± {_fmt(m[e]['se'])} ({m[e]['source']})",
-    )
+    add("data entropy H [nats] (reference)",
+        lambda m: f"{_fmt(m[e]['value'])} ± {_fmt(m[e]['se'])} ({m[e]['source']})")  # fmt: skip
     for key in dict.fromkeys(k for _, m in rows for k in m["likelihood"]):
         name = _LIKELIHOOD_NAMES.get(key, key)
         add(f"{name} [nats]", nll(key, lambda v: f"{_fmt(v['value'])} ± {_fmt(v['se'])} (n={v['n']})"))

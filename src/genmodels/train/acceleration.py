@@ -176,9 +176,8 @@ def worth_compiling_training(
 def sampling_plan(
     compile_setting: str, precision: str, model: torch.nn.Module, n_points: int, sampling_steps: int
 ) -> tuple[bool, str]:
-    """Whether to sample compiled, and in which precision. ``precision: auto`` samples in bfloat16 only
-    where the network is also compiled: uncompiled bfloat16 sampling is slower than float32's frozen
-    network (docs/speed.md)."""
+    """Whether to sample compiled, and in which precision; ``auto``: bfloat16 only where the network is also
+    compiled (uncompiled bfloat16 sampling is slower than float32's frozen network: docs/speed.md)."""
     resolved = resolve_precision(precision, next(model.parameters()).device)
     compiled = worth_compiling(compile_setting, model, n_points, sampling_steps, resolved)
     return compiled, resolved if compiled or precision != "auto" else "float32"

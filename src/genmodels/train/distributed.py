@@ -18,10 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = [
-    "TIMEOUT_S", "agree", "barrier", "chunks_of_this_process", "data_parallel", "gather_chunks",
-    "is_main", "rank", "rank_label", "session", "shard", "world_size",
-]  # fmt: skip
+__all__ = ["TIMEOUT_S", "agree", "barrier", "chunks_of_this_process", "data_parallel", "gather_chunks", "is_main",
+           "rank", "rank_label", "session", "shard", "world_size"]  # fmt: skip
 
 # Seconds a collective waits for the other ranks (longer than rank 0's evaluation or checkpoint).
 TIMEOUT_S = 600

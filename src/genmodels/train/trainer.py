@@ -132,18 +132,10 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs besides the model's weights (the EMA weights included)."""
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not self.model else None,
-            "epoch": self.epoch,
-            "step": self.step,
-            "train_seconds": self.train_seconds,
-            "skipped_steps": self.skipped_steps,
-            "grad_norm_mean": float(self.grad_norm_mean),
-            "history": self.history,
-            "rng": capture_rng_state(),
-        }
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not self.model else None, "epoch": self.epoch,
+                "step": self.step, "train_seconds": self.train_seconds, "skipped_steps": self.skipped_steps,
+                "grad_norm_mean": float(self.grad_norm_mean), "history": self.history, "rng": capture_rng_state()}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state written by :meth:`state_dict` (the model's weights are loaded separately)."""
@@ -186,10 +178,9 @@ class Trainer:
         on_checkpoint: Checkpoint | None = None,
         then_seconds: float = 0.0,
     ) -> None:
-        """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)`` (given ``labels (N,)``,
-        passed to the loss); after a Ctrl-C, checkpoint at the end of the epoch and raise
-        KeyboardInterrupt. A non-finite loss is a TrainingError. After the first epoch the log estimates
-        the time left, with ``then_seconds`` (what the caller does next, e.g. sampling) added."""
+        """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)`` (and ``labels (N,)``); after a
+        Ctrl-C, checkpoint at the end of the epoch and raise KeyboardInterrupt; a non-finite loss is a
+        TrainingError. The time left, logged after one epoch, adds ``then_seconds`` (e.g. of sampling)."""
         from tqdm.auto import tqdm
 
         self._check_data(data)
@@ -292,14 +283,9 @@ class Trainer:
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         sizes = [min(batch_size, n - i * batch_size) for i in range(steps)]
-        return {
-            "epoch": self.epoch,
-            "loss": sum(loss * size for loss, size in zip(losses, sizes, strict=True)) / n,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "grad_norm": sum(grad_norms) / steps,
-            "skipped_steps": sum(skipped),
-            "seconds": seconds,
-        }
+        mean_loss = sum(loss * size for loss, size in zip(losses, sizes, strict=True)) / n
+        return {"epoch": self.epoch, "loss": mean_loss, "lr": self.optimizer.param_groups[0]["lr"],
+                "grad_norm": sum(grad_norms) / steps, "skipped_steps": sum(skipped), "seconds": seconds}  # fmt: skip
 
     def _step(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None) -> torch.Tensor:
         """One optimisation step on ``batch``; returns ``[loss, gradient norm, skipped]``, left on the device."""
