@@ -69,9 +69,9 @@ def check_data_path(path: str | os.PathLike[str]) -> None:
 
 
 def _read_cells(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(lines (R,), cells (R, D))``: the number and text cells of each non-blank line of ``file``,
-    separated by commas, else by what :class:`csv.Sniffer` finds among semicolons, tabs and spaces (a row
-    with too many fields has its whole text in its first cell); compression is inferred from the name."""
+    """``(lines (R,), cells (R, D))``: the number and text cells of each non-blank line of ``file``, split at
+    commas, else at what :class:`csv.Sniffer` finds among ``;``, tab and space (a row with too many fields has
+    its whole text in its first cell); compression is inferred from the name."""
     import pandas as pd
 
     def read(sep: str) -> pd.DataFrame:  # as wide as the first non-blank line; a blank line is all NaN
@@ -146,14 +146,11 @@ def load_csv(
 ) -> Dataset:
     """Read a CSV file of finite decimal numbers, UTF-8, perhaps compressed (``.gz``, ``.zip``, ...).
 
-    The first non-blank line is a header unless all its cells are numbers, when it is data. Rows with bad
-    cells raise a :class:`DataError` listing line, column and text, or with ``drop_invalid`` are dropped
-    (counted, with a :class:`DataWarning`). Also refused, naming the file: a missing, unreadable or empty
-    file, fewer than 2 columns or ``min_rows`` valid rows, duplicate or number-like header names, a
-    constant column. Warns when the points lie on a plane or are mostly repeats. ``condition`` names a
-    categorical column of the header that becomes the :class:`Dataset`'s labels (see
-    :func:`_split_condition` for what it refuses).
-    """
+    The first non-blank line is a header unless all its cells are numbers. Rows with bad cells raise a
+    :class:`DataError` listing line, column and text, or with ``drop_invalid`` are dropped (with a
+    :class:`DataWarning`). Also refused, naming the file: a missing, unreadable or empty file, fewer than 2
+    columns or ``min_rows`` valid rows, duplicate or number-like header names, a constant column. Warns when
+    the points lie on a plane or mostly repeat. ``condition`` names a categorical column: the labels."""
     file = Path(path)
     check_data_path(file)
     lines, cells = _read_cells(file)
@@ -250,11 +247,10 @@ def write_csv(
     columns: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,
 ) -> None:
-    """Write finite ``values`` ``(N, D)`` and a header of ``columns`` (default ``x, y`` or ``x0, x1, ...``)
-    to the text stream ``handle``, 65,536 rows at a time: float64 as the shortest exact decimal, float32
-    with 9 digits, so that :func:`load_csv` reads the same values; ``labels`` ``(N,)``, where given, as a
-    last column ``label``. ValueError, before writing anything, for values that are not 2-D, real and
-    finite, names that are too few, many, empty or number-like, or labels not one per row."""
+    """Write finite ``values`` ``(N, D)`` under a header of ``columns`` (default ``x, y`` or ``x0, x1, ...``)
+    to ``handle``, float64 as the shortest exact decimal, float32 with 9 digits (:func:`load_csv` reads the
+    same values), and ``labels`` ``(N,)`` as a last column ``label``. ValueError, before writing anything,
+    for values not 2-D, real and finite, names too few, many, empty or number-like, labels not one per row."""
     array = np.asarray(values)
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise ValueError(f"values must be real numbers of shape (N, D), got {array.dtype} {array.shape}")
@@ -272,21 +268,17 @@ def write_csv(
         chunk = array[start : start + _CSV_CHUNK_ROWS].tolist()
         rows = [",".join(format(v, ".9g") if float32 else repr(v) for v in row) for row in chunk]
         if labels is not None:
-            rows = [
-                f"{row},{label}" for row, label in zip(rows, labels[start : start + len(rows)], strict=True)
-            ]
+            rows = [f"{r},{label}" for r, label in zip(rows, labels[start : start + len(rows)], strict=True)]
         handle.write("".join(row + "\n" for row in rows))
 
 
 def train_test_split(values: np.ndarray, *, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split the rows of ``values`` ``(N, ...)`` at random (``numpy.random.default_rng(seed)``) into
-    ``(train, test)`` of ``N - T`` and ``T`` rows: ``T = round(N * test_fraction)``, at least 1 when
-    ``test_fraction > 0``, at most ``N - 1``. ValueError: ``test_fraction`` outside ``[0, 1)``, or a test
-    part asked of fewer than 2 rows."""
-    array = np.asarray(values)
+    """Split the rows of ``values`` ``(N, ...)`` at random (``numpy.random.default_rng(seed)``) into ``(train,
+    test)`` of ``N - T`` and ``T = round(N * test_fraction)`` rows (within ``[1, N - 1]`` when ``test_fraction
+    > 0``). ValueError: ``test_fraction`` outside ``[0, 1)``, or a test part asked of fewer than 2 rows."""
+    array, n = np.asarray(values), len(values)
     if not 0.0 <= float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
-    n = len(array)
     if test_fraction > 0.0 and n < 2:
         raise ValueError(f"cannot split {n} row(s) into non-empty training and test parts")
     n_test = 0 if test_fraction == 0.0 else min(max(int(round(n * test_fraction)), 1), n - 1)

@@ -56,7 +56,6 @@ def _pairwise_sum(
     total = 0.0
     for start in range(0, a.shape[0], rows):
         block = a[start : start + rows]
-        # For one sample only the pairs j > i are computed and counted twice (symmetry).
         cols = slice(start, None) if same else slice(None)
         sq = np.einsum("ij,ij->i", block, block)[:, None] + b_sq[None, cols] - 2.0 * (block @ b[cols].T)
         np.maximum(sq, 0.0, out=sq)
@@ -120,8 +119,7 @@ def _cross_validated_accuracy(
             )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            # scikit-learn's MLP catches Ctrl-C, warns and returns a half-fitted classifier; make it
-            # stop the program as Ctrl-C does everywhere else.
+            # scikit-learn's MLP turns Ctrl-C into a warning and a half-fitted classifier: stop as elsewhere
             warnings.filterwarnings("error", message=_MLP_INTERRUPTED)
             try:
                 clf.fit(data[train], labels[train])
@@ -165,8 +163,7 @@ def mmd(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> floa
     scale = -1.0 / (2.0 * h * h)
 
     def kernel(sq: np.ndarray) -> np.ndarray:
-        sq *= scale
-        return np.exp(sq, out=sq)
+        return np.exp(np.multiply(sq, scale, out=sq), out=sq)
 
     kxy, kxx, kyy = _pair_means(xa, ya, kernel)
     return float(kxx + kyy - 2.0 * kxy)
@@ -178,13 +175,9 @@ def _quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     levels = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)
     levels[-1] = 1.0
     lower = np.concatenate([[0.0], levels[:-1]])
-    weights = levels - lower
-    keep = weights > 0.0
-    weights, lower, levels = weights[keep], lower[keep], levels[keep]
-    mid = 0.5 * (lower + levels)
-    index_a = np.minimum(np.floor(mid * n).astype(np.int64), n - 1)
-    index_b = np.minimum(np.floor(mid * m).astype(np.int64), m - 1)
-    return weights, index_a, index_b
+    keep = (weights := levels - lower) > 0.0
+    mid = 0.5 * (lower[keep] + levels[keep])
+    return weights[keep], *(np.minimum(np.floor(mid * k).astype(np.int64), k - 1) for k in (n, m))
 
 
 def sliced_wasserstein(x: np.ndarray, y: np.ndarray, *, n_projections: int = 256, seed: int = 0) -> float:
@@ -217,8 +210,7 @@ def knn_entropy(x: np.ndarray, *, k: int = 3) -> tuple[float, float]:
     k = _count(k, "k", 1)
     xa = _as_points(x, "x", min_rows=k + 1)
     n, dim = xa.shape
-    # Column 0 of the distances is the point itself (or a copy of it at distance 0).
-    r = cKDTree(xa).query(xa, k=k + 1, workers=-1)[0][:, k]
+    r = cKDTree(xa).query(xa, k=k + 1, workers=-1)[0][:, k]  # neighbour 0 is the point itself
     if n_zero := int(np.count_nonzero(r == 0.0)):
         raise ValueError(
             f"{n_zero} point(s) have {k} or more exact duplicates (zero k-NN distance); "
@@ -231,8 +223,7 @@ def knn_entropy(x: np.ndarray, *, k: int = 3) -> tuple[float, float]:
 
 
 def gaussian_entropy(cov: np.ndarray | float) -> float:
-    """Entropy ``0.5 log det(2 pi e cov)`` in nats of a normal with covariance ``cov (D, D)`` (a scalar:
-    a 1-D variance); ValueError where it is not square and positive definite."""
+    """Entropy ``0.5 log det(2 pi e cov)`` in nats of a normal with covariance ``cov (D, D)`` (or a variance)."""
     c = np.atleast_2d(np.asarray(cov, dtype=np.float64))
     if c.ndim != 2 or c.shape[0] != c.shape[1]:
         raise ValueError(f"cov must be a square matrix, got shape {np.shape(cov)}")
@@ -253,22 +244,20 @@ def bootstrap_interval(
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Bias-corrected percentile bootstrap interval ``(low, high)`` of ``statistic(x, y)`` (Efron &
-    Tibshirani 1993, ch. 13, sec. 10.2): ``n_boot >= 2`` seeded resamplings of the rows of ``x`` and
-    ``y``; quantiles less ``mean(replicates) - statistic(x, y)`` (duplicates bias U-statistics)."""
+    """Bias-corrected percentile bootstrap interval ``(low, high)`` of ``statistic(x, y)`` over ``n_boot >= 2``
+    seeded resamplings of the rows: quantiles less ``mean(replicates) - statistic(x, y)`` (duplicates bias
+    U-statistics; Efron & Tibshirani 1993, ch. 13, sec. 10.2)."""
     n_boot = _count(n_boot, "n_boot", 2)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     xa, ya = np.asarray(x), np.asarray(y)
     if xa.ndim == 0 or ya.ndim == 0 or xa.shape[0] == 0 or ya.shape[0] == 0:
         raise ValueError("x and y must be non-empty arrays with samples along the first axis")
-    rng = np.random.default_rng(seed)
-    n, m = xa.shape[0], ya.shape[0]
+    rng, n, m = np.random.default_rng(seed), xa.shape[0], ya.shape[0]
     values = np.array(
         [statistic(xa[rng.integers(0, n, size=n)], ya[rng.integers(0, m, size=m)]) for _ in range(n_boot)]
     )
-    bias = values.mean() - float(statistic(xa, ya))
-    alpha = 1.0 - level
+    bias, alpha = values.mean() - float(statistic(xa, ya)), 1.0 - level
     low, high = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0]) - bias
     return float(low), float(high)
 
@@ -276,8 +265,8 @@ def bootstrap_interval(
 def two_sample_floor(
     statistic: Callable[[np.ndarray, np.ndarray], float], real: np.ndarray, *, seed: int = 0
 ) -> float:
-    """``statistic`` between two disjoint, seeded random halves of ``real (N >= 2, ...)``: what a perfect
-    model scores against ``N // 2`` real points, the statistic's noise floor at that size."""
+    """``statistic`` between two disjoint, seeded random halves of ``real (N >= 2, ...)``: its noise floor,
+    what a perfect model scores against ``N // 2`` real points."""
     arr = np.asarray(real)
     if arr.ndim == 0 or arr.shape[0] < 2:
         raise ValueError("real must have at least 2 rows")
@@ -287,8 +276,7 @@ def two_sample_floor(
 
 
 def wilson_interval(acc: float, n_test: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson's score interval (Wilson 1927) of an accuracy ``acc`` on ``n_test`` trials: unlike
-    ``acc ± z·SE`` it stays within [0, 1], also at accuracies near 0 or 1."""
+    """Wilson's score interval (Wilson 1927) of an accuracy ``acc`` on ``n_test`` trials, within [0, 1]."""
     n = max(n_test, 1)
     shrink = 1 + z * z / n
     center = (acc + z * z / (2 * n)) / shrink
@@ -299,8 +287,7 @@ def wilson_interval(acc: float, n_test: int, z: float = 1.96) -> tuple[float, fl
 def tail_metrics(points: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """How far ``points (N, D)`` reach beyond ``reference (M, D)``: ``far_share``, the share outside the
     reference's bounding box widened by half its range on each side (non-finite rows count as far), and
-    ``max_distance``, the largest ``|x_d - mean_d| / std_d`` over points and coordinates (the reference's
-    mean and standard deviation)."""
+    ``max_distance``, the largest ``|x_d - mean_d| / std_d`` (the reference's mean and std) of any point."""
     low, high = reference.min(0), reference.max(0)
     pad = (high - low) / 2
     with np.errstate(invalid="ignore", over="ignore"):

@@ -45,9 +45,8 @@ def sample_model(
     label: int | np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw ``n`` samples ``(n, D)`` in data units, ``chunk_size`` at a time, chunk k seeded by ``(seed, k)``
-    (so processes under torchrun share the chunks); the sampling settings reach ``model.sample`` through
-    the spec's ``sample_options``; given ``label`` (an int, or ``(n,)`` indices, e.g. :func:`draw_labels`),
-    from p(x | label)."""
+    (processes under torchrun share the chunks), with the settings the spec's ``sample_options`` names; given
+    ``label`` (an int, or ``(n,)`` indices, e.g. :func:`draw_labels`), from p(x | label)."""
     settings = {"sampling_steps": sampling_steps or None, "eta": eta, "ddim_spacing": ddim_spacing,
                 "guidance_scale": guidance_scale}  # fmt: skip
     options = {option: settings[key] for option, key in spec_of(model).sample_options.items()}
@@ -67,8 +66,7 @@ def sample_model(
 
 
 def draw_labels(model: nn.Module, n: int, seed: int) -> np.ndarray | None:
-    """``n`` label indices ``(n,)`` drawn (seeded) in a conditional model's training proportions; None for
-    a model without labels."""
+    """``n`` label indices ``(n,)`` drawn (seeded) in a conditional model's training proportions, else None."""
     if not getattr(model, "n_labels", 0):
         return None
     proportions = model.label_proportions.detach().cpu().double().numpy()
@@ -85,14 +83,11 @@ def _warn_far_samples(model: nn.Module, samples: np.ndarray) -> None:
     mean, std = (t.detach().cpu().double().numpy() for t in (model.standardize.mean, model.standardize.std))
     with np.errstate(invalid="ignore", over="ignore"):
         distance = np.abs((samples - mean) / std).max(1)
-    far = distance > FAR_SAMPLE_STDS
-    if far.any():
-        log.warning(
-            "%d of %d samples lie more than %g training standard deviations from the training mean (up "
-            "to %.3g): the model puts a little mass far outside the data (a flow's stretched tails, an "
-            "undertrained DDPM); such outliers skew means and plots",
-            int(far.sum()), len(samples), FAR_SAMPLE_STDS, float(np.nanmax(distance[far])),
-        )  # fmt: skip
+    if (far := distance > FAR_SAMPLE_STDS).any():
+        log.warning("%d of %d samples lie more than %g training standard deviations from the training mean (up "
+                    "to %.3g): the model puts a little mass far outside the data (a flow's stretched tails, an "
+                    "undertrained DDPM); such outliers skew means and plots",
+                    int(far.sum()), len(samples), FAR_SAMPLE_STDS, float(np.nanmax(distance[far])))  # fmt: skip
 
 
 def finite_samples(samples: np.ndarray) -> np.ndarray:
@@ -133,8 +128,7 @@ def two_sample_scores(
     statistics = _statistics(seed)
     out: dict[str, dict[str, Any]] = {}
     for name in names:
-        stat, bootstrap = statistics[name]
-        start = time.perf_counter()
+        (stat, bootstrap), start = statistics[name], time.perf_counter()
         value = float(stat(real, generated))
         floor = math.nan if floor_pair is None else float(stat(*floor_pair))
         if bootstrap and n_boot >= 2:
@@ -149,23 +143,18 @@ def two_sample_scores(
 
 
 _ACCURACY = "classifier accuracy (0.5: indistinguishable)"
+_FAR = "share of points beyond the training data's box widened by half its range"
+_STDS = "training standard deviations from the training mean"
 # A run's metrics file carries this as its "units" entry, so the file says what its numbers are.
 METRIC_UNITS: dict[str, str] = {
-    "train_seconds": "seconds",
-    "sample_seconds": "seconds",
-    "train_nll": "nats per point",
-    "test_nll": "nats per point",
+    **dict.fromkeys(("train_seconds", "sample_seconds"), "seconds"),
+    **dict.fromkeys(("train_nll", "test_nll"), "nats per point"),
     "test_nll_per_dim": "nats per dimension",
     "test_nll_bound": "nats per point (upper bound on the NLL)",
     "test_nll_bound_per_dim": "nats per dimension (upper bound on the NLL)",
-    "c2st": _ACCURACY,
-    "c2st_floor": _ACCURACY,
-    "c2st_hgb": _ACCURACY,
-    "c2st_hgb_floor": _ACCURACY,
-    "far_share": "share of points beyond the training data's box widened by half its range",
-    "far_share_floor": "share of points beyond the training data's box widened by half its range",
-    "max_distance": "training standard deviations from the training mean",
-    "max_distance_floor": "training standard deviations from the training mean",
+    **dict.fromkeys(("c2st", "c2st_floor", "c2st_hgb", "c2st_hgb_floor"), _ACCURACY),
+    **dict.fromkeys(("far_share", "far_share_floor"), _FAR),
+    **dict.fromkeys(("max_distance", "max_distance_floor"), _STDS),
 }
 
 
@@ -187,11 +176,9 @@ def per_label_scores(
     seed: int,
     classifier: Any = None,
 ) -> dict[str, dict[str, float]]:
-    """Per label name: the C2ST (trees) of the samples drawn for it against the held-out points of it,
-    beside its floor (training against held-out points of it), and the label accuracy: the share of its
-    samples that a classifier of the real training points' labels (``classifier``, else
-    :func:`label_classifier`) assigns to it, beside that share among its held-out points. Each pair is
-    ``(points (N, D), label indices (N,))``."""
+    """Per label name: the C2ST (trees) of its samples against its held-out points beside its floor (its training
+    against its held-out points), and the share of its samples, and of its held-out points, that ``classifier``
+    (else :func:`label_classifier`) assigns to it. Each pair is ``(points (N, D), label indices (N,))``."""
     classifier = classifier or label_classifier(*train, seed)
     predicted, predicted_real = classifier.predict(samples[0]), classifier.predict(test[0])
     out = {}
@@ -215,11 +202,10 @@ def evaluate_samples(
     seed: int,
     names: Sequence[str] = ("c2st_mlp", "c2st_hgb"),
 ) -> dict:
-    """C2ST (MLP and boosted trees, of ``names``) of ``samples`` against the held-out points, each beside
-    its floor (as many training points against the same held-out ones; NaN without ``real_train``):
-    ``{"n_eval", "c2st", "c2st_floor", "c2st_hgb", "c2st_hgb_floor"}``; and the tails of all the samples
-    against the training points (:func:`~genmodels.evaluation.metrics.tail_metrics`), the held-out points'
-    as the floor: ``far_share``, ``max_distance`` and their ``_floor``."""
+    """C2ST (MLP and boosted trees, of ``names``) of ``samples`` against the held-out points, each beside its
+    floor (as many training points against the same held-out ones; NaN without ``real_train``), and the
+    :func:`~genmodels.evaluation.metrics.tail_metrics` of all the samples against the training points, the
+    held-out points' as ``_floor``: ``{"n_eval", "far_share", "max_distance", "c2st", "c2st_hgb", ..._floor}``."""
     tails = {}
     if real_train is not None and len(real_train) and len(real_test):
         for key, points in (("", samples), ("_floor", real_test)):
@@ -231,13 +217,11 @@ def evaluate_samples(
     out: dict[str, Any] = {"n_eval": int(n), **tails}
     out.update(c2st=math.nan, c2st_hgb=math.nan, c2st_floor=math.nan, c2st_hgb_floor=math.nan)
     if n < M.MIN_TWO_SAMPLE_POINTS:
-        fewest = (
-            f"samples ({len(samples)}; raise sampling.n_samples, --n_samples)"
-            if len(samples) < len(real_test)
-            else f"held-out points ({len(real_test)}; raise data.test_fraction)"
-        )
-        least = M.MIN_TWO_SAMPLE_POINTS
-        log.warning("too few %s for a two-sample test (at least %d are needed); c2st skipped", fewest, least)
+        fewest = f"samples ({len(samples)}; raise sampling.n_samples, --n_samples)"
+        if len(samples) >= len(real_test):
+            fewest = f"held-out points ({len(real_test)}; raise data.test_fraction)"
+        log.warning("too few %s for a two-sample test (at least %d are needed); c2st skipped", fewest,
+                    M.MIN_TWO_SAMPLE_POINTS)  # fmt: skip
         return out
     floor_pair = None
     if real_train is not None:

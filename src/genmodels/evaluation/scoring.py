@@ -1,7 +1,6 @@
 """Evaluation of a trained checkpoint on held-out data, every number beside its reference: NLL by each of
 the spec's ``likelihoods`` with its gap to the data's entropy (``E[-log q] = H(p) + KL(p || q)``), two-sample
-statistics beside their floors (:func:`sample_metrics`), and glyph shares (:func:`mode_coverage`). Seeded.
-"""
+statistics beside their floors (:func:`sample_metrics`), and glyph shares (:func:`mode_coverage`). Seeded."""
 
 from __future__ import annotations
 
@@ -23,9 +22,8 @@ from genmodels.evaluation.sampling import finite_samples, sample_model, spec_of,
 
 log = logging.getLogger(__name__)
 
-#: Shares inside the glyphs above which 2-D data are taken to be the rendered text.
-_TEXT_MIN_INSIDE = 0.5
-_TEXT_MIN_PER_GLYPH = 0.1
+# Shares inside all the glyphs, and inside each, from which 2-D data are taken to be the rendered text.
+_TEXT_MIN_INSIDE, _TEXT_MIN_PER_GLYPH = 0.5, 0.1
 
 
 @dataclass
@@ -61,27 +59,9 @@ def entropy_reference(real: np.ndarray, *, dataset: str | None = None, k: int = 
             dataset, h, se, exact,
         )  # fmt: skip
     out = {"n": int(len(real)), "knn_k": int(k), "dataset": dataset, "exact": exact, "knn": h, "knn_se": se}
-    return out | (
-        dict(value=float(exact), se=0.0, source="exact")
-        if exact is not None
-        else dict(value=h, se=se, source="knn")
-    )
-
-
-def _nll_entry(nll: np.ndarray, dim: int, entropy: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """The mean of ``nll (N,)`` with its SE, per dimension, and its gap to the entropy."""
-    mean, se = float(nll.mean()), float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else math.nan
-    gap_se = math.sqrt(se**2 + (entropy["se"] or 0.0) ** 2) if math.isfinite(se) else math.nan
-    return {
-        "value": mean,
-        "se": se,
-        "per_dim": mean / dim,
-        "per_dim_se": se / dim,
-        "n": int(len(nll)),
-        "gap": mean - entropy["value"],
-        "gap_se": gap_se,
-        **extra,
-    }
+    if exact is None:
+        return out | dict(value=h, se=se, source="knn")
+    return out | dict(value=float(exact), se=0.0, source="exact")
 
 
 def likelihood_metrics(
@@ -94,9 +74,7 @@ def likelihood_metrics(
 ) -> dict[str, Any]:
     """NLL (nats, data units) by each estimator of the spec's ``likelihoods`` on ``n_points[name]`` random
     points of ``real (N, D)`` (default N; 0 skips): ``{name: {value, se, per_dim, per_dim_se, n, gap, gap_se, seconds}}``."""
-    dim = real.shape[1]
-    rng = np.random.default_rng(seed)
-    device = next(model.buffers()).device
+    dim, device, rng = real.shape[1], next(model.buffers()).device, np.random.default_rng(seed)
     out: dict[str, Any] = {}
     for name, nll_of in spec_of(model).likelihoods.items():
         n = min(int((n_points or {}).get(name, len(real))), len(real))
@@ -107,7 +85,11 @@ def likelihood_metrics(
         generator = torch.Generator(device=device).manual_seed(seed)
         with torch.no_grad():
             nll = nll_of(model, x.float(), generator).double().cpu().numpy()
-        out[name] = _nll_entry(nll, dim, entropy, seconds=time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        mean, se = float(nll.mean()), float(nll.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+        gap_se = math.sqrt(se**2 + (entropy["se"] or 0.0) ** 2) if math.isfinite(se) else math.nan
+        out[name] = dict(value=mean, se=se, per_dim=mean / dim, per_dim_se=se / dim, n=int(n))
+        out[name] |= dict(gap=mean - entropy["value"], gap_se=gap_se, seconds=seconds)
     return out
 
 
@@ -156,49 +138,25 @@ def mode_coverage(generated: np.ndarray, real: np.ndarray, text: str = "689") ->
     (p_real, n_real), (p_gen, n_gen) = ((_glyph_shares(p, text), len(p)) for p in (real, generated))
 
     def entry(i: int, char: str | None) -> dict[str, Any]:
-        return {
-            "char": char,
-            "real": float(p_real[i]),
-            "generated": float(p_gen[i]),
-            "real_se": float(math.sqrt(p_real[i] * (1 - p_real[i]) / n_real)),
-            "generated_se": float(math.sqrt(p_gen[i] * (1 - p_gen[i]) / n_gen)),
-            "ratio": float(p_gen[i] / p_real[i]) if p_real[i] > 0 else math.nan,
-        }
+        real, gen = float(p_real[i]), float(p_gen[i])
+        return {"char": char, "real": real, "generated": gen, "real_se": math.sqrt(real * (1 - real) / n_real),
+                "generated_se": math.sqrt(gen * (1 - gen) / n_gen), "ratio": gen / real if real > 0 else math.nan}  # fmt: skip
 
     glyphs = [entry(i + 1, ch) for i, ch in enumerate(text) if not ch.isspace()]
-    return {
-        "text": text,
-        "n_real": int(n_real),
-        "n_generated": int(n_gen),
-        "glyphs": glyphs,
-        "outside": entry(0, None),
-        "max_abs_difference": float(np.max(np.abs(p_gen - p_real))),
-    }
+    return {"text": text, "n_real": int(n_real), "n_generated": int(n_gen), "glyphs": glyphs,
+            "outside": entry(0, None), "max_abs_difference": float(np.max(np.abs(p_gen - p_real)))}  # fmt: skip
 
 
 # Stored as the "units" entry of :func:`evaluate_model`'s metrics, so a metrics file says what its numbers are.
 UNITS: dict[str, str] = {
     "entropy": "value, se: nats per point (natural logarithm, in the data's own coordinates)",
     "likelihood": "value, se, gap, gap_se: nats per point; per_dim, per_dim_se: nats per dimension",
-    "samples": (
-        "c2st_mlp, c2st_hgb: classifier accuracy (0.5: indistinguishable); energy, sliced_w2: data "
-        "units; mmd: squared MMD of a Gaussian kernel (no units)"
-    ),
-    "tails": (
-        "far_share: share of points beyond one half of the real points' box widened by half its range; "
-        "max_distance: its standard deviations; floor: the other half of the real points"
-    ),
+    "samples": "c2st_mlp, c2st_hgb: classifier accuracy (0.5: indistinguishable); energy, sliced_w2: data "
+    "units; mmd: squared MMD of a Gaussian kernel (no units)",
+    "tails": "far_share: share of points beyond one half of the real points' box widened by half its range; "
+    "max_distance: its standard deviations; floor: the other half of the real points",
     "seconds": "seconds",
 }
-
-
-def _coverage_text(text: str | None, dataset: str | None, real: np.ndarray) -> str | None:
-    """The text whose glyphs mode coverage counts: ``text``, else "689" for text data; None for none."""
-    if real.shape[1] != 2:
-        return None
-    if text is None and (dataset == "text" or looks_like_text(real)):
-        return "689"
-    return text
 
 
 def evaluate_model(
@@ -241,23 +199,16 @@ def evaluate_model(
     }
     samples = finite_samples(samples)
     quality = timed("two_sample", sample_metrics, samples, real, n_eval=n_eval, n_boot=n_boot, seed=seed)
-    text = _coverage_text(text, dataset, real)
+    if real.shape[1] != 2:
+        text = None
+    elif text is None and (dataset == "text" or looks_like_text(real)):
+        text = "689"
     coverage = None if text is None else timed("mode_coverage", mode_coverage, samples, real, text)
     timing["total"] = time.perf_counter() - total
-    metrics = {
-        "model": spec_of(model).name,
-        "dim": int(real.shape[1]),
-        "n_real": int(len(real)),
-        "n_samples": int(len(samples)),
-        "seed": int(seed),
-        "entropy": entropy,
-        "likelihood": likelihood,
-        "samples": quality,
-        "mode_coverage": coverage,
-        "tails": tails,
-        "seconds": {k: round(v, 3) for k, v in timing.items()},
-        "units": UNITS,
-    }
+    metrics = {"model": spec_of(model).name, "dim": int(real.shape[1]), "n_real": int(len(real)),
+               "n_samples": int(len(samples)), "seed": int(seed), "entropy": entropy, "likelihood": likelihood,
+               "samples": quality, "mode_coverage": coverage, "tails": tails,
+               "seconds": {k: round(v, 3) for k, v in timing.items()}, "units": UNITS}  # fmt: skip
     return Evaluation(metrics=metrics, samples=samples, real=real, model=model)
 
 
@@ -287,36 +238,21 @@ def evaluate_checkpoint(
     model = model_from_checkpoint(payload, device=device)
     real = checkpoint_points(payload, checkpoint, data, drop_invalid=drop_invalid)
     source = "held-out split stored in the checkpoint" if data is None else str(data)
-    least = 2 * M.MIN_TWO_SAMPLE_POINTS
-    if len(real) < least:
-        raise DataError(
-            f"{source} has {len(real)} rows; the two-sample tests need at least {least} "
-            f"(two halves of {M.MIN_TWO_SAMPLE_POINTS})"
-        )
+    if len(real) < (least := 2 * M.MIN_TWO_SAMPLE_POINTS):
+        raise DataError(f"{source} has {len(real)} rows; the two-sample tests need at least {least} "
+                        f"(two halves of {M.MIN_TWO_SAMPLE_POINTS})")  # fmt: skip
     result = evaluate_model(model, real, **options)
     result.columns = tuple(payload["columns"])
-    result.metrics = {
-        "checkpoint": str(checkpoint),
-        "data": source,
-        "train_data": (payload.get("data") or {}).get("path"),
-        "epochs": (payload.get("trainer") or {}).get("epoch"),
-        **result.metrics,
-    }
+    train_data, epochs = (payload.get("data") or {}).get("path"), (payload.get("trainer") or {}).get("epoch")
+    result.metrics = {"checkpoint": str(checkpoint), "data": source, "train_data": train_data, "epochs": epochs,
+                      **result.metrics}  # fmt: skip
     return result
 
 
-_LIKELIHOOD_NAMES = {
-    "exact": "exact NLL (RealNVP)",
-    "bound": "variational bound (DDPM)",
-    "ode": "probability-flow ODE NLL (DDPM)",
-}
-_SAMPLE_NAMES = {
-    "c2st_mlp": "C2ST accuracy, MLP",
-    "c2st_hgb": "C2ST accuracy, boosted trees",
-    "energy": "energy distance",
-    "mmd": "MMD² (median heuristic)",
-    "sliced_w2": "sliced W2",
-}
+_LIKELIHOOD_NAMES = {"exact": "exact NLL (RealNVP)", "bound": "variational bound (DDPM)",
+                     "ode": "probability-flow ODE NLL (DDPM)"}  # fmt: skip
+_SAMPLE_NAMES = {"c2st_mlp": "C2ST accuracy, MLP", "c2st_hgb": "C2ST accuracy, boosted trees",
+                 "energy": "energy distance", "mmd": "MMD² (median heuristic)", "sliced_w2": "sliced W2"}  # fmt: skip
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -356,21 +292,14 @@ def format_report(metrics: dict[str, Any]) -> str:
         lines += ["", f"mode coverage of '{cov['text']}' (share of points; real is the reference)"]
         for entry in [*cov["glyphs"], cov["outside"]]:
             label = f"inside '{entry['char']}'" if entry["char"] is not None else "outside the glyphs"
-            lines.append(
-                f"  {label:<20} generated {entry['generated']:.4f} ± {entry['generated_se']:.4f}   "
-                f"real {entry['real']:.4f} ± {entry['real_se']:.4f}   ratio {_fmt(entry['ratio'], 3)}"
-            )
+            lines.append(f"  {label:<20} generated {entry['generated']:.4f} ± {entry['generated_se']:.4f}   "
+                         f"real {entry['real']:.4f} ± {entry['real_se']:.4f}   ratio {_fmt(entry['ratio'], 3)}")  # fmt: skip
     if tails := metrics.get("tails"):
         lines += ["", "tails (beyond the real points' box widened by half its range)        model      floor"]
         for key, name in (("far_share", "share of points"), ("max_distance", "largest distance [std]")):
             lines.append(f"  {name:<66} {_fmt(tails['samples'][key]):>10} {_fmt(tails['floor'][key]):>10}")
     lines += ["", "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in metrics["seconds"].items())]
     return "\n".join(lines)
-
-
-def _sample_cell(entry: dict[str, Any]) -> str:
-    lo, hi = entry["interval"]
-    return f"{_fmt(entry['value'])} [{_fmt(lo)}, {_fmt(hi)}] (floor {_fmt(entry['floor'])})"
 
 
 def compare_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
@@ -387,18 +316,19 @@ def compare_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     def coverage(cell: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
         return lambda m: f"{cell(m['mode_coverage'])['generated']:.3f}" if m.get("mode_coverage") else "–"
 
+    def sample_cell(entry: dict[str, Any]) -> str:
+        return f"{_fmt(entry['value'])} [{', '.join(map(_fmt, entry['interval']))}] (floor {_fmt(entry['floor'])})"
+
     e = "entropy"
-    add(
-        "data entropy H [nats] (reference)",
-        lambda m: f"{_fmt(m[e]['value'])} ± {_fmt(m[e]['se'])} ({m[e]['source']})",
-    )
+    add("data entropy H [nats] (reference)",
+        lambda m: f"{_fmt(m[e]['value'])} ± {_fmt(m[e]['se'])} ({m[e]['source']})")  # fmt: skip
     for key in dict.fromkeys(k for _, m in rows for k in m["likelihood"]):
         name = _LIKELIHOOD_NAMES.get(key, key)
         add(f"{name} [nats]", nll(key, lambda v: f"{_fmt(v['value'])} ± {_fmt(v['se'])} (n={v['n']})"))
         add(f"{name} [nats/dim]", nll(key, lambda v: _fmt(v["per_dim"])))
         add(f"gap {key} - H [nats]", nll(key, lambda v: f"{_fmt(v['gap'])} ± {_fmt(v['gap_se'])}"))
     for key, name in _SAMPLE_NAMES.items():
-        add(name, lambda m, k=key: _sample_cell(m["samples"][k]))
+        add(name, lambda m, k=key: sample_cell(m["samples"][k]))
     first = next((m["mode_coverage"] for _, m in rows if m.get("mode_coverage")), None)
     for i, glyph in enumerate(first["glyphs"] if first else []):
         add(f"share in '{glyph['char']}' (real {glyph['real']:.3f})", coverage(lambda c, i=i: c["glyphs"][i]))

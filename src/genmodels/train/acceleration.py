@@ -17,22 +17,9 @@ import torch
 
 from genmodels.errors import ConfigError
 
-__all__ = [
-    "tune_allocator",
-    "PRECISIONS",
-    "native_bfloat16",
-    "resolve_precision",
-    "sampling_plan",
-    "COMPILE_WORTHWHILE_POINT_STEPS",
-    "autocast",
-    "compile_function",
-    "compiled_network",
-    "compiler_available",
-    "resolve_device",
-    "TRAINING_COMPILE_WORTHWHILE_POINTS",
-    "worth_compiling",
-    "worth_compiling_training",
-]
+__all__ = ["tune_allocator", "PRECISIONS", "native_bfloat16", "resolve_precision", "sampling_plan",
+           "COMPILE_WORTHWHILE_POINT_STEPS", "autocast", "compile_function", "compiled_network", "compiler_available",
+           "resolve_device", "TRAINING_COMPILE_WORTHWHILE_POINTS", "worth_compiling", "worth_compiling_training"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +74,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
     """Matrix products in ``precision`` (``"auto"``: :func:`resolve_precision`): bfloat16 autocast
     (Micikevicius et al. 2018) or a no-op."""
-    precision = resolve_precision(precision, device)
-    if precision == "float32":
+    if resolve_precision(precision, device) == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
@@ -190,9 +176,8 @@ def worth_compiling_training(
 def sampling_plan(
     compile_setting: str, precision: str, model: torch.nn.Module, n_points: int, sampling_steps: int
 ) -> tuple[bool, str]:
-    """Whether to sample compiled, and in which precision. ``precision: auto`` samples in bfloat16 only
-    where the network is also compiled: uncompiled bfloat16 sampling is slower than float32's frozen
-    network (docs/speed.md)."""
+    """Whether to sample compiled, and in which precision; ``auto``: bfloat16 only where the network is also
+    compiled (uncompiled bfloat16 sampling is slower than float32's frozen network: docs/speed.md)."""
     resolved = resolve_precision(precision, next(model.parameters()).device)
     compiled = worth_compiling(compile_setting, model, n_points, sampling_steps, resolved)
     return compiled, resolved if compiled or precision != "auto" else "float32"

@@ -19,16 +19,8 @@ from genmodels.fileio import atomic_path
 from genmodels.models import get_spec, model_names
 from genmodels.models.resources import memory_problem
 
-__all__ = [
-    "FORMAT",
-    "FORMAT_VERSION",
-    "build_model",
-    "save_checkpoint",
-    "load_checkpoint",
-    "model_from_checkpoint",
-    "load_weights",
-    "architecture_differences",
-]
+__all__ = ["FORMAT", "FORMAT_VERSION", "build_model", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
+           "load_weights", "architecture_differences"]  # fmt: skip
 
 FORMAT = "genmodels-checkpoint"
 FORMAT_VERSION = 1
@@ -46,10 +38,8 @@ _BYTES_PER_WEIGHT = 5 * 4
 
 def build_model(config: RunConfig, dim: int) -> nn.Module:
     """A new model of ``config.model_type``; a ConfigError where training it needs too much memory."""
-    spec = get_spec(config.model_type)
-    weights = parameter_count(config, dim)
-    problem = memory_problem(weights * _BYTES_PER_WEIGHT, f"training a network of {weights:.3g} weights")
-    if problem is not None:
+    spec, weights = get_spec(config.model_type), parameter_count(config, dim)
+    if problem := memory_problem(weights * _BYTES_PER_WEIGHT, f"training a network of {weights:.3g} weights"):
         raise ConfigError(f"model ({', '.join(spec.size_keys)}): {problem}; choose a smaller network")
     return spec.model_class.from_config(config.model, dim)
 
@@ -68,20 +58,12 @@ def save_checkpoint(
 ) -> None:
     """Write a checkpoint atomically (a crash leaves the previous file intact). ``labels`` describes a
     conditional model's condition: ``{"column", "names" (in index order), "proportions" (training)}``."""
-    payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "package_version": __version__,
-        "model_type": config.model_type,
-        "config": config_to_dict(config),
-        "dim": int(dim),
-        "columns": list(columns),
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "trainer": _to_cpu(trainer_state) if trainer_state is not None else None,
-        "test_data": test_data.detach().cpu() if test_data is not None else None,
-        "data": dict(data_info or {}),
-        "labels": labels,
-    }
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
+               "model_type": config.model_type, "config": config_to_dict(config), "dim": int(dim), "columns": list(columns),
+               "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "trainer": _to_cpu(trainer_state) if trainer_state is not None else None,
+               "test_data": test_data.detach().cpu() if test_data is not None else None,
+               "data": dict(data_info or {}), "labels": labels}  # fmt: skip
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -127,8 +109,7 @@ def load_checkpoint(
     payload = _read(path, map_location)
     _check_format(path, payload)
     _check_values(path, payload)
-    model_type = payload["model_type"]
-    if model_type not in model_names():
+    if (model_type := payload["model_type"]) not in model_names():
         raise CheckpointError(
             f"{path} holds a model of unknown type {model_type!r}; expected one of {', '.join(model_names())}"
         )
@@ -182,8 +163,7 @@ def _check_format(path: str, payload: Any) -> None:
             f"{path} has checkpoint format version {version}, newer than this genmodels "
             f"{__version__} reads (version {FORMAT_VERSION}); upgrade genmodels"
         )
-    missing = [key for key in _REQUIRED_KEYS if key not in payload]
-    if missing:
+    if missing := [key for key in _REQUIRED_KEYS if key not in payload]:
         raise CheckpointError(f"{path} is an incomplete genmodels checkpoint (missing: {', '.join(missing)})")
 
 
@@ -198,20 +178,18 @@ def _check_values(path: str, payload: dict[str, Any]) -> None:
         "trainer": trainer is None or (isinstance(trainer, dict) and isinstance(trainer.get("epoch"), int)),
         "test_data": isinstance(payload.get("test_data"), (torch.Tensor, type(None))),
     }
-    damaged = [name for name, ok in checks.items() if not ok]
-    if damaged:
+    if damaged := [name for name, ok in checks.items() if not ok]:
         raise CheckpointError(f"{path} is a damaged genmodels checkpoint (invalid: {', '.join(damaged)})")
     trainer = trainer or {}
     ema = trainer.get("ema") if _is_state(trainer.get("ema")) else {}
     for where, state in (("model", weights), ("trainer.ema", ema)):
-        bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
-        if bad:
+        if bad := [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]:
             raise CheckpointError(
                 f"{path} is a damaged genmodels checkpoint: its {where} weights hold nan or inf values "
                 f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
             )
-    problem = _optimizer_state_problem(trainer.get("optimizer"))
-    if problem:  # Adam's second moments are sums of squares; resuming from such a state diverges
+    # Adam's second moments are sums of squares; resuming from such a state diverges
+    if problem := _optimizer_state_problem(trainer.get("optimizer")):
         raise CheckpointError(f"{path} is a damaged genmodels checkpoint: its optimizer state {problem}")
 
 
@@ -265,8 +243,7 @@ def model_from_checkpoint(
         payload = load_checkpoint(payload, map_location=device)
     model = build_model(payload["config"], payload["dim"])
     ema = (payload.get("trainer") or {}).get("ema")
-    state = ema if use_ema and ema is not None else payload["model"]
-    load_weights(model, state, "the checkpoint")
+    load_weights(model, ema if use_ema and ema is not None else payload["model"], "the checkpoint")
     return model.to(device).eval()
 
 

@@ -18,10 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-__all__ = [
-    "TIMEOUT_S", "agree", "barrier", "chunks_of_this_process", "data_parallel", "gather_chunks",
-    "is_main", "rank", "rank_label", "session", "shard", "world_size",
-]  # fmt: skip
+__all__ = ["TIMEOUT_S", "agree", "barrier", "chunks_of_this_process", "data_parallel", "gather_chunks", "is_main",
+           "rank", "rank_label", "session", "shard", "world_size"]  # fmt: skip
 
 # Seconds a collective waits for the other ranks (longer than rank 0's evaluation or checkpoint).
 TIMEOUT_S = 600
@@ -66,9 +64,7 @@ def session(device: str) -> Iterator[None]:
         warnings.simplefilter("ignore")
     try:
         yield
-        # Leave together, however long rank 0 takes to write the outputs: a process that tore its group
-        # down and exited first could abort ("terminate called without an active exception"), and
-        # torchrun then stopped rank 0 in the middle of its writing.
+        # leave together, however long rank 0 writes: a process that exits first can abort and take rank 0 down
         if dist.get_backend() == "gloo":
             dist.monitored_barrier(timeout=timedelta(days=1))
         else:

@@ -1,8 +1,6 @@
-"""One training loop for any model with ``loss(batch) -> scalar``: Adam(W), per-epoch learning-rate
-decay, gradient clipping, skipping of gradient spikes, an EMA of the weights, and a state that resumes
-exactly. Under torchrun
-every process takes its shard of every batch and DDP averages the gradients.
-"""
+"""One training loop for any model with ``loss(batch) -> scalar``: Adam(W), per-epoch learning-rate decay,
+gradient clipping, skipping of gradient spikes, an EMA of the weights, and a state that resumes exactly.
+Under torchrun every process takes its shard of every batch and DDP averages the gradients."""
 
 from __future__ import annotations
 
@@ -96,13 +94,10 @@ def _warn_unstandardised(model: nn.Module, data: torch.Tensor) -> None:
         mean, std = z.mean(0), z.std(0)
     if bool((mean.abs() <= 5).all() and (std <= 10).all() and (std >= 0.1).all()):
         return
-
-    def shown(values: torch.Tensor) -> str:
-        return ", ".join(f"{float(v):.3g}" for v in values[:4]) + (", ..." if len(values) > 4 else "")
-
+    shown = [", ".join(f"{float(v):.3g}" for v in t[:4]) + ", ..." * (len(t) > 4) for t in (mean, std)]
     log.warning("the training data, in the model's standardised units, have means %s and standard deviations "
                 "%s; the networks train best near 0 and 1: call model.set_standardization(data.mean(0), "
-                "data.std(0)) before training", shown(mean), shown(std))  # fmt: skip
+                "data.std(0)) before training", *shown)  # fmt: skip
 
 
 def format_duration(seconds: float) -> str:
@@ -137,18 +132,10 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs besides the model's weights (the EMA weights included)."""
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not self.model else None,
-            "epoch": self.epoch,
-            "step": self.step,
-            "train_seconds": self.train_seconds,
-            "skipped_steps": self.skipped_steps,
-            "grad_norm_mean": float(self.grad_norm_mean),
-            "history": self.history,
-            "rng": capture_rng_state(),
-        }
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not self.model else None, "epoch": self.epoch,
+                "step": self.step, "train_seconds": self.train_seconds, "skipped_steps": self.skipped_steps,
+                "grad_norm_mean": float(self.grad_norm_mean), "history": self.history, "rng": capture_rng_state()}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state written by :meth:`state_dict` (the model's weights are loaded separately)."""
@@ -165,22 +152,21 @@ class Trainer:
 
     def adopt_optimizer_settings(self, previous: TrainingConfig) -> list[str]:
         """Adopt this config's optimizer settings where they differ from ``previous``; the changes."""
-        cfg = self.config
-        changed = [
-            f"{key} {getattr(previous, key)} -> {getattr(cfg, key)}"
-            for key in ("learning_rate", "lr_decay", "weight_decay")
-            if getattr(previous, key) != getattr(cfg, key)
-        ]
+        cfg, groups = self.config, self.optimizer.param_groups
+        changed = [f"{k} {getattr(previous, k)} -> {getattr(cfg, k)}" for k in ("learning_rate", "lr_decay", "weight_decay")
+                   if getattr(previous, k) != getattr(cfg, k)]  # fmt: skip
         if not changed:
             return []
         lr = cfg.learning_rate * cfg.lr_decay**self.epoch
-        for group in self.optimizer.param_groups:
+        for group in groups:
             group.update(initial_lr=cfg.learning_rate, lr=lr, weight_decay=cfg.weight_decay)
             if "decoupled_weight_decay" in group:  # Adam's state loaded into AdamW, or back
                 group["decoupled_weight_decay"] = cfg.weight_decay > 0
-        self.scheduler.base_lrs = [cfg.learning_rate for _ in self.optimizer.param_groups]
+        self.scheduler.base_lrs, self.scheduler._last_lr = (
+            [cfg.learning_rate] * len(groups),
+            [lr] * len(groups),
+        )
         self.scheduler.gamma = cfg.lr_decay
-        self.scheduler._last_lr = [lr for _ in self.optimizer.param_groups]
         return changed
 
     def fit(
@@ -192,10 +178,9 @@ class Trainer:
         on_checkpoint: Checkpoint | None = None,
         then_seconds: float = 0.0,
     ) -> None:
-        """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)`` (given ``labels (N,)``,
-        passed to the loss); after a Ctrl-C, checkpoint at the end of the epoch and raise
-        KeyboardInterrupt. A non-finite loss is a TrainingError. After the first epoch the log estimates
-        the time left, with ``then_seconds`` (what the caller does next, e.g. sampling) added."""
+        """Train from ``self.epoch`` up to ``config.epochs`` on ``data (N, D)`` (and ``labels (N,)``); after a
+        Ctrl-C, checkpoint at the end of the epoch and raise KeyboardInterrupt; a non-finite loss is a
+        TrainingError. The time left, logged after one epoch, adds ``then_seconds`` (e.g. of sampling)."""
         from tqdm.auto import tqdm
 
         self._check_data(data)
@@ -298,16 +283,11 @@ class Trainer:
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
         sizes = [min(batch_size, n - i * batch_size) for i in range(steps)]
-        return {
-            "epoch": self.epoch,
-            "loss": sum(loss * size for loss, size in zip(losses, sizes, strict=True)) / n,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "grad_norm": sum(grad_norms) / steps,
-            "skipped_steps": sum(skipped),
-            "seconds": seconds,
-        }
+        mean_loss = sum(loss * size for loss, size in zip(losses, sizes, strict=True)) / n
+        return {"epoch": self.epoch, "loss": mean_loss, "lr": self.optimizer.param_groups[0]["lr"],
+                "grad_norm": sum(grad_norms) / steps, "skipped_steps": sum(skipped), "seconds": seconds}  # fmt: skip
 
-    def _step(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def _step(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None) -> torch.Tensor:
         """One optimisation step on ``batch``; returns ``[loss, gradient norm, skipped]``, left on the device."""
         with autocast(batch.device, self.precision):
             loss = self._batch_loss(batch, loss_fn, labels)
@@ -317,8 +297,7 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         share = loss.detach().float() / distributed.world_size()  # summed over processes: the batch's
         stats = torch.stack([share, grad_norm.detach().float()])
-        # 1 from the epoch's first non-finite step on, or for a spike: the fused Adam/AdamW step then
-        # updates nothing
+        # 1 from the epoch's first non-finite step on, or for a spike: the fused Adam step then updates nothing
         self._nonfinite = torch.maximum(self._nonfinite, (~torch.isfinite(stats).all()).float())
         spike = self._gradient_spike(stats[1])
         self.optimizer.found_inf = torch.maximum(self._nonfinite, spike)
@@ -328,10 +307,8 @@ class Trainer:
         return torch.cat([stats, spike[None]])
 
     def _gradient_spike(self, grad_norm: torch.Tensor) -> torch.Tensor:
-        """1 where ``grad_norm`` is over ``skip_spikes`` times the running mean of the accepted steps' norms,
-        else 0; updates that mean. Such a step comes from a few points the flow maps absurdly far, and
-        Adam's per-coordinate normalisation would turn even a clipped gradient of theirs into a full-size
-        step against every other point (docs/speed.md), so it is skipped."""
+        """1 where ``grad_norm`` is over ``skip_spikes`` times the running mean of the accepted steps' norms
+        (then a few points the flow maps absurdly far would steer Adam: docs/speed.md), else 0; updates that mean."""
         mean, factor = self.grad_norm_mean, self.config.skip_spikes
         spike = (grad_norm > factor * mean) & (mean > 0) & (factor > 0)
         accepted = ~spike & torch.isfinite(grad_norm)
@@ -339,13 +316,10 @@ class Trainer:
         self.grad_norm_mean = torch.where(accepted, updated, mean)
         return spike.float()
 
-    def _batch_loss(
-        self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The loss of this process's shard of ``batch (B, D)`` (given ``labels (B,)``), weighted so DDP's
-        mean is the batch's."""
-        given = () if labels is None else (labels,)
-        world = distributed.world_size()
+    def _batch_loss(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None) -> torch.Tensor:
+        """The loss of this process's shard of ``batch (B, D)`` (and ``labels (B,)``), weighted so DDP's mean
+        is the batch's."""
+        given, world = () if labels is None else (labels,), distributed.world_size()
         if world == 1:
             return loss_fn(batch, *given)
         rows = distributed.shard(len(batch))
@@ -371,11 +345,9 @@ class Trainer:
         for i, (loss, grad_norm) in enumerate(zip(losses, grad_norms, strict=True)):
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 what = "loss" if not math.isfinite(loss) else "gradient norm"
-                raise TrainingError(
-                    f"non-finite {what} at epoch {self.epoch + 1}, step {i + 1} of {len(losses)} (learning rate "
-                    f"{self.optimizer.param_groups[0]['lr']:.3g}); try a lower --lr, a smaller "
-                    "training.grad_clip, or check the data's scale for outliers"
-                )
+                raise TrainingError(f"non-finite {what} at epoch {self.epoch + 1}, step {i + 1} of {len(losses)} "
+                                    f"(learning rate {self.optimizer.param_groups[0]['lr']:.3g}); try a lower --lr, a "
+                                    "smaller training.grad_clip, or check the data's scale for outliers")  # fmt: skip
 
     def _end_epoch(self, record: dict[str, float], evaluate: Evaluate | None, device: torch.device) -> None:
         """Evaluate the EMA model where due, and append ``record`` to the history."""
