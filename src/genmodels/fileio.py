@@ -25,10 +25,7 @@ def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
     target = Path(path)
     if target.is_dir():
         return target
-    for folder in target.parents:
-        if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
-            return folder
-    return None
+    return next((p for p in target.parents if (p.exists() or p.is_symlink()) and not p.is_dir()), None)
 
 
 def folder_problem(folder: str | os.PathLike[str]) -> str | None:
