@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import warnings
+import zipfile
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,10 +47,7 @@ _NOT_CSV_SUFFIXES = frozenset(
 
 
 def _check_output_file(option: str, output: str, checkpoint: str | None = None, *, csv: bool = False) -> None:
-    """Before any work: a ConfigError naming ``option`` unless ``output`` is a writable file's place, not
-    ``checkpoint``, not a zip archive, and (with ``csv``) not an existing file of another kind."""
-    import zipfile
-
+    """A ConfigError naming ``option`` unless ``output`` is a writable place for a new file (``csv``: a CSV)."""
     if not output:
         raise ConfigError(f"{option} must name a file, got an empty string")
     path = Path(output)
@@ -79,22 +77,18 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None, 
     raise ConfigError(f"{option} {output}{problem}")
 
 
-def _check_not_the_runs_own_files(option: str, output: str, checkpoint: str, payload: dict) -> None:
-    """Refuse to write over the data the checkpoint was trained on, or its run's ``metrics/`` files."""
+def _check_not_the_runs_own_files(output: str, checkpoint: str, payload: dict) -> None:
+    """Refuse to write samples over the data the checkpoint was trained on, or its run's ``metrics/`` files."""
     if not Path(output).is_file():
         return
     trained_on = (payload.get("data") or {}).get("path") or payload["config"].data.path
     with contextlib.suppress(OSError):  # the data file is not found from here
         if os.path.samefile(output, trained_on):
-            raise ConfigError(
-                f"{option} {output} is the data {checkpoint} was trained on (resuming and evaluating the run "
-                "read it again); write the samples to another file"
-            )
+            raise ConfigError(f"-o {output} is the data {checkpoint} was trained on (resuming and evaluating "
+                              "the run read it again); write the samples to another file")  # fmt: skip
     folder = Path(checkpoint).resolve().parent  # OUTPUT_DIR/checkpoints/<model>.pt
     if folder.name == "checkpoints" and Path(output).resolve().parent == folder.parent / "metrics":
-        raise ConfigError(
-            f"{option} {output} is one of the run's metrics files; write the samples to another file"
-        )
+        raise ConfigError(f"-o {output} is one of the run's metrics files; write the samples to another file")
 
 
 # Memory per sampled value on the way to the CSV file (written in chunks), with room to spare.
@@ -105,19 +99,14 @@ def _check_sample_memory(n: int, dim: int, what: str = "samples", option: str = 
     """A ConfigError naming ``option`` where ``n`` points of ``dim`` values would not fit in memory."""
     from genmodels.models.resources import memory_problem
 
-    problem = memory_problem(n * dim * _BYTES_PER_SAMPLED_VALUE, f"writing {n} {what} of {dim} values")
-    if problem is not None:
-        raise ConfigError(
-            f"{option} {n}: {problem}; ask for fewer (for more, run the command several times with "
-            "different --seed values)"
-        )
+    if problem := memory_problem(n * dim * _BYTES_PER_SAMPLED_VALUE, f"writing {n} {what} of {dim} values"):
+        raise ConfigError(f"{option} {n}: {problem}; ask for fewer (for more, run the command several times "
+                          "with different --seed values)")  # fmt: skip
 
 
-def _write_points(
-    output: str, points: np.ndarray, columns: tuple[str, ...], what: str, labels: np.ndarray | None = None
-) -> None:
-    """Write ``points`` (and ``labels`` as a last column) as CSV to ``output`` ('-': standard output),
-    saying so on standard error for a stream."""
+def _write_points(output: str, points: np.ndarray, columns: tuple[str, ...], what: str,
+                  labels: np.ndarray | None = None) -> None:  # fmt: skip
+    """Write ``points`` (and ``labels`` as a last column) as CSV to ``output`` ('-': standard output)."""
     from genmodels.data import save_csv, write_csv
 
     if output == "-":
@@ -150,7 +139,10 @@ _TRAIN_KEYS = {
     "precision": (None, ("training.precision", "sampling.precision"), ""),
     "compile": (None, ("training.compile", "sampling.compile"), "by default training is eager"),
 }
-_CHOICES = {"device": ["auto", "cpu", "cuda"], "format": ["png", "svg", "pdf"]}
+_DEVICE = {"default": "auto", "choices": ["auto", "cpu", "cuda"]}
+_FORMAT = {"default": "png", "choices": ["png", "svg", "pdf"]}
+_SEED = {"type": _seed, "default": 0}
+_CSV_OUTPUT = "CSV file to write ('-': standard output)"
 
 
 def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None:
@@ -166,33 +158,28 @@ def _add_train_options(parser: argparse.ArgumentParser, model_type: str) -> None
             add(f"--{option}", type=kind, help=f"{text} ({keys[0]}; default {defaults[section][key]})")
     add("--drop_invalid", action="store_const", const=True, help=_TRAIN_KEYS["drop_invalid"][2])
     _add_speed_options(parser, "training.precision and sampling.precision", _TRAIN_KEYS["compile"][2])
-    add("--device", default="auto", choices=_CHOICES["device"], help="device (default auto)")
+    add("--device", help="device (default auto)", **_DEVICE)
     add("--output_dir", default="outputs", help="where outputs are written (default outputs)")
     add("--resume", help="continue from a checkpoint, or 'auto': OUTPUT_DIR's latest one (a new run if none)")
     add("--quiet", action="store_true", help="no progress bars or config printout")
-    add("--format", default="png", choices=_CHOICES["format"], help="figure format (default png)")
+    add("--format", help="figure format (default png)", **_FORMAT)
     add("--tensorboard", action="store_true", help="log to OUTPUT_DIR/tensorboard (pip install tensorboard)")
 
 
 def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, compile_default: str) -> None:
-    add = parser.add_argument
-    text = (
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], help=(
         "bfloat16: mixed-precision matrix products; auto (default): bfloat16 where the CPU (AVX-512 BF16, "
-        f"AMX) or GPU computes it natively, float32 elsewhere ({precision_keys})"
-    )
-    add("--precision", choices=["auto", "float32", "bfloat16"], help=text)
-    text = f"use torch.compile, or not ({compile_default}; see docs/speed.md)"
-    add("--compile", action=argparse.BooleanOptionalAction, help=text)
+        f"AMX) or GPU computes it natively, float32 elsewhere ({precision_keys})"))  # fmt: skip
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                        help=f"use torch.compile, or not ({compile_default}; see docs/speed.md)")  # fmt: skip
 
 
 def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     """The ``genmodels`` argument parser; ``train_prog`` names the ``train <model>`` commands."""
     from genmodels.models import model_names
 
-    parser = argparse.ArgumentParser(
-        prog=train_prog or "genmodels",
-        description="Train and sample flows and diffusion models on point data.",
-    )
+    description = "Train and sample flows and diffusion models on point data."
+    parser = argparse.ArgumentParser(prog=train_prog or "genmodels", description=description)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a model and write its figures, checkpoint and metrics")
     models = train.add_subparsers(dest="model_type", required=True)
@@ -202,35 +189,33 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     add = sub.add_parser("sample", help="draw samples from a checkpoint into a CSV file").add_argument
     add("checkpoint")
     add("-n", type=int, default=10000, help="number of samples (default 10000)")
-    add("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
-    add("--seed", type=_seed, default=0)
-    add("--device", default="auto", choices=_CHOICES["device"])
+    add("-o", "--output", required=True, help=_CSV_OUTPUT)
+    add("--seed", **_SEED)
+    add("--device", **_DEVICE)
     add("--sampling_steps", type=int, help="DDPM: reverse steps (default 0 = all)")
     add("--eta", type=float, help="DDPM DDIM: noise scale in [0, 1] (default 1)")
     add("--ddim_spacing", choices=["quadratic", "linear"], help="DDPM DDIM: default: the checkpoint's")
-    add(
-        "--label",
-        help="conditional checkpoint: draw from p(x | LABEL) (default: labels in the training proportions)",
-    )
+    add("--label", help="conditional checkpoint: draw from p(x | LABEL) (default: labels in the training "
+                        "proportions)")  # fmt: skip
     add("--guidance_scale", type=float, help="conditional DDPM: classifier-free guidance w (default 1)")
     _add_speed_options(sub.choices["sample"], "default: the checkpoint's", "default: the checkpoint's")
     add = sub.add_parser("make-data", help="write a synthetic 2-D dataset as CSV").add_argument
     add("name", help="generator: text, two_moons, 8gaussians, checkerboard, pinwheel, ...")
     add("-n", type=int, default=65536, help="number of points (default 65536)")
-    add("--seed", type=_seed, default=0)
+    add("--seed", **_SEED)
     add("--text", help="for 'text': the characters to render (default 689)")
     add("--labels", action="store_true", help="also write each point's component as a column 'label'")
-    add("-o", "--output", required=True, help="CSV file to write ('-': standard output)")
+    add("-o", "--output", required=True, help=_CSV_OUTPUT)
     _add_evaluation_parsers(sub)
     add = sub.add_parser("plot", help="write a checkpoint's figures and results page").add_argument
     add("checkpoint")
     add("--output_dir", help="run directory for figures/ and index.html (default: the checkpoint's run)")
-    add("--format", default="png", choices=_CHOICES["format"], help="figure format")
+    add("--format", help="figure format", **_FORMAT)
     add("--data", help="CSV of real points (default: the held-out split in the checkpoint)")
     add("--text", help="text rendered in the data, to colour points by glyph (e.g. 689)")
     add("-n", "--n_samples", type=int, default=5000, help="samples to draw (default 5000)")
-    add("--seed", type=_seed, default=0)
-    add("--device", default="auto", choices=_CHOICES["device"])
+    add("--seed", **_SEED)
+    add("--device", **_DEVICE)
     # Each command's own parser, so that an option it does not know is reported with its usage.
     for command in [*sub.choices.values(), *models.choices.values()]:
         command.set_defaults(command_parser=command)
@@ -259,26 +244,22 @@ def _add_evaluation_parsers(sub: argparse._SubParsersAction) -> None:
         add("--n_boot", type=int, default=10, help="bootstrap replicates (default 10)")
         add("--dataset", help="generator that made the data (e.g. checkerboard), for the exact entropy")
         add("--text", help="text rendered in the data, for mode coverage (default: detect '689')")
-        add("--seed", type=_seed, default=0)
-        add("--device", default="cpu", choices=_CHOICES["device"], help="device (default cpu)")
+        add("--seed", **_SEED)
+        add("--device", default="cpu", choices=_DEVICE["choices"], help="device (default cpu)")
 
 
 def _train_config(args: argparse.Namespace) -> RunConfig:
     """The resumed run's config, or ``--config``, ``configs/<model>.yaml`` or the defaults; then the options."""
     from genmodels.config import default_config, load_config, with_overrides, yaml_settings
+    from genmodels.run import OUTPUTS, resume_path
     from genmodels.train.checkpoint import load_checkpoint
 
-    model_type, out = args.model_type, Path(args.output_dir)
-    last = out / "checkpoints" / f"{model_type}_last.pt"
-    if args.resume == "auto" and not (last.exists() or last.is_symlink()):
-        logging.getLogger("genmodels.run").warning(
-            "--resume auto: no %s run to resume in %s (no %s); starting a new one", model_type, out, last
-        )
-        args.resume = None
+    model_type = args.model_type
+    last = Path(args.output_dir, OUTPUTS["last"].format(model_type))
+    args.resume = resume_path(args.resume, last, model_type)
     shipped = Path(f"configs/{model_type}.yaml")
     if args.resume is not None:  # the stored run as it was configured; --config changes what it sets
-        resumed = last if args.resume == "auto" else args.resume
-        config = load_checkpoint(resumed, expected_type=model_type)["config"]
+        config = load_checkpoint(args.resume, expected_type=model_type)["config"]
         if args.config is not None:
             config = with_overrides(config, yaml_settings(args.config, model_type), source=args.config)
     elif args.config is not None or shipped.is_file():
@@ -291,6 +272,8 @@ def _train_config(args: argparse.Namespace) -> RunConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import yaml
+
     from genmodels.config import config_to_dict
     from genmodels.data import check_data_path
     from genmodels.run import run_training
@@ -301,43 +284,34 @@ def _train(args: argparse.Namespace) -> int:
     config = _train_config(args)
     stored = Path(config.data.path)
     if args.resume is not None and args.data is None and not stored.is_absolute() and not stored.exists():
-        raise DataError(
-            f"the run's data file {config.data.path} is not found from this folder ({Path.cwd()}); its "
-            "path is relative to where the run was started: resume from there, or pass --data"
-        )
+        raise DataError(f"the run's data file {config.data.path} is not found from this folder ({Path.cwd()}); "
+                        "its path is relative to where the run was started: resume from there, or pass "
+                        "--data")  # fmt: skip
     resolve_device(args.device)  # an unavailable device is an error before anything is printed
     check_data_path(config.data.path)  # and so is a missing data file
     _check_sample_memory(config.sampling.n_samples, 2, option="sampling.n_samples (--n_samples)")
     if not args.quiet:
-        import yaml
-
         print(f"effective {args.model_type} config:")
         print(yaml.safe_dump(config_to_dict(config), sort_keys=False).rstrip())
     given = {key: getattr(args, key) for key in ("output_dir", "device", "resume", "tensorboard")}
     result = run_training(config, progress=not args.quiet, fmt=args.format, **given)
-    if not result.metrics:  # a process of several but rank 0, which writes the outputs
-        return 0
-    print(fileio.json_text(result.metrics))
-    for key in ("results", "loss", "checkpoint", "metrics", "index"):
-        print(f"wrote {result.paths[key]}")
+    if result.metrics:  # empty in a process of several but rank 0, which writes the outputs
+        print(fileio.json_text(result.metrics))
+        for key in ("results", "loss", "checkpoint", "metrics", "index"):
+            print(f"wrote {result.paths[key]}")
     return 0
 
 
-def _refuse_options_the_model_lacks(
-    given: dict[str, str], model_type: str, checkpoint: str, offers: Callable[[ModelSpec], Collection[str]]
-) -> None:
+def _refuse_options_the_model_lacks(given: dict[str, str], model_type: str, checkpoint: str,
+                                    offers: Callable[[ModelSpec], Collection[str]]) -> None:  # fmt: skip
     """A ConfigError where an option given (``{option: what it needs}``) needs what the model lacks."""
     from genmodels.models import get_spec, model_names
 
-    lacking = {shown: need for shown, need in given.items() if need not in offers(get_spec(model_type))}
-    if lacking:
-        owners = [
-            get_spec(n).title for n in model_names() if set(lacking.values()) <= set(offers(get_spec(n)))
-        ]
-        raise ConfigError(
-            f"{' and '.join(lacking)} {'applies' if len(lacking) == 1 else 'apply'} only to "
-            f"{' or '.join(owners) or 'other'} checkpoints; {checkpoint} is a {model_type} one"
-        )
+    if lacking := {shown: need for shown, need in given.items() if need not in offers(get_spec(model_type))}:
+        needs = set(lacking.values())
+        owners = [get_spec(n).title for n in model_names() if needs <= set(offers(get_spec(n)))]
+        raise ConfigError(f"{' and '.join(lacking)} {'applies' if len(lacking) == 1 else 'apply'} only to "
+                          f"{' or '.join(owners) or 'other'} checkpoints; {checkpoint} is a {model_type} one")  # fmt: skip
 
 
 # Options of ``sample`` that set a sampling key some models' samplers take (spec.sample_options).
@@ -350,8 +324,8 @@ def _sampling_settings(args: argparse.Namespace, payload: dict) -> SamplingConfi
 
     given = {key: getattr(args, key) for key in _SAMPLER_OPTIONS if getattr(args, key) is not None}
     shown = {f"--{key} {value}": key for key, value in given.items()}
-    offers = lambda spec: spec.sample_options.values()  # noqa: E731
-    _refuse_options_the_model_lacks(shown, payload["model_type"], args.checkpoint, offers)
+    _refuse_options_the_model_lacks(shown, payload["model_type"], args.checkpoint,
+                                    lambda spec: spec.sample_options.values())  # fmt: skip
     values = {"sampling_steps": 0, "eta": 1.0, **given, "n_samples": args.n}
     values |= {"precision": args.precision, "compile": args.compile}
     options = {f"sampling.{key}": "-n" if key == "n_samples" else f"--{key}" for key in values}
@@ -373,35 +347,29 @@ def _sample(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     payload = load_checkpoint(args.checkpoint, map_location=device)
     settings = _sampling_settings(args, payload)
-    _check_not_the_runs_own_files("-o", args.output, args.checkpoint, payload)
+    _check_not_the_runs_own_files(args.output, args.checkpoint, payload)
     _check_sample_memory(args.n, int(payload["dim"]))
     label, names = _requested_label(args, payload)
     model = model_from_checkpoint(payload, device=device)
     labels = draw_labels(model, args.n, args.seed) if label is None else np.full(args.n, label)
-    compiled, precision = sampling_plan(
-        settings.compile, settings.precision, model, args.n, settings.sampling_steps
-    )
+    compiled, precision = sampling_plan(settings.compile, settings.precision, model, args.n,
+                                        settings.sampling_steps)  # fmt: skip
     options = {key: getattr(settings, key) for key in _SAMPLER_OPTIONS}
     with compiled_network(model, compiled):
         samples = sample_model(model, args.n, seed=args.seed, precision=precision, label=labels, **options)
     if bad := int((~np.isfinite(samples).all(axis=1)).sum()):
-        raise CheckpointError(
-            f"{bad} of {args.n} samples from {args.checkpoint} are not finite (diverged weights?); "
-            f"nothing was written to {args.output}"
-        )
+        raise CheckpointError(f"{bad} of {args.n} samples from {args.checkpoint} are not finite (diverged "
+                              f"weights?); nothing was written to {args.output}")  # fmt: skip
     if main:
-        what = f"{args.n} samples of {payload['model_type']}" + (
-            f" given label {args.label}" if args.label else ""
-        )
-        _write_points(
-            args.output, samples, tuple(payload["columns"]), what, None if labels is None else names[labels]
-        )
+        given = f" given label {args.label}" if args.label else ""
+        what = f"{args.n} samples of {payload['model_type']}{given}"
+        _write_points(args.output, samples, tuple(payload["columns"]), what,
+                      None if labels is None else names[labels])  # fmt: skip
     return 0
 
 
 def _requested_label(args: argparse.Namespace, payload: dict) -> tuple[int | None, np.ndarray | None]:
-    """The index of ``--label`` among the checkpoint's label names (None without it), and the names; a
-    ConfigError for a checkpoint trained without a condition, or a label it lacks."""
+    """The index of ``--label`` among the checkpoint's label names (None without it), and the names."""
     import numpy as np
 
     info = payload.get("labels")
@@ -417,11 +385,17 @@ def _requested_label(args: argparse.Namespace, payload: dict) -> tuple[int | Non
     return info["names"].index(args.label.strip()), names
 
 
+def _check_dataset(name: str) -> None:
+    from genmodels.data import GENERATORS
+
+    if name not in GENERATORS:
+        raise ConfigError(f"unknown dataset {name!r}; expected one of {', '.join(sorted(GENERATORS))}")
+
+
 def _make_data(args: argparse.Namespace) -> int:
     from genmodels.data import GENERATORS, LABELLED
 
-    if args.name not in GENERATORS:
-        raise ConfigError(f"unknown dataset {args.name!r}; expected one of {', '.join(sorted(GENERATORS))}")
+    _check_dataset(args.name)
     if args.n < 1:
         raise ConfigError(f"-n must be >= 1 (got {args.n})")
     _check_sample_memory(args.n, 2, "points")
@@ -429,9 +403,8 @@ def _make_data(args: argparse.Namespace) -> int:
     if args.text is not None and args.name != "text":
         raise ConfigError("--text applies only to the 'text' dataset")
     if args.labels and args.name not in LABELLED:
-        raise ConfigError(
-            f"--labels: {args.name!r} has no natural components; expected one of {', '.join(LABELLED)}"
-        )
+        raise ConfigError(f"--labels: {args.name!r} has no natural components; expected one of "
+                          f"{', '.join(LABELLED)}")  # fmt: skip
     kwargs = ({} if args.text is None else {"text": args.text}) | ({"labels": True} if args.labels else {})
     try:
         points = GENERATORS[args.name](args.n, seed=args.seed, **kwargs)
@@ -442,14 +415,17 @@ def _make_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# Options of ``evaluate`` and ``compare`` that set a likelihood estimate: option -> spec.likelihoods key.
+_LIKELIHOOD_OPTIONS = {"ode_points": "ode", "bound_points": "bound"}
+
+
 def _evaluation_kwargs(args: argparse.Namespace) -> dict:
-    from genmodels.data import GENERATORS, glyph_area
+    from genmodels.data import glyph_area
     from genmodels.evaluation.metrics import MIN_TWO_SAMPLE_POINTS
     from genmodels.train.acceleration import resolve_device
 
     for name, least in (("n", MIN_TWO_SAMPLE_POINTS), ("n_boot", 2), ("n_eval", MIN_TWO_SAMPLE_POINTS)):
-        value = getattr(args, name)
-        if value is not None and value < least:
+        if (value := getattr(args, name)) is not None and value < least:
             flag = "-n" if name == "n" else f"--{name}"
             raise ConfigError(f"{flag} must be at least {least} (got {value})")
     if args.text is not None:
@@ -458,45 +434,33 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
         except ValueError as error:
             raise ConfigError(f"--text: {error}") from None
     for flag in _LIKELIHOOD_OPTIONS:
-        value = getattr(args, flag)
-        if value is not None and value < 0:
+        if (value := getattr(args, flag)) is not None and value < 0:
             raise ConfigError(f"--{flag} must be >= 0 (got {value})")
-    if args.dataset is not None and args.dataset not in GENERATORS:
-        raise ConfigError(
-            f"unknown dataset {args.dataset!r}; expected one of {', '.join(sorted(GENERATORS))}"
-        )
+    if args.dataset is not None:
+        _check_dataset(args.dataset)
     # The ODE and the bound cost L network passes per point: 1000 points each unless asked.
-    n_points = {
-        name: 1000 if getattr(args, flag) is None else getattr(args, flag)
-        for flag, name in _LIKELIHOOD_OPTIONS.items()
-    }
-    names = ("data", "drop_invalid", "n_eval", "n_boot", "dataset", "text", "seed")
-    kwargs = {name: getattr(args, name) for name in names}
-    return kwargs | {"n_points": n_points, "device": str(resolve_device(args.device)), "n_samples": args.n}
-
-
-# Options of ``evaluate`` and ``compare`` that set a likelihood estimate: option -> spec.likelihoods key.
-_LIKELIHOOD_OPTIONS = {"ode_points": "ode", "bound_points": "bound"}
+    n_points = {name: getattr(args, flag) for flag, name in _LIKELIHOOD_OPTIONS.items()}
+    n_points = {name: 1000 if n is None else n for name, n in n_points.items()}
+    kwargs = {name: getattr(args, name) for name in ("data", "drop_invalid", "n_eval", "n_boot", "dataset")}
+    kwargs |= {"text": args.text, "seed": args.seed, "n_points": n_points, "n_samples": args.n}
+    return kwargs | {"device": str(resolve_device(args.device))}
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from genmodels.evaluation.scoring import evaluate_checkpoint, format_report
+    from genmodels.train.checkpoint import load_checkpoint
 
-    to_stdout = args.output == "-"
     if args.output is not None:
         _check_output_file("--output", args.output, args.checkpoint)
-    given = {
+    if given := {
         f"--{flag}": name for flag, name in _LIKELIHOOD_OPTIONS.items() if getattr(args, flag) is not None
-    }
-    if given:
-        from genmodels.train.checkpoint import load_checkpoint
-
+    }:
         model_type = load_checkpoint(args.checkpoint)["model_type"]
         _refuse_options_the_model_lacks(given, model_type, args.checkpoint, lambda spec: spec.likelihoods)
     result = evaluate_checkpoint(args.checkpoint, **_evaluation_kwargs(args))
     # With '--output -' the JSON alone goes to standard output, so it can be piped; the report to stderr.
-    print(format_report(result.metrics), file=sys.stderr if to_stdout else sys.stdout)
-    if to_stdout:
+    print(format_report(result.metrics), file=sys.stderr if args.output == "-" else sys.stdout)
+    if args.output == "-":
         print(fileio.json_text(result.metrics))
     elif args.output is not None:
         fileio.write_json(args.output, result.metrics)
@@ -526,9 +490,7 @@ def _compare(args: argparse.Namespace) -> int:
         raise ConfigError(f"compare needs RUN_DIRs or {options} checkpoints")
     output_dir = args.output_dir or (args.run_dirs[0] if args.run_dirs else ".")
     table, paths = compare_checkpoints(checkpoints, output_dir, **_evaluation_kwargs(args))
-    print(table)
-    for path in paths.values():
-        print(f"wrote {path}")
+    print(table, *(f"wrote {path}" for path in paths.values()), sep="\n")
     return 0
 
 
@@ -536,14 +498,9 @@ def _plot(args: argparse.Namespace) -> int:
     from genmodels.plots.report import plot_checkpoint
 
     given = {key: getattr(args, key) for key in ("output_dir", "data", "text", "n_samples", "seed", "device")}
-    paths = plot_checkpoint(args.checkpoint, fmt=args.format, **given)
-    for path in paths.values():
+    for path in plot_checkpoint(args.checkpoint, fmt=args.format, **given).values():
         print(f"wrote {path}")
     return 0
-
-
-def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
-    return f"warning: {message}\n"
 
 
 class _MessageFormatter(logging.Formatter):
@@ -555,7 +512,7 @@ class _MessageFormatter(logging.Formatter):
 
 
 def _check_no_empty_paths(args: argparse.Namespace) -> None:
-    """Raises ConfigError for a path option given as an empty string (it would mean the current folder)."""
+    """A ConfigError for a path option given as an empty string (it would mean the current folder)."""
     from genmodels.models import model_names
 
     options = {"checkpoint": "CHECKPOINT", "run_dirs": "RUN_DIR"}
@@ -572,8 +529,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     # machine many times over, sleeping at once slows small operations (docs/speed.md). Before torch loads.
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
-
-    warnings.formatwarning = _format_warning
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     handler = logging.StreamHandler()
     handler.setFormatter(_MessageFormatter("%(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
@@ -599,11 +555,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         return 1 if isinstance(error, TrainingError) else 2
     except KeyboardInterrupt:
         hint = ""
-        if args.command == "train":
-            last = Path(args.output_dir, "checkpoints", f"{args.model_type}_last.pt")
-            if last.is_file():
-                where = "" if args.output_dir == "outputs" else f" --output_dir {args.output_dir}"
-                hint = f" (continue with --resume auto{where})"
+        last = args.command == "train" and Path(args.output_dir, "checkpoints", f"{args.model_type}_last.pt")
+        if last and last.is_file():
+            where = "" if args.output_dir == "outputs" else f" --output_dir {args.output_dir}"
+            hint = f" (continue with --resume auto{where})"
         print(f"interrupted{hint}", file=sys.stderr)
         return 130
 

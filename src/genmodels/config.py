@@ -29,10 +29,8 @@ MAX_SEED = 2**32 - 1
 Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
 Precision = Literal["auto", "float32", "bfloat16"]
 # YAML reads on/off (and true/false) as booleans.
-Compile = Annotated[
-    Literal["auto", "on", "off"],
-    BeforeValidator(lambda v: ("on" if v else "off") if isinstance(v, bool) else v),
-]
+_ON_OFF = BeforeValidator(lambda v: ("on" if v else "off") if isinstance(v, bool) else v)
+Compile = Annotated[Literal["auto", "on", "off"], _ON_OFF]
 PathText = Annotated[str, BeforeValidator(lambda v: os.fspath(v) if isinstance(v, os.PathLike) else v)]
 
 
@@ -102,15 +100,12 @@ class RunConfig:
             check_config_type(getattr(self, name), cls)
         steps = getattr(self.model, "diffusion_steps", None)
         if steps is not None and self.sampling.sampling_steps > steps:
-            raise ConfigError(
-                f"sampling.sampling_steps ({self.sampling.sampling_steps}) must be at most "
-                f"model.diffusion_steps ({steps}); 0 means all"
-            )
+            raise ConfigError(f"sampling.sampling_steps ({self.sampling.sampling_steps}) must be at most "
+                              f"model.diffusion_steps ({steps}); 0 means all")  # fmt: skip
         if getattr(self.model, "n_labels", 0) and self.data.condition is None:
-            raise ConfigError(
-                f"model.n_labels is {self.model.n_labels} but data.condition names no column: a run sets "
-                "model.n_labels from the data.condition column (--condition); set that instead"
-            )
+            raise ConfigError(f"model.n_labels is {self.model.n_labels} but data.condition names no column: a run "
+                              "sets model.n_labels from the data.condition column (--condition); set that "
+                              "instead")  # fmt: skip
 
 
 _SECTIONS = ("model", "training", "data", "sampling")
@@ -135,9 +130,8 @@ def default_config(model_type: str) -> RunConfig:
 def _shown(value: object, limit: int = 80) -> str:
     """``repr(value)``, cut to ``limit`` characters (a CSV file given as a config is one long string)."""
     text = repr(value)
-    return (
-        text if len(text) <= limit else text[: limit - 4] + " ..." + (text[-1] if text[-1] in "'\"]}" else "")
-    )
+    end = text[-1] if text[-1] in "'\"]}" else ""  # the closing quote or bracket stays
+    return text if len(text) <= limit else text[: limit - 4] + " ..." + end
 
 
 def _section_classes(model_type: str) -> dict[str, type]:
@@ -148,15 +142,18 @@ def _keys(section: str, model_type: str) -> list[str]:
     return [f.name for f in dataclasses.fields(_section_classes(model_type)[section])]
 
 
+def _closest(name: str, valid: list[str], what: str) -> str:
+    """``did you mean 'X'?`` for the closest of ``valid``, or all of them."""
+    match = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    return f"did you mean '{match[0]}'?" if match else f"valid {what}: {', '.join(valid)}"
+
+
 def _unknown(section: str, key: str, model_type: str) -> str:
     """``unknown key 'section.key'`` with where it belongs, or the closest valid key, or all of them."""
-    valid = _keys(section, model_type) + list(_ALIASES.get(section, {}))
-    home = [other for other in _SECTIONS if other != section and key in _keys(other, model_type)]
-    if home:
+    if home := [other for other in _SECTIONS if other != section and key in _keys(other, model_type)]:
         return f"unknown key '{section}.{key}' (it belongs in '{home[0]}.{key}')"
-    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"did you mean '{match[0]}'?" if match else f"valid keys: {', '.join(valid)}"
-    return f"unknown key '{section}.{key}' ({hint})"
+    valid = _keys(section, model_type) + list(_ALIASES.get(section, {}))
+    return f"unknown key '{section}.{key}' ({_closest(key, valid, 'keys')})"
 
 
 _SIGNS = {"greater than or equal to": ">=", "less than or equal to": "<="}
@@ -192,25 +189,19 @@ def _sections(raw: Any, model_type: str, source: str) -> tuple[dict[str, dict[st
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
         hint = "; is it a data file? The data go to --data, a YAML config to --config"
-        raise ConfigError(
-            f"{source}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {_shown(raw)}"
-            f"{hint if isinstance(raw, str) else ''}"
-        )
+        raise ConfigError(f"{source}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {_shown(raw)}"
+                          f"{hint if isinstance(raw, str) else ''}")  # fmt: skip
     raw = dict(raw)
-    declared = raw.pop("model_type", model_type)
-    if declared != model_type:
+    if (declared := raw.pop("model_type", model_type)) != model_type:
         raise ConfigError(f"{source} is a {declared} config, but a {model_type} run was asked for")
     sections, unknown = {}, []
     for name, values in raw.items():
         if name not in _SECTIONS:
-            match = difflib.get_close_matches(str(name), _SECTIONS, n=1, cutoff=0.5)
-            hint = f"did you mean '{match[0]}'?" if match else f"valid sections: {', '.join(_SECTIONS)}"
-            unknown.append(f"unknown section '{name}' ({hint})")
+            unknown.append(f"unknown section '{name}' ({_closest(str(name), list(_SECTIONS), 'sections')})")
             continue
         if not isinstance(values or {}, Mapping):
-            raise ConfigError(
-                f"{source}: section '{name}' must be a mapping of keys to values (got {_shown(values)})"
-            )
+            raise ConfigError(f"{source}: section '{name}' must be a mapping of keys to values "
+                              f"(got {_shown(values)})")  # fmt: skip
         sections[name] = {}
         for key, value in (values or {}).items():
             real = _ALIASES.get(name, {}).get(key, key)
@@ -248,16 +239,6 @@ def config_from_dict(raw: Mapping[str, Any], model_type: str, *, source: str = "
     return _build(raw, model_type, source, {})
 
 
-def _yaml_error_message(path: str | os.PathLike[str], error: yaml.YAMLError) -> str:
-    """``FILE, line L, column C: not valid YAML: PROBLEM`` (1-based), from a PyYAML error."""
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
-    context = getattr(error, "context", None)
-    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    detail = f"{problem} ({context})" if context else problem
-    return f"{path}{where}: not valid YAML: {detail}"
-
-
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader that refuses a key given twice and reads ``1e-3`` as a number (YAML 1.2)."""
 
@@ -268,16 +249,14 @@ class _Loader(yaml.SafeLoader):
             plain = isinstance(key, (str, int, float, bool)) or key is None
             if not plain or key in seen:
                 problem = f"key {key!r} is given twice" if plain else "keys must be plain names"
-                raise yaml.constructor.ConstructorError(
-                    "while reading a mapping", node.start_mark, problem, key_node.start_mark
-                )
+                raise yaml.constructor.ConstructorError("while reading a mapping", node.start_mark, problem,
+                                                        key_node.start_mark)  # fmt: skip
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789.")
-)
+_FLOAT = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$")  # 1e-3: YAML 1.1 wants 1.0e-3
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def _read_yaml(path: str | os.PathLike[str]) -> Any:
@@ -289,8 +268,12 @@ def _read_yaml(path: str | os.PathLike[str]) -> Any:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"config path is a directory, not a YAML file: {path}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(_yaml_error_message(path, error)) from None
+    except yaml.YAMLError as error:  # FILE, line L, column C (1-based): not valid YAML: PROBLEM
+        mark, context = getattr(error, "problem_mark", None), getattr(error, "context", None)
+        problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        detail = f"{problem} ({context})" if context else problem
+        raise ConfigError(f"{path}{where}: not valid YAML: {detail}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text (UTF-8) YAML file") from None
 
@@ -305,30 +288,20 @@ def yaml_settings(path: str | os.PathLike[str], model_type: str) -> dict[str, An
     :func:`with_overrides`: a file laid over a resumed run's config)."""
     raw = _read_yaml(path)
     config_from_dict(raw, model_type, source=str(path))  # every check, with its messages
-    return {
-        f"{section}.{key}": value
-        for section, values in (raw or {}).items()
-        if section != "model_type"
-        for key, value in (values or {}).items()
-    }
+    sections = {section: values or {} for section, values in (raw or {}).items() if section != "model_type"}
+    return {f"{section}.{key}": v for section, values in sections.items() for key, v in values.items()}
 
 
-def with_overrides(
-    config: RunConfig,
-    overrides: Mapping[str, Any],
-    *,
-    source: str = "command line",
-    options: Mapping[str, str] | None = None,
-) -> RunConfig:
+def with_overrides(config: RunConfig, overrides: Mapping[str, Any], *, source: str = "command line",
+                   options: Mapping[str, str] | None = None) -> RunConfig:  # fmt: skip
     """``config`` with dotted ``section.key`` overrides (None skipped); ``options``: ``{"sampling.eta": "--eta"}``."""
     raw = config_to_dict(config)
     for dotted, value in overrides.items():
         if value is None:
             continue
         if "." not in dotted:
-            raise ConfigError(
-                f"override {dotted!r} in {source} must be 'section.key' ({', '.join(_SECTIONS)})"
-            )
+            raise ConfigError(f"override {dotted!r} in {source} must be 'section.key' "
+                              f"({', '.join(_SECTIONS)})")  # fmt: skip
         section, key = dotted.split(".", 1)
         current = raw.setdefault(section, {})  # an unknown section is reported when built
         current.pop(_ALIASES.get(section, {}).get(key, key), None)  # "training.lr" replaces the rate

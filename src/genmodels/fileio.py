@@ -25,10 +25,7 @@ def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
     target = Path(path)
     if target.is_dir():
         return target
-    for folder in target.parents:
-        if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
-            return folder
-    return None
+    return next((p for p in target.parents if (p.exists() or p.is_symlink()) and not p.is_dir()), None)
 
 
 def folder_problem(folder: str | os.PathLike[str]) -> str | None:
@@ -43,8 +40,7 @@ def folder_problem(folder: str | os.PathLike[str]) -> str | None:
         for path in reversed(missing):
             path.mkdir()
             created.append(path)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
         return f"files cannot be written into {folder} ({error.strerror or error})"
     finally:
@@ -69,11 +65,10 @@ def is_special_path(path: str | os.PathLike[str]) -> bool:
     a name under /dev or /proc (/dev/stdout may link to a redirected file that is appended to)."""
     if os.path.abspath(path).startswith(("/dev/", "/proc/")):
         return True
-    try:
+    with contextlib.suppress(OSError):
         mode = os.stat(path).st_mode  # of what a link points to
-    except OSError:
-        return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+        return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+    return False
 
 
 @contextlib.contextmanager
@@ -102,8 +97,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent
     )
     os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
+    tmp, umask = Path(tmp_name), os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it a normal file's mode
     try:
@@ -127,13 +121,11 @@ def json_text(obj: Any) -> str:
     """``obj`` as indented, valid JSON: non-finite floats become null."""
 
     def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return [clean(v) for v in value]
-        return value
+        return None if isinstance(value, float) and not math.isfinite(value) else value
 
     return json.dumps(clean(obj), indent=2, sort_keys=False)
 

@@ -1,17 +1,12 @@
-"""A whole training run, in five stages: prepare the data; build the model (or resume a run); fit it;
-sample and score it; write the outputs (:data:`OUTPUTS` under ``output_dir``, the layout in
-docs/usage.md). ``checkpoints/<model>.pt`` is written only when training completed,
-``<model>_last.pt`` periodically and on Ctrl-C. Under torchrun every process trains and draws a share
-of the samples; rank 0 alone evaluates, scores and writes.
-"""
+"""A whole training run: prepare the data; build the model (or resume a run); fit, sample and score it;
+write :data:`OUTPUTS` (``<model>.pt`` once training completed, ``<model>_last.pt`` periodically and on
+Ctrl-C). Under torchrun every process trains and draws a share of the samples; rank 0 alone writes."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import functools
-import io
 import logging
 import math
 import time
@@ -41,7 +36,7 @@ from genmodels.train import distributed
 from genmodels.train.acceleration import compiled_network, resolve_device, sampling_plan
 from genmodels.train.trainer import Trainer, format_duration
 
-__all__ = ["RunResult", "run_training"]
+__all__ = ["RunResult", "run_training", "resume_path"]
 
 log = logging.getLogger(__name__)
 
@@ -100,90 +95,80 @@ class _Data:
                 "test_labels": self.test_labels.cpu()}  # fmt: skip
 
 
-def run_training(
-    config: RunConfig,
-    *,
-    output_dir: str | Path,
-    device: str = "auto",
-    progress: bool = True,
-    resume: str | None = None,
-    fmt: str = "png",
-    tensorboard: bool = False,
-) -> RunResult:
+def run_training(config: RunConfig, *, output_dir: str | Path, device: str = "auto", progress: bool = True,
+                 resume: str | None = None, fmt: str = "png", tensorboard: bool = False) -> RunResult:  # fmt: skip
     """Train ``config``'s model and write every output; ``resume``: a checkpoint, or ``"auto"`` for
     ``checkpoints/<model>_last.pt`` where it exists. Raises DataError, ConfigError, CheckpointError,
     TrainingError."""
     out, name, main = Path(output_dir), config.model_type, distributed.is_main()
     paths = {key: out / pattern.format(name) for key, pattern in OUTPUTS.items()}
-    stages = _StageClock()
+    ended = {"start": time.perf_counter()}  # when each stage ended
     if main:
         _check_output_paths(out, [*paths.values(), out / "index.html"])
     data = _prepare_data(config, resolve_device(device))
     if data.label_names:  # the model's label count comes from the data
-        config = dataclasses.replace(
-            config, model=dataclasses.replace(config.model, n_labels=len(data.label_names))
-        )
+        model = dataclasses.replace(config.model, n_labels=len(data.label_names))
+        config = dataclasses.replace(config, model=model)
     if main:
         _warn_short_run(config, len(data.train))
     trainer = _build_or_resume(config, data, paths["last"], resume, progress and main)
-    stages.done("data and model")
+    ended["data and model"] = time.perf_counter()
     _fit(trainer, config, data, paths["last"], out / "tensorboard" / name if tensorboard else None)
-    stages.done("training")
+    ended["training"] = time.perf_counter()
     samples, labels, seconds, reverse = _sample(trainer.ema.eval(), config, paths["last"])
-    stages.done("sampling")
+    ended["sampling"] = time.perf_counter()
     if not main:
         return RunResult(metrics={}, paths=paths)
     metrics = _score(trainer, config, data, (samples, labels), seconds)
-    stages.done("scoring")
-    results = (samples, labels, metrics, reverse)
-    paths.update(_write_outputs(out, paths, trainer, config, data, results, fmt))
-    stages.done("outputs")
-    log.info("%s run done in %s", name, stages)
+    ended["scoring"] = time.perf_counter()
+    paths.update(_write_outputs(out, paths, trainer, config, data, (samples, labels, metrics, reverse), fmt))
+    ended["outputs"] = time.perf_counter()
+    log.info("%s run done in %s", name, _durations(ended))
     return RunResult(metrics=metrics, paths=paths)
 
 
-class _StageClock:
-    """The wall-clock seconds of a run's stages, each from the end of the one before."""
+def resume_path(resume: str | Path | None, last: Path, model_type: str) -> str | Path | None:
+    """The checkpoint ``--resume`` names: ``"auto"`` is ``last``, or None (a new run) where it is missing."""
+    if resume != "auto":
+        return resume
+    if last.exists() or last.is_symlink():
+        return last
+    # A job script may always pass --resume auto: its first run starts afresh.
+    log.warning("--resume auto: no %s run to resume in %s (no %s); starting a new one", model_type,
+                last.parent.parent, last)  # fmt: skip
+    return None
 
-    def __init__(self) -> None:
-        self.start = self.last = time.perf_counter()
-        self.seconds: dict[str, float] = {}
 
-    def done(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.seconds[stage], self.last = now - self.last, now
-
-    def __str__(self) -> str:
-        parts = ", ".join(f"{stage} {format_duration(s)}" for stage, s in self.seconds.items())
-        return f"{format_duration(self.last - self.start)} ({parts})"
+def _durations(ended: dict[str, float]) -> str:
+    """``TOTAL (STAGE TIME, ...)`` from the clock times at which each stage ended, after ``start``."""
+    times = list(ended.values())
+    parts = [f"{stage} {format_duration(times[k + 1] - times[k])}" for k, stage in enumerate(list(ended)[1:])]
+    return f"{format_duration(times[-1] - times[0])} ({', '.join(parts)})"
 
 
 def _warn_short_run(config: RunConfig, n_train: int) -> None:
     """Warn where the run takes under a third of the optimisation steps its model needs."""
-    needed, training = get_spec(config.model_type).recommended_steps, config.training
+    spec, training = get_spec(config.model_type), config.training
     per_epoch = math.ceil(n_train / max(min(training.batch_size, n_train), 1))
-    if 3 * training.epochs * per_epoch < needed:
+    if 3 * training.epochs * per_epoch < spec.recommended_steps:
         log.warning(
             "training.epochs (--epochs) %d makes %d optimisation steps (%d per epoch: %d training points, "
             "batch size %d); %s needs about %d for good samples: use --epochs %d or more (docs/usage.md, "
             "'Choosing epochs')", training.epochs, training.epochs * per_epoch, per_epoch, n_train,
-            training.batch_size, get_spec(config.model_type).title, needed, math.ceil(needed / per_epoch),
+            training.batch_size, spec.title, spec.recommended_steps, math.ceil(spec.recommended_steps / per_epoch),
         )  # fmt: skip
 
 
 def _check_output_paths(out: Path, files: list[Path]) -> None:
     """Before training, a ConfigError naming the path in the way of any output ``file``."""
-    figures = out / "figures"
-    if figures.is_dir():  # every figure of any format, not only the results and loss figures
-        files = [*files, *(p for p in figures.iterdir() if p.suffix in FIGURE_SUFFIXES)]
+    if (out / "figures").is_dir():  # every figure of any format, not only the results and loss figures
+        files = [*files, *(p for p in (out / "figures").iterdir() if p.suffix in FIGURE_SUFFIXES)]
     for file in files:
-        blocker = path_in_the_way(file)
-        if blocker == file:
+        if (blocker := path_in_the_way(file)) == file:
             raise ConfigError(f"--output_dir {out}: {file} is a folder; the run writes a file there")
         if blocker is not None:  # a file or a broken link
-            raise ConfigError(
-                f"--output_dir {out}: {blocker} is a file; the run writes its outputs into a folder there"
-            )
+            raise ConfigError(f"--output_dir {out}: {blocker} is a file; the run writes its outputs into a "
+                              "folder there")  # fmt: skip
     for folder in dict.fromkeys(file.parent for file in files):
         if (problem := folder_problem(folder)) is not None:
             raise ConfigError(f"--output_dir {out}: {problem}")
@@ -193,16 +178,13 @@ def _prepare_data(config: RunConfig, device: torch.device) -> _Data:
     """Read the CSV and split it; check that float32 holds the training split's spread."""
     settings = config.data
     dataset = load_csv(settings.path, drop_invalid=settings.drop_invalid, condition=settings.condition)
-    n_rows = len(dataset.values)
-    split = functools.partial(
-        train_test_split, test_fraction=settings.test_fraction, seed=settings.split_seed
-    )
-    train, test = split(dataset.values)
+    split = functools.partial(train_test_split, test_fraction=settings.test_fraction,
+                              seed=settings.split_seed)  # fmt: skip
+    (train, test), n_rows = split(dataset.values), len(dataset.values)
     if len(train) < MIN_TRAINING_ROWS:  # before the range check, which 1 row would fail as constant
-        raise ConfigError(
-            f"{settings.path}: data.test_fraction {settings.test_fraction:g} leaves {len(train)} of its {n_rows} "
-            f"rows for training; at least {MIN_TRAINING_ROWS} are needed: lower data.test_fraction"
-        )
+        raise ConfigError(f"{settings.path}: data.test_fraction {settings.test_fraction:g} leaves {len(train)} "
+                          f"of its {n_rows} rows for training; at least {MIN_TRAINING_ROWS} are needed: "
+                          "lower data.test_fraction")  # fmt: skip
     _check_float32_range(train, dataset.columns, settings.path)
     info = {"path": str(settings.path), "n_rows": n_rows, "n_train": len(train), "n_test": len(test),
             "n_dropped": int(dataset.n_dropped)}  # fmt: skip
@@ -225,24 +207,20 @@ def _check_float32_range(values: np.ndarray, columns: tuple[str, ...], path: str
     info = np.finfo(np.float32)
     for name, s, m in zip(columns, values.std(0), np.abs(values).max(0), strict=True):
         if s < 1e3 * info.tiny or m > info.max / 1e3:
-            raise DataError(
-                f"column '{name}' of {path} has values of magnitude up to {m:.3g} with standard deviation "
-                f"{s:.3g}: outside what 32-bit floats can standardise; rescale the column (e.g. to unit scale)"
-            )
-        step = float(np.spacing(np.float32(m)))
-        if step > FLOAT32_STEP_WARNING * s:
-            message = (
-                f"column '{name}' of {path} has values of magnitude up to {m:.6g} but a standard deviation "
-                f"of only {s:.3g}: 32-bit floats round it to steps of {step:.3g} ({step / s:.2%} of its spread)"
-            )
+            raise DataError(f"column '{name}' of {path} has values of magnitude up to {m:.3g} with standard "
+                            f"deviation {s:.3g}: outside what 32-bit floats can standardise; rescale the column "
+                            "(e.g. to unit scale)")  # fmt: skip
+        if (step := float(np.spacing(np.float32(m)))) > FLOAT32_STEP_WARNING * s:
+            message = (f"column '{name}' of {path} has values of magnitude up to {m:.6g} but a standard "
+                       f"deviation of only {s:.3g}: 32-bit floats round it to steps of {step:.3g} "
+                       f"({step / s:.2%} of its spread)")  # fmt: skip
             if step > FLOAT32_STEP_ERROR * s:
                 raise DataError(f"{message}; subtract an offset first (e.g. the column's mean)")
             log.warning("%s; the models see it rounded", message)
 
 
-def _build_or_resume(
-    config: RunConfig, data: _Data, last: Path, resume: str | None, progress: bool
-) -> Trainer:
+def _build_or_resume(config: RunConfig, data: _Data, last: Path, resume: str | Path | None,
+                     progress: bool) -> Trainer:  # fmt: skip
     """The model, standardised on the training split, and its trainer: new, or resumed."""
     for concern in getattr(config.model, "concerns", list)():  # valid settings that deserve a warning
         log.warning("%s", concern)
@@ -252,12 +230,8 @@ def _build_or_resume(
     if data.label_names:
         model.label_proportions.copy_(torch.as_tensor(data.proportions))
     trainer = Trainer(model.to(data.train.device), config.training, progress=progress)
-    if resume == "auto" and not (last.exists() or last.is_symlink()):  # so a job script may always pass it
-        log.info("--resume auto: no %s run to resume in %s (no %s); starting a new one", config.model_type,
-                 last.parent.parent, last)  # fmt: skip
-        resume = None
-    if resume is not None:
-        _resume(trainer, last if resume == "auto" else Path(resume), config, data)
+    if (path := resume_path(resume, last, config.model_type)) is not None:
+        _resume(trainer, Path(path), config, data)
     elif distributed.is_main():
         _set_aside_earlier_run(last, config.model_type)
     return trainer
@@ -269,8 +243,7 @@ def _set_aside_earlier_run(last: Path, name: str) -> None:
         return
     kept = " (--resume auto would continue it instead)"
     if last.exists():
-        previous = last.with_name(f"{name}_last.previous.pt")
-        last.replace(previous)
+        last.replace(previous := last.with_name(f"{name}_last.previous.pt"))
         kept = f"; its resumable checkpoint is kept as {previous} (--resume {previous} continues it)"
     log.info("%s already holds a %s run; this new run replaces its outputs as it goes%s", last.parent.parent,
              name, kept)  # fmt: skip
@@ -288,17 +261,14 @@ def _resume(trainer: Trainer, path: Path, config: RunConfig, data: _Data) -> Non
     if (state := payload.get("trainer")) is None:
         raise CheckpointError(f"{path} holds no training state to resume from")
     if state["epoch"] > config.training.epochs:
-        raise ConfigError(
-            f"training.epochs (--epochs) is {config.training.epochs}, but {path} has already trained "
-            f"{state['epoch']} epochs; ask for at least {state['epoch']} to resume it"
-        )
+        raise ConfigError(f"training.epochs (--epochs) is {config.training.epochs}, but {path} has already trained "
+                          f"{state['epoch']} epochs; ask for at least {state['epoch']} to resume it")  # fmt: skip
     try:
         trainer.load_state_dict(state)
     except (RuntimeError, ValueError, KeyError, TypeError) as error:  # a damaged or hand-edited file
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(
-            f"{path} is a damaged checkpoint: its training state does not fit its model ({first[:300]})"
-        ) from None
+        raise CheckpointError(f"{path} is a damaged checkpoint: its training state does not fit its model "
+                              f"({first[:300]})") from None  # fmt: skip
     stored = payload["config"].training
     if changed := trainer.adopt_optimizer_settings(stored):
         log.info("resuming with %s: the learning rate continues at %.4g (learning_rate × lr_decay^%d)",
@@ -309,9 +279,8 @@ def _resume(trainer: Trainer, path: Path, config: RunConfig, data: _Data) -> Non
     log.info("resumed from %s at epoch %d", path, trainer.epoch)
 
 
-def _load_weights_of_the_same_data(
-    model: nn.Module, payload: dict[str, Any], path: Path, config: RunConfig, data: _Data
-) -> None:
+def _load_weights_of_the_same_data(model: nn.Module, payload: dict[str, Any], path: Path, config: RunConfig,
+                                   data: _Data) -> None:  # fmt: skip
     """Load the checkpoint's weights; a CheckpointError where it was standardised on other data."""
     mean, std = model.standardize.mean.clone(), model.standardize.std.clone()
     ckpt.load_weights(model, payload["model"], str(path))
@@ -320,11 +289,10 @@ def _load_weights_of_the_same_data(
         return
     trained_on = payload.get("data") or {}
     where = f" ({trained_on['path']}, {trained_on['n_rows']} rows)" if "n_rows" in trained_on else ""
-    raise CheckpointError(
-        f"cannot resume from {path}: it was trained on other data{where}; the training split of "
-        f"{config.data.path} ({data.info['n_rows']} rows, test_fraction {config.data.test_fraction}, "
-        f"split_seed {config.data.split_seed}) has another mean or standard deviation"
-    )
+    raise CheckpointError(f"cannot resume from {path}: it was trained on other data{where}; the training split "
+                          f"of {config.data.path} ({data.info['n_rows']} rows, test_fraction "
+                          f"{config.data.test_fraction}, split_seed {config.data.split_seed}) has another mean or "
+                          "standard deviation")  # fmt: skip
 
 
 def _save(trainer: Trainer, config: RunConfig, data: _Data, target: Path) -> None:
@@ -338,8 +306,8 @@ def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboa
     from genmodels.plots import report
 
     def held_out(model: nn.Module) -> dict[str, float]:
+        labels = [] if data.test_labels is None else [data.test_labels]
         with torch.no_grad():
-            labels = () if data.test_labels is None else (data.test_labels,)
             return model.held_out_metrics(data.test, *labels)
 
     if not distributed.is_main():  # rank 0 evaluates and writes
@@ -357,8 +325,7 @@ def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboa
 
 
 def _sampling_seconds(model: nn.Module, config: RunConfig) -> float:
-    """An estimate of the run's sampling time: one chunk timed through 8 reverse steps (a flow: its
-    one pass), scaled to ``sampling.n_samples`` points and the sampler's steps."""
+    """The run's sampling seconds: one chunk timed through 8 reverse steps (a flow: one pass), scaled up."""
     spec, sampling = get_spec(config.model_type), config.sampling
     steps = sampling.sampling_steps or getattr(model, "diffusion_steps", 1)
     probe, points = min(8, steps), min(sampling.chunk_size, sampling.n_samples)
@@ -377,51 +344,37 @@ def _sampling_seconds(model: nn.Module, config: RunConfig) -> float:
 
 
 def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray, Any, float, Any]:
-    """The samples in the data's units, their labels (a conditional model's, drawn in the training
-    proportions; else None), the seconds they took, and the reverse process (or None)."""
+    """The samples (data units), their labels (or None), the seconds they took, the reverse process (or None)."""
     from genmodels.plots.arrays import record_reverse_process
 
-    spec, sampling = get_spec(config.model_type), config.sampling
+    spec, sampling, seed = get_spec(config.model_type), config.sampling, config.training.seed
     options = {key: getattr(sampling, key) for key in spec.sample_options.values()}
-    recorder = (
-        record_reverse_process if "reverse_process" in spec.figures else lambda _: contextlib.nullcontext()
-    )
-    compiled, precision = sampling_plan(
-        sampling.compile, sampling.precision, model, sampling.n_samples, sampling.sampling_steps
-    )
+    recorder = (record_reverse_process if "reverse_process" in spec.figures
+                else lambda _: contextlib.nullcontext())  # fmt: skip
+    compiled, precision = sampling_plan(sampling.compile, sampling.precision, model, sampling.n_samples,
+                                        sampling.sampling_steps)  # fmt: skip
     start = time.perf_counter()
-    labels = draw_labels(model, sampling.n_samples, config.training.seed)
+    labels = draw_labels(model, sampling.n_samples, seed)
     with compiled_network(model, compiled), recorder(model) as recording:
-        samples = sample_model(model, sampling.n_samples, seed=config.training.seed, chunk_size=sampling.chunk_size,
+        samples = sample_model(model, sampling.n_samples, seed=seed, chunk_size=sampling.chunk_size,
                                precision=precision, label=labels, **options)  # fmt: skip
     seconds = time.perf_counter() - start
     if not np.isfinite(samples).all():
-        raise TrainingError(
-            f"{int((~np.isfinite(samples).all(1)).sum())} of {len(samples)} generated samples are not finite; "
-            f"the trained model is unusable (its state is in {last}); try a lower --lr or a smaller "
-            "training.grad_clip"
-        )
+        raise TrainingError(f"{int((~np.isfinite(samples).all(1)).sum())} of {len(samples)} generated samples are "
+                            f"not finite; the trained model is unusable (its state is in {last}); try a lower --lr "
+                            "or a smaller training.grad_clip")  # fmt: skip
     return samples, labels, seconds, recording.trajectory(samples) if recording is not None else None
 
 
 def _score(trainer: Trainer, config: RunConfig, data: _Data, drawn: tuple, seconds: float) -> dict:
-    """The run's metrics: sizes and times, the likelihoods and the two-sample tests, with their units;
-    for a conditional model also per label (``"labels"``: its held-out NLL given the label, C2ST and
-    label accuracy, see :func:`per_label_scores`) and the labels' entropy."""
+    """The run's metrics and their units; a conditional model's also per label and the labels' entropy."""
     samples, labels = drawn
-    metrics: dict[str, Any] = {
-        "model": config.model_type,
-        "data": str(config.data.path),
-        "dim": data.dim,
-        "epochs": trainer.epoch,
-        "steps": trainer.step,
-        "train_seconds": round(trainer.train_seconds, 3),
-        "sample_seconds": round(seconds, 3),
-        "n_samples": len(samples),
-    }
+    metrics: dict[str, Any] = {"model": config.model_type, "data": str(config.data.path), "dim": data.dim,
+                               "epochs": trainer.epoch, "steps": trainer.step,
+                               "train_seconds": round(trainer.train_seconds, 3),
+                               "sample_seconds": round(seconds, 3), "n_samples": len(samples)}  # fmt: skip
     metrics.update(_likelihood_metrics(trainer.ema, get_spec(config.model_type), data))
-    n_eval = config.sampling.n_eval or len(data.test_np)
-    seed = config.data.split_seed
+    n_eval, seed = config.sampling.n_eval or len(data.test_np), config.data.split_seed
     metrics.update(evaluate_samples(samples[:n_eval], data.test_np, data.train_np, seed=seed))
     if labels is not None:
         per_label = per_label_scores((samples, labels), (data.test_np, data.test_labels_np),
@@ -446,32 +399,23 @@ def _likelihood_metrics(model: nn.Module, spec: ModelSpec, data: _Data) -> dict[
     def mean(values: torch.Tensor) -> float:
         return float(values.mean()) if len(values) else math.nan
 
-    key = "test_nll" if name == "exact" else f"test_nll_{name}"
-    out: dict[str, Any] = (
-        {"train_nll": mean(per_point(data.train, data.train_labels))} if name == "exact" else {}
-    )
+    exact = name == "exact"
+    key = "test_nll" if exact else f"test_nll_{name}"
+    out: dict[str, Any] = {"train_nll": mean(per_point(data.train, data.train_labels))} if exact else {}
     test = per_point(data.test, data.test_labels)
     out[key] = mean(test)
     out[f"{key}_per_dim"] = out[key] / data.dim
     if data.label_names:  # the NLL above is given the labels
-        out["per_label_nll"] = {
-            label: {key: mean(test[data.test_labels == k])} for k, label in enumerate(data.label_names)
-        }
-        if name == "exact":  # and the model's marginal p(x) = sum_y π_y p(x | y) on the same points
+        out["per_label_nll"] = {label: {key: mean(test[data.test_labels == k])}
+                                for k, label in enumerate(data.label_names)}  # fmt: skip
+        if exact:  # and the model's marginal p(x) = sum_y π_y p(x | y) on the same points
             out["test_nll_marginal"] = mean(per_point(data.test, None))
     return out
 
 
-def _write_outputs(
-    out: Path,
-    paths: dict[str, Path],
-    trainer: Trainer,
-    config: RunConfig,
-    data: _Data,
-    results: tuple,
-    fmt: str,
-) -> dict[str, Path]:
-    """Write every output from ``results`` (samples, labels, metrics, reverse process); returns the figures' paths."""
+def _write_outputs(out: Path, paths: dict[str, Path], trainer: Trainer, config: RunConfig, data: _Data,
+                   results: tuple, fmt: str) -> dict[str, Path]:  # fmt: skip
+    """Write every output of ``results`` (samples, labels, metrics, reverse process); returns the figures."""
     from genmodels.plots import report
 
     samples, labels, metrics, reverse = results
@@ -491,9 +435,6 @@ def _write_outputs(
 def _history_csv(history: dict[str, list[float]]) -> str:
     """The per-epoch history as CSV: ``epoch`` first, then the other keys sorted; NaN as empty cells."""
     keys = ["epoch"] + sorted(k for k in history if k != "epoch")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(keys)
-    for row in zip(*(history[k] for k in keys), strict=True):
-        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else f"{v:.8g}" for v in row])
-    return buffer.getvalue()
+    rows = [["" if isinstance(v, float) and math.isnan(v) else f"{v:.8g}" for v in row]
+            for row in zip(*(history[k] for k in keys), strict=True)]  # fmt: skip
+    return "".join(",".join(row) + "\n" for row in [keys, *rows])
