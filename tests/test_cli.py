@@ -28,7 +28,7 @@ import yaml
 from cases import case
 from genmodels.cli import main
 from genmodels.config import load_config, with_overrides
-from genmodels.data import GENERATORS, DataWarning, load_csv
+from genmodels.data import GENERATORS, DataWarning, load_csv, make_text
 from genmodels.train.checkpoint import build_model, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -314,6 +314,23 @@ def test_make_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert code == 2
     assert_clean_error(err, "text")
     assert not (tmp_path / "x.csv").exists() and not (tmp_path / "y.csv").exists()
+    digits = tmp_path / "689.csv"
+    code, _, err = cli(
+        capsys, "make-data", "text", "--font", "dejavu", "-n", "100", "--seed", "3", "-o", digits
+    )
+    assert code == 0, err
+    np.testing.assert_allclose(load_csv(digits).values, make_text(100, seed=3, font="dejavu"), rtol=1e-15)
+    code, _, err = cli(
+        capsys, "make-data", "text", "--text", "6a", "--font", "pen", "-n", "10", "-o", tmp_path / "z.csv"
+    )
+    assert code == 2
+    assert_clean_error(err, "'a'")
+    code, _, err = cli(
+        capsys, "make-data", "two_moons", "--font", "pen", "-n", "10", "-o", tmp_path / "z.csv"
+    )
+    assert code == 2
+    assert_clean_error(err, "--font")
+    assert not (tmp_path / "z.csv").exists()
 
 
 # -- options ---------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from genmodels.data import (
     save_csv,
     train_test_split,
 )
-from genmodels.data.generators import STROKE_BLUR
+from genmodels.data.generators import PEN_DIGITS, PEN_WIDTH, STROKE_BLUR
 from genmodels.data.generators import _char_area as char_area
 from genmodels.data.generators import _glyph_layout as glyph_layout
 from genmodels.data.generators import _stroke_midlines as stroke_midlines
@@ -520,16 +520,20 @@ def text_points() -> np.ndarray:
     return make_text(20000, seed=0)
 
 
-def test_text_fraction_inside_glyphs(text_points):
-    labels = glyph_labels(text_points)
+@pytest.mark.parametrize("font", ["pen", "dejavu"])
+def test_text_fraction_inside_glyphs(font):
+    text_points = make_text(20000, seed=0, font=font)
+    labels = glyph_labels(text_points, font=font)
     assert labels.shape == (20000,) and labels.dtype == np.int64
     # A straight stroke of width w blurred by N(0, (w / 4)^2) keeps P(|z| < 2) = 95.4 % inside; curves
-    # and stroke ends lose a little more. A uniform fill would keep all.
-    inside_strokes = np.mean(glyph_labels(make_text(20000, seed=1, background=0.0)) >= 0)
-    assert 0.93 < inside_strokes < 0.96
+    # and stroke ends move it a little. A uniform fill would keep all.
+    inside_strokes = np.mean(
+        glyph_labels(make_text(20000, seed=1, background=0.0, font=font), font=font) >= 0
+    )
+    assert 0.93 < inside_strokes < 0.97
     # 90 % stroke points plus the background points that happen to fall on a glyph: about 0.86
     background = np.random.default_rng(99).standard_normal((20000, 2))
-    expected = 0.9 * inside_strokes + 0.1 * np.mean(glyph_labels(background) >= 0)
+    expected = 0.9 * inside_strokes + 0.1 * np.mean(glyph_labels(background, font=font) >= 0)
     assert np.mean(labels >= 0) == pytest.approx(expected, abs=0.007)
 
 
@@ -539,27 +543,54 @@ def outline_length(outlines) -> float:
 
 def test_text_digits_get_points_in_proportion_to_stroke_length():
     # Mass is uniform per unit of midline length; a stroke's midline is half its two sides' outlines.
-    glyph_only = make_text(20000, seed=2, background=0.0)
-    labels = glyph_labels(glyph_only)
+    glyph_only = make_text(20000, seed=2, background=0.0, font="dejavu")
+    labels = glyph_labels(glyph_only, font="dejavu")
     counts = np.bincount(labels[labels >= 0], minlength=3)
     lengths = np.array([outline_length(outlines) for outlines in glyph_layout("689")])
     np.testing.assert_allclose(counts / counts.sum(), lengths / lengths.sum(), atol=0.01)
     areas = np.array([char_area(p) for p in glyph_layout("689")])
-    assert areas.sum() == pytest.approx(glyph_area("689"))
+    assert areas.sum() == pytest.approx(glyph_area("689", font="dejavu"))
 
 
-def test_text_strokes_are_gaussian_about_the_midlines():
-    midline, widths, _ = stroke_midlines("689")
-    assert len(midline) * 1.24e-3 / 2 == pytest.approx(
-        outline_length(sum(glyph_layout("689"), ())) / 2, rel=0.02
-    )
+def pen_length(stroke: tuple[float, ...]) -> float:
+    if len(stroke) == 4:
+        return math.hypot(stroke[2] - stroke[0], stroke[3] - stroke[1])
+    cx, cy, rx, ry, start, stop = stroke
+    angle = np.radians(np.linspace(start, stop, 10001))
+    return float(np.hypot(*np.diff(np.stack([rx * np.cos(angle), ry * np.sin(angle)]), axis=1)).sum())
+
+
+def test_pen_digits_get_points_in_proportion_to_stroke_length():
+    # The digits' strokes (arcs and lines in a unit box, all scaled alike) share the mass by length.
+    names, lengths = zip(*[(c, sum(map(pen_length, PEN_DIGITS[c]))) for c in "1089"], strict=True)
+    points, labels = make_text(40000, seed=3, text="1089", background=0.0, labels=True)
+    counts = np.array([np.sum(labels == c) for c in names])
+    np.testing.assert_allclose(counts / counts.sum(), np.array(lengths) / sum(lengths), atol=0.01)
+    # Each point is labelled with the digit whose stroke lies nearest: most within half the pen's width.
+    index = glyph_labels(points, "1089")
+    inside = index >= 0
+    assert np.mean(np.array(list("1089"))[index[inside]] == labels[inside]) > 0.99
+    assert glyph_area("1089") == pytest.approx(PEN_WIDTH * sum(lengths) * (1.24 - PEN_WIDTH), rel=0.02)
+
+
+# The pen's strokes cross (the 6's stroke and loop, the 8's loops): there a point's nearest midline can be
+# the other stroke's, so fewer points lie beyond sigma than the half-normal 0.317.
+@pytest.mark.parametrize(
+    ("font", "expected_sigma", "tail"), [("dejavu", 0.036, 0.31), ("pen", 0.25 * PEN_WIDTH, 0.29)]
+)
+def test_text_strokes_are_gaussian_about_the_midlines(font, expected_sigma, tail):
+    midline, widths, _ = stroke_midlines("689", font)
+    if font == "dejavu":  # the midline is half the two sides' outlines
+        assert len(midline) * 1.24e-3 / 2 == pytest.approx(
+            outline_length(sum(glyph_layout("689"), ())) / 2, rel=0.02
+        )
     sigma = STROKE_BLUR * float(np.median(widths))
-    assert sigma == pytest.approx(0.036, abs=0.002)  # 0.25 x the median stroke width 0.144
-    distance, _ = cKDTree(midline).query(make_text(20000, seed=2, background=0.0))
+    assert sigma == pytest.approx(expected_sigma, abs=0.002)  # DejaVu: 0.25 x the median width 0.144
+    distance, _ = cKDTree(midline).query(make_text(20000, seed=2, background=0.0, font=font))
     # The offset across the stroke is N(0, sigma^2): RMS sigma, half-normal tail P(|z| > 1) = 0.317
     # (a uniform fill of width 4 sigma gives an RMS of 1.15 sigma and a tail of 0.5).
     assert np.sqrt(np.mean(distance**2)) == pytest.approx(sigma, rel=0.05)
-    assert np.mean(distance > sigma) == pytest.approx(0.31, abs=0.02)
+    assert np.mean(distance > sigma) == pytest.approx(tail, abs=0.02)
     assert distance.max() < 5 * sigma
 
 
@@ -583,12 +614,12 @@ def hole_polygons(char_index: int) -> list[np.ndarray]:
 def test_holes_get_only_blurred_stroke_edges(text_points, char_index, n_holes):
     holes = hole_polygons(char_index)
     assert len(holes) == n_holes
-    glyph_only = make_text(20000, seed=1, background=0.0)
+    glyph_only = make_text(20000, seed=1, background=0.0, font="dejavu")
     sigma = STROKE_BLUR * float(np.median(stroke_midlines("689")[1]))
     for hole in holes:
         centre = hole.mean(axis=0)
         assert MplPath(hole).contains_point(tuple(centre))
-        assert glyph_labels(centre[None, :])[0] == -1
+        assert glyph_labels(centre[None, :], font="dejavu")[0] == -1
         assert MplPath(hole).contains_points(glyph_only).mean() < 0.01
         # no point deeper than 3 sigma into the hole: the disc of radius (nearest outline point - 3 sigma)
         radius = np.hypot(*(hole - centre).T).min()
@@ -603,12 +634,26 @@ def test_hole_of_six_position():
     assert -0.3 < centre[1] < 0.1
 
 
-def test_text_layout_extents(text_points):
-    glyphs = text_points[glyph_labels(text_points) >= 0]
+@pytest.mark.parametrize("font", ["pen", "dejavu"])
+def test_text_layout_extents(font):
+    points = make_text(20000, seed=0, font=font)
+    glyphs = points[glyph_labels(points, font=font) >= 0]
     lo, hi = glyphs.min(axis=0), glyphs.max(axis=0)
     assert lo[0] == pytest.approx(-1.45, abs=0.1) and hi[0] == pytest.approx(1.45, abs=0.1)
     assert lo[1] == pytest.approx(-0.49, abs=0.05) and hi[1] == pytest.approx(0.75, abs=0.05)
-    assert glyph_area("689") == pytest.approx(1.38, abs=0.05)
+    assert glyph_area("689", font="dejavu") == pytest.approx(1.38, abs=0.05)
+
+
+def test_text_font_choice():
+    # auto: the pen for digits, DejaVu for anything else; the pen refuses what it cannot draw, by name.
+    np.testing.assert_array_equal(make_text(50, seed=0), make_text(50, seed=0, font="pen"))
+    np.testing.assert_array_equal(
+        make_text(50, seed=0, text="6a"), make_text(50, seed=0, text="6a", font="dejavu")
+    )
+    with pytest.raises(ValueError, match="'a'"):
+        make_text(10, seed=0, text="6a", font="pen")
+    with pytest.raises(ValueError, match="font"):
+        make_text(10, seed=0, font="comic")
 
 
 def test_text_other_strings_and_options():

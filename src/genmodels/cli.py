@@ -204,6 +204,11 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     add("-n", type=int, default=65536, help="number of points (default 65536)")
     add("--seed", **_SEED)
     add("--text", help="for 'text': the characters to render (default 689)")
+    add(
+        "--font",
+        choices=("auto", "pen", "dejavu"),
+        help="for 'text': hand-drawn pen digits, or DejaVu Sans (default auto: pen for digits)",
+    )
     add("--labels", action="store_true", help="also write each point's component as a column 'label'")
     add("-o", "--output", required=True, help=_CSV_OUTPUT)
     _add_evaluation_parsers(sub)
@@ -400,12 +405,13 @@ def _make_data(args: argparse.Namespace) -> int:
         raise ConfigError(f"-n must be >= 1 (got {args.n})")
     _check_sample_memory(args.n, 2, "points")
     _check_output_file("-o", args.output, csv=True)
-    if args.text is not None and args.name != "text":
-        raise ConfigError("--text applies only to the 'text' dataset")
+    if (args.text is not None or args.font is not None) and args.name != "text":
+        raise ConfigError("--text and --font apply only to the 'text' dataset")
     if args.labels and args.name not in LABELLED:
         raise ConfigError(f"--labels: {args.name!r} has no natural components; expected one of "
                           f"{', '.join(LABELLED)}")  # fmt: skip
-    kwargs = ({} if args.text is None else {"text": args.text}) | ({"labels": True} if args.labels else {})
+    given = {"text": args.text, "font": args.font, "labels": args.labels or None}
+    kwargs = {key: value for key, value in given.items() if value is not None}
     try:
         points = GENERATORS[args.name](args.n, seed=args.seed, **kwargs)
     except ValueError as error:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["GENERATORS", "LABELLED", "exact_entropy", "glyph_area", "glyph_labels", "make_2spirals", "make_8gaussians",
+__all__ = ["GENERATORS", "LABELLED", "exact_entropy", "glyph_area", "glyph_labels", "make_2spirals", "PEN_DIGITS", "make_8gaussians",
            "make_checkerboard", "make_circles", "make_pinwheel", "make_swiss_roll", "make_text", "make_two_moons"]  # fmt: skip
 
 
@@ -105,12 +105,19 @@ def _char_area(polygons: Sequence[np.ndarray]) -> float:
     return total
 
 
-def glyph_labels(points: np.ndarray, text: str = "689") -> np.ndarray:
-    """Index of the character of ``text`` whose outlines contain each point of ``points`` ``(N, 2)`` (the
-    layout of :func:`make_text`): int64 ``(N,)``, ``-1`` outside every glyph."""
+def glyph_labels(points: np.ndarray, text: str = "689", font: str = "auto") -> np.ndarray:
+    """Index of the character of ``text`` whose strokes contain each point of ``points`` ``(N, 2)`` (the
+    layout of :func:`make_text` in ``font``): int64 ``(N,)``, ``-1`` outside every glyph. Pen strokes
+    contain the points within half the pen's width of their midline; DejaVu's, those in its outlines."""
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"points must have shape (N, 2), got {pts.shape}")
+    if _font(text, font) == "pen":
+        from scipy.spatial import cKDTree
+
+        midline, widths, chars = _pen_midlines(text)
+        distance, nearest = cKDTree(midline).query(pts)
+        return np.where(distance <= widths[nearest] / 2, chars[nearest], -1).astype(np.int64)
     labels = np.full(len(pts), -1, dtype=np.int64)
     for index, polygons in enumerate(_glyph_layout(text)):
         free = np.flatnonzero(labels == -1)
@@ -119,8 +126,11 @@ def glyph_labels(points: np.ndarray, text: str = "689") -> np.ndarray:
     return labels
 
 
-def glyph_area(text: str = "689") -> float:
-    """Total inked area of ``text`` in the layout of :func:`make_text`, in squared data units."""
+def glyph_area(text: str = "689", font: str = "auto") -> float:
+    """Total inked area of ``text`` in the layout of :func:`make_text`, in squared data units (pen:
+    midline length times the pen's width)."""
+    if _font(text, font) == "pen":
+        return len(_pen_midlines(text)[0]) * _STATION_SPACING * PEN_WIDTH
     return float(sum(_char_area(polygons) for polygons in _glyph_layout(text)))
 
 
@@ -179,11 +189,78 @@ def _inscribed_radius(origins, normals, starts, ends, upper) -> np.ndarray:
     return low
 
 
+#: Single-stroke digits drawn as a pen would, in a box 0.6 wide and 1 tall (baseline 0): arcs
+#: ``(cx, cy, rx, ry, from_degrees, to_degrees)`` and lines ``(x0, y0, x1, y1)``.
+PEN_DIGITS: dict[str, tuple[tuple[float, ...], ...]] = {
+    "0": ((0.3, 0.5, 0.28, 0.48, 0, 360),),
+    "1": ((0.3, 0, 0.3, 1), (0.3, 1, 0.1, 0.8)),
+    "2": ((0.3, 0.72, 0.27, 0.27, 160, -40), (0.51, 0.55, 0.02, 0), (0.02, 0, 0.58, 0)),
+    "3": ((0.3, 0.76, 0.23, 0.23, 150, -90), (0.3, 0.27, 0.27, 0.26, 90, -150)),
+    "4": ((0.45, 0, 0.45, 1), (0.45, 1, 0, 0.3), (0, 0.3, 0.6, 0.3)),
+    "5": ((0.55, 1, 0.12, 1), (0.12, 1, 0.08, 0.56), (0.3, 0.3, 0.3, 0.3, 130, -150)),
+    "6": ((0.3, 0.3, 0.3, 0.3, 0, 360), (0.52, 1, 0.06, 0.45)),
+    "7": ((0, 1, 0.6, 1), (0.6, 1, 0.2, 0)),
+    "8": ((0.3, 0.77, 0.23, 0.23, 0, 360), (0.3, 0.27, 0.27, 0.27, 0, 360)),
+    "9": ((0.3, 0.7, 0.3, 0.3, 0, 360), (0.6, 0.7, 0.55, 0)),
+}
+#: Pen width in data units (the strokes' blur is ``stroke_blur`` times it).
+PEN_WIDTH = 0.18
+_PEN_ADVANCE = 0.95  # distance between the boxes' left edges, in box heights
+
+
+def _font(text: str, font: str) -> str:
+    """``font`` resolved: ``"auto"`` is ``"pen"`` for digits (and spaces), else ``"dejavu"``."""
+    if font not in ("auto", "pen", "dejavu"):
+        raise ValueError(f"font must be 'auto', 'pen' or 'dejavu', got {font!r}")
+    if font == "auto":
+        return "pen" if text.strip() and all(c.isspace() or c in PEN_DIGITS for c in text) else "dejavu"
+    if font == "pen" and (missing := sorted({c for c in text if not c.isspace() and c not in PEN_DIGITS})):
+        raise ValueError(f"the pen font draws the digits 0-9 only, not {', '.join(map(repr, missing))}")
+    return font
+
+
+def _resample(polyline: np.ndarray) -> np.ndarray:
+    """Points every ``_STATION_SPACING`` or so along an open polyline ``(V, 2)``: ``(M, 2)``."""
+    cumulative = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(polyline, axis=0).T))])
+    at = (np.arange(max(int(cumulative[-1] / _STATION_SPACING), 2)) + 0.5) * _STATION_SPACING
+    at *= cumulative[-1] / (at[-1] + 0.5 * _STATION_SPACING)
+    return np.stack([np.interp(at, cumulative, polyline[:, k]) for k in (0, 1)], axis=1)
+
+
 @functools.lru_cache(maxsize=32)
-def _stroke_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pen_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_stroke_midlines` of the pen font: the strokes of :data:`PEN_DIGITS`, set ``_PEN_ADVANCE``
+    apart, scaled so the ink (midlines plus half the pen) is 1.24 tall, centred on ``(0, 0.13)``."""
+    points, chars = [], []
+    for index, char in enumerate(text):
+        for stroke in PEN_DIGITS.get(char, ()):
+            if len(stroke) == 4:
+                line = np.array(stroke).reshape(2, 2)
+            else:
+                cx, cy, rx, ry, start, stop = stroke
+                angle = np.radians(np.linspace(start, stop, 256))
+                line = np.stack([cx + rx * np.cos(angle), cy + ry * np.sin(angle)], axis=1)
+            points.append(line + [index * _PEN_ADVANCE, 0.0])
+            chars.append(np.full(len(line), index))
+    scale = (_HEIGHT - PEN_WIDTH) / _HEIGHT  # box height 1 -> midline height, keeping ``_STATION_SPACING``
+    stations, labels = [], []
+    for line, char in zip(points, chars, strict=True):
+        stations.append(_resample(line * _HEIGHT * scale))
+        labels.append(np.full(len(stations[-1]), char[0]))
+    stations_all = np.concatenate(stations)
+    lo, hi = stations_all.min(axis=0), stations_all.max(axis=0)
+    stations_all += np.array([0.0, 0.13]) - (lo + hi) / 2
+    return stations_all, np.full(len(stations_all), PEN_WIDTH), np.concatenate(labels)
+
+
+@functools.lru_cache(maxsize=32)
+def _stroke_midlines(text: str, font: str = "dejavu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stroke midline points ``(M, 2)``, widths ``(M,)`` and character indices ``(M,)`` of ``text``, equal
-    mass per midline length: midpoints of inward normal chords from outline stations, or, where a chord
-    is not square, the centre of the largest inscribed disc (dropped under a quarter of the median width)."""
+    mass per midline length. DejaVu: midpoints of inward normal chords from outline stations, or, where a
+    chord is not square, the centre of the largest inscribed disc (dropped under a quarter of the median
+    width); pen: :func:`_pen_midlines`."""
+    if _font(text, font) == "pen":
+        return _pen_midlines(text)
     points, widths, loose, chars = [], [], [], []
     for char, outlines in enumerate(_glyph_layout(text)):
         if not outlines:
@@ -213,6 +290,7 @@ def make_text(
     background: float = 0.1,
     background_std: float = 1.0,
     stroke_blur: float = STROKE_BLUR,
+    font: str = "auto",
     labels: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Soft pen strokes of ``text`` plus a Gaussian background: float64 ``(n, 2)``.
@@ -220,8 +298,10 @@ def make_text(
     Each point is, with probability ``background``, drawn from ``N(0, background_std^2 I)``, otherwise a
     point uniform by length on the glyphs' stroke midlines plus isotropic Gaussian noise of std
     ``stroke_blur`` times the median stroke width (Gaussian cross-section; about 95 % of these points
-    fall inside the outlines). "689" spans about ``[-1.45, 1.45] x [-0.49, 0.75]`` (:func:`_glyph_layout`).
-    Labels: the character a point's stroke belongs to, or ``"background"``.
+    fall inside the strokes). ``font``: ``"pen"``, single-stroke digits of arcs and lines as drawn by
+    hand (:data:`PEN_DIGITS`, pen :data:`PEN_WIDTH`), or ``"dejavu"``, the midlines of DejaVu Sans's
+    outlines (any text the font covers); ``"auto"``: pen for digits, else DejaVu. The ink is 1.24 tall,
+    centred on ``(0, 0.13)``. Labels: the character a point's stroke belongs to, or ``"background"``.
     """
     rng = _rng(n, seed)
     if not 0.0 <= background <= 1.0:
@@ -230,7 +310,7 @@ def make_text(
         raise ValueError(f"background_std must be positive, got {background_std!r}")
     if not stroke_blur > 0:
         raise ValueError(f"stroke_blur must be positive, got {stroke_blur!r}")
-    midline, widths, chars = _stroke_midlines(text)
+    midline, widths, chars = _stroke_midlines(text, _font(text, font))
     n_background = int(rng.binomial(n, background)) if n else 0
     n_glyph = n - n_background
     sigma = stroke_blur * float(np.median(widths))
