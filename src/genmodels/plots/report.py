@@ -102,22 +102,35 @@ def _latent_names(dim: int) -> list[str]:
 
 @dataclass
 class _Run:
+    """A model's figures' inputs: ``real (N, D)``, ``samples (M, D)`` (at most ``_SHOW_POINTS`` of each shown);
+    ``reverse``: a recorded ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn); ``labels``: a
+    conditional model's label names and the samples' label indices ``(M,)``, ``real_labels (N,)`` those of
+    ``real``."""
+
     model: nn.Module
     spec: ModelSpec
     real: np.ndarray
     samples: np.ndarray
     fig_dir: Path
-    fmt: str
-    where: str
-    headline: str
-    columns: Sequence[str] | None
-    data_name: str | os.PathLike[str] | None
-    text: str | None
-    reverse: tuple[np.ndarray, np.ndarray] | None
-    sampling_steps: int
-    seed: int
-    labels: tuple[Sequence[str], np.ndarray] | None = None  # a conditional model's names, sample labels
-    real_labels: np.ndarray | None = None  # and the labels of ``real``
+    headline: str = ""
+    fmt: str = "png"
+    columns: Sequence[str] | None = None
+    data_name: str | os.PathLike[str] | None = None
+    text: str | None = None
+    reverse: tuple[np.ndarray, np.ndarray] | None = None
+    sampling_steps: int = 0
+    seed: int = 0
+    labels: tuple[Sequence[str], np.ndarray] | None = None
+    real_labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        shown = P.subsample(np.arange(len(self.real)), _SHOW_POINTS, self.seed)
+        self.real, self.samples = np.asarray(self.real, dtype=float)[shown], self.samples[:_SHOW_POINTS]
+        self.model, self.samples = self.model.eval(), np.asarray(self.samples, dtype=float)
+        if self.labels is not None:
+            self.labels = (self.labels[0], np.asarray(self.labels[1])[:_SHOW_POINTS])
+        self.real_labels = None if self.real_labels is None else np.asarray(self.real_labels)[shown]
+        self.where = f" on {Path(self.data_name).name}" if self.data_name else ""
 
     @property
     def dim(self) -> int:
@@ -141,33 +154,14 @@ def write_figures(
     history: Mapping[str, Sequence[float]] | None,
     out_dir: str | os.PathLike[str],
     *,
-    fmt: str = "png",
     metrics: Mapping[str, Any] | None = None,
-    columns: Sequence[str] | None = None,
-    data_name: str | os.PathLike[str] | None = None,
-    text: str | None = None,
-    reverse: tuple[np.ndarray, np.ndarray] | None = None,
-    sampling_steps: int = 0,
-    seed: int = 0,
     index: bool = True,
-    labels: tuple[Sequence[str], np.ndarray] | None = None,
-    real_labels: np.ndarray | None = None,
+    **options: Any,
 ) -> dict[str, Path]:
-    """Draw every figure of ``model`` (``real (N, D)``, ``samples (M, D)``) into ``out_dir/figures``.
-
-    ``reverse``: a recorded ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn);
-    ``labels``: a conditional model's label names and the samples' label indices ``(M,)`` (one generated
-    panel per label in the results figure), ``real_labels (N,)`` those of ``real`` (the real points
-    coloured by label, a flow's latent given the label)."""
+    """Draw every figure of ``model`` (``real (N, D)``, ``samples (M, D)``) into ``out_dir/figures``, and
+    the results page where ``index``; ``options``: the fields of :class:`_Run` (``fmt``, ``columns``, ...)."""
     start, spec = time.perf_counter(), get_spec(model_type)
-    shown = P.subsample(np.arange(len(real)), _SHOW_POINTS, seed)
-    where = f" on {Path(data_name).name}" if data_name else ""
-    run = _Run(
-        model.eval(), spec, np.asarray(real, dtype=float)[shown], np.asarray(samples, dtype=float)[:_SHOW_POINTS],
-        Path(out_dir) / "figures", fmt, where, _headline(metrics or {}), columns, data_name, text, reverse,
-        sampling_steps, seed, None if labels is None else (labels[0], np.asarray(labels[1])[:_SHOW_POINTS]),
-        None if real_labels is None else np.asarray(real_labels)[shown],
-    )  # fmt: skip
+    run = _Run(model, spec, real, samples, Path(out_dir) / "figures", _headline(metrics or {}), **options)
     written = _scatter_figures(run)
     if history and len(history.get("epoch", [])):
         written.update(_history_figures(run, history))
@@ -233,9 +227,9 @@ def _latent_figure(run: _Run) -> dict[str, Path]:
         note = "colour: the label, z = f_y(x) given it"
     panels = [("data x", run.real), ("latent z = f(x)", V.latent(run.model, run.real, run.real_labels))]
     return run.draw(
-        "latent", P.plot_coloured_panels, panels, labels, categories=categories, normal_rings=[False, True],
-        panel_columns=[run.columns, _latent_names(run.dim)], colour_note=note,
-        suptitle=f"{run.title}: where the data land in the latent space",
+        "latent", P.plot_panels, panels, labels=(labels, categories), normal_rings=[False, True],
+        panel_columns=[run.columns, _latent_names(run.dim)],
+        suptitle=f"{run.title}: where the data land in the latent space\n{note}",
     )  # fmt: skip
 
 
@@ -255,7 +249,7 @@ def _warped_grid_figure(run: _Run) -> dict[str, Path]:
     warped = V.warped_grid(run.model, extent, points=run.real[carried], n_panels=5)
     return run.draw(
         "warped_grid", P.plot_warped_grid, list(zip(warped.titles, warped.lines, warped.points, strict=True)),
-        labels=labels[carried], categories=categories,
+        labels=(labels[carried], categories),
         suptitle=f"{run.title}: a regular grid in data space pushed through the flow\n"
         "(the first panel in the data's units, the others in standardised units)",
     )  # fmt: skip
@@ -279,9 +273,8 @@ def _reverse_figures(run: _Run) -> dict[str, Path]:
     states = states[:, :_TRAJECTORY_POINTS]
     snapshots = V.closest_indices(timesteps, _strip_steps(run.model))
     title = f"{run.title}: reverse process, from noise (i = {steps}) to samples (i = 0)"
-    written = run.draw(
-        "reverse", P.plot_strip, [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots], suptitle=title
-    )
+    shots = [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots]
+    written = run.draw("reverse", P.plot_panels, shots, suptitle=title, small=True)
     frames = V.closest_indices(timesteps, V.frame_timesteps(steps, _GIF_FRAMES))
     written["reverse_gif"] = P.plot_animation(
         [(f"reverse step i = {int(timesteps[k])}", states[k]) for k in frames],
@@ -294,9 +287,8 @@ def _forward_figure(run: _Run) -> dict[str, Path]:
     steps = _strip_steps(run.model)[::-1]
     diffused = V.forward_process(run.model, run.real[:_TRAJECTORY_POINTS], steps, seed=run.seed)
     title = f"{run.title}: forward process q(x_i | x_0), from data (i = 0) to noise (i = {steps[-1]})"
-    return run.draw(
-        "forward", P.plot_strip, [(f"x_{i}", x) for i, x in zip(steps, diffused, strict=True)], suptitle=title
-    )
+    shots = [(f"x_{i}", x) for i, x in zip(steps, diffused, strict=True)]
+    return run.draw("forward", P.plot_panels, shots, suptitle=title, small=True)
 
 
 def _vector_field_figure(run: _Run) -> dict[str, Path]:
