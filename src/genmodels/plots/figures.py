@@ -42,7 +42,8 @@ _LOSS_TOKENS = ("loss", "nll", "mse", "kl", "elbo", "bpd")
 _SOURCES = ("real", "generated")
 _SINGLE_PANELS = (("learning rate", "lr"), ("gradient norm", "grad_norm"))
 _OTHER_COLOR = "#BBBBBB"
-_SEQUENTIAL = "cividis"  # perceptually uniform and readable with colour-vision deficiencies
+# cividis: perceptually uniform and readable with colour-vision deficiencies; values outside [0, 1] clipped
+_SEQUENTIAL = {"cmap": "cividis", "vmin": 0.0, "vmax": 1.0}
 
 
 def _finite_rows(data: np.ndarray) -> np.ndarray:
@@ -93,37 +94,28 @@ def _message(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
 
 
-def _draw(
-    ax: Axes,
-    xy: np.ndarray,
-    colour: object,
-    *,
-    n_style: int = 0,
-    scale: float = 1.0,
-    labels: Labels | None = None,
-) -> None:
+def _draw(ax: Axes, xy: np.ndarray, colour: object, labels: Labels | None, size: float, alpha: float) -> None:
     """Scatter of ``xy (N, 2)`` in ``colour``, else by ``labels = (values (N,), names)``: indices into
-    ``names`` (-1 grey), or floats in [0, 1] where ``names`` is None; markers sized for ``n_style`` points."""
+    ``names`` (-1 grey), or floats in [0, 1] where ``names`` is None."""
+    values, names = (None, None) if labels is None else labels
+    if names is None:
+        colours = {"color": colour} if values is None else {"c": values, **_SEQUENTIAL}
+        _dots(ax, xy, s=size, alpha=alpha, **colours)
+        return
+    groups = [(-1, "background", _OTHER_COLOR), *((k, str(n), _color(k)) for k, n in enumerate(names))]
+    for k, name, color in groups:
+        mask = np.asarray(values, dtype=np.int64) == k
+        if mask.any():
+            _dots(ax, xy[mask], s=size, alpha=alpha if k >= 0 else alpha * 0.6, color=color, label=name)
+
+
+def _scatter(
+    ax: Axes, xy: np.ndarray, colour: object, *, box: Box | None = None, n_style: int = 0, **style: Any
+) -> None:
+    """Scatter of ``xy (N, 2)`` in ``box`` (else its own), markers sized for ``n_style`` points, scaled by
+    ``style["scale"]``, coloured by ``style["labels"]`` where given."""
     size, alpha = _marker(n_style or len(xy))
-    size *= scale
-    if labels is None:
-        _dots(ax, xy, s=size, alpha=alpha, color=colour)
-    elif labels[1] is None:
-        _dots(
-            ax, xy, s=size, alpha=alpha, c=np.clip(labels[0], 0.0, 1.0), cmap=_SEQUENTIAL, vmin=0.0, vmax=1.0
-        )
-    else:
-        groups = {-1: ("background", _OTHER_COLOR)} | {
-            k: (str(n), _color(k)) for k, n in enumerate(labels[1])
-        }
-        for k, (name, color) in groups.items():
-            mask = np.asarray(labels[0], dtype=np.int64) == k
-            if mask.any():
-                _dots(ax, xy[mask], s=size, alpha=alpha if k >= 0 else alpha * 0.6, color=color, label=name)
-
-
-def _scatter(ax: Axes, xy: np.ndarray, colour: object, *, box: Box | None = None, **style: Any) -> None:
-    _draw(ax, xy, colour, **style)
+    _draw(ax, xy, colour, style.get("labels"), size * style.get("scale", 1.0), alpha)
     box = _box(xy) if box is None else box
     _frame(ax, box)
     _note_outside(ax, xy, box)
@@ -215,29 +207,6 @@ def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[tuple
     return [(title, _xy(data, f"{what} {title!r}")) for title, data in items]
 
 
-def _scatter_row(
-    axes: Sequence[Axes],
-    panels: Sequence[tuple[str, np.ndarray]],
-    boxes: Sequence[Box | None],
-    names: Sequence[Sequence[str] | None],
-    *,
-    fontsize: float = 11,
-    small: bool = False,
-    colours: Sequence[object] | None = None,
-    labels: Labels | None = None,
-) -> None:
-    """Scatter panels (``small``: one colour, marker style of the largest, strip-sized markers);
-    ``colours``: per panel None (the next palette colour), a colour or one colour per point."""
-    n_style = max(len(xy) for _, xy in panels) if small else 0
-    colours = colours or [None] * len(panels)
-    for i, (ax, (title, xy), box, own) in enumerate(zip(axes, panels, boxes, names, strict=True)):
-        colour = _color(0 if small else i) if colours[i] is None else colours[i]
-        _scatter(
-            ax, xy, colour, box=box, n_style=n_style, scale=_STRIP_SCALE if small else 1.0, labels=labels
-        )
-        _label(ax, title, own, fontsize, ticks=7 if small else 8)
-
-
 def _panel_boxes(
     projected: list[np.ndarray],
     reference: np.ndarray | None,
@@ -305,9 +274,11 @@ def plot_panels(
         height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading.splitlines()) + 0.22 * lines
         fig, axes = _row(len(panels), _PANEL_INCHES, height, heading)
     own = [None] * len(panels) if small else _panel_names(panel_columns, len(panels), names)
-    _scatter_row(
-        axes, projected, boxes, own, fontsize=10 if small else 11, small=small, colours=colours, labels=labels
-    )
+    n_style, scale = (max(len(xy) for _, xy in projected), _STRIP_SCALE) if small else (0, 1.0)
+    for i, (ax, (title, xy), box, colour) in enumerate(zip(axes, projected, boxes, colours, strict=True)):
+        colour = _color(0 if small else i) if colour is None else colour
+        _scatter(ax, xy, colour, box=box, n_style=n_style, scale=scale, labels=labels)
+        _label(ax, title, own[i], 10 if small else 11, ticks=7 if small else 8)
     if labels is not None and labels[1] is not None:
         scale = max(1.0, 6.0 / math.sqrt(_marker(len(projected[0][1]))[0]))
         axes[0].legend(fontsize=8, markerscale=scale, frameon=False, loc="best")
@@ -618,7 +589,7 @@ def plot_warped_grid(
         fit = (vertices if len(vertices) else pts) if i == 0 or len(pts) < 10 else _finite_rows(pts)
         for j, line in enumerate(lines):  # the vertical lines, then the horizontal ones
             ax.plot(*line.T, color=PALETTE[j >= len(lines) // 2], linewidth=0.6, alpha=0.55, zorder=1)
-        _draw(ax, pts, None, scale=_STRIP_SCALE, labels=labels)
+        _draw(ax, pts, None, labels, _marker(len(pts))[0] * _STRIP_SCALE, _marker(len(pts))[1])
         _frame(ax, _box(fit, aspect=1.0))
         _label(ax, title, fontsize=10, ticks=7)
     if labels[1] is not None:
@@ -707,24 +678,23 @@ def plot_compare(
     densities: Sequence[tuple[str, np.ndarray, Box]],
     path: PathLike,
     *,
-    reference: np.ndarray | None = None,
     columns: Sequence[str] | None = None,
     suptitle: str | None = None,
-    fmt: str = "png",
 ) -> Path:
-    """Scatter panels ``(title, points (N, >= 2))`` above heatmaps ``(title, log_density (H, W), extent)``."""
+    """A PNG of scatter panels ``(title, points (N, >= 2))`` in the first one's limits above heatmaps
+    ``(title, log_density (H, W), extent)``."""
     projected = _projected(panels, "scatter panel")
-    box = _box(projected[0][1] if reference is None else _xy(reference, "reference"))
     names = _column_names(None if columns is None else list(columns)[:2], 2)
     n_cols, n_rows = max(len(panels), len(densities)), 2 if densities else 1
     height = (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0)
     fig = _new_figure(_PANEL_INCHES * n_cols, height, suptitle)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    k = len(projected)
-    _scatter_row(axes[0][:k], projected, [box] * k, [names] * k, fontsize=10)
+    for i, (title, xy) in enumerate(projected):
+        _scatter(axes[0][i], xy, _color(i), box=_box(projected[0][1]))
+        _label(axes[0][i], title, names, fontsize=10)
     for i, (title, log_density, extent) in enumerate(densities):
         _log_density_image(axes[1][i], log_density, extent, small=True)
         _label(axes[1][i], title, names, fontsize=10)
-    for ax in [*axes[0][k:], *(axes[1][len(densities) :] if densities else [])]:
+    for ax in [*axes[0][len(panels) :], *(axes[1][len(densities) :] if densities else [])]:
         ax.set_axis_off()
-    return _save(fig, path, fmt)
+    return _save(fig, path, "png")

@@ -246,7 +246,7 @@ def _warped_grid_figure(run: _Run) -> dict[str, Path]:
     labels, categories, _ = glyph_colouring(run.real, text=run.text, data_name=run.data_name)
     _, extent = P.grid_for(run.real, resolution=_DENSITY_RESOLUTION)
     carried = P.subsample(np.arange(len(run.real)), 1500, run.seed + 1)
-    warped = V.warped_grid(run.model, extent, points=run.real[carried], n_panels=5)
+    warped = V.warped_grid(run.model, extent, points=run.real[carried])
     return run.draw(
         "warped_grid", P.plot_warped_grid, list(zip(warped.titles, warped.lines, warped.points, strict=True)),
         labels=(labels[carried], categories),
@@ -445,7 +445,7 @@ def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int =
             how = {"ode": "probability-flow ODE"}.get(estimator, estimator)
             densities.append((f"{spec.title} log p(x), {how}", logp.reshape(resolution, resolution), extent))
     return P.plot_compare(
-        panels, densities, path, reference=real, columns=results[0].columns or None,
+        panels, densities, path, columns=results[0].columns or None,
         suptitle=" vs ".join(shown) if len(shown) > 1 else f"{shown[0]} and the data",
     )  # fmt: skip
 
