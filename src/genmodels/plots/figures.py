@@ -619,21 +619,18 @@ def plot_vector_fields(
     fields: Sequence[tuple[str, np.ndarray]],
     path: PathLike,
     *,
-    background: np.ndarray | None = None,
+    background: np.ndarray,
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A row of quiver panels ``(title, vectors (G, 2))`` at ``points (G, 2)`` over ``background`` points."""
-    pts = _points(points, "points")[:, :2]
+    """A row of quiver panels ``(title, vectors (G, 2))`` at ``points (G, 2)`` over ``background (N, 2)``."""
+    pts, bg = _points(points, "points")[:, :2], _xy(background, "background")
     box = _box(_finite_rows(pts), aspect=None)
     spacing = max(box[1] - box[0], box[3] - box[2]) / max(math.sqrt(len(pts)) - 1.0, 1.0)
-    bg = None if background is None else _xy(background, "background")
     fig, axes = _row(len(fields), 3.3 + 0.6 / len(fields), 3.45 + (0.35 if suptitle else 0.0), suptitle, 11)
-    arrows = None
+    arrows, (size, alpha) = None, _marker(len(bg))
     for ax, (title, vectors) in zip(axes, fields, strict=True):
-        if bg is not None:
-            size, alpha = _marker(len(bg))
-            _dots(ax, bg, s=size * 0.6, alpha=min(1.0, alpha * 0.8), color="0.6")
+        _dots(ax, bg, s=size * 0.6, alpha=min(1.0, alpha * 0.8), color="0.6")
         drawn = _arrows(ax, pts, np.asarray(vectors, dtype=float), 0.8 * spacing)
         arrows = drawn if drawn is not None else arrows
         _frame(ax, box)
@@ -647,14 +644,15 @@ def plot_animation(
     frames: Sequence[tuple[str, np.ndarray]],
     path: PathLike,
     *,
-    reference: np.ndarray | None = None,
+    reference: np.ndarray,
     suptitle: str | None = None,
 ) -> Path:
-    """A looping GIF of ``(title, points (N, D >= 2))`` frames, 8 frames/s, the last held 8 more."""
+    """A looping GIF of ``(title, points (N, D >= 2))`` frames in the limits of the first, the last and
+    ``reference (M, D)``, 8 frames/s, the last held 8 more."""
     from matplotlib.animation import PillowWriter
 
     arrays = [xy for _, xy in _projected(frames, "frame")]
-    parts = [arrays[0], arrays[-1]] + ([] if reference is None else [_points(reference, "reference")[:, :2]])
+    parts = [arrays[0], arrays[-1], _points(reference, "reference")[:, :2]]
     size, alpha = _marker(max(len(a) for a in arrays))
     fig = Figure(figsize=(4.4, 4.4), dpi=_GIF_DPI, layout="constrained")
     ax = fig.subplots()

@@ -189,35 +189,34 @@ def _scatter_figures(run: _Run) -> dict[str, Path]:
 
 
 def _results_figure(run: _Run) -> dict[str, Path]:
+    """The data, the first middle panel (in its own space and limits) and the samples, each label's apart."""
     middle = [_MIDDLE_PANELS[kind](run) for kind in run.spec.figures if kind in _MIDDLE_PANELS][:1]
     samples_title = f"Generated Samples\n{run.headline}" if run.headline else "Generated Samples"
-    panels = [("Original Data", run.real, None, True), *middle, (samples_title, run.samples, None, True)]
+    panels = [("Original Data", run.real, None), *middle, (samples_title, run.samples, None)]
     categories = None
     if run.labels is not None:  # the real points and each label's samples in that label's colour
         names, labels = run.labels
-        panels += [
-            (f"Generated given {n}", run.samples[labels == k], None, True) for k, n in enumerate(names)
-        ]
+        panels += [(f"Generated given {n}", run.samples[labels == k], None) for k, n in enumerate(names)]
         categories = [run.real_labels, *[run.real_labels] * len(middle), labels, *range(len(names))]
-    titles, own_columns, shared = ([panel[i] for panel in panels] for i in (0, 2, 3))
+    own = [columns for _, _, columns in panels]
     return run.draw(
-        "results", P.plot_panels, list(zip(titles, [panel[1] for panel in panels], strict=True)),
-        columns=run.columns, panel_columns=own_columns, reference=run.real, share_reference=shared,
-        suptitle=run.title, categories=categories,
+        "results", P.plot_panels, [(title, data) for title, data, _ in panels], columns=run.columns,
+        panel_columns=own, reference=run.real, share_reference=[c is None for c in own], suptitle=run.title,
+        categories=categories,
     )  # fmt: skip
 
 
-def _latent_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
-    return "Latent z = f(x)", V.latent(run.model, run.real, run.real_labels), _latent_names(run.dim), False
+def _latent_panel(run: _Run) -> tuple[str, np.ndarray, list[str]]:
+    return "Latent z = f(x)", V.latent(run.model, run.real, run.real_labels), _latent_names(run.dim)
 
 
 @torch.no_grad()
-def _diffused_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
+def _diffused_panel(run: _Run) -> tuple[str, np.ndarray, list[str]]:
     x = V.model_tensor(run.model, run.real)
     generator = torch.Generator(device=x.device).manual_seed(run.seed)
     diffused = run.model.forward_diffuse(x, run.model.diffusion_steps, generator=generator)
     names = [f"{n} (standardised)" for n in P._column_names(run.columns, run.dim)]
-    return "Forward Diffused", diffused.double().cpu().numpy(), names, False
+    return "Forward Diffused", diffused.double().cpu().numpy(), names
 
 
 def _latent_figure(run: _Run) -> dict[str, Path]:
@@ -248,7 +247,7 @@ def _warped_grid_figure(run: _Run) -> dict[str, Path]:
     carried = P.subsample(np.arange(len(run.real)), 1500, run.seed + 1)
     warped = V.warped_grid(run.model, extent, points=run.real[carried])
     return run.draw(
-        "warped_grid", P.plot_warped_grid, list(zip(warped.titles, warped.lines, warped.points, strict=True)),
+        "warped_grid", P.plot_warped_grid, warped,
         labels=(labels[carried], categories),
         suptitle=f"{run.title}: a regular grid in data space pushed through the flow\n"
         "(the first panel in the data's units, the others in standardised units)",
@@ -302,7 +301,7 @@ def _vector_field_figure(run: _Run) -> dict[str, Path]:
     )
 
 
-_MIDDLE_PANELS: dict[str, Callable[[_Run], tuple[str, np.ndarray, list[str], bool]]] = {
+_MIDDLE_PANELS: dict[str, Callable[[_Run], tuple[str, np.ndarray, list[str]]]] = {
     "latent": _latent_panel,
     "forward_process": _diffused_panel,
 }
@@ -472,27 +471,10 @@ def _cell(value: Any) -> str:
     return f'<td class="{cls}">{html.escape(text)}</td>'
 
 
-def _metrics_table(metrics: Mapping[str, Any]) -> str:
-    units = metrics.get("units") if isinstance(metrics.get("units"), Mapping) else {}
-    e = html.escape
-    rows = [
-        f'<tr><th>{e(str(key))}</th>{_cell(value)}<td class="muted">{e(str(units.get(key, "")))}</td></tr>'
-        for key, value in metrics.items()
-        if not (key == "units" and units)
-    ]
-    return "<table>\n" + "\n".join(rows) + "\n</table>"
-
-
-def _label_table(per_label: Mapping[str, Mapping[str, Any]]) -> str:
-    """A conditional run's per-label metrics as an HTML table: one row per label, one column per metric."""
-    e = html.escape
-    keys = list(dict.fromkeys(k for entry in per_label.values() for k in entry))
-    head = "<tr><th>label</th>" + "".join(f"<th>{e(k)}</th>" for k in keys) + "</tr>"
-    rows = [
-        f"<tr><th>{e(str(name))}</th>" + "".join(_cell(entry.get(k)) for k in keys) + "</tr>"
-        for name, entry in per_label.items()
-    ]
-    return "<table>\n" + "\n".join([head, *rows]) + "\n</table>"
+def _table(rows: Sequence[tuple[Any, str]]) -> str:
+    """An HTML table of ``(row header, cells)`` rows."""
+    body = "\n".join(f"<tr><th>{html.escape(str(head))}</th>{cells}</tr>" for head, cells in rows)
+    return f"<table>\n{body}\n</table>"
 
 
 def _figure_key(model_type: str, path: Path) -> str:
@@ -552,9 +534,19 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
         metrics = None
     if isinstance(metrics, dict) and metrics:
         per_label = metrics.pop("labels", None)
-        parts += ["<h3>Metrics</h3>", _metrics_table(metrics)]
-        if isinstance(per_label, Mapping) and per_label:
-            parts += ["<h3>Per label</h3>", _label_table(per_label)]
+        units = metrics.get("units") if isinstance(metrics.get("units"), Mapping) else {}
+        unit = {key: f'<td class="muted">{html.escape(str(units.get(key, "")))}</td>' for key in metrics}
+        rows = [
+            (key, _cell(value) + unit[key])
+            for key, value in metrics.items()
+            if not (key == "units" and units)
+        ]
+        parts += ["<h3>Metrics</h3>", _table(rows)]
+        if isinstance(per_label, Mapping) and per_label:  # one row per label, one column per metric
+            keys = list(dict.fromkeys(k for entry in per_label.values() for k in entry))
+            head = ("label", "".join(f"<th>{html.escape(k)}</th>" for k in keys))
+            rows = [(name, "".join(_cell(entry.get(k)) for k in keys)) for name, entry in per_label.items()]
+            parts += ["<h3>Per label</h3>", _table([head, *rows])]
     links = [
         f'<a href="{html.escape(rel.format(name))}">{label}</a>'
         for rel, label in _RUN_FILES
