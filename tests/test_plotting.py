@@ -18,7 +18,6 @@ from genmodels.plots.figures import (
     plot_loss,
     plot_pairs,
     plot_panels,
-    plot_strip,
     plot_training_diagnostics,
 )
 
@@ -120,7 +119,7 @@ def test_vector_formats(tmp_path: Path, rng: np.random.Generator, fmt: str, hist
     outputs = [
         plot_panels([("x", pts)], tmp_path / "p.png", fmt=fmt),
         plot_loss(history, tmp_path / "l", ylabel="NLL [nats]", title="t", fmt=fmt),
-        plot_strip([("a", pts), ("b", pts * 2)], tmp_path / "s.png", fmt=fmt),
+        plot_panels([("a", pts), ("b", pts * 2)], tmp_path / "s.png", small=True, fmt=fmt),
     ]
     for out in outputs:
         assert out.suffix == "." + fmt
@@ -160,11 +159,13 @@ def test_plot_pairs(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytes
         check_png(plot_pairs(real, gen + 1e6, tmp_path / "far.png", max_points=1000), sizes[-1])
 
 
-def test_plot_strip(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plot_panels_small_strip(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sizes = figure_sizes(monkeypatch)
     x0 = rng.uniform(-1, 1, size=(2000, 2))
     snaps = [(f"x_{t}", x0 * (1 - t / 4) + rng.standard_normal(x0.shape) * t) for t in (4, 2, 0)]
-    out = plot_strip(snaps, tmp_path / "strip.png", suptitle="reverse")
+    out = plot_panels(snaps, tmp_path / "strip.png", suptitle="reverse", small=True)
     check_png(out, sizes[-1])
 
 
@@ -376,8 +377,8 @@ def test_panels_in_another_space_carry_their_own_axis_names(tmp_path: Path, monk
     points = np.random.default_rng(0).normal(size=(300, 2))
     plotting.plot_panels([("data", points), ("latent", points)], tmp_path / "p.png", columns=["a", "b"],
                          panel_columns=[None, ["z₁", "z₂"]])  # fmt: skip
-    plotting.plot_coloured_panels([("data", points), ("latent", points)], np.zeros(300, dtype=int),
-                                  tmp_path / "c.png", categories=["all"], panel_columns=[["a", "b"], ["z₁", "z₂"]])  # fmt: skip
+    plotting.plot_panels([("data", points), ("latent", points)], tmp_path / "c.png",
+                         labels=(np.zeros(300, dtype=int), ["all"]), panel_columns=[["a", "b"], ["z₁", "z₂"]])  # fmt: skip
     assert len(drawn) == 2
     for figure in drawn:
         axes = figure.axes[:2]

@@ -54,14 +54,13 @@ def test_warped_grid_stages() -> None:
     flow = tiny_flow()
     points = np.random.default_rng(1).normal(size=(30, 2))
     warped = V.warped_grid(flow, (-2.0, 2.0, -2.0, 2.0), points=points, n_panels=4, n_lines=6, n_points=9)
-    assert len(warped.titles) == len(warped.lines) == len(warped.points) == 4
-    assert warped.titles[0] == "data space x" and warped.titles[-1].startswith("latent z")
-    np.testing.assert_allclose(
-        warped.lines[0], V.grid_lines((-2, 2, -2, 2), n_lines=6, n_points=9), atol=1e-6
-    )
-    np.testing.assert_allclose(warped.points[0], points, atol=1e-6)
-    np.testing.assert_allclose(warped.points[-1], V.latent(flow, points), atol=1e-5)
-    assert all(lines.shape == (12, 9, 2) for lines in warped.lines)
+    titles, grids, moved = zip(*warped, strict=True)
+    assert len(titles) == len(grids) == len(moved) == 4
+    assert titles[0] == "data space x" and titles[-1].startswith("latent z")
+    np.testing.assert_allclose(grids[0], V.grid_lines((-2, 2, -2, 2), n_lines=6, n_points=9), atol=1e-6)
+    np.testing.assert_allclose(moved[0], points, atol=1e-6)
+    np.testing.assert_allclose(moved[-1], V.latent(flow, points), atol=1e-5)
+    assert all(lines.shape == (12, 9, 2) for lines in grids)
     with pytest.raises(ValueError):
         V.warped_grid(tiny_flow(3), (-1, 1, -1, 1))
 

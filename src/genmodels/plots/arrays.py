@@ -49,15 +49,6 @@ def grid_lines(
     return np.concatenate([vertical, horizontal]).astype(float)
 
 
-@dataclass
-class WarpedGrid:
-    """Per stage of a flow: a title, the grid lines ``(n_lines, n_points, 2)`` and the points ``(N, 2)``."""
-
-    titles: list[str]
-    lines: list[np.ndarray]
-    points: list[np.ndarray]
-
-
 def _coupling_stages(n_bijections: int, kinds: Sequence[str], n_panels: int) -> list[int]:
     """Stages to show (-1 = the input): the input, after 1, 2, 4, ... couplings, the last bijection."""
     couplings = [i for i, kind in enumerate(kinds) if kind == "AffineCoupling"]
@@ -79,8 +70,9 @@ def warped_grid(
     n_panels: int = 5,
     n_lines: int = 15,
     n_points: int = 160,
-) -> WarpedGrid:
-    """A regular grid over ``box`` (and ``points``) of a 2-D flow at ``n_panels`` stages."""
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """A regular grid over ``box`` (and ``points``) of a 2-D flow at ``n_panels`` stages: per stage a title,
+    the grid lines ``(2 * n_lines, n_points, 2)`` and the points ``(N, 2)``."""
     if getattr(flow, "dim", 2) != 2:
         raise ValueError("warped_grid needs a 2-D flow")
     lines = grid_lines(box, n_lines=n_lines, n_points=n_points)
@@ -98,7 +90,7 @@ def warped_grid(
         for i in chosen
     ]  # fmt: skip
     picked = [stages[index + 1] for index in chosen]
-    return WarpedGrid(titles, [v[:n_grid].reshape(lines.shape) for v in picked], [v[n_grid:] for v in picked])
+    return [(t, v[:n_grid].reshape(lines.shape), v[n_grid:]) for t, v in zip(titles, picked, strict=True)]
 
 
 @dataclass
@@ -106,10 +98,10 @@ class ReverseRecording:
     """The reverse process of the first ``n_keep`` points of a sampling run (standardised units)."""
 
     n_keep: int
+    mean: torch.Tensor  # of the model's standardisation, (D,)
+    std: torch.Tensor
     timesteps: list[int] = field(default_factory=list)
     states: list[torch.Tensor] = field(default_factory=list)
-    mean: torch.Tensor | None = None
-    std: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.timesteps)
@@ -128,13 +120,10 @@ class ReverseRecording:
 @contextlib.contextmanager
 def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[ReverseRecording]:
     """Record x_i of the first ``n_keep`` points at every reverse step of the sampling done inside."""
-    std_module = getattr(model, "standardize", None)
-    register = getattr(model, "register_reverse_step_hook", None)
-    if register is None or std_module is None:
+    register, scale = getattr(model, "register_reverse_step_hook", None), getattr(model, "standardize", None)
+    if register is None or scale is None:
         raise ValueError("record_reverse_process needs a DDPM (a model with reverse steps and .standardize)")
-    recording = ReverseRecording(
-        int(n_keep), mean=std_module.mean.detach().cpu(), std=std_module.std.detach().cpu()
-    )
+    recording = ReverseRecording(int(n_keep), scale.mean.detach().cpu(), scale.std.detach().cpu())
 
     def hook(x: torch.Tensor, timestep: torch.Tensor) -> None:
         step = int(timestep.reshape(-1)[0])

@@ -27,6 +27,7 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#0
 
 PathLike = str | os.PathLike[str]
 Box = tuple[float, float, float, float]
+Labels = tuple[np.ndarray, Sequence[str] | None]  # values (N,) and class names, or None for floats in [0, 1]
 
 _METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 _QUANTILE = 0.001
@@ -40,6 +41,9 @@ _ACRONYMS = {"nll": "NLL", "kl": "KL", "lr": "LR", "mse": "MSE", "elbo": "ELBO",
 _LOSS_TOKENS = ("loss", "nll", "mse", "kl", "elbo", "bpd")
 _SOURCES = ("real", "generated")
 _SINGLE_PANELS = (("learning rate", "lr"), ("gradient norm", "grad_norm"))
+_OTHER_COLOR = "#BBBBBB"
+# cividis: perceptually uniform and readable with colour-vision deficiencies; values outside [0, 1] clipped
+_SEQUENTIAL = {"cmap": "cividis", "vmin": 0.0, "vmax": 1.0}
 
 
 def _finite_rows(data: np.ndarray) -> np.ndarray:
@@ -90,11 +94,28 @@ def _message(ax: Axes, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
 
 
+def _draw(ax: Axes, xy: np.ndarray, colour: object, labels: Labels | None, size: float, alpha: float) -> None:
+    """Scatter of ``xy (N, 2)`` in ``colour``, else by ``labels = (values (N,), names)``: indices into
+    ``names`` (-1 grey), or floats in [0, 1] where ``names`` is None."""
+    values, names = (None, None) if labels is None else labels
+    if names is None:
+        colours = {"color": colour} if values is None else {"c": values, **_SEQUENTIAL}
+        _dots(ax, xy, s=size, alpha=alpha, **colours)
+        return
+    groups = [(-1, "background", _OTHER_COLOR), *((k, str(n), _color(k)) for k, n in enumerate(names))]
+    for k, name, color in groups:
+        mask = np.asarray(values, dtype=np.int64) == k
+        if mask.any():
+            _dots(ax, xy[mask], s=size, alpha=alpha if k >= 0 else alpha * 0.6, color=color, label=name)
+
+
 def _scatter(
-    ax: Axes, xy: np.ndarray, color: str, *, box: Box | None = None, n_style: int = 0, scale: float = 1.0
+    ax: Axes, xy: np.ndarray, colour: object, *, box: Box | None = None, n_style: int = 0, **style: Any
 ) -> None:
+    """Scatter of ``xy (N, 2)`` in ``box`` (else its own), markers sized for ``n_style`` points, scaled by
+    ``style["scale"]``, coloured by ``style["labels"]`` where given."""
     size, alpha = _marker(n_style or len(xy))
-    _dots(ax, xy, s=size * scale, alpha=alpha, color=color, marker="o")
+    _draw(ax, xy, colour, style.get("labels"), size * style.get("scale", 1.0), alpha)
     box = _box(xy) if box is None else box
     _frame(ax, box)
     _note_outside(ax, xy, box)
@@ -186,31 +207,14 @@ def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[tuple
     return [(title, _xy(data, f"{what} {title!r}")) for title, data in items]
 
 
-def _scatter_row(
-    axes: Sequence[Axes],
-    panels: Sequence[tuple[str, np.ndarray]],
-    boxes: Sequence[Box | None],
-    names: Sequence[Sequence[str] | None],
-    *,
-    fontsize: float = 11,
-    small: bool = False,
-    colours: Sequence[object] | None = None,
-) -> None:
-    """Scatter panels (``small``: one colour, marker style of the largest, strip-sized markers);
-    ``colours``: per panel None (the next palette colour), a colour or one colour per point."""
-    n_style = max(len(xy) for _, xy in panels) if small else 0
-    colours = colours or [None] * len(panels)
-    for i, (ax, (title, xy), box, own) in enumerate(zip(axes, panels, boxes, names, strict=True)):
-        colour = _color(0 if small else i) if colours[i] is None else colours[i]
-        _scatter(ax, xy, colour, box=box, n_style=n_style, scale=_STRIP_SCALE if small else 1.0)
-        _label(ax, title, own, fontsize, ticks=7 if small else 8)
-
-
 def _panel_boxes(
-    projected: list[np.ndarray], reference: np.ndarray | None, share_reference: Sequence[bool] | None
+    projected: list[np.ndarray],
+    reference: np.ndarray | None,
+    share_reference: Sequence[bool] | None,
+    square: bool,
 ) -> tuple[list[Box], float]:
     x0, x1, y0, y1 = _box(reference if reference is not None else projected[0], aspect=None)
-    aspect = float(np.clip((y1 - y0) / (x1 - x0), _MIN_ASPECT, _MAX_ASPECT))
+    aspect = 1.0 if square else float(np.clip((y1 - y0) / (x1 - x0), _MIN_ASPECT, _MAX_ASPECT))
     flags = [False] * len(projected) if share_reference is None else [bool(f) for f in share_reference]
     if any(flags) and reference is None:
         raise ValueError("share_reference asks for reference limits but no reference was given")
@@ -236,24 +240,50 @@ def plot_panels(
     panel_columns: Sequence[Sequence[str] | None] | None = None,
     suptitle: str | None = None,
     categories: Sequence[int | np.ndarray | None] | None = None,
+    labels: Labels | None = None,
+    normal_rings: Sequence[bool] = (),
+    small: bool = False,
     fmt: str = "png",
 ) -> Path:
-    """A row of scatter panels ``(title, points (N_i, D >= 2))``, limits shared with ``reference (M, D)``;
-    ``categories``: per panel None (its own colour), a category k or one per point ``(N_i,)``, drawn in
-    the palette's k-th colour, so that panels of the same labels share colours."""
+    """A row of scatter panels ``(title, points (N_i, D >= 2))``.
+
+    ``reference (M, D)``: the limits of the panels flagged in ``share_reference``; ``categories``: per panel
+    None (its own colour), a category k or one per point ``(N_i,)``, in the palette's k-th colour;
+    ``labels``: ``(values (N,), names)`` colouring the same N points of every panel (square panels),
+    ``normal_rings`` flagging panels with N(0, I) circles; ``small``: a strip of small square panels."""
+    if labels is not None:  # the same points in every panel: each drawn in all panels or in none
+        finite = np.all([np.isfinite(_points(data, "panel")[:, :2]).all(1) for _, data in panels], axis=0)
+        panels = [(title, np.asarray(data, dtype=float)[finite]) for title, data in panels]
+        labels = (np.asarray(labels[0])[finite], labels[1])
     projected = _projected(panels, "panel")
-    categories = categories or [None] * len(panels)
-    colours = [_category_colours(c, data) for c, (_, data) in zip(categories, panels, strict=True)]
+    colours = [
+        _category_colours(c, data)
+        for c, (_, data) in zip(categories or [None] * len(panels), panels, strict=True)
+    ]
     d = _points(panels[0][1], "panel").shape[1]
     names = _column_names(columns, d)
     ref = None if reference is None else _xy(reference, "reference")
-    boxes, aspect = _panel_boxes([xy for _, xy in projected], ref, share_reference)
-    shown = f"showing columns ({names[0]}, {names[1]}) of {d}" if d > 2 else None
-    heading = [h for h in (suptitle, shown) if h]
-    height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading)
-    height += 0.22 * max(str(title).count("\n") for title, _ in panels)  # multi-line panel titles
-    fig, axes = _row(len(panels), _PANEL_INCHES, height, "\n".join(heading))
-    _scatter_row(axes, projected, boxes, _panel_names(panel_columns, len(panels), names), colours=colours)
+    square = small or labels is not None
+    boxes, aspect = _panel_boxes([xy for _, xy in projected], ref, share_reference, square)
+    shown = f"showing columns ({names[0]}, {names[1]}) of {d}" if d > 2 and not square else None
+    heading = "\n".join(h for h in (suptitle, shown) if h)
+    if small:
+        fig, axes = _row(len(panels), _STRIP_INCHES, _STRIP_INCHES + (0.35 if heading else 0.0), heading)
+    else:
+        lines = max(str(title).count("\n") for title, _ in panels)  # of the panel titles, below
+        height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading.splitlines()) + 0.22 * lines
+        fig, axes = _row(len(panels), _PANEL_INCHES, height, heading)
+    own = [None] * len(panels) if small else _panel_names(panel_columns, len(panels), names)
+    n_style, scale = (max(len(xy) for _, xy in projected), _STRIP_SCALE) if small else (0, 1.0)
+    for i, (ax, (title, xy), box, colour) in enumerate(zip(axes, projected, boxes, colours, strict=True)):
+        colour = _color(0 if small else i) if colour is None else colour
+        _scatter(ax, xy, colour, box=box, n_style=n_style, scale=scale, labels=labels)
+        _label(ax, title, own[i], 10 if small else 11, ticks=7 if small else 8)
+    if labels is not None and labels[1] is not None:
+        scale = max(1.0, 6.0 / math.sqrt(_marker(len(projected[0][1]))[0]))
+        axes[0].legend(fontsize=8, markerscale=scale, frameon=False, loc="best")
+    for i in np.flatnonzero(normal_rings):  # the rings' legend on a white box, so the circles miss the text
+        _normal_rings(axes[i], legend=labels is None or labels[1] is None)
     return _save(fig, path, fmt)
 
 
@@ -299,20 +329,6 @@ def plot_pairs(
     handles, _ = axes[0, 0].get_legend_handles_labels()
     labels = [f"{lab} (n={len(x):,})" for lab, x in zip(_SOURCES, (real, gen), strict=True)]
     fig.legend(handles, labels, loc="upper right", frameon=False, fontsize=10)
-    return _save(fig, path, fmt)
-
-
-def plot_strip(
-    snapshots: Sequence[tuple[str, np.ndarray]],
-    path: PathLike,
-    *,
-    suptitle: str | None = None,
-    fmt: str = "png",
-) -> Path:
-    """A strip of small scatter panels ``(title, points (N_i, D >= 2))``, each in its own limits."""
-    projected = _projected(snapshots, "snapshot")
-    fig, axes = _row(len(snapshots), _STRIP_INCHES, _STRIP_INCHES + (0.35 if suptitle else 0.0), suptitle)
-    _scatter_row(axes, projected, [None] * len(projected), [None] * len(projected), fontsize=10, small=True)
     return _save(fig, path, fmt)
 
 
@@ -541,26 +557,8 @@ def plot_training_diagnostics(
     return _save(fig, path, fmt)
 
 
-_OTHER_COLOR = "#BBBBBB"
-_SEQUENTIAL = "cividis"  # perceptually uniform and readable with colour-vision deficiencies
 _GIF_DPI = 100
 _VECTOR_CMAP = "plasma"  # dark to bright and perceptually uniform; readable on a white background
-
-
-def _draw_coloured(
-    ax: Axes, xy: np.ndarray, labels: np.ndarray, categories: Sequence[str] | None, *, scale: float = 1.0
-) -> None:
-    """Scatter coloured by class ``labels`` (``categories``, -1 grey), else by floats in [0, 1]."""
-    size, alpha = _marker(len(xy))
-    size *= scale
-    if categories is None:
-        _dots(ax, xy, s=size, alpha=alpha, c=np.clip(labels, 0.0, 1.0), cmap=_SEQUENTIAL, vmin=0.0, vmax=1.0)
-        return
-    groups = {-1: ("background", _OTHER_COLOR)} | {k: (str(n), _color(k)) for k, n in enumerate(categories)}
-    for k, (name, color) in groups.items():
-        mask = np.asarray(labels, dtype=np.int64) == k
-        if mask.any():
-            _dots(ax, xy[mask], s=size, alpha=alpha if k >= 0 else alpha * 0.6, color=color, label=name)
 
 
 def _normal_rings(ax: Axes, legend: bool) -> None:
@@ -572,54 +570,18 @@ def _normal_rings(ax: Axes, legend: bool) -> None:
         ax.legend(fontsize=8, loc="upper right", frameon=True, framealpha=0.9, edgecolor="none")
 
 
-def plot_coloured_panels(
-    panels: Sequence[tuple[str, np.ndarray]],
-    labels: np.ndarray,
-    path: PathLike,
-    *,
-    categories: Sequence[str] | None = None,
-    normal_rings: Sequence[bool] | None = None,
-    suptitle: str | None = None,
-    colour_note: str | None = None,
-    panel_columns: Sequence[Sequence[str] | None] | None = None,
-    fmt: str = "png",
-) -> Path:
-    """A row of scatter panels ``(title, points (N, D >= 2))`` of one N points coloured by ``labels (N,)``."""
-    arrays = [_points(data, f"panel {title!r}") for title, data in panels]
-    names = _panel_names(panel_columns, len(panels), _column_names(None, min(a.shape[1] for a in arrays)))
-    arrays = [a[:, :2] for a in arrays]
-    finite = np.all([np.all(np.isfinite(xy), axis=1) for xy in arrays], axis=0)  # a point in all or none
-    values = np.asarray(labels)[finite]
-    rings = [False] * len(panels) if normal_rings is None else [bool(r) for r in normal_rings]
-    heading = [h for h in (suptitle, colour_note) if h]
-    height = _PANEL_INCHES + 0.05 + 0.3 * len(heading)
-    fig, axes = _row(len(panels), _PANEL_INCHES, height, "\n".join(heading))
-    for i, (ax, (title, _), xy, ring) in enumerate(zip(axes, panels, arrays, rings, strict=True)):
-        xy = xy[finite]
-        _draw_coloured(ax, xy, values, categories)
-        if categories is not None and i == 0:
-            size = _marker(len(xy))[0]
-            ax.legend(fontsize=8, markerscale=max(1.0, 6.0 / math.sqrt(size)), frameon=False, loc="best")
-        if ring:
-            _normal_rings(ax, legend=categories is None)  # on a white box, so the circles miss the text
-        _frame(ax, _box(xy))
-        _label(ax, title, names[i])
-    return _save(fig, path, fmt)
-
-
 def plot_warped_grid(
     stages: Sequence[tuple[str, np.ndarray, np.ndarray]],
     path: PathLike,
     *,
-    labels: np.ndarray,
-    categories: Sequence[str] | None = None,
+    labels: Labels,
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
     """A row of ``(title, lines (L, P, 2), points (N, 2))`` stages of grid lines pushed through a map, the
-    points coloured by ``labels (N,)`` (indices into ``categories``, else floats in [0, 1])."""
+    points coloured by ``labels = (values (N,), names)`` (indices into names, else floats in [0, 1])."""
     size = _STRIP_INCHES * 1.15
-    height = size + 0.2 + 0.3 * (categories is not None) + (0.35 if suptitle else 0.0)
+    height = size + 0.2 + 0.3 * (labels[1] is not None) + (0.35 if suptitle else 0.0)
     fig, axes = _row(len(stages), size, height, suptitle)
     for i, (ax, (title, lines, points)) in enumerate(zip(axes, stages, strict=True)):
         lines, pts = np.asarray(lines, dtype=float), np.asarray(points, dtype=float).reshape(-1, 2)
@@ -627,10 +589,10 @@ def plot_warped_grid(
         fit = (vertices if len(vertices) else pts) if i == 0 or len(pts) < 10 else _finite_rows(pts)
         for j, line in enumerate(lines):  # the vertical lines, then the horizontal ones
             ax.plot(*line.T, color=PALETTE[j >= len(lines) // 2], linewidth=0.6, alpha=0.55, zorder=1)
-        _draw_coloured(ax, pts, labels, categories, scale=_STRIP_SCALE)
+        _draw(ax, pts, None, labels, _marker(len(pts))[0] * _STRIP_SCALE, _marker(len(pts))[1])
         _frame(ax, _box(fit, aspect=1.0))
         _label(ax, title, fontsize=10, ticks=7)
-    if categories is not None:
+    if labels[1] is not None:
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=9, frameon=False,
                    markerscale=4.0)  # fmt: skip
@@ -657,21 +619,18 @@ def plot_vector_fields(
     fields: Sequence[tuple[str, np.ndarray]],
     path: PathLike,
     *,
-    background: np.ndarray | None = None,
+    background: np.ndarray,
     suptitle: str | None = None,
     fmt: str = "png",
 ) -> Path:
-    """A row of quiver panels ``(title, vectors (G, 2))`` at ``points (G, 2)`` over ``background`` points."""
-    pts = _points(points, "points")[:, :2]
+    """A row of quiver panels ``(title, vectors (G, 2))`` at ``points (G, 2)`` over ``background (N, 2)``."""
+    pts, bg = _points(points, "points")[:, :2], _xy(background, "background")
     box = _box(_finite_rows(pts), aspect=None)
     spacing = max(box[1] - box[0], box[3] - box[2]) / max(math.sqrt(len(pts)) - 1.0, 1.0)
-    bg = None if background is None else _xy(background, "background")
     fig, axes = _row(len(fields), 3.3 + 0.6 / len(fields), 3.45 + (0.35 if suptitle else 0.0), suptitle, 11)
-    arrows = None
+    arrows, (size, alpha) = None, _marker(len(bg))
     for ax, (title, vectors) in zip(axes, fields, strict=True):
-        if bg is not None:
-            size, alpha = _marker(len(bg))
-            _dots(ax, bg, s=size * 0.6, alpha=min(1.0, alpha * 0.8), color="0.6")
+        _dots(ax, bg, s=size * 0.6, alpha=min(1.0, alpha * 0.8), color="0.6")
         drawn = _arrows(ax, pts, np.asarray(vectors, dtype=float), 0.8 * spacing)
         arrows = drawn if drawn is not None else arrows
         _frame(ax, box)
@@ -685,14 +644,15 @@ def plot_animation(
     frames: Sequence[tuple[str, np.ndarray]],
     path: PathLike,
     *,
-    reference: np.ndarray | None = None,
+    reference: np.ndarray,
     suptitle: str | None = None,
 ) -> Path:
-    """A looping GIF of ``(title, points (N, D >= 2))`` frames, 8 frames/s, the last held 8 more."""
+    """A looping GIF of ``(title, points (N, D >= 2))`` frames in the limits of the first, the last and
+    ``reference (M, D)``, 8 frames/s, the last held 8 more."""
     from matplotlib.animation import PillowWriter
 
     arrays = [xy for _, xy in _projected(frames, "frame")]
-    parts = [arrays[0], arrays[-1]] + ([] if reference is None else [_points(reference, "reference")[:, :2]])
+    parts = [arrays[0], arrays[-1], _points(reference, "reference")[:, :2]]
     size, alpha = _marker(max(len(a) for a in arrays))
     fig = Figure(figsize=(4.4, 4.4), dpi=_GIF_DPI, layout="constrained")
     ax = fig.subplots()
@@ -716,24 +676,23 @@ def plot_compare(
     densities: Sequence[tuple[str, np.ndarray, Box]],
     path: PathLike,
     *,
-    reference: np.ndarray | None = None,
     columns: Sequence[str] | None = None,
     suptitle: str | None = None,
-    fmt: str = "png",
 ) -> Path:
-    """Scatter panels ``(title, points (N, >= 2))`` above heatmaps ``(title, log_density (H, W), extent)``."""
+    """A PNG of scatter panels ``(title, points (N, >= 2))`` in the first one's limits above heatmaps
+    ``(title, log_density (H, W), extent)``."""
     projected = _projected(panels, "scatter panel")
-    box = _box(projected[0][1] if reference is None else _xy(reference, "reference"))
     names = _column_names(None if columns is None else list(columns)[:2], 2)
     n_cols, n_rows = max(len(panels), len(densities)), 2 if densities else 1
     height = (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0)
     fig = _new_figure(_PANEL_INCHES * n_cols, height, suptitle)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    k = len(projected)
-    _scatter_row(axes[0][:k], projected, [box] * k, [names] * k, fontsize=10)
+    for i, (title, xy) in enumerate(projected):
+        _scatter(axes[0][i], xy, _color(i), box=_box(projected[0][1]))
+        _label(axes[0][i], title, names, fontsize=10)
     for i, (title, log_density, extent) in enumerate(densities):
         _log_density_image(axes[1][i], log_density, extent, small=True)
         _label(axes[1][i], title, names, fontsize=10)
-    for ax in [*axes[0][k:], *(axes[1][len(densities) :] if densities else [])]:
+    for ax in [*axes[0][len(panels) :], *(axes[1][len(densities) :] if densities else [])]:
         ax.set_axis_off()
-    return _save(fig, path, fmt)
+    return _save(fig, path, "png")

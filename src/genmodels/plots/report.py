@@ -102,22 +102,35 @@ def _latent_names(dim: int) -> list[str]:
 
 @dataclass
 class _Run:
+    """A model's figures' inputs: ``real (N, D)``, ``samples (M, D)`` (at most ``_SHOW_POINTS`` of each shown);
+    ``reverse``: a recorded ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn); ``labels``: a
+    conditional model's label names and the samples' label indices ``(M,)``, ``real_labels (N,)`` those of
+    ``real``."""
+
     model: nn.Module
     spec: ModelSpec
     real: np.ndarray
     samples: np.ndarray
     fig_dir: Path
-    fmt: str
-    where: str
-    headline: str
-    columns: Sequence[str] | None
-    data_name: str | os.PathLike[str] | None
-    text: str | None
-    reverse: tuple[np.ndarray, np.ndarray] | None
-    sampling_steps: int
-    seed: int
-    labels: tuple[Sequence[str], np.ndarray] | None = None  # a conditional model's names, sample labels
-    real_labels: np.ndarray | None = None  # and the labels of ``real``
+    headline: str = ""
+    fmt: str = "png"
+    columns: Sequence[str] | None = None
+    data_name: str | os.PathLike[str] | None = None
+    text: str | None = None
+    reverse: tuple[np.ndarray, np.ndarray] | None = None
+    sampling_steps: int = 0
+    seed: int = 0
+    labels: tuple[Sequence[str], np.ndarray] | None = None
+    real_labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        shown = P.subsample(np.arange(len(self.real)), _SHOW_POINTS, self.seed)
+        self.real, self.samples = np.asarray(self.real, dtype=float)[shown], self.samples[:_SHOW_POINTS]
+        self.model, self.samples = self.model.eval(), np.asarray(self.samples, dtype=float)
+        if self.labels is not None:
+            self.labels = (self.labels[0], np.asarray(self.labels[1])[:_SHOW_POINTS])
+        self.real_labels = None if self.real_labels is None else np.asarray(self.real_labels)[shown]
+        self.where = f" on {Path(self.data_name).name}" if self.data_name else ""
 
     @property
     def dim(self) -> int:
@@ -141,33 +154,14 @@ def write_figures(
     history: Mapping[str, Sequence[float]] | None,
     out_dir: str | os.PathLike[str],
     *,
-    fmt: str = "png",
     metrics: Mapping[str, Any] | None = None,
-    columns: Sequence[str] | None = None,
-    data_name: str | os.PathLike[str] | None = None,
-    text: str | None = None,
-    reverse: tuple[np.ndarray, np.ndarray] | None = None,
-    sampling_steps: int = 0,
-    seed: int = 0,
     index: bool = True,
-    labels: tuple[Sequence[str], np.ndarray] | None = None,
-    real_labels: np.ndarray | None = None,
+    **options: Any,
 ) -> dict[str, Path]:
-    """Draw every figure of ``model`` (``real (N, D)``, ``samples (M, D)``) into ``out_dir/figures``.
-
-    ``reverse``: a recorded ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn);
-    ``labels``: a conditional model's label names and the samples' label indices ``(M,)`` (one generated
-    panel per label in the results figure), ``real_labels (N,)`` those of ``real`` (the real points
-    coloured by label, a flow's latent given the label)."""
+    """Draw every figure of ``model`` (``real (N, D)``, ``samples (M, D)``) into ``out_dir/figures``, and
+    the results page where ``index``; ``options``: the fields of :class:`_Run` (``fmt``, ``columns``, ...)."""
     start, spec = time.perf_counter(), get_spec(model_type)
-    shown = P.subsample(np.arange(len(real)), _SHOW_POINTS, seed)
-    where = f" on {Path(data_name).name}" if data_name else ""
-    run = _Run(
-        model.eval(), spec, np.asarray(real, dtype=float)[shown], np.asarray(samples, dtype=float)[:_SHOW_POINTS],
-        Path(out_dir) / "figures", fmt, where, _headline(metrics or {}), columns, data_name, text, reverse,
-        sampling_steps, seed, None if labels is None else (labels[0], np.asarray(labels[1])[:_SHOW_POINTS]),
-        None if real_labels is None else np.asarray(real_labels)[shown],
-    )  # fmt: skip
+    run = _Run(model, spec, real, samples, Path(out_dir) / "figures", _headline(metrics or {}), **options)
     written = _scatter_figures(run)
     if history and len(history.get("epoch", [])):
         written.update(_history_figures(run, history))
@@ -195,35 +189,34 @@ def _scatter_figures(run: _Run) -> dict[str, Path]:
 
 
 def _results_figure(run: _Run) -> dict[str, Path]:
+    """The data, the first middle panel (in its own space and limits) and the samples, each label's apart."""
     middle = [_MIDDLE_PANELS[kind](run) for kind in run.spec.figures if kind in _MIDDLE_PANELS][:1]
     samples_title = f"Generated Samples\n{run.headline}" if run.headline else "Generated Samples"
-    panels = [("Original Data", run.real, None, True), *middle, (samples_title, run.samples, None, True)]
+    panels = [("Original Data", run.real, None), *middle, (samples_title, run.samples, None)]
     categories = None
     if run.labels is not None:  # the real points and each label's samples in that label's colour
         names, labels = run.labels
-        panels += [
-            (f"Generated given {n}", run.samples[labels == k], None, True) for k, n in enumerate(names)
-        ]
+        panels += [(f"Generated given {n}", run.samples[labels == k], None) for k, n in enumerate(names)]
         categories = [run.real_labels, *[run.real_labels] * len(middle), labels, *range(len(names))]
-    titles, own_columns, shared = ([panel[i] for panel in panels] for i in (0, 2, 3))
+    own = [columns for _, _, columns in panels]
     return run.draw(
-        "results", P.plot_panels, list(zip(titles, [panel[1] for panel in panels], strict=True)),
-        columns=run.columns, panel_columns=own_columns, reference=run.real, share_reference=shared,
-        suptitle=run.title, categories=categories,
+        "results", P.plot_panels, [(title, data) for title, data, _ in panels], columns=run.columns,
+        panel_columns=own, reference=run.real, share_reference=[c is None for c in own], suptitle=run.title,
+        categories=categories,
     )  # fmt: skip
 
 
-def _latent_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
-    return "Latent z = f(x)", V.latent(run.model, run.real, run.real_labels), _latent_names(run.dim), False
+def _latent_panel(run: _Run) -> tuple[str, np.ndarray, list[str]]:
+    return "Latent z = f(x)", V.latent(run.model, run.real, run.real_labels), _latent_names(run.dim)
 
 
 @torch.no_grad()
-def _diffused_panel(run: _Run) -> tuple[str, np.ndarray, list[str], bool]:
+def _diffused_panel(run: _Run) -> tuple[str, np.ndarray, list[str]]:
     x = V.model_tensor(run.model, run.real)
     generator = torch.Generator(device=x.device).manual_seed(run.seed)
     diffused = run.model.forward_diffuse(x, run.model.diffusion_steps, generator=generator)
     names = [f"{n} (standardised)" for n in P._column_names(run.columns, run.dim)]
-    return "Forward Diffused", diffused.double().cpu().numpy(), names, False
+    return "Forward Diffused", diffused.double().cpu().numpy(), names
 
 
 def _latent_figure(run: _Run) -> dict[str, Path]:
@@ -233,9 +226,9 @@ def _latent_figure(run: _Run) -> dict[str, Path]:
         note = "colour: the label, z = f_y(x) given it"
     panels = [("data x", run.real), ("latent z = f(x)", V.latent(run.model, run.real, run.real_labels))]
     return run.draw(
-        "latent", P.plot_coloured_panels, panels, labels, categories=categories, normal_rings=[False, True],
-        panel_columns=[run.columns, _latent_names(run.dim)], colour_note=note,
-        suptitle=f"{run.title}: where the data land in the latent space",
+        "latent", P.plot_panels, panels, labels=(labels, categories), normal_rings=[False, True],
+        panel_columns=[run.columns, _latent_names(run.dim)],
+        suptitle=f"{run.title}: where the data land in the latent space\n{note}",
     )  # fmt: skip
 
 
@@ -252,10 +245,10 @@ def _warped_grid_figure(run: _Run) -> dict[str, Path]:
     labels, categories, _ = glyph_colouring(run.real, text=run.text, data_name=run.data_name)
     _, extent = P.grid_for(run.real, resolution=_DENSITY_RESOLUTION)
     carried = P.subsample(np.arange(len(run.real)), 1500, run.seed + 1)
-    warped = V.warped_grid(run.model, extent, points=run.real[carried], n_panels=5)
+    warped = V.warped_grid(run.model, extent, points=run.real[carried])
     return run.draw(
-        "warped_grid", P.plot_warped_grid, list(zip(warped.titles, warped.lines, warped.points, strict=True)),
-        labels=labels[carried], categories=categories,
+        "warped_grid", P.plot_warped_grid, warped,
+        labels=(labels[carried], categories),
         suptitle=f"{run.title}: a regular grid in data space pushed through the flow\n"
         "(the first panel in the data's units, the others in standardised units)",
     )  # fmt: skip
@@ -279,9 +272,8 @@ def _reverse_figures(run: _Run) -> dict[str, Path]:
     states = states[:, :_TRAJECTORY_POINTS]
     snapshots = V.closest_indices(timesteps, _strip_steps(run.model))
     title = f"{run.title}: reverse process, from noise (i = {steps}) to samples (i = 0)"
-    written = run.draw(
-        "reverse", P.plot_strip, [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots], suptitle=title
-    )
+    shots = [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots]
+    written = run.draw("reverse", P.plot_panels, shots, suptitle=title, small=True)
     frames = V.closest_indices(timesteps, V.frame_timesteps(steps, _GIF_FRAMES))
     written["reverse_gif"] = P.plot_animation(
         [(f"reverse step i = {int(timesteps[k])}", states[k]) for k in frames],
@@ -294,9 +286,8 @@ def _forward_figure(run: _Run) -> dict[str, Path]:
     steps = _strip_steps(run.model)[::-1]
     diffused = V.forward_process(run.model, run.real[:_TRAJECTORY_POINTS], steps, seed=run.seed)
     title = f"{run.title}: forward process q(x_i | x_0), from data (i = 0) to noise (i = {steps[-1]})"
-    return run.draw(
-        "forward", P.plot_strip, [(f"x_{i}", x) for i, x in zip(steps, diffused, strict=True)], suptitle=title
-    )
+    shots = [(f"x_{i}", x) for i, x in zip(steps, diffused, strict=True)]
+    return run.draw("forward", P.plot_panels, shots, suptitle=title, small=True)
 
 
 def _vector_field_figure(run: _Run) -> dict[str, Path]:
@@ -310,7 +301,7 @@ def _vector_field_figure(run: _Run) -> dict[str, Path]:
     )
 
 
-_MIDDLE_PANELS: dict[str, Callable[[_Run], tuple[str, np.ndarray, list[str], bool]]] = {
+_MIDDLE_PANELS: dict[str, Callable[[_Run], tuple[str, np.ndarray, list[str]]]] = {
     "latent": _latent_panel,
     "forward_process": _diffused_panel,
 }
@@ -453,7 +444,7 @@ def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int =
             how = {"ode": "probability-flow ODE"}.get(estimator, estimator)
             densities.append((f"{spec.title} log p(x), {how}", logp.reshape(resolution, resolution), extent))
     return P.plot_compare(
-        panels, densities, path, reference=real, columns=results[0].columns or None,
+        panels, densities, path, columns=results[0].columns or None,
         suptitle=" vs ".join(shown) if len(shown) > 1 else f"{shown[0]} and the data",
     )  # fmt: skip
 
@@ -480,27 +471,10 @@ def _cell(value: Any) -> str:
     return f'<td class="{cls}">{html.escape(text)}</td>'
 
 
-def _metrics_table(metrics: Mapping[str, Any]) -> str:
-    units = metrics.get("units") if isinstance(metrics.get("units"), Mapping) else {}
-    e = html.escape
-    rows = [
-        f'<tr><th>{e(str(key))}</th>{_cell(value)}<td class="muted">{e(str(units.get(key, "")))}</td></tr>'
-        for key, value in metrics.items()
-        if not (key == "units" and units)
-    ]
-    return "<table>\n" + "\n".join(rows) + "\n</table>"
-
-
-def _label_table(per_label: Mapping[str, Mapping[str, Any]]) -> str:
-    """A conditional run's per-label metrics as an HTML table: one row per label, one column per metric."""
-    e = html.escape
-    keys = list(dict.fromkeys(k for entry in per_label.values() for k in entry))
-    head = "<tr><th>label</th>" + "".join(f"<th>{e(k)}</th>" for k in keys) + "</tr>"
-    rows = [
-        f"<tr><th>{e(str(name))}</th>" + "".join(_cell(entry.get(k)) for k in keys) + "</tr>"
-        for name, entry in per_label.items()
-    ]
-    return "<table>\n" + "\n".join([head, *rows]) + "\n</table>"
+def _table(rows: Sequence[tuple[Any, str]]) -> str:
+    """An HTML table of ``(row header, cells)`` rows."""
+    body = "\n".join(f"<tr><th>{html.escape(str(head))}</th>{cells}</tr>" for head, cells in rows)
+    return f"<table>\n{body}\n</table>"
 
 
 def _figure_key(model_type: str, path: Path) -> str:
@@ -560,9 +534,19 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
         metrics = None
     if isinstance(metrics, dict) and metrics:
         per_label = metrics.pop("labels", None)
-        parts += ["<h3>Metrics</h3>", _metrics_table(metrics)]
-        if isinstance(per_label, Mapping) and per_label:
-            parts += ["<h3>Per label</h3>", _label_table(per_label)]
+        units = metrics.get("units") if isinstance(metrics.get("units"), Mapping) else {}
+        unit = {key: f'<td class="muted">{html.escape(str(units.get(key, "")))}</td>' for key in metrics}
+        rows = [
+            (key, _cell(value) + unit[key])
+            for key, value in metrics.items()
+            if not (key == "units" and units)
+        ]
+        parts += ["<h3>Metrics</h3>", _table(rows)]
+        if isinstance(per_label, Mapping) and per_label:  # one row per label, one column per metric
+            keys = list(dict.fromkeys(k for entry in per_label.values() for k in entry))
+            head = ("label", "".join(f"<th>{html.escape(k)}</th>" for k in keys))
+            rows = [(name, "".join(_cell(entry.get(k)) for k in keys)) for name, entry in per_label.items()]
+            parts += ["<h3>Per label</h3>", _table([head, *rows])]
     links = [
         f'<a href="{html.escape(rel.format(name))}">{label}</a>'
         for rel, label in _RUN_FILES
