@@ -197,9 +197,7 @@ def test_constructor_and_standardization_arguments_are_checked():
         with pytest.raises(ValueError, match=re.escape(needle)):
             RealNVP(2, **kwargs)
     for dim in (2.5, "2", 1, True):
-        with pytest.raises(
-            ValueError, match=re.escape(f"at least 2 dimensions (a whole number), got {dim!r}")
-        ):
+        with pytest.raises(ValueError, match=rf"^dim .*2.*{re.escape(repr(dim))}$"):
             RealNVP(dim)
     for clamp in (0, -1.0, float("inf"), "3"):  # 0 gave nan log-densities
         with pytest.raises(
@@ -262,7 +260,7 @@ def test_standard_normal_log_prob():
 
 
 def test_rejects_one_dimensional_data():
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="dim .*>= 2"):
         RealNVP(1)
 
 
