@@ -209,13 +209,13 @@ def test_constructor_and_standardization_arguments_are_checked():
     flow.set_standardization(np.array([1.0, 2.0, 3.0]), [1.0, 2.0, 4.0])  # NumPy and lists are numbers
     torch.testing.assert_close(flow.standardize.std, torch.tensor([1.0, 2.0, 4.0]))
     for mean, std, needle in (
-        (torch.zeros(2), torch.ones(3), "mean must have shape (3,), one value per dimension, got (2,)"),
-        (torch.zeros(3), torch.ones(3, 1), "std must have shape (3,), one value per dimension, got (3, 1)"),
-        (torch.zeros(3), ["a", "b", "c"], "std must be numbers of shape (3,)"),
-        (torch.tensor([0.0, math.nan, 0.0]), torch.ones(3), "mean must be finite"),
+        (torch.zeros(2), torch.ones(3), "^mean .*3"),
+        (torch.zeros(3), torch.ones(3, 1), "^std .*3"),
+        (torch.zeros(3), ["a", "b", "c"], "^std .*3"),
+        (torch.tensor([0.0, math.nan, 0.0]), torch.ones(3), "^mean .*finite"),
         (torch.zeros(3), torch.tensor([1.0, 0.0, 1.0]), "standard deviations must be positive"),
     ):
-        with pytest.raises(ValueError, match=re.escape(needle)):
+        with pytest.raises(ValueError, match=needle):
             flow.set_standardization(mean, std)
     torch.testing.assert_close(flow.standardize.std, torch.tensor([1.0, 2.0, 4.0]))  # unchanged
 

@@ -202,26 +202,18 @@ class Standardize(nn.Module):
 
     def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Set ``mean (D,)`` and ``std (D,)``, finite numbers (``std`` positive; else ValueError)."""
-        values = {}
+        values, dim = [], self.mean.shape[0]
         for name, value in (("mean", mean), ("std", std)):
             try:
-                tensor = torch.as_tensor(value, dtype=self.mean.dtype, device=self.mean.device)
+                values.append(torch.as_tensor(value, dtype=self.mean.dtype, device=self.mean.device))
             except (TypeError, ValueError, RuntimeError):
-                raise ValueError(
-                    f"{name} must be numbers of shape ({self.mean.shape[0]},), got {value!r}"
-                ) from None
-            if tensor.shape != self.mean.shape:
-                raise ValueError(
-                    f"{name} must have shape ({self.mean.shape[0]},), one value per dimension, "
-                    f"got {tuple(tensor.shape)}"
-                )
-            if not bool(torch.isfinite(tensor).all()):
-                raise ValueError(f"{name} must be finite, got {tensor.tolist()}")
-            values[name] = tensor
-        if not bool((values["std"] > 0).all()):
+                values.append(None)
+            if values[-1] is None or values[-1].shape != (dim,) or not bool(torch.isfinite(values[-1]).all()):
+                raise ValueError(f"{name} must be {dim} finite numbers, one per dimension, got {value!r:.80}")
+        if not bool((values[1] > 0).all()):
             raise ValueError("standard deviations must be positive")
-        self.mean.copy_(values["mean"])
-        self.std.copy_(values["std"])
+        self.mean.copy_(values[0])
+        self.std.copy_(values[1])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_det = -torch.log(self.std).sum().expand(x.shape[0])
