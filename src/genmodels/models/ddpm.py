@@ -146,8 +146,7 @@ class DenoisingNetwork(nn.Module):
             self.register_buffer("fourier", torch.randn(dim, input_embed_dim // 2) * input_embed_scale)
         else:
             self.fourier = None
-        in_features = dim + (2 * (input_embed_dim // 2) if input_embed_dim else 0)
-        self.input = nn.Linear(in_features, hidden_units)
+        self.input = nn.Linear(dim + 2 * (input_embed_dim // 2), hidden_units)
         self.blocks = nn.ModuleList(ResidualBlock(hidden_units, hidden_units) for _ in range(n_blocks))
         self.out_norm = nn.LayerNorm(hidden_units)
         self.output = nn.Linear(hidden_units, dim)
@@ -183,13 +182,11 @@ class DenoisingNetwork(nn.Module):
         table, width = self.label_table(), h.shape[1]
         if table is not None and label is None:  # unconditional: the null token for every point
             label = torch.full((x.shape[0],), self.n_labels, dtype=torch.long, device=x.device)
-        for j, block in enumerate(self.blocks):  # one gather per block: its gradient is a small table's
-            part = (
-                None
-                if table is None
-                else nn.functional.embedding(label, table[:, j * width : (j + 1) * width])
-            )
-            h = block(h, bias=conditioning[:, j], extra=None if part is None else part.to(h.dtype))
+        parts = [None] * len(self.blocks) if table is None else table.split(width, dim=1)
+        for block, bias, part in zip(self.blocks, conditioning.unbind(1), parts, strict=True):
+            # One gather per block: its gradient is a small table's.
+            extra = None if part is None else nn.functional.embedding(label, part).to(h.dtype)
+            h = block(h, bias=bias, extra=extra)
         # x's dtype out, also under bfloat16 autocast: the diffusion arithmetic keeps its precision.
         u = torch.nn.functional.silu(self.out_norm(h), inplace=not torch.is_grad_enabled())
         return self.output(u).to(x.dtype)
@@ -199,10 +196,8 @@ def ddim_timesteps(diffusion_steps: int, steps: int, spacing: str = "quadratic")
     """The decreasing timesteps L = i_0 > ... > i_{S-1} = 1 of a strided sampler with ``steps`` = S:
     evenly spaced (``"linear"``) or 1 + (L - 1)(1 - u)² for u evenly in [0, 1] (``"quadratic"``, dense
     near the data); the last ones at least S - 1, ..., 1, so S = L gives all of L, ..., 1."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if spacing not in ("quadratic", "linear"):
-        raise ValueError(f"spacing must be 'quadratic' or 'linear', got {spacing!r}")
+    if steps < 1 or spacing not in ("quadratic", "linear"):
+        raise ValueError(f"steps must be >= 1 and spacing 'quadratic' or 'linear', got {steps}, {spacing!r}")
     u = torch.linspace(0, 1, steps, dtype=torch.float64)
     shape = (1 - u) ** 2 if spacing == "quadratic" else 1 - u
     grid = (1 + (diffusion_steps - 1) * shape).round().long()

@@ -147,8 +147,8 @@ class AffineCoupling(nn.Module):
         shift, raw = out.to(x_cond.dtype).split(self.n_trans, dim=-1)
         return shift, self.scale_clamp * torch.tanh(raw / self.scale_clamp)
 
-    def _transform(
-        self, x: torch.Tensor, inverse: bool, context: tuple[torch.Tensor, torch.Tensor] | None
+    def forward(
+        self, x: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None, inverse: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x_cond = x.index_select(-1, self.cond_index)
         x_trans = x.index_select(-1, self.trans_index)
@@ -157,18 +157,10 @@ class AffineCoupling(nn.Module):
             y_trans, log_det = (x_trans - shift) * torch.exp(-log_scale), -log_scale.sum(-1)
         else:
             y_trans, log_det = x_trans * torch.exp(log_scale) + shift, log_scale.sum(-1)
-        y = x.index_copy(-1, self.trans_index, y_trans)
-        return y, log_det
+        return x.index_copy(-1, self.trans_index, y_trans), log_det
 
-    def forward(
-        self, x: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._transform(x, False, context)
-
-    def inverse(
-        self, y: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._transform(y, True, context)
+    def inverse(self, y: torch.Tensor, context: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward(y, context, inverse=True)
 
 
 class RealNVP(nn.Module):
@@ -301,13 +293,9 @@ class RealNVP(nn.Module):
         n = check_sample_count(n, self.dim)
         device = self.standardize.mean.device
         z = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
-        if self.n_labels and label is None:
-            label = (
-                torch.multinomial(self.label_proportions, n, replacement=True, generator=generator)
-                if n
-                else 0
-            )
-        return self.inverse(z, label)
+        if self.n_labels and label is None and n:
+            label = torch.multinomial(self.label_proportions, n, replacement=True, generator=generator)
+        return self.inverse(z, 0 if self.n_labels and label is None else label)
 
     @torch.no_grad()
     def trajectory(self, x: torch.Tensor, label: object = None) -> Iterator[torch.Tensor]:
