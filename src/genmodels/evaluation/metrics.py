@@ -21,10 +21,8 @@ _MEDIAN_POINTS = 2000  # points behind the median-heuristic bandwidth of mmd
 def _as_points(a: np.ndarray, name: str, *, min_rows: int = 1) -> np.ndarray:
     """``a`` as a finite float64 ``(N, D)`` array with ``N >= min_rows`` (else ValueError)."""
     arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] < 1:
-        raise ValueError(f"{name} must be a 2-D array (N, D) with at least one column, got shape {arr.shape}")
-    if arr.shape[0] < min_rows:
-        raise ValueError(f"{name} must have at least {min_rows} rows, got {arr.shape[0]}")
+    if arr.ndim != 2 or arr.shape[1] < 1 or arr.shape[0] < min_rows:
+        raise ValueError(f"{name} must be 2-D with at least {min_rows} rows and one column, got {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr

@@ -181,8 +181,7 @@ def check_sample_count(n: int, dim: int = 1, width: int = 0) -> int:
     if count is None or count < 0:
         raise ValueError(f"the number of samples must be a whole number >= 0, got {n!r}")
     need = count * (dim + width) * _BYTES_PER_SAMPLED_VALUE
-    problem = memory_problem(need, f"drawing {count} samples of {dim} values at once")
-    if problem is not None:
+    if problem := memory_problem(need, f"drawing {count} samples of {dim} values at once"):
         raise ValueError(f"{problem}; draw them in parts")
     return count
 

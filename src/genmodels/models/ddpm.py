@@ -258,9 +258,7 @@ class DDPM(nn.Module):
         # An OrderedDict, as torch keeps its module hooks: RemovableHandle holds a weak reference to it.
         self._reverse_step_hooks: OrderedDict[int, Callable] = OrderedDict()
 
-    def register_reverse_step_hook(
-        self, hook: Callable[[torch.Tensor, torch.Tensor], None]
-    ) -> RemovableHandle:
+    def register_reverse_step_hook(self, hook: Callable) -> RemovableHandle:
         """Call ``hook(x_i (n, D) standardised, timestep (1,))`` before every reverse step of
         :meth:`sample`; returns a handle whose ``remove()`` unregisters it."""
         if not callable(hook):
@@ -579,6 +577,11 @@ def _parameter_count(config: DDPMModelConfig, dim: int) -> int:
     return time + linear(dim + config.input_embed_dim, h) + blocks + 2 * h + linear(h, dim) + labels
 
 
+def _bound_nll(model: DDPM, x: torch.Tensor, generator: torch.Generator | None, label: object = None):
+    """:meth:`DDPM.nll_bound` ``(N,)`` nats, in the registry's likelihood signature."""
+    return model.nll_bound(x, label=label, generator=generator)
+
+
 def _ode_nll(
     model: DDPM, x: torch.Tensor, generator: torch.Generator | None, label: object = None
 ) -> torch.Tensor:
@@ -593,9 +596,8 @@ def _ode_nll(
     for y in label.unique().tolist():
 
         def with_label(module: nn.Module, args: tuple, y: int = y) -> tuple | None:
-            return (
-                None if len(args) > 2 else (*args, torch.full_like(args[1][:1], y).expand(args[0].shape[0]))
-            )
+            if len(args) <= 2:  # a call without a label: add label y for every point
+                return (*args, torch.full_like(args[1][:1], y).expand(args[0].shape[0]))
 
         handle = model.network.register_forward_pre_hook(with_label)
         try:
@@ -621,9 +623,7 @@ SPEC = register(
         parameter_count=_parameter_count,
         size_keys=("n_blocks", "hidden_units"),
         likelihoods={
-            "bound": lambda model, x, generator, label=None: model.nll_bound(
-                x, label=label, generator=generator
-            ),
+            "bound": _bound_nll,
             "ode": _ode_nll,
         },
         loss_label="training loss (weighted MSE)",

@@ -195,21 +195,13 @@ class RealNVP(nn.Module):
         if n_labels:
             self.label_embedding = nn.Embedding(n_labels, label_embed_dim)
             self.register_buffer("label_proportions", torch.full((n_labels,), 1.0 / n_labels))
+        net = dict(
+            n_hidden=n_hidden, hidden_units=hidden_units, activation=activation, scale_clamp=scale_clamp
+        )
         layers: list[nn.Module] = []
         for i in range(n_coupling_layers):
-            if actnorm:
-                layers.append(ActNorm(dim))
-            layers.append(
-                AffineCoupling(
-                    dim,
-                    i % 2,
-                    n_hidden=n_hidden,
-                    hidden_units=hidden_units,
-                    activation=activation,
-                    scale_clamp=scale_clamp,
-                    context_dim=label_embed_dim if n_labels else 0,
-                )
-            )
+            coupling = AffineCoupling(dim, i % 2, **net, context_dim=label_embed_dim if n_labels else 0)
+            layers += [ActNorm(dim), coupling] if actnorm else [coupling]  # ActNorm draws no random numbers
         self.layers = nn.ModuleList(layers)
 
     @classmethod
