@@ -373,7 +373,7 @@ def test_sampler_and_trainer_arguments_are_checked():
     for eta in (-0.1, 5.0, "0.5", math.nan, True, torch.tensor([0.1, 0.2])):
         with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\]"):
             model.sample(4, steps=5, eta=eta)
-    with pytest.raises(ValueError, match="spacing must be 'quadratic' or 'linear', got 'cubic'"):
+    with pytest.raises(ValueError, match="spacing .*'cubic'"):
         model.sample(4, spacing="cubic")
     # NumPy and tensor numbers, as a loop over an array gives them, are numbers.
     generated = model.sample(

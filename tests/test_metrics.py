@@ -121,21 +121,24 @@ def test_c2st_on_a_few_points_fits_without_warnings() -> None:
 def test_c2st_fits_its_classifiers_on_one_thread(classifier: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The classifiers' OpenMP and BLAS pools are limited to one thread while they fit (spinning
     threads slowed the test by orders of magnitude on a busy CPU), and restored afterwards."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.neural_network import MLPClassifier
     from threadpoolctl import threadpool_info
 
     seen: list[set[int]] = []
-    inner = metrics._cross_validated_accuracy
+    cls = MLPClassifier if classifier == "mlp" else HistGradientBoostingClassifier
+    inner = cls.fit
 
-    def spy(*args, **kwargs):  # noqa: ANN002, ANN003
+    def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
         seen.append({pool["num_threads"] for pool in threadpool_info()})
-        return inner(*args, **kwargs)
+        return inner(self, *args, **kwargs)
 
-    monkeypatch.setattr(metrics, "_cross_validated_accuracy", spy)
+    monkeypatch.setattr(cls, "fit", spy)
     before = [pool["num_threads"] for pool in threadpool_info()]
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(200, 2)), rng.normal(size=(200, 2)) + 3.0
-    assert metrics.c2st(x, y, seed=0, classifier=classifier) > 0.95
-    assert seen == [{1}]
+    assert metrics.c2st(x, y, seed=0, n_folds=3, classifier=classifier) > 0.95
+    assert seen == [{1}] * 3  # every fold's fit
     assert {pool["num_threads"] for pool in threadpool_info()} == set(before)  # pools loaded since: same
 
 
@@ -154,7 +157,7 @@ def test_c2st_is_deterministic_for_a_seed() -> None:
         (np.zeros((10, 2)), np.zeros((2, 2)), {"n_folds": 3}, "at least 3 rows"),
         (np.zeros((10, 2)), np.zeros((10, 2)), {"n_folds": 1}, "n_folds"),
         (np.full((10, 2), np.nan), np.zeros((10, 2)), {}, "NaN"),
-        (np.zeros((10, 0)), np.zeros((10, 0)), {}, "at least one column"),
+        (np.zeros((10, 0)), np.zeros((10, 0)), {}, "one column"),
     ],
 )
 def test_c2st_rejects_bad_input(x: np.ndarray, y: np.ndarray, kwargs: dict, match: str) -> None:

@@ -197,9 +197,7 @@ def test_constructor_and_standardization_arguments_are_checked():
         with pytest.raises(ValueError, match=re.escape(needle)):
             RealNVP(2, **kwargs)
     for dim in (2.5, "2", 1, True):
-        with pytest.raises(
-            ValueError, match=re.escape(f"at least 2 dimensions (a whole number), got {dim!r}")
-        ):
+        with pytest.raises(ValueError, match=rf"^dim .*2.*{re.escape(repr(dim))}$"):
             RealNVP(dim)
     for clamp in (0, -1.0, float("inf"), "3"):  # 0 gave nan log-densities
         with pytest.raises(
@@ -211,13 +209,13 @@ def test_constructor_and_standardization_arguments_are_checked():
     flow.set_standardization(np.array([1.0, 2.0, 3.0]), [1.0, 2.0, 4.0])  # NumPy and lists are numbers
     torch.testing.assert_close(flow.standardize.std, torch.tensor([1.0, 2.0, 4.0]))
     for mean, std, needle in (
-        (torch.zeros(2), torch.ones(3), "mean must have shape (3,), one value per dimension, got (2,)"),
-        (torch.zeros(3), torch.ones(3, 1), "std must have shape (3,), one value per dimension, got (3, 1)"),
-        (torch.zeros(3), ["a", "b", "c"], "std must be numbers of shape (3,)"),
-        (torch.tensor([0.0, math.nan, 0.0]), torch.ones(3), "mean must be finite"),
+        (torch.zeros(2), torch.ones(3), "^mean .*3"),
+        (torch.zeros(3), torch.ones(3, 1), "^std .*3"),
+        (torch.zeros(3), ["a", "b", "c"], "^std .*3"),
+        (torch.tensor([0.0, math.nan, 0.0]), torch.ones(3), "^mean .*finite"),
         (torch.zeros(3), torch.tensor([1.0, 0.0, 1.0]), "standard deviations must be positive"),
     ):
-        with pytest.raises(ValueError, match=re.escape(needle)):
+        with pytest.raises(ValueError, match=needle):
             flow.set_standardization(mean, std)
     torch.testing.assert_close(flow.standardize.std, torch.tensor([1.0, 2.0, 4.0]))  # unchanged
 
@@ -262,7 +260,7 @@ def test_standard_normal_log_prob():
 
 
 def test_rejects_one_dimensional_data():
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="dim .*>= 2"):
         RealNVP(1)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -22,10 +21,8 @@ _MEDIAN_POINTS = 2000  # points behind the median-heuristic bandwidth of mmd
 def _as_points(a: np.ndarray, name: str, *, min_rows: int = 1) -> np.ndarray:
     """``a`` as a finite float64 ``(N, D)`` array with ``N >= min_rows`` (else ValueError)."""
     arr = np.asarray(a, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] < 1:
-        raise ValueError(f"{name} must be a 2-D array (N, D) with at least one column, got shape {arr.shape}")
-    if arr.shape[0] < min_rows:
-        raise ValueError(f"{name} must have at least {min_rows} rows, got {arr.shape[0]}")
+    if arr.ndim != 2 or arr.shape[1] < 1 or arr.shape[0] < min_rows:
+        raise ValueError(f"{name} must be 2-D with at least {min_rows} rows and one column, got {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr
@@ -83,7 +80,10 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, class
     ``y (M, D)``, both z-scored by ``x``'s mean and std; in [0, 1], chance ``max(N, M) / (N + M)``.
     "mlp": ReLU MLP of two ``10 D`` layers, Adam, lr 1e-2, batches <= 1024, <= 1000 epochs
     (docs/evaluation.md); "hgb": histogram gradient-boosted trees, more sensitive on the 689 data."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import StratifiedKFold
+    from sklearn.neural_network import MLPClassifier
     from threadpoolctl import threadpool_limits
 
     if classifier not in ("mlp", "hgb"):
@@ -94,40 +94,31 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, class
     std[std == 0.0] = 1.0  # a constant column of x: only centre it
     data = np.concatenate([(xa - mean) / std, (ya - mean) / std])
     labels = np.concatenate([np.zeros(xa.shape[0], dtype=np.int64), np.ones(ya.shape[0], dtype=np.int64)])
-    folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    folds, accuracies = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed), []
     # One thread for the classifiers' OpenMP and BLAS: same results, as fast (docs/evaluation.md).
-    with threadpool_limits(limits=1):
-        return _cross_validated_accuracy(data, labels, folds, classifier, xa.shape[1], seed)
-
-
-def _cross_validated_accuracy(
-    data: np.ndarray, labels: np.ndarray, folds: Any, classifier: str, dim: int, seed: int
-) -> float:
-    """The mean held-out accuracy of ``classifier`` over ``folds`` (see :func:`c2st`)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
-
-    accuracies = []
-    for train, test in folds.split(data, labels):
-        if classifier == "hgb":
-            clf = HistGradientBoostingClassifier(random_state=seed)
-        else:  # ReLU and Adam: scikit-learn's defaults
-            batch = min(1024, len(train), max(64, len(train) // 8))
-            clf = MLPClassifier(
-                (10 * dim,) * 2, batch_size=batch, learning_rate_init=1e-2, max_iter=1000, random_state=seed
-            )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            # scikit-learn's MLP turns Ctrl-C into a warning and a half-fitted classifier: stop as elsewhere
-            warnings.filterwarnings("error", message=_MLP_INTERRUPTED)
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # scikit-learn's MLP turns Ctrl-C into a warning and a half-fitted classifier: stop as elsewhere
+        warnings.filterwarnings("error", message=_MLP_INTERRUPTED)
+        for train, test in folds.split(data, labels):
+            if classifier == "hgb":
+                clf = HistGradientBoostingClassifier(random_state=seed)
+            else:  # ReLU and Adam: scikit-learn's defaults
+                batch = min(1024, len(train), max(64, len(train) // 8))
+                clf = MLPClassifier(
+                    (10 * xa.shape[1],) * 2,
+                    batch_size=batch,
+                    learning_rate_init=1e-2,
+                    max_iter=1000,
+                    random_state=seed,
+                )
             try:
                 clf.fit(data[train], labels[train])
             except UserWarning as warning:
                 if _MLP_INTERRUPTED not in str(warning):
                     raise
                 raise KeyboardInterrupt from None
-        accuracies.append(float(np.mean(clf.predict(data[test]) == labels[test])))
+            accuracies.append(float(np.mean(clf.predict(data[test]) == labels[test])))
     return float(np.mean(accuracies))
 
 

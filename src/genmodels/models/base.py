@@ -6,6 +6,7 @@ standardising bijection and argument checks. Adding a model: ``docs/models.md``.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ __all__ = [
     "Int",
     "ModelSpec",
     "Standardize",
+    "as_number",
     "check_labels",
     "check_points",
     "check_sample_count",
@@ -32,7 +34,6 @@ __all__ = [
     "register",
     "settings",
     "standard_normal_log_prob",
-    "whole_number",
 ]
 
 
@@ -146,7 +147,7 @@ def check_labels(label: object, n: int, n_labels: int, device: torch.device) -> 
         return None
     if n_labels == 0:
         raise ValueError("this model was built without labels (n_labels 0); sample or score it without label")
-    whole = whole_number(label)
+    whole = as_number(label)
     if whole is not None:
         label = torch.full((n,), whole, dtype=torch.long, device=device)
     if not isinstance(label, torch.Tensor) or label.shape != (n,) or label.is_floating_point():
@@ -156,13 +157,16 @@ def check_labels(label: object, n: int, n_labels: int, device: torch.device) -> 
     return label.to(device=device, dtype=torch.long)
 
 
-def whole_number(value: object) -> int | None:
-    """``value`` as an ``int`` where it is a Python, NumPy or 0-d tensor integer (not a bool); else None."""
-    if isinstance(value, bool):
+def as_number(value: object, *, whole: bool = True) -> float | None:
+    """``value`` as an ``int`` where it is a Python, NumPy or 0-d tensor integer, or (``whole`` False) as a
+    ``float`` where it is any real number or one-element tensor; None for anything else, bools included."""
+    if isinstance(value, bool) or getattr(value, "dtype", None) == torch.bool:
         return None
     try:
-        return operator.index(value)
-    except TypeError:
+        if whole:
+            return operator.index(value)
+        return float(value) if isinstance(value, numbers.Real | torch.Tensor) else None
+    except (TypeError, ValueError, RuntimeError):
         return None
 
 
@@ -173,12 +177,11 @@ _BYTES_PER_SAMPLED_VALUE = 16
 def check_sample_count(n: int, dim: int = 1, width: int = 0) -> int:
     """``n`` as an ``int`` where it is a whole number >= 0 of samples of ``dim`` values that fit in memory
     (with a network ``width`` wide on all at once); else ValueError."""
-    count = whole_number(n)
+    count = as_number(n)
     if count is None or count < 0:
         raise ValueError(f"the number of samples must be a whole number >= 0, got {n!r}")
     need = count * (dim + width) * _BYTES_PER_SAMPLED_VALUE
-    problem = memory_problem(need, f"drawing {count} samples of {dim} values at once")
-    if problem is not None:
+    if problem := memory_problem(need, f"drawing {count} samples of {dim} values at once"):
         raise ValueError(f"{problem}; draw them in parts")
     return count
 
@@ -198,26 +201,18 @@ class Standardize(nn.Module):
 
     def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Set ``mean (D,)`` and ``std (D,)``, finite numbers (``std`` positive; else ValueError)."""
-        values = {}
+        values, dim = [], self.mean.shape[0]
         for name, value in (("mean", mean), ("std", std)):
             try:
-                tensor = torch.as_tensor(value, dtype=self.mean.dtype, device=self.mean.device)
+                values.append(torch.as_tensor(value, dtype=self.mean.dtype, device=self.mean.device))
             except (TypeError, ValueError, RuntimeError):
-                raise ValueError(
-                    f"{name} must be numbers of shape ({self.mean.shape[0]},), got {value!r}"
-                ) from None
-            if tensor.shape != self.mean.shape:
-                raise ValueError(
-                    f"{name} must have shape ({self.mean.shape[0]},), one value per dimension, "
-                    f"got {tuple(tensor.shape)}"
-                )
-            if not bool(torch.isfinite(tensor).all()):
-                raise ValueError(f"{name} must be finite, got {tensor.tolist()}")
-            values[name] = tensor
-        if not bool((values["std"] > 0).all()):
+                values.append(None)
+            if values[-1] is None or values[-1].shape != (dim,) or not bool(torch.isfinite(values[-1]).all()):
+                raise ValueError(f"{name} must be {dim} finite numbers, one per dimension, got {value!r:.80}")
+        if not bool((values[1] > 0).all()):
             raise ValueError("standard deviations must be positive")
-        self.mean.copy_(values["mean"])
-        self.std.copy_(values["std"])
+        self.mean.copy_(values[0])
+        self.std.copy_(values[1])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         log_det = -torch.log(self.std).sum().expand(x.shape[0])

@@ -27,8 +27,8 @@ plain conditional sampling, w = 0 unconditional, w > 1 sharper classes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import numbers
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -44,13 +44,13 @@ from genmodels.models.base import (
     Int,
     ModelSpec,
     Standardize,
+    as_number,
     check_config_type,
     check_labels,
     check_points,
     check_sample_count,
     register,
     settings,
-    whole_number,
 )
 from genmodels.models.layers import ResidualBlock, sinusoidal_embedding
 from genmodels.models.schedule import (
@@ -146,8 +146,7 @@ class DenoisingNetwork(nn.Module):
             self.register_buffer("fourier", torch.randn(dim, input_embed_dim // 2) * input_embed_scale)
         else:
             self.fourier = None
-        in_features = dim + (2 * (input_embed_dim // 2) if input_embed_dim else 0)
-        self.input = nn.Linear(in_features, hidden_units)
+        self.input = nn.Linear(dim + 2 * (input_embed_dim // 2), hidden_units)
         self.blocks = nn.ModuleList(ResidualBlock(hidden_units, hidden_units) for _ in range(n_blocks))
         self.out_norm = nn.LayerNorm(hidden_units)
         self.output = nn.Linear(hidden_units, dim)
@@ -183,13 +182,11 @@ class DenoisingNetwork(nn.Module):
         table, width = self.label_table(), h.shape[1]
         if table is not None and label is None:  # unconditional: the null token for every point
             label = torch.full((x.shape[0],), self.n_labels, dtype=torch.long, device=x.device)
-        for j, block in enumerate(self.blocks):  # one gather per block: its gradient is a small table's
-            part = (
-                None
-                if table is None
-                else nn.functional.embedding(label, table[:, j * width : (j + 1) * width])
-            )
-            h = block(h, bias=conditioning[:, j], extra=None if part is None else part.to(h.dtype))
+        parts = [None] * len(self.blocks) if table is None else table.split(width, dim=1)
+        for block, bias, part in zip(self.blocks, conditioning.unbind(1), parts, strict=True):
+            # One gather per block: its gradient is a small table's.
+            extra = None if part is None else nn.functional.embedding(label, part).to(h.dtype)
+            h = block(h, bias=bias, extra=extra)
         # x's dtype out, also under bfloat16 autocast: the diffusion arithmetic keeps its precision.
         u = torch.nn.functional.silu(self.out_norm(h), inplace=not torch.is_grad_enabled())
         return self.output(u).to(x.dtype)
@@ -199,10 +196,8 @@ def ddim_timesteps(diffusion_steps: int, steps: int, spacing: str = "quadratic")
     """The decreasing timesteps L = i_0 > ... > i_{S-1} = 1 of a strided sampler with ``steps`` = S:
     evenly spaced (``"linear"``) or 1 + (L - 1)(1 - u)² for u evenly in [0, 1] (``"quadratic"``, dense
     near the data); the last ones at least S - 1, ..., 1, so S = L gives all of L, ..., 1."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if spacing not in ("quadratic", "linear"):
-        raise ValueError(f"spacing must be 'quadratic' or 'linear', got {spacing!r}")
+    if steps < 1 or spacing not in ("quadratic", "linear"):
+        raise ValueError(f"steps must be >= 1 and spacing 'quadratic' or 'linear', got {steps}, {spacing!r}")
     u = torch.linspace(0, 1, steps, dtype=torch.float64)
     shape = (1 - u) ** 2 if spacing == "quadratic" else 1 - u
     grid = (1 + (diffusion_steps - 1) * shape).round().long()
@@ -234,7 +229,7 @@ class DDPM(nn.Module):
         p_uncond: float = 0.1,
     ) -> None:
         super().__init__()
-        if whole_number(points_per_timestep) is None or points_per_timestep < 1:
+        if as_number(points_per_timestep) is None or points_per_timestep < 1:
             raise ValueError(f"points_per_timestep must be an integer >= 1, got {points_per_timestep!r}")
         if reverse_variance not in ("posterior", "beta"):
             raise ValueError(f"reverse_variance must be 'posterior' or 'beta', got {reverse_variance!r}")
@@ -242,14 +237,11 @@ class DDPM(nn.Module):
             raise ValueError(f"parameterisation must be 'eps' or 'mean', got {parameterisation!r}")
         if weighting not in ("simple", "bound"):
             raise ValueError(f"weighting must be 'simple' or 'bound', got {weighting!r}")
-        self.dim, self.n_labels, self.p_uncond = dim, n_labels, p_uncond
+        self.dim, self.n_labels, self.p_uncond, self.diffusion_steps = dim, n_labels, p_uncond, steps
         if n_labels:
             self.register_buffer("label_proportions", torch.full((n_labels,), 1.0 / n_labels))
-        self.diffusion_steps = steps
-        self.parameterisation = parameterisation
-        self.weighting = weighting
+        self.parameterisation, self.weighting, self.clip_x0 = parameterisation, weighting, clip_x0
         self.points_per_timestep = points_per_timestep
-        self.clip_x0 = clip_x0
         self.standardize = Standardize(dim)
         # The largest |coordinate| (D,) of the standardised points the loss has trained on; 0: none yet.
         self.register_buffer("x0_max_abs", torch.zeros(dim))
@@ -258,20 +250,15 @@ class DDPM(nn.Module):
         self.network = network
         # Reverse variances σ²_i (Ho et al. 2020, sec. 3.2): σ̃²_i or β²_i; the decoder's σ²_1 = β²_1.
         self.reverse_variance_kind = reverse_variance
-        if reverse_variance == "posterior":
-            variance = self.schedule.posterior_variance.clone()
-        else:
-            variance = self.schedule.beta2.clone()
+        variance = (
+            self.schedule.posterior_variance if reverse_variance == "posterior" else self.schedule.beta2
+        ).clone()
         variance[1] = self.schedule.beta2[1]
         self.register_buffer("reverse_variance", variance)
         # An OrderedDict, as torch keeps its module hooks: RemovableHandle holds a weak reference to it.
-        self._reverse_step_hooks: OrderedDict[int, Callable[[torch.Tensor, torch.Tensor], None]] = (
-            OrderedDict()
-        )
+        self._reverse_step_hooks: OrderedDict[int, Callable] = OrderedDict()
 
-    def register_reverse_step_hook(
-        self, hook: Callable[[torch.Tensor, torch.Tensor], None]
-    ) -> RemovableHandle:
+    def register_reverse_step_hook(self, hook: Callable) -> RemovableHandle:
         """Call ``hook(x_i (n, D) standardised, timestep (1,))`` before every reverse step of
         :meth:`sample`; returns a handle whose ``remove()`` unregisters it."""
         if not callable(hook):
@@ -284,31 +271,13 @@ class DDPM(nn.Module):
     def from_config(cls, config, dim: int) -> DDPM:  # noqa: ANN001 - DDPMModelConfig
         """Build from a :class:`DDPMModelConfig` for ``dim``-dimensional data."""
         check_config_type(config, DDPMModelConfig)
-        if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
+        if as_number(dim) is None or dim < 1:
             raise ValueError(f"dim (the data dimension) must be a whole number >= 1, got {dim!r}")
-        network = DenoisingNetwork(
-            dim,
-            config.diffusion_steps,
-            hidden_units=config.hidden_units,
-            n_blocks=config.n_blocks,
-            time_embed_dim=config.time_embed_dim,
-            input_embed_dim=config.input_embed_dim,
-            n_labels=config.n_labels,
-        )
-        return cls(
-            dim,
-            steps=config.diffusion_steps,
-            beta2_start=config.beta2_start,
-            beta2_end=config.beta2_end,
-            network=network,
-            parameterisation=config.parameterisation,
-            weighting=config.weighting,
-            reverse_variance=config.reverse_variance,
-            points_per_timestep=config.points_per_timestep,
-            clip_x0=config.clip_x0,
-            n_labels=config.n_labels,
-            p_uncond=config.p_uncond,
-        )
+        values = dataclasses.asdict(config)
+        steps = values.pop("diffusion_steps")
+        net = {k: values.pop(k) for k in ("hidden_units", "n_blocks", "time_embed_dim", "input_embed_dim")}
+        network = DenoisingNetwork(dim, steps, **net, n_labels=config.n_labels)
+        return cls(dim, steps=steps, network=network, **values)
 
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Diffuse ``(x - mean) / std`` with the training data's ``mean (D,)`` and ``std (D,)``."""
@@ -340,22 +309,16 @@ class DDPM(nn.Module):
         """μ_θ(x_i, i[, y]) for standardised ``xi (N, D)``, ``timestep (N,)`` in 1..L, ``label (N,)``."""
         return self._mean_from_output(xi, self._network(xi, timestep, label), timestep)
 
-    def _mean_from_output(self, xi: torch.Tensor, out: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """μ_θ from the network's output ``out (N, D)``, with one ``timestep (N,)`` per point."""
-        if self.parameterisation == "eps":
-            return self.schedule.mean_from_eps(xi, out, timestep)
-        return out
-
-    def _eps_prediction(
-        self, xi: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def _eps_prediction(self, xi: torch.Tensor, timestep: torch.Tensor, label: torch.Tensor | None = None):
+        """ε_θ(x_i, i[, y]), shaped as :meth:`posterior_mean_prediction`."""
         return self._eps_from_output(xi, self._network(xi, timestep, label), timestep)
 
+    # μ_θ and ε_θ from the network's output ``out (N, D)``, with one ``timestep (N,)`` per point.
+    def _mean_from_output(self, xi: torch.Tensor, out: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        return self.schedule.mean_from_eps(xi, out, timestep) if self.parameterisation == "eps" else out
+
     def _eps_from_output(self, xi: torch.Tensor, out: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """ε_θ from the network's output ``out (N, D)``, with one ``timestep (N,)`` per point."""
-        if self.parameterisation == "eps":
-            return out
-        return self.schedule.eps_from_mean(xi, out, timestep)
+        return out if self.parameterisation == "eps" else self.schedule.eps_from_mean(xi, out, timestep)
 
     def mean_weight(self, timestep: torch.Tensor) -> torch.Tensor:
         """Weight ``w_i (N,)`` of ``|μ̃_i - μ_θ|²`` in the training loss (see the module docstring)."""
@@ -558,9 +521,10 @@ class DDPM(nn.Module):
         """
         n = check_sample_count(n, self.dim, getattr(getattr(self.network, "input", None), "out_features", 0))
         label = check_labels(label, n, self.n_labels, self.schedule.beta2.device)
-        if not (isinstance(guidance_scale, numbers.Real) and 0 <= guidance_scale < math.inf):
+        whole, eta_value = as_number(steps), as_number(eta, whole=False)
+        scale = as_number(guidance_scale, whole=False)
+        if scale is None or not 0 <= scale < math.inf:
             raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
-        whole, eta_value = whole_number(steps), _real_number(eta)
         if steps is not None and (whole is None or not 1 <= whole <= self.diffusion_steps):
             raise ValueError(f"steps must be a whole number in 1..{self.diffusion_steps}, got {steps!r}")
         if eta_value is None or not 0.0 <= eta_value <= 1.0:
@@ -576,7 +540,7 @@ class DDPM(nn.Module):
         timesteps = ddim_timesteps(self.diffusion_steps, self.diffusion_steps if full else whole, spacing)
         device, dtype, bound = self.schedule.beta2.device, self.standardize.mean.dtype, self.sample_x0_bound()
         x = torch.randn(n, self.dim, generator=generator, device=device, dtype=dtype)
-        trajectory, eps = [x], self._network_steps(timesteps, label, guidance_scale)
+        trajectory, eps = [x], self._network_steps(timesteps, label, scale)
         for k, (i, prev) in enumerate(zip(timesteps, [*timesteps[1:], 0], strict=True)):
             noisy = prev > 0 and (full or eta_value > 0)
             noise = torch.randn(x.shape, generator=generator, device=device, dtype=dtype) if noisy else None
@@ -600,13 +564,6 @@ def _default_x0_max_abs(state: dict, prefix: str, *args: object) -> None:
         state[key] = torch.zeros_like(state[prefix + "standardize.mean"])
 
 
-def _real_number(value: object) -> float | None:
-    """``value`` as a float where it is a real number (NumPy, one-element tensor; not a bool); else None."""
-    if isinstance(value, torch.Tensor):
-        return float(value) if value.numel() == 1 and value.dtype != torch.bool else None
-    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
-
-
 def _parameter_count(config: DDPMModelConfig, dim: int) -> int:
     """Weights of the denoising network ``config`` builds for ``dim``-dimensional data."""
     h = config.hidden_units
@@ -618,6 +575,11 @@ def _parameter_count(config: DDPMModelConfig, dim: int) -> int:
     blocks = config.n_blocks * (3 * linear(h, h) + 2 * h)  # two layers, the conditioning, the LayerNorm
     labels = (config.n_labels + 1) * h if config.n_labels else 0
     return time + linear(dim + config.input_embed_dim, h) + blocks + 2 * h + linear(h, dim) + labels
+
+
+def _bound_nll(model: DDPM, x: torch.Tensor, generator: torch.Generator | None, label: object = None):
+    """:meth:`DDPM.nll_bound` ``(N,)`` nats, in the registry's likelihood signature."""
+    return model.nll_bound(x, label=label, generator=generator)
 
 
 def _ode_nll(
@@ -634,9 +596,8 @@ def _ode_nll(
     for y in label.unique().tolist():
 
         def with_label(module: nn.Module, args: tuple, y: int = y) -> tuple | None:
-            return (
-                None if len(args) > 2 else (*args, torch.full_like(args[1][:1], y).expand(args[0].shape[0]))
-            )
+            if len(args) <= 2:  # a call without a label: add label y for every point
+                return (*args, torch.full_like(args[1][:1], y).expand(args[0].shape[0]))
 
         handle = model.network.register_forward_pre_hook(with_label)
         try:
@@ -662,9 +623,7 @@ SPEC = register(
         parameter_count=_parameter_count,
         size_keys=("n_blocks", "hidden_units"),
         likelihoods={
-            "bound": lambda model, x, generator, label=None: model.nll_bound(
-                x, label=label, generator=generator
-            ),
+            "bound": _bound_nll,
             "ode": _ode_nll,
         },
         loss_label="training loss (weighted MSE)",

@@ -51,8 +51,7 @@ class ContinuousSchedule:
     def __init__(self, steps: int, beta2_start: float, beta2_end: float) -> None:
         if steps < 2:
             raise ValueError(f"the probability-flow ODE needs at least 2 diffusion steps, got {steps}")
-        self.steps = int(steps)
-        self.beta2_start = float(beta2_start)
+        self.steps, self.beta2_start = int(steps), float(beta2_start)
         self.slope = (float(beta2_end) - float(beta2_start)) / (steps - 1)
         if not 0.0 < self.beta2(self.steps + 0.5) < 1.0:
             raise ValueError("the β² schedule leaves (0, 1) half a step beyond its last step")
@@ -100,8 +99,7 @@ def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode
 
         def eps(x: torch.Tensor, s: float) -> torch.Tensor:
             low = min(max(int(math.floor(s)), 1), model.diffusion_steps)
-            high = min(low + 1, model.diffusion_steps)
-            w = s - low
+            high, w = min(low + 1, model.diffusion_steps), s - low
             # Shape (1,): one timestep for all points, so its embedding and projections are computed once.
             out = model._eps_prediction(x, torch.full((1,), low, dtype=torch.long, device=x.device))
             if w > 0 and high != low:
@@ -119,13 +117,9 @@ def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode
     width = network.time_table.shape[1]
 
     def eps(x: torch.Tensor, s: float) -> torch.Tensor:
-        embedding = sinusoidal_embedding(torch.tensor([s], device=x.device), width).to(
-            network.time_table.dtype
-        )
+        embedding = sinusoidal_embedding(x.new_tensor([s]), width).to(network.time_table.dtype)
         # One conditioning row for all points; the timestep argument is only shown to hooks.
-        out = network(
-            x, torch.zeros(1, dtype=torch.long, device=x.device), conditioning=network.conditioning(embedding)
-        )
+        out = network(x, x.new_zeros(1, dtype=torch.long), conditioning=network.conditioning(embedding))
         if model.parameterisation == "eps":
             return out
         # μ = (x - β²/σ̄ ε) / α  =>  ε = (x - α μ) σ̄ / β², with the continuous α(s), β²(s), σ̄(s).
@@ -172,7 +166,7 @@ def probability_flow_log_prob(
     eps = eps_fn if eps_fn is not None else _network_eps(model, schedule, time_mode)
     param_dtype = next(iter(model.buffers())).dtype
     drift = _Drift(schedule, eps, param_dtype)
-    log_probs, priors, divergences = [], [], []
+    parts = []
     times = torch.tensor([float(start), float(steps)], dtype=torch.float64, device=x.device)
     # step_t makes an adaptive solver land on s = L instead of stepping past it (undefined there).
     extra = {"options": {"step_t": times[-1:]}} if method in _ADAPTIVE else {}
@@ -181,17 +175,9 @@ def probability_flow_log_prob(
         for z, ld in zip(z0.double().split(batch_size), log_det.double().split(batch_size), strict=True):
             state = (z, torch.zeros(z.shape[0], dtype=torch.float64, device=z.device))
             path, integral = odeint(drift, state, times, rtol=rtol, atol=atol, method=method, **extra)
-            end, div = path[-1], integral[-1]
-            prior = -0.5 * (end.pow(2).sum(-1) + x.shape[1] * math.log(2 * math.pi))
-            priors.append(prior)
-            divergences.append(div)
-            log_probs.append(prior + div + ld)
-    return FlowLikelihood(
-        log_prob=torch.cat(log_probs),
-        prior=torch.cat(priors),
-        divergence=torch.cat(divergences),
-        nfe=drift.nfe,
-    )
+            prior = -0.5 * (path[-1].pow(2).sum(-1) + x.shape[1] * math.log(2 * math.pi))
+            parts.append((prior + integral[-1] + ld, prior, integral[-1]))
+    return FlowLikelihood(*(torch.cat(values) for values in zip(*parts, strict=True)), nfe=drift.nfe)
 
 
 class _Drift:

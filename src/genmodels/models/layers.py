@@ -37,10 +37,8 @@ class MLP(nn.Sequential):
                 layers.append(ACTIVATIONS[activation]())
         super().__init__(*layers)
         if zero_last:
-            last = layers[-1]
-            assert isinstance(last, nn.Linear)
-            nn.init.zeros_(last.weight)
-            nn.init.zeros_(last.bias)
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
 
 
 class ResidualBlock(nn.Module):
@@ -49,7 +47,6 @@ class ResidualBlock(nn.Module):
     ``h (N, width)``, ``cond (G, cond_dim)`` -> ``(N, width)``, G dividing N: row g of ``cond`` conditions
     the g-th run of N / G rows (or pass :meth:`first_bias` as ``bias``). ``extra (N, width)``, a per-row
     term (a label's projection), is folded into that bias: one pass over the rows. In place without autograd.
-
     """
 
     def __init__(self, width: int, cond_dim: int) -> None:
@@ -94,11 +91,8 @@ def sinusoidal_embedding(timesteps: torch.Tensor, dim: int, *, max_period: float
     """``(N, dim)`` embedding ``[sin(t f_k), cos(t f_k)]`` of ``timesteps (N,)`` (Vaswani et al. 2017,
     sec. 3.5), ``f_k`` geometric from 1 to 1/max_period; an odd ``dim`` gets a trailing zero column."""
     half = dim // 2
-    freqs = torch.exp(
-        -math.log(max_period)
-        * torch.arange(half, dtype=torch.float32, device=timesteps.device)
-        / max(half, 1)
-    )
+    k = torch.arange(half, dtype=torch.float32, device=timesteps.device)
+    freqs = torch.exp(-math.log(max_period) * k / max(half, 1))
     args = timesteps.float()[:, None] * freqs[None, :]
     emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
     if dim % 2:

@@ -20,8 +20,8 @@ training proportions π, and the bijection is the most frequent label's (for the
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import numbers
 from collections.abc import Iterator
 from typing import Literal
 
@@ -34,6 +34,7 @@ from genmodels.models.base import (
     Int,
     ModelSpec,
     Standardize,
+    as_number,
     check_config_type,
     check_labels,
     check_points,
@@ -41,19 +42,10 @@ from genmodels.models.base import (
     register,
     settings,
     standard_normal_log_prob,
-    whole_number,
 )
 from genmodels.models.layers import MLP
 
-__all__ = [
-    "Standardize",
-    "ActNorm",
-    "AffineCoupling",
-    "RealNVP",
-    "check_points",
-    "standard_normal_log_prob",
-    "whole_number",
-]
+__all__ = ["ActNorm", "AffineCoupling", "RealNVP", "RealNVPModelConfig", "standard_normal_log_prob"]
 
 
 @settings
@@ -122,10 +114,7 @@ class AffineCoupling(nn.Module):
         context_dim: int = 0,
     ) -> None:
         super().__init__()
-        if dim < 2:
-            raise ValueError(f"a coupling layer needs at least 2 dimensions, got {dim}")
-        first = list(range(dim // 2))
-        second = list(range(dim // 2, dim))
+        first, second = list(range(dim // 2)), list(range(dim // 2, dim))
         cond, trans = (first, second) if parity == 0 else (second, first)
         self.register_buffer("cond_index", torch.tensor(cond, dtype=torch.long), persistent=False)
         self.register_buffer("trans_index", torch.tensor(trans, dtype=torch.long), persistent=False)
@@ -158,8 +147,8 @@ class AffineCoupling(nn.Module):
         shift, raw = out.to(x_cond.dtype).split(self.n_trans, dim=-1)
         return shift, self.scale_clamp * torch.tanh(raw / self.scale_clamp)
 
-    def _transform(
-        self, x: torch.Tensor, inverse: bool, context: tuple[torch.Tensor, torch.Tensor] | None
+    def forward(
+        self, x: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None, inverse: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x_cond = x.index_select(-1, self.cond_index)
         x_trans = x.index_select(-1, self.trans_index)
@@ -168,18 +157,10 @@ class AffineCoupling(nn.Module):
             y_trans, log_det = (x_trans - shift) * torch.exp(-log_scale), -log_scale.sum(-1)
         else:
             y_trans, log_det = x_trans * torch.exp(log_scale) + shift, log_scale.sum(-1)
-        y = x.index_copy(-1, self.trans_index, y_trans)
-        return y, log_det
+        return x.index_copy(-1, self.trans_index, y_trans), log_det
 
-    def forward(
-        self, x: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._transform(x, False, context)
-
-    def inverse(
-        self, y: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._transform(y, True, context)
+    def inverse(self, y: torch.Tensor, context: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward(y, context, inverse=True)
 
 
 class RealNVP(nn.Module):
@@ -201,54 +182,33 @@ class RealNVP(nn.Module):
         label_embed_dim: int = 8,
     ) -> None:
         super().__init__()
-        if whole_number(dim) is None or dim < 2:
-            raise ValueError(f"RealNVP needs data of at least 2 dimensions (a whole number), got {dim!r}")
-        if not (isinstance(scale_clamp, numbers.Real) and math.isfinite(scale_clamp) and scale_clamp > 0):
-            raise ValueError(f"scale_clamp must be a finite number > 0, got {scale_clamp!r}")
-        for name, value, least in (
-            ("n_coupling_layers", n_coupling_layers, 1),
-            ("n_hidden", n_hidden, 0),
-            ("hidden_units", hidden_units, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        sizes = dict(
+            dim=dim, n_coupling_layers=n_coupling_layers, n_hidden=n_hidden, hidden_units=hidden_units
+        )
+        for (name, value), least in zip(sizes.items(), (2, 1, 0, 1), strict=True):
+            if as_number(value) is None or value < least:
                 raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+        if not 0 < (as_number(scale_clamp, whole=False) or 0) < math.inf:
+            raise ValueError(f"scale_clamp must be a finite number > 0, got {scale_clamp!r}")
         self.dim, self.n_labels = dim, n_labels
         self.standardize = Standardize(dim)
         if n_labels:
             self.label_embedding = nn.Embedding(n_labels, label_embed_dim)
             self.register_buffer("label_proportions", torch.full((n_labels,), 1.0 / n_labels))
+        net = dict(
+            n_hidden=n_hidden, hidden_units=hidden_units, activation=activation, scale_clamp=scale_clamp
+        )
         layers: list[nn.Module] = []
         for i in range(n_coupling_layers):
-            if actnorm:
-                layers.append(ActNorm(dim))
-            layers.append(
-                AffineCoupling(
-                    dim,
-                    i % 2,
-                    n_hidden=n_hidden,
-                    hidden_units=hidden_units,
-                    activation=activation,
-                    scale_clamp=scale_clamp,
-                    context_dim=label_embed_dim if n_labels else 0,
-                )
-            )
+            coupling = AffineCoupling(dim, i % 2, **net, context_dim=label_embed_dim if n_labels else 0)
+            layers += [ActNorm(dim), coupling] if actnorm else [coupling]  # ActNorm draws no random numbers
         self.layers = nn.ModuleList(layers)
 
     @classmethod
     def from_config(cls, config: RealNVPModelConfig, dim: int) -> RealNVP:
         """Build from a :class:`RealNVPModelConfig` for ``dim``-dimensional data."""
         check_config_type(config, RealNVPModelConfig)
-        return cls(
-            dim,
-            n_coupling_layers=config.n_coupling_layers,
-            n_hidden=config.n_hidden,
-            hidden_units=config.hidden_units,
-            activation=config.activation,
-            scale_clamp=config.scale_clamp,
-            actnorm=config.actnorm,
-            n_labels=config.n_labels,
-            label_embed_dim=config.label_embed_dim,
-        )
+        return cls(dim, **dataclasses.asdict(config))
 
     def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Use ``mean (D,)`` and ``std (D,)`` of the training data for the fixed first bijection."""
@@ -325,13 +285,9 @@ class RealNVP(nn.Module):
         n = check_sample_count(n, self.dim)
         device = self.standardize.mean.device
         z = torch.randn(n, self.dim, generator=generator, device=device, dtype=self.standardize.mean.dtype)
-        if self.n_labels and label is None:
-            label = (
-                torch.multinomial(self.label_proportions, n, replacement=True, generator=generator)
-                if n
-                else 0
-            )
-        return self.inverse(z, label)
+        if self.n_labels and label is None and n:
+            label = torch.multinomial(self.label_proportions, n, replacement=True, generator=generator)
+        return self.inverse(z, 0 if self.n_labels and label is None else label)
 
     @torch.no_grad()
     def trajectory(self, x: torch.Tensor, label: object = None) -> Iterator[torch.Tensor]:

@@ -108,12 +108,9 @@ class NoiseSchedule(nn.Module):
 
     def __init__(self, steps: int, beta2_start: float, beta2_end: float) -> None:
         super().__init__()
-        if steps < 1:
-            raise ValueError(f"the schedule needs at least 1 step, got {steps}")
-        if not (0 < beta2_start < 1 and 0 < beta2_end < 1):
-            raise ValueError(f"beta2 must be in (0, 1), got {beta2_start} and {beta2_end}")
-        problem = schedule_problem(steps, beta2_start, beta2_end)
-        if problem is not None:
+        if steps < 1 or not (0 < beta2_start < 1 and 0 < beta2_end < 1):
+            raise ValueError(f"need steps >= 1 and beta2 in (0, 1), got {steps}, {beta2_start}, {beta2_end}")
+        if problem := schedule_problem(steps, beta2_start, beta2_end):
             raise ValueError(problem)
         self.steps = steps
         beta2 = torch.cat([torch.zeros(1, dtype=torch.float64), _linear_beta2(steps, beta2_start, beta2_end)])
@@ -164,17 +161,13 @@ class NoiseSchedule(nn.Module):
     def mean_from_eps(self, xi: torch.Tensor, eps: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """The posterior mean implied by a noise prediction (Ho et al. 2020, eq. 11):
         ``μ = (x_i - β²_i / sqrt(1 - ᾱ_i²) · ε) / α_i``."""
-        beta2 = self.gather("beta2", timestep, xi)
-        return (xi - beta2 / self.gather("sigma_bar", timestep, xi) * eps) / self.gather(
-            "alpha", timestep, xi
-        )
+        beta2, sigma_bar, alpha = (self.gather(n, timestep, xi) for n in ("beta2", "sigma_bar", "alpha"))
+        return (xi - beta2 / sigma_bar * eps) / alpha
 
     def eps_from_mean(self, xi: torch.Tensor, mean: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`mean_from_eps`: ``ε = (x_i - α_i μ) sqrt(1 - ᾱ_i²) / β²_i``."""
-        beta2 = self.gather("beta2", timestep, xi)
-        return (
-            (xi - self.gather("alpha", timestep, xi) * mean) * self.gather("sigma_bar", timestep, xi) / beta2
-        )
+        beta2, sigma_bar, alpha = (self.gather(n, timestep, xi) for n in ("beta2", "sigma_bar", "alpha"))
+        return (xi - alpha * mean) * sigma_bar / beta2
 
 
 def _x0_and_eps(
