@@ -1609,3 +1609,12 @@ def test_an_option_the_command_lacks_is_reported_with_that_commands_usage(
     assert exit_info.value.code == 2
     assert err.startswith(usage)
     assert f"error: unrecognized arguments: {' '.join(argv[-2:])}" in err
+
+
+def test_an_abbreviated_option_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # "--epoch" must not silently mean "--epochs" (and train into the default outputs/).
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "realnvp", "--epoch", "5", "--output_dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "--epoch" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

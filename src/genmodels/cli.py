@@ -174,12 +174,20 @@ def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, com
                         help=f"use torch.compile, or not ({compile_default}; see docs/speed.md)")  # fmt: skip
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that refuses abbreviated options (``--epoch`` is not ``--epochs``); its
+    sub-commands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's signature
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+
 def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     """The ``genmodels`` argument parser; ``train_prog`` names the ``train <model>`` commands."""
     from genmodels.models import model_names
 
     description = "Train and sample flows and diffusion models on point data."
-    parser = argparse.ArgumentParser(prog=train_prog or "genmodels", description=description)
+    parser = _Parser(prog=train_prog or "genmodels", description=description)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a model and write its figures, checkpoint and metrics")
     models = train.add_subparsers(dest="model_type", required=True)
