@@ -163,10 +163,10 @@ def _distance_to_edges(points, starts, ends) -> np.ndarray:
     return out
 
 
-def _stations(outline: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Points every ``_STATION_SPACING`` or so along a closed outline ``(V, 2)`` and unit normals there:
-    ``(M, 2)`` each."""
-    closed = np.vstack([outline, outline[:1]])
+def _stations(outline: np.ndarray, closed: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Points every ``_STATION_SPACING`` or so along a closed (or open) outline ``(V, 2)`` and unit normals
+    there: ``(M, 2)`` each."""
+    closed = np.vstack([outline, outline[:1]]) if closed else outline
     step = np.diff(closed, axis=0)
     length = np.hypot(step[:, 0], step[:, 1])
     cumulative = np.concatenate([[0.0], np.cumsum(length)])
@@ -219,19 +219,12 @@ def _font(text: str, font: str) -> str:
     return font
 
 
-def _resample(polyline: np.ndarray) -> np.ndarray:
-    """Points every ``_STATION_SPACING`` or so along an open polyline ``(V, 2)``: ``(M, 2)``."""
-    cumulative = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(polyline, axis=0).T))])
-    at = (np.arange(max(int(cumulative[-1] / _STATION_SPACING), 2)) + 0.5) * _STATION_SPACING
-    at *= cumulative[-1] / (at[-1] + 0.5 * _STATION_SPACING)
-    return np.stack([np.interp(at, cumulative, polyline[:, k]) for k in (0, 1)], axis=1)
-
-
 @functools.lru_cache(maxsize=32)
 def _pen_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_stroke_midlines` of the pen font: the strokes of :data:`PEN_DIGITS`, set ``_PEN_ADVANCE``
     apart, scaled so the ink (midlines plus half the pen) is 1.24 tall, centred on ``(0, 0.13)``."""
-    points, chars = [], []
+    scale = (_HEIGHT - PEN_WIDTH) / _HEIGHT  # box height 1 -> midline height, keeping ``_STATION_SPACING``
+    stations, chars = [], []
     for index, char in enumerate(text):
         for stroke in PEN_DIGITS.get(char, ()):
             if len(stroke) == 4:
@@ -240,17 +233,14 @@ def _pen_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 cx, cy, rx, ry, start, stop = stroke
                 angle = np.radians(np.linspace(start, stop, 256))
                 line = np.stack([cx + rx * np.cos(angle), cy + ry * np.sin(angle)], axis=1)
-            points.append(line + [index * _PEN_ADVANCE, 0.0])
-            chars.append(np.full(len(line), index))
-    scale = (_HEIGHT - PEN_WIDTH) / _HEIGHT  # box height 1 -> midline height, keeping ``_STATION_SPACING``
-    stations, labels = [], []
-    for line, char in zip(points, chars, strict=True):
-        stations.append(_resample(line * _HEIGHT * scale))
-        labels.append(np.full(len(stations[-1]), char[0]))
+            stations.append(
+                _stations((line + [index * _PEN_ADVANCE, 0.0]) * _HEIGHT * scale, closed=False)[0]
+            )
+            chars.append(np.full(len(stations[-1]), index))
     stations_all = np.concatenate(stations)
     lo, hi = stations_all.min(axis=0), stations_all.max(axis=0)
     stations_all += np.array([0.0, 0.13]) - (lo + hi) / 2
-    return stations_all, np.full(len(stations_all), PEN_WIDTH), np.concatenate(labels)
+    return stations_all, np.full(len(stations_all), PEN_WIDTH), np.concatenate(chars)
 
 
 @functools.lru_cache(maxsize=32)
@@ -310,7 +300,7 @@ def make_text(
         raise ValueError(f"background_std must be positive, got {background_std!r}")
     if not stroke_blur > 0:
         raise ValueError(f"stroke_blur must be positive, got {stroke_blur!r}")
-    midline, widths, chars = _stroke_midlines(text, _font(text, font))
+    midline, widths, chars = _stroke_midlines(text, font)
     n_background = int(rng.binomial(n, background)) if n else 0
     n_glyph = n - n_background
     sigma = stroke_blur * float(np.median(widths))
