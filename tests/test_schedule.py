@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from genmodels.models.ddpm import ddim_timesteps
 from genmodels.models.schedule import (
     MAX_FINAL_ALPHA_BAR,
     MIN_ALPHA_BAR,
@@ -160,7 +161,7 @@ def test_ddim_with_the_true_eps_of_a_point_mass_returns_the_point(i, i_prev):
     point = torch.tensor([[1.5, -0.25]], dtype=torch.float64).expand(64, 2)
     eps = torch.randn(64, 2, dtype=torch.float64)
     xi = s.q_sample(point, torch.full((64,), i), eps)
-    stepped = ddim_step(s, xi, eps, i, i_prev, 0.0, None)
+    stepped, _ = ddim_step(s, xi, eps, i, i_prev, 0.0, None)
     # η = 0 moves along the noise already there: x_prev = ᾱ_prev x_0 + σ̄_prev ε (Song et al. 2021, eq. 12).
     # (to the float32 rounding of the stored ᾱ, as σ̄_prev is recomputed from it)
     expected = s.q_sample(point, torch.full((64,), i_prev), eps)
@@ -170,8 +171,41 @@ def test_ddim_with_the_true_eps_of_a_point_mass_returns_the_point(i, i_prev):
         noise = torch.randn_like(xi)
         posterior = s.posterior_mean(point, xi, torch.full((64,), i)) + s.posterior_variance[i].sqrt() * noise
         torch.testing.assert_close(
-            ddim_step(s, xi, eps, i, i_prev, 1.0, noise), posterior, rtol=1e-5, atol=1e-5
+            ddim_step(s, xi, eps, i, i_prev, 1.0, noise)[0], posterior, rtol=1e-5, atol=1e-5
         )
+
+
+def _gaussian_ode_error(s: NoiseSchedule, steps: list[int], order: int) -> float:
+    """Largest error of η = 0 DDIM from x_L to x_0 on 1-D data N(m, v), whose exact ε̂ and
+    probability-flow ODE solution x_i = ᾱ_i m + sqrt(ᾱ_i² v + σ̄_i²) z are closed forms."""
+    m, v = 0.7, 0.09
+    z = torch.linspace(-3, 3, 101, dtype=torch.float64)[:, None]
+    x, last = torch.sqrt(s.alpha_bar[steps[0]] ** 2 * v + s.sigma_bar[steps[0]] ** 2) * z, None
+    x = x + s.alpha_bar[steps[0]] * m
+    for i, i_prev in zip(steps, [*steps[1:], 0], strict=True):
+        ab, sb = s.alpha_bar[i], s.sigma_bar[i]
+        x0 = m + ab * v / (ab**2 * v + sb**2) * (x - ab * m)  # E[x_0 | x_i] (Gaussian posterior)
+        x, x0 = ddim_step(s, x, (x - ab * x0) / sb, i, i_prev, 0.0, None, last=last)
+        last = (x0, i) if order == 2 else None
+    return float((x - (m + v**0.5 * z)).abs().max())
+
+
+def test_the_second_order_step_converges_faster_than_ddim():
+    s = NoiseSchedule(1000, 1e-4, 0.02).double()
+    # Equal x̂₀ at both steps: the multistep correction vanishes and the step is DDIM's.
+    xi, eps = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    x0 = (xi - s.sigma_bar[500] * eps) / s.alpha_bar[500]
+    torch.testing.assert_close(
+        ddim_step(s, xi, eps, 500, 400, 0.0, None, last=(x0, 600))[0],
+        ddim_step(s, xi, eps, 500, 400, 0.0, None)[0],
+    )
+    errors = {
+        (o, n): _gaussian_ode_error(s, ddim_timesteps(1000, n), o) for o in (1, 2) for n in (20, 40, 80)
+    }
+    # Doubling the steps halves DDIM's error (first order) and cuts the second order's by over 4.
+    assert 1.7 < errors[1, 20] / errors[1, 40] < 2.3 and 1.7 < errors[1, 40] / errors[1, 80] < 2.3
+    assert errors[2, 20] / errors[2, 40] > 4 and errors[2, 40] / errors[2, 80] > 4
+    assert errors[2, 40] < errors[1, 40] / 5 and errors[2, 80] < 1e-3
 
 
 def test_steps_clip_x0_to_the_bound_and_stay_consistent_with_x_i():
@@ -179,9 +213,9 @@ def test_steps_clip_x0_to_the_bound_and_stay_consistent_with_x_i():
     bound = torch.tensor([2.0, 3.0], dtype=torch.float64)
     xi = torch.randn(256, 2, dtype=torch.float64)
     eps = xi * s.sigma_bar[2500] + 0.3 * torch.randn_like(xi)  # an error of 0.3 puts x̂₀ near 1e5
-    unclipped = ddim_step(s, xi, eps, 2500, 0, 0.0, None)
+    unclipped, _ = ddim_step(s, xi, eps, 2500, 0, 0.0, None)
     assert unclipped.abs().max() > 1e4
-    clipped = ddim_step(s, xi, eps, 2500, 0, 0.0, None, x0_bound=bound)
+    clipped, _ = ddim_step(s, xi, eps, 2500, 0, 0.0, None, x0_bound=bound)
     assert (clipped.abs() <= bound).all() and (clipped.abs() == bound).any()
     # Inside the bound nothing changes.
     x0 = torch.rand(256, 2, dtype=torch.float64)
@@ -191,6 +225,15 @@ def test_steps_clip_x0_to_the_bound_and_stay_consistent_with_x_i():
         ddim_step(s, xi, true_eps, 40, 7, 0.0, None, x0_bound=bound),
         ddim_step(s, xi, true_eps, 40, 7, 0.0, None),
     )
+    # The second-order step's extrapolated x̂₀ is clipped too: recover it from x_prev = ᾱ_p d + σ̄_p ε̂(d).
+    stepped, _ = ddim_step(
+        s, xi, true_eps, 40, 20, 0.0, None, x0_bound=bound, last=(torch.full_like(xi, -50.0), 60)
+    )
+    ratio = s.sigma_bar[20] / s.sigma_bar[40]
+    d = (stepped - ratio * xi) / (s.alpha_bar[20] - ratio * s.alpha_bar[40])
+    torch.testing.assert_close(
+        d, bound.expand_as(d), rtol=1e-5, atol=1e-4
+    )  # x̂₀ in [0, 1] pushed away from -50: clipped at +bound
     x1 = ancestral_step(s, xi, eps[:256], 1, None, variance=1.0, x0_bound=bound)
     assert (x1.abs() <= bound).all()
 

@@ -170,6 +170,10 @@ class NoiseSchedule(nn.Module):
         return (xi - alpha * mean) * sigma_bar / beta2
 
 
+def _clip(x0: torch.Tensor, x0_bound: torch.Tensor | None) -> torch.Tensor:
+    return x0 if x0_bound is None else torch.maximum(torch.minimum(x0, x0_bound), -x0_bound)
+
+
 def _x0_and_eps(
     schedule: NoiseSchedule, x_i: torch.Tensor, eps: torch.Tensor, i: int, x0_bound: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,7 +181,7 @@ def _x0_and_eps(
     x0 = (x_i - schedule.sigma_bar[i] * eps) / schedule.alpha_bar[i]
     if x0_bound is None:
         return x0, eps
-    x0 = torch.maximum(torch.minimum(x0, x0_bound), -x0_bound)
+    x0 = _clip(x0, x0_bound)
     return x0, (x_i - schedule.alpha_bar[i] * x0) / schedule.sigma_bar[i]
 
 
@@ -217,18 +221,32 @@ def ddim_step(
     noise: torch.Tensor | None,
     *,
     x0_bound: torch.Tensor | None = None,
-) -> torch.Tensor:
+    last: tuple[torch.Tensor, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One strided step x_i -> x_{i_prev} of DDIM (Song, Meng & Ermon 2021, eq. 12; their α_t is ᾱ_t²).
 
     1. x̂₀ = (x_i - σ̄_i ε̂) / ᾱ_i                          (eq. 12's "predicted x_0")
     2. x̂₀ clipped to ±``x0_bound``, ε̂ re-derived from it   (if given)
-    3. σ = η sqrt(σ̄²_prev / σ̄²_i) sqrt(1 - ᾱ²_i / ᾱ²_prev)   (eq. 16; η = 1 is the DDPM posterior's)
-    4. x_prev = ᾱ_prev x̂₀ + sqrt(σ̄²_prev - σ²) ε̂ + σ z     (eq. 12; i_prev = 0 gives x̂₀)
+    3. with ``last`` = (x̂₀ of the previous step, its timestep): x̂₀ <- x̂₀ + (x̂₀ - x̂₀_last) / (2r),
+       r = (λ_i - λ_last) / (λ_prev - λ_i) in λ = log(ᾱ/σ̄), clipped likewise, and ε̂ re-derived: the
+       second-order multistep step of DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2; for η = 1 its SDE
+       variant), same network passes as DDIM
+    4. σ = η sqrt(σ̄²_prev / σ̄²_i) sqrt(1 - ᾱ²_i / ᾱ²_prev)   (eq. 16; η = 1 is the DDPM posterior's)
+    5. x_prev = ᾱ_prev x̂₀ + sqrt(σ̄²_prev - σ²) ε̂ + σ z     (eq. 12; i_prev = 0 gives x̂₀ of steps 1-2)
+
+    ``x_i``, ``eps``, ``noise``: ``(N, D)`` standardised. Returns x_prev and the x̂₀ of steps 1-2
+    (the next step's ``last``).
     """
     x0, eps = _x0_and_eps(schedule, x_i, eps, i, x0_bound)
-    ab, ab_prev = schedule.alpha_bar[i], schedule.alpha_bar[i_prev]
+    ab, ab_prev, sb = schedule.alpha_bar[i], schedule.alpha_bar[i_prev], schedule.sigma_bar[i]
+    if i_prev == 0:
+        return x0, x0
+    d = x0
+    if last is not None:
+        lam = torch.log(schedule.alpha_bar / schedule.sigma_bar)
+        r = (lam[i] - lam[last[1]]) / (lam[i_prev] - lam[i])
+        d = _clip(x0 + (x0 - last[0]) / (2 * r), x0_bound)
+        eps = (x_i - ab * d) / sb
     sigma = eta * torch.sqrt((1 - ab_prev**2) / (1 - ab**2) * (1 - ab**2 / ab_prev**2))
-    x = ab_prev * x0 + torch.sqrt((1 - ab_prev**2 - sigma**2).clamp_min(0)) * eps
-    if i_prev == 0 or eta == 0:
-        return x
-    return x + sigma * noise
+    x = ab_prev * d + torch.sqrt((1 - ab_prev**2 - sigma**2).clamp_min(0)) * eps
+    return (x if eta == 0 else x + sigma * noise), x0
