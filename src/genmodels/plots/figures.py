@@ -95,8 +95,7 @@ def _message(ax: Axes, text: str) -> None:
 
 
 def _draw(ax: Axes, xy: np.ndarray, colour: object, labels: Labels | None, size: float, alpha: float) -> None:
-    """Scatter of ``xy (N, 2)`` in ``colour``, else by ``labels = (values (N,), names)``: indices into
-    ``names`` (-1 grey), or floats in [0, 1] where ``names`` is None."""
+    """Scatter in ``colour``, else by ``labels``: indices into names (-1 grey), or floats in [0, 1]."""
     values, names = (None, None) if labels is None else labels
     if names is None:
         colours = {"color": colour} if values is None else {"c": values, **_SEQUENTIAL}
@@ -112,8 +111,7 @@ def _draw(ax: Axes, xy: np.ndarray, colour: object, labels: Labels | None, size:
 def _scatter(
     ax: Axes, xy: np.ndarray, colour: object, *, box: Box | None = None, n_style: int = 0, **style: Any
 ) -> None:
-    """Scatter of ``xy (N, 2)`` in ``box`` (else its own), markers sized for ``n_style`` points, scaled by
-    ``style["scale"]``, coloured by ``style["labels"]`` where given."""
+    """:func:`_draw` in ``box`` (else its own), markers sized for ``n_style`` points times ``style["scale"]``."""
     size, alpha = _marker(n_style or len(xy))
     _draw(ax, xy, colour, style.get("labels"), size * style.get("scale", 1.0), alpha)
     box = _box(xy) if box is None else box
@@ -208,14 +206,11 @@ def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[tuple
 
 
 def _panel_boxes(
-    projected: list[np.ndarray],
-    reference: np.ndarray | None,
-    share_reference: Sequence[bool] | None,
-    square: bool,
+    projected: list[np.ndarray], reference: np.ndarray | None, share: Sequence[bool] | None, square: bool
 ) -> tuple[list[Box], float]:
     x0, x1, y0, y1 = _box(reference if reference is not None else projected[0], aspect=None)
     aspect = 1.0 if square else float(np.clip((y1 - y0) / (x1 - x0), _MIN_ASPECT, _MAX_ASPECT))
-    flags = [False] * len(projected) if share_reference is None else [bool(f) for f in share_reference]
+    flags = [False] * len(projected) if share is None else [bool(f) for f in share]
     if any(flags) and reference is None:
         raise ValueError("share_reference asks for reference limits but no reference was given")
     boxes = [_box(reference if f else xy, aspect=aspect) for f, xy in zip(flags, projected, strict=True)]
@@ -434,8 +429,7 @@ def _history_x(history: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, str]
 def _draw_curves(
     ax: Axes, x: np.ndarray, series: Mapping[str, Sequence[float]], *, log_y: bool, color_offset: int = 0
 ) -> None:
-    """Each series at its finite points, a ``<key>_se`` series as a ± 2 SE band around ``<key>``; a log
-    y-axis where asked and every value is positive."""
+    """Each series at its finite points, ``<key>_se`` as a ± 2 SE band; log y where asked and all positive."""
     drawn: list[np.ndarray] = []
     lines = [key for key in series if key.removesuffix("_se") == key or key.removesuffix("_se") not in series]
     for i, key in enumerate(lines):
@@ -472,8 +466,7 @@ def _draw_curves(
 
 
 def _clip_outliers(ax: Axes, values: np.ndarray) -> None:
-    """On a linear axis, keep a few far outliers (a loss spike of 10⁶ among values near 1) off the scale,
-    so the rest stays readable, and say so: the range is the 2nd-98th percentiles widened 5 times theirs."""
+    """Keep far outliers (a 10⁶ spike) off a linear scale, and say so: 2nd-98th percentiles widened 5 times."""
     lo, hi = np.percentile(values, [2, 98])
     bottom, top = lo - 5 * (hi - lo), hi + 5 * (hi - lo)
     off = (values < bottom) | (values > top)
@@ -631,8 +624,7 @@ def plot_vector_fields(
     arrows, (size, alpha) = None, _marker(len(bg))
     for ax, (title, vectors) in zip(axes, fields, strict=True):
         _dots(ax, bg, s=size * 0.6, alpha=min(1.0, alpha * 0.8), color="0.6")
-        drawn = _arrows(ax, pts, np.asarray(vectors, dtype=float), 0.8 * spacing)
-        arrows = drawn if drawn is not None else arrows
+        arrows = _arrows(ax, pts, np.asarray(vectors, dtype=float), 0.8 * spacing) or arrows
         _frame(ax, box)
         _label(ax, title, fontsize=10, ticks=7)
     if arrows is not None:

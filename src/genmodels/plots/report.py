@@ -102,10 +102,7 @@ def _latent_names(dim: int) -> list[str]:
 
 @dataclass
 class _Run:
-    """A model's figures' inputs: ``real (N, D)``, ``samples (M, D)`` (at most ``_SHOW_POINTS`` of each shown);
-    ``reverse``: a recorded ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn); ``labels``: a
-    conditional model's label names and the samples' label indices ``(M,)``, ``real_labels (N,)`` those of
-    ``real``."""
+    """A model's figures' inputs; ``labels``: a conditional model's names and the samples' indices."""
 
     model: nn.Module
     spec: ModelSpec
@@ -131,14 +128,7 @@ class _Run:
             self.labels = (self.labels[0], np.asarray(self.labels[1])[:_SHOW_POINTS])
         self.real_labels = None if self.real_labels is None else np.asarray(self.real_labels)[shown]
         self.where = f" on {Path(self.data_name).name}" if self.data_name else ""
-
-    @property
-    def dim(self) -> int:
-        return self.real.shape[1]
-
-    @property
-    def title(self) -> str:
-        return self.spec.title + self.where
+        self.dim, self.title = self.real.shape[1], self.spec.title + self.where
 
     def draw(self, key: str, plot: Callable[..., Path], *args: Any, **options: Any) -> dict[str, Path]:
         """``{key: path}`` of ``plot(*args, path, fmt=..., **options)`` drawn into this model's ``key`` file."""
@@ -536,11 +526,7 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
         per_label = metrics.pop("labels", None)
         units = metrics.get("units") if isinstance(metrics.get("units"), Mapping) else {}
         unit = {key: f'<td class="muted">{html.escape(str(units.get(key, "")))}</td>' for key in metrics}
-        rows = [
-            (key, _cell(value) + unit[key])
-            for key, value in metrics.items()
-            if not (key == "units" and units)
-        ]
+        rows = [(key, _cell(v) + unit[key]) for key, v in metrics.items() if key != "units" or not units]
         parts += ["<h3>Metrics</h3>", _table(rows)]
         if isinstance(per_label, Mapping) and per_label:  # one row per label, one column per metric
             keys = list(dict.fromkeys(k for entry in per_label.values() for k in entry))
