@@ -108,13 +108,10 @@ def _draw(ax: Axes, xy: np.ndarray, colour: object, labels: Labels | None, size:
             _dots(ax, xy[mask], s=size, alpha=alpha if k >= 0 else alpha * 0.6, color=color, label=name)
 
 
-def _scatter(
-    ax: Axes, xy: np.ndarray, colour: object, *, box: Box | None = None, n_style: int = 0, **style: Any
-) -> None:
-    """:func:`_draw` in ``box`` (else its own), markers sized for ``n_style`` points times ``style["scale"]``."""
+def _scatter(ax: Axes, xy: np.ndarray, colour: Any, *, box: Box, n_style: int = 0, **style: Any) -> None:
+    """:func:`_draw` in ``box``, markers sized for ``n_style`` points (else len(xy)) times ``style["scale"]``."""
     size, alpha = _marker(n_style or len(xy))
     _draw(ax, xy, colour, style.get("labels"), size * style.get("scale", 1.0), alpha)
-    box = _box(xy) if box is None else box
     _frame(ax, box)
     _note_outside(ax, xy, box)
 
@@ -158,14 +155,6 @@ def _points(data: np.ndarray, name: str) -> np.ndarray:
 
 def _column_names(columns: Sequence[str] | None, d: int) -> list[str]:
     return [f"x{i + 1}" for i in range(d)] if columns is None else [str(c) for c in columns]
-
-
-def _panel_names(
-    panel_columns: Sequence[Sequence[str] | None] | None, n: int, names: list[str]
-) -> list[list[str]]:
-    if panel_columns is not None and len(panel_columns) != n:
-        raise ValueError(f"panel_columns has {len(panel_columns)} entries for {n} panels")
-    return [names if own is None else _column_names(own, len(names)) for own in panel_columns or [None] * n]
 
 
 def subsample(data: np.ndarray, max_points: int | None, seed: int = 0) -> np.ndarray:
@@ -268,12 +257,14 @@ def plot_panels(
         lines = max(str(title).count("\n") for title, _ in panels)  # of the panel titles, below
         height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading.splitlines()) + 0.22 * lines
         fig, axes = _row(len(panels), _PANEL_INCHES, height, heading)
-    own = [None] * len(panels) if small else _panel_names(panel_columns, len(panels), names)
+    if panel_columns is not None and len(panel_columns) != len(panels) and not small:
+        raise ValueError(f"panel_columns has {len(panel_columns)} entries for {len(panels)} panels")
+    own = [names if c is None else _column_names(c, d) for c in panel_columns or [None] * len(panels)]
     n_style, scale = (max(len(xy) for _, xy in projected), _STRIP_SCALE) if small else (0, 1.0)
     for i, (ax, (title, xy), box, colour) in enumerate(zip(axes, projected, boxes, colours, strict=True)):
         colour = _color(0 if small else i) if colour is None else colour
         _scatter(ax, xy, colour, box=box, n_style=n_style, scale=scale, labels=labels)
-        _label(ax, title, own[i], 10 if small else 11, ticks=7 if small else 8)
+        _label(ax, title, None if small else own[i], 10 if small else 11, ticks=7 if small else 8)
     if labels is not None and labels[1] is not None:
         scale = max(1.0, 6.0 / math.sqrt(_marker(len(projected[0][1]))[0]))
         axes[0].legend(fontsize=8, markerscale=scale, frameon=False, loc="best")

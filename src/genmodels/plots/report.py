@@ -391,8 +391,6 @@ def compare_checkpoints(
     checkpoints: Sequence[tuple[str, str | Path]], output_dir: str | Path, **options: Any
 ) -> tuple[str, dict[str, Path]]:
     """Evaluate every ``(label, checkpoint)``; write and return the Markdown table, JSON and figure."""
-    if not checkpoints:
-        raise ConfigError("nothing to compare: no checkpoints given or found")
     out = Path(output_dir)
     results: list[tuple[str, Evaluation]] = []
     for label, path in checkpoints:
@@ -419,11 +417,10 @@ def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int =
     real = results[0].real
     panels: list[tuple[str, np.ndarray]] = [("Real data", real)]
     densities: list[tuple[str, np.ndarray, tuple[float, float, float, float]]] = []
-    shown: list[str] = []
     first = {ev.metrics["model"]: ev for ev in reversed(results)}  # each model's first run
+    shown = [get_spec(name).title for name in model_names() if name in first]
     for name in (name for name in model_names() if name in first):
         ev, spec = first[name], get_spec(name)
-        shown.append(spec.title)
         c2st = ev.metrics["samples"]["c2st_mlp"]["value"]
         panels.append((f"{spec.title} samples (C2ST {c2st:.3f})", ev.samples))
         if real.shape[1] == 2 and ev.model is not None:
@@ -544,9 +541,8 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
     keys, rank = {p: _figure_key(name, p) for p in figures}, {k: i for i, k in enumerate(FIGURE_ORDER)}
     figures = sorted(figures, key=lambda p: (rank.get(keys[p], len(rank)), keys[p], p.suffix))
     if "diagnostics" in keys.values():  # its first panel is the loss figure
-        loss = [p for p in figures if keys[p] == "loss"]
-        figures = [p for p in figures if p not in loss]
-        names = [html.escape(p.name) for p in loss[:1]]
+        names = [html.escape(p.name) for p in figures if keys[p] == "loss"][:1]
+        figures = [p for p in figures if keys[p] != "loss"]
         parts += [f'<p class="muted">Loss alone: <a href="figures/{n}">{n}</a></p>' for n in names]
     older = [p for p in figures if written is not None and p.stat().st_mtime_ns < written]
     current = [p for p in figures if p not in older]
@@ -593,7 +589,6 @@ class TensorBoardLog:
 
         return None if evaluate is None else evaluate_and_log
 
-    def close(self, history: Mapping[str, Sequence[float]] | None = None) -> None:
-        if history is not None:
-            self.update(history)
+    def close(self, history: Mapping[str, Sequence[float]]) -> None:
+        self.update(history)
         self.writer.close()
