@@ -151,13 +151,14 @@ def closest_indices(timesteps: np.ndarray, targets: Sequence[float]) -> list[int
 
 @torch.no_grad()
 def forward_process(
-    model: nn.Module, x0: np.ndarray, timesteps: Sequence[int], *, seed: int = 0
+    model: nn.Module, x0: np.ndarray, timesteps: Sequence[int], *, seed: int = 0, standardised: bool = False
 ) -> list[np.ndarray]:
-    """Draws ``x_i ~ q(x_i | x_0)`` of the points ``x0 (N, D)`` at each timestep, in data units."""
+    """Draws ``x_i ~ q(x_i | x_0)`` of ``x0 (N, D)`` at each timestep, in data (else standardised) units."""
     x = model_tensor(model, x0)
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    diffused = (model.forward_diffuse(x, int(i), generator=generator) for i in timesteps)
-    return [model.standardize.inverse(xi)[0].double().cpu().numpy() for xi in diffused]
+    diffused = [model.forward_diffuse(x, int(i), generator=generator) for i in timesteps]
+    diffused = diffused if standardised else [model.standardize.inverse(xi)[0] for xi in diffused]
+    return [xi.double().cpu().numpy() for xi in diffused]
 
 
 def noise_level_timesteps(model: nn.Module, levels: Sequence[float] = (0.7, 0.4, 0.2, 0.08)) -> list[int]:

@@ -28,6 +28,8 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#0
 PathLike = str | os.PathLike[str]
 Box = tuple[float, float, float, float]
 Labels = tuple[np.ndarray, Sequence[str] | None]  # values (N,) and class names, or None for floats in [0, 1]
+Panels = Sequence[tuple[str, np.ndarray]]  # (title, array) per panel
+History = Mapping[str, Sequence[float]]  # series by name, as in a training history
 
 _METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 _QUANTILE = 0.001
@@ -190,7 +192,7 @@ def _row(
     return fig, list(fig.subplots(1, k, squeeze=False)[0])
 
 
-def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[tuple[str, np.ndarray]]:
+def _projected(items: Panels, what: str) -> list[tuple[str, np.ndarray]]:
     return [(title, _xy(data, f"{what} {title!r}")) for title, data in items]
 
 
@@ -215,7 +217,7 @@ def _category_colours(category: int | np.ndarray | None, data: np.ndarray) -> st
 
 
 def plot_panels(
-    panels: Sequence[tuple[str, np.ndarray]],
+    panels: Panels,
     path: PathLike,
     *,
     reference: np.ndarray | None = None,
@@ -240,10 +242,8 @@ def plot_panels(
         panels = [(title, np.asarray(data, dtype=float)[finite]) for title, data in panels]
         labels = (np.asarray(labels[0])[finite], labels[1])
     projected = _projected(panels, "panel")
-    colours = [
-        _category_colours(c, data)
-        for c, (_, data) in zip(categories or [None] * len(panels), panels, strict=True)
-    ]
+    per_panel = categories or [None] * len(panels)
+    colours = [_category_colours(c, data) for c, (_, data) in zip(per_panel, panels, strict=True)]
     d = _points(panels[0][1], "panel").shape[1]
     names = _column_names(columns, d)
     ref = None if reference is None else _xy(reference, "reference")
@@ -408,7 +408,7 @@ def pretty_label(key: str) -> str:
     return " ".join(_ACRONYMS.get(tok.lower(), tok) for tok in key.split("_") if tok)
 
 
-def _history_x(history: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, str]:
+def _history_x(history: History) -> tuple[np.ndarray, str]:
     lengths = {k: len(v) for k, v in history.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"history series differ in length: {lengths}")
@@ -417,9 +417,7 @@ def _history_x(history: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, str]
     return np.arange(1, next(iter(lengths.values()), 0) + 1, dtype=float), "step"
 
 
-def _draw_curves(
-    ax: Axes, x: np.ndarray, series: Mapping[str, Sequence[float]], *, log_y: bool, color_offset: int = 0
-) -> None:
+def _draw_curves(ax: Axes, x: np.ndarray, series: History, *, log_y: bool, color_offset: int = 0) -> None:
     """Each series at its finite points, ``<key>_se`` as a ± 2 SE band; log y where asked and all positive."""
     drawn: list[np.ndarray] = []
     lines = [key for key in series if key.removesuffix("_se") == key or key.removesuffix("_se") not in series]
@@ -485,13 +483,7 @@ class _PlainLogFormatter(LogFormatter):
 
 
 def plot_loss(
-    history: Mapping[str, Sequence[float]],
-    path: PathLike,
-    *,
-    ylabel: str,
-    title: str,
-    log_y: bool = False,
-    fmt: str = "png",
+    history: History, path: PathLike, *, ylabel: str, title: str, log_y: bool = False, fmt: str = "png"
 ) -> Path:
     """Every series of ``history`` but "epoch" against the epoch (else 1, 2, ...)."""
     x, x_label = _history_x(history)
@@ -506,14 +498,14 @@ def _is_loss_key(key: str) -> bool:
     return any(tok in _LOSS_TOKENS for tok in key.lower().split("_"))
 
 
-def _spans_decade(series: Mapping[str, Sequence[float]]) -> bool:
+def _spans_decade(series: History) -> bool:
     values = np.concatenate([np.asarray(v, dtype=float).ravel() for v in series.values()] or [np.zeros(0)])
     values = values[np.isfinite(values) & (values > 0)]
     return values.size > 0 and float(values.max()) >= 10.0 * float(values.min())
 
 
 def plot_training_diagnostics(
-    history: Mapping[str, Sequence[float]],
+    history: History,
     path: PathLike,
     *,
     heldout: Sequence[str] = (),
@@ -600,7 +592,7 @@ def _arrows(ax: Axes, pts: np.ndarray, vec: np.ndarray, length: float) -> object
 
 def plot_vector_fields(
     points: np.ndarray,
-    fields: Sequence[tuple[str, np.ndarray]],
+    fields: Panels,
     path: PathLike,
     *,
     background: np.ndarray,
@@ -624,11 +616,7 @@ def plot_vector_fields(
 
 
 def plot_animation(
-    frames: Sequence[tuple[str, np.ndarray]],
-    path: PathLike,
-    *,
-    reference: np.ndarray,
-    suptitle: str | None = None,
+    frames: Panels, path: PathLike, *, reference: np.ndarray, suptitle: str | None = None
 ) -> Path:
     """A looping GIF of ``(title, points (N, D >= 2))`` frames in the limits of the first, the last and
     ``reference (M, D)``, 8 frames/s, the last held 8 more."""
@@ -655,7 +643,7 @@ def plot_animation(
 
 
 def plot_compare(
-    panels: Sequence[tuple[str, np.ndarray]],
+    panels: Panels,
     densities: Sequence[tuple[str, np.ndarray, Box]],
     path: PathLike,
     *,

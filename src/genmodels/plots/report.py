@@ -200,13 +200,11 @@ def _latent_panel(run: _Run) -> tuple[str, np.ndarray, list[str]]:
     return "Latent z = f(x)", V.latent(run.model, run.real, run.real_labels), _latent_names(run.dim)
 
 
-@torch.no_grad()
 def _diffused_panel(run: _Run) -> tuple[str, np.ndarray, list[str]]:
-    x = V.model_tensor(run.model, run.real)
-    generator = torch.Generator(device=x.device).manual_seed(run.seed)
-    diffused = run.model.forward_diffuse(x, run.model.diffusion_steps, generator=generator)
+    steps = [run.model.diffusion_steps]
+    diffused = V.forward_process(run.model, run.real, steps, seed=run.seed, standardised=True)[0]
     names = [f"{n} (standardised)" for n in P._column_names(run.columns, run.dim)]
-    return "Forward Diffused", diffused.double().cpu().numpy(), names
+    return "Forward Diffused", diffused, names
 
 
 def _latent_figure(run: _Run) -> dict[str, Path]:
