@@ -177,8 +177,7 @@ def _save(fig: Figure, path: PathLike, fmt: str) -> Path:
 
 
 def _new_figure(width: float, height: float, suptitle: str | None = None, fontsize: float = 12) -> Figure:
-    width, height = round(width * DPI) / DPI, round(height * DPI) / DPI
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(round(width * DPI) / DPI, round(height * DPI) / DPI), dpi=DPI, layout="constrained")
     fig.get_layout_engine().set(w_pad=0.06, h_pad=0.06)
     if suptitle:
         fig.suptitle(suptitle, fontsize=fontsize)

@@ -102,7 +102,7 @@ def _latent_names(dim: int) -> list[str]:
 
 @dataclass
 class _Run:
-    """A model's figures' inputs; ``labels``: a conditional model's names and the samples' indices."""
+    """A model's figures' inputs (at most ``_SHOW_POINTS`` of each point set; ``reverse`` None: sampled anew)."""
 
     model: nn.Module
     spec: ModelSpec
