@@ -49,16 +49,14 @@ def grid_lines(
     return np.concatenate([vertical, horizontal]).astype(float)
 
 
-def _coupling_stages(n_bijections: int, kinds: Sequence[str], n_panels: int) -> list[int]:
+def _coupling_stages(kinds: Sequence[str], n_panels: int) -> list[int]:
     """Stages to show (-1 = the input): the input, after 1, 2, 4, ... couplings, the last bijection."""
     couplings = [i for i, kind in enumerate(kinds) if kind == "AffineCoupling"]
     if not couplings:
-        return [-1, n_bijections - 1]
+        return [-1, len(kinds) - 1]
     want = max(n_panels - 1, 1)
     counts = sorted({min(2**k, len(couplings)) for k in range(want)} | {len(couplings)})
-    while len(counts) > want:
-        counts.pop(-2)
-    return [-1, *[couplings[c - 1] for c in counts]]
+    return [-1, *[couplings[c - 1] for c in [*counts[: min(want, len(counts)) - 1], counts[-1]]]]
 
 
 @torch.no_grad()
@@ -81,7 +79,7 @@ def warped_grid(
     x = model_tensor(flow, np.concatenate([lines.reshape(-1, 2), pts]))
     stages = [y.double().cpu().numpy() for y in [x, *flow.trajectory(x)]]
     kinds = [type(bijection).__name__ for bijection in flow._bijections()]
-    chosen = _coupling_stages(len(kinds), kinds, n_panels)
+    chosen = _coupling_stages(kinds, n_panels)
     done = np.cumsum([k == "AffineCoupling" for k in kinds]).tolist()  # couplings up to each bijection
     titles = [
         "data space x" if i == -1
@@ -97,7 +95,6 @@ def warped_grid(
 class ReverseRecording:
     """The reverse process of the first ``n_keep`` points of a sampling run (standardised units)."""
 
-    n_keep: int
     mean: torch.Tensor  # of the model's standardisation, (D,)
     std: torch.Tensor
     timesteps: list[int] = field(default_factory=list)
@@ -123,13 +120,13 @@ def record_reverse_process(model: nn.Module, n_keep: int = 2000) -> Iterator[Rev
     register, scale = getattr(model, "register_reverse_step_hook", None), getattr(model, "standardize", None)
     if register is None or scale is None:
         raise ValueError("record_reverse_process needs a DDPM (a model with reverse steps and .standardize)")
-    recording = ReverseRecording(int(n_keep), scale.mean.detach().cpu(), scale.std.detach().cpu())
+    recording = ReverseRecording(scale.mean.detach().cpu(), scale.std.detach().cpu())
 
     def hook(x: torch.Tensor, timestep: torch.Tensor) -> None:
         step = int(timestep.reshape(-1)[0])
         if step not in recording.timesteps:
             recording.timesteps.append(step)
-            recording.states.append(x[: recording.n_keep].detach().float().cpu().clone())
+            recording.states.append(x[: int(n_keep)].detach().float().cpu().clone())
 
     handle = register(hook)
     try:
@@ -154,19 +151,20 @@ def closest_indices(timesteps: np.ndarray, targets: Sequence[float]) -> list[int
 
 @torch.no_grad()
 def forward_process(
-    model: nn.Module, x0: np.ndarray, timesteps: Sequence[int], *, seed: int = 0
+    model: nn.Module, x0: np.ndarray, timesteps: Sequence[int], *, seed: int = 0, standardised: bool = False
 ) -> list[np.ndarray]:
-    """Draws ``x_i ~ q(x_i | x_0)`` of the points ``x0 (N, D)`` at each timestep, in data units."""
+    """Draws ``x_i ~ q(x_i | x_0)`` of ``x0 (N, D)`` at each timestep, in data (else standardised) units."""
     x = model_tensor(model, x0)
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    diffused = (model.forward_diffuse(x, int(i), generator=generator) for i in timesteps)
-    return [model.standardize.inverse(xi)[0].double().cpu().numpy() for xi in diffused]
+    diffused = [model.forward_diffuse(x, int(i), generator=generator) for i in timesteps]
+    diffused = diffused if standardised else [model.standardize.inverse(xi)[0] for xi in diffused]
+    return [xi.double().cpu().numpy() for xi in diffused]
 
 
 def noise_level_timesteps(model: nn.Module, levels: Sequence[float] = (0.7, 0.4, 0.2, 0.08)) -> list[int]:
     """Timesteps whose noise std sqrt(1 - ᾱ_i²) (standardised units) is nearest each level."""
     sigma = model.schedule.sigma_bar.detach().cpu().double().numpy()
-    return list(dict.fromkeys(int(np.argmin(np.abs(sigma[1:] - level))) + 1 for level in levels))
+    return [k + 1 for k in closest_indices(sigma[1:], levels)]
 
 
 @dataclass
@@ -183,17 +181,13 @@ class VectorField:
 def denoising_field(model: nn.Module, grid: np.ndarray, timesteps: Sequence[int]) -> VectorField:
     """:class:`VectorField` of a 2-D DDPM at the points ``grid (G, 2)`` (data units)."""
     z, _ = model.standardize(model_tensor(model, grid))
-    sigmas, vectors = [], []
-    for i in timesteps:
-        timestep = torch.full((1,), int(i), dtype=torch.long, device=z.device)  # shared by all points
-        sigma = model.schedule.sigma_bar[int(i)]
-        eps = model._eps_prediction(z, timestep)
-        vectors.append((-sigma * eps * model.standardize.std).double().cpu().numpy())
-        sigmas.append(float(sigma))
-    return VectorField(np.asarray(grid, dtype=float), [int(i) for i in timesteps], sigmas, vectors)
+    steps, std = [int(i) for i in timesteps], model.standardize.std
+    sigmas = [model.schedule.sigma_bar[i] for i in steps]  # below: one timestep shared by all points
+    eps = [model._eps_prediction(z, torch.full((1,), i, dtype=torch.long, device=z.device)) for i in steps]
+    vectors = [(-s * e * std).double().cpu().numpy() for s, e in zip(sigmas, eps, strict=True)]
+    return VectorField(np.asarray(grid, dtype=float), steps, [float(s) for s in sigmas], vectors)
 
 
 def frame_timesteps(total: int, n_frames: int = 30, power: float = 2.0) -> list[float]:
     """``n_frames`` target timesteps from ``total`` down to 0, denser near 0 (where structure forms)."""
-    u = np.linspace(1.0, 0.0, max(int(n_frames), 2))
-    return [float(total * v**power) for v in u]
+    return [float(total * v**power) for v in np.linspace(1.0, 0.0, max(int(n_frames), 2))]

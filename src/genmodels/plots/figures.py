@@ -28,6 +28,8 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#0
 PathLike = str | os.PathLike[str]
 Box = tuple[float, float, float, float]
 Labels = tuple[np.ndarray, Sequence[str] | None]  # values (N,) and class names, or None for floats in [0, 1]
+Panels = Sequence[tuple[str, np.ndarray]]  # (title, array) per panel
+History = Mapping[str, Sequence[float]]  # series by name, as in a training history
 
 _METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 _QUANTILE = 0.001
@@ -95,8 +97,7 @@ def _message(ax: Axes, text: str) -> None:
 
 
 def _draw(ax: Axes, xy: np.ndarray, colour: object, labels: Labels | None, size: float, alpha: float) -> None:
-    """Scatter of ``xy (N, 2)`` in ``colour``, else by ``labels = (values (N,), names)``: indices into
-    ``names`` (-1 grey), or floats in [0, 1] where ``names`` is None."""
+    """Scatter in ``colour``, else by ``labels``: indices into names (-1 grey), or floats in [0, 1]."""
     values, names = (None, None) if labels is None else labels
     if names is None:
         colours = {"color": colour} if values is None else {"c": values, **_SEQUENTIAL}
@@ -109,14 +110,10 @@ def _draw(ax: Axes, xy: np.ndarray, colour: object, labels: Labels | None, size:
             _dots(ax, xy[mask], s=size, alpha=alpha if k >= 0 else alpha * 0.6, color=color, label=name)
 
 
-def _scatter(
-    ax: Axes, xy: np.ndarray, colour: object, *, box: Box | None = None, n_style: int = 0, **style: Any
-) -> None:
-    """Scatter of ``xy (N, 2)`` in ``box`` (else its own), markers sized for ``n_style`` points, scaled by
-    ``style["scale"]``, coloured by ``style["labels"]`` where given."""
+def _scatter(ax: Axes, xy: np.ndarray, colour: Any, *, box: Box, n_style: int = 0, **style: Any) -> None:
+    """:func:`_draw` in ``box``, markers sized for ``n_style`` points (else len(xy)) times ``style["scale"]``."""
     size, alpha = _marker(n_style or len(xy))
     _draw(ax, xy, colour, style.get("labels"), size * style.get("scale", 1.0), alpha)
-    box = _box(xy) if box is None else box
     _frame(ax, box)
     _note_outside(ax, xy, box)
 
@@ -162,14 +159,6 @@ def _column_names(columns: Sequence[str] | None, d: int) -> list[str]:
     return [f"x{i + 1}" for i in range(d)] if columns is None else [str(c) for c in columns]
 
 
-def _panel_names(
-    panel_columns: Sequence[Sequence[str] | None] | None, n: int, names: list[str]
-) -> list[list[str]]:
-    if panel_columns is not None and len(panel_columns) != n:
-        raise ValueError(f"panel_columns has {len(panel_columns)} entries for {n} panels")
-    return [names if own is None else _column_names(own, len(names)) for own in panel_columns or [None] * n]
-
-
 def subsample(data: np.ndarray, max_points: int | None, seed: int = 0) -> np.ndarray:
     """At most ``max_points`` rows, chosen reproducibly at random (order kept)."""
     if max_points is None or len(data) <= max_points:
@@ -188,8 +177,7 @@ def _save(fig: Figure, path: PathLike, fmt: str) -> Path:
 
 
 def _new_figure(width: float, height: float, suptitle: str | None = None, fontsize: float = 12) -> Figure:
-    width, height = round(width * DPI) / DPI, round(height * DPI) / DPI
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(round(width * DPI) / DPI, round(height * DPI) / DPI), dpi=DPI, layout="constrained")
     fig.get_layout_engine().set(w_pad=0.06, h_pad=0.06)
     if suptitle:
         fig.suptitle(suptitle, fontsize=fontsize)
@@ -203,19 +191,16 @@ def _row(
     return fig, list(fig.subplots(1, k, squeeze=False)[0])
 
 
-def _projected(items: Sequence[tuple[str, np.ndarray]], what: str) -> list[tuple[str, np.ndarray]]:
+def _projected(items: Panels, what: str) -> list[tuple[str, np.ndarray]]:
     return [(title, _xy(data, f"{what} {title!r}")) for title, data in items]
 
 
 def _panel_boxes(
-    projected: list[np.ndarray],
-    reference: np.ndarray | None,
-    share_reference: Sequence[bool] | None,
-    square: bool,
+    projected: list[np.ndarray], reference: np.ndarray | None, share: Sequence[bool] | None, square: bool
 ) -> tuple[list[Box], float]:
     x0, x1, y0, y1 = _box(reference if reference is not None else projected[0], aspect=None)
     aspect = 1.0 if square else float(np.clip((y1 - y0) / (x1 - x0), _MIN_ASPECT, _MAX_ASPECT))
-    flags = [False] * len(projected) if share_reference is None else [bool(f) for f in share_reference]
+    flags = [False] * len(projected) if share is None else [bool(f) for f in share]
     if any(flags) and reference is None:
         raise ValueError("share_reference asks for reference limits but no reference was given")
     boxes = [_box(reference if f else xy, aspect=aspect) for f, xy in zip(flags, projected, strict=True)]
@@ -231,7 +216,7 @@ def _category_colours(category: int | np.ndarray | None, data: np.ndarray) -> st
 
 
 def plot_panels(
-    panels: Sequence[tuple[str, np.ndarray]],
+    panels: Panels,
     path: PathLike,
     *,
     reference: np.ndarray | None = None,
@@ -256,10 +241,8 @@ def plot_panels(
         panels = [(title, np.asarray(data, dtype=float)[finite]) for title, data in panels]
         labels = (np.asarray(labels[0])[finite], labels[1])
     projected = _projected(panels, "panel")
-    colours = [
-        _category_colours(c, data)
-        for c, (_, data) in zip(categories or [None] * len(panels), panels, strict=True)
-    ]
+    per_panel = categories or [None] * len(panels)
+    colours = [_category_colours(c, data) for c, (_, data) in zip(per_panel, panels, strict=True)]
     d = _points(panels[0][1], "panel").shape[1]
     names = _column_names(columns, d)
     ref = None if reference is None else _xy(reference, "reference")
@@ -273,12 +256,14 @@ def plot_panels(
         lines = max(str(title).count("\n") for title, _ in panels)  # of the panel titles, below
         height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading.splitlines()) + 0.22 * lines
         fig, axes = _row(len(panels), _PANEL_INCHES, height, heading)
-    own = [None] * len(panels) if small else _panel_names(panel_columns, len(panels), names)
+    if panel_columns is not None and len(panel_columns) != len(panels) and not small:
+        raise ValueError(f"panel_columns has {len(panel_columns)} entries for {len(panels)} panels")
+    own = [names if c is None else _column_names(c, d) for c in panel_columns or [None] * len(panels)]
     n_style, scale = (max(len(xy) for _, xy in projected), _STRIP_SCALE) if small else (0, 1.0)
     for i, (ax, (title, xy), box, colour) in enumerate(zip(axes, projected, boxes, colours, strict=True)):
         colour = _color(0 if small else i) if colour is None else colour
         _scatter(ax, xy, colour, box=box, n_style=n_style, scale=scale, labels=labels)
-        _label(ax, title, own[i], 10 if small else 11, ticks=7 if small else 8)
+        _label(ax, title, None if small else own[i], 10 if small else 11, ticks=7 if small else 8)
     if labels is not None and labels[1] is not None:
         scale = max(1.0, 6.0 / math.sqrt(_marker(len(projected[0][1]))[0]))
         axes[0].legend(fontsize=8, markerscale=scale, frameon=False, loc="best")
@@ -422,7 +407,7 @@ def pretty_label(key: str) -> str:
     return " ".join(_ACRONYMS.get(tok.lower(), tok) for tok in key.split("_") if tok)
 
 
-def _history_x(history: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, str]:
+def _history_x(history: History) -> tuple[np.ndarray, str]:
     lengths = {k: len(v) for k, v in history.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"history series differ in length: {lengths}")
@@ -431,11 +416,8 @@ def _history_x(history: Mapping[str, Sequence[float]]) -> tuple[np.ndarray, str]
     return np.arange(1, next(iter(lengths.values()), 0) + 1, dtype=float), "step"
 
 
-def _draw_curves(
-    ax: Axes, x: np.ndarray, series: Mapping[str, Sequence[float]], *, log_y: bool, color_offset: int = 0
-) -> None:
-    """Each series at its finite points, a ``<key>_se`` series as a ± 2 SE band around ``<key>``; a log
-    y-axis where asked and every value is positive."""
+def _draw_curves(ax: Axes, x: np.ndarray, series: History, *, log_y: bool, color_offset: int = 0) -> None:
+    """Each series at its finite points, ``<key>_se`` as a ± 2 SE band; log y where asked and all positive."""
     drawn: list[np.ndarray] = []
     lines = [key for key in series if key.removesuffix("_se") == key or key.removesuffix("_se") not in series]
     for i, key in enumerate(lines):
@@ -472,8 +454,7 @@ def _draw_curves(
 
 
 def _clip_outliers(ax: Axes, values: np.ndarray) -> None:
-    """On a linear axis, keep a few far outliers (a loss spike of 10⁶ among values near 1) off the scale,
-    so the rest stays readable, and say so: the range is the 2nd-98th percentiles widened 5 times theirs."""
+    """Keep far outliers (a 10⁶ spike) off a linear scale, and say so: 2nd-98th percentiles widened 5 times."""
     lo, hi = np.percentile(values, [2, 98])
     bottom, top = lo - 5 * (hi - lo), hi + 5 * (hi - lo)
     off = (values < bottom) | (values > top)
@@ -501,13 +482,7 @@ class _PlainLogFormatter(LogFormatter):
 
 
 def plot_loss(
-    history: Mapping[str, Sequence[float]],
-    path: PathLike,
-    *,
-    ylabel: str,
-    title: str,
-    log_y: bool = False,
-    fmt: str = "png",
+    history: History, path: PathLike, *, ylabel: str, title: str, log_y: bool = False, fmt: str = "png"
 ) -> Path:
     """Every series of ``history`` but "epoch" against the epoch (else 1, 2, ...)."""
     x, x_label = _history_x(history)
@@ -522,14 +497,14 @@ def _is_loss_key(key: str) -> bool:
     return any(tok in _LOSS_TOKENS for tok in key.lower().split("_"))
 
 
-def _spans_decade(series: Mapping[str, Sequence[float]]) -> bool:
+def _spans_decade(series: History) -> bool:
     values = np.concatenate([np.asarray(v, dtype=float).ravel() for v in series.values()] or [np.zeros(0)])
     values = values[np.isfinite(values) & (values > 0)]
     return values.size > 0 and float(values.max()) >= 10.0 * float(values.min())
 
 
 def plot_training_diagnostics(
-    history: Mapping[str, Sequence[float]],
+    history: History,
     path: PathLike,
     *,
     heldout: Sequence[str] = (),
@@ -616,7 +591,7 @@ def _arrows(ax: Axes, pts: np.ndarray, vec: np.ndarray, length: float) -> object
 
 def plot_vector_fields(
     points: np.ndarray,
-    fields: Sequence[tuple[str, np.ndarray]],
+    fields: Panels,
     path: PathLike,
     *,
     background: np.ndarray,
@@ -631,8 +606,7 @@ def plot_vector_fields(
     arrows, (size, alpha) = None, _marker(len(bg))
     for ax, (title, vectors) in zip(axes, fields, strict=True):
         _dots(ax, bg, s=size * 0.6, alpha=min(1.0, alpha * 0.8), color="0.6")
-        drawn = _arrows(ax, pts, np.asarray(vectors, dtype=float), 0.8 * spacing)
-        arrows = drawn if drawn is not None else arrows
+        arrows = _arrows(ax, pts, np.asarray(vectors, dtype=float), 0.8 * spacing) or arrows
         _frame(ax, box)
         _label(ax, title, fontsize=10, ticks=7)
     if arrows is not None:
@@ -641,11 +615,7 @@ def plot_vector_fields(
 
 
 def plot_animation(
-    frames: Sequence[tuple[str, np.ndarray]],
-    path: PathLike,
-    *,
-    reference: np.ndarray,
-    suptitle: str | None = None,
+    frames: Panels, path: PathLike, *, reference: np.ndarray, suptitle: str | None = None
 ) -> Path:
     """A looping GIF of ``(title, points (N, D >= 2))`` frames in the limits of the first, the last and
     ``reference (M, D)``, 8 frames/s, the last held 8 more."""
@@ -672,7 +642,7 @@ def plot_animation(
 
 
 def plot_compare(
-    panels: Sequence[tuple[str, np.ndarray]],
+    panels: Panels,
     densities: Sequence[tuple[str, np.ndarray, Box]],
     path: PathLike,
     *,

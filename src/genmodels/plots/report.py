@@ -102,10 +102,7 @@ def _latent_names(dim: int) -> list[str]:
 
 @dataclass
 class _Run:
-    """A model's figures' inputs: ``real (N, D)``, ``samples (M, D)`` (at most ``_SHOW_POINTS`` of each shown);
-    ``reverse``: a recorded ``(timesteps, states)`` (None: one of ``sampling_steps`` is drawn); ``labels``: a
-    conditional model's label names and the samples' label indices ``(M,)``, ``real_labels (N,)`` those of
-    ``real``."""
+    """A model's figures' inputs (at most ``_SHOW_POINTS`` of each point set; ``reverse`` None: sampled anew)."""
 
     model: nn.Module
     spec: ModelSpec
@@ -131,14 +128,7 @@ class _Run:
             self.labels = (self.labels[0], np.asarray(self.labels[1])[:_SHOW_POINTS])
         self.real_labels = None if self.real_labels is None else np.asarray(self.real_labels)[shown]
         self.where = f" on {Path(self.data_name).name}" if self.data_name else ""
-
-    @property
-    def dim(self) -> int:
-        return self.real.shape[1]
-
-    @property
-    def title(self) -> str:
-        return self.spec.title + self.where
+        self.dim, self.title = self.real.shape[1], self.spec.title + self.where
 
     def draw(self, key: str, plot: Callable[..., Path], *args: Any, **options: Any) -> dict[str, Path]:
         """``{key: path}`` of ``plot(*args, path, fmt=..., **options)`` drawn into this model's ``key`` file."""
@@ -210,13 +200,11 @@ def _latent_panel(run: _Run) -> tuple[str, np.ndarray, list[str]]:
     return "Latent z = f(x)", V.latent(run.model, run.real, run.real_labels), _latent_names(run.dim)
 
 
-@torch.no_grad()
 def _diffused_panel(run: _Run) -> tuple[str, np.ndarray, list[str]]:
-    x = V.model_tensor(run.model, run.real)
-    generator = torch.Generator(device=x.device).manual_seed(run.seed)
-    diffused = run.model.forward_diffuse(x, run.model.diffusion_steps, generator=generator)
+    steps = [run.model.diffusion_steps]
+    diffused = V.forward_process(run.model, run.real, steps, seed=run.seed, standardised=True)[0]
     names = [f"{n} (standardised)" for n in P._column_names(run.columns, run.dim)]
-    return "Forward Diffused", diffused.double().cpu().numpy(), names
+    return "Forward Diffused", diffused, names
 
 
 def _latent_figure(run: _Run) -> dict[str, Path]:
@@ -401,8 +389,6 @@ def compare_checkpoints(
     checkpoints: Sequence[tuple[str, str | Path]], output_dir: str | Path, **options: Any
 ) -> tuple[str, dict[str, Path]]:
     """Evaluate every ``(label, checkpoint)``; write and return the Markdown table, JSON and figure."""
-    if not checkpoints:
-        raise ConfigError("nothing to compare: no checkpoints given or found")
     out = Path(output_dir)
     results: list[tuple[str, Evaluation]] = []
     for label, path in checkpoints:
@@ -429,11 +415,10 @@ def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int =
     real = results[0].real
     panels: list[tuple[str, np.ndarray]] = [("Real data", real)]
     densities: list[tuple[str, np.ndarray, tuple[float, float, float, float]]] = []
-    shown: list[str] = []
     first = {ev.metrics["model"]: ev for ev in reversed(results)}  # each model's first run
+    shown = [get_spec(name).title for name in model_names() if name in first]
     for name in (name for name in model_names() if name in first):
         ev, spec = first[name], get_spec(name)
-        shown.append(spec.title)
         c2st = ev.metrics["samples"]["c2st_mlp"]["value"]
         panels.append((f"{spec.title} samples (C2ST {c2st:.3f})", ev.samples))
         if real.shape[1] == 2 and ev.model is not None:
@@ -536,11 +521,7 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
         per_label = metrics.pop("labels", None)
         units = metrics.get("units") if isinstance(metrics.get("units"), Mapping) else {}
         unit = {key: f'<td class="muted">{html.escape(str(units.get(key, "")))}</td>' for key in metrics}
-        rows = [
-            (key, _cell(value) + unit[key])
-            for key, value in metrics.items()
-            if not (key == "units" and units)
-        ]
+        rows = [(key, _cell(v) + unit[key]) for key, v in metrics.items() if key != "units" or not units]
         parts += ["<h3>Metrics</h3>", _table(rows)]
         if isinstance(per_label, Mapping) and per_label:  # one row per label, one column per metric
             keys = list(dict.fromkeys(k for entry in per_label.values() for k in entry))
@@ -558,9 +539,8 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
     keys, rank = {p: _figure_key(name, p) for p in figures}, {k: i for i, k in enumerate(FIGURE_ORDER)}
     figures = sorted(figures, key=lambda p: (rank.get(keys[p], len(rank)), keys[p], p.suffix))
     if "diagnostics" in keys.values():  # its first panel is the loss figure
-        loss = [p for p in figures if keys[p] == "loss"]
-        figures = [p for p in figures if p not in loss]
-        names = [html.escape(p.name) for p in loss[:1]]
+        names = [html.escape(p.name) for p in figures if keys[p] == "loss"][:1]
+        figures = [p for p in figures if keys[p] != "loss"]
         parts += [f'<p class="muted">Loss alone: <a href="figures/{n}">{n}</a></p>' for n in names]
     older = [p for p in figures if written is not None and p.stat().st_mtime_ns < written]
     current = [p for p in figures if p not in older]
@@ -607,7 +587,6 @@ class TensorBoardLog:
 
         return None if evaluate is None else evaluate_and_log
 
-    def close(self, history: Mapping[str, Sequence[float]] | None = None) -> None:
-        if history is not None:
-            self.update(history)
+    def close(self, history: Mapping[str, Sequence[float]]) -> None:
+        self.update(history)
         self.writer.close()
