@@ -50,11 +50,10 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None, 
     """A ConfigError naming ``option`` unless ``output`` is a writable place for a new file (``csv``: a CSV)."""
     if not output:
         raise ConfigError(f"{option} must name a file, got an empty string")
-    path = Path(output)
-    if output == "-" or (fileio.is_special_path(path) and path.exists()):
+    if output == "-" or (fileio.is_special_path(output) and os.path.exists(output)):
         return  # standard output, a device or a pipe is written into, not replaced
     try:
-        resolved = path.resolve()
+        resolved = Path(output).resolve()
     except (RuntimeError, OSError) as error:  # a loop of symbolic links
         raise ConfigError(f"{option} {output} cannot be followed to a file ({error})") from None
     blocker, is_file, suffix = fileio.path_in_the_way(resolved), resolved.is_file(), resolved.suffix.lower()
@@ -175,8 +174,7 @@ def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, com
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser that refuses abbreviated options (``--epoch`` is not ``--epochs``); its
-    sub-commands' parsers are of this class too."""
+    """An argument parser (and sub-command parsers) refusing abbreviated options (``--epoch``, ``--epochs``)."""
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's signature
         super().__init__(*args, allow_abbrev=False, **kwargs)
@@ -309,9 +307,8 @@ def _train(args: argparse.Namespace) -> int:
     given = {key: getattr(args, key) for key in ("output_dir", "device", "resume", "tensorboard")}
     result = run_training(config, progress=not args.quiet, fmt=args.format, **given)
     if result.metrics:  # empty in a process of several but rank 0, which writes the outputs
-        print(fileio.json_text(result.metrics))
-        for key in ("results", "loss", "checkpoint", "metrics", "index"):
-            print(f"wrote {result.paths[key]}")
+        keys = ("results", "loss", "checkpoint", "metrics", "index")
+        print(fileio.json_text(result.metrics), *(f"wrote {result.paths[key]}" for key in keys), sep="\n")
     return 0
 
 
@@ -466,9 +463,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.output is not None:
         _check_output_file("--output", args.output, args.checkpoint)
-    if given := {
-        f"--{flag}": name for flag, name in _LIKELIHOOD_OPTIONS.items() if getattr(args, flag) is not None
-    }:
+    given = {f"--{opt}": name for opt, name in _LIKELIHOOD_OPTIONS.items() if getattr(args, opt) is not None}
+    if given:
         model_type = load_checkpoint(args.checkpoint)["model_type"]
         _refuse_options_the_model_lacks(given, model_type, args.checkpoint, lambda spec: spec.likelihoods)
     result = evaluate_checkpoint(args.checkpoint, **_evaluation_kwargs(args))

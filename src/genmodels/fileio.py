@@ -31,10 +31,7 @@ def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
 def folder_problem(folder: str | os.PathLike[str]) -> str | None:
     """Why files cannot be written into ``folder``, or None where they can: tried (missing folders made,
     a temporary file written, all removed again), not guessed from permission bits."""
-    target, missing = Path(folder), []
-    while not (target.exists() or target.is_symlink()) and target != target.parent:
-        missing.append(target)
-        target = target.parent
+    missing = [p for p in [Path(folder), *Path(folder).parents] if not (p.exists() or p.is_symlink())]
     created: list[Path] = []
     try:
         for path in reversed(missing):
@@ -93,11 +90,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if target.is_symlink():  # realpath stops at a loop of links
             raise OSError(errno.ELOOP, f"{path}: a loop of symbolic links")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent
-    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(fd)
-    tmp, umask = Path(tmp_name), os.umask(0)
+    tmp, umask = Path(tmp), os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it a normal file's mode
     try:

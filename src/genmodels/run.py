@@ -315,8 +315,7 @@ def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboa
         return
     evaluate = held_out if len(data.test) else None
     board = report.TensorBoardLog(tensorboard) if tensorboard is not None else None
-    if board is not None:
-        evaluate = board.wrap(evaluate, trainer.history)
+    evaluate = evaluate if board is None else board.wrap(evaluate, trainer.history)
     trainer.fit(data.train, labels=data.train_labels, evaluate=evaluate,
                 on_checkpoint=lambda tr: _save(tr, config, data, last),
                 then_seconds=_sampling_seconds(trainer.ema, config))  # fmt: skip
