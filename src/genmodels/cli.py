@@ -41,9 +41,7 @@ def _seed(text: str) -> int:
 
 
 # Files a points CSV must not replace: a run's own outputs (metrics, figures, configs, pages) and code.
-_NOT_CSV_SUFFIXES = frozenset(
-    ".json .pt .pth .png .gif .jpg .jpeg .pdf .svg .yaml .yml .md .html .py .toml .gz .zip".split()
-)
+_NOT_CSV_EXTENSIONS = set("json pt pth png gif jpg jpeg pdf svg yaml yml md html py toml gz zip".split())
 
 
 def _check_output_file(option: str, output: str, checkpoint: str | None = None, *, csv: bool = False) -> None:
@@ -69,7 +67,7 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None, 
         problem = f": {unwritable}"
     elif is_file and zipfile.is_zipfile(resolved):
         problem = " is a zip archive (as PyTorch checkpoints are); write to another file, or remove it first if it is to be replaced"
-    elif csv and is_file and suffix in _NOT_CSV_SUFFIXES:
+    elif csv and is_file and suffix[1:] in _NOT_CSV_EXTENSIONS:
         problem = f" exists and is a {suffix} file, not a CSV file; write the points to a .csv file, or remove it first if it is to be replaced"
     else:
         return
@@ -174,7 +172,7 @@ def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, com
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser (and sub-command parsers) refusing abbreviated options (``--epoch``, ``--epochs``)."""
+    """An argument parser (its sub-commands' too) that refuses abbreviated options (``--epoch``)."""
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's signature
         super().__init__(*args, allow_abbrev=False, **kwargs)
