@@ -533,8 +533,7 @@ def _check_no_empty_paths(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 training failed, 2 bad input, 130 Ctrl-C)."""
-    # OpenMP's idle threads spin 1,000 rounds, then sleep: long spinning slows two CPU-bound jobs on one
-    # machine many times over, sleeping at once slows small operations (docs/speed.md). Before torch loads.
+    # OpenMP's idle threads spin 1,000 rounds, then sleep (why: docs/speed.md); set before torch loads.
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
     warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"

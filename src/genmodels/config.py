@@ -213,9 +213,8 @@ def _build(raw: Any, model_type: str, source: str, options: Mapping[str, str]) -
     sections, problems = _sections(raw, model_type, source)
     built = {}
     for name, values in sections.items():
-        section = getattr(config, name)
         try:
-            built[name] = type(section)(**{**dataclasses.asdict(section), **values})
+            built[name] = dataclasses.replace(getattr(config, name), **values)
         except ValidationError as error:
             problems += [_problem(name, e, model_type) for e in error.errors(include_url=False)]
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import math
 import os
 import shutil
 import stat
@@ -114,15 +113,8 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def json_text(obj: Any) -> str:
     """``obj`` as indented, valid JSON: non-finite floats become null."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return None if isinstance(value, float) and not math.isfinite(value) else value
-
-    return json.dumps(clean(obj), indent=2, sort_keys=False)
+    # json writes them as NaN, Infinity and -Infinity, which parse_constant reads back as None
+    return json.dumps(json.loads(json.dumps(obj), parse_constant=lambda _: None), indent=2)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
