@@ -41,20 +41,17 @@ def _seed(text: str) -> int:
 
 
 # Files a points CSV must not replace: a run's own outputs (metrics, figures, configs, pages) and code.
-_NOT_CSV_SUFFIXES = frozenset(
-    ".json .pt .pth .png .gif .jpg .jpeg .pdf .svg .yaml .yml .md .html .py .toml .gz .zip".split()
-)
+_NOT_CSV_EXTENSIONS = set("json pt pth png gif jpg jpeg pdf svg yaml yml md html py toml gz zip".split())
 
 
 def _check_output_file(option: str, output: str, checkpoint: str | None = None, *, csv: bool = False) -> None:
     """A ConfigError naming ``option`` unless ``output`` is a writable place for a new file (``csv``: a CSV)."""
     if not output:
         raise ConfigError(f"{option} must name a file, got an empty string")
-    path = Path(output)
-    if output == "-" or (fileio.is_special_path(path) and path.exists()):
+    if output == "-" or (fileio.is_special_path(output) and os.path.exists(output)):
         return  # standard output, a device or a pipe is written into, not replaced
     try:
-        resolved = path.resolve()
+        resolved = Path(output).resolve()
     except (RuntimeError, OSError) as error:  # a loop of symbolic links
         raise ConfigError(f"{option} {output} cannot be followed to a file ({error})") from None
     blocker, is_file, suffix = fileio.path_in_the_way(resolved), resolved.is_file(), resolved.suffix.lower()
@@ -70,7 +67,7 @@ def _check_output_file(option: str, output: str, checkpoint: str | None = None, 
         problem = f": {unwritable}"
     elif is_file and zipfile.is_zipfile(resolved):
         problem = " is a zip archive (as PyTorch checkpoints are); write to another file, or remove it first if it is to be replaced"
-    elif csv and is_file and suffix in _NOT_CSV_SUFFIXES:
+    elif csv and is_file and suffix[1:] in _NOT_CSV_EXTENSIONS:
         problem = f" exists and is a {suffix} file, not a CSV file; write the points to a .csv file, or remove it first if it is to be replaced"
     else:
         return
@@ -175,8 +172,7 @@ def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, com
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser that refuses abbreviated options (``--epoch`` is not ``--epochs``); its
-    sub-commands' parsers are of this class too."""
+    """An argument parser (its sub-commands' too) that refuses abbreviated options (``--epoch``)."""
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's signature
         super().__init__(*args, allow_abbrev=False, **kwargs)
@@ -309,9 +305,8 @@ def _train(args: argparse.Namespace) -> int:
     given = {key: getattr(args, key) for key in ("output_dir", "device", "resume", "tensorboard")}
     result = run_training(config, progress=not args.quiet, fmt=args.format, **given)
     if result.metrics:  # empty in a process of several but rank 0, which writes the outputs
-        print(fileio.json_text(result.metrics))
-        for key in ("results", "loss", "checkpoint", "metrics", "index"):
-            print(f"wrote {result.paths[key]}")
+        keys = ("results", "loss", "checkpoint", "metrics", "index")
+        print(fileio.json_text(result.metrics), *(f"wrote {result.paths[key]}" for key in keys), sep="\n")
     return 0
 
 
@@ -466,9 +461,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.output is not None:
         _check_output_file("--output", args.output, args.checkpoint)
-    if given := {
-        f"--{flag}": name for flag, name in _LIKELIHOOD_OPTIONS.items() if getattr(args, flag) is not None
-    }:
+    given = {f"--{opt}": name for opt, name in _LIKELIHOOD_OPTIONS.items() if getattr(args, opt) is not None}
+    if given:
         model_type = load_checkpoint(args.checkpoint)["model_type"]
         _refuse_options_the_model_lacks(given, model_type, args.checkpoint, lambda spec: spec.likelihoods)
     result = evaluate_checkpoint(args.checkpoint, **_evaluation_kwargs(args))
@@ -539,8 +533,7 @@ def _check_no_empty_paths(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 training failed, 2 bad input, 130 Ctrl-C)."""
-    # OpenMP's idle threads spin 1,000 rounds, then sleep: long spinning slows two CPU-bound jobs on one
-    # machine many times over, sleeping at once slows small operations (docs/speed.md). Before torch loads.
+    # OpenMP's idle threads spin 1,000 rounds, then sleep (why: docs/speed.md); set before torch loads.
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
     warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"

@@ -98,8 +98,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         for name, cls in _section_classes(_known(self.model_type)).items():
             check_config_type(getattr(self, name), cls)
-        steps = getattr(self.model, "diffusion_steps", None)
-        if steps is not None and self.sampling.sampling_steps > steps:
+        if self.sampling.sampling_steps > (steps := getattr(self.model, "diffusion_steps", float("inf"))):
             raise ConfigError(f"sampling.sampling_steps ({self.sampling.sampling_steps}) must be at most "
                               f"model.diffusion_steps ({steps}); 0 means all")  # fmt: skip
         if getattr(self.model, "n_labels", 0) and self.data.condition is None:
@@ -166,8 +165,7 @@ def _problem(section: str, error: Mapping[str, Any], model_type: str) -> str:
     if error["type"] == "unexpected_keyword_argument":
         return _unknown(section, key, model_type)
     message = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-    for words, sign in _SIGNS.items():
-        message = message.replace(words, sign)
+    message = re.sub("|".join(_SIGNS), lambda match: _SIGNS[match[0]], message)
     got = f"(got {_shown(error['input'])})"
     if message.startswith("must"):
         return f"{section}.{key} {message} {got}"
@@ -176,9 +174,8 @@ def _problem(section: str, error: Mapping[str, Any], model_type: str) -> str:
 
 def _other_type_hint(model: Mapping[str, Any], model_type: str) -> str:
     """A hint when every model key belongs to another model type's architecture."""
-    own = _keys("model", model_type)
-    for other in MODEL_TYPES:
-        if other != model_type and model and any(k not in own for k in model):
+    if model and any(k not in _keys("model", model_type) for k in model):
+        for other in MODEL_TYPES:
             if all(k in _keys("model", other) for k in model):
                 return f". This looks like a {other} config; use it with 'train {other}'"
     return ""
@@ -186,12 +183,11 @@ def _other_type_hint(model: Mapping[str, Any], model_type: str) -> str:
 
 def _sections(raw: Any, model_type: str, source: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """``raw``'s sections as dicts (aliases resolved) and the unknown sections."""
-    raw = {} if raw is None else raw
-    if not isinstance(raw, Mapping):
+    if raw is not None and not isinstance(raw, Mapping):
         hint = "; is it a data file? The data go to --data, a YAML config to --config"
         raise ConfigError(f"{source}: expected a mapping of sections ({', '.join(_SECTIONS)}), got {_shown(raw)}"
                           f"{hint if isinstance(raw, str) else ''}")  # fmt: skip
-    raw = dict(raw)
+    raw = dict(raw or {})
     if (declared := raw.pop("model_type", model_type)) != model_type:
         raise ConfigError(f"{source} is a {declared} config, but a {model_type} run was asked for")
     sections, unknown = {}, []
@@ -217,9 +213,8 @@ def _build(raw: Any, model_type: str, source: str, options: Mapping[str, str]) -
     sections, problems = _sections(raw, model_type, source)
     built = {}
     for name, values in sections.items():
-        section = getattr(config, name)
         try:
-            built[name] = type(section)(**{**dataclasses.asdict(section), **values})
+            built[name] = dataclasses.replace(getattr(config, name), **values)
         except ValidationError as error:
             problems += [_problem(name, e, model_type) for e in error.errors(include_url=False)]
     try:
@@ -296,16 +291,14 @@ def with_overrides(config: RunConfig, overrides: Mapping[str, Any], *, source: s
                    options: Mapping[str, str] | None = None) -> RunConfig:  # fmt: skip
     """``config`` with dotted ``section.key`` overrides (None skipped); ``options``: ``{"sampling.eta": "--eta"}``."""
     raw = config_to_dict(config)
-    for dotted, value in overrides.items():
-        if value is None:
-            continue
+    for dotted in [key for key, value in overrides.items() if value is not None]:
         if "." not in dotted:
             raise ConfigError(f"override {dotted!r} in {source} must be 'section.key' "
                               f"({', '.join(_SECTIONS)})")  # fmt: skip
         section, key = dotted.split(".", 1)
         current = raw.setdefault(section, {})  # an unknown section is reported when built
         current.pop(_ALIASES.get(section, {}).get(key, key), None)  # "training.lr" replaces the rate
-        current[key] = value
+        current[key] = overrides[dotted]
     return _build(raw, config.model_type, source, options or {})
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import math
 import os
 import shutil
 import stat
@@ -31,10 +30,7 @@ def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
 def folder_problem(folder: str | os.PathLike[str]) -> str | None:
     """Why files cannot be written into ``folder``, or None where they can: tried (missing folders made,
     a temporary file written, all removed again), not guessed from permission bits."""
-    target, missing = Path(folder), []
-    while not (target.exists() or target.is_symlink()) and target != target.parent:
-        missing.append(target)
-        target = target.parent
+    missing = [p for p in [Path(folder), *Path(folder).parents] if not (p.exists() or p.is_symlink())]
     created: list[Path] = []
     try:
         for path in reversed(missing):
@@ -93,11 +89,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if target.is_symlink():  # realpath stops at a loop of links
             raise OSError(errno.ELOOP, f"{path}: a loop of symbolic links")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent
-    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(fd)
-    tmp, umask = Path(tmp_name), os.umask(0)
+    tmp, umask = Path(tmp), os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it a normal file's mode
     try:
@@ -119,15 +113,8 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def json_text(obj: Any) -> str:
     """``obj`` as indented, valid JSON: non-finite floats become null."""
-
-    def clean(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [clean(v) for v in value]
-        return None if isinstance(value, float) and not math.isfinite(value) else value
-
-    return json.dumps(clean(obj), indent=2, sort_keys=False)
+    # json writes them as NaN, Infinity and -Infinity, which parse_constant reads back as None
+    return json.dumps(json.loads(json.dumps(obj), parse_constant=lambda _: None), indent=2)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

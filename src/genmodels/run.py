@@ -22,13 +22,7 @@ from torch import nn
 from genmodels.config import RunConfig, config_to_dict
 from genmodels.data import load_csv, save_csv, train_test_split
 from genmodels.errors import CheckpointError, ConfigError, DataError, TrainingError
-from genmodels.evaluation.sampling import (
-    METRIC_UNITS,
-    draw_labels,
-    evaluate_samples,
-    per_label_scores,
-    sample_model,
-)
+from genmodels.evaluation.sampling import draw_labels, sample_model
 from genmodels.fileio import folder_problem, path_in_the_way, write_json, write_text
 from genmodels.models import ModelSpec, get_spec
 from genmodels.train import checkpoint as ckpt
@@ -315,8 +309,7 @@ def _fit(trainer: Trainer, config: RunConfig, data: _Data, last: Path, tensorboa
         return
     evaluate = held_out if len(data.test) else None
     board = report.TensorBoardLog(tensorboard) if tensorboard is not None else None
-    if board is not None:
-        evaluate = board.wrap(evaluate, trainer.history)
+    evaluate = evaluate if board is None else board.wrap(evaluate, trainer.history)
     trainer.fit(data.train, labels=data.train_labels, evaluate=evaluate,
                 on_checkpoint=lambda tr: _save(tr, config, data, last),
                 then_seconds=_sampling_seconds(trainer.ema, config))  # fmt: skip
@@ -368,6 +361,8 @@ def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray
 
 def _score(trainer: Trainer, config: RunConfig, data: _Data, drawn: tuple, seconds: float) -> dict:
     """The run's metrics and their units; a conditional model's also per label and the labels' entropy."""
+    from genmodels.evaluation.sampling import METRIC_UNITS, evaluate_samples, per_label_scores
+
     samples, labels = drawn
     metrics: dict[str, Any] = {"model": config.model_type, "data": str(config.data.path), "dim": data.dim,
                                "epochs": trainer.epoch, "steps": trainer.step,
