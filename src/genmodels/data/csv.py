@@ -4,6 +4,7 @@ model never sees a silently changed, non-finite or degenerate data set."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -26,6 +27,7 @@ MAX_LISTED = 20  # bad cells listed in full in an error message; the rest are co
 MAX_LABELS = 64  # most distinct values a numeric condition column may have (more: a continuous context)
 _CSV_CHUNK_ROWS = 65536
 _NUMBER = r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*"  # a finite decimal number
+PathLike = str | os.PathLike[str]
 _is_number = np.vectorize(lambda text: re.fullmatch(_NUMBER, text) is not None, otypes=[bool])
 
 
@@ -59,7 +61,7 @@ def _default_columns(d: int) -> tuple[str, ...]:
     return ("x", "y") if d == 2 else ("x",) if d == 1 else tuple(f"x{i}" for i in range(d))
 
 
-def check_data_path(path: str | os.PathLike[str]) -> None:
+def check_data_path(path: PathLike) -> None:
     """Raise :class:`DataError` unless ``path`` names a file that exists (reading it may still fail)."""
     target = Path(path)
     if target.is_dir():
@@ -69,9 +71,7 @@ def check_data_path(path: str | os.PathLike[str]) -> None:
 
 
 def _read_cells(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(lines (R,), cells (R, D))``: the number and text cells of each non-blank line of ``file``, split at
-    commas, else at what :class:`csv.Sniffer` finds among ``;``, tab and space (a row with too many fields has
-    its whole text in its first cell); compression is inferred from the name."""
+    """``(lines (R,), cells (R, D))`` of the non-blank lines, split at commas, else at ``;``, tab or space."""
     import pandas as pd
 
     def read(sep: str) -> pd.DataFrame:  # as wide as the first non-blank line; a blank line is all NaN
@@ -84,10 +84,8 @@ def _read_cells(file: Path) -> tuple[np.ndarray, np.ndarray]:
         frame = read(",")
         if frame.shape[1] == 1:
             sample = "\n".join(frame[0].dropna()[:50])
-            try:
+            with contextlib.suppress(csv.Error):
                 frame = read(csv.Sniffer().sniff(sample, delimiters=";\t ").delimiter)
-            except csv.Error:
-                pass
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame([[None]])
     except (ValueError, UnicodeError, OSError, csv.Error) as exc:  # pandas' ParserError is a ValueError
@@ -114,8 +112,7 @@ def _header(names: list[str], file: Path, line: int) -> tuple[str, ...]:
 def _split_condition(
     columns: tuple[str, ...], cells: np.ndarray, lines: np.ndarray, condition: str, file: Path
 ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """The other columns, their cells, and the ``condition`` column's stripped text ``(R,)``; a DataError for
-    no such column, an empty cell in it, or more than :data:`MAX_LABELS` distinct numbers in it."""
+    """The other columns, their cells, and the ``condition`` column's stripped text ``(R,)``, checked."""
     if condition not in columns:
         raise DataError(
             f"{file} has no column {condition!r} (data.condition, --condition); its columns are "
@@ -138,11 +135,7 @@ def _split_condition(
 
 
 def load_csv(
-    path: str | os.PathLike[str],
-    *,
-    drop_invalid: bool = False,
-    min_rows: int = 4,
-    condition: str | None = None,
+    path: PathLike, *, drop_invalid: bool = False, min_rows: int = 4, condition: str | None = None
 ) -> Dataset:
     """Read a CSV file of finite decimal numbers, UTF-8, perhaps compressed (``.gz``, ``.zip``, ...).
 
@@ -179,10 +172,8 @@ def load_csv(
             + "\nFix these rows, or pass --drop_invalid to drop such rows."
         )  # fmt: skip
     if n_bad:
-        shown = ", ".join(map(str, bad_lines[:10])) + ", ..." * (n_bad > 10)
-        warnings.warn(
-            DataWarning(f"dropped {n_bad:,} invalid row{s} of {file} (line{s} {shown})"), stacklevel=2
-        )
+        at = ", ".join(map(str, bad_lines[:10])) + ", ..." * (n_bad > 10)
+        warnings.warn(DataWarning(f"dropped {n_bad:,} invalid row{s} of {file} (line{s} {at})"), stacklevel=2)
     values = values[~bad_rows]
     if len(values) < min_rows:
         raise DataError(f"{file} has {len(values):,} valid rows; at least {min_rows} are needed")
@@ -197,8 +188,7 @@ def load_csv(
 
 
 def _check_spread(values: np.ndarray, columns: Sequence[str], file: Path) -> None:
-    """Refuse constant or overflowing columns of ``values`` ``(N, D)``; warn when the points lie on a
-    plane (some direction spreads under 1e-4 of the widest: the likelihood is unbounded) or mostly repeat."""
+    """Refuse constant or overflowing columns; warn when the points lie on a plane or mostly repeat."""
     with np.errstate(all="ignore"):
         deviations, d = values.std(0), len(columns)
     for name, column, std in zip(columns, values.T, deviations, strict=True):
@@ -224,7 +214,7 @@ def _check_spread(values: np.ndarray, columns: Sequence[str], file: Path) -> Non
 
 
 def save_csv(
-    path: str | os.PathLike[str],
+    path: PathLike,
     values: np.ndarray,
     columns: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,

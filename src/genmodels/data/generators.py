@@ -51,9 +51,7 @@ def _closed_outlines(path) -> list[np.ndarray]:
 
 @functools.lru_cache(maxsize=32)
 def _glyph_layout(text: str) -> tuple[tuple[np.ndarray, ...], ...]:
-    """Per character of ``text``, its closed outlines ``(V, 2)`` in data coordinates (holes included;
-    containment by the even-odd rule; none for spaces). The line is set in DejaVu Sans with its advances
-    and kerning, scaled so that its ink is 1.24 tall, and centred on ``(0, 0.13)``."""
+    """Per character, its DejaVu Sans outlines ``(V, 2)`` (even-odd), ink 1.24 tall at ``(0, 0.13)``."""
     import matplotlib
     from matplotlib.font_manager import FontProperties
     from matplotlib.ft2font import FT2Font
@@ -94,8 +92,7 @@ def _inside(points: np.ndarray, polygons: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _char_area(polygons: Sequence[np.ndarray]) -> float:
-    """Area under the even-odd rule (shoelace formula): outlines nested an even number of times add,
-    odd ones subtract."""
+    """Even-odd area (shoelace): outlines nested an even number of times add, odd ones subtract."""
     total = 0.0
     for i, polygon in enumerate(polygons):
         x, y = polygon[:, 0], polygon[:, 1]
@@ -121,8 +118,7 @@ def glyph_labels(points: np.ndarray, text: str = "689", font: str = "auto") -> n
     labels = np.full(len(pts), -1, dtype=np.int64)
     for index, polygons in enumerate(_glyph_layout(text)):
         free = np.flatnonzero(labels == -1)
-        if polygons:
-            labels[free[_inside(pts[free], polygons)]] = index
+        labels[free[_inside(pts[free], polygons)]] = index
     return labels
 
 
@@ -135,8 +131,7 @@ def glyph_area(text: str = "689", font: str = "auto") -> float:
 
 
 def _ray_hit_distance(origins, directions, starts, ends) -> np.ndarray:
-    """Distance ``(M,)`` along each ray (``origins``, unit ``directions``: ``(M, 2)``) to the nearest
-    crossing of an edge ``starts -> ends`` (``(S, 2)`` each); ``inf`` where it hits none."""
+    """Distance ``(M,)`` along each ray ``(M, 2)`` to its first edge ``starts -> ends``; ``inf`` for none."""
     edge = ends - starts
     out = np.empty(len(origins))
     for i in range(0, len(origins), _ROWS):
@@ -164,8 +159,7 @@ def _distance_to_edges(points, starts, ends) -> np.ndarray:
 
 
 def _stations(outline: np.ndarray, closed: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Points every ``_STATION_SPACING`` or so along a closed (or open) outline ``(V, 2)`` and unit normals
-    there: ``(M, 2)`` each."""
+    """Points ``(M, 2)`` every ``_STATION_SPACING`` or so along an outline, and unit normals there."""
     closed = np.vstack([outline, outline[:1]]) if closed else outline
     step = np.diff(closed, axis=0)
     length = np.hypot(step[:, 0], step[:, 1])
@@ -179,8 +173,7 @@ def _stations(outline: np.ndarray, closed: bool = True) -> tuple[np.ndarray, np.
 
 
 def _inscribed_radius(origins, normals, starts, ends, upper) -> np.ndarray:
-    """Radius ``(M,)`` of the largest disc inside the ink touching the outline at each origin (the
-    shrinking-ball medial axis): bisection in ``[0, upper]`` on ``distance(origin + r normal) >= r``."""
+    """Radius ``(M,)`` of the largest inked disc touching each origin (shrinking-ball medial axis)."""
     low, high = np.zeros(len(origins)), np.asarray(upper, dtype=np.float64).copy()
     for _ in range(24):
         radius = 0.5 * (low + high)
@@ -221,11 +214,11 @@ def _font(text: str, font: str) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _pen_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_stroke_midlines` of the pen font: the strokes of :data:`PEN_DIGITS`, set ``_PEN_ADVANCE``
-    apart, scaled so the ink (midlines plus half the pen) is 1.24 tall, centred on ``(0, 0.13)``."""
+    """:func:`_stroke_midlines` of :data:`PEN_DIGITS`: ink (with the pen) 1.24 tall at ``(0, 0.13)``."""
     scale = (_HEIGHT - PEN_WIDTH) / _HEIGHT  # box height 1 -> midline height, keeping ``_STATION_SPACING``
     stations, chars = [], []
     for index, char in enumerate(text):
+        shift = [index * _PEN_ADVANCE, 0.0]
         for stroke in PEN_DIGITS.get(char, ()):
             if len(stroke) == 4:
                 line = np.array(stroke).reshape(2, 2)
@@ -233,9 +226,7 @@ def _pen_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 cx, cy, rx, ry, start, stop = stroke
                 angle = np.radians(np.linspace(start, stop, 256))
                 line = np.stack([cx + rx * np.cos(angle), cy + ry * np.sin(angle)], axis=1)
-            stations.append(
-                _stations((line + [index * _PEN_ADVANCE, 0.0]) * _HEIGHT * scale, closed=False)[0]
-            )
+            stations.append(_stations((line + shift) * _HEIGHT * scale, closed=False)[0])
             chars.append(np.full(len(stations[-1]), index))
     stations_all = np.concatenate(stations)
     lo, hi = stations_all.min(axis=0), stations_all.max(axis=0)
@@ -245,10 +236,8 @@ def _pen_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=32)
 def _stroke_midlines(text: str, font: str = "dejavu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stroke midline points ``(M, 2)``, widths ``(M,)`` and character indices ``(M,)`` of ``text``, equal
-    mass per midline length. DejaVu: midpoints of inward normal chords from outline stations, or, where a
-    chord is not square, the centre of the largest inscribed disc (dropped under a quarter of the median
-    width); pen: :func:`_pen_midlines`."""
+    """Stroke midline points ``(M, 2)``, widths and character indices ``(M,)``, equal mass per length.
+    DejaVu: midpoints of inward normal chords from outline stations, or of inscribed discs where askew."""
     if _font(text, font) == "pen":
         return _pen_midlines(text)
     points, widths, loose, chars = [], [], [], []
@@ -402,9 +391,8 @@ def make_circles(
     plus isotropic noise of standard deviation ``noise * radius``. Labels: outer, inner."""
     rng = _rng(n, seed)
     outer = rng.random(n) < 0.5
-    r = np.where(outer, 1.0, factor)
     angle = 2 * np.pi * rng.random(n)
-    points = r[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    points = np.where(outer, 1.0, factor)[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
     points = radius * (points + noise * rng.standard_normal((n, 2)))
     return _named(points, labels, (~outer).astype(int), ["outer", "inner"])
 
