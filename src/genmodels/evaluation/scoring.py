@@ -22,8 +22,7 @@ from genmodels.evaluation.sampling import finite_samples, sample_model, spec_of,
 
 log = logging.getLogger(__name__)
 
-# Shares inside all the glyphs, and inside each, from which 2-D data are taken to be the rendered text.
-_TEXT_MIN_INSIDE, _TEXT_MIN_PER_GLYPH = 0.5, 0.1
+_TEXT_MIN_INSIDE, _TEXT_MIN_PER_GLYPH = 0.5, 0.1  # shares inside the glyphs, and each, of data taken for text
 
 
 @dataclass
@@ -37,8 +36,7 @@ class Evaluation:
     columns: tuple[str, ...] = field(default_factory=tuple)
 
 
-# Nats (beyond 4 SE) between k-NN and exact entropy before a warning (docs/evaluation.md).
-ENTROPY_MISMATCH_NATS = 0.25
+ENTROPY_MISMATCH_NATS = 0.25  # nats (beyond 4 SE) between k-NN and exact entropy that warn
 
 
 def entropy_reference(real: np.ndarray, *, dataset: str | None = None, k: int = 3) -> dict[str, Any]:
@@ -147,8 +145,7 @@ def mode_coverage(generated: np.ndarray, real: np.ndarray, text: str = "689") ->
             "outside": entry(0, None), "max_abs_difference": float(np.max(np.abs(p_gen - p_real)))}  # fmt: skip
 
 
-# Stored as the "units" entry of :func:`evaluate_model`'s metrics, so a metrics file says what its numbers are.
-UNITS: dict[str, str] = {
+UNITS: dict[str, str] = {  # the "units" entry of :func:`evaluate_model`'s metrics: what its numbers are
     "entropy": "value, se: nats per point (natural logarithm, in the data's own coordinates)",
     "likelihood": "value, se, gap, gap_se: nats per point; per_dim, per_dim_se: nats per dimension",
     "samples": "c2st_mlp, c2st_hgb: classifier accuracy (0.5: indistinguishable); energy, sliced_w2: data "
@@ -194,9 +191,7 @@ def evaluate_model(
     # The two halves sample_metrics uses: one is the reference, the other the floor.
     perm = np.random.default_rng(seed).permutation(len(real))
     reference, other = real[perm[: len(real) // 2]], real[perm[len(real) // 2 :]]
-    tails = {
-        key: M.tail_metrics(points, reference) for key, points in (("samples", samples), ("floor", other))
-    }
+    tails = {key: M.tail_metrics(p, reference) for key, p in (("samples", samples), ("floor", other))}
     samples = finite_samples(samples)
     quality = timed("two_sample", sample_metrics, samples, real, n_eval=n_eval, n_boot=n_boot, seed=seed)
     if real.shape[1] != 2:
