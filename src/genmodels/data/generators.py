@@ -2,10 +2,9 @@
 FFJORD's scales (most mass in ``[-4, 4]^2``), with closed-form entropies (:func:`exact_entropy`).
 
 Every generator in :data:`GENERATORS` is ``f(n, *, seed, **options) -> ndarray (n, 2)`` (float64,
-dimensionless), a function of its arguments only. The generators whose points come from natural
-components (:data:`LABELLED`) take ``labels=True`` and then return ``(points, names)``: the same points
-(for the same seed) and each point's component name, a str array ``(n,)``. ``689_data.csv`` at the repository root is, bit for bit,
-``genmodels make-data text --text 689 -n 65536 --seed 0 -o 689_data.csv``.
+dimensionless), a function of its arguments only. Those of :data:`LABELLED` take ``labels=True`` and then
+return ``(points, names)``: the same points and each one's component name, a str array ``(n,)``.
+``689_data.csv`` is, bit for bit, ``genmodels make-data text --text 689 -n 65536 --seed 0 -o 689_data.csv``.
 """
 
 from __future__ import annotations
@@ -22,9 +21,7 @@ __all__ = ["GENERATORS", "LABELLED", "exact_entropy", "glyph_area", "glyph_label
            "make_checkerboard", "make_circles", "make_pinwheel", "make_swiss_roll", "make_text", "make_two_moons"]  # fmt: skip
 
 
-#: Stroke noise std as a fraction of the median stroke width, matched to the specification data's k-NN
-#: entropy (at ``1 / sqrt(2 pi e) ~ 0.242`` a straight stroke has the entropy of a uniform fill).
-STROKE_BLUR = 0.25
+STROKE_BLUR = 0.25  #: Stroke noise std / median stroke width (~ 1 / sqrt(2 pi e): a uniform fill's entropy).
 _HEIGHT = 1.24  # height of the text's ink, data units
 _CURVE_STEPS = 16  # points per Bezier segment of an outline
 _STATION_SPACING = 1e-3 * _HEIGHT  # arc length between midline stations along an outline
@@ -34,8 +31,7 @@ _ROWS = 512  # rows per block of the (rows, edges) distance arrays
 
 def _closed_outlines(path) -> list[np.ndarray]:
     """Closed polylines ``(V, 2)`` of a matplotlib path, curves evaluated at ``_CURVE_STEPS`` points."""
-    outlines: list[np.ndarray] = []
-    current: list[np.ndarray] = []
+    outlines, current = [], []
     t = np.linspace(0.0, 1.0, _CURVE_STEPS + 1)[1:]
     for segment, code in [*path.iter_bezier(), (None, path.MOVETO)]:
         if code == path.MOVETO:
@@ -63,8 +59,7 @@ def _glyph_layout(text: str) -> tuple[tuple[np.ndarray, ...], ...]:
         names = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in missing)
         raise ValueError(f"DejaVu Sans has no glyph for {names}; it would be drawn as an empty box")
     prop = FontProperties(fname=font)
-    per_char: list[list[np.ndarray]] = []
-    n_before = 0
+    per_char, n_before = [], 0
     for i in range(len(text)):
         try:
             outlines = _closed_outlines(TextPath((0.0, 0.0), text[: i + 1], size=1.0, prop=prop))
@@ -196,8 +191,7 @@ PEN_DIGITS: dict[str, tuple[tuple[float, ...], ...]] = {
     "8": ((0.3, 0.77, 0.23, 0.23, 0, 360), (0.3, 0.27, 0.27, 0.27, 0, 360)),
     "9": ((0.3, 0.7, 0.3, 0.3, 0, 360), (0.6, 0.7, 0.55, 0)),
 }
-#: Pen width in data units (the strokes' blur is ``stroke_blur`` times it).
-PEN_WIDTH = 0.18
+PEN_WIDTH = 0.18  #: Pen width in data units (the strokes' blur is ``stroke_blur`` times it).
 _PEN_ADVANCE = 0.95  # distance between the boxes' left edges, in box heights
 
 
@@ -274,14 +268,11 @@ def make_text(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Soft pen strokes of ``text`` plus a Gaussian background: float64 ``(n, 2)``.
 
-    Each point is, with probability ``background``, drawn from ``N(0, background_std^2 I)``, otherwise a
-    point uniform by length on the glyphs' stroke midlines plus isotropic Gaussian noise of std
-    ``stroke_blur`` times the median stroke width (Gaussian cross-section; about 95 % of these points
-    fall inside the strokes). ``font``: ``"pen"``, single-stroke digits of arcs and lines as drawn by
-    hand (:data:`PEN_DIGITS`, pen :data:`PEN_WIDTH`), or ``"dejavu"``, the midlines of DejaVu Sans's
-    outlines (any text the font covers); ``"auto"``: pen for digits, else DejaVu. The ink is 1.24 tall,
-    centred on ``(0, 0.13)``. Labels: the character a point's stroke belongs to, or ``"background"``.
-    """
+    A point is, with probability ``background``, from ``N(0, background_std^2 I)``, else uniform by length on
+    the stroke midlines (ink 1.24 tall at ``(0, 0.13)``) plus isotropic Gaussian noise of std ``stroke_blur``
+    times the median stroke width (about 95 % inside the strokes). ``font``: ``"pen"``, hand-drawn digits
+    (:data:`PEN_DIGITS`, pen :data:`PEN_WIDTH`); ``"dejavu"``, the midlines of DejaVu Sans's outlines (any
+    text it covers); ``"auto"``: pen for digits. Labels: each point's character, or ``"background"``."""
     rng = _rng(n, seed)
     if not 0.0 <= background <= 1.0:
         raise ValueError(f"background must be in [0, 1], got {background!r}")
@@ -292,9 +283,8 @@ def make_text(
     midline, widths, chars = _stroke_midlines(text, font)
     n_background = int(rng.binomial(n, background)) if n else 0
     n_glyph = n - n_background
-    sigma = stroke_blur * float(np.median(widths))
     pick = rng.integers(len(midline), size=n_glyph)
-    glyph_points = midline[pick] + sigma * rng.standard_normal((n_glyph, 2))
+    glyph_points = midline[pick] + stroke_blur * float(np.median(widths)) * rng.standard_normal((n_glyph, 2))
     background_points = background_std * rng.standard_normal((n_background, 2))
     order = rng.permutation(n)
     points = np.concatenate([glyph_points, background_points])[order]

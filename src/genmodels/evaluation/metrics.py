@@ -125,8 +125,7 @@ def _median_bandwidth(xa: np.ndarray, ya: np.ndarray) -> float:
     """Median pairwise distance of the pooled sample (a fixed-seed subset of ``_MEDIAN_POINTS``)."""
     pooled = np.concatenate([xa, ya])
     if pooled.shape[0] > _MEDIAN_POINTS:
-        rng = np.random.default_rng(0)
-        pooled = pooled[rng.choice(pooled.shape[0], size=_MEDIAN_POINTS, replace=False)]
+        pooled = pooled[np.random.default_rng(0).choice(pooled.shape[0], size=_MEDIAN_POINTS, replace=False)]
     return float(np.median(pdist(pooled)))
 
 

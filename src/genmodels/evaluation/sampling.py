@@ -78,8 +78,6 @@ FAR_SAMPLE_STDS = 50.0  # training standard deviations from the mean that draw a
 
 
 def _warn_far_samples(model: nn.Module, samples: np.ndarray) -> None:
-    if not len(samples):
-        return
     mean, std = (t.detach().cpu().double().numpy() for t in (model.standardize.mean, model.standardize.std))
     with np.errstate(invalid="ignore", over="ignore"):
         distance = np.abs((samples - mean) / std).max(1)
@@ -215,8 +213,7 @@ def evaluate_samples(
         if len(other) < M.MIN_TWO_SAMPLE_POINTS:
             log.warning("too few training points (%d) for the c2st floor; floor skipped", len(other))
             floor_pair = None
-    # The real points come first: their mean and standard deviation scale both samples.
-    scores = two_sample_scores(test, gen, floor_pair, names, seed=seed)
+    scores = two_sample_scores(test, gen, floor_pair, names, seed=seed)  # the real points' scale for both
     for key, name in (("c2st", "c2st_mlp"), ("c2st_hgb", "c2st_hgb")):
         if name in scores:
             out[key], out[f"{key}_floor"] = scores[name]["value"], scores[name]["floor"]

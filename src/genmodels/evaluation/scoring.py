@@ -83,11 +83,10 @@ def likelihood_metrics(
         generator = torch.Generator(device=device).manual_seed(seed)
         with torch.no_grad():
             nll = nll_of(model, x.float(), generator).double().cpu().numpy()
-        seconds = time.perf_counter() - start
         mean, se = float(nll.mean()), float(nll.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
         gap_se = math.sqrt(se**2 + (entropy["se"] or 0.0) ** 2) if math.isfinite(se) else math.nan
         out[name] = dict(value=mean, se=se, per_dim=mean / dim, per_dim_se=se / dim, n=int(n))
-        out[name] |= dict(gap=mean - entropy["value"], gap_se=gap_se, seconds=seconds)
+        out[name] |= dict(gap=mean - entropy["value"], gap_se=gap_se, seconds=time.perf_counter() - start)
     return out
 
 
@@ -188,8 +187,7 @@ def evaluate_model(
     )
     if samples is None:
         samples = timed("sampling", sample_model, model, n_samples, seed=seed)
-    # The two halves sample_metrics uses: one is the reference, the other the floor.
-    perm = np.random.default_rng(seed).permutation(len(real))
+    perm = np.random.default_rng(seed).permutation(len(real))  # sample_metrics' halves: reference, floor
     reference, other = real[perm[: len(real) // 2]], real[perm[len(real) // 2 :]]
     tails = {key: M.tail_metrics(p, reference) for key, p in (("samples", samples), ("floor", other))}
     samples = finite_samples(samples)
