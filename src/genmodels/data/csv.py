@@ -1,6 +1,5 @@
-"""Point tables: CSV files of numbers read with pandas (:func:`load_csv`) and written exactly
-(:func:`save_csv`), and train/test splits. Reading names every bad cell by file line and column, so that a
-model never sees a silently changed, non-finite or degenerate data set."""
+"""Point tables: CSV files of numbers read with pandas (:func:`load_csv`, naming every bad cell by line and
+column, so that no model sees a silently changed data set), written exactly (:func:`save_csv`), and split."""
 
 from __future__ import annotations
 
@@ -37,10 +36,9 @@ class DataWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A CSV file's ``values``, float64 ``(N, D)`` in file order, its ``D`` ``columns`` (from the header, or
-    ``x, y`` / ``x0, x1, ...``), its ``path``, and the number of invalid rows dropped, ``n_dropped``.
-    Read with a ``condition`` column: ``labels``, each row's category index ``(N,)`` int64, into
-    ``label_names`` (sorted; numbers by value), the column's distinct values."""
+    """A file's float64 ``values`` ``(N, D)`` in file order, ``columns`` (header, or ``x, y`` / ``x0, ...``),
+    ``path`` and ``n_dropped`` invalid rows; with a ``condition`` column, ``labels``, each row's category index
+    ``(N,)`` int64 into ``label_names``, the column's distinct values (sorted; numbers by value)."""
 
     values: np.ndarray
     columns: tuple[str, ...]
@@ -237,10 +235,9 @@ def write_csv(
     columns: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,
 ) -> None:
-    """Write finite ``values`` ``(N, D)`` under a header of ``columns`` (default ``x, y`` or ``x0, x1, ...``)
-    to ``handle``, float64 as the shortest exact decimal, float32 with 9 digits (:func:`load_csv` reads the
-    same values), and ``labels`` ``(N,)`` as a last column ``label``. ValueError, before writing anything,
-    for values not 2-D, real and finite, names too few, many, empty or number-like, labels not one per row."""
+    """Write finite ``values`` ``(N, D)`` to ``handle`` under a header of ``columns`` (default ``x, y`` or
+    ``x0, x1, ...``), float64 shortest-exact, float32 to 9 digits (as :func:`load_csv` reads them), ``labels``
+    ``(N,)`` as a last column ``label``; ValueError, before writing, for bad values, names or labels."""
     array = np.asarray(values)
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise ValueError(f"values must be real numbers of shape (N, D), got {array.dtype} {array.shape}")

@@ -98,9 +98,8 @@ def _char_area(polygons: Sequence[np.ndarray]) -> float:
 
 
 def glyph_labels(points: np.ndarray, text: str = "689", font: str = "auto") -> np.ndarray:
-    """Index of the character of ``text`` whose strokes contain each point of ``points`` ``(N, 2)`` (the
-    layout of :func:`make_text` in ``font``): int64 ``(N,)``, ``-1`` outside every glyph. Pen strokes
-    contain the points within half the pen's width of their midline; DejaVu's, those in its outlines."""
+    """Index of the character of ``text`` (laid out by :func:`make_text` in ``font``) whose strokes contain
+    each of ``points (N, 2)``: int64 ``(N,)``, ``-1`` outside (pen: within half its width of a midline)."""
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"points must have shape (N, 2), got {pts.shape}")
@@ -230,8 +229,7 @@ def _pen_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=32)
 def _stroke_midlines(text: str, font: str = "dejavu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stroke midline points ``(M, 2)``, widths and character indices ``(M,)``, equal mass per length.
-    DejaVu: midpoints of inward normal chords from outline stations, or of inscribed discs where askew."""
+    """Stroke midline points ``(M, 2)``, widths and character indices ``(M,)``, equal mass per length."""
     if _font(text, font) == "pen":
         return _pen_midlines(text)
     points, widths, loose, chars = [], [], [], []
@@ -288,10 +286,8 @@ def make_text(
     background_points = background_std * rng.standard_normal((n_background, 2))
     order = rng.permutation(n)
     points = np.concatenate([glyph_points, background_points])[order]
-    if not labels:
-        return points
-    names = np.concatenate([np.array(list(text))[chars[pick]], np.full(n_background, "background")])
-    return points, names[order].astype(str)
+    index = np.concatenate([chars[pick], np.full(n_background, len(text))])[order]
+    return _named(points, labels, index, [*text, "background"])
 
 
 def _named(points: np.ndarray, labels: bool, index: np.ndarray, names: Sequence[str]):  # noqa: ANN202
@@ -392,8 +388,7 @@ def make_swiss_roll(n: int, *, seed: int, noise: float = 1.0) -> np.ndarray:
     divided by 5 (FFJORD): about ``[-3, 3]^2``."""
     rng = _rng(n, seed)
     t = 1.5 * np.pi * (1 + 2 * rng.random(n))
-    points = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) + noise * rng.standard_normal((n, 2))
-    return points / 5.0
+    return (np.stack([t * np.cos(t), t * np.sin(t)], axis=1) + noise * rng.standard_normal((n, 2))) / 5.0
 
 
 #: Toy data sets by name; each is ``f(n, *, seed, **options) -> ndarray (n, 2)``.

@@ -185,10 +185,9 @@ def evaluate_samples(
     seed: int,
     names: Sequence[str] = ("c2st_mlp", "c2st_hgb"),
 ) -> dict:
-    """C2ST (MLP and boosted trees, of ``names``) of ``samples`` against the held-out points, each beside its
-    floor (as many training points against the same held-out ones; NaN without ``real_train``), and the
-    :func:`~genmodels.evaluation.metrics.tail_metrics` of all the samples against the training points, the
-    held-out points' as ``_floor``: ``{"n_eval", "far_share", "max_distance", "c2st", "c2st_hgb", ..._floor}``."""
+    """C2ST (``names``) of ``samples`` against the held-out points, each beside its floor (as many training points
+    against them; NaN without ``real_train``), and the samples' and held-out points' (``_floor``) ``tail_metrics``
+    against the training points: ``{"n_eval", "far_share", "max_distance", "c2st", "c2st_hgb", ..._floor}``."""
     tails = {}
     if real_train is not None and len(real_train) and len(real_test):
         for key, points in (("", samples), ("_floor", real_test)):

@@ -57,9 +57,8 @@ def entropy_reference(real: np.ndarray, *, dataset: str | None = None, k: int = 
             dataset, h, se, exact,
         )  # fmt: skip
     out = {"n": int(len(real)), "knn_k": int(k), "dataset": dataset, "exact": exact, "knn": h, "knn_se": se}
-    if exact is None:
-        return out | dict(value=h, se=se, source="knn")
-    return out | dict(value=float(exact), se=0.0, source="exact")
+    value, value_se, source = (h, se, "knn") if exact is None else (float(exact), 0.0, "exact")
+    return out | dict(value=value, se=value_se, source=source)
 
 
 def likelihood_metrics(
@@ -99,10 +98,8 @@ def sample_metrics(
     rng = np.random.default_rng(seed)
     half = len(real) // 2
     n = min(len(generated), half) if n_eval is None else min(int(n_eval), len(generated), half)
-    if n < M.MIN_TWO_SAMPLE_POINTS:
-        raise ValueError(
-            f"too few points for the two-sample tests: {n} (need >= {M.MIN_TWO_SAMPLE_POINTS} per sample)"
-        )
+    if n < (least := M.MIN_TWO_SAMPLE_POINTS):
+        raise ValueError(f"too few points for the two-sample tests: {n} (need >= {least} per sample)")
     perm = rng.permutation(len(real))
     real_a, real_b = real[perm[:n]], real[perm[half : half + n]]
     gen = generated[rng.choice(len(generated), size=n, replace=False)]
@@ -182,9 +179,7 @@ def evaluate_model(
     total = time.perf_counter()
     real = np.asarray(real, dtype=np.float64)
     entropy = timed("entropy", entropy_reference, real, dataset=dataset)
-    likelihood = timed(
-        "likelihood", likelihood_metrics, model, real, entropy=entropy, n_points=n_points, seed=seed
-    )
+    nll = timed("likelihood", likelihood_metrics, model, real, entropy=entropy, n_points=n_points, seed=seed)
     if samples is None:
         samples = timed("sampling", sample_model, model, n_samples, seed=seed)
     perm = np.random.default_rng(seed).permutation(len(real))  # sample_metrics' halves: reference, floor
@@ -199,7 +194,7 @@ def evaluate_model(
     coverage = None if text is None else timed("mode_coverage", mode_coverage, samples, real, text)
     timing["total"] = time.perf_counter() - total
     metrics = {"model": spec_of(model).name, "dim": int(real.shape[1]), "n_real": int(len(real)),
-               "n_samples": int(len(samples)), "seed": int(seed), "entropy": entropy, "likelihood": likelihood,
+               "n_samples": int(len(samples)), "seed": int(seed), "entropy": entropy, "likelihood": nll,
                "samples": quality, "mode_coverage": coverage, "tails": tails,
                "seconds": {k: round(v, 3) for k, v in timing.items()}, "units": UNITS}  # fmt: skip
     return Evaluation(metrics=metrics, samples=samples, real=real, model=model)
