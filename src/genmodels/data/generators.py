@@ -3,9 +3,8 @@ FFJORD's scales (most mass in ``[-4, 4]^2``), with closed-form entropies (:func:
 
 Every generator in :data:`GENERATORS` is ``f(n, *, seed, **options) -> ndarray (n, 2)`` (float64,
 dimensionless), a function of its arguments only. Those of :data:`LABELLED` take ``labels=True`` and then
-return ``(points, names)``: the same points and each one's component name, a str array ``(n,)``.
-``689_data.csv`` is, bit for bit, ``genmodels make-data text --text 689 -n 65536 --seed 0 -o 689_data.csv``.
-"""
+return ``(points, names)``: the same points and each one's component name, a str array ``(n,)``. Bit for bit,
+``689_data.csv`` is ``genmodels make-data text --text 689 -n 65536 --seed 0 -o 689_data.csv``."""
 
 from __future__ import annotations
 
@@ -80,10 +79,8 @@ def _inside(points: np.ndarray, polygons: Sequence[np.ndarray]) -> np.ndarray:
     """Even-odd containment of ``points`` ``(N, 2)`` in a set of outlines: ``(N,)`` bool."""
     from matplotlib.path import Path as MplPath
 
-    inside = np.zeros(len(points), dtype=bool)
-    for polygon in polygons:
-        inside ^= MplPath(polygon, closed=True).contains_points(points)
-    return inside
+    hits = [MplPath(polygon, closed=True).contains_points(points) for polygon in polygons]
+    return np.logical_xor.reduce(hits) if hits else np.zeros(len(points), dtype=bool)
 
 
 def _char_area(polygons: Sequence[np.ndarray]) -> float:
@@ -391,7 +388,6 @@ def make_swiss_roll(n: int, *, seed: int, noise: float = 1.0) -> np.ndarray:
     return (np.stack([t * np.cos(t), t * np.sin(t)], axis=1) + noise * rng.standard_normal((n, 2))) / 5.0
 
 
-#: Toy data sets by name; each is ``f(n, *, seed, **options) -> ndarray (n, 2)``.
 GENERATORS: dict[str, Callable[..., np.ndarray]] = {
     "text": make_text,
     "two_moons": make_two_moons,
@@ -403,7 +399,6 @@ GENERATORS: dict[str, Callable[..., np.ndarray]] = {
     "swiss_roll": make_swiss_roll,
 }
 
-#: The generators that take ``labels=True``.
 LABELLED = ("text", "two_moons", "8gaussians", "checkerboard", "pinwheel", "circles")
 
 
