@@ -1,9 +1,9 @@
-"""Point tables: CSV files of numbers read with pandas (:func:`load_csv`) and written exactly
-(:func:`save_csv`), and train/test splits. Reading names every bad cell by file line and column, so that a
-model never sees a silently changed, non-finite or degenerate data set."""
+"""Point tables: CSV files of numbers read with pandas (:func:`load_csv`, naming every bad cell by line and
+column, so that no model sees a silently changed data set), written exactly (:func:`save_csv`), and split."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -26,6 +26,7 @@ MAX_LISTED = 20  # bad cells listed in full in an error message; the rest are co
 MAX_LABELS = 64  # most distinct values a numeric condition column may have (more: a continuous context)
 _CSV_CHUNK_ROWS = 65536
 _NUMBER = r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*"  # a finite decimal number
+PathLike = str | os.PathLike[str]
 _is_number = np.vectorize(lambda text: re.fullmatch(_NUMBER, text) is not None, otypes=[bool])
 
 
@@ -35,10 +36,9 @@ class DataWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A CSV file's ``values``, float64 ``(N, D)`` in file order, its ``D`` ``columns`` (from the header, or
-    ``x, y`` / ``x0, x1, ...``), its ``path``, and the number of invalid rows dropped, ``n_dropped``.
-    Read with a ``condition`` column: ``labels``, each row's category index ``(N,)`` int64, into
-    ``label_names`` (sorted; numbers by value), the column's distinct values."""
+    """A file's float64 ``values`` ``(N, D)`` in file order, ``columns`` (header, or ``x, y`` / ``x0, ...``),
+    ``path`` and ``n_dropped`` invalid rows; with a ``condition`` column, ``labels``, each row's category index
+    ``(N,)`` int64 into ``label_names``, the column's distinct values (sorted; numbers by value)."""
 
     values: np.ndarray
     columns: tuple[str, ...]
@@ -59,7 +59,7 @@ def _default_columns(d: int) -> tuple[str, ...]:
     return ("x", "y") if d == 2 else ("x",) if d == 1 else tuple(f"x{i}" for i in range(d))
 
 
-def check_data_path(path: str | os.PathLike[str]) -> None:
+def check_data_path(path: PathLike) -> None:
     """Raise :class:`DataError` unless ``path`` names a file that exists (reading it may still fail)."""
     target = Path(path)
     if target.is_dir():
@@ -69,9 +69,7 @@ def check_data_path(path: str | os.PathLike[str]) -> None:
 
 
 def _read_cells(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(lines (R,), cells (R, D))``: the number and text cells of each non-blank line of ``file``, split at
-    commas, else at what :class:`csv.Sniffer` finds among ``;``, tab and space (a row with too many fields has
-    its whole text in its first cell); compression is inferred from the name."""
+    """``(lines (R,), cells (R, D))`` of the non-blank lines, split at commas, else at ``;``, tab or space."""
     import pandas as pd
 
     def read(sep: str) -> pd.DataFrame:  # as wide as the first non-blank line; a blank line is all NaN
@@ -84,10 +82,8 @@ def _read_cells(file: Path) -> tuple[np.ndarray, np.ndarray]:
         frame = read(",")
         if frame.shape[1] == 1:
             sample = "\n".join(frame[0].dropna()[:50])
-            try:
+            with contextlib.suppress(csv.Error):
                 frame = read(csv.Sniffer().sniff(sample, delimiters=";\t ").delimiter)
-            except csv.Error:
-                pass
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame([[None]])
     except (ValueError, UnicodeError, OSError, csv.Error) as exc:  # pandas' ParserError is a ValueError
@@ -114,8 +110,7 @@ def _header(names: list[str], file: Path, line: int) -> tuple[str, ...]:
 def _split_condition(
     columns: tuple[str, ...], cells: np.ndarray, lines: np.ndarray, condition: str, file: Path
 ) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """The other columns, their cells, and the ``condition`` column's stripped text ``(R,)``; a DataError for
-    no such column, an empty cell in it, or more than :data:`MAX_LABELS` distinct numbers in it."""
+    """The other columns, their cells, and the ``condition`` column's stripped text ``(R,)``, checked."""
     if condition not in columns:
         raise DataError(
             f"{file} has no column {condition!r} (data.condition, --condition); its columns are "
@@ -138,11 +133,7 @@ def _split_condition(
 
 
 def load_csv(
-    path: str | os.PathLike[str],
-    *,
-    drop_invalid: bool = False,
-    min_rows: int = 4,
-    condition: str | None = None,
+    path: PathLike, *, drop_invalid: bool = False, min_rows: int = 4, condition: str | None = None
 ) -> Dataset:
     """Read a CSV file of finite decimal numbers, UTF-8, perhaps compressed (``.gz``, ``.zip``, ...).
 
@@ -179,10 +170,8 @@ def load_csv(
             + "\nFix these rows, or pass --drop_invalid to drop such rows."
         )  # fmt: skip
     if n_bad:
-        shown = ", ".join(map(str, bad_lines[:10])) + ", ..." * (n_bad > 10)
-        warnings.warn(
-            DataWarning(f"dropped {n_bad:,} invalid row{s} of {file} (line{s} {shown})"), stacklevel=2
-        )
+        at = ", ".join(map(str, bad_lines[:10])) + ", ..." * (n_bad > 10)
+        warnings.warn(DataWarning(f"dropped {n_bad:,} invalid row{s} of {file} (line{s} {at})"), stacklevel=2)
     values = values[~bad_rows]
     if len(values) < min_rows:
         raise DataError(f"{file} has {len(values):,} valid rows; at least {min_rows} are needed")
@@ -197,8 +186,7 @@ def load_csv(
 
 
 def _check_spread(values: np.ndarray, columns: Sequence[str], file: Path) -> None:
-    """Refuse constant or overflowing columns of ``values`` ``(N, D)``; warn when the points lie on a
-    plane (some direction spreads under 1e-4 of the widest: the likelihood is unbounded) or mostly repeat."""
+    """Refuse constant or overflowing columns; warn when the points lie on a plane or mostly repeat."""
     with np.errstate(all="ignore"):
         deviations, d = values.std(0), len(columns)
     for name, column, std in zip(columns, values.T, deviations, strict=True):
@@ -224,7 +212,7 @@ def _check_spread(values: np.ndarray, columns: Sequence[str], file: Path) -> Non
 
 
 def save_csv(
-    path: str | os.PathLike[str],
+    path: PathLike,
     values: np.ndarray,
     columns: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,
@@ -247,10 +235,9 @@ def write_csv(
     columns: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,
 ) -> None:
-    """Write finite ``values`` ``(N, D)`` under a header of ``columns`` (default ``x, y`` or ``x0, x1, ...``)
-    to ``handle``, float64 as the shortest exact decimal, float32 with 9 digits (:func:`load_csv` reads the
-    same values), and ``labels`` ``(N,)`` as a last column ``label``. ValueError, before writing anything,
-    for values not 2-D, real and finite, names too few, many, empty or number-like, labels not one per row."""
+    """Write finite ``values`` ``(N, D)`` to ``handle`` under a header of ``columns`` (default ``x, y`` or
+    ``x0, x1, ...``), float64 shortest-exact, float32 to 9 digits (as :func:`load_csv` reads them), ``labels``
+    ``(N,)`` as a last column ``label``; ValueError, before writing, for bad values, names or labels."""
     array = np.asarray(values)
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
         raise ValueError(f"values must be real numbers of shape (N, D), got {array.dtype} {array.shape}")

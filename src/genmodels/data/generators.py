@@ -2,11 +2,9 @@
 FFJORD's scales (most mass in ``[-4, 4]^2``), with closed-form entropies (:func:`exact_entropy`).
 
 Every generator in :data:`GENERATORS` is ``f(n, *, seed, **options) -> ndarray (n, 2)`` (float64,
-dimensionless), a function of its arguments only. The generators whose points come from natural
-components (:data:`LABELLED`) take ``labels=True`` and then return ``(points, names)``: the same points
-(for the same seed) and each point's component name, a str array ``(n,)``. ``689_data.csv`` at the repository root is, bit for bit,
-``genmodels make-data text --text 689 -n 65536 --seed 0 -o 689_data.csv``.
-"""
+dimensionless), a function of its arguments only. Those of :data:`LABELLED` take ``labels=True`` and then
+return ``(points, names)``: the same points and each one's component name, a str array ``(n,)``. Bit for bit,
+``689_data.csv`` is ``genmodels make-data text --text 689 -n 65536 --seed 0 -o 689_data.csv``."""
 
 from __future__ import annotations
 
@@ -22,9 +20,7 @@ __all__ = ["GENERATORS", "LABELLED", "exact_entropy", "glyph_area", "glyph_label
            "make_checkerboard", "make_circles", "make_pinwheel", "make_swiss_roll", "make_text", "make_two_moons"]  # fmt: skip
 
 
-#: Stroke noise std as a fraction of the median stroke width, matched to the specification data's k-NN
-#: entropy (at ``1 / sqrt(2 pi e) ~ 0.242`` a straight stroke has the entropy of a uniform fill).
-STROKE_BLUR = 0.25
+STROKE_BLUR = 0.25  #: Stroke noise std / median stroke width (~ 1 / sqrt(2 pi e): a uniform fill's entropy).
 _HEIGHT = 1.24  # height of the text's ink, data units
 _CURVE_STEPS = 16  # points per Bezier segment of an outline
 _STATION_SPACING = 1e-3 * _HEIGHT  # arc length between midline stations along an outline
@@ -34,8 +30,7 @@ _ROWS = 512  # rows per block of the (rows, edges) distance arrays
 
 def _closed_outlines(path) -> list[np.ndarray]:
     """Closed polylines ``(V, 2)`` of a matplotlib path, curves evaluated at ``_CURVE_STEPS`` points."""
-    outlines: list[np.ndarray] = []
-    current: list[np.ndarray] = []
+    outlines, current = [], []
     t = np.linspace(0.0, 1.0, _CURVE_STEPS + 1)[1:]
     for segment, code in [*path.iter_bezier(), (None, path.MOVETO)]:
         if code == path.MOVETO:
@@ -51,9 +46,7 @@ def _closed_outlines(path) -> list[np.ndarray]:
 
 @functools.lru_cache(maxsize=32)
 def _glyph_layout(text: str) -> tuple[tuple[np.ndarray, ...], ...]:
-    """Per character of ``text``, its closed outlines ``(V, 2)`` in data coordinates (holes included;
-    containment by the even-odd rule; none for spaces). The line is set in DejaVu Sans with its advances
-    and kerning, scaled so that its ink is 1.24 tall, and centred on ``(0, 0.13)``."""
+    """Per character, its DejaVu Sans outlines ``(V, 2)`` (even-odd), ink 1.24 tall at ``(0, 0.13)``."""
     import matplotlib
     from matplotlib.font_manager import FontProperties
     from matplotlib.ft2font import FT2Font
@@ -65,8 +58,7 @@ def _glyph_layout(text: str) -> tuple[tuple[np.ndarray, ...], ...]:
         names = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in missing)
         raise ValueError(f"DejaVu Sans has no glyph for {names}; it would be drawn as an empty box")
     prop = FontProperties(fname=font)
-    per_char: list[list[np.ndarray]] = []
-    n_before = 0
+    per_char, n_before = [], 0
     for i in range(len(text)):
         try:
             outlines = _closed_outlines(TextPath((0.0, 0.0), text[: i + 1], size=1.0, prop=prop))
@@ -87,15 +79,12 @@ def _inside(points: np.ndarray, polygons: Sequence[np.ndarray]) -> np.ndarray:
     """Even-odd containment of ``points`` ``(N, 2)`` in a set of outlines: ``(N,)`` bool."""
     from matplotlib.path import Path as MplPath
 
-    inside = np.zeros(len(points), dtype=bool)
-    for polygon in polygons:
-        inside ^= MplPath(polygon, closed=True).contains_points(points)
-    return inside
+    hits = [MplPath(polygon, closed=True).contains_points(points) for polygon in polygons]
+    return np.logical_xor.reduce(hits) if hits else np.zeros(len(points), dtype=bool)
 
 
 def _char_area(polygons: Sequence[np.ndarray]) -> float:
-    """Area under the even-odd rule (shoelace formula): outlines nested an even number of times add,
-    odd ones subtract."""
+    """Even-odd area (shoelace): outlines nested an even number of times add, odd ones subtract."""
     total = 0.0
     for i, polygon in enumerate(polygons):
         x, y = polygon[:, 0], polygon[:, 1]
@@ -106,9 +95,8 @@ def _char_area(polygons: Sequence[np.ndarray]) -> float:
 
 
 def glyph_labels(points: np.ndarray, text: str = "689", font: str = "auto") -> np.ndarray:
-    """Index of the character of ``text`` whose strokes contain each point of ``points`` ``(N, 2)`` (the
-    layout of :func:`make_text` in ``font``): int64 ``(N,)``, ``-1`` outside every glyph. Pen strokes
-    contain the points within half the pen's width of their midline; DejaVu's, those in its outlines."""
+    """Index of the character of ``text`` (laid out by :func:`make_text` in ``font``) whose strokes contain
+    each of ``points (N, 2)``: int64 ``(N,)``, ``-1`` outside (pen: within half its width of a midline)."""
     pts = np.asarray(points, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"points must have shape (N, 2), got {pts.shape}")
@@ -121,8 +109,7 @@ def glyph_labels(points: np.ndarray, text: str = "689", font: str = "auto") -> n
     labels = np.full(len(pts), -1, dtype=np.int64)
     for index, polygons in enumerate(_glyph_layout(text)):
         free = np.flatnonzero(labels == -1)
-        if polygons:
-            labels[free[_inside(pts[free], polygons)]] = index
+        labels[free[_inside(pts[free], polygons)]] = index
     return labels
 
 
@@ -135,8 +122,7 @@ def glyph_area(text: str = "689", font: str = "auto") -> float:
 
 
 def _ray_hit_distance(origins, directions, starts, ends) -> np.ndarray:
-    """Distance ``(M,)`` along each ray (``origins``, unit ``directions``: ``(M, 2)``) to the nearest
-    crossing of an edge ``starts -> ends`` (``(S, 2)`` each); ``inf`` where it hits none."""
+    """Distance ``(M,)`` along each ray ``(M, 2)`` to its first edge ``starts -> ends``; ``inf`` for none."""
     edge = ends - starts
     out = np.empty(len(origins))
     for i in range(0, len(origins), _ROWS):
@@ -164,8 +150,7 @@ def _distance_to_edges(points, starts, ends) -> np.ndarray:
 
 
 def _stations(outline: np.ndarray, closed: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Points every ``_STATION_SPACING`` or so along a closed (or open) outline ``(V, 2)`` and unit normals
-    there: ``(M, 2)`` each."""
+    """Points ``(M, 2)`` every ``_STATION_SPACING`` or so along an outline, and unit normals there."""
     closed = np.vstack([outline, outline[:1]]) if closed else outline
     step = np.diff(closed, axis=0)
     length = np.hypot(step[:, 0], step[:, 1])
@@ -179,8 +164,7 @@ def _stations(outline: np.ndarray, closed: bool = True) -> tuple[np.ndarray, np.
 
 
 def _inscribed_radius(origins, normals, starts, ends, upper) -> np.ndarray:
-    """Radius ``(M,)`` of the largest disc inside the ink touching the outline at each origin (the
-    shrinking-ball medial axis): bisection in ``[0, upper]`` on ``distance(origin + r normal) >= r``."""
+    """Radius ``(M,)`` of the largest inked disc touching each origin (shrinking-ball medial axis)."""
     low, high = np.zeros(len(origins)), np.asarray(upper, dtype=np.float64).copy()
     for _ in range(24):
         radius = 0.5 * (low + high)
@@ -203,8 +187,7 @@ PEN_DIGITS: dict[str, tuple[tuple[float, ...], ...]] = {
     "8": ((0.3, 0.77, 0.23, 0.23, 0, 360), (0.3, 0.27, 0.27, 0.27, 0, 360)),
     "9": ((0.3, 0.7, 0.3, 0.3, 0, 360), (0.6, 0.7, 0.55, 0)),
 }
-#: Pen width in data units (the strokes' blur is ``stroke_blur`` times it).
-PEN_WIDTH = 0.18
+PEN_WIDTH = 0.18  #: Pen width in data units (the strokes' blur is ``stroke_blur`` times it).
 _PEN_ADVANCE = 0.95  # distance between the boxes' left edges, in box heights
 
 
@@ -221,11 +204,11 @@ def _font(text: str, font: str) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _pen_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_stroke_midlines` of the pen font: the strokes of :data:`PEN_DIGITS`, set ``_PEN_ADVANCE``
-    apart, scaled so the ink (midlines plus half the pen) is 1.24 tall, centred on ``(0, 0.13)``."""
+    """:func:`_stroke_midlines` of :data:`PEN_DIGITS`: ink (with the pen) 1.24 tall at ``(0, 0.13)``."""
     scale = (_HEIGHT - PEN_WIDTH) / _HEIGHT  # box height 1 -> midline height, keeping ``_STATION_SPACING``
     stations, chars = [], []
     for index, char in enumerate(text):
+        shift = [index * _PEN_ADVANCE, 0.0]
         for stroke in PEN_DIGITS.get(char, ()):
             if len(stroke) == 4:
                 line = np.array(stroke).reshape(2, 2)
@@ -233,9 +216,7 @@ def _pen_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 cx, cy, rx, ry, start, stop = stroke
                 angle = np.radians(np.linspace(start, stop, 256))
                 line = np.stack([cx + rx * np.cos(angle), cy + ry * np.sin(angle)], axis=1)
-            stations.append(
-                _stations((line + [index * _PEN_ADVANCE, 0.0]) * _HEIGHT * scale, closed=False)[0]
-            )
+            stations.append(_stations((line + shift) * _HEIGHT * scale, closed=False)[0])
             chars.append(np.full(len(stations[-1]), index))
     stations_all = np.concatenate(stations)
     lo, hi = stations_all.min(axis=0), stations_all.max(axis=0)
@@ -245,10 +226,7 @@ def _pen_midlines(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=32)
 def _stroke_midlines(text: str, font: str = "dejavu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stroke midline points ``(M, 2)``, widths ``(M,)`` and character indices ``(M,)`` of ``text``, equal
-    mass per midline length. DejaVu: midpoints of inward normal chords from outline stations, or, where a
-    chord is not square, the centre of the largest inscribed disc (dropped under a quarter of the median
-    width); pen: :func:`_pen_midlines`."""
+    """Stroke midline points ``(M, 2)``, widths and character indices ``(M,)``, equal mass per length."""
     if _font(text, font) == "pen":
         return _pen_midlines(text)
     points, widths, loose, chars = [], [], [], []
@@ -285,14 +263,11 @@ def make_text(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Soft pen strokes of ``text`` plus a Gaussian background: float64 ``(n, 2)``.
 
-    Each point is, with probability ``background``, drawn from ``N(0, background_std^2 I)``, otherwise a
-    point uniform by length on the glyphs' stroke midlines plus isotropic Gaussian noise of std
-    ``stroke_blur`` times the median stroke width (Gaussian cross-section; about 95 % of these points
-    fall inside the strokes). ``font``: ``"pen"``, single-stroke digits of arcs and lines as drawn by
-    hand (:data:`PEN_DIGITS`, pen :data:`PEN_WIDTH`), or ``"dejavu"``, the midlines of DejaVu Sans's
-    outlines (any text the font covers); ``"auto"``: pen for digits, else DejaVu. The ink is 1.24 tall,
-    centred on ``(0, 0.13)``. Labels: the character a point's stroke belongs to, or ``"background"``.
-    """
+    A point is, with probability ``background``, from ``N(0, background_std^2 I)``, else uniform by length on
+    the stroke midlines (ink 1.24 tall at ``(0, 0.13)``) plus isotropic Gaussian noise of std ``stroke_blur``
+    times the median stroke width (about 95 % inside the strokes). ``font``: ``"pen"``, hand-drawn digits
+    (:data:`PEN_DIGITS`, pen :data:`PEN_WIDTH`); ``"dejavu"``, the midlines of DejaVu Sans's outlines (any
+    text it covers); ``"auto"``: pen for digits. Labels: each point's character, or ``"background"``."""
     rng = _rng(n, seed)
     if not 0.0 <= background <= 1.0:
         raise ValueError(f"background must be in [0, 1], got {background!r}")
@@ -303,16 +278,13 @@ def make_text(
     midline, widths, chars = _stroke_midlines(text, font)
     n_background = int(rng.binomial(n, background)) if n else 0
     n_glyph = n - n_background
-    sigma = stroke_blur * float(np.median(widths))
     pick = rng.integers(len(midline), size=n_glyph)
-    glyph_points = midline[pick] + sigma * rng.standard_normal((n_glyph, 2))
+    glyph_points = midline[pick] + stroke_blur * float(np.median(widths)) * rng.standard_normal((n_glyph, 2))
     background_points = background_std * rng.standard_normal((n_background, 2))
     order = rng.permutation(n)
     points = np.concatenate([glyph_points, background_points])[order]
-    if not labels:
-        return points
-    names = np.concatenate([np.array(list(text))[chars[pick]], np.full(n_background, "background")])
-    return points, names[order].astype(str)
+    index = np.concatenate([chars[pick], np.full(n_background, len(text))])[order]
+    return _named(points, labels, index, [*text, "background"])
 
 
 def _named(points: np.ndarray, labels: bool, index: np.ndarray, names: Sequence[str]):  # noqa: ANN202
@@ -402,9 +374,8 @@ def make_circles(
     plus isotropic noise of standard deviation ``noise * radius``. Labels: outer, inner."""
     rng = _rng(n, seed)
     outer = rng.random(n) < 0.5
-    r = np.where(outer, 1.0, factor)
     angle = 2 * np.pi * rng.random(n)
-    points = r[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    points = np.where(outer, 1.0, factor)[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=1)
     points = radius * (points + noise * rng.standard_normal((n, 2)))
     return _named(points, labels, (~outer).astype(int), ["outer", "inner"])
 
@@ -414,11 +385,9 @@ def make_swiss_roll(n: int, *, seed: int, noise: float = 1.0) -> np.ndarray:
     divided by 5 (FFJORD): about ``[-3, 3]^2``."""
     rng = _rng(n, seed)
     t = 1.5 * np.pi * (1 + 2 * rng.random(n))
-    points = np.stack([t * np.cos(t), t * np.sin(t)], axis=1) + noise * rng.standard_normal((n, 2))
-    return points / 5.0
+    return (np.stack([t * np.cos(t), t * np.sin(t)], axis=1) + noise * rng.standard_normal((n, 2))) / 5.0
 
 
-#: Toy data sets by name; each is ``f(n, *, seed, **options) -> ndarray (n, 2)``.
 GENERATORS: dict[str, Callable[..., np.ndarray]] = {
     "text": make_text,
     "two_moons": make_two_moons,
@@ -430,7 +399,6 @@ GENERATORS: dict[str, Callable[..., np.ndarray]] = {
     "swiss_roll": make_swiss_roll,
 }
 
-#: The generators that take ``labels=True``.
 LABELLED = ("text", "two_moons", "8gaussians", "checkerboard", "pinwheel", "circles")
 
 

@@ -1,6 +1,5 @@
-"""Sample-based metrics: NumPy points ``(N, D)`` in, plain floats out (no torch, files or plots).
-Two-sample discrepancies (0, or 0.5 for the C2ST, mean indistinguishable), entropies and intervals;
-pairwise sums run in blocks of about ``_BLOCK_ELEMENTS`` values."""
+"""Sample-based metrics: NumPy points ``(N, D)`` in, plain floats out (no torch, files or plots): two-sample
+discrepancies (0, or 0.5 for the C2ST, mean indistinguishable), entropies and intervals."""
 
 from __future__ import annotations
 
@@ -16,6 +15,8 @@ from scipy.special import digamma, gammaln
 MIN_TWO_SAMPLE_POINTS = 10  # the fewest points per sample the evaluations run a two-sample test on
 _BLOCK_ELEMENTS = 4_000_000  # float64 entries in one block of a pairwise-distance matrix (~32 MB)
 _MEDIAN_POINTS = 2000  # points behind the median-heuristic bandwidth of mmd
+Elementwise = Callable[[np.ndarray], np.ndarray]
+Statistic = Callable[[np.ndarray, np.ndarray], float]
 
 
 def _as_points(a: np.ndarray, name: str, *, min_rows: int = 1) -> np.ndarray:
@@ -43,11 +44,8 @@ def _count(value: float, name: str, least: int) -> int:
     return int(value)
 
 
-def _pairwise_sum(
-    a: np.ndarray, b: np.ndarray, fn: Callable[[np.ndarray], np.ndarray], *, same: bool
-) -> float:
-    """Sum of ``fn(|a_i - b_j|^2)`` over all pairs of ``a (N, D)`` and ``b (M, D)``, in row blocks.
-    ``same``: ``a`` is ``b``; the pairs ``i == j`` are left out and ``i < j`` counted twice."""
+def _pairwise_sum(a: np.ndarray, b: np.ndarray, fn: Elementwise, *, same: bool) -> float:
+    """Sum of ``fn(|a_i - b_j|^2)`` over all pairs, in row blocks; ``same``: ``a`` is ``b``, ``i != j``."""
     b_sq = np.einsum("ij,ij->i", b, b)
     rows = max(1, _BLOCK_ELEMENTS // max(1, b.shape[0]))
     total = 0.0
@@ -63,15 +61,14 @@ def _pairwise_sum(
     return total
 
 
-def _pair_means(xa: np.ndarray, ya: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> tuple[float, ...]:
+def _pair_means(xa: np.ndarray, ya: np.ndarray, fn: Elementwise) -> tuple[float, ...]:
     """Means of ``fn(|a - b|²)`` over the pairs across the samples and within each (pairs i != j)."""
     n, m = xa.shape[0], ya.shape[0]
     within = [_pairwise_sum(a, a, fn, same=True) / (len(a) * (len(a) - 1)) for a in (xa, ya)]
     return _pairwise_sum(xa, ya, fn, same=False) / (n * m), *within
 
 
-# The warning scikit-learn's MLPClassifier gives, instead of raising, when Ctrl-C stops its fit.
-_MLP_INTERRUPTED = "Training interrupted by user"
+_MLP_INTERRUPTED = "Training interrupted by user"  # scikit-learn's MLP warns so when Ctrl-C stops its fit
 
 
 def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, classifier: str = "mlp") -> float:
@@ -95,23 +92,16 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, class
     data = np.concatenate([(xa - mean) / std, (ya - mean) / std])
     labels = np.concatenate([np.zeros(xa.shape[0], dtype=np.int64), np.ones(ya.shape[0], dtype=np.int64)])
     folds, accuracies = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed), []
-    # One thread for the classifiers' OpenMP and BLAS: same results, as fast (docs/evaluation.md).
-    with threadpool_limits(limits=1), warnings.catch_warnings():
+    mlp = dict(learning_rate_init=1e-2, max_iter=1000, random_state=seed)  # ReLU and Adam: the defaults
+    with threadpool_limits(limits=1), warnings.catch_warnings():  # one thread: same results, as fast
         warnings.simplefilter("ignore", ConvergenceWarning)
-        # scikit-learn's MLP turns Ctrl-C into a warning and a half-fitted classifier: stop as elsewhere
-        warnings.filterwarnings("error", message=_MLP_INTERRUPTED)
+        warnings.filterwarnings("error", message=_MLP_INTERRUPTED)  # Ctrl-C: stop, as elsewhere
         for train, test in folds.split(data, labels):
             if classifier == "hgb":
                 clf = HistGradientBoostingClassifier(random_state=seed)
-            else:  # ReLU and Adam: scikit-learn's defaults
+            else:
                 batch = min(1024, len(train), max(64, len(train) // 8))
-                clf = MLPClassifier(
-                    (10 * xa.shape[1],) * 2,
-                    batch_size=batch,
-                    learning_rate_init=1e-2,
-                    max_iter=1000,
-                    random_state=seed,
-                )
+                clf = MLPClassifier((10 * xa.shape[1],) * 2, batch_size=batch, **mlp)
             try:
                 clf.fit(data[train], labels[train])
             except UserWarning as warning:
@@ -134,8 +124,7 @@ def _median_bandwidth(xa: np.ndarray, ya: np.ndarray) -> float:
     """Median pairwise distance of the pooled sample (a fixed-seed subset of ``_MEDIAN_POINTS``)."""
     pooled = np.concatenate([xa, ya])
     if pooled.shape[0] > _MEDIAN_POINTS:
-        rng = np.random.default_rng(0)
-        pooled = pooled[rng.choice(pooled.shape[0], size=_MEDIAN_POINTS, replace=False)]
+        pooled = pooled[np.random.default_rng(0).choice(pooled.shape[0], size=_MEDIAN_POINTS, replace=False)]
     return float(np.median(pdist(pooled)))
 
 
@@ -143,14 +132,11 @@ def mmd(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> floa
     """Unbiased squared MMD (Gretton et al. 2012, JMLR 13, eq. 3) of ``x (N >= 2, D)`` and ``y (M >= 2, D)``
     with the kernel ``exp(-|a - b|² / (2 h²))``, ``h = bandwidth`` (data units; None: median heuristic)."""
     xa, ya = _as_pair(x, y, min_rows=2)
-    if bandwidth is None:
-        h = _median_bandwidth(xa, ya)
-        if not h > 0.0:
-            raise ValueError("median-heuristic bandwidth is 0 (most points coincide); pass bandwidth")
-    else:
-        h = float(bandwidth)
-        if not (h > 0.0 and math.isfinite(h)):
-            raise ValueError(f"bandwidth must be a positive finite number, got {bandwidth!r}")
+    h = _median_bandwidth(xa, ya) if bandwidth is None else float(bandwidth)
+    if bandwidth is None and not h > 0.0:
+        raise ValueError("median-heuristic bandwidth is 0 (most points coincide); pass bandwidth")
+    if not 0.0 < h < math.inf:
+        raise ValueError(f"bandwidth must be a positive finite number, got {bandwidth!r}")
     scale = -1.0 / (2.0 * h * h)
 
     def kernel(sq: np.ndarray) -> np.ndarray:
@@ -161,8 +147,7 @@ def mmd(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> floa
 
 
 def _quantile_grid(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(weights, index_a, index_b)``: the intervals between the merged jump levels ``i / n`` and
-    ``j / m`` of two empirical quantile functions and each sample's order statistic on them."""
+    """``(weights, index_a, index_b)``: merged quantile intervals, each sample's order statistic on them."""
     levels = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)
     levels[-1] = 1.0
     lower = np.concatenate([[0.0], levels[:-1]])
@@ -222,12 +207,11 @@ def gaussian_entropy(cov: np.ndarray | float) -> float:
         chol = np.linalg.cholesky(0.5 * (c + c.T))
     except np.linalg.LinAlgError:
         raise ValueError("cov is not positive definite") from None
-    logdet = 2.0 * float(np.sum(np.log(np.diag(chol))))
-    return 0.5 * (c.shape[0] * math.log(2.0 * math.pi * math.e) + logdet)
+    return 0.5 * (c.shape[0] * math.log(2.0 * math.pi * math.e) + 2.0 * float(np.sum(np.log(np.diag(chol)))))
 
 
 def bootstrap_interval(
-    statistic: Callable[[np.ndarray, np.ndarray], float],
+    statistic: Statistic,
     x: np.ndarray,
     y: np.ndarray,
     *,
@@ -253,9 +237,7 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
-def two_sample_floor(
-    statistic: Callable[[np.ndarray, np.ndarray], float], real: np.ndarray, *, seed: int = 0
-) -> float:
+def two_sample_floor(statistic: Statistic, real: np.ndarray, *, seed: int = 0) -> float:
     """``statistic`` between two disjoint, seeded random halves of ``real (N >= 2, ...)``: its noise floor,
     what a perfect model scores against ``N // 2`` real points."""
     arr = np.asarray(real)

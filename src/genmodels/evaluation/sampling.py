@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from genmodels.train import distributed
 from genmodels.train.acceleration import autocast
 
 log = logging.getLogger(__name__)
+Pair = tuple[np.ndarray, np.ndarray]
 
 
 def spec_of(model: nn.Module) -> ModelSpec:
@@ -73,13 +74,10 @@ def draw_labels(model: nn.Module, n: int, seed: int) -> np.ndarray | None:
     return np.random.default_rng(seed).choice(len(proportions), size=n, p=proportions / proportions.sum())
 
 
-# Samples this many training standard deviations from the mean draw a warning (docs/evaluation.md).
-FAR_SAMPLE_STDS = 50.0
+FAR_SAMPLE_STDS = 50.0  # training standard deviations from the mean that draw a warning (docs/evaluation.md)
 
 
 def _warn_far_samples(model: nn.Module, samples: np.ndarray) -> None:
-    if not len(samples):
-        return
     mean, std = (t.detach().cpu().double().numpy() for t in (model.standardize.mean, model.standardize.std))
     with np.errstate(invalid="ignore", over="ignore"):
         distance = np.abs((samples - mean) / std).max(1)
@@ -99,33 +97,25 @@ def finite_samples(samples: np.ndarray) -> np.ndarray:
     return samples[finite]
 
 
-Statistic = Callable[[np.ndarray, np.ndarray], float]
-
-
-def _statistics(seed: int) -> dict[str, tuple[Statistic, bool]]:
-    """The two-sample statistics by name, each with whether its interval is a bootstrap one."""
-    return {
+def two_sample_scores(
+    real: np.ndarray,
+    generated: np.ndarray,
+    floor_pair: Pair | None,
+    names: Sequence[str],
+    *,
+    n_boot: int = 0,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Each statistic in ``names`` (c2st_mlp, c2st_hgb, energy, mmd, sliced_w2) of ``real`` against ``generated``,
+    beside its floor (the statistic of ``floor_pair``; NaN without) and a 95 % interval (bootstrap of ``n_boot >= 2``
+    for the distances, else Wilson's on ``2 n`` predictions): ``{name: {value, interval, interval_kind, floor, seconds}}``."""
+    statistics: dict[str, tuple[M.Statistic, bool]] = {  # with whether its interval is a bootstrap one
         "c2st_mlp": (lambda a, b: M.c2st(a, b, seed=seed), False),
         "c2st_hgb": (lambda a, b: M.c2st(a, b, seed=seed, classifier="hgb"), False),
         "energy": (M.energy_distance, True),
         "mmd": (M.mmd, True),
         "sliced_w2": (lambda a, b: M.sliced_wasserstein(a, b, seed=seed), True),
     }
-
-
-def two_sample_scores(
-    real: np.ndarray,
-    generated: np.ndarray,
-    floor_pair: tuple[np.ndarray, np.ndarray] | None,
-    names: Sequence[str],
-    *,
-    n_boot: int = 0,
-    seed: int = 0,
-) -> dict[str, dict[str, Any]]:
-    """Each statistic in ``names`` (keys of :func:`_statistics`) of ``real`` against ``generated``, beside
-    its floor (the statistic of ``floor_pair``; NaN without) and a 95 % interval (bootstrap of ``n_boot >= 2``
-    for the distances, else Wilson's on ``2 n`` predictions): ``{name: {value, interval, interval_kind, floor, seconds}}``."""
-    statistics = _statistics(seed)
     out: dict[str, dict[str, Any]] = {}
     for name in names:
         (stat, bootstrap), start = statistics[name], time.perf_counter()
@@ -145,8 +135,7 @@ def two_sample_scores(
 _ACCURACY = "classifier accuracy (0.5: indistinguishable)"
 _FAR = "share of points beyond the training data's box widened by half its range"
 _STDS = "training standard deviations from the training mean"
-# A run's metrics file carries this as its "units" entry, so the file says what its numbers are.
-METRIC_UNITS: dict[str, str] = {
+METRIC_UNITS: dict[str, str] = {  # a run's metrics file's "units" entry: what its numbers are
     **dict.fromkeys(("train_seconds", "sample_seconds"), "seconds"),
     **dict.fromkeys(("train_nll", "test_nll"), "nats per point"),
     "test_nll_per_dim": "nats per dimension",
@@ -168,13 +157,7 @@ def label_classifier(points: np.ndarray, labels: np.ndarray, seed: int) -> Any:
 
 
 def per_label_scores(
-    samples: tuple[np.ndarray, np.ndarray],
-    test: tuple[np.ndarray, np.ndarray],
-    train: tuple[np.ndarray, np.ndarray],
-    names: Sequence[str],
-    *,
-    seed: int,
-    classifier: Any = None,
+    samples: Pair, test: Pair, train: Pair, names: Sequence[str], *, seed: int, classifier: Any = None
 ) -> dict[str, dict[str, float]]:
     """Per label name: the C2ST (trees) of its samples against its held-out points beside its floor (its training
     against its held-out points), and the share of its samples, and of its held-out points, that ``classifier``
@@ -202,10 +185,9 @@ def evaluate_samples(
     seed: int,
     names: Sequence[str] = ("c2st_mlp", "c2st_hgb"),
 ) -> dict:
-    """C2ST (MLP and boosted trees, of ``names``) of ``samples`` against the held-out points, each beside its
-    floor (as many training points against the same held-out ones; NaN without ``real_train``), and the
-    :func:`~genmodels.evaluation.metrics.tail_metrics` of all the samples against the training points, the
-    held-out points' as ``_floor``: ``{"n_eval", "far_share", "max_distance", "c2st", "c2st_hgb", ..._floor}``."""
+    """C2ST (``names``) of ``samples`` against the held-out points, each beside its floor (as many training points
+    against them; NaN without ``real_train``), and the samples' and held-out points' (``_floor``) ``tail_metrics``
+    against the training points: ``{"n_eval", "far_share", "max_distance", "c2st", "c2st_hgb", ..._floor}``."""
     tails = {}
     if real_train is not None and len(real_train) and len(real_test):
         for key, points in (("", samples), ("_floor", real_test)):
@@ -230,8 +212,7 @@ def evaluate_samples(
         if len(other) < M.MIN_TWO_SAMPLE_POINTS:
             log.warning("too few training points (%d) for the c2st floor; floor skipped", len(other))
             floor_pair = None
-    # The real points come first: their mean and standard deviation scale both samples.
-    scores = two_sample_scores(test, gen, floor_pair, names, seed=seed)
+    scores = two_sample_scores(test, gen, floor_pair, names, seed=seed)  # the real points' scale for both
     for key, name in (("c2st", "c2st_mlp"), ("c2st_hgb", "c2st_hgb")):
         if name in scores:
             out[key], out[f"{key}_floor"] = scores[name]["value"], scores[name]["floor"]

@@ -22,8 +22,7 @@ from genmodels.evaluation.sampling import finite_samples, sample_model, spec_of,
 
 log = logging.getLogger(__name__)
 
-# Shares inside all the glyphs, and inside each, from which 2-D data are taken to be the rendered text.
-_TEXT_MIN_INSIDE, _TEXT_MIN_PER_GLYPH = 0.5, 0.1
+_TEXT_MIN_INSIDE, _TEXT_MIN_PER_GLYPH = 0.5, 0.1  # shares inside the glyphs, and each, of data taken for text
 
 
 @dataclass
@@ -37,8 +36,7 @@ class Evaluation:
     columns: tuple[str, ...] = field(default_factory=tuple)
 
 
-# Nats (beyond 4 SE) between k-NN and exact entropy before a warning (docs/evaluation.md).
-ENTROPY_MISMATCH_NATS = 0.25
+ENTROPY_MISMATCH_NATS = 0.25  # nats (beyond 4 SE) between k-NN and exact entropy that warn
 
 
 def entropy_reference(real: np.ndarray, *, dataset: str | None = None, k: int = 3) -> dict[str, Any]:
@@ -59,9 +57,8 @@ def entropy_reference(real: np.ndarray, *, dataset: str | None = None, k: int = 
             dataset, h, se, exact,
         )  # fmt: skip
     out = {"n": int(len(real)), "knn_k": int(k), "dataset": dataset, "exact": exact, "knn": h, "knn_se": se}
-    if exact is None:
-        return out | dict(value=h, se=se, source="knn")
-    return out | dict(value=float(exact), se=0.0, source="exact")
+    value, value_se, source = (h, se, "knn") if exact is None else (float(exact), 0.0, "exact")
+    return out | dict(value=value, se=value_se, source=source)
 
 
 def likelihood_metrics(
@@ -85,11 +82,10 @@ def likelihood_metrics(
         generator = torch.Generator(device=device).manual_seed(seed)
         with torch.no_grad():
             nll = nll_of(model, x.float(), generator).double().cpu().numpy()
-        seconds = time.perf_counter() - start
         mean, se = float(nll.mean()), float(nll.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
         gap_se = math.sqrt(se**2 + (entropy["se"] or 0.0) ** 2) if math.isfinite(se) else math.nan
         out[name] = dict(value=mean, se=se, per_dim=mean / dim, per_dim_se=se / dim, n=int(n))
-        out[name] |= dict(gap=mean - entropy["value"], gap_se=gap_se, seconds=seconds)
+        out[name] |= dict(gap=mean - entropy["value"], gap_se=gap_se, seconds=time.perf_counter() - start)
     return out
 
 
@@ -102,10 +98,8 @@ def sample_metrics(
     rng = np.random.default_rng(seed)
     half = len(real) // 2
     n = min(len(generated), half) if n_eval is None else min(int(n_eval), len(generated), half)
-    if n < M.MIN_TWO_SAMPLE_POINTS:
-        raise ValueError(
-            f"too few points for the two-sample tests: {n} (need >= {M.MIN_TWO_SAMPLE_POINTS} per sample)"
-        )
+    if n < (least := M.MIN_TWO_SAMPLE_POINTS):
+        raise ValueError(f"too few points for the two-sample tests: {n} (need >= {least} per sample)")
     perm = rng.permutation(len(real))
     real_a, real_b = real[perm[:n]], real[perm[half : half + n]]
     gen = generated[rng.choice(len(generated), size=n, replace=False)]
@@ -147,8 +141,7 @@ def mode_coverage(generated: np.ndarray, real: np.ndarray, text: str = "689") ->
             "outside": entry(0, None), "max_abs_difference": float(np.max(np.abs(p_gen - p_real)))}  # fmt: skip
 
 
-# Stored as the "units" entry of :func:`evaluate_model`'s metrics, so a metrics file says what its numbers are.
-UNITS: dict[str, str] = {
+UNITS: dict[str, str] = {  # the "units" entry of :func:`evaluate_model`'s metrics: what its numbers are
     "entropy": "value, se: nats per point (natural logarithm, in the data's own coordinates)",
     "likelihood": "value, se, gap, gap_se: nats per point; per_dim, per_dim_se: nats per dimension",
     "samples": "c2st_mlp, c2st_hgb: classifier accuracy (0.5: indistinguishable); energy, sliced_w2: data "
@@ -186,17 +179,12 @@ def evaluate_model(
     total = time.perf_counter()
     real = np.asarray(real, dtype=np.float64)
     entropy = timed("entropy", entropy_reference, real, dataset=dataset)
-    likelihood = timed(
-        "likelihood", likelihood_metrics, model, real, entropy=entropy, n_points=n_points, seed=seed
-    )
+    nll = timed("likelihood", likelihood_metrics, model, real, entropy=entropy, n_points=n_points, seed=seed)
     if samples is None:
         samples = timed("sampling", sample_model, model, n_samples, seed=seed)
-    # The two halves sample_metrics uses: one is the reference, the other the floor.
-    perm = np.random.default_rng(seed).permutation(len(real))
+    perm = np.random.default_rng(seed).permutation(len(real))  # sample_metrics' halves: reference, floor
     reference, other = real[perm[: len(real) // 2]], real[perm[len(real) // 2 :]]
-    tails = {
-        key: M.tail_metrics(points, reference) for key, points in (("samples", samples), ("floor", other))
-    }
+    tails = {key: M.tail_metrics(p, reference) for key, p in (("samples", samples), ("floor", other))}
     samples = finite_samples(samples)
     quality = timed("two_sample", sample_metrics, samples, real, n_eval=n_eval, n_boot=n_boot, seed=seed)
     if real.shape[1] != 2:
@@ -206,7 +194,7 @@ def evaluate_model(
     coverage = None if text is None else timed("mode_coverage", mode_coverage, samples, real, text)
     timing["total"] = time.perf_counter() - total
     metrics = {"model": spec_of(model).name, "dim": int(real.shape[1]), "n_real": int(len(real)),
-               "n_samples": int(len(samples)), "seed": int(seed), "entropy": entropy, "likelihood": likelihood,
+               "n_samples": int(len(samples)), "seed": int(seed), "entropy": entropy, "likelihood": nll,
                "samples": quality, "mode_coverage": coverage, "tails": tails,
                "seconds": {k: round(v, 3) for k, v in timing.items()}, "units": UNITS}  # fmt: skip
     return Evaluation(metrics=metrics, samples=samples, real=real, model=model)
