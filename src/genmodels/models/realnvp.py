@@ -21,6 +21,7 @@ training proportions π, and the bijection is the most frequent label's (for the
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterator
 from typing import Literal
@@ -46,6 +47,8 @@ from genmodels.models.base import (
 from genmodels.models.layers import MLP
 
 __all__ = ["ActNorm", "AffineCoupling", "RealNVP", "RealNVPModelConfig", "standard_normal_log_prob"]
+
+Pair = tuple[torch.Tensor, torch.Tensor]  # points and log |det| (N,), or a label table and labels
 
 
 @settings
@@ -118,20 +121,11 @@ class AffineCoupling(nn.Module):
         cond, trans = (first, second) if parity == 0 else (second, first)
         self.register_buffer("cond_index", torch.tensor(cond, dtype=torch.long), persistent=False)
         self.register_buffer("trans_index", torch.tensor(trans, dtype=torch.long), persistent=False)
-        self.n_trans = len(trans)
-        self.scale_clamp = scale_clamp
-        self.net = MLP(
-            len(cond) + context_dim,
-            2 * len(trans),
-            n_hidden=n_hidden,
-            hidden_units=hidden_units,
-            activation=activation,
-            zero_last=True,
-        )
+        self.n_trans, self.scale_clamp = len(trans), scale_clamp
+        width = dict(n_hidden=n_hidden, hidden_units=hidden_units, activation=activation)
+        self.net = MLP(len(cond) + context_dim, 2 * len(trans), **width, zero_last=True)
 
-    def shift_and_log_scale(
-        self, x_cond: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def shift_and_log_scale(self, x_cond: torch.Tensor, context: Pair | None = None) -> Pair:
         """The affine parameters ``t, s`` (each ``(N, n_trans)``) computed from the kept half (and the
         label context: the first layer on ``[x_cond, e(y)]``, whose e(y) part is a per-label bias table
         gathered per point, the same function as concatenating e(y) at one pass over the points)."""
@@ -147,9 +141,7 @@ class AffineCoupling(nn.Module):
         shift, raw = out.to(x_cond.dtype).split(self.n_trans, dim=-1)
         return shift, self.scale_clamp * torch.tanh(raw / self.scale_clamp)
 
-    def forward(
-        self, x: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None, inverse: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, context: Pair | None = None, inverse: bool = False) -> Pair:
         x_cond = x.index_select(-1, self.cond_index)
         x_trans = x.index_select(-1, self.trans_index)
         shift, log_scale = self.shift_and_log_scale(x_cond, context)
@@ -159,7 +151,7 @@ class AffineCoupling(nn.Module):
             y_trans, log_det = x_trans * torch.exp(log_scale) + shift, log_scale.sum(-1)
         return x.index_copy(-1, self.trans_index, y_trans), log_det
 
-    def inverse(self, y: torch.Tensor, context: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def inverse(self, y: torch.Tensor, context: Pair | None = None) -> Pair:
         return self.forward(y, context, inverse=True)
 
 
@@ -217,24 +209,20 @@ class RealNVP(nn.Module):
     def _bijections(self) -> list[nn.Module]:
         return [self.standardize, *self.layers]
 
-    def _check_points(self, x: torch.Tensor, name: str) -> None:
-        check_points(x, self.dim, self.standardize.mean.dtype, name, model="flow")
-
-    def _context(self, label: object, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """What every coupling sees of the labels: the embedding table ``(K, label_embed_dim)`` and the
-        labels ``(n,)`` (without a label: the most frequent one), or None for an unconditional flow."""
+    def _context(self, label: object, n: int) -> Pair | None:
+        """The embedding table ``(K, label_embed_dim)`` and labels ``(n,)`` (default: the most frequent)."""
         if self.n_labels and label is None:
             label = int(self.label_proportions.argmax())
         label = check_labels(label, n, self.n_labels, self.standardize.mean.device)
         return None if label is None else (self.label_embedding.weight, label)
 
-    def _through(self, bijection: nn.Module, x: torch.Tensor, context: tuple | None, inverse: bool) -> tuple:
+    def _through(self, bijection: nn.Module, x: torch.Tensor, context: Pair | None, inverse: bool) -> Pair:
         step = bijection.inverse if inverse else bijection
         return step(x, context) if isinstance(bijection, AffineCoupling) else step(x)
 
-    def forward(self, x: torch.Tensor, label: object = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, label: object = None) -> Pair:
         """Map data to latent: ``x (N, D) -> z = f_y(x) (N, D)`` and ``log |det ∂f_y/∂x| (N,)`` in nats."""
-        self._check_points(x, "x")
+        check_points(x, self.dim, self.standardize.mean.dtype, "x", model="flow")
         context = self._context(label, x.shape[0])
         log_det = x.new_zeros(x.shape[0])
         for bijection in self._bijections():
@@ -242,13 +230,9 @@ class RealNVP(nn.Module):
             log_det = log_det + ld
         return x, log_det
 
-    def log_det_jacobian(self, x: torch.Tensor, label: object = None) -> torch.Tensor:
-        """``log |det ∂f/∂x|`` at ``x (N, D)``: ``(N,)`` in nats."""
-        return self.forward(x, label)[1]
-
     def inverse(self, z: torch.Tensor, label: object = None) -> torch.Tensor:
         """Map latent to data: ``z (N, D) -> x = f_y⁻¹(z) (N, D)`` in the data's units."""
-        self._check_points(z, "z")
+        check_points(z, self.dim, self.standardize.mean.dtype, "z", model="flow")
         context = self._context(label, z.shape[0])
         for bijection in reversed(self._bijections()):
             z, _ = self._through(bijection, z, context, True)
@@ -266,7 +250,7 @@ class RealNVP(nn.Module):
 
     def loss(self, x: torch.Tensor, label: object = None) -> torch.Tensor:
         """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` (given ``label``), nats."""
-        self._check_points(x, "x")
+        check_points(x, self.dim, self.standardize.mean.dtype, "x", model="flow")
         if x.shape[0] == 0:
             raise ValueError("the loss needs at least one point, got an empty batch")
         return -self.log_prob(x, label).mean()
@@ -302,7 +286,7 @@ def _parameter_count(config: RealNVPModelConfig, dim: int) -> int:
     """Weights of the flow ``config`` builds for ``dim``-dimensional data (its conditioner MLPs)."""
     half, context = -(-dim // 2), config.label_embed_dim if config.n_labels else 0
     widths = [half + context] + [config.hidden_units] * config.n_hidden + [2 * half]
-    layers = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    layers = sum(a * b + b for a, b in itertools.pairwise(widths))
     return config.n_coupling_layers * layers + config.n_labels * config.label_embed_dim
 
 
