@@ -181,17 +181,14 @@ def probability_flow_log_prob(
 
 
 class _Drift:
-    """The probability-flow ODE's right-hand side for torchdiffeq: ``(s, (x (N, D), ·)) -> (dx/ds,
-    div f (N,))``, with the exact divergence; ``nfe`` counts its evaluations."""
+    """The probability-flow ODE for torchdiffeq: ``(s, (x (N, D), ·)) -> (dx/ds, div f (N,))``; ``nfe``: calls."""
 
     def __init__(self, schedule: ContinuousSchedule, eps: EpsFunction, param_dtype: torch.dtype) -> None:
         self.schedule, self.eps, self.param_dtype, self.nfe = schedule, eps, param_dtype, 0
 
-    def __call__(
-        self, s_tensor: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, ...]:
+    def __call__(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         self.nfe += 1
-        s = min(float(s_tensor), float(self.schedule.steps))  # the initial step-size probe may look past L
+        s = min(float(t), float(self.schedule.steps))  # the initial step-size probe may look past L
         rate, sigma = self.schedule.rate(s), self.schedule.sigma_bar(s)
         (n, dim), x = state[0].shape, state[0]
         selector = torch.eye(dim, dtype=x.dtype, device=x.device).repeat_interleave(n, 0)
