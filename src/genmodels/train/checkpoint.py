@@ -25,6 +25,8 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "build_model", "save_checkpoint", "load_c
 FORMAT = "genmodels-checkpoint"
 FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("model_type", "config", "dim", "columns", "model")
+PathLike = str | os.PathLike[str]
+Device = str | torch.device
 
 
 def parameter_count(config: RunConfig, dim: int) -> int:
@@ -45,7 +47,7 @@ def build_model(config: RunConfig, dim: int) -> nn.Module:
 
 
 def save_checkpoint(
-    path: str | os.PathLike[str],
+    path: PathLike,
     *,
     config: RunConfig,
     model: nn.Module,
@@ -78,7 +80,7 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def _check_device(device: str | torch.device, what: str) -> torch.device:
+def _check_device(device: Device, what: str) -> torch.device:
     """``device`` as a ``torch.device`` this machine has; else a ValueError naming ``what``."""
     try:
         resolved = torch.device(device)
@@ -96,10 +98,7 @@ def _check_device(device: str | torch.device, what: str) -> torch.device:
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str],
-    *,
-    expected_type: str | None = None,
-    map_location: str | torch.device = "cpu",
+    path: PathLike, *, expected_type: str | None = None, map_location: Device = "cpu"
 ) -> dict[str, Any]:
     """Load and validate a checkpoint (a CheckpointError, or a ValueError for ``map_location``); its
     ``"config"`` becomes a :class:`RunConfig`."""
@@ -128,7 +127,7 @@ _LOAD_ERRORS = (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFErr
                 TypeError, AttributeError, KeyError, IndexError, ImportError)  # fmt: skip
 
 
-def _read(path: str, map_location: str | torch.device) -> Any:
+def _read(path: str, map_location: Device) -> Any:
     """``torch.load(path, weights_only=True)``; a file it cannot read is one CheckpointError."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -224,18 +223,12 @@ TRAINING_ONLY_MODEL_KEYS = frozenset({"points_per_timestep", "clip_x0", "p_uncon
 def architecture_differences(stored: RunConfig, requested: RunConfig) -> list[str]:
     """``model`` settings (but :data:`TRAINING_ONLY_MODEL_KEYS`) that differ between two configs."""
     a, b = config_to_dict(stored)["model"], config_to_dict(requested)["model"]
-    return [
-        f"model.{k}: {a[k]!r} (checkpoint) vs {b[k]!r} (config)"
-        for k in a
-        if a[k] != b.get(k) and k not in TRAINING_ONLY_MODEL_KEYS
-    ]
+    differ = [k for k in a if a[k] != b.get(k) and k not in TRAINING_ONLY_MODEL_KEYS]
+    return [f"model.{k}: {a[k]!r} (checkpoint) vs {b[k]!r} (config)" for k in differ]
 
 
 def model_from_checkpoint(
-    payload: dict[str, Any] | str | os.PathLike[str],
-    *,
-    use_ema: bool = True,
-    device: str | torch.device = "cpu",
+    payload: dict[str, Any] | PathLike, *, use_ema: bool = True, device: Device = "cpu"
 ) -> nn.Module:
     """The model of a checkpoint (a path, or :func:`load_checkpoint`'s dict), EMA weights, in eval mode."""
     device = _check_device(device, "device")
