@@ -16,7 +16,7 @@ from genmodels import __version__
 from genmodels.config import RunConfig, config_from_dict, config_to_dict
 from genmodels.errors import CheckpointError, ConfigError
 from genmodels.fileio import atomic_path
-from genmodels.models import get_spec, model_names
+from genmodels.models import get_spec
 from genmodels.models.resources import memory_problem
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "build_model", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
@@ -108,16 +108,13 @@ def load_checkpoint(
     payload = _read(path, map_location)
     _check_format(path, payload)
     _check_values(path, payload)
-    if (model_type := payload["model_type"]) not in model_names():
-        raise CheckpointError(
-            f"{path} holds a model of unknown type {model_type!r}; expected one of {', '.join(model_names())}"
-        )
-    if expected_type is not None and model_type != expected_type:
-        raise CheckpointError(f"{path} is a {model_type} checkpoint, but a {expected_type} one is needed")
-    try:
+    model_type = payload["model_type"]
+    try:  # an unknown model_type is the config's error
         payload["config"] = config_from_dict(payload["config"], model_type, source=f"{path} (stored config)")
     except ConfigError as error:
         raise CheckpointError(f"{path}: its stored config is invalid: {error}") from None
+    if expected_type is not None and model_type != expected_type:
+        raise CheckpointError(f"{path} is a {model_type} checkpoint, but a {expected_type} one is needed")
     return payload
 
 
