@@ -60,8 +60,7 @@ class ContinuousSchedule:
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> ContinuousSchedule:
         """The continuous schedule of a :class:`genmodels.models.ddpm.DDPM` (read from its β² buffer)."""
-        beta2 = model.schedule.beta2.double()
-        return cls(model.diffusion_steps, float(beta2[1]), float(beta2[-1]))
+        return cls(model.diffusion_steps, float(model.schedule.beta2[1]), float(model.schedule.beta2[-1]))
 
     def beta2(self, u: float) -> float:
         """β²(u) on the schedule's straight line."""
@@ -101,10 +100,9 @@ def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode
             low = min(max(int(math.floor(s)), 1), model.diffusion_steps)
             high, w = min(low + 1, model.diffusion_steps), s - low
             # Shape (1,): one timestep for all points, so its embedding and projections are computed once.
-            out = model._eps_prediction(x, torch.full((1,), low, dtype=torch.long, device=x.device))
+            out = model._eps_prediction(x, x.new_full((1,), low, dtype=torch.long))
             if w > 0 and high != low:
-                at_high = model._eps_prediction(x, torch.full((1,), high, dtype=torch.long, device=x.device))
-                out = (1 - w) * out + w * at_high
+                out = (1 - w) * out + w * model._eps_prediction(x, x.new_full((1,), high, dtype=torch.long))
             return out
 
         return eps

@@ -262,9 +262,8 @@ class Trainer:
         self.grad_norm_mean = torch.as_tensor(self.grad_norm_mean, dtype=torch.float32, device=data.device)
         order = torch.randperm(n, device=data.device)
         stats = []
-        for i in range(steps):
+        for i, rows in enumerate(order.split(batch_size)):
             interrupt.steps_done = i
-            rows = order[i * batch_size : (i + 1) * batch_size]
             stats.append(self._step(data[rows], loss_fn, None if labels is None else labels[rows]))
         stacked = torch.stack(stats)
         losses, interrupt.requested = distributed.agree(stacked[:, 0], interrupt.requested)
