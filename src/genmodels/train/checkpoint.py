@@ -62,10 +62,8 @@ def save_checkpoint(
     conditional model's condition: ``{"column", "names" (in index order), "proportions" (training)}``."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
                "model_type": config.model_type, "config": config_to_dict(config), "dim": int(dim), "columns": list(columns),
-               "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "trainer": _to_cpu(trainer_state) if trainer_state is not None else None,
-               "test_data": test_data.detach().cpu() if test_data is not None else None,
-               "data": dict(data_info or {}), "labels": labels}  # fmt: skip
+               "model": _to_cpu(model.state_dict()), "trainer": _to_cpu(trainer_state),
+               "test_data": _to_cpu(test_data), "data": dict(data_info or {}), "labels": labels}  # fmt: skip
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
