@@ -142,8 +142,7 @@ class AffineCoupling(nn.Module):
         return shift, self.scale_clamp * torch.tanh(raw / self.scale_clamp)
 
     def forward(self, x: Tensor, context: Pair | None = None, inverse: bool = False) -> Pair:
-        x_cond = x.index_select(-1, self.cond_index)
-        x_trans = x.index_select(-1, self.trans_index)
+        x_cond, x_trans = x.index_select(-1, self.cond_index), x.index_select(-1, self.trans_index)
         shift, log_scale = self.shift_and_log_scale(x_cond, context)
         if inverse:
             y_trans, log_det = (x_trans - shift) * torch.exp(-log_scale), -log_scale.sum(-1)
