@@ -19,7 +19,13 @@ from torch import nn
 
 from genmodels.config import TrainingConfig, check_config_type
 from genmodels.errors import TrainingError
-from genmodels.train import acceleration, distributed
+from genmodels.train import distributed
+from genmodels.train.acceleration import (
+    autocast,
+    compile_function,
+    resolve_precision,
+    worth_compiling_training,
+)
 
 __all__ = ["Trainer", "capture_rng_state", "restore_rng_state"]
 
@@ -183,7 +189,7 @@ class Trainer:
                         "(--epochs) is %d; raise it to train longer", self.epoch, cfg.epochs)  # fmt: skip
             self.model.eval(), self.ema.eval()
             return
-        self.precision = acceleration.resolve_precision(cfg.precision, data.device)
+        self.precision = resolve_precision(cfg.precision, data.device)
         if cfg.precision == "auto" and self.precision == "bfloat16":
             log.info("training in bfloat16, which this %s computes natively (training.precision: auto; "
                      "--precision float32 to train in float32)", data.device.type.upper())  # fmt: skip
@@ -242,11 +248,9 @@ class Trainer:
     def _loss_function(self, data: torch.Tensor) -> Loss:
         """The model's loss, compiled where ``training.compile`` says so (judged on the whole run)."""
         cfg, eager, points = self.config, self.model.loss, self.config.epochs * len(data)
-        if not acceleration.worth_compiling_training(
-            cfg.compile, self.model, data.device, points, self.precision
-        ):
+        if not worth_compiling_training(cfg.compile, self.model, data.device, points, self.precision):
             return eager
-        loss_fn = acceleration.compile_function(eager, data.device)
+        loss_fn = compile_function(eager, data.device)
         if loss_fn is not eager:
             log.info("training with a compiled loss (training.compile: %s)", cfg.compile)
         return loss_fn
@@ -280,7 +284,7 @@ class Trainer:
 
     def _step(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None) -> torch.Tensor:
         """One optimisation step on ``batch``; returns ``[loss, gradient norm, skipped]``, left on the device."""
-        with acceleration.autocast(batch.device, self.precision):
+        with autocast(batch.device, self.precision):
             loss = self._batch_loss(batch, loss_fn, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
