@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol, runtime_checkable
 
-import pydantic.dataclasses
 import torch
 from pydantic import BeforeValidator, ConfigDict
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import nn
 
 from genmodels.models.resources import memory_problem
@@ -235,9 +235,7 @@ Float = Annotated[float, BeforeValidator(_number)]
 
 def settings(cls: type) -> type:
     """``cls`` as a frozen pydantic dataclass refusing unknown keys and non-finite numbers (ValidationError)."""
-    return pydantic.dataclasses.dataclass(
-        frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False)
-    )(cls)
+    return pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))(cls)
 
 
 def check_config_type(config: object, expected: type) -> None:

@@ -60,8 +60,7 @@ class ContinuousSchedule:
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> ContinuousSchedule:
         """The continuous schedule of a :class:`genmodels.models.ddpm.DDPM` (read from its β² buffer)."""
-        beta2 = model.schedule.beta2.double()
-        return cls(model.diffusion_steps, float(beta2[1]), float(beta2[-1]))
+        return cls(model.diffusion_steps, float(model.schedule.beta2[1]), float(model.schedule.beta2[-1]))
 
     def beta2(self, u: float) -> float:
         """β²(u) on the schedule's straight line."""
@@ -101,10 +100,9 @@ def _network_eps(model: torch.nn.Module, schedule: ContinuousSchedule, time_mode
             low = min(max(int(math.floor(s)), 1), model.diffusion_steps)
             high, w = min(low + 1, model.diffusion_steps), s - low
             # Shape (1,): one timestep for all points, so its embedding and projections are computed once.
-            out = model._eps_prediction(x, torch.full((1,), low, dtype=torch.long, device=x.device))
+            out = model._eps_prediction(x, x.new_full((1,), low, dtype=torch.long))
             if w > 0 and high != low:
-                at_high = model._eps_prediction(x, torch.full((1,), high, dtype=torch.long, device=x.device))
-                out = (1 - w) * out + w * at_high
+                out = (1 - w) * out + w * model._eps_prediction(x, x.new_full((1,), high, dtype=torch.long))
             return out
 
         return eps
@@ -181,17 +179,14 @@ def probability_flow_log_prob(
 
 
 class _Drift:
-    """The probability-flow ODE's right-hand side for torchdiffeq: ``(s, (x (N, D), ·)) -> (dx/ds,
-    div f (N,))``, with the exact divergence; ``nfe`` counts its evaluations."""
+    """The probability-flow ODE for torchdiffeq: ``(s, (x (N, D), ·)) -> (dx/ds, div f (N,))``; ``nfe``: calls."""
 
     def __init__(self, schedule: ContinuousSchedule, eps: EpsFunction, param_dtype: torch.dtype) -> None:
         self.schedule, self.eps, self.param_dtype, self.nfe = schedule, eps, param_dtype, 0
 
-    def __call__(
-        self, s_tensor: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, ...]:
+    def __call__(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         self.nfe += 1
-        s = min(float(s_tensor), float(self.schedule.steps))  # the initial step-size probe may look past L
+        s = min(float(t), float(self.schedule.steps))  # the initial step-size probe may look past L
         rate, sigma = self.schedule.rate(s), self.schedule.sigma_bar(s)
         (n, dim), x = state[0].shape, state[0]
         selector = torch.eye(dim, dtype=x.dtype, device=x.device).repeat_interleave(n, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -30,11 +31,8 @@ class MLP(nn.Sequential):
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
         widths = [in_features] + [hidden_units] * n_hidden + [out_features]
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-            layers.append(nn.Linear(a, b))
-            if i < len(widths) - 2:
-                layers.append(ACTIVATIONS[activation]())
+        act = ACTIVATIONS[activation]
+        layers = [m for a, b in itertools.pairwise(widths) for m in (nn.Linear(a, b), act())][:-1]
         super().__init__(*layers)
         if zero_last:
             nn.init.zeros_(layers[-1].weight)
@@ -75,15 +73,14 @@ class ResidualBlock(nn.Module):
         (n, width), groups = h.shape, bias.shape[0]
         if n % groups:
             raise ValueError(f"cond has {groups} rows, which does not divide the {n} rows of h")
+        rows = n // groups
         if extra is not None:
-            bias = (bias.unsqueeze(1) + extra.view(groups, n // groups, width)).view(n, width)
+            bias = (bias.unsqueeze(1) + extra.view(groups, rows, width)).view(n, width)
             u = torch.addmm(bias, u, self.linear1.weight.t())
         elif groups == 1:
             u = torch.addmm(bias[0], u, self.linear1.weight.t())
         else:
-            u = (linear(u, self.linear1.weight).view(groups, n // groups, width) + bias.unsqueeze(1)).view(
-                n, width
-            )
+            u = (linear(u, self.linear1.weight).view(groups, rows, width) + bias.unsqueeze(1)).view(n, width)
         return self.linear2(silu(u, inplace=inplace)).add_(h)  # into the new output: one allocation less
 
 

@@ -21,13 +21,14 @@ training proportions π, and the bijection is the most frequent label's (for the
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Iterator
 from typing import Literal
 
 import torch
 from pydantic import Field, StrictBool
-from torch import nn
+from torch import Tensor, nn
 
 from genmodels.models.base import (
     Float,
@@ -46,6 +47,8 @@ from genmodels.models.base import (
 from genmodels.models.layers import MLP
 
 __all__ = ["ActNorm", "AffineCoupling", "RealNVP", "RealNVPModelConfig", "standard_normal_log_prob"]
+
+Pair = tuple[Tensor, Tensor]  # points and log |det| (N,), or a label table and labels
 
 
 @settings
@@ -81,7 +84,7 @@ class ActNorm(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
         self._known_initialized = False
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.training and not self._known_initialized and x.shape[0] > 1:
             if not bool(self.initialized):
                 with torch.no_grad():
@@ -92,7 +95,7 @@ class ActNorm(nn.Module):
             self._known_initialized = True
         return x * torch.exp(self.log_scale) + self.bias, self.log_scale.sum().expand(x.shape[0])
 
-    def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
         return (z - self.bias) * torch.exp(-self.log_scale), -self.log_scale.sum().expand(z.shape[0])
 
 
@@ -118,20 +121,11 @@ class AffineCoupling(nn.Module):
         cond, trans = (first, second) if parity == 0 else (second, first)
         self.register_buffer("cond_index", torch.tensor(cond, dtype=torch.long), persistent=False)
         self.register_buffer("trans_index", torch.tensor(trans, dtype=torch.long), persistent=False)
-        self.n_trans = len(trans)
-        self.scale_clamp = scale_clamp
-        self.net = MLP(
-            len(cond) + context_dim,
-            2 * len(trans),
-            n_hidden=n_hidden,
-            hidden_units=hidden_units,
-            activation=activation,
-            zero_last=True,
-        )
+        self.n_trans, self.scale_clamp = len(trans), scale_clamp
+        width = dict(n_hidden=n_hidden, hidden_units=hidden_units, activation=activation)
+        self.net = MLP(len(cond) + context_dim, 2 * len(trans), **width, zero_last=True)
 
-    def shift_and_log_scale(
-        self, x_cond: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def shift_and_log_scale(self, x_cond: Tensor, context: Pair | None = None) -> Pair:
         """The affine parameters ``t, s`` (each ``(N, n_trans)``) computed from the kept half (and the
         label context: the first layer on ``[x_cond, e(y)]``, whose e(y) part is a per-label bias table
         gathered per point, the same function as concatenating e(y) at one pass over the points)."""
@@ -147,11 +141,8 @@ class AffineCoupling(nn.Module):
         shift, raw = out.to(x_cond.dtype).split(self.n_trans, dim=-1)
         return shift, self.scale_clamp * torch.tanh(raw / self.scale_clamp)
 
-    def forward(
-        self, x: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None = None, inverse: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        x_cond = x.index_select(-1, self.cond_index)
-        x_trans = x.index_select(-1, self.trans_index)
+    def forward(self, x: Tensor, context: Pair | None = None, inverse: bool = False) -> Pair:
+        x_cond, x_trans = x.index_select(-1, self.cond_index), x.index_select(-1, self.trans_index)
         shift, log_scale = self.shift_and_log_scale(x_cond, context)
         if inverse:
             y_trans, log_det = (x_trans - shift) * torch.exp(-log_scale), -log_scale.sum(-1)
@@ -159,7 +150,7 @@ class AffineCoupling(nn.Module):
             y_trans, log_det = x_trans * torch.exp(log_scale) + shift, log_scale.sum(-1)
         return x.index_copy(-1, self.trans_index, y_trans), log_det
 
-    def inverse(self, y: torch.Tensor, context: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def inverse(self, y: Tensor, context: Pair | None = None) -> Pair:
         return self.forward(y, context, inverse=True)
 
 
@@ -210,31 +201,27 @@ class RealNVP(nn.Module):
         check_config_type(config, RealNVPModelConfig)
         return cls(dim, **dataclasses.asdict(config))
 
-    def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+    def set_standardization(self, mean: Tensor, std: Tensor) -> None:
         """Use ``mean (D,)`` and ``std (D,)`` of the training data for the fixed first bijection."""
         self.standardize.set_statistics(mean, std)
 
     def _bijections(self) -> list[nn.Module]:
         return [self.standardize, *self.layers]
 
-    def _check_points(self, x: torch.Tensor, name: str) -> None:
-        check_points(x, self.dim, self.standardize.mean.dtype, name, model="flow")
-
-    def _context(self, label: object, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """What every coupling sees of the labels: the embedding table ``(K, label_embed_dim)`` and the
-        labels ``(n,)`` (without a label: the most frequent one), or None for an unconditional flow."""
+    def _context(self, label: object, n: int) -> Pair | None:
+        """The embedding table ``(K, label_embed_dim)`` and labels ``(n,)`` (default: the most frequent)."""
         if self.n_labels and label is None:
             label = int(self.label_proportions.argmax())
         label = check_labels(label, n, self.n_labels, self.standardize.mean.device)
         return None if label is None else (self.label_embedding.weight, label)
 
-    def _through(self, bijection: nn.Module, x: torch.Tensor, context: tuple | None, inverse: bool) -> tuple:
+    def _through(self, bijection: nn.Module, x: Tensor, context: Pair | None, inverse: bool) -> Pair:
         step = bijection.inverse if inverse else bijection
         return step(x, context) if isinstance(bijection, AffineCoupling) else step(x)
 
-    def forward(self, x: torch.Tensor, label: object = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: Tensor, label: object = None) -> Pair:
         """Map data to latent: ``x (N, D) -> z = f_y(x) (N, D)`` and ``log |det ∂f_y/∂x| (N,)`` in nats."""
-        self._check_points(x, "x")
+        check_points(x, self.dim, self.standardize.mean.dtype, "x", model="flow")
         context = self._context(label, x.shape[0])
         log_det = x.new_zeros(x.shape[0])
         for bijection in self._bijections():
@@ -242,19 +229,15 @@ class RealNVP(nn.Module):
             log_det = log_det + ld
         return x, log_det
 
-    def log_det_jacobian(self, x: torch.Tensor, label: object = None) -> torch.Tensor:
-        """``log |det ∂f/∂x|`` at ``x (N, D)``: ``(N,)`` in nats."""
-        return self.forward(x, label)[1]
-
-    def inverse(self, z: torch.Tensor, label: object = None) -> torch.Tensor:
+    def inverse(self, z: Tensor, label: object = None) -> Tensor:
         """Map latent to data: ``z (N, D) -> x = f_y⁻¹(z) (N, D)`` in the data's units."""
-        self._check_points(z, "z")
+        check_points(z, self.dim, self.standardize.mean.dtype, "z", model="flow")
         context = self._context(label, z.shape[0])
         for bijection in reversed(self._bijections()):
             z, _ = self._through(bijection, z, context, True)
         return z
 
-    def log_prob(self, x: torch.Tensor, label: object = None) -> torch.Tensor:
+    def log_prob(self, x: Tensor, label: object = None) -> Tensor:
         """Exact log-density ``log p(x)`` (``log p(x | label)`` given one) of ``x (N, D)``: ``(N,)`` in
         nats, in the data's own units. A conditional flow without a label gives the marginal
         ``logsumexp_y (log π_y + log p(x | y))`` (K passes)."""
@@ -264,22 +247,20 @@ class RealNVP(nn.Module):
         z, log_det = self.forward(x, label)
         return standard_normal_log_prob(z) + log_det
 
-    def loss(self, x: torch.Tensor, label: object = None) -> torch.Tensor:
+    def loss(self, x: Tensor, label: object = None) -> Tensor:
         """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` (given ``label``), nats."""
-        self._check_points(x, "x")
+        check_points(x, self.dim, self.standardize.mean.dtype, "x", model="flow")
         if x.shape[0] == 0:
             raise ValueError("the loss needs at least one point, got an empty batch")
         return -self.log_prob(x, label).mean()
 
     @torch.no_grad()
-    def held_out_metrics(self, x: torch.Tensor, label: object = None) -> dict[str, float]:
+    def held_out_metrics(self, x: Tensor, label: object = None) -> dict[str, float]:
         """``{"test_nll": mean -log p(x)}`` (given ``label``) in nats per point, for ``x (N, D)``."""
         return {"test_nll": float(-self.log_prob(x, label).mean())}
 
     @torch.no_grad()
-    def sample(
-        self, n: int, *, label: object = None, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def sample(self, n: int, *, label: object = None, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``n`` samples ``x = f_y⁻¹(z)``, ``z ~ N(0, I)``: ``(n, D)`` in the data's units; a
         conditional flow without ``label`` draws the labels in the training proportions (after z)."""
         n = check_sample_count(n, self.dim)
@@ -290,7 +271,7 @@ class RealNVP(nn.Module):
         return self.inverse(z, 0 if self.n_labels and label is None else label)
 
     @torch.no_grad()
-    def trajectory(self, x: torch.Tensor, label: object = None) -> Iterator[torch.Tensor]:
+    def trajectory(self, x: Tensor, label: object = None) -> Iterator[Tensor]:
         """Yield ``x`` after each bijection (standardisation first, the latent last), each ``(N, D)``."""
         context = self._context(label, x.shape[0])
         for bijection in self._bijections():
@@ -302,7 +283,7 @@ def _parameter_count(config: RealNVPModelConfig, dim: int) -> int:
     """Weights of the flow ``config`` builds for ``dim``-dimensional data (its conditioner MLPs)."""
     half, context = -(-dim // 2), config.label_embed_dim if config.n_labels else 0
     widths = [half + context] + [config.hidden_units] * config.n_hidden + [2 * half]
-    layers = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    layers = sum(a * b + b for a, b in itertools.pairwise(widths))
     return config.n_coupling_layers * layers + config.n_labels * config.label_embed_dim
 
 

@@ -16,7 +16,7 @@ from genmodels import __version__
 from genmodels.config import RunConfig, config_from_dict, config_to_dict
 from genmodels.errors import CheckpointError, ConfigError
 from genmodels.fileio import atomic_path
-from genmodels.models import get_spec, model_names
+from genmodels.models import get_spec
 from genmodels.models.resources import memory_problem
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "build_model", "save_checkpoint", "load_checkpoint", "model_from_checkpoint",
@@ -25,6 +25,8 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "build_model", "save_checkpoint", "load_c
 FORMAT = "genmodels-checkpoint"
 FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("model_type", "config", "dim", "columns", "model")
+PathLike = str | os.PathLike[str]
+Device = str | torch.device
 
 
 def parameter_count(config: RunConfig, dim: int) -> int:
@@ -45,7 +47,7 @@ def build_model(config: RunConfig, dim: int) -> nn.Module:
 
 
 def save_checkpoint(
-    path: str | os.PathLike[str],
+    path: PathLike,
     *,
     config: RunConfig,
     model: nn.Module,
@@ -60,10 +62,8 @@ def save_checkpoint(
     conditional model's condition: ``{"column", "names" (in index order), "proportions" (training)}``."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
                "model_type": config.model_type, "config": config_to_dict(config), "dim": int(dim), "columns": list(columns),
-               "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "trainer": _to_cpu(trainer_state) if trainer_state is not None else None,
-               "test_data": test_data.detach().cpu() if test_data is not None else None,
-               "data": dict(data_info or {}), "labels": labels}  # fmt: skip
+               "model": _to_cpu(model.state_dict()), "trainer": _to_cpu(trainer_state),
+               "test_data": _to_cpu(test_data), "data": dict(data_info or {}), "labels": labels}  # fmt: skip
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -78,7 +78,7 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def _check_device(device: str | torch.device, what: str) -> torch.device:
+def _check_device(device: Device, what: str) -> torch.device:
     """``device`` as a ``torch.device`` this machine has; else a ValueError naming ``what``."""
     try:
         resolved = torch.device(device)
@@ -96,10 +96,7 @@ def _check_device(device: str | torch.device, what: str) -> torch.device:
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str],
-    *,
-    expected_type: str | None = None,
-    map_location: str | torch.device = "cpu",
+    path: PathLike, *, expected_type: str | None = None, map_location: Device = "cpu"
 ) -> dict[str, Any]:
     """Load and validate a checkpoint (a CheckpointError, or a ValueError for ``map_location``); its
     ``"config"`` becomes a :class:`RunConfig`."""
@@ -109,16 +106,13 @@ def load_checkpoint(
     payload = _read(path, map_location)
     _check_format(path, payload)
     _check_values(path, payload)
-    if (model_type := payload["model_type"]) not in model_names():
-        raise CheckpointError(
-            f"{path} holds a model of unknown type {model_type!r}; expected one of {', '.join(model_names())}"
-        )
-    if expected_type is not None and model_type != expected_type:
-        raise CheckpointError(f"{path} is a {model_type} checkpoint, but a {expected_type} one is needed")
-    try:
+    model_type = payload["model_type"]
+    try:  # an unknown model_type is the config's error
         payload["config"] = config_from_dict(payload["config"], model_type, source=f"{path} (stored config)")
     except ConfigError as error:
         raise CheckpointError(f"{path}: its stored config is invalid: {error}") from None
+    if expected_type is not None and model_type != expected_type:
+        raise CheckpointError(f"{path} is a {model_type} checkpoint, but a {expected_type} one is needed")
     return payload
 
 
@@ -128,7 +122,7 @@ _LOAD_ERRORS = (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFErr
                 TypeError, AttributeError, KeyError, IndexError, ImportError)  # fmt: skip
 
 
-def _read(path: str, map_location: str | torch.device) -> Any:
+def _read(path: str, map_location: Device) -> Any:
     """``torch.load(path, weights_only=True)``; a file it cannot read is one CheckpointError."""
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -224,18 +218,12 @@ TRAINING_ONLY_MODEL_KEYS = frozenset({"points_per_timestep", "clip_x0", "p_uncon
 def architecture_differences(stored: RunConfig, requested: RunConfig) -> list[str]:
     """``model`` settings (but :data:`TRAINING_ONLY_MODEL_KEYS`) that differ between two configs."""
     a, b = config_to_dict(stored)["model"], config_to_dict(requested)["model"]
-    return [
-        f"model.{k}: {a[k]!r} (checkpoint) vs {b[k]!r} (config)"
-        for k in a
-        if a[k] != b.get(k) and k not in TRAINING_ONLY_MODEL_KEYS
-    ]
+    differ = [k for k in a if a[k] != b.get(k) and k not in TRAINING_ONLY_MODEL_KEYS]
+    return [f"model.{k}: {a[k]!r} (checkpoint) vs {b[k]!r} (config)" for k in differ]
 
 
 def model_from_checkpoint(
-    payload: dict[str, Any] | str | os.PathLike[str],
-    *,
-    use_ema: bool = True,
-    device: str | torch.device = "cpu",
+    payload: dict[str, Any] | PathLike, *, use_ema: bool = True, device: Device = "cpu"
 ) -> nn.Module:
     """The model of a checkpoint (a path, or :func:`load_checkpoint`'s dict), EMA weights, in eval mode."""
     device = _check_device(device, "device")

@@ -56,8 +56,7 @@ class _DeferredInterrupt:
 
     def __init__(self, steps_per_epoch: int) -> None:
         self.requested, self.steps_per_epoch, self.steps_done = False, steps_per_epoch, 0
-        self.epoch_start = time.perf_counter()
-        self._previous = None
+        self.epoch_start, self._previous = time.perf_counter(), None
         main_thread = threading.current_thread() is threading.main_thread()
         if main_thread and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._handle)
@@ -162,10 +161,8 @@ class Trainer:
             group.update(initial_lr=cfg.learning_rate, lr=lr, weight_decay=cfg.weight_decay)
             if "decoupled_weight_decay" in group:  # Adam's state loaded into AdamW, or back
                 group["decoupled_weight_decay"] = cfg.weight_decay > 0
-        self.scheduler.base_lrs, self.scheduler._last_lr = (
-            [cfg.learning_rate] * len(groups),
-            [lr] * len(groups),
-        )
+        self.scheduler.base_lrs = [cfg.learning_rate] * len(groups)
+        self.scheduler._last_lr = [lr] * len(groups)
         self.scheduler.gamma = cfg.lr_decay
         return changed
 
@@ -269,9 +266,8 @@ class Trainer:
         self.grad_norm_mean = torch.as_tensor(self.grad_norm_mean, dtype=torch.float32, device=data.device)
         order = torch.randperm(n, device=data.device)
         stats = []
-        for i in range(steps):
+        for i, rows in enumerate(order.split(batch_size)):
             interrupt.steps_done = i
-            rows = order[i * batch_size : (i + 1) * batch_size]
             stats.append(self._step(data[rows], loss_fn, None if labels is None else labels[rows]))
         stacked = torch.stack(stats)
         losses, interrupt.requested = distributed.agree(stacked[:, 0], interrupt.requested)
@@ -282,8 +278,7 @@ class Trainer:
         self.epoch += 1
         seconds = time.perf_counter() - start
         self.train_seconds += seconds
-        sizes = [min(batch_size, n - i * batch_size) for i in range(steps)]
-        mean_loss = sum(loss * size for loss, size in zip(losses, sizes, strict=True)) / n
+        mean_loss = sum(loss * min(batch_size, n - i * batch_size) for i, loss in enumerate(losses)) / n
         return {"epoch": self.epoch, "loss": mean_loss, "lr": self.optimizer.param_groups[0]["lr"],
                 "grad_norm": sum(grad_norms) / steps, "skipped_steps": sum(skipped), "seconds": seconds}  # fmt: skip
 
@@ -307,8 +302,7 @@ class Trainer:
         return torch.cat([stats, spike[None]])
 
     def _gradient_spike(self, grad_norm: torch.Tensor) -> torch.Tensor:
-        """1 where ``grad_norm`` is over ``skip_spikes`` times the running mean of the accepted steps' norms
-        (then a few points the flow maps absurdly far would steer Adam: docs/speed.md), else 0; updates that mean."""
+        """1 where ``grad_norm`` is a spike (docs/speed.md), else 0; updates the accepted steps' mean."""
         mean, factor = self.grad_norm_mean, self.config.skip_spikes
         spike = (grad_norm > factor * mean) & (mean > 0) & (factor > 0)
         accepted = ~spike & torch.isfinite(grad_norm)
@@ -317,8 +311,7 @@ class Trainer:
         return spike.float()
 
     def _batch_loss(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None) -> torch.Tensor:
-        """The loss of this process's shard of ``batch (B, D)`` (and ``labels (B,)``), weighted so DDP's mean
-        is the batch's."""
+        """The loss of this process's shard of ``batch``, weighted so that DDP's mean is the batch's."""
         given, world = () if labels is None else (labels,), distributed.world_size()
         if world == 1:
             return loss_fn(batch, *given)
