@@ -199,6 +199,7 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     add("--sampling_steps", type=int, help="DDPM: reverse steps (default 0 = all)")
     add("--eta", type=float, help="DDPM DDIM: noise scale in [0, 1] (default 1)")
     add("--ddim_spacing", choices=["quadratic", "linear"], help="DDPM DDIM: default: the checkpoint's")
+    add("--ddim_order", type=int, choices=[1, 2], help="DDPM DDIM: 2 (default): second-order step, 1: plain")
     add("--label", help="conditional checkpoint: draw from p(x | LABEL) (default: labels in the training "
                         "proportions)")  # fmt: skip
     add("--guidance_scale", type=float, help="conditional DDPM: classifier-free guidance w (default 1)")
@@ -323,7 +324,7 @@ def _refuse_options_the_model_lacks(given: dict[str, str], model_type: str, chec
 
 
 # Options of ``sample`` that set a sampling key some models' samplers take (spec.sample_options).
-_SAMPLER_OPTIONS = ("sampling_steps", "eta", "ddim_spacing", "guidance_scale")
+_SAMPLER_OPTIONS = ("sampling_steps", "eta", "ddim_spacing", "ddim_order", "guidance_scale")
 
 
 def _sampling_settings(args: argparse.Namespace, payload: dict) -> SamplingConfig:

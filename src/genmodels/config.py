@@ -49,7 +49,8 @@ class DataConfig:
 @settings
 class SamplingConfig:
     """The samples a run draws; ``n_eval`` 0: the held-out split's size; ``sampling_steps`` 0: all;
-    ``chunk_size``: points taken through all reverse steps at once; ``guidance_scale``: a conditional
+    ``chunk_size``: points taken through all reverse steps at once; ``ddim_order``: 2, the strided sampler's
+    second-order step, 1: plain DDIM (docs/ddpm-sampling.md); ``guidance_scale``: a conditional
     DDPM's classifier-free guidance w (1: plain conditional, 0: unconditional)."""
 
     n_samples: Int = Field(20000, ge=1)
@@ -57,6 +58,7 @@ class SamplingConfig:
     sampling_steps: Int = Field(0, ge=0)
     eta: Float = Field(1.0, ge=0, le=1)
     ddim_spacing: Literal["quadratic", "linear"] = "quadratic"
+    ddim_order: Literal[1, 2] = 2
     chunk_size: Int = Field(4096, ge=1)
     precision: Precision = "auto"
     compile: Compile = "auto"

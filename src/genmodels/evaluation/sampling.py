@@ -42,6 +42,7 @@ def sample_model(
     eta: float = 1.0,
     precision: str = "float32",
     ddim_spacing: str = "quadratic",
+    ddim_order: int = 2,
     guidance_scale: float = 1.0,
     label: int | np.ndarray | None = None,
 ) -> np.ndarray:
@@ -49,7 +50,7 @@ def sample_model(
     (processes under torchrun share the chunks), with the settings the spec's ``sample_options`` names; given
     ``label`` (an int, or ``(n,)`` indices, e.g. :func:`draw_labels`), from p(x | label)."""
     settings = {"sampling_steps": sampling_steps or None, "eta": eta, "ddim_spacing": ddim_spacing,
-                "guidance_scale": guidance_scale}  # fmt: skip
+                "ddim_order": ddim_order, "guidance_scale": guidance_scale}  # fmt: skip
     options = {option: settings[key] for option, key in spec_of(model).sample_options.items()}
     device = next(model.buffers()).device
     labels = None if label is None else torch.as_tensor(np.broadcast_to(label, (n,)).copy(), device=device)

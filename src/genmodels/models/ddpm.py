@@ -516,8 +516,8 @@ class DDPM(nn.Module):
         """Draw ``n`` samples ``(n, D)`` in data units (``return_trajectory``: ``(S + 1, n, D)``, x_L first).
 
         ``steps`` None or L: :func:`ancestral_step` through all L steps; ``steps < L``: :func:`ddim_step`
-        (Song et al. 2021) with noise scale ``eta`` on :func:`ddim_timesteps` with ``spacing``; ``order`` 2
-        (default) takes DPM-Solver++(2M)'s second-order multistep x̂₀ in it, 1 plain DDIM. A
+        (Song et al. 2021) with noise scale ``eta`` on :func:`ddim_timesteps` with ``spacing``, and with
+        ``order`` 2 DPM-Solver++(2M)'s second-order multistep x̂₀ (``ddim_step``'s ``last``). A
         conditional model draws from p(x | ``label``) (an int or ``(n,)``) with classifier-free guidance
         of scale ``guidance_scale`` (:meth:`guided_output`); without a label, from p(x).
         """
@@ -529,8 +529,6 @@ class DDPM(nn.Module):
             raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
         if steps is not None and (whole is None or not 1 <= whole <= self.diffusion_steps):
             raise ValueError(f"steps must be a whole number in 1..{self.diffusion_steps}, got {steps!r}")
-        if order not in (1, 2):
-            raise ValueError(f"order must be 1 or 2, got {order!r}")
         if eta_value is None or not 0.0 <= eta_value <= 1.0:
             raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
         full = steps is None or whole == self.diffusion_steps
@@ -639,6 +637,7 @@ SPEC = register(
             "steps": "sampling_steps",
             "eta": "eta",
             "spacing": "ddim_spacing",
+            "order": "ddim_order",
             "guidance_scale": "guidance_scale",
         },
         figures=("reverse_process", "vector_fields", "forward_process"),

@@ -358,7 +358,7 @@ def plot_checkpoint(
     with V.reverse_recording(model, _TRAJECTORY_POINTS) as recording:
         samples = sample_model(
             model, n_samples, seed=seed, chunk_size=sampling.chunk_size, sampling_steps=sampling.sampling_steps,
-            eta=sampling.eta, ddim_spacing=sampling.ddim_spacing, label=labels,
+            eta=sampling.eta, ddim_spacing=sampling.ddim_spacing, ddim_order=sampling.ddim_order, label=labels,
         )  # fmt: skip
     reverse = recording.trajectory(samples) if recording is not None else None
     labels = None if labels is None else labels[np.isfinite(samples).all(1)]
