@@ -174,6 +174,11 @@ def _clip(x0: torch.Tensor, x0_bound: torch.Tensor | None) -> torch.Tensor:
     return x0 if x0_bound is None else torch.maximum(torch.minimum(x0, x0_bound), -x0_bound)
 
 
+def _eps_from_x0(schedule: NoiseSchedule, x_i: torch.Tensor, x0: torch.Tensor, i: int) -> torch.Tensor:
+    """The ε̂ that takes ``x0`` to ``x_i`` at step i (eq. 4 solved for the noise)."""
+    return (x_i - schedule.alpha_bar[i] * x0) / schedule.sigma_bar[i]
+
+
 def _x0_and_eps(
     schedule: NoiseSchedule, x_i: torch.Tensor, eps: torch.Tensor, i: int, x0_bound: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,7 +187,7 @@ def _x0_and_eps(
     if x0_bound is None:
         return x0, eps
     x0 = _clip(x0, x0_bound)
-    return x0, (x_i - schedule.alpha_bar[i] * x0) / schedule.sigma_bar[i]
+    return x0, _eps_from_x0(schedule, x_i, x0, i)
 
 
 def ancestral_step(
@@ -232,21 +237,20 @@ def ddim_step(
        second-order multistep step of DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2; for η = 1 its SDE
        variant), same network passes as DDIM
     4. σ = η sqrt(σ̄²_prev / σ̄²_i) sqrt(1 - ᾱ²_i / ᾱ²_prev)   (eq. 16; η = 1 is the DDPM posterior's)
-    5. x_prev = ᾱ_prev x̂₀ + sqrt(σ̄²_prev - σ²) ε̂ + σ z     (eq. 12; i_prev = 0 gives x̂₀ of steps 1-2)
+    5. x_prev = ᾱ_prev x̂₀ + sqrt(σ̄²_prev - σ²) ε̂ + σ z     (eq. 12; i_prev = 0 gives step 2's x̂₀)
 
-    ``x_i``, ``eps``, ``noise``: ``(N, D)`` standardised. Returns x_prev and the x̂₀ of steps 1-2
-    (the next step's ``last``).
+    ``x_i``, ``eps``, ``noise``: ``(N, D)`` standardised. Returns x_prev and step 2's x̂₀ (clipped, not
+    extrapolated: the next step's ``last``).
     """
     x0, eps = _x0_and_eps(schedule, x_i, eps, i, x0_bound)
-    ab, ab_prev, sb = schedule.alpha_bar[i], schedule.alpha_bar[i_prev], schedule.sigma_bar[i]
     if i_prev == 0:
         return x0, x0
-    d = x0
+    ab, ab_prev, d = schedule.alpha_bar[i], schedule.alpha_bar[i_prev], x0
     if last is not None:
-        lam = torch.log(schedule.alpha_bar / schedule.sigma_bar)
-        r = (lam[i] - lam[last[1]]) / (lam[i_prev] - lam[i])
-        d = _clip(x0 + (x0 - last[0]) / (2 * r), x0_bound)
-        eps = (x_i - ab * d) / sb
+        at = [i, last[1], i_prev]  # λ at the three timesteps only: this runs at every step
+        lam_i, lam_last, lam_prev = torch.log(schedule.alpha_bar[at] / schedule.sigma_bar[at])
+        d = _clip(x0 + (x0 - last[0]) * (lam_prev - lam_i) / (2 * (lam_i - lam_last)), x0_bound)
+        eps = _eps_from_x0(schedule, x_i, d, i)
     sigma = eta * torch.sqrt((1 - ab_prev**2) / (1 - ab**2) * (1 - ab**2 / ab_prev**2))
     x = ab_prev * d + torch.sqrt((1 - ab_prev**2 - sigma**2).clamp_min(0)) * eps
     return (x if eta == 0 else x + sigma * noise), x0
