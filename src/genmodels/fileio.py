@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+PathLike = str | os.PathLike[str]  # a file name, as open() takes it
+
 __all__ = ["atomic_path", "folder_problem", "is_special_path", "json_text", "path_in_the_way", "stream_descriptor",
            "write_json", "write_text"]  # fmt: skip
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -17,7 +16,7 @@ from typing import TextIO
 import numpy as np
 
 from genmodels.errors import DataError
-from genmodels.fileio import atomic_path
+from genmodels.fileio import PathLike, atomic_path
 
 __all__ = ["Dataset", "DataWarning", "check_data_path", "csv_text", "load_csv", "save_csv",
            "train_test_split", "write_csv"]  # fmt: skip
@@ -26,7 +25,6 @@ MAX_LISTED = 20  # bad cells listed in full in an error message; the rest are co
 MAX_LABELS = 64  # most distinct values a numeric condition column may have (more: a continuous context)
 _CSV_CHUNK_ROWS = 65536
 _NUMBER = r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*"  # a finite decimal number
-PathLike = str | os.PathLike[str]
 _is_number = np.vectorize(lambda text: re.fullmatch(_NUMBER, text) is not None, otypes=[bool])
 
 

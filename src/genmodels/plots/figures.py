@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,14 +17,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 from scipy.ndimage import gaussian_filter
 
-from genmodels.fileio import atomic_path
+from genmodels.fileio import PathLike, atomic_path
 
 DPI = 150  # dots per inch of every figure
 
 # Okabe-Ito: blue, vermillion, bluish green, orange, reddish purple, sky blue, black (colour-blind safe).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000")
 
-PathLike = str | os.PathLike[str]
 Box = tuple[float, float, float, float]
 Labels = tuple[np.ndarray, Sequence[str] | None]  # values (N,) and class names, or None for floats in [0, 1]
 Panels = Sequence[tuple[str, np.ndarray]]  # (title, array) per panel

@@ -15,7 +15,7 @@ from torch import nn
 from genmodels import __version__
 from genmodels.config import RunConfig, config_from_dict, config_to_dict
 from genmodels.errors import CheckpointError, ConfigError
-from genmodels.fileio import atomic_path
+from genmodels.fileio import PathLike, atomic_path
 from genmodels.models import get_spec
 from genmodels.models.resources import memory_problem
 
@@ -25,7 +25,6 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "build_model", "save_checkpoint", "load_c
 FORMAT = "genmodels-checkpoint"
 FORMAT_VERSION = 1
 _REQUIRED_KEYS = ("model_type", "config", "dim", "columns", "model")
-PathLike = str | os.PathLike[str]
 Device = str | torch.device
 
 
