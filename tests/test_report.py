@@ -390,3 +390,12 @@ def test_first_epoch_estimates_training_and_the_sampling_after_it(caplog: pytest
     with caplog.at_level("INFO"):
         trainer.fit(torch.randn(128, 2), then_seconds=90.0)
     assert "2 epochs left" in caplog.text and "1 min 30 s of sampling" in caplog.text
+
+
+def test_comparing_no_checkpoints_is_a_config_error(tmp_path):
+    from genmodels.errors import ConfigError
+    from genmodels.plots.report import compare_checkpoints
+
+    with pytest.raises(ConfigError, match="nothing to compare"):
+        compare_checkpoints([], tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing written

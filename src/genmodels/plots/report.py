@@ -389,6 +389,8 @@ def compare_checkpoints(
     checkpoints: Sequence[tuple[str, str | Path]], output_dir: str | Path, **options: Any
 ) -> tuple[str, dict[str, Path]]:
     """Evaluate every ``(label, checkpoint)``; write and return the Markdown table, JSON and figure."""
+    if not checkpoints:
+        raise ConfigError("nothing to compare: no checkpoints given or found")
     out = Path(output_dir)
     results: list[tuple[str, Evaluation]] = []
     for label, path in checkpoints:
