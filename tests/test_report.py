@@ -392,6 +392,18 @@ def test_first_epoch_estimates_training_and_the_sampling_after_it(caplog: pytest
     assert "2 epochs left" in caplog.text and "1 min 30 s of sampling" in caplog.text
 
 
+def test_a_compiled_run_estimates_after_its_second_epoch(caplog, monkeypatch) -> None:
+    from genmodels.config import TrainingConfig
+    from genmodels.train import trainer as trainer_module
+
+    # A stand-in for torch.compile: another callable, so the first epoch counts as compiling.
+    monkeypatch.setattr(trainer_module, "compile_function", lambda fn, device: lambda *a, **k: fn(*a, **k))
+    config = TrainingConfig(epochs=4, batch_size=64, compile="on")
+    with caplog.at_level("INFO"):
+        trainer_module.Trainer(tiny_ddpm(), config, progress=False).fit(torch.randn(128, 2))
+    assert "2 epochs left" in caplog.text and "3 epochs left" not in caplog.text
+
+
 def test_comparing_no_checkpoints_is_a_config_error(tmp_path):
     from genmodels.errors import ConfigError
     from genmodels.plots.report import compare_checkpoints

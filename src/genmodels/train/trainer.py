@@ -193,23 +193,25 @@ class Trainer:
         if cfg.precision == "auto" and self.precision == "bfloat16":
             log.info("training in bfloat16, which this %s computes natively (training.precision: auto; "
                      "--precision float32 to train in float32)", data.device.type.upper())  # fmt: skip
-        loss_fn = distributed.data_parallel(self.model, self._loss_function(data))
+        loss = self._loss_function(data)
+        loss_fn = distributed.data_parallel(self.model, loss)
         bar = tqdm(total=cfg.epochs, initial=self.epoch, desc=f"train {name}", unit="epoch",
                    disable=not self.progress, dynamic_ncols=True)  # fmt: skip
         interrupt = _DeferredInterrupt(math.ceil(len(data) / min(cfg.batch_size, len(data))))
         self.model.train()
-        first = self.epoch
+        # The time left is estimated after the first epoch, or the second where the first compiled the loss.
+        estimate_at = self.epoch + (1 if loss == self.model.loss else 2)
         try:
             while self.epoch < cfg.epochs:
                 record = self._train_epoch(data, loss_fn, interrupt, labels)
                 self._end_epoch(record, evaluate, data.device)
-                if self.epoch == first + 1 and self.epoch < cfg.epochs:
+                if self.epoch == estimate_at and self.epoch < cfg.epochs:
                     left = cfg.epochs - self.epoch
                     training, then = left * record["seconds"], ""
                     if then_seconds:
                         both = format_duration(training + then_seconds)
                         then = f", then about {format_duration(then_seconds)} of sampling ({both} for both)"
-                    log.info("training: %d epochs left, about %s at the first epoch's %s each%s", left,
+                    log.info("training: %d epochs left, about %s at %s per epoch%s", left,
                              format_duration(training), format_duration(record["seconds"]), then)  # fmt: skip
                 steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s)
