@@ -43,7 +43,6 @@ _CAPTIONS = {
     "diagnostics": "Training diagnostics: loss, held-out NLL, learning rate and gradient norm per epoch.",
     "loss": "Training loss per epoch.",
 }
-FIGURE_ORDER = tuple(_CAPTIONS)  # the results page's order of write_figures's keys
 _SHOW_POINTS = 20000
 _TRAJECTORY_POINTS = 2000
 _GIF_FRAMES = 30
@@ -51,11 +50,7 @@ _STRIP_NOISE_LEVELS = (0.95, 0.8, 0.6, 0.4, 0.2)  # sqrt(1 - ᾱ_i²) between x_
 _DENSITY_RESOLUTION = 200
 _FIELD_RESOLUTION = 25
 _MIN_GLYPH_SHARE = 0.5
-_TWO_D_ONLY = {  # figure kinds drawn for 2-D data only, by the name the log gives them
-    "density": "density heatmap",
-    "warped_grid": "warped grid",
-    "vector_fields": "denoising vector field",
-}
+_TWO_D_ONLY = {"density", "warped_grid", "vector_fields"}  # figure kinds drawn for 2-D data only
 _HEADLINE = {"test_nll": "test NLL {} nats", "test_nll_bound": "NLL bound {} nats", "c2st": "C2ST {}"}
 
 
@@ -78,9 +73,7 @@ def glyph_colouring(
             if share >= _MIN_GLYPH_SHARE:
                 return labels, [f"'{c}'" for c in text], f"colour: the character of {text!r} a point lies in"
             log.info(
-                "only %.0f%% of the points lie in the glyphs of %r; colouring by x quantile instead",
-                100 * share,
-                text,
+                "only %.0f%% of the points in the glyphs of %r: colouring by x quantile", 100 * share, text
             )
     ranks = np.argsort(np.argsort(pts[:, 0], kind="stable"), kind="stable")
     return ranks / max(len(pts) - 1, 1), None, "colour: quantile of the first coordinate"
@@ -172,7 +165,7 @@ def _scatter_figures(run: _Run) -> dict[str, Path]:
         )
     for kind in run.spec.figures:
         if kind in _TWO_D_ONLY and run.dim != 2:
-            log.info("the data are %d-D: %s skipped (2-D only)", run.dim, _TWO_D_ONLY[kind])
+            log.info("the data are %d-D: %s skipped (2-D only)", run.dim, kind.replace("_", " "))
         else:
             written.update(FIGURES[kind](run))
     return written
@@ -235,8 +228,7 @@ def _warped_grid_figure(run: _Run) -> dict[str, Path]:
     carried = P.subsample(np.arange(len(run.real)), 1500, run.seed + 1)
     warped = V.warped_grid(run.model, extent, points=run.real[carried])
     return run.draw(
-        "warped_grid", P.plot_warped_grid, warped,
-        labels=(labels[carried], categories),
+        "warped_grid", P.plot_warped_grid, warped, labels=(labels[carried], categories),
         suptitle=f"{run.title}: a regular grid in data space pushed through the flow\n"
         "(the first panel in the data's units, the others in standardised units)",
     )  # fmt: skip
@@ -289,10 +281,7 @@ def _vector_field_figure(run: _Run) -> dict[str, Path]:
     )
 
 
-_MIDDLE_PANELS: dict[str, Callable[[_Run], tuple[str, np.ndarray, list[str]]]] = {
-    "latent": _latent_panel,
-    "forward_process": _diffused_panel,
-}
+_MIDDLE_PANELS = {"latent": _latent_panel, "forward_process": _diffused_panel}
 
 FIGURES: dict[str, Callable[[_Run], dict[str, Path]]] = {
     "latent": _latent_figure,
@@ -447,12 +436,10 @@ _IMAGE_SUFFIXES = (".png", ".svg", ".gif", ".jpg", ".jpeg", ".pdf")  # a PDF is 
 
 def _cell(value: Any) -> str:
     """A metric's ``<td>``: numbers right-aligned, missing and non-finite ones "n/a"."""
-    if isinstance(value, float):
-        text, cls = (f"{value:.6g}" if math.isfinite(value) else "n/a"), "num"
+    if value is None or isinstance(value, float):
+        text, cls = (f"{value:.6g}" if value is not None and math.isfinite(value) else "n/a"), "num"
     elif isinstance(value, int) and not isinstance(value, bool):
         text, cls = f"{value:,}", "num"
-    elif value is None:
-        text, cls = "n/a", "num"
     else:
         text, cls = (json.dumps(value) if isinstance(value, (list, dict)) else str(value)), ""
     return f'<td class="{cls}">{html.escape(text)}</td>'
@@ -499,7 +486,7 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
     own = {name: [p for p in figures if p.name.startswith(name + "_")] for name in model_names()}
     results = {name: (out / "metrics" / f"{name}.json", out / "configs" / f"{name}.yaml") for name in own}
     models = [name for name, mine in own.items() if mine or any(p.is_file() for p in results[name])]
-    sections = [_model_section(out, name, own[name]) for name in models]
+    sections = [_model_section(out, name, own[name], *results[name]) for name in models]
     others = [_figure_html("", p) for p in figures if not any(p in mine for mine in own.values())]
     sections += ["\n".join(['<h2 id="other">Other figures</h2>', *others])] if others else []
     title = html.escape(f"genmodels results: {out.resolve().name}")
@@ -511,9 +498,8 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
     return out / "index.html"
 
 
-def _model_section(out: Path, name: str, figures: list[Path]) -> str:
+def _model_section(out: Path, name: str, figures: list[Path], metrics_file: Path, config: Path) -> str:
     parts = [f'<h2 id="{name}">{get_spec(name).title}</h2>']
-    metrics_file, config = out / "metrics" / f"{name}.json", out / "configs" / f"{name}.yaml"
     try:
         metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() else None
     except (OSError, ValueError) as error:
@@ -530,15 +516,12 @@ def _model_section(out: Path, name: str, figures: list[Path]) -> str:
             head = ("label", "".join(f"<th>{html.escape(k)}</th>" for k in keys))
             rows = [(name, "".join(_cell(entry.get(k)) for k in keys)) for name, entry in per_label.items()]
             parts += ["<h3>Per label</h3>", _table([head, *rows])]
-    links = [
-        f'<a href="{html.escape(rel.format(name))}">{label}</a>'
-        for rel, label in _RUN_FILES
-        if (out / rel.format(name)).is_file()
-    ]
+    found = {rel.format(name): text for rel, text in _RUN_FILES}
+    links = [f'<a href="{html.escape(r)}">{text}</a>' for r, text in found.items() if (out / r).is_file()]
     if links:
         parts.append('<p class="muted">' + " · ".join(links) + "</p>")
     written = metrics_file.stat().st_mtime_ns if metrics_file.is_file() else None
-    keys, rank = {p: _figure_key(name, p) for p in figures}, {k: i for i, k in enumerate(FIGURE_ORDER)}
+    keys, rank = {p: _figure_key(name, p) for p in figures}, {k: i for i, k in enumerate(_CAPTIONS)}
     figures = sorted(figures, key=lambda p: (rank.get(keys[p], len(rank)), keys[p], p.suffix))
     if "diagnostics" in keys.values():  # its first panel is the loss figure
         names = [html.escape(p.name) for p in figures if keys[p] == "loss"][:1]
