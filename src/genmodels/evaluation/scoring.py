@@ -22,8 +22,6 @@ from genmodels.evaluation.sampling import finite_samples, sample_model, spec_of,
 
 log = logging.getLogger(__name__)
 
-_TEXT_MIN_INSIDE, _TEXT_MIN_PER_GLYPH = 0.5, 0.1  # shares inside the glyphs, and each, of data taken for text
-
 
 @dataclass
 class Evaluation:
@@ -122,7 +120,7 @@ def looks_like_text(points: np.ndarray, text: str = "689") -> bool:
     except ValueError:
         return False
     inked = [i + 1 for i, ch in enumerate(text) if not ch.isspace()]
-    return bool(1.0 - shares[0] >= _TEXT_MIN_INSIDE and all(shares[i] >= _TEXT_MIN_PER_GLYPH for i in inked))
+    return bool(1.0 - shares[0] >= 0.5 and all(shares[i] >= 0.1 for i in inked))
 
 
 def mode_coverage(generated: np.ndarray, real: np.ndarray, text: str = "689") -> dict[str, Any]:
@@ -223,13 +221,12 @@ def evaluate_checkpoint(
     from genmodels.train.checkpoint import load_checkpoint, model_from_checkpoint
 
     payload = load_checkpoint(checkpoint, map_location=device)
-    model = model_from_checkpoint(payload, device=device)
     real = checkpoint_points(payload, checkpoint, data, drop_invalid=drop_invalid)
     source = "held-out split stored in the checkpoint" if data is None else str(data)
     if len(real) < (least := 2 * M.MIN_TWO_SAMPLE_POINTS):
         raise DataError(f"{source} has {len(real)} rows; the two-sample tests need at least {least} "
                         f"(two halves of {M.MIN_TWO_SAMPLE_POINTS})")  # fmt: skip
-    result = evaluate_model(model, real, **options)
+    result = evaluate_model(model_from_checkpoint(payload, device=device), real, **options)
     result.columns = tuple(payload["columns"])
     train_data, epochs = (payload.get("data") or {}).get("path"), (payload.get("trainer") or {}).get("epoch")
     result.metrics = {"checkpoint": str(checkpoint), "data": source, "train_data": train_data, "epochs": epochs,
@@ -317,10 +314,9 @@ def compare_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
         add(f"gap {key} - H [nats]", nll(key, lambda v: f"{_fmt(v['gap'])} ± {_fmt(v['gap_se'])}"))
     for key, name in _SAMPLE_NAMES.items():
         add(name, lambda m, k=key: sample_cell(m["samples"][k]))
-    first = next((m["mode_coverage"] for _, m in rows if m.get("mode_coverage")), None)
-    for i, glyph in enumerate(first["glyphs"] if first else []):
-        add(f"share in '{glyph['char']}' (real {glyph['real']:.3f})", coverage(lambda c, i=i: c["glyphs"][i]))
-    if first:
+    if first := next((m["mode_coverage"] for _, m in rows if m.get("mode_coverage")), None):
+        for i, g in enumerate(first["glyphs"]):
+            add(f"share in '{g['char']}' (real {g['real']:.3f})", coverage(lambda c, i=i: c["glyphs"][i]))
         add(f"share outside glyphs (real {first['outside']['real']:.3f})", coverage(lambda c: c["outside"]))
     add("evaluation seconds", lambda m: f"{m['seconds']['total']:.1f}")
     return "\n".join(lines) + "\n"

@@ -339,8 +339,7 @@ def plot_checkpoint(
     payload = load_checkpoint(checkpoint, map_location=dev)
     model = model_from_checkpoint(payload, device=dev)
     real = checkpoint_points(payload, checkpoint, data)
-    saved_data = (payload.get("data") or {}).get("path") or payload["config"].data.path
-    data_name = saved_data if data is None else str(data)
+    data_name = data or (payload.get("data") or {}).get("path") or payload["config"].data.path
     sampling, info = payload["config"].sampling, payload.get("labels")
     labels = draw_labels(model, n_samples, seed)  # a conditional model's, in the training proportions
     real_labels = info["test_labels"].numpy() if info is not None and data is None else None
@@ -385,13 +384,12 @@ def compare_checkpoints(
     for label, path in checkpoints:
         log.info("evaluating %s", label if str(path) in label else f"{label} ({path})")
         results.append((label, evaluate_checkpoint(path, **options)))
-    first_label, first_real = results[0][0], results[0][1].real
-    others = [label for label, ev in results[1:] if not np.array_equal(ev.real, first_real)]
+    others = [label for label, ev in results[1:] if not np.array_equal(ev.real, results[0][1].real)]
     if others:
         log.warning(
             "%s %s evaluated on other points than %s (each run on its own held-out split): the numbers "
             "are not directly comparable; --data evaluates every run on the same file",
-            ", ".join(others), "was" if len(others) == 1 else "were", first_label,
+            ", ".join(others), "was" if len(others) == 1 else "were", results[0][0],
         )  # fmt: skip
     table = compare_table([(label, ev.metrics) for label, ev in results])
     paths = {"table": out / "compare.md", "json": out / "compare.json"}
