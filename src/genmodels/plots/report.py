@@ -183,9 +183,8 @@ def _results_figure(run: _Run) -> dict[str, Path]:
         categories = [run.real_labels, *[run.real_labels] * len(middle), labels, *range(len(names))]
     own = [columns for _, _, columns in panels]
     return run.draw(
-        "results", P.plot_panels, [(title, data) for title, data, _ in panels], columns=run.columns,
+        "results", P.plot_panels, [p[:2] for p in panels], columns=run.columns, categories=categories,
         panel_columns=own, reference=run.real, share_reference=[c is None for c in own], suptitle=run.title,
-        categories=categories,
     )  # fmt: skip
 
 
@@ -248,8 +247,7 @@ def _reverse_figures(run: _Run) -> dict[str, Path]:
         with V.record_reverse_process(run.model, n) as recording:
             final = run.model.sample(n, generator=generator, steps=run.sampling_steps or None)
         run.reverse = recording.trajectory(final.double().cpu().numpy())
-    timesteps, states = run.reverse
-    states = states[:, :_TRAJECTORY_POINTS]
+    timesteps, states = run.reverse[0], run.reverse[1][:, :_TRAJECTORY_POINTS]
     snapshots = V.closest_indices(timesteps, _strip_steps(run.model))
     title = f"{run.title}: reverse process, from noise (i = {steps}) to samples (i = 0)"
     shots = [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots]
@@ -486,12 +484,11 @@ def write_index(out_dir: str | os.PathLike[str]) -> Path:
     models = [name for name, mine in own.items() if mine or any(p.is_file() for p in results[name])]
     sections = [_model_section(out, name, own[name], *results[name]) for name in models]
     others = [_figure_html("", p) for p in figures if not any(p in mine for mine in own.values())]
-    sections += ["\n".join(['<h2 id="other">Other figures</h2>', *others])] if others else []
+    body = "\n".join(sections + (['<h2 id="other">Other figures</h2>', *others] if others else []))
     title = html.escape(f"genmodels results: {out.resolve().name}")
     links = ", ".join(f'<a href="#{m}">{get_spec(m).title}</a>' for m in models) or "No results yet."
     written = html.escape(time.strftime("%Y-%m-%d %H:%M:%S"))
     page = Template((files(__package__) / "page.html").read_text(encoding="utf-8"))
-    body = "\n".join(sections)
     write_text(out / "index.html", page.substitute(title=title, written=written, links=links, sections=body))
     return out / "index.html"
 
