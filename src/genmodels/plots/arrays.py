@@ -42,11 +42,9 @@ def grid_lines(
     if n_lines < 2 or n_points < 2:
         raise ValueError("n_lines and n_points must be at least 2")
     x0, x1, y0, y1 = box
-    xs, ys = np.linspace(x0, x1, n_lines), np.linspace(y0, y1, n_lines)
-    tx, ty = np.linspace(x0, x1, n_points), np.linspace(y0, y1, n_points)
-    vertical = np.stack(np.broadcast_arrays(xs[:, None], ty[None, :]), -1)
-    horizontal = np.stack(np.broadcast_arrays(tx[None, :], ys[:, None]), -1)
-    return np.concatenate([vertical, horizontal]).astype(float)
+    vertical = np.meshgrid(np.linspace(x0, x1, n_lines), np.linspace(y0, y1, n_points), indexing="ij")
+    horizontal = np.meshgrid(np.linspace(x0, x1, n_points), np.linspace(y0, y1, n_lines))
+    return np.concatenate([np.stack(vertical, -1), np.stack(horizontal, -1)]).astype(float)
 
 
 def _coupling_stages(kinds: Sequence[str], n_panels: int) -> list[int]:
@@ -74,10 +72,10 @@ def warped_grid(
     if getattr(flow, "dim", 2) != 2:
         raise ValueError("warped_grid needs a 2-D flow")
     lines = grid_lines(box, n_lines=n_lines, n_points=n_points)
-    n_grid = lines.shape[0] * lines.shape[1]
+    n = lines.shape[0] * lines.shape[1]  # the grid's vertices come first, then the points
     pts = np.zeros((0, 2)) if points is None else np.asarray(points, dtype=float)[:, :2]
     x = model_tensor(flow, np.concatenate([lines.reshape(-1, 2), pts]))
-    stages = [y.double().cpu().numpy() for y in [x, *flow.trajectory(x)]]
+    stages = torch.stack([*flow.trajectory(x), x]).double().cpu().numpy()  # the input last, at index -1
     kinds = [type(bijection).__name__ for bijection in flow._bijections()]
     chosen = _coupling_stages(kinds, n_panels)
     done = np.cumsum([k == "AffineCoupling" for k in kinds]).tolist()  # couplings up to each bijection
@@ -87,8 +85,7 @@ def warped_grid(
         else f"after {done[i]} coupling{'s' if done[i] != 1 else ''}"
         for i in chosen
     ]  # fmt: skip
-    picked = [stages[index + 1] for index in chosen]
-    return [(t, v[:n_grid].reshape(lines.shape), v[n_grid:]) for t, v in zip(titles, picked, strict=True)]
+    return [(t, v[:n].reshape(lines.shape), v[n:]) for t, v in zip(titles, stages[chosen], strict=True)]
 
 
 @dataclass
