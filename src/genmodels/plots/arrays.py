@@ -105,10 +105,9 @@ class ReverseRecording:
         if not self.states:
             raise ValueError("nothing was recorded (was the model sampled inside record_reverse_process?)")
         n = min(len(self.states[0]), len(final))
-        stacked = torch.stack([s[:n] for s in self.states]).double()
-        states = (stacked * self.std.double() + self.mean.double()).numpy()
+        states = torch.stack([s[:n] for s in self.states]).double() * self.std.double() + self.mean.double()
         last = np.asarray(final, dtype=float)[None, :n]
-        return np.asarray([*self.timesteps, 0]), np.concatenate([states, last])
+        return np.asarray([*self.timesteps, 0]), np.concatenate([states.numpy(), last])
 
 
 @contextlib.contextmanager
