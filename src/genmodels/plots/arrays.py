@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 _BATCH = 65536
+Box = tuple[float, float, float, float]  # (x0, x1, y0, y1)
 
 
 def model_tensor(model: nn.Module, values: np.ndarray) -> torch.Tensor:
@@ -35,9 +36,7 @@ def latent(flow: nn.Module, x: np.ndarray, label: np.ndarray | None = None) -> n
     return torch.cat([flow(c, y)[0] for c, y in zip(chunks, labels, strict=True)]).double().cpu().numpy()
 
 
-def grid_lines(
-    box: tuple[float, float, float, float], *, n_lines: int = 15, n_points: int = 160
-) -> np.ndarray:
+def grid_lines(box: Box, *, n_lines: int = 15, n_points: int = 160) -> np.ndarray:
     """Grid lines over ``box = (x0, x1, y0, y1)``: ``(2 * n_lines, n_points, 2)``, vertical ones first."""
     if n_lines < 2 or n_points < 2:
         raise ValueError("n_lines and n_points must be at least 2")
@@ -60,7 +59,7 @@ def _coupling_stages(kinds: Sequence[str], n_panels: int) -> list[int]:
 @torch.no_grad()
 def warped_grid(
     flow: nn.Module,
-    box: tuple[float, float, float, float],
+    box: Box,
     *,
     points: np.ndarray | None = None,
     n_panels: int = 5,

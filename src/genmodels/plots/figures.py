@@ -131,10 +131,8 @@ def _frame(ax: Axes, box: Box) -> None:
     ax.grid(True, linewidth=0.4, alpha=0.3)
 
 
-def _label(
-    ax: Axes, title: str, names: Sequence[str] | None = None, fontsize: float = 11, ticks: float = 8
-) -> None:
-    ax.set_title(title, fontsize=fontsize)
+def _label(ax: Axes, title: str, names: Sequence[str] | None = None, size: int = 11, ticks: int = 8) -> None:
+    ax.set_title(title, fontsize=size)
     ax.set(**({} if names is None else {"xlabel": names[0], "ylabel": names[1]}))
     ax.tick_params(labelsize=ticks)
 
@@ -174,10 +172,8 @@ def _new_figure(width: float, height: float, suptitle: str | None = None, fontsi
     return fig
 
 
-def _row(
-    k: int, width: float, height: float, suptitle: str | None, fontsize: float = 12
-) -> tuple[Figure, list[Axes]]:
-    fig = _new_figure(width * k, height, suptitle, fontsize)
+def _row(k: int, w: float, h: float, suptitle: str | None, fontsize: float = 12) -> tuple[Figure, list[Axes]]:
+    fig = _new_figure(w * k, h, suptitle, fontsize)
     return fig, list(fig.subplots(1, k, squeeze=False)[0])
 
 
@@ -186,15 +182,14 @@ def _projected(items: Panels, what: str) -> list[tuple[str, np.ndarray]]:
 
 
 def _panel_boxes(
-    projected: list[np.ndarray], reference: np.ndarray | None, share: Sequence[bool] | None, square: bool
+    xys: list[np.ndarray], reference: np.ndarray | None, share: Sequence[bool] | None, square: bool
 ) -> tuple[list[Box], float]:
-    x0, x1, y0, y1 = _box(reference if reference is not None else projected[0], aspect=None)
+    x0, x1, y0, y1 = _box(reference if reference is not None else xys[0], aspect=None)
     aspect = 1.0 if square else float(np.clip((y1 - y0) / (x1 - x0), _MIN_ASPECT, _MAX_ASPECT))
-    flags = [False] * len(projected) if share is None else [bool(f) for f in share]
+    flags = [False] * len(xys) if share is None else [bool(f) for f in share]
     if any(flags) and reference is None:
         raise ValueError("share_reference asks for reference limits but no reference was given")
-    boxes = [_box(reference if f else xy, aspect=aspect) for f, xy in zip(flags, projected, strict=True)]
-    return boxes, aspect
+    return [_box(reference if f else xy, aspect=aspect) for f, xy in zip(flags, xys, strict=True)], aspect
 
 
 def _category_colours(category: int | np.ndarray | None, data: np.ndarray) -> str | np.ndarray | None:
@@ -553,7 +548,7 @@ def plot_warped_grid(
             ax.plot(*line.T, color=PALETTE[j >= len(lines) // 2], linewidth=0.6, alpha=0.55, zorder=1)
         _draw(ax, pts, None, labels, _marker(len(pts))[0] * _STRIP_SCALE, _marker(len(pts))[1])
         _frame(ax, _box(fit, aspect=1.0))
-        _label(ax, title, fontsize=10, ticks=7)
+        _label(ax, title, size=10, ticks=7)
     if labels[1] is not None:
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=9, frameon=False,
@@ -594,7 +589,7 @@ def plot_vector_fields(
         _dots(ax, bg, s=size * 0.6, alpha=min(1.0, alpha * 0.8), color="0.6")
         arrows = _arrows(ax, pts, np.asarray(vectors, dtype=float), 0.8 * spacing) or arrows
         _frame(ax, box)
-        _label(ax, title, fontsize=10, ticks=7)
+        _label(ax, title, size=10, ticks=7)
     if arrows is not None:
         _colorbar(fig, arrows, axes, "length / longest in panel", True, shrink=0.85, pad=0.01, aspect=25)
     return _save(fig, path, fmt)
@@ -643,10 +638,10 @@ def plot_compare(
     axes = _new_figure(_PANEL_INCHES * n_cols, height, suptitle).subplots(n_rows, n_cols, squeeze=False)
     for i, (title, xy) in enumerate(projected):
         _scatter(axes[0][i], xy, _color(i), box=_box(projected[0][1]))
-        _label(axes[0][i], title, names, fontsize=10)
+        _label(axes[0][i], title, names, size=10)
     for i, (title, log_density, extent) in enumerate(densities):
         _log_density_image(axes[1][i], log_density, extent, small=True)
-        _label(axes[1][i], title, names, fontsize=10)
+        _label(axes[1][i], title, names, size=10)
     for ax in [*axes[0][len(panels) :], *(axes[1][len(densities) :] if densities else [])]:
         ax.set_axis_off()
     return _save(axes[0][0].figure, path, "png")
