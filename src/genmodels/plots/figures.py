@@ -54,7 +54,6 @@ def _xy(data: np.ndarray, name: str) -> np.ndarray:
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
     """The ``_QUANTILE``..``1 - _QUANTILE`` range of the finite ``values``, widened by ``_PAD`` of its width."""
-    values = np.asarray(values, dtype=float).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
         return -1.0, 1.0
