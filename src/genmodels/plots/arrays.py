@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 _BATCH = 65536
+Box = tuple[float, float, float, float]  # (x0, x1, y0, y1)
 
 
 def model_tensor(model: nn.Module, values: np.ndarray) -> torch.Tensor:
@@ -35,18 +36,14 @@ def latent(flow: nn.Module, x: np.ndarray, label: np.ndarray | None = None) -> n
     return torch.cat([flow(c, y)[0] for c, y in zip(chunks, labels, strict=True)]).double().cpu().numpy()
 
 
-def grid_lines(
-    box: tuple[float, float, float, float], *, n_lines: int = 15, n_points: int = 160
-) -> np.ndarray:
+def grid_lines(box: Box, *, n_lines: int = 15, n_points: int = 160) -> np.ndarray:
     """Grid lines over ``box = (x0, x1, y0, y1)``: ``(2 * n_lines, n_points, 2)``, vertical ones first."""
     if n_lines < 2 or n_points < 2:
         raise ValueError("n_lines and n_points must be at least 2")
     x0, x1, y0, y1 = box
-    xs, ys = np.linspace(x0, x1, n_lines), np.linspace(y0, y1, n_lines)
-    tx, ty = np.linspace(x0, x1, n_points), np.linspace(y0, y1, n_points)
-    vertical = np.stack(np.broadcast_arrays(xs[:, None], ty[None, :]), -1)
-    horizontal = np.stack(np.broadcast_arrays(tx[None, :], ys[:, None]), -1)
-    return np.concatenate([vertical, horizontal]).astype(float)
+    vertical = np.meshgrid(np.linspace(x0, x1, n_lines), np.linspace(y0, y1, n_points), indexing="ij")
+    horizontal = np.meshgrid(np.linspace(x0, x1, n_points), np.linspace(y0, y1, n_lines))
+    return np.concatenate([np.stack(vertical, -1), np.stack(horizontal, -1)]).astype(float)
 
 
 def _coupling_stages(kinds: Sequence[str], n_panels: int) -> list[int]:
@@ -62,7 +59,7 @@ def _coupling_stages(kinds: Sequence[str], n_panels: int) -> list[int]:
 @torch.no_grad()
 def warped_grid(
     flow: nn.Module,
-    box: tuple[float, float, float, float],
+    box: Box,
     *,
     points: np.ndarray | None = None,
     n_panels: int = 5,
@@ -74,10 +71,10 @@ def warped_grid(
     if getattr(flow, "dim", 2) != 2:
         raise ValueError("warped_grid needs a 2-D flow")
     lines = grid_lines(box, n_lines=n_lines, n_points=n_points)
-    n_grid = lines.shape[0] * lines.shape[1]
+    n = lines.shape[0] * lines.shape[1]  # the grid's vertices come first, then the points
     pts = np.zeros((0, 2)) if points is None else np.asarray(points, dtype=float)[:, :2]
     x = model_tensor(flow, np.concatenate([lines.reshape(-1, 2), pts]))
-    stages = [y.double().cpu().numpy() for y in [x, *flow.trajectory(x)]]
+    stages = torch.stack([*flow.trajectory(x), x]).double().cpu().numpy()  # the input last, at index -1
     kinds = [type(bijection).__name__ for bijection in flow._bijections()]
     chosen = _coupling_stages(kinds, n_panels)
     done = np.cumsum([k == "AffineCoupling" for k in kinds]).tolist()  # couplings up to each bijection
@@ -87,8 +84,7 @@ def warped_grid(
         else f"after {done[i]} coupling{'s' if done[i] != 1 else ''}"
         for i in chosen
     ]  # fmt: skip
-    picked = [stages[index + 1] for index in chosen]
-    return [(t, v[:n_grid].reshape(lines.shape), v[n_grid:]) for t, v in zip(titles, picked, strict=True)]
+    return [(t, v[:n].reshape(lines.shape), v[n:]) for t, v in zip(titles, stages[chosen], strict=True)]
 
 
 @dataclass
@@ -108,10 +104,9 @@ class ReverseRecording:
         if not self.states:
             raise ValueError("nothing was recorded (was the model sampled inside record_reverse_process?)")
         n = min(len(self.states[0]), len(final))
-        stacked = torch.stack([s[:n] for s in self.states]).double()
-        states = (stacked * self.std.double() + self.mean.double()).numpy()
+        states = torch.stack([s[:n] for s in self.states]).double() * self.std.double() + self.mean.double()
         last = np.asarray(final, dtype=float)[None, :n]
-        return np.asarray([*self.timesteps, 0]), np.concatenate([states, last])
+        return np.asarray([*self.timesteps, 0]), np.concatenate([states.numpy(), last])
 
 
 @contextlib.contextmanager

@@ -38,10 +38,7 @@ _STRIP_INCHES = 2.8
 _STRIP_SCALE = (_STRIP_INCHES / _PANEL_INCHES) ** 2  # marker area in a smaller panel
 _RASTERIZE_ABOVE = 2000
 _ACRONYMS = {"nll": "NLL", "kl": "KL", "lr": "LR", "mse": "MSE", "elbo": "ELBO", "bpd": "BPD", "ema": "EMA"}
-_LOSS_TOKENS = ("loss", "nll", "mse", "kl", "elbo", "bpd")
-_SOURCES = ("real", "generated")
 _SINGLE_PANELS = (("learning rate", "lr"), ("gradient norm", "grad_norm"))
-_OTHER_COLOR = "#BBBBBB"
 # cividis: perceptually uniform and readable with colour-vision deficiencies; values outside [0, 1] clipped
 _SEQUENTIAL = {"cmap": "cividis", "vmin": 0.0, "vmax": 1.0}
 
@@ -57,7 +54,6 @@ def _xy(data: np.ndarray, name: str) -> np.ndarray:
 
 def _interval(values: np.ndarray) -> tuple[float, float]:
     """The ``_QUANTILE``..``1 - _QUANTILE`` range of the finite ``values``, widened by ``_PAD`` of its width."""
-    values = np.asarray(values, dtype=float).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
         return -1.0, 1.0
@@ -101,7 +97,7 @@ def _draw(ax: Axes, xy: np.ndarray, colour: object, labels: Labels | None, size:
         colours = {"color": colour} if values is None else {"c": values, **_SEQUENTIAL}
         _dots(ax, xy, s=size, alpha=alpha, **colours)
         return
-    groups = [(-1, "background", _OTHER_COLOR), *((k, str(n), _color(k)) for k, n in enumerate(names))]
+    groups = [(-1, "background", "#BBBBBB"), *((k, str(n), _color(k)) for k, n in enumerate(names))]
     for k, name, color in groups:
         mask = np.asarray(values, dtype=np.int64) == k
         if mask.any():
@@ -109,17 +105,13 @@ def _draw(ax: Axes, xy: np.ndarray, colour: object, labels: Labels | None, size:
 
 
 def _scatter(ax: Axes, xy: np.ndarray, colour: Any, *, box: Box, n_style: int = 0, **style: Any) -> None:
-    """:func:`_draw` in ``box``, markers sized for ``n_style`` points (else len(xy)) times ``style["scale"]``."""
+    """:func:`_draw` in ``box``, markers sized for ``n_style`` points (else len(xy)) times ``style["scale"]``,
+    saying how many points fall outside ``box`` where over 1 %: a figure must not hide diverged samples."""
     size, alpha = _marker(n_style or len(xy))
     _draw(ax, xy, colour, style.get("labels"), size * style.get("scale", 1.0), alpha)
     _frame(ax, box)
-    _note_outside(ax, xy, box)
-
-
-def _note_outside(ax: Axes, xy: np.ndarray, box: Box) -> None:
-    """Say how many points fall outside ``box`` where over 1 %: a figure must not hide diverged samples."""
     outside = int(len(xy) - _inside(xy, box).sum())
-    if len(xy) and outside > 0.01 * len(xy):
+    if outside > 0.01 * len(xy):
         ax.text(
             0.98, 0.02, f"{outside:,} of {len(xy):,} points ({100 * outside / len(xy):.1f}%) outside the axes",
             transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="#D55E00",
@@ -138,10 +130,8 @@ def _frame(ax: Axes, box: Box) -> None:
     ax.grid(True, linewidth=0.4, alpha=0.3)
 
 
-def _label(
-    ax: Axes, title: str, names: Sequence[str] | None = None, fontsize: float = 11, ticks: float = 8
-) -> None:
-    ax.set_title(title, fontsize=fontsize)
+def _label(ax: Axes, title: str, names: Sequence[str] | None = None, size: int = 11, ticks: int = 8) -> None:
+    ax.set_title(title, fontsize=size)
     ax.set(**({} if names is None else {"xlabel": names[0], "ylabel": names[1]}))
     ax.tick_params(labelsize=ticks)
 
@@ -161,8 +151,7 @@ def subsample(data: np.ndarray, max_points: int | None, seed: int = 0) -> np.nda
     """At most ``max_points`` rows, chosen reproducibly at random (order kept)."""
     if max_points is None or len(data) <= max_points:
         return data
-    keep = np.sort(np.random.default_rng(seed).choice(len(data), size=int(max_points), replace=False))
-    return data[keep]
+    return data[np.sort(np.random.default_rng(seed).choice(len(data), size=int(max_points), replace=False))]
 
 
 def _save(fig: Figure, path: PathLike, fmt: str) -> Path:
@@ -182,10 +171,8 @@ def _new_figure(width: float, height: float, suptitle: str | None = None, fontsi
     return fig
 
 
-def _row(
-    k: int, width: float, height: float, suptitle: str | None, fontsize: float = 12
-) -> tuple[Figure, list[Axes]]:
-    fig = _new_figure(width * k, height, suptitle, fontsize)
+def _row(k: int, w: float, h: float, suptitle: str | None, fontsize: float = 12) -> tuple[Figure, list[Axes]]:
+    fig = _new_figure(w * k, h, suptitle, fontsize)
     return fig, list(fig.subplots(1, k, squeeze=False)[0])
 
 
@@ -194,15 +181,14 @@ def _projected(items: Panels, what: str) -> list[tuple[str, np.ndarray]]:
 
 
 def _panel_boxes(
-    projected: list[np.ndarray], reference: np.ndarray | None, share: Sequence[bool] | None, square: bool
+    xys: list[np.ndarray], reference: np.ndarray | None, share: Sequence[bool] | None, square: bool
 ) -> tuple[list[Box], float]:
-    x0, x1, y0, y1 = _box(reference if reference is not None else projected[0], aspect=None)
+    x0, x1, y0, y1 = _box(reference if reference is not None else xys[0], aspect=None)
     aspect = 1.0 if square else float(np.clip((y1 - y0) / (x1 - x0), _MIN_ASPECT, _MAX_ASPECT))
-    flags = [False] * len(projected) if share is None else [bool(f) for f in share]
+    flags = [False] * len(xys) if share is None else [bool(f) for f in share]
     if any(flags) and reference is None:
         raise ValueError("share_reference asks for reference limits but no reference was given")
-    boxes = [_box(reference if f else xy, aspect=aspect) for f, xy in zip(flags, projected, strict=True)]
-    return boxes, aspect
+    return [_box(reference if f else xy, aspect=aspect) for f, xy in zip(flags, xys, strict=True)], aspect
 
 
 def _category_colours(category: int | np.ndarray | None, data: np.ndarray) -> str | np.ndarray | None:
@@ -248,12 +234,10 @@ def plot_panels(
     boxes, aspect = _panel_boxes([xy for _, xy in projected], ref, share_reference, square)
     shown = f"showing columns ({names[0]}, {names[1]}) of {d}" if d > 2 and not square else None
     heading = "\n".join(h for h in (suptitle, shown) if h)
-    if small:
-        fig, axes = _row(len(panels), _STRIP_INCHES, _STRIP_INCHES + (0.35 if heading else 0.0), heading)
-    else:
-        lines = max(str(title).count("\n") for title, _ in panels)  # of the panel titles, below
-        height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading.splitlines()) + 0.22 * lines
-        fig, axes = _row(len(panels), _PANEL_INCHES, height, heading)
+    lines = max(str(title).count("\n") for title, _ in panels)  # of the panel titles, below
+    height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading.splitlines()) + 0.22 * lines
+    size = (_STRIP_INCHES, _STRIP_INCHES + (0.35 if heading else 0.0)) if small else (_PANEL_INCHES, height)
+    fig, axes = _row(len(panels), *size, heading)
     if panel_columns is not None and len(panel_columns) != len(panels) and not small:
         raise ValueError(f"panel_columns has {len(panel_columns)} entries for {len(panels)} panels")
     own = [names if c is None else _column_names(c, d) for c in panel_columns or [None] * len(panels)]
@@ -298,9 +282,10 @@ def plot_pairs(
             continue
         if i == j:  # the density of each: counts over its number of points and the bin width
             edges = np.linspace(*limits[j], 41)
-            for k, v in enumerate((real[:, j], gen[:, j])):
+            for k, (v, source) in enumerate([(real[:, j], "real"), (gen[:, j], "generated")]):
                 w = np.full(len(v), 1.0 / (max(len(v), 1) * (edges[1] - edges[0])))
-                ax.hist(v, edges, weights=w, histtype="step", color=PALETTE[k], lw=1.4, label=_SOURCES[k])
+                label = f"{source} (n={len(v):,})"
+                ax.hist(v, edges, weights=w, histtype="step", color=PALETTE[k], lw=1.4, label=label)
             ax.set(xlim=limits[j], yticks=[])
         else:
             for k in (1, 0):
@@ -309,9 +294,7 @@ def plot_pairs(
             ax.grid(True, linewidth=0.4, alpha=0.3)
         ax.tick_params(labelsize=7, labelbottom=i == d - 1, labelleft=i == j or (j == 0 and i > 0))
         ax.set(xlabel=names[j] if i == d - 1 else "", ylabel=names[i] if j == 0 and i > 0 else "")
-    handles, _ = axes[0, 0].get_legend_handles_labels()
-    labels = [f"{lab} (n={len(x):,})" for lab, x in zip(_SOURCES, (real, gen), strict=True)]
-    fig.legend(handles, labels, loc="upper right", frameon=False, fontsize=10)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper right", frameon=False, fontsize=10)
     return _save(fig, path, fmt)
 
 
@@ -492,7 +475,7 @@ def plot_loss(
 
 
 def _is_loss_key(key: str) -> bool:
-    return any(tok in _LOSS_TOKENS for tok in key.lower().split("_"))
+    return any(tok in ("loss", "nll", "mse", "kl", "elbo", "bpd") for tok in key.lower().split("_"))
 
 
 def _spans_decade(series: History) -> bool:
@@ -564,7 +547,7 @@ def plot_warped_grid(
             ax.plot(*line.T, color=PALETTE[j >= len(lines) // 2], linewidth=0.6, alpha=0.55, zorder=1)
         _draw(ax, pts, None, labels, _marker(len(pts))[0] * _STRIP_SCALE, _marker(len(pts))[1])
         _frame(ax, _box(fit, aspect=1.0))
-        _label(ax, title, fontsize=10, ticks=7)
+        _label(ax, title, size=10, ticks=7)
     if labels[1] is not None:
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside lower center", ncols=len(names), fontsize=9, frameon=False,
@@ -575,12 +558,11 @@ def plot_warped_grid(
 def _arrows(ax: Axes, pts: np.ndarray, vec: np.ndarray, length: float) -> object | None:
     norm = np.linalg.norm(vec, axis=1)
     ok = np.isfinite(norm) & (norm > 0)
-    longest = float(norm[ok].max()) if ok.any() else 0.0
-    if longest <= 0:
+    if not ok.any():
         return None
     unit = vec[ok] / norm[ok, None] * length
     return ax.quiver(
-        pts[ok, 0], pts[ok, 1], unit[:, 0], unit[:, 1], norm[ok] / longest,
+        pts[ok, 0], pts[ok, 1], unit[:, 0], unit[:, 1], norm[ok] / norm[ok].max(),
         cmap=ListedColormap(colormaps[_VECTOR_CMAP](np.linspace(0.0, 0.85, 256))), clim=(0.0, 1.0),
         angles="xy", scale_units="xy", scale=1.0, width=0.005, headwidth=3.5, headlength=4.0,
         headaxislength=3.5, zorder=2,
@@ -606,7 +588,7 @@ def plot_vector_fields(
         _dots(ax, bg, s=size * 0.6, alpha=min(1.0, alpha * 0.8), color="0.6")
         arrows = _arrows(ax, pts, np.asarray(vectors, dtype=float), 0.8 * spacing) or arrows
         _frame(ax, box)
-        _label(ax, title, fontsize=10, ticks=7)
+        _label(ax, title, size=10, ticks=7)
     if arrows is not None:
         _colorbar(fig, arrows, axes, "length / longest in panel", True, shrink=0.85, pad=0.01, aspect=25)
     return _save(fig, path, fmt)
@@ -620,12 +602,11 @@ def plot_animation(
     from matplotlib.animation import PillowWriter
 
     arrays = [xy for _, xy in _projected(frames, "frame")]
-    parts = [arrays[0], arrays[-1], _points(reference, "reference")[:, :2]]
     size, alpha = _marker(max(len(a) for a in arrays))
     fig = Figure(figsize=(4.4, 4.4), dpi=_GIF_DPI, layout="constrained")
     ax = fig.subplots()
     scatter = _dots(ax, arrays[0], s=size, alpha=alpha, color=_color(0))
-    _frame(ax, _box(_finite_rows(np.concatenate(parts))))
+    _frame(ax, _box(np.concatenate([arrays[0], arrays[-1], _xy(reference, "reference")])))
     title = ax.set_title(frames[0][0], fontsize=11)
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
@@ -653,14 +634,13 @@ def plot_compare(
     names = _column_names(None if columns is None else list(columns)[:2], 2)
     n_cols, n_rows = max(len(panels), len(densities)), 2 if densities else 1
     height = (_PANEL_INCHES - 0.2) * n_rows + (0.3 if suptitle else 0.0)
-    fig = _new_figure(_PANEL_INCHES * n_cols, height, suptitle)
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    axes = _new_figure(_PANEL_INCHES * n_cols, height, suptitle).subplots(n_rows, n_cols, squeeze=False)
     for i, (title, xy) in enumerate(projected):
         _scatter(axes[0][i], xy, _color(i), box=_box(projected[0][1]))
-        _label(axes[0][i], title, names, fontsize=10)
+        _label(axes[0][i], title, names, size=10)
     for i, (title, log_density, extent) in enumerate(densities):
         _log_density_image(axes[1][i], log_density, extent, small=True)
-        _label(axes[1][i], title, names, fontsize=10)
+        _label(axes[1][i], title, names, size=10)
     for ax in [*axes[0][len(panels) :], *(axes[1][len(densities) :] if densities else [])]:
         ax.set_axis_off()
-    return _save(fig, path, "png")
+    return _save(axes[0][0].figure, path, "png")
