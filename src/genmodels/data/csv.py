@@ -25,6 +25,7 @@ MAX_LISTED = 20  # bad cells listed in full in an error message; the rest are co
 MAX_LABELS = 64  # most distinct values a numeric condition column may have (more: a continuous context)
 _CSV_CHUNK_ROWS = 65536
 _NUMBER = r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*"  # a finite decimal number
+Names = Sequence[str] | None  # column names or one label per row; None: the defaults, or no labels
 _is_number = np.vectorize(lambda text: re.fullmatch(_NUMBER, text) is not None, otypes=[bool])
 
 
@@ -209,30 +210,20 @@ def _check_spread(values: np.ndarray, columns: Sequence[str], file: Path) -> Non
         warnings.warn(DataWarning(f"{message}; a density model will put narrow peaks on them"), stacklevel=3)
 
 
-def save_csv(
-    path: PathLike,
-    values: np.ndarray,
-    columns: Sequence[str] | None = None,
-    labels: Sequence[str] | None = None,
-) -> None:
+def save_csv(path: PathLike, values: np.ndarray, columns: Names = None, labels: Names = None) -> None:
     """Write ``values`` ``(N, D)`` to ``path`` as by :func:`write_csv`, atomically (nothing on error)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         write_csv(handle, values, columns, labels)
 
 
-def csv_text(values: np.ndarray, columns: Sequence[str] | None = None) -> str:
+def csv_text(values: np.ndarray, columns: Names = None) -> str:
     """``values`` ``(N, D)`` as CSV text with a header line (see :func:`write_csv`)."""
     buffer = io.StringIO()
     write_csv(buffer, values, columns)
     return buffer.getvalue()
 
 
-def write_csv(
-    handle: TextIO,
-    values: np.ndarray,
-    columns: Sequence[str] | None = None,
-    labels: Sequence[str] | None = None,
-) -> None:
+def write_csv(handle: TextIO, values: np.ndarray, columns: Names = None, labels: Names = None) -> None:
     """Write finite ``values`` ``(N, D)`` to ``handle`` under a header of ``columns`` (default ``x, y`` or
     ``x0, x1, ...``), float64 shortest-exact, float32 to 9 digits (as :func:`load_csv` reads them), ``labels``
     ``(N,)`` as a last column ``label``; ValueError, before writing, for bad values, names or labels."""
@@ -247,11 +238,10 @@ def write_csv(
     if labels is not None and len(labels) != array.shape[0]:
         raise ValueError(f"labels must be one per row: {len(labels)} for {array.shape[0]} rows")
     csv.writer(handle, lineterminator="\n").writerow([*names, "label"] if labels is not None else names)
-    float32 = array.dtype == np.float32
-    array = array if float32 else array.astype(np.float64, copy=False)
+    number = "{:.9g}".format if array.dtype == np.float32 else repr
     for start in range(0, array.shape[0], _CSV_CHUNK_ROWS):
-        chunk = array[start : start + _CSV_CHUNK_ROWS].tolist()
-        rows = [",".join(format(v, ".9g") if float32 else repr(v) for v in row) for row in chunk]
+        chunk = array[start : start + _CSV_CHUNK_ROWS].astype(np.float64).tolist()
+        rows = [",".join(map(number, row)) for row in chunk]
         if labels is not None:
             rows = [f"{r},{label}" for r, label in zip(rows, labels[start : start + len(rows)], strict=True)]
         handle.write("".join(row + "\n" for row in rows))
