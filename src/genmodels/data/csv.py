@@ -159,13 +159,11 @@ def load_csv(
     bad_lines = lines[bad_rows]
     n_bad, s = len(bad_lines), "s" * (len(bad_lines) > 1)
     if n_bad and not drop_invalid:
-        listed = [
-            f"  line {lines[i]}, column {columns[j]!r}: {str(cells[i, j])!r}" for i, j in np.argwhere(bad)
-        ]
-        more = [f"  and {len(listed) - MAX_LISTED:,} more"] if len(listed) > MAX_LISTED else []
+        items = [f"line {lines[i]}, column {columns[j]!r}: {str(cells[i, j])!r}" for i, j in np.argwhere(bad)]
+        more = [f"and {len(items) - MAX_LISTED:,} more"] if len(items) > MAX_LISTED else []
         raise DataError(
             f"{file}: {n_bad:,} row{s} of {len(cells):,} cannot be read; expected a finite number in each of "
-            f"the columns {', '.join(columns)}:\n" + "\n".join(listed[:MAX_LISTED] + more)
+            f"the columns {', '.join(columns)}:\n  " + "\n  ".join(items[:MAX_LISTED] + more)
             + "\nFix these rows, or pass --drop_invalid to drop such rows."
         )  # fmt: skip
     if n_bad:
@@ -178,8 +176,7 @@ def load_csv(
     if text is None:
         return Dataset(values=values, columns=columns, path=str(file), n_dropped=n_bad)
     distinct, inverse = np.unique(text[~bad_rows], return_inverse=True)
-    numbers = sorted((str(v) for v in distinct if _is_number(v)), key=float)  # first, by value
-    names = tuple(numbers + [str(v) for v in distinct if not _is_number(v)])
+    names = tuple(sorted(map(str, distinct), key=lambda v: (0, float(v)) if _is_number(v) else (1, 0.0)))
     labels = np.array([names.index(str(v)) for v in distinct], dtype=np.int64)[inverse]
     return Dataset(values, columns, str(file), n_bad, condition, labels, names)
 
