@@ -41,7 +41,7 @@ def _closed_outlines(path) -> list[np.ndarray]:
             current.append(segment.control_points[-1:])
         else:
             current.append(segment(t))
-    return [o for o in outlines if len(o) > 2]
+    return outlines
 
 
 @functools.lru_cache(maxsize=32)
