@@ -102,10 +102,8 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, class
                 clf = MLPClassifier((10 * xa.shape[1],) * 2, batch_size=batch, **mlp)
             try:
                 clf.fit(data[train], labels[train])
-            except UserWarning as warning:
-                if _MLP_INTERRUPTED not in str(warning):
-                    raise
-                raise KeyboardInterrupt from None
+            except UserWarning as warning:  # the interrupted fit's warning: stop; any other: re-raise
+                raise (KeyboardInterrupt() if _MLP_INTERRUPTED in str(warning) else warning) from None
             accuracies.append(float(np.mean(clf.predict(data[test]) == labels[test])))
     return float(np.mean(accuracies))
 
@@ -258,10 +256,9 @@ def tail_metrics(points: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """How far ``points (N, D)`` reach beyond ``reference (M, D)``: ``far_share``, the share outside the
     reference's bounding box widened by half its range on each side (non-finite rows count as far), and
     ``max_distance``, the largest ``|x_d - mean_d| / std_d`` (the reference's mean and std) of any point."""
-    low, high = reference.min(0), reference.max(0)
-    pad = (high - low) / 2
+    pad = np.ptp(reference, 0) / 2
     with np.errstate(invalid="ignore", over="ignore"):
-        inside = ((points >= low - pad) & (points <= high + pad)).all(1)
+        inside = ((points >= reference.min(0) - pad) & (points <= reference.max(0) + pad)).all(1)
         distance = np.abs((points - reference.mean(0)) / reference.std(0)).max(1)
     if not len(points):
         return {"far_share": math.nan, "max_distance": math.nan}
