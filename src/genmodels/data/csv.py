@@ -50,8 +50,7 @@ class Dataset:
 
 def _misread_name(name: str) -> bool:
     """Whether ``name`` would not survive a header line: number-like (``nan``, ``inf`` too) or multi-line."""
-    special = re.fullmatch(r"\s*[+-]?(nan|inf|infinity)\s*", name, re.IGNORECASE) or re.search("[\r\n]", name)
-    return bool(_is_number(name)) or special is not None
+    return bool(_is_number(name) or re.search(r"^\s*[+-]?(nan|inf|infinity)\s*$|[\r\n]", name, re.IGNORECASE))
 
 
 def _default_columns(d: int) -> tuple[str, ...]:
