@@ -25,6 +25,7 @@ MAX_LISTED = 20  # bad cells listed in full in an error message; the rest are co
 MAX_LABELS = 64  # most distinct values a numeric condition column may have (more: a continuous context)
 _CSV_CHUNK_ROWS = 65536
 _NUMBER = r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*"  # a finite decimal number
+Names = Sequence[str] | None  # column names or one label per row; None: the defaults, or no labels
 _is_number = np.vectorize(lambda text: re.fullmatch(_NUMBER, text) is not None, otypes=[bool])
 
 
@@ -49,8 +50,7 @@ class Dataset:
 
 def _misread_name(name: str) -> bool:
     """Whether ``name`` would not survive a header line: number-like (``nan``, ``inf`` too) or multi-line."""
-    special = re.fullmatch(r"\s*[+-]?(nan|inf|infinity)\s*", name, re.IGNORECASE) or re.search("[\r\n]", name)
-    return bool(_is_number(name)) or special is not None
+    return bool(_is_number(name) or re.search(r"^\s*[+-]?(nan|inf|infinity)\s*$|[\r\n]", name, re.IGNORECASE))
 
 
 def _default_columns(d: int) -> tuple[str, ...]:
@@ -158,13 +158,11 @@ def load_csv(
     bad_lines = lines[bad_rows]
     n_bad, s = len(bad_lines), "s" * (len(bad_lines) > 1)
     if n_bad and not drop_invalid:
-        listed = [
-            f"  line {lines[i]}, column {columns[j]!r}: {str(cells[i, j])!r}" for i, j in np.argwhere(bad)
-        ]
-        more = [f"  and {len(listed) - MAX_LISTED:,} more"] if len(listed) > MAX_LISTED else []
+        items = [f"line {lines[i]}, column {columns[j]!r}: {str(cells[i, j])!r}" for i, j in np.argwhere(bad)]
+        more = [f"and {len(items) - MAX_LISTED:,} more"] if len(items) > MAX_LISTED else []
         raise DataError(
             f"{file}: {n_bad:,} row{s} of {len(cells):,} cannot be read; expected a finite number in each of "
-            f"the columns {', '.join(columns)}:\n" + "\n".join(listed[:MAX_LISTED] + more)
+            f"the columns {', '.join(columns)}:\n  " + "\n  ".join(items[:MAX_LISTED] + more)
             + "\nFix these rows, or pass --drop_invalid to drop such rows."
         )  # fmt: skip
     if n_bad:
@@ -177,8 +175,7 @@ def load_csv(
     if text is None:
         return Dataset(values=values, columns=columns, path=str(file), n_dropped=n_bad)
     distinct, inverse = np.unique(text[~bad_rows], return_inverse=True)
-    numbers = sorted((str(v) for v in distinct if _is_number(v)), key=float)  # first, by value
-    names = tuple(numbers + [str(v) for v in distinct if not _is_number(v)])
+    names = tuple(sorted(map(str, distinct), key=lambda v: (0, float(v)) if _is_number(v) else (1, 0.0)))
     labels = np.array([names.index(str(v)) for v in distinct], dtype=np.int64)[inverse]
     return Dataset(values, columns, str(file), n_bad, condition, labels, names)
 
@@ -209,30 +206,20 @@ def _check_spread(values: np.ndarray, columns: Sequence[str], file: Path) -> Non
         warnings.warn(DataWarning(f"{message}; a density model will put narrow peaks on them"), stacklevel=3)
 
 
-def save_csv(
-    path: PathLike,
-    values: np.ndarray,
-    columns: Sequence[str] | None = None,
-    labels: Sequence[str] | None = None,
-) -> None:
+def save_csv(path: PathLike, values: np.ndarray, columns: Names = None, labels: Names = None) -> None:
     """Write ``values`` ``(N, D)`` to ``path`` as by :func:`write_csv`, atomically (nothing on error)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         write_csv(handle, values, columns, labels)
 
 
-def csv_text(values: np.ndarray, columns: Sequence[str] | None = None) -> str:
+def csv_text(values: np.ndarray, columns: Names = None) -> str:
     """``values`` ``(N, D)`` as CSV text with a header line (see :func:`write_csv`)."""
     buffer = io.StringIO()
     write_csv(buffer, values, columns)
     return buffer.getvalue()
 
 
-def write_csv(
-    handle: TextIO,
-    values: np.ndarray,
-    columns: Sequence[str] | None = None,
-    labels: Sequence[str] | None = None,
-) -> None:
+def write_csv(handle: TextIO, values: np.ndarray, columns: Names = None, labels: Names = None) -> None:
     """Write finite ``values`` ``(N, D)`` to ``handle`` under a header of ``columns`` (default ``x, y`` or
     ``x0, x1, ...``), float64 shortest-exact, float32 to 9 digits (as :func:`load_csv` reads them), ``labels``
     ``(N,)`` as a last column ``label``; ValueError, before writing, for bad values, names or labels."""
@@ -247,11 +234,10 @@ def write_csv(
     if labels is not None and len(labels) != array.shape[0]:
         raise ValueError(f"labels must be one per row: {len(labels)} for {array.shape[0]} rows")
     csv.writer(handle, lineterminator="\n").writerow([*names, "label"] if labels is not None else names)
-    float32 = array.dtype == np.float32
-    array = array if float32 else array.astype(np.float64, copy=False)
+    number = "{:.9g}".format if array.dtype == np.float32 else repr
     for start in range(0, array.shape[0], _CSV_CHUNK_ROWS):
-        chunk = array[start : start + _CSV_CHUNK_ROWS].tolist()
-        rows = [",".join(format(v, ".9g") if float32 else repr(v) for v in row) for row in chunk]
+        chunk = array[start : start + _CSV_CHUNK_ROWS].astype(np.float64).tolist()
+        rows = [",".join(map(number, row)) for row in chunk]
         if labels is not None:
             rows = [f"{r},{label}" for r, label in zip(rows, labels[start : start + len(rows)], strict=True)]
         handle.write("".join(row + "\n" for row in rows))

@@ -41,7 +41,7 @@ def _closed_outlines(path) -> list[np.ndarray]:
             current.append(segment.control_points[-1:])
         else:
             current.append(segment(t))
-    return [o for o in outlines if len(o) > 2]
+    return outlines
 
 
 @functools.lru_cache(maxsize=32)
@@ -88,9 +88,8 @@ def _char_area(polygons: Sequence[np.ndarray]) -> float:
     total = 0.0
     for i, polygon in enumerate(polygons):
         x, y = polygon[:, 0], polygon[:, 1]
-        area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
         depth = sum(_inside(polygon[:1], [other])[0] for j, other in enumerate(polygons) if j != i)
-        total += area * (1 if depth % 2 == 0 else -1)
+        total += (-1) ** depth * 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
     return total
 
 

@@ -53,8 +53,7 @@ def _pairwise_sum(a: np.ndarray, b: np.ndarray, fn: Elementwise, *, same: bool) 
         block = a[start : start + rows]
         cols = slice(start, None) if same else slice(None)
         sq = np.einsum("ij,ij->i", block, block)[:, None] + b_sq[None, cols] - 2.0 * (block @ b[cols].T)
-        np.maximum(sq, 0.0, out=sq)
-        vals = fn(sq)
+        vals = fn(np.maximum(sq, 0.0, out=sq))
         if same:
             vals[np.tril_indices(block.shape[0])] = 0.0  # pairs j <= i inside the diagonal square
         total += (2.0 if same else 1.0) * float(vals.sum())
@@ -63,9 +62,8 @@ def _pairwise_sum(a: np.ndarray, b: np.ndarray, fn: Elementwise, *, same: bool) 
 
 def _pair_means(xa: np.ndarray, ya: np.ndarray, fn: Elementwise) -> tuple[float, ...]:
     """Means of ``fn(|a - b|²)`` over the pairs across the samples and within each (pairs i != j)."""
-    n, m = xa.shape[0], ya.shape[0]
     within = [_pairwise_sum(a, a, fn, same=True) / (len(a) * (len(a) - 1)) for a in (xa, ya)]
-    return _pairwise_sum(xa, ya, fn, same=False) / (n * m), *within
+    return _pairwise_sum(xa, ya, fn, same=False) / (len(xa) * len(ya)), *within
 
 
 _MLP_INTERRUPTED = "Training interrupted by user"  # scikit-learn's MLP warns so when Ctrl-C stops its fit
@@ -90,7 +88,7 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, class
     mean, std = xa.mean(axis=0), xa.std(axis=0)
     std[std == 0.0] = 1.0  # a constant column of x: only centre it
     data = np.concatenate([(xa - mean) / std, (ya - mean) / std])
-    labels = np.concatenate([np.zeros(xa.shape[0], dtype=np.int64), np.ones(ya.shape[0], dtype=np.int64)])
+    labels = np.repeat(np.array([0, 1], dtype=np.int64), [len(xa), len(ya)])
     folds, accuracies = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed), []
     mlp = dict(learning_rate_init=1e-2, max_iter=1000, random_state=seed)  # ReLU and Adam: the defaults
     with threadpool_limits(limits=1), warnings.catch_warnings():  # one thread: same results, as fast
@@ -104,10 +102,8 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, class
                 clf = MLPClassifier((10 * xa.shape[1],) * 2, batch_size=batch, **mlp)
             try:
                 clf.fit(data[train], labels[train])
-            except UserWarning as warning:
-                if _MLP_INTERRUPTED not in str(warning):
-                    raise
-                raise KeyboardInterrupt from None
+            except UserWarning as warning:  # the interrupted fit's warning: stop; any other: re-raise
+                raise (KeyboardInterrupt() if _MLP_INTERRUPTED in str(warning) else warning) from None
             accuracies.append(float(np.mean(clf.predict(data[test]) == labels[test])))
     return float(np.mean(accuracies))
 
@@ -137,10 +133,9 @@ def mmd(x: np.ndarray, y: np.ndarray, *, bandwidth: float | None = None) -> floa
         raise ValueError("median-heuristic bandwidth is 0 (most points coincide); pass bandwidth")
     if not 0.0 < h < math.inf:
         raise ValueError(f"bandwidth must be a positive finite number, got {bandwidth!r}")
-    scale = -1.0 / (2.0 * h * h)
 
     def kernel(sq: np.ndarray) -> np.ndarray:
-        return np.exp(np.multiply(sq, scale, out=sq), out=sq)
+        return np.exp(np.multiply(sq, -1.0 / (2.0 * h * h), out=sq), out=sq)
 
     kxy, kxx, kyy = _pair_means(xa, ya, kernel)
     return float(kxx + kyy - 2.0 * kxy)
@@ -261,10 +256,9 @@ def tail_metrics(points: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """How far ``points (N, D)`` reach beyond ``reference (M, D)``: ``far_share``, the share outside the
     reference's bounding box widened by half its range on each side (non-finite rows count as far), and
     ``max_distance``, the largest ``|x_d - mean_d| / std_d`` (the reference's mean and std) of any point."""
-    low, high = reference.min(0), reference.max(0)
-    pad = (high - low) / 2
+    pad = np.ptp(reference, 0) / 2
     with np.errstate(invalid="ignore", over="ignore"):
-        inside = ((points >= low - pad) & (points <= high + pad)).all(1)
+        inside = ((points >= reference.min(0) - pad) & (points <= reference.max(0) + pad)).all(1)
         distance = np.abs((points - reference.mean(0)) / reference.std(0)).max(1)
     if not len(points):
         return {"far_share": math.nan, "max_distance": math.nan}
