@@ -285,8 +285,7 @@ def _train(args: argparse.Namespace) -> int:
     stored = Path(config.data.path)
     if args.resume is not None and args.data is None and not stored.is_absolute() and not stored.exists():
         raise DataError(f"the run's data file {config.data.path} is not found from this folder ({Path.cwd()}); "
-                        "its path is relative to where the run was started: resume from there, or pass "
-                        "--data")  # fmt: skip
+                        "its path is relative to where the run was started: resume there, or pass --data")  # fmt: skip
     resolve_device(args.device)  # an unavailable device is an error before anything is printed
     check_data_path(config.data.path)  # and so is a missing data file
     _check_sample_memory(config.sampling.n_samples, 2, option="sampling.n_samples (--n_samples)")
@@ -424,9 +423,8 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
     from genmodels.evaluation.metrics import MIN_TWO_SAMPLE_POINTS
     from genmodels.train.acceleration import resolve_device
 
-    for name, least in (("n", MIN_TWO_SAMPLE_POINTS), ("n_boot", 2), ("n_eval", MIN_TWO_SAMPLE_POINTS)):
-        if (value := getattr(args, name)) is not None and value < least:
-            flag = "-n" if name == "n" else f"--{name}"
+    for flag, least in (("-n", MIN_TWO_SAMPLE_POINTS), ("--n_boot", 2), ("--n_eval", MIN_TWO_SAMPLE_POINTS)):
+        if (value := getattr(args, flag.lstrip("-"))) is not None and value < least:
             raise ConfigError(f"{flag} must be at least {least} (got {value})")
     if args.text is not None:
         try:
