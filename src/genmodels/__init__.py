@@ -7,20 +7,14 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "RealNVP": "genmodels.models",
-    "RealNVPModelConfig": "genmodels.models",
-    "DDPM": "genmodels.models",
-    "DDPMModelConfig": "genmodels.models",
-    "get_spec": "genmodels.models",
-    "model_names": "genmodels.models",
-    "TrainingConfig": "genmodels.config",
-    "RunConfig": "genmodels.config",
-    "Trainer": "genmodels.train.trainer",
-    "load_checkpoint": "genmodels.train.checkpoint",
-    "model_from_checkpoint": "genmodels.train.checkpoint",
-    "sample_model": "genmodels.evaluation.sampling",
+_MODULES = {  # module -> the names it exports
+    "genmodels.models": "RealNVP RealNVPModelConfig DDPM DDPMModelConfig get_spec model_names",
+    "genmodels.config": "TrainingConfig RunConfig",
+    "genmodels.train.trainer": "Trainer",
+    "genmodels.train.checkpoint": "load_checkpoint model_from_checkpoint",
+    "genmodels.evaluation.sampling": "sample_model",
 }
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names.split()}
 __all__ = ["__version__", *_EXPORTS]
 
 

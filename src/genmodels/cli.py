@@ -171,19 +171,12 @@ def _add_speed_options(parser: argparse.ArgumentParser, precision_keys: str, com
                         help=f"use torch.compile, or not ({compile_default}; see docs/speed.md)")  # fmt: skip
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser (its sub-commands' too) that refuses abbreviated options (``--epoch``)."""
-
-    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's signature
-        super().__init__(*args, allow_abbrev=False, **kwargs)
-
-
 def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     """The ``genmodels`` argument parser; ``train_prog`` names the ``train <model>`` commands."""
     from genmodels.models import model_names
 
-    description = "Train and sample flows and diffusion models on point data."
-    parser = _Parser(prog=train_prog or "genmodels", description=description)
+    about = "Train and sample flows and diffusion models on point data."
+    parser = argparse.ArgumentParser(prog=train_prog or "genmodels", description=about, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a model and write its figures, checkpoint and metrics")
     models = train.add_subparsers(dest="model_type", required=True)
@@ -200,8 +193,7 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     add("--eta", type=float, help="DDPM DDIM: noise scale in [0, 1] (default 1)")
     add("--ddim_spacing", choices=["quadratic", "linear"], help="DDPM DDIM: default: the checkpoint's")
     add("--ddim_order", type=int, choices=[1, 2], help="DDPM DDIM: 2 (default): second-order step, 1: plain")
-    add("--label", help="conditional checkpoint: draw from p(x | LABEL) (default: labels in the training "
-                        "proportions)")  # fmt: skip
+    add("--label", help="conditional checkpoint: draw from p(x | LABEL) (default: the training proportions)")
     add("--guidance_scale", type=float, help="conditional DDPM: classifier-free guidance w (default 1)")
     _add_speed_options(sub.choices["sample"], "default: the checkpoint's", "default: the checkpoint's")
     add = sub.add_parser("make-data", help="write a synthetic 2-D dataset as CSV").add_argument
@@ -209,11 +201,8 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     add("-n", type=int, default=65536, help="number of points (default 65536)")
     add("--seed", **_SEED)
     add("--text", help="for 'text': the characters to render (default 689)")
-    add(
-        "--font",
-        choices=("auto", "pen", "dejavu"),
-        help="for 'text': hand-drawn pen digits, or DejaVu Sans (default auto: pen for digits)",
-    )
+    fonts = "hand-drawn pen digits, or DejaVu Sans (default auto: pen for digits)"
+    add("--font", choices=("auto", "pen", "dejavu"), help=f"for 'text': {fonts}")
     add("--labels", action="store_true", help="also write each point's component as a column 'label'")
     add("-o", "--output", required=True, help=_CSV_OUTPUT)
     _add_evaluation_parsers(sub)
@@ -226,9 +215,10 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     add("-n", "--n_samples", type=int, default=5000, help="samples to draw (default 5000)")
     add("--seed", **_SEED)
     add("--device", **_DEVICE)
-    # Each command's own parser, so that an option it does not know is reported with its usage.
+    # Each command's own parser (an unknown option is reported with its usage); no abbreviations ("--epoch").
     for command in [*sub.choices.values(), *models.choices.values()]:
         command.set_defaults(command_parser=command)
+        command.allow_abbrev = False
     return parser
 
 
@@ -295,8 +285,7 @@ def _train(args: argparse.Namespace) -> int:
     stored = Path(config.data.path)
     if args.resume is not None and args.data is None and not stored.is_absolute() and not stored.exists():
         raise DataError(f"the run's data file {config.data.path} is not found from this folder ({Path.cwd()}); "
-                        "its path is relative to where the run was started: resume from there, or pass "
-                        "--data")  # fmt: skip
+                        "its path is relative to where the run was started: resume there, or pass --data")  # fmt: skip
     resolve_device(args.device)  # an unavailable device is an error before anything is printed
     check_data_path(config.data.path)  # and so is a missing data file
     _check_sample_memory(config.sampling.n_samples, 2, option="sampling.n_samples (--n_samples)")
@@ -434,9 +423,8 @@ def _evaluation_kwargs(args: argparse.Namespace) -> dict:
     from genmodels.evaluation.metrics import MIN_TWO_SAMPLE_POINTS
     from genmodels.train.acceleration import resolve_device
 
-    for name, least in (("n", MIN_TWO_SAMPLE_POINTS), ("n_boot", 2), ("n_eval", MIN_TWO_SAMPLE_POINTS)):
-        if (value := getattr(args, name)) is not None and value < least:
-            flag = "-n" if name == "n" else f"--{name}"
+    for flag, least in (("-n", MIN_TWO_SAMPLE_POINTS), ("--n_boot", 2), ("--n_eval", MIN_TWO_SAMPLE_POINTS)):
+        if (value := getattr(args, flag.lstrip("-"))) is not None and value < least:
             raise ConfigError(f"{flag} must be at least {least} (got {value})")
     if args.text is not None:
         try:

@@ -104,9 +104,8 @@ class RunConfig:
             raise ConfigError(f"sampling.sampling_steps ({self.sampling.sampling_steps}) must be at most "
                               f"model.diffusion_steps ({steps}); 0 means all")  # fmt: skip
         if getattr(self.model, "n_labels", 0) and self.data.condition is None:
-            raise ConfigError(f"model.n_labels is {self.model.n_labels} but data.condition names no column: a run "
-                              "sets model.n_labels from the data.condition column (--condition); set that "
-                              "instead")  # fmt: skip
+            raise ConfigError(f"model.n_labels is {self.model.n_labels} but data.condition names no column; a run "
+                              "sets model.n_labels from it (--condition): set that instead")  # fmt: skip
 
 
 _SECTIONS = ("model", "training", "data", "sampling")
@@ -169,9 +168,7 @@ def _problem(section: str, error: Mapping[str, Any], model_type: str) -> str:
     message = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
     message = re.sub("|".join(_SIGNS), lambda match: _SIGNS[match[0]], message)
     got = f"(got {_shown(error['input'])})"
-    if message.startswith("must"):
-        return f"{section}.{key} {message} {got}"
-    return f"{section}.{key} {got}: {message}"
+    return f"{section}.{key} " + (f"{message} {got}" if message.startswith("must") else f"{got}: {message}")
 
 
 def _other_type_hint(model: Mapping[str, Any], model_type: str) -> str:

@@ -23,8 +23,7 @@ __all__ = ["atomic_path", "folder_problem", "is_special_path", "json_text", "pat
 def path_in_the_way(path: str | os.PathLike[str]) -> Path | None:
     """What stops a file from being written at ``path``: ``path`` itself where it is a folder, else the
     nearest parent that exists as something other than a folder (a file, a broken link); or None."""
-    target = Path(path)
-    if target.is_dir():
+    if (target := Path(path)).is_dir():
         return target
     return next((p for p in target.parents if (p.exists() or p.is_symlink()) and not p.is_dir()), None)
 
@@ -102,8 +101,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
         raise
 
 
