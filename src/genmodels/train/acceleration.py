@@ -207,7 +207,5 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda (got {name!r})")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda was asked for, but no CUDA GPU is available (use --device cpu or auto)"
-        )
+        raise ConfigError("--device cuda: no CUDA GPU is available (use --device cpu or auto)")
     return torch.device(name)
