@@ -10,7 +10,6 @@ import functools
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +46,15 @@ FLOAT32_STEP_ERROR = 1e-1
 FLOAT32_STEP_WARNING = 1e-3
 
 
-@dataclass
+@dataclasses.dataclass
 class RunResult:
     """What a finished run produced: its metrics and the paths it wrote."""
 
     metrics: dict[str, Any]
-    paths: dict[str, Path] = field(default_factory=dict)
+    paths: dict[str, Path] = dataclasses.field(default_factory=dict)
 
 
-@dataclass
+@dataclasses.dataclass
 class _Data:
     """A run's data split: float64 arrays in the data's units, and float32 tensors on the device."""
 

@@ -30,23 +30,21 @@ COMPILE_WORTHWHILE_POINT_STEPS = 4 * 10**7
 TRAINING_COMPILE_WORTHWHILE_POINTS = 15 * 10**6
 _TRAINING_COMPILE_WINS = {"RealNVP": ("float32", "bfloat16")}
 _COMPILER_WARNED = False
-_ALLOCATOR_TUNED = False
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@functools.cache
 def tune_allocator() -> bool:
     """Raise glibc's ``mmap`` and trim thresholds so freed memory stays in the process; True if applied."""
-    global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED or not sys.platform.startswith("linux"):
-        return _ALLOCATOR_TUNED
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     m_mmap_threshold, m_trim_threshold = -3, -1  # malloc.h
-    _ALLOCATOR_TUNED = mallopt(m_mmap_threshold, 32 << 20) == 1 and mallopt(m_trim_threshold, 256 << 20) == 1
-    return _ALLOCATOR_TUNED
+    return mallopt(m_mmap_threshold, 32 << 20) == 1 and mallopt(m_trim_threshold, 256 << 20) == 1
 
 
 @functools.cache
@@ -207,7 +205,5 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda (got {name!r})")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda was asked for, but no CUDA GPU is available (use --device cpu or auto)"
-        )
+        raise ConfigError("--device cuda: no CUDA GPU is available (use --device cpu or auto)")
     return torch.device(name)

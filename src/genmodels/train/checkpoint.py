@@ -1,9 +1,9 @@
 """One checkpoint format for every model: a dict of tensors and plain values (see :func:`save_checkpoint`)
-that ``torch.load(weights_only=True)`` reads; the data's standardisation lives in the model's buffers.
-"""
+that ``torch.load(weights_only=True)`` reads; the data's standardisation lives in the model's buffers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import zipfile
@@ -88,8 +88,7 @@ def _check_device(device: Device, what: str) -> torch.device:
     try:
         torch.empty(0, device=resolved)
     except (RuntimeError, AssertionError) as error:
-        text = str(error).strip()
-        reason = text.splitlines()[0].split(". ")[0] if text else type(error).__name__
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
         raise ValueError(f"{what} {str(resolved)!r} is not available on this machine ({reason})") from None
     return resolved
 
@@ -127,11 +126,9 @@ def _read(path: str, map_location: Device) -> Any:
         raise CheckpointError(f"checkpoint not found: {path}")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint path is a directory, not a file: {path}")
-    try:
+    with contextlib.suppress(*_LOAD_ERRORS):
         if zipfile.is_zipfile(path):  # torch.save writes zip archives
             return torch.load(path, map_location=map_location, weights_only=True)
-    except _LOAD_ERRORS:
-        pass
     raise CheckpointError(
         f"{path} is not a genmodels checkpoint: it is not a PyTorch checkpoint file of tensors and plain "
         f"values, or it is truncated. {_NOT_WRITTEN_HERE}"

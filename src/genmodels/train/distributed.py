@@ -1,6 +1,5 @@
 """Training and sampling on several processes launched by ``torchrun`` (see docs/scaling.md); without
-torchrun every function here is the one-process identity. Rank 0 alone prints and writes.
-"""
+torchrun every function here is the one-process identity. Rank 0 alone prints and writes."""
 
 from __future__ import annotations
 
@@ -53,11 +52,9 @@ def session(device: str) -> Iterator[None]:
 
     from genmodels.train.acceleration import resolve_device
 
-    backend = "gloo"
-    if resolve_device(device).type == "cuda":
+    if cuda := (resolve_device(device).type == "cuda"):
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        backend = "nccl"
-    dist.init_process_group(backend, timeout=timedelta(seconds=TIMEOUT_S))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=TIMEOUT_S))
     if not is_main():  # errors only
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         logging.getLogger().setLevel(logging.ERROR)
@@ -99,8 +96,7 @@ def data_parallel(model: nn.Module, loss_fn: Callable[..., torch.Tensor]) -> Cal
         return loss_fn
     from torch.nn.parallel import DistributedDataParallel
 
-    device = next(model.parameters()).device
-    ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+    ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
     # the buffers (standardisation, tables) never change in training: not sent at every step
     parameters = inspect.signature(DistributedDataParallel).parameters
     no_sync = {"forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers": False}

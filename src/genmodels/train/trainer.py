@@ -19,36 +19,16 @@ from torch import nn
 
 from genmodels.config import TrainingConfig, check_config_type
 from genmodels.errors import TrainingError
-from genmodels.train import distributed
-from genmodels.train.acceleration import (
-    autocast,
-    compile_function,
-    resolve_precision,
-    worth_compiling_training,
-)
+from genmodels.train import acceleration, distributed
+from genmodels.train.acceleration import compile_function, worth_compiling_training
 
-__all__ = ["Trainer", "capture_rng_state", "restore_rng_state"]
+__all__ = ["Trainer"]
 
 log = logging.getLogger(__name__)
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
 Checkpoint = Callable[["Trainer"], None]
 Loss = Callable[[torch.Tensor], torch.Tensor]
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """The global torch RNG states (CPU and, where present, CUDA) as tensors."""
-    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Restore states captured by :func:`capture_rng_state`."""
-    torch.set_rng_state(state["cpu"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 class _DeferredInterrupt:
@@ -80,7 +60,6 @@ class _DeferredInterrupt:
     def restore(self) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
 
 
 def _warn_unstandardised(model: nn.Module, data: torch.Tensor) -> None:
@@ -114,9 +93,7 @@ class Trainer:
     def __init__(self, model: nn.Module, config: TrainingConfig, *, progress: bool = True) -> None:
         check_config_type(config, TrainingConfig)  # whose values were checked when it was built
         if not isinstance(model, nn.Module) or not callable(getattr(model, "loss", None)):
-            raise TypeError(
-                f"model must be an nn.Module with a loss(batch) method, got {type(model).__name__}"
-            )
+            raise TypeError(f"model must be an nn.Module with a loss method, got {type(model).__name__}")
         self.model, self.config, self.progress = model, config, progress
         self.precision = config.precision  # resolved on the data's device when training starts
         params = [p for p in model.parameters() if p.requires_grad]
@@ -131,10 +108,13 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs besides the model's weights (the EMA weights included)."""
+        rng: dict[str, Any] = {"cpu": torch.get_rng_state()}  # and, where present, CUDA's
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not self.model else None, "epoch": self.epoch,
                 "step": self.step, "train_seconds": self.train_seconds, "skipped_steps": self.skipped_steps,
-                "grad_norm_mean": float(self.grad_norm_mean), "history": self.history, "rng": capture_rng_state()}  # fmt: skip
+                "grad_norm_mean": float(self.grad_norm_mean), "history": self.history, "rng": rng}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state written by :meth:`state_dict` (the model's weights are loaded separately)."""
@@ -147,7 +127,9 @@ class Trainer:
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.grad_norm_mean = float(state.get("grad_norm_mean", 0.0))
         self.history = {k: list(v) for k, v in state["history"].items()}
-        restore_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"]["cpu"].cpu())
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
 
     def adopt_optimizer_settings(self, previous: TrainingConfig) -> list[str]:
         """Adopt this config's optimizer settings where they differ from ``previous``; the changes."""
@@ -189,7 +171,7 @@ class Trainer:
                         "(--epochs) is %d; raise it to train longer", self.epoch, cfg.epochs)  # fmt: skip
             self.model.eval(), self.ema.eval()
             return
-        self.precision = resolve_precision(cfg.precision, data.device)
+        self.precision = acceleration.resolve_precision(cfg.precision, data.device)
         if cfg.precision == "auto" and self.precision == "bfloat16":
             log.info("training in bfloat16, which this %s computes natively (training.precision: auto; "
                      "--precision float32 to train in float32)", data.device.type.upper())  # fmt: skip
@@ -286,12 +268,11 @@ class Trainer:
 
     def _step(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None) -> torch.Tensor:
         """One optimisation step on ``batch``; returns ``[loss, gradient norm, skipped]``, left on the device."""
-        with autocast(batch.device, self.precision):
+        with acceleration.autocast(batch.device, self.precision):
             loss = self._batch_loss(batch, loss_fn, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip or math.inf)
         share = loss.detach().float() / distributed.world_size()  # summed over processes: the batch's
         stats = torch.stack([share, grad_norm.detach().float()])
         # 1 from the epoch's first non-finite step on, or for a spike: the fused Adam step then updates nothing
