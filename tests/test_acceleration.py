@@ -235,8 +235,7 @@ def test_cli_precision_option_reaches_the_run_and_the_sampler(
     assert main([*argv, "--precision", "bfloat16", "--quiet"]) == 0
     stored = yaml.safe_load((out / "configs" / "realnvp.yaml").read_text())
     assert stored["training"]["precision"] == stored["sampling"]["precision"] == "bfloat16"
-    assert stored["training"]["compile"] == "off"
-    assert stored["sampling"]["compile"] == "auto"
+    assert stored["training"]["compile"] == stored["sampling"]["compile"] == "auto"
     ckpt = out / "checkpoints" / "realnvp.pt"
     # `sample` takes the run's stored precision unless told otherwise
     written = {}
@@ -355,11 +354,11 @@ def test_trainer_with_auto_compiles_when_the_whole_run_is_long_enough(
     monkeypatch.setattr(training, "compile_function", fake_compile)
     monkeypatch.setattr(acceleration, "TRAINING_COMPILE_WORTHWHILE_POINTS", 3000)
     data = gaussian_data(1024)
-    assert TrainingConfig().compile == "off"
-    fit(perturbed_flow(layers=2), data, epochs=4)  # the default: eager, however long the run
+    assert TrainingConfig().compile == "auto"
+    fit(perturbed_flow(layers=2), data, epochs=4, compile="off")  # off: eager, however long the run
     assert compiled == []
     with caplog.at_level("INFO"):
-        trainer = fit(perturbed_flow(layers=2), data, epochs=2, compile="auto")  # 2,048 points
+        trainer = fit(perturbed_flow(layers=2), data, epochs=2)  # the default, auto; 2,048 points
     assert compiled == [] and "compiled loss" not in caplog.text
     # continued to 3 epochs, the whole run passes 3,072 points: it compiles, as an unbroken one would
     trainer.config = TrainingConfig(**{**trainer.config.__dict__, "epochs": 3})

@@ -134,7 +134,7 @@ _TRAIN_KEYS = {
     "condition": (str, ("data.condition",), "categorical column to condition on: train p(x | label)"),
     "guidance_scale": (float, ("sampling.guidance_scale",), "classifier-free guidance of the run's samples"),
     "precision": (None, ("training.precision", "sampling.precision"), ""),
-    "compile": (None, ("training.compile", "sampling.compile"), "by default training is eager"),
+    "compile": (None, ("training.compile", "sampling.compile"), "default auto: where it was measured faster"),
 }
 _DEVICE = {"default": "auto", "choices": ["auto", "cpu", "cuda"]}
 _FORMAT = {"default": "png", "choices": ["png", "svg", "pdf"]}

@@ -84,7 +84,7 @@ class TrainingConfig:
     eval_every: Int = Field(10, ge=1)
     checkpoint_every: Int = Field(50, ge=0)
     precision: Precision = "auto"
-    compile: Compile = "off"
+    compile: Compile = "auto"
 
 
 @dataclass(frozen=True)
