@@ -200,9 +200,11 @@ class Trainer:
                 bar.update(1)
                 self._checkpoint(on_checkpoint, interrupt.requested)
             if self.skipped_steps:
-                log.info("skipped %d of %d steps, each with a gradient norm over %g times the running mean "
-                         "(training.skip_spikes; per epoch: the history's skipped_steps)", self.skipped_steps,
-                         self.step, cfg.skip_spikes)  # fmt: skip
+                # Over 1% of the steps is more than rare spikes: a warning that says how to turn skipping off.
+                say = log.warning if self.skipped_steps > 0.01 * self.step else log.info
+                say("skipped %d of %d steps, each with a gradient norm over %g times the running mean "
+                    "(training.skip_spikes; 0 turns it off; per epoch: the history's skipped_steps)",
+                    self.skipped_steps, self.step, cfg.skip_spikes)  # fmt: skip
         finally:
             self.optimizer.__dict__.pop("found_inf", None)
             interrupt.restore()
@@ -285,12 +287,15 @@ class Trainer:
         return torch.cat([stats, spike[None]])
 
     def _gradient_spike(self, grad_norm: torch.Tensor) -> torch.Tensor:
-        """1 where ``grad_norm`` is a spike (docs/speed.md), else 0; updates the accepted steps' mean."""
+        """1 where ``grad_norm`` is a spike (docs/speed.md), else 0. The running mean averages the first
+        100 steps' norms, none of which is skipped (a new model's norms grow tenfold as it starts to learn),
+        then follows about the last 100; it takes every finite norm capped at the threshold, so a lasting
+        rise of the norms lifts it (by up to 9% a step with the factor 10) until steps are accepted again."""
         mean, factor = self.grad_norm_mean, self.config.skip_spikes
-        spike = (grad_norm > factor * mean) & (mean > 0) & (factor > 0)
-        accepted = ~spike & torch.isfinite(grad_norm)
-        updated = torch.where(mean > 0, mean + 0.01 * (grad_norm - mean), grad_norm)
-        self.grad_norm_mean = torch.where(accepted, updated, mean)
+        spike = (grad_norm > factor * mean) & (mean > 0) & (factor > 0) & (self.step >= 100)
+        capped = torch.where(spike, factor * mean, grad_norm)
+        updated = mean + max(0.01, 1 / (self.step + 1)) * (capped - mean)
+        self.grad_norm_mean = torch.where(torch.isfinite(grad_norm), updated, mean)
         return spike.float()
 
     def _batch_loss(self, batch: torch.Tensor, loss_fn: Loss, labels: torch.Tensor | None) -> torch.Tensor:
