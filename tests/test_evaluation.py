@@ -217,3 +217,7 @@ def test_training_metrics_report_the_samples_tails_beside_the_held_out_points():
     assert out["far_share"] == pytest.approx(5 / 1000) and out["far_share_floor"] == 0.0
     assert out["max_distance"] == pytest.approx(np.max(np.abs((1e4 - train.mean(0)) / train.std(0))))
     assert out["max_distance_floor"] < 6
+    # the tails count every sample, the C2ST only the first n_eval: far points beyond them still show
+    samples[:5], samples[-3:] = 0.0, 1e4
+    out = evaluate_samples(samples, test, train, seed=0, n_eval=300)
+    assert out["n_eval"] == 300 and out["far_share"] == pytest.approx(3 / 1000)

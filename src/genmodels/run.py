@@ -369,7 +369,7 @@ def _score(trainer: Trainer, config: RunConfig, data: _Data, drawn: tuple, secon
                                "sample_seconds": round(seconds, 3), "n_samples": len(samples)}  # fmt: skip
     metrics.update(_likelihood_metrics(trainer.ema, get_spec(config.model_type), data))
     n_eval, seed = config.sampling.n_eval or len(data.test_np), config.data.split_seed
-    metrics.update(evaluate_samples(samples[:n_eval], data.test_np, data.train_np, seed=seed))
+    metrics.update(evaluate_samples(samples, data.test_np, data.train_np, seed=seed, n_eval=n_eval))
     if labels is not None:
         per_label = per_label_scores((samples, labels), (data.test_np, data.test_labels_np),
                                      (data.train_np, data.train_labels_np), data.label_names, seed=seed)  # fmt: skip

@@ -185,23 +185,26 @@ def evaluate_samples(
     *,
     seed: int,
     names: Sequence[str] = ("c2st_mlp", "c2st_hgb"),
+    n_eval: int = 0,
 ) -> dict:
     """C2ST (``names``) of ``samples`` against the held-out points, each beside its floor (as many training points
     against them; NaN without ``real_train``), and the samples' and held-out points' (``_floor``) ``tail_metrics``
-    against the training points: ``{"n_eval", "far_share", "max_distance", "c2st", "c2st_hgb", ..._floor}``."""
+    against the training points: ``{"n_eval", "far_share", "max_distance", "c2st", "c2st_hgb", ..._floor}``. The
+    C2ST takes the first ``n_eval`` samples (0: all), the tails every sample."""
     tails = {}
     if real_train is not None and len(real_train) and len(real_test):
         for key, points in (("", samples), ("_floor", real_test)):
             tails.update({name + key: value for name, value in M.tail_metrics(points, real_train).items()})
-    n = min(len(samples), len(real_test))
+    scored = samples[: n_eval or None]
+    n = min(len(scored), len(real_test))
     rng = np.random.default_rng(seed)
-    gen = samples[rng.choice(len(samples), n, replace=False)]
+    gen = scored[rng.choice(len(scored), n, replace=False)]
     test = real_test[rng.choice(len(real_test), n, replace=False)]
     out: dict[str, Any] = {"n_eval": int(n), **tails}
     out.update(c2st=math.nan, c2st_hgb=math.nan, c2st_floor=math.nan, c2st_hgb_floor=math.nan)
     if n < M.MIN_TWO_SAMPLE_POINTS:
-        fewest = f"samples ({len(samples)}; raise sampling.n_samples, --n_samples)"
-        if len(samples) >= len(real_test):
+        fewest = f"samples ({len(scored)}; raise sampling.n_samples, --n_samples)"
+        if len(scored) >= len(real_test):
             fewest = f"held-out points ({len(real_test)}; raise data.test_fraction)"
         log.warning("too few %s for a two-sample test (at least %d are needed); c2st skipped", fewest,
                     M.MIN_TWO_SAMPLE_POINTS)  # fmt: skip
