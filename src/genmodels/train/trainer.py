@@ -199,17 +199,20 @@ class Trainer:
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s)
                 bar.update(1)
                 self._checkpoint(on_checkpoint, interrupt.requested)
-            if self.skipped_steps:
-                # Over 1% of the steps is more than rare spikes: a warning that says how to turn skipping off.
-                say = log.warning if self.skipped_steps > 0.01 * self.step else log.info
-                say("skipped %d of %d steps, each with a gradient norm over %g times the running mean "
-                    "(training.skip_spikes; 0 turns it off; per epoch: the history's skipped_steps)",
-                    self.skipped_steps, self.step, cfg.skip_spikes)  # fmt: skip
+            self._log_skipped_steps()
         finally:
             self.optimizer.__dict__.pop("found_inf", None)
             interrupt.restore()
             bar.close()
             self.model.eval(), self.ema.eval()
+
+    def _log_skipped_steps(self) -> None:
+        """Say how many steps were skipped as spikes; over 1% is more than rare spikes: a warning."""
+        if self.skipped_steps:
+            say = log.warning if self.skipped_steps > 0.01 * self.step else log.info
+            say("skipped %d of %d steps, each with a gradient norm over %g times the running mean "
+                "(training.skip_spikes; 0 turns it off; per epoch: the history's skipped_steps)",
+                self.skipped_steps, self.step, self.config.skip_spikes)  # fmt: skip
 
     def _check_data(self, data: torch.Tensor) -> None:
         """``data`` must be a non-empty, finite ``(N, D)`` tensor the model takes."""
