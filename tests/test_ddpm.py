@@ -373,6 +373,9 @@ def test_sampler_and_trainer_arguments_are_checked():
     for eta in (-0.1, 5.0, "0.5", math.nan, True, torch.tensor([0.1, 0.2])):
         with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\]"):
             model.sample(4, steps=5, eta=eta)
+    for order in (0, 3, "2"):
+        with pytest.raises(ValueError, match="order must be 1 or 2"):
+            model.sample(4, steps=5, order=order)
     with pytest.raises(ValueError, match="spacing .*'cubic'"):
         model.sample(4, spacing="cubic")
     # NumPy and tensor numbers, as a loop over an array gives them, are numbers.

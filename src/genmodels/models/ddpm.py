@@ -499,6 +499,22 @@ class DDPM(nn.Module):
 
         return eps
 
+    def _check_sampler_options(
+        self, steps: object, eta: object, order: object, guidance_scale: object
+    ) -> tuple[int | None, float, float]:
+        """:meth:`sample`'s ``steps``, ``eta`` and ``guidance_scale`` as numbers (ValueError if invalid)."""
+        whole, eta_value = as_number(steps), as_number(eta, whole=False)
+        scale = as_number(guidance_scale, whole=False)
+        if scale is None or not 0 <= scale < math.inf:
+            raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
+        if steps is not None and (whole is None or not 1 <= whole <= self.diffusion_steps):
+            raise ValueError(f"steps must be a whole number in 1..{self.diffusion_steps}, got {steps!r}")
+        if order not in (1, 2):
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
+        if eta_value is None or not 0.0 <= eta_value <= 1.0:
+            raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+        return whole, eta_value, scale
+
     @torch.inference_mode()
     def sample(
         self,
@@ -523,14 +539,7 @@ class DDPM(nn.Module):
         """
         n = check_sample_count(n, self.dim, getattr(getattr(self.network, "input", None), "out_features", 0))
         label = check_labels(label, n, self.n_labels, self.schedule.beta2.device)
-        whole, eta_value = as_number(steps), as_number(eta, whole=False)
-        scale = as_number(guidance_scale, whole=False)
-        if scale is None or not 0 <= scale < math.inf:
-            raise ValueError(f"guidance_scale must be a finite number >= 0, got {guidance_scale!r}")
-        if steps is not None and (whole is None or not 1 <= whole <= self.diffusion_steps):
-            raise ValueError(f"steps must be a whole number in 1..{self.diffusion_steps}, got {steps!r}")
-        if eta_value is None or not 0.0 <= eta_value <= 1.0:
-            raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+        whole, eta_value, scale = self._check_sampler_options(steps, eta, order, guidance_scale)
         full = steps is None or whole == self.diffusion_steps
         if full and (eta_value != 1.0 or spacing != "quadratic"):
             warnings.warn(
