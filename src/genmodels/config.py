@@ -290,14 +290,16 @@ def with_overrides(config: RunConfig, overrides: Mapping[str, Any], *, source: s
                    options: Mapping[str, str] | None = None) -> RunConfig:  # fmt: skip
     """``config`` with dotted ``section.key`` overrides (None skipped); ``options``: ``{"sampling.eta": "--eta"}``."""
     raw = config_to_dict(config)
-    for dotted in [key for key, value in overrides.items() if value is not None]:
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
         if "." not in dotted:
             raise ConfigError(f"override {dotted!r} in {source} must be 'section.key' "
                               f"({', '.join(_SECTIONS)})")  # fmt: skip
         section, key = dotted.split(".", 1)
         current = raw.setdefault(section, {})  # an unknown section is reported when built
         current.pop(_ALIASES.get(section, {}).get(key, key), None)  # "training.lr" replaces the rate
-        current[key] = overrides[dotted]
+        current[key] = value
     return _build(raw, config.model_type, source, options or {})
 
 

@@ -103,7 +103,9 @@ def c2st(x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_folds: int = 5, class
             try:
                 clf.fit(data[train], labels[train])
             except UserWarning as warning:  # the interrupted fit's warning: stop; any other: re-raise
-                raise (KeyboardInterrupt() if _MLP_INTERRUPTED in str(warning) else warning) from None
+                if _MLP_INTERRUPTED not in str(warning):
+                    raise
+                raise KeyboardInterrupt from None
             accuracies.append(float(np.mean(clf.predict(data[test]) == labels[test])))
     return float(np.mean(accuracies))
 
