@@ -208,6 +208,9 @@ class RealNVP(nn.Module):
     def _bijections(self) -> list[nn.Module]:
         return [self.standardize, *self.layers]
 
+    def _check_points(self, x: Tensor, name: str) -> None:
+        check_points(x, self.dim, self.standardize.mean.dtype, name, model="flow")
+
     def _context(self, label: object, n: int) -> Pair | None:
         """The embedding table ``(K, label_embed_dim)`` and labels ``(n,)`` (default: the most frequent)."""
         if self.n_labels and label is None:
@@ -221,7 +224,7 @@ class RealNVP(nn.Module):
 
     def forward(self, x: Tensor, label: object = None) -> Pair:
         """Map data to latent: ``x (N, D) -> z = f_y(x) (N, D)`` and ``log |det ∂f_y/∂x| (N,)`` in nats."""
-        check_points(x, self.dim, self.standardize.mean.dtype, "x", model="flow")
+        self._check_points(x, "x")
         context = self._context(label, x.shape[0])
         log_det = x.new_zeros(x.shape[0])
         for bijection in self._bijections():
@@ -231,7 +234,7 @@ class RealNVP(nn.Module):
 
     def inverse(self, z: Tensor, label: object = None) -> Tensor:
         """Map latent to data: ``z (N, D) -> x = f_y⁻¹(z) (N, D)`` in the data's units."""
-        check_points(z, self.dim, self.standardize.mean.dtype, "z", model="flow")
+        self._check_points(z, "z")
         context = self._context(label, z.shape[0])
         for bijection in reversed(self._bijections()):
             z, _ = self._through(bijection, z, context, True)
@@ -249,7 +252,7 @@ class RealNVP(nn.Module):
 
     def loss(self, x: Tensor, label: object = None) -> Tensor:
         """Training loss: mean negative log-likelihood of the batch ``x (N, D)`` (given ``label``), nats."""
-        check_points(x, self.dim, self.standardize.mean.dtype, "x", model="flow")
+        self._check_points(x, "x")
         if x.shape[0] == 0:
             raise ValueError("the loss needs at least one point, got an empty batch")
         return -self.log_prob(x, label).mean()
