@@ -372,6 +372,38 @@ def test_ctrl_c_in_a_long_epoch_says_how_long_the_epoch_still_runs(
     ]
 
 
+def test_a_ctrl_c_during_the_epochs_exchange_of_stop_flags_stops_after_the_next_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under torchrun the processes agree at each epoch's end whether to stop; a Ctrl-C that lands
+    during that exchange (after this process's flag was sent) is kept for the next epoch, not lost."""
+    from genmodels.config import TrainingConfig
+    from genmodels.train import distributed
+    from genmodels.train import trainer as training
+
+    exchanges = []
+
+    def agree(losses: torch.Tensor, stop: bool) -> tuple[torch.Tensor, bool]:
+        exchanges.append(stop)
+        if len(exchanges) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives after ``stop`` was read: the others saw False
+        return losses, stop
+
+    monkeypatch.setattr(training.distributed, "agree", agree)
+    assert distributed.agree is agree
+    model = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
+    trainer = Trainer(model, TrainingConfig(epochs=10, batch_size=64), progress=False)
+    saved = []
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit(torch.randn(256, 2), on_checkpoint=lambda tr: saved.append(tr.epoch))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert exchanges == [False, False, True]
+    assert trainer.epoch == 3 and saved == [3]
+
+
 def test_an_ignored_ctrl_c_stays_ignored_during_training() -> None:
     """Under ``nohup`` (SIGINT ignored) training neither installs its Ctrl-C handler nor stops."""
     from genmodels.config import TrainingConfig

@@ -61,11 +61,7 @@ def session(device: str) -> Iterator[None]:
         warnings.simplefilter("ignore")
     try:
         yield
-        # leave together, however long rank 0 writes: a process that exits first can abort and take rank 0 down
-        if dist.get_backend() == "gloo":
-            dist.monitored_barrier(timeout=timedelta(days=1))
-        else:
-            dist.barrier()
+        barrier()  # leave together, however long rank 0 writes
     except Exception as error:
         ErrorHandler().record_exception(error)  # torchrun's summary shows it beside the rank
         raise
@@ -113,7 +109,14 @@ def agree(losses: torch.Tensor, stop: bool) -> tuple[torch.Tensor, bool]:
 
 
 def barrier() -> None:
-    if world_size() > 1:
+    """Wait for every process, however long rank 0 takes (e.g. writing a checkpoint). Under gloo, rank 0
+    releases the others only after it has heard from all of them, so none can exit and close its
+    connection while rank 0 still waits on it (which a plain barrier allows, failing rank 0)."""
+    if world_size() == 1:
+        return
+    if dist.get_backend() == "gloo":
+        dist.monitored_barrier(timeout=timedelta(days=1))
+    else:
         dist.barrier()
 
 

@@ -35,7 +35,9 @@ class _DeferredInterrupt:
     """In the main thread where SIGINT is not ignored, the first Ctrl-C only sets ``requested``."""
 
     def __init__(self, steps_per_epoch: int) -> None:
-        self.requested, self.steps_per_epoch, self.steps_done = False, steps_per_epoch, 0
+        # ``agreed``: whether every process stops after this epoch, set once per epoch from all the
+        # processes' ``requested``; kept apart so that a Ctrl-C landing during that exchange is not lost
+        self.requested, self.agreed, self.steps_per_epoch, self.steps_done = False, False, steps_per_epoch, 0
         self.epoch_start, self._previous = time.perf_counter(), None
         main_thread = threading.current_thread() is threading.main_thread()
         if main_thread and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
@@ -198,7 +200,7 @@ class Trainer:
                 steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
                 bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s)
                 bar.update(1)
-                self._checkpoint(on_checkpoint, interrupt.requested)
+                self._checkpoint(on_checkpoint, interrupt.agreed)
             self._log_skipped_steps()
         finally:
             self.optimizer.__dict__.pop("found_inf", None)
@@ -259,7 +261,7 @@ class Trainer:
             interrupt.steps_done = i
             stats.append(self._step(data[rows], loss_fn, None if labels is None else labels[rows]))
         stacked = torch.stack(stats)
-        losses, interrupt.requested = distributed.agree(stacked[:, 0], interrupt.requested)
+        losses, interrupt.agreed = distributed.agree(stacked[:, 0], interrupt.requested)
         losses, grad_norms, skipped = torch.stack([losses, stacked[:, 1], stacked[:, 2]]).tolist()  # one wait
         self._check_finite(losses, grad_norms)
         self.skipped_steps += int(sum(skipped))
