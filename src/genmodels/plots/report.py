@@ -251,7 +251,10 @@ def _reverse_figures(run: _Run) -> dict[str, Path]:
     snapshots = V.closest_indices(timesteps, _strip_steps(run.model))
     title = f"{run.title}: reverse process, from noise (i = {steps}) to samples (i = 0)"
     shots = [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots]
-    written = run.draw("reverse", P.plot_panels, shots, suptitle=title, small=True)
+    # one scale for the whole strip, so the points are seen to gather from the noise onto the data
+    together = np.concatenate([points for _, points in shots])
+    written = run.draw("reverse", P.plot_panels, shots, suptitle=title, small=True, reference=together,
+                       share_reference=[True] * len(shots))  # fmt: skip
     frames = V.closest_indices(timesteps, V.frame_timesteps(steps, _GIF_FRAMES))
     written["reverse_gif"] = P.plot_animation(
         [(f"reverse step i = {int(timesteps[k])}", states[k]) for k in frames],
