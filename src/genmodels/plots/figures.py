@@ -630,7 +630,8 @@ def plot_compare(
     suptitle: str | None = None,
 ) -> Path:
     """A PNG of scatter panels ``(title, points (N, >= 2))`` in the first one's limits above heatmaps
-    ``(title, log_density (H, W), extent)``."""
+    ``(title, log_density (H, W), extent)``, the heatmaps right-aligned: each under the last panels (the
+    models' samples, after the real data)."""
     projected = _projected(panels, "scatter panel")
     names = _column_names(None if columns is None else list(columns)[:2], 2)
     n_cols, n_rows = max(len(panels), len(densities)), 2 if densities else 1
@@ -639,9 +640,10 @@ def plot_compare(
     for i, (title, xy) in enumerate(projected):
         _scatter(axes[0][i], xy, _color(i), box=_box(projected[0][1]))
         _label(axes[0][i], title, names, size=10)
+    skip = n_cols - len(densities)
     for i, (title, log_density, extent) in enumerate(densities):
-        _log_density_image(axes[1][i], log_density, extent, small=True)
-        _label(axes[1][i], title, names, size=10)
-    for ax in [*axes[0][len(panels) :], *(axes[1][len(densities) :] if densities else [])]:
+        _log_density_image(axes[1][skip + i], log_density, extent, small=True)
+        _label(axes[1][skip + i], title, names, size=10)
+    for ax in [*axes[0][len(panels) :], *(axes[1][:skip] if densities else [])]:
         ax.set_axis_off()
     return _save(axes[0][0].figure, path, "png")
