@@ -93,6 +93,18 @@ def test_b03_names_bad_text():
     assert "3 rows of 1,000" in message
 
 
+def test_a_column_of_text_is_named_with_the_options_that_fit(tmp_path: Path) -> None:
+    """A column without one number is named as a column to remove or to condition on; scattered bad
+    cells point to --drop_invalid instead (B03: bad cells in x and y)."""
+    with pytest.raises(DataError) as info:
+        load_csv(write(tmp_path, "x,y,name\n1.0,2.0,a\n1.5,2.5,b\n2.0,3.0,c\n3.0,1.0,d\n"))
+    message = str(info.value)
+    assert "Column 'name'" in message and "--condition name" in message and "--drop_invalid" not in message
+    with pytest.raises(DataError) as info:
+        load_csv(case("B03.csv"))
+    assert "--drop_invalid" in str(info.value) and "--condition" not in str(info.value)
+
+
 def test_b04_one_column():
     with pytest.raises(DataError, match=r"B04.csv has 1 column \('x'\); at least 2"):
         load_csv(case("B04.csv"))

@@ -130,6 +130,15 @@ def _split_condition(
     return columns[:j] + columns[j + 1 :], np.delete(cells, j, axis=1), text
 
 
+def _bad_cells_hint(textual: list[str]) -> str:
+    """What to do about unreadable cells: a column without a single number is not a coordinate."""
+    if not textual:
+        return "Fix these rows, or pass --drop_invalid to drop such rows."
+    names = ", ".join(map(repr, textual))
+    return (f"Column {names} holds no numbers: remove it from the file, or, if it labels the points, "
+            f"pass --condition {textual[0]} to train on it as a label.")  # fmt: skip
+
+
 def load_csv(
     path: PathLike, *, drop_invalid: bool = False, min_rows: int = 4, condition: str | None = None
 ) -> Dataset:
@@ -163,7 +172,7 @@ def load_csv(
         raise DataError(
             f"{file}: {n_bad:,} row{s} of {len(cells):,} cannot be read; expected a finite number in each of "
             f"the columns {', '.join(columns)}:\n  " + "\n  ".join(items[:MAX_LISTED] + more)
-            + "\nFix these rows, or pass --drop_invalid to drop such rows."
+            + "\n" + _bad_cells_hint([c for c, empty in zip(columns, bad.all(axis=0), strict=True) if empty])
         )  # fmt: skip
     if n_bad:
         at = ", ".join(map(str, bad_lines[:10])) + ", ..." * (n_bad > 10)
