@@ -108,10 +108,13 @@ def run_training(config: RunConfig, *, output_dir: str | Path, device: str = "au
     ended["data and model"] = time.perf_counter()
     _fit(trainer, config, data, paths["last"], out / "tensorboard" / name if tensorboard else None)
     ended["training"] = time.perf_counter()
+    if main:  # the stages after the progress bar, so a long one is not silent
+        log.info("drawing %s samples", f"{config.sampling.n_samples:,}")
     samples, labels, seconds, reverse = _sample(trainer.ema.eval(), config, paths["last"])
     ended["sampling"] = time.perf_counter()
     if not main:
         return RunResult(metrics={}, paths=paths)
+    log.info("scoring: held-out likelihood, C2ST against the held-out points, tails")
     metrics = _score(trainer, config, data, (samples, labels), seconds)
     ended["scoring"] = time.perf_counter()
     paths.update(_write_outputs(out, paths, trainer, config, data, (samples, labels, metrics, reverse), fmt))

@@ -177,6 +177,9 @@ class Trainer:
         if cfg.precision == "auto" and self.precision == "bfloat16":
             log.info("training in bfloat16, which this %s computes natively (training.precision: auto; "
                      "--precision float32 to train in float32)", data.device.type.upper())  # fmt: skip
+        elif cfg.precision == "auto":
+            log.info("training in float32: this %s does not compute bfloat16 natively (training.precision: "
+                     "auto)", data.device.type.upper())  # fmt: skip
         loss = self._loss_function(data)
         loss_fn = distributed.data_parallel(self.model, loss)
         bar = tqdm(total=cfg.epochs, initial=self.epoch, desc=f"train {name}", unit="epoch",
