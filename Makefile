@@ -32,8 +32,10 @@ browser:
 		&& (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1; } \
 		|| echo "chromium not installed: the results-page browser test will be skipped"
 
+# One pytest worker per core (at most 8), each on one thread; modules stay whole, so their trained
+# fixtures are made once. Plain `pytest` runs the suite in one process.
 test: lint browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses auto --maxprocesses 8 --dist loadscope
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run.py

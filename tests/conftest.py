@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,11 @@ def repo_root() -> Path:
 def cases_dir() -> Path:
     """A temporary folder holding every bad-input case (B01.csv ... B19.pt), written once per session."""
     return case_folder()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker takes one core: one intra-op thread, so two workers share two cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
