@@ -142,6 +142,31 @@ def test_ddpm_figures_without_a_recording(tmp_path: Path, text_points: np.ndarra
     check_gif(paths["reverse_gif"])
 
 
+def test_the_forward_and_reverse_strips_each_keep_one_scale(
+    tmp_path: Path, text_points: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limits: dict[str, set] = {}
+    save = Figure.savefig
+
+    def recording(fig: Figure, *args, **kwargs) -> None:
+        title = fig._suptitle.get_text() if fig._suptitle is not None else ""
+        limits[title] = {(ax.get_xlim(), ax.get_ylim()) for ax in fig.axes if ax.axison}
+        save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    report.write_figures(
+        tiny_ddpm(steps=30), "ddpm", text_points, text_points, None, tmp_path, sampling_steps=4
+    )
+    strips = {
+        title: axes
+        for title, axes in limits.items()
+        if "forward process" in title or "reverse process" in title
+    }
+    assert len(strips) == 2
+    for title, axes in strips.items():
+        assert len(axes) == 1, f"{title}: panels on {len(axes)} different scales"
+
+
 @pytest.mark.parametrize("model_type", ["realnvp", "ddpm"])
 def test_higher_dimensions_get_pair_plots(
     model_type: str, tmp_path: Path, saved_sizes: dict, caplog: pytest.LogCaptureFixture

@@ -634,9 +634,10 @@ def test_nan_loss_stops_with_epoch_and_step(
 
 
 @pytest.mark.parametrize("skip_spikes", [10.0, 0.0])
-def test_a_gradient_spike_is_skipped_and_training_goes_on(skip_spikes: float, caplog) -> None:
+def test_a_gradient_spike_is_skipped_and_training_goes_on(skip_spikes: float, caplog, capsys) -> None:
     """A step whose gradient norm is 10^4 times the others' changes no weight and no Adam state (unless
-    ``skip_spikes`` is 0); it is counted in the history, and the steps after it update again."""
+    ``skip_spikes`` is 0); it is counted in the history and on the progress bar, and the steps after it
+    update again."""
     from genmodels.config import TrainingConfig
 
     data = torch.as_tensor(mixture(256, seed=4), dtype=torch.float32)  # 4 steps of 64 per epoch
@@ -652,9 +653,11 @@ def test_a_gradient_spike_is_skipped_and_training_goes_on(skip_spikes: float, ca
         return real_loss(x) * (1e4 if step == spike_step else 1.0)
 
     flow.loss = loss  # type: ignore[method-assign]
-    trainer = Trainer(flow, config, progress=False)
+    trainer = Trainer(flow, config, progress=True)
     with caplog.at_level(logging.INFO, logger="genmodels"):
         trainer.fit(data)
+    bar = capsys.readouterr().err
+    assert "27/28" in bar and ("skipped=1" in bar) == bool(skip_spikes)  # the epoch that skipped
     summary = [r.getMessage() for r in caplog.records if "skip_spikes" in r.getMessage()]
     assert len(summary) == (1 if skip_spikes else 0) and all("1 of 112 steps" in line for line in summary)
     unchanged = [torch.equal(a, b) for a, b in zip(weights[spike_step], weights[spike_step + 1], strict=True)]

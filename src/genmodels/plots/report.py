@@ -250,11 +250,7 @@ def _reverse_figures(run: _Run) -> dict[str, Path]:
     timesteps, states = run.reverse[0], run.reverse[1][:, :_TRAJECTORY_POINTS]
     snapshots = V.closest_indices(timesteps, _strip_steps(run.model))
     title = f"{run.title}: reverse process, from noise (i = {steps}) to samples (i = 0)"
-    shots = [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots]
-    # one scale for the whole strip, so the points are seen to gather from the noise onto the data
-    together = np.concatenate([points for _, points in shots])
-    written = run.draw("reverse", P.plot_panels, shots, suptitle=title, small=True, reference=together,
-                       share_reference=[True] * len(shots))  # fmt: skip
+    written = _strip(run, "reverse", [(f"x_{int(timesteps[k])}", states[k]) for k in snapshots], title)
     frames = V.closest_indices(timesteps, V.frame_timesteps(steps, _GIF_FRAMES))
     written["reverse_gif"] = P.plot_animation(
         [(f"reverse step i = {int(timesteps[k])}", states[k]) for k in frames],
@@ -267,8 +263,15 @@ def _forward_figure(run: _Run) -> dict[str, Path]:
     steps = _strip_steps(run.model)[::-1]
     diffused = V.forward_process(run.model, run.real[:_TRAJECTORY_POINTS], steps, seed=run.seed)
     title = f"{run.title}: forward process q(x_i | x_0), from data (i = 0) to noise (i = {steps[-1]})"
-    shots = [(f"x_{i}", x) for i, x in zip(steps, diffused, strict=True)]
-    return run.draw("forward", P.plot_panels, shots, suptitle=title, small=True)
+    return _strip(run, "forward", [(f"x_{i}", x) for i, x in zip(steps, diffused, strict=True)], title)
+
+
+def _strip(run: _Run, name: str, shots: list[tuple[str, np.ndarray]], title: str) -> dict[str, Path]:
+    """A strip of snapshots of a diffusion on one scale, so the points are seen to spread from the data
+    into the noise or to gather back onto it."""
+    together = np.concatenate([points for _, points in shots])
+    return run.draw(name, P.plot_panels, shots, suptitle=title, small=True, reference=together,
+                    share_reference=[True] * len(shots))  # fmt: skip
 
 
 def _vector_field_figure(run: _Run) -> dict[str, Path]:

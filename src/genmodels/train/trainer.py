@@ -201,7 +201,11 @@ class Trainer:
                     log.info("training: %d epochs left, about %s at %s per epoch%s", left,
                              format_duration(training), format_duration(record["seconds"]), then)  # fmt: skip
                 steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s)
+                # an epoch's loss counts its skipped steps' losses too: the bar says how many there were
+                skipped = {"skipped": int(record["skipped_steps"])} if record["skipped_steps"] else {}
+                bar.set_postfix(
+                    loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s, **skipped
+                )
                 bar.update(1)
                 self._checkpoint(on_checkpoint, interrupt.agreed)
             self._log_skipped_steps()
