@@ -169,6 +169,19 @@ def test_plot_panels_small_strip(
     check_png(out, sizes[-1])
 
 
+def test_many_panels_wrap_into_rows_and_a_strip_stays_one_row(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = figure_sizes(monkeypatch)
+    panels = [(f"label {k}", rng.standard_normal((300, 2))) for k in range(7)]
+    plot_panels(panels[:3], tmp_path / "three.png", suptitle="results")
+    plot_panels(panels, tmp_path / "seven.png", suptitle="results")
+    plot_panels(panels, tmp_path / "strip.png", suptitle="results", small=True)
+    (w3, h3), (w7, h7), (w_strip, h_strip) = sizes
+    assert w7 == pytest.approx(w3 * 4 / 3) and 1.8 * h3 < h7 < 2.2 * h3  # two rows of 4, the last one short
+    assert w_strip > w7 and h_strip < h3
+
+
 def test_grid_for_and_plot_density(
     tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

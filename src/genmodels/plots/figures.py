@@ -35,6 +35,7 @@ _PAD = 0.06
 _PANEL_INCHES = 4.0
 _MIN_ASPECT, _MAX_ASPECT = 0.6, 1.4
 _STRIP_INCHES = 2.8
+_PANELS_PER_ROW = 4  # a results figure with more panels (a conditional run's) wraps into rows
 _STRIP_SCALE = (_STRIP_INCHES / _PANEL_INCHES) ** 2  # marker area in a smaller panel
 _RASTERIZE_ABOVE = 2000
 _ACRONYMS = {"nll": "NLL", "kl": "KL", "lr": "LR", "mse": "MSE", "elbo": "ELBO", "bpd": "BPD", "ema": "EMA"}
@@ -171,9 +172,18 @@ def _new_figure(width: float, height: float, suptitle: str | None = None, fontsi
     return fig
 
 
-def _row(k: int, w: float, h: float, suptitle: str | None, fontsize: float = 12) -> tuple[Figure, list[Axes]]:
-    fig = _new_figure(w * k, h, suptitle, fontsize)
-    return fig, list(fig.subplots(1, k, squeeze=False)[0])
+def _row(
+    k: int, w: float, h: float, suptitle: str | None, fontsize: float = 12, *, wrap: int = 0
+) -> tuple[Figure, list[Axes]]:
+    """``k`` panels of ``w`` x ``h`` inches in a row, or in rows of at most ``wrap`` (0: one row; the unused
+    panels of the last row hidden)."""
+    rows = math.ceil(k / wrap) if wrap else 1
+    cols = math.ceil(k / rows)
+    fig = _new_figure(w * cols, h + (h - 0.35 * bool(suptitle)) * (rows - 1), suptitle, fontsize)
+    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes[k:]:
+        ax.set_axis_off()
+    return fig, axes[:k]
 
 
 def _projected(items: Panels, what: str) -> list[tuple[str, np.ndarray]]:
@@ -237,7 +247,7 @@ def plot_panels(
     lines = max(str(title).count("\n") for title, _ in panels)  # of the panel titles, below
     height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading.splitlines()) + 0.22 * lines
     size = (_STRIP_INCHES, _STRIP_INCHES + (0.35 if heading else 0.0)) if small else (_PANEL_INCHES, height)
-    fig, axes = _row(len(panels), *size, heading)
+    fig, axes = _row(len(panels), *size, heading, wrap=0 if small else _PANELS_PER_ROW)
     if panel_columns is not None and len(panel_columns) != len(panels) and not small:
         raise ValueError(f"panel_columns has {len(panel_columns)} entries for {len(panels)} panels")
     own = [names if c is None else _column_names(c, d) for c in panel_columns or [None] * len(panels)]
