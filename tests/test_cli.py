@@ -181,7 +181,7 @@ def test_train_realnvp_script_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     metrics = assert_outputs(out, "realnvp")
     assert (metrics["epochs"], metrics["dim"]) == (2, 2)
-    for rel in ("figures/realnvp_results.png", "figures/realnvp_loss.png", "checkpoints/realnvp.pt"):
+    for rel in ("figures/realnvp_results.png", "samples/realnvp.csv", "checkpoints/realnvp.pt", "index.html"):
         assert f"wrote {out / rel}" in result.stdout
     assert len(read_samples(out / "samples" / "realnvp.csv")) == 500
 

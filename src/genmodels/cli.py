@@ -295,8 +295,12 @@ def _train(args: argparse.Namespace) -> int:
     given = {key: getattr(args, key) for key in ("output_dir", "device", "resume", "tensorboard")}
     result = run_training(config, progress=not args.quiet, fmt=args.format, **given)
     if result.metrics:  # empty in a process of several but rank 0, which writes the outputs
-        keys = ("results", "loss", "checkpoint", "metrics", "index")
-        print(fileio.json_text(result.metrics), *(f"wrote {result.paths[key]}" for key in keys), sep="\n")
+        keys = ("results", "checkpoint", "metrics", "samples", "index")
+        wrote = [f"wrote {result.paths[key]}" for key in keys]
+        wrote[-1] += (
+            f" (the results page: all {sum(p.parent.name == 'figures' for p in result.paths.values())} figures)"
+        )
+        print(fileio.json_text(result.metrics), *wrote, sep="\n")
     return 0
 
 
