@@ -99,7 +99,10 @@ def test_a_column_of_text_is_named_with_the_options_that_fit(tmp_path: Path) -> 
     with pytest.raises(DataError) as info:
         load_csv(write(tmp_path, "x,y,name\n1.0,2.0,a\n1.5,2.5,b\n2.0,3.0,c\n3.0,1.0,d\n"))
     message = str(info.value)
-    assert "Column 'name'" in message and "--condition name" in message and "--drop_invalid" not in message
+    assert "column 'name' (line 2: 'a')" in message and "--condition name" in message
+    assert "--drop_invalid" not in message and "line 3" not in message  # the column, not each of its cells
+    with pytest.raises(DataError, match="column 'name'"):  # dropping rows would drop them all
+        load_csv(write(tmp_path, "x,y,name\n1.0,2.0,a\n1.5,2.5,b\n2.0,3.0,c\n3.0,1.0,d\n"), drop_invalid=True)
     with pytest.raises(DataError) as info:
         load_csv(case("B03.csv"))
     assert "--drop_invalid" in str(info.value) and "--condition" not in str(info.value)

@@ -130,13 +130,13 @@ def _split_condition(
     return columns[:j] + columns[j + 1 :], np.delete(cells, j, axis=1), text
 
 
-def _bad_cells_hint(textual: list[str]) -> str:
-    """What to do about unreadable cells: a column without a single number is not a coordinate."""
-    if not textual:
-        return "Fix these rows, or pass --drop_invalid to drop such rows."
-    names = ", ".join(map(repr, textual))
-    return (f"Column {names} holds no numbers: remove it from the file, or, if it labels the points, "
-            f"pass --condition {textual[0]} to train on it as a label.")  # fmt: skip
+def _text_columns_error(file: Path, textual: list[str], first_cells: list[str], line: int) -> DataError:
+    """A column without a single number is not a coordinate: remove it, or train on it as a label."""
+    named = ", ".join(f"{c!r} (line {line}: {cell!r})" for c, cell in zip(textual, first_cells, strict=True))
+    s = "s" * (len(textual) > 1)
+    return DataError(f"{file}: column{s} {named} hold{'' if s else 's'} no numbers; remove {'them' if s else 'it'} "
+                     f"from the file, or, if {'one' if s else 'it'} labels the points, pass --condition "
+                     f"{textual[0]} to train on it as a label")  # fmt: skip
 
 
 def load_csv(
@@ -166,13 +166,21 @@ def load_csv(
     bad_rows = bad.any(axis=1)
     bad_lines = lines[bad_rows]
     n_bad, s = len(bad_lines), "s" * (len(bad_lines) > 1)
+    # a column of text beside columns of numbers (--drop_invalid would drop every row); where every column
+    # is unreadable, the file is in another format, and its cells are listed below, as are empty columns
+    text_cells = np.char.str_len(np.char.strip(cells.astype(str))) > 0
+    textual = np.flatnonzero(bad.all(axis=0) & text_cells.any(axis=0)) if len(cells) else []
+    if len(textual) and (~bad).all(axis=0).any():
+        raise _text_columns_error(
+            file, [columns[j] for j in textual], [str(cells[0, j]) for j in textual], lines[0]
+        )
     if n_bad and not drop_invalid:
         items = [f"line {lines[i]}, column {columns[j]!r}: {str(cells[i, j])!r}" for i, j in np.argwhere(bad)]
         more = [f"and {len(items) - MAX_LISTED:,} more"] if len(items) > MAX_LISTED else []
         raise DataError(
             f"{file}: {n_bad:,} row{s} of {len(cells):,} cannot be read; expected a finite number in each of "
             f"the columns {', '.join(columns)}:\n  " + "\n  ".join(items[:MAX_LISTED] + more)
-            + "\n" + _bad_cells_hint([c for c, empty in zip(columns, bad.all(axis=0), strict=True) if empty])
+            + "\nFix these rows, or pass --drop_invalid to drop such rows."
         )  # fmt: skip
     if n_bad:
         at = ", ".join(map(str, bad_lines[:10])) + ", ..." * (n_bad > 10)
