@@ -298,7 +298,7 @@ def _train(args: argparse.Namespace) -> int:
         keys = ("results", "checkpoint", "metrics", "samples", "index")
         wrote = [f"wrote {result.paths[key]}" for key in keys]
         wrote[-1] += (
-            f" (the results page: all {sum(p.parent.name == 'figures' for p in result.paths.values())} figures)"
+            f" (the results page, with this run's {sum(p.parent.name == 'figures' for p in result.paths.values())} figures)"
         )
         print(fileio.json_text(result.metrics), *wrote, sep="\n")
     return 0
