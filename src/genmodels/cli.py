@@ -297,9 +297,8 @@ def _train(args: argparse.Namespace) -> int:
     if result.metrics:  # empty in a process of several but rank 0, which writes the outputs
         keys = ("results", "checkpoint", "metrics", "samples", "index")
         wrote = [f"wrote {result.paths[key]}" for key in keys]
-        wrote[-1] += (
-            f" (the results page, with this run's {sum(p.parent.name == 'figures' for p in result.paths.values())} figures)"
-        )
+        figures = sum(path.parent.name == "figures" for path in result.paths.values())
+        wrote[-1] += f" (the results page, with this run's {figures} figures)"
         print(fileio.json_text(result.metrics), *wrote, sep="\n")
     return 0
 
