@@ -193,13 +193,7 @@ class Trainer:
                 record = self._train_epoch(data, loss_fn, interrupt, labels)
                 self._end_epoch(record, evaluate, data.device)
                 if self.epoch == estimate_at and self.epoch < cfg.epochs:
-                    left = cfg.epochs - self.epoch
-                    training, then = left * record["seconds"], ""
-                    if then_seconds:
-                        both = format_duration(training + then_seconds)
-                        then = f", then about {format_duration(then_seconds)} of sampling ({both} for both)"
-                    log.info("training: %d epochs left, about %s at %s per epoch%s", left,
-                             format_duration(training), format_duration(record["seconds"]), then)  # fmt: skip
+                    self._log_time_left(record["seconds"], then_seconds)
                 steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
                 # an epoch's loss counts its skipped steps' losses too: the bar says how many there were
                 skipped = {"skipped": int(record["skipped_steps"])} if record["skipped_steps"] else {}
@@ -214,6 +208,15 @@ class Trainer:
             interrupt.restore()
             bar.close()
             self.model.eval(), self.ema.eval()
+
+    def _log_time_left(self, epoch_seconds: float, then_seconds: float) -> None:
+        left = self.config.epochs - self.epoch
+        training, then = left * epoch_seconds, ""
+        if then_seconds:
+            both = format_duration(training + then_seconds)
+            then = f", then about {format_duration(then_seconds)} of sampling ({both} for both)"
+        log.info("training: %d epochs left, about %s at %s per epoch%s", left,
+                 format_duration(training), format_duration(epoch_seconds), then)  # fmt: skip
 
     def _log_skipped_steps(self) -> None:
         """Say how many steps were skipped as spikes; over 1% is more than rare spikes: a warning."""
