@@ -168,8 +168,8 @@ def load_csv(
     n_bad, s = len(bad_lines), "s" * (len(bad_lines) > 1)
     # a column of text beside columns of numbers (--drop_invalid would drop every row); where every column
     # is unreadable, the file is in another format, and its cells are listed below, as are empty columns
-    text_cells = np.char.str_len(np.char.strip(cells.astype(str))) > 0
-    textual = np.flatnonzero(bad.all(axis=0) & text_cells.any(axis=0)) if len(cells) else []
+    unread = np.flatnonzero(bad.all(axis=0)) if len(cells) else []
+    textual = [j for j in unread if any(str(cell).strip() for cell in cells[:, j])]
     if len(textual) and (~bad).all(axis=0).any():
         raise _text_columns_error(
             file, [columns[j] for j in textual], [str(cells[0, j]) for j in textual], lines[0]
