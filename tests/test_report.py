@@ -149,8 +149,7 @@ def test_the_forward_and_reverse_strips_each_keep_one_scale(
     save = Figure.savefig
 
     def recording(fig: Figure, *args, **kwargs) -> None:
-        title = fig._suptitle.get_text() if fig._suptitle is not None else ""
-        limits[title] = {(ax.get_xlim(), ax.get_ylim()) for ax in fig.axes if ax.axison}
+        limits[fig.get_suptitle()] = {(ax.get_xlim(), ax.get_ylim()) for ax in fig.axes if ax.axison}
         save(fig, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", recording)

@@ -173,13 +173,14 @@ def _new_figure(width: float, height: float, suptitle: str | None = None, fontsi
 
 
 def _row(
-    k: int, w: float, h: float, suptitle: str | None, fontsize: float = 12, *, wrap: int = 0
-) -> tuple[Figure, list[Axes]]:
-    """``k`` panels of ``w`` x ``h`` inches in a row, or in rows of at most ``wrap`` (0: one row; the unused
-    panels of the last row hidden)."""
+    k: int, w: float, h: float, suptitle: str | None, fontsize: float = 12, *, wrap: int = 0,
+    heading_inches: float = 0.0,
+) -> tuple[Figure, list[Axes]]:  # fmt: skip
+    """``k`` panels of ``w`` x ``h`` inches (``heading_inches`` of it the suptitle's) in a row, or in rows
+    of at most ``wrap`` (0: one row; the unused panels of the last row hidden)."""
     rows = math.ceil(k / wrap) if wrap else 1
     cols = math.ceil(k / rows)
-    fig = _new_figure(w * cols, h + (h - 0.35 * bool(suptitle)) * (rows - 1), suptitle, fontsize)
+    fig = _new_figure(w * cols, h + (h - heading_inches) * (rows - 1), suptitle, fontsize)
     axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
     for ax in axes[k:]:
         ax.set_axis_off()
@@ -245,9 +246,11 @@ def plot_panels(
     shown = f"showing columns ({names[0]}, {names[1]}) of {d}" if d > 2 and not square else None
     heading = "\n".join(h for h in (suptitle, shown) if h)
     lines = max(str(title).count("\n") for title, _ in panels)  # of the panel titles, below
-    height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + 0.3 * len(heading.splitlines()) + 0.22 * lines
+    heading_inches = 0.3 * len(heading.splitlines())
+    height = (_PANEL_INCHES - 1.05) * aspect + 1.1 + heading_inches + 0.22 * lines
     size = (_STRIP_INCHES, _STRIP_INCHES + (0.35 if heading else 0.0)) if small else (_PANEL_INCHES, height)
-    fig, axes = _row(len(panels), *size, heading, wrap=0 if small else _PANELS_PER_ROW)
+    wrap = 0 if small else _PANELS_PER_ROW
+    fig, axes = _row(len(panels), *size, heading, wrap=wrap, heading_inches=heading_inches)
     if panel_columns is not None and len(panel_columns) != len(panels) and not small:
         raise ValueError(f"panel_columns has {len(panel_columns)} entries for {len(panels)} panels")
     own = [names if c is None else _column_names(c, d) for c in panel_columns or [None] * len(panels)]
