@@ -509,6 +509,9 @@ def test_bad_data_is_an_error_before_any_model(
     assert code == 2
     assert_clean_error(err, str(path), *needles)
     assert not out.exists() or not any(out.rglob("*.*"))
+    # without --quiet too, the error comes alone: the effective config is printed once the data are read
+    assert main(["train", model_type, "--data", str(path), "--output_dir", str(out)]) == 2
+    assert "effective" not in capsys.readouterr().out
 
 
 def test_b02_rows_dropped_behind_an_option(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

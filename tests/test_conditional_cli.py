@@ -173,3 +173,17 @@ def test_n_labels_without_a_condition_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="model.n_labels.*data.condition"):
         config_from_dict({"model": {"n_labels": 3}}, "realnvp")
+
+
+def test_the_printed_config_has_the_data_s_label_count(
+    capsys: pytest.CaptureFixture[str], labelled: Path, tmp_path: Path
+) -> None:
+    """A run prints its effective config once the data are read: with the labels' count the model gets."""
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**_TINY["realnvp"], "training": {"epochs": 1, "batch_size": 300},
+                                      "sampling": {"n_samples": 100, "n_eval": 100}}))  # fmt: skip
+    args = ["train", "realnvp", "--config", config, "--data", labelled, "--condition", "label"]
+    code, out, err = cli(capsys, *args, "--output_dir", tmp_path / "out")
+    assert code == 0, err
+    printed = yaml.safe_load(out[out.index("effective realnvp config:") :].split("\n", 1)[1].split("\n{")[0])
+    assert printed["model"]["n_labels"] == 4 and printed["data"]["condition"] == "label"

@@ -289,11 +289,15 @@ def _train(args: argparse.Namespace) -> int:
     resolve_device(args.device)  # an unavailable device is an error before anything is printed
     check_data_path(config.data.path)  # and so is a missing data file
     _check_sample_memory(config.sampling.n_samples, 2, option="sampling.n_samples (--n_samples)")
-    if not args.quiet:
-        print(f"effective {args.model_type} config:")
+
+    def show(config: RunConfig) -> None:  # once the data are read: a bad file's error comes alone
+        print(f"effective {config.model_type} config:")
         print(yaml.safe_dump(config_to_dict(config), sort_keys=False).rstrip())
+
     given = {key: getattr(args, key) for key in ("output_dir", "device", "resume", "tensorboard")}
-    result = run_training(config, progress=not args.quiet, fmt=args.format, **given)
+    result = run_training(
+        config, progress=not args.quiet, fmt=args.format, show=None if args.quiet else show, **given
+    )
     if result.metrics:  # empty in a process of several but rank 0, which writes the outputs
         keys = ("results", "checkpoint", "metrics", "samples", "index")
         wrote = [f"wrote {result.paths[key]}" for key in keys]

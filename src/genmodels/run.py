@@ -10,6 +10,7 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +90,11 @@ class _Data:
 
 
 def run_training(config: RunConfig, *, output_dir: str | Path, device: str = "auto", progress: bool = True,
-                 resume: str | None = None, fmt: str = "png", tensorboard: bool = False) -> RunResult:  # fmt: skip
+                 resume: str | None = None, fmt: str = "png", tensorboard: bool = False,
+                 show: Callable[[RunConfig], None] | None = None) -> RunResult:  # fmt: skip
     """Train ``config``'s model and write every output; ``resume``: a checkpoint, or ``"auto"`` for
-    ``checkpoints/<model>_last.pt`` where it exists. Raises DataError, ConfigError, CheckpointError,
-    TrainingError."""
+    ``checkpoints/<model>_last.pt`` where it exists; ``show``, if given, receives the effective config once
+    the data are read (in the main process). Raises DataError, ConfigError, CheckpointError, TrainingError."""
     out, name, main = Path(output_dir), config.model_type, distributed.is_main()
     paths = {key: out / pattern.format(name) for key, pattern in OUTPUTS.items()}
     ended = {"start": time.perf_counter()}  # when each stage ended
@@ -102,6 +104,8 @@ def run_training(config: RunConfig, *, output_dir: str | Path, device: str = "au
     if data.label_names:  # the model's label count comes from the data
         model = dataclasses.replace(config.model, n_labels=len(data.label_names))
         config = dataclasses.replace(config, model=model)
+    if main and show is not None:
+        show(config)
     if main:
         _warn_short_run(config, len(data.train))
     trainer = _build_or_resume(config, data, paths["last"], resume, progress and main)
