@@ -21,8 +21,9 @@ from genmodels.fileio import PathLike, atomic_path
 
 DPI = 150  # dots per inch of every figure
 
-# Okabe-Ito: blue, vermillion, bluish green, orange, reddish purple, sky blue, black (colour-blind safe).
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#000000")
+# Okabe-Ito (colour-blind safe): blue, vermillion, bluish green, reddish purple, orange, sky blue, black;
+# purple before orange, so that four categories never get two orange tones
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 
 Box = tuple[float, float, float, float]
 Labels = tuple[np.ndarray, Sequence[str] | None]  # values (N,) and class names, or None for floats in [0, 1]
