@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml requirements.txt
 
 setup: $(STAMP)
 
+# Both models side by side, each in its own process on half the cores (docs/speed.md): RealNVP here,
+# DDPM's progress in outputs/logs/ddpm.log.
 run: $(STAMP)
-	$(BIN)/python train_realnvp.py --config configs/realnvp.yaml
-	$(BIN)/python train_ddpm.py --config configs/ddpm.yaml
+	$(BIN)/python -m genmodels.side_by_side "train realnvp --config configs/realnvp.yaml" \
+		"train ddpm --config configs/ddpm.yaml"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks train_realnvp.py train_ddpm.py

@@ -435,3 +435,14 @@ def test_comparing_no_checkpoints_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="nothing to compare"):
         compare_checkpoints([], tmp_path)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_the_data_s_histogram_log_density_is_in_nats_with_rows_along_y() -> None:
+    """Three points in the top-left quarter of the unit square and one in the bottom-right: densities
+    3 and 1 per unit area there (each quarter holds its share of the 4 points on 1/4 of the area)."""
+    from genmodels.plots.report import _histogram_log_density
+
+    points = np.array([[0.25, 0.75]] * 3 + [[0.75, 0.25]])
+    logp = _histogram_log_density(points, (0.0, 1.0, 0.0, 1.0), 2)
+    np.testing.assert_allclose([logp[1, 0], logp[0, 1]], [np.log(3.0), 0.0])
+    assert np.isneginf(logp[0, 0]) and np.isneginf(logp[1, 1])

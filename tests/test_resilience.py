@@ -635,9 +635,9 @@ def test_nan_loss_stops_with_epoch_and_step(
 
 @pytest.mark.parametrize("skip_spikes", [10.0, 0.0])
 def test_a_gradient_spike_is_skipped_and_training_goes_on(skip_spikes: float, caplog, capsys) -> None:
-    """A step whose gradient norm is 10^4 times the others' changes no weight and no Adam state (unless
-    ``skip_spikes`` is 0); it is counted in the history and on the progress bar, and the steps after it
-    update again."""
+    """With ``skip_spikes`` 10, a step whose gradient norm is 10^4 times the others' changes no weight and
+    no Adam state; it is counted in the history and on the progress bar, and the steps after it update
+    again. With 0 (the default) it is taken."""
     from genmodels.config import TrainingConfig
 
     data = torch.as_tensor(mixture(256, seed=4), dtype=torch.float32)  # 4 steps of 64 per epoch
@@ -951,13 +951,49 @@ def test_loading_always_uses_weights_only(
     assert all("map_location" in kwargs for kwargs in calls), calls
 
 
+def test_a_spike_s_gradient_is_scaled_to_adaptive_clip_times_the_running_mean() -> None:
+    """From step 100 on, the gradient a step applies has a norm of at most ``adaptive_clip`` times the
+    running mean of the norms before it: a step with a 10^4-times loss applies exactly that (scaled, not
+    skipped), an ordinary step its whole gradient, and the mean takes the spike capped at the threshold."""
+    from genmodels.config import TrainingConfig
+
+    data = torch.as_tensor(mixture(256, seed=4), dtype=torch.float32)  # 4 steps of 64 per epoch
+    config = TrainingConfig(epochs=28, batch_size=64, learning_rate=1e-2, adaptive_clip=3.0)
+    spike_step = 26 * 4 + 2
+    torch.manual_seed(0)
+    flow = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
+    real_loss, seen = flow.loss, []
+    trainer = Trainer(flow, config, progress=False)
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        # p.grad still holds the gradient the previous step applied; grad_norm_mean is the mean before this step
+        applied = math.sqrt(
+            sum(float(p.grad.square().sum()) for p in flow.parameters() if p.grad is not None)
+        )
+        seen.append((applied, float(trainer.grad_norm_mean)))
+        return real_loss(x) * (1e4 if len(seen) == spike_step else 1.0)
+
+    flow.loss = loss  # type: ignore[method-assign]
+    trainer.fit(data)
+    applied, mean_before = seen[spike_step][0], seen[spike_step - 1][1]
+    assert applied == pytest.approx(3.0 * mean_before, rel=1e-4)
+    assert seen[spike_step][1] == pytest.approx(
+        mean_before + 0.01 * (3.0 * mean_before - mean_before), rel=1e-4
+    )
+    # every later step: what it applied over the mean before it, at most 3 (seen[i]: step i's gradient)
+    ratios = [seen[i][0] / seen[i - 1][1] for i in range(101, len(seen))]
+    assert all(0 < ratio <= 3.0 * (1 + 1e-4) for ratio in ratios) and min(ratios) < 2.0
+    assert trainer.skipped_steps == 0
+
+
 def test_a_lasting_rise_of_the_gradient_norms_is_skipped_only_briefly() -> None:
     """The spike filter's running mean takes skipped norms capped at the threshold, so after a lasting
     100-fold rise of the gradient norms it accepts steps again within a few dozen steps (with factor 10,
     the mean grows 9% a step: about 27 skipped), instead of skipping every later step."""
     from genmodels.config import TrainingConfig
 
-    trainer = Trainer(RealNVP(2, n_coupling_layers=2), TrainingConfig(), progress=False)
+    config = TrainingConfig(skip_spikes=10.0, adaptive_clip=0.0)
+    trainer = Trainer(RealNVP(2, n_coupling_layers=2), config, progress=False)
     trainer.grad_norm_mean = torch.tensor(0.0)
     norms = [0.1] * 20 + [1.0] * 130 + [100.0] * 200  # tenfold growth early on: not skipped
     skipped = []

@@ -68,9 +68,10 @@ class SamplingConfig:
 @settings
 class TrainingConfig:
     """Optimisation settings shared by every model; ``lr_decay``: learning-rate factor per epoch;
-    ``skip_spikes``: skip a step whose gradient norm is over this many times the running mean of the
-    accepted steps' norms; ``grad_clip``, ``skip_spikes``, ``weight_decay`` (AdamW), ``ema_decay``,
-    ``checkpoint_every``: 0 disables."""
+    ``adaptive_clip``: scale a step's gradient down to at most this many times the running mean of the
+    gradient norms (docs/speed.md); ``skip_spikes``: skip a step whose gradient norm is over this many
+    times that mean; ``grad_clip``, ``adaptive_clip``, ``skip_spikes``, ``weight_decay`` (AdamW),
+    ``ema_decay``, ``checkpoint_every``: 0 disables."""
 
     epochs: Int = Field(500, ge=1)
     batch_size: Int = Field(2048, ge=1)
@@ -78,7 +79,8 @@ class TrainingConfig:
     lr_decay: Float = Field(0.999, gt=0, le=1)
     seed: Seed = 42
     grad_clip: Float = Field(100.0, ge=0, allow_inf_nan=True)  # .inf: no clipping, as 0
-    skip_spikes: Float = Field(10.0, ge=0)
+    adaptive_clip: Float = Field(3.0, ge=0)
+    skip_spikes: Float = Field(0.0, ge=0)
     weight_decay: Float = Field(0.0, ge=0)
     ema_decay: Float = Field(0.999, ge=0, lt=1)
     eval_every: Int = Field(10, ge=1)

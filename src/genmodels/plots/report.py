@@ -421,10 +421,24 @@ def _compare_figure(results: Sequence[Evaluation], path: Path, resolution: int =
                 logp = -nll_of(ev.model, V.model_tensor(ev.model, grid), None).double().cpu().numpy()
             how = {"ode": "probability-flow ODE"}.get(estimator, estimator)
             densities.append((f"{spec.title} log p(x), {how}", logp.reshape(resolution, resolution), extent))
+    if densities:  # under the data: their own log-density on the same grid, for reference
+        densities.insert(0, ("Data log p(x), histogram", _histogram_log_density(real, densities[0][2], resolution),
+                             densities[0][2]))  # fmt: skip
     return P.plot_compare(
         panels, densities, path, columns=results[0].columns or None,
         suptitle=" vs ".join(shown) if len(shown) > 1 else f"{shown[0]} and the data",
     )  # fmt: skip
+
+
+def _histogram_log_density(
+    points: np.ndarray, extent: tuple[float, float, float, float], bins: int
+) -> np.ndarray:
+    """``log`` of the points' histogram density on a ``bins x bins`` grid over ``extent`` (rows: y), in
+    nats; empty cells are -inf."""
+    x0, x1, y0, y1 = extent
+    counts, _, _ = np.histogram2d(points[:, 1], points[:, 0], bins=bins, range=[[y0, y1], [x0, x1]])
+    with np.errstate(divide="ignore"):
+        return np.log(counts / (len(points) * (x1 - x0) * (y1 - y0) / bins**2))
 
 
 _OLDER_NOTE = (

@@ -1,5 +1,6 @@
 """One training loop for any model with ``loss(batch) -> scalar``: Adam(W), per-epoch learning-rate decay,
-gradient clipping, skipping of gradient spikes, an EMA of the weights, and a state that resumes exactly.
+gradient clipping (at a fixed norm and at a multiple of the running mean), optional skipping of gradient
+spikes, an EMA of the weights, and a state that resumes exactly.
 Under torchrun every process takes its shard of every batch and DDP averages the gradients."""
 
 from __future__ import annotations
@@ -294,6 +295,7 @@ class Trainer:
         stats = torch.stack([share, grad_norm.detach().float()])
         # 1 from the epoch's first non-finite step on, or for a spike: the fused Adam step then updates nothing
         self._nonfinite = torch.maximum(self._nonfinite, (~torch.isfinite(stats).all()).float())
+        self._clip_to_running_mean(stats[1])
         spike = self._gradient_spike(stats[1])
         self.optimizer.found_inf = torch.maximum(self._nonfinite, spike)
         self.optimizer.step()
@@ -301,14 +303,26 @@ class Trainer:
         self._update_ema()
         return torch.cat([stats, spike[None]])
 
+    def _clip_to_running_mean(self, grad_norm: torch.Tensor) -> None:
+        """Scale the gradients down to at most ``adaptive_clip`` times the running mean of the norms (from
+        step 100 on): a rare point the flow throws far out still corrects the model, at the size of an
+        ordinary step, where one full-size step could undo many (docs/speed.md)."""
+        factor, mean = self.config.adaptive_clip, self.grad_norm_mean
+        if factor and self.step >= 100:
+            clipped = torch.clamp(grad_norm, max=self.config.grad_clip or math.inf)  # by clip_grad_norm_
+            scale = torch.where(mean > 0, torch.clamp(factor * mean / (clipped + 1e-6), max=1.0), 1.0)
+            torch._foreach_mul_([p.grad for p in self.model.parameters() if p.grad is not None], scale)
+
     def _gradient_spike(self, grad_norm: torch.Tensor) -> torch.Tensor:
-        """1 where ``grad_norm`` is a spike (docs/speed.md), else 0. The running mean averages the first
-        100 steps' norms, none of which is skipped (a new model's norms grow tenfold as it starts to learn),
-        then follows about the last 100; it takes every finite norm capped at the threshold, so a lasting
-        rise of the norms lifts it (by up to 9% a step with the factor 10) until steps are accepted again."""
+        """1 where ``grad_norm`` is a spike to skip (``skip_spikes``), else 0; updates the running mean. It
+        averages the first 100 steps' norms, never clipped or skipped (a new model's norms grow tenfold as
+        it starts to learn), then follows about the last 100; it takes every finite norm capped at the
+        lower of the two thresholds, so a lasting rise of the norms lifts it (by up to 9% a step with the
+        factor 10, 2% with 3) until the steps are whole again."""
         mean, factor = self.grad_norm_mean, self.config.skip_spikes
         spike = (grad_norm > factor * mean) & (mean > 0) & (factor > 0) & (self.step >= 100)
-        capped = torch.where(spike, factor * mean, grad_norm)
+        cap = min(f for f in (factor, self.config.adaptive_clip, math.inf) if f > 0) * mean
+        capped = torch.where((grad_norm > cap) & (mean > 0) & (self.step >= 100), cap, grad_norm)
         updated = mean + max(0.01, 1 / (self.step + 1)) * (capped - mean)
         self.grad_norm_mean = torch.where(torch.isfinite(grad_norm), updated, mean)
         return spike.float()

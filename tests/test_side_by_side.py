@@ -1,0 +1,100 @@
+"""Commands side by side (``make run``): each in its own process on its share of the cores; a background
+command's log and closing lines; a failure named; Ctrl-C reaching every process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from genmodels import side_by_side
+from genmodels.side_by_side import run_side_by_side
+from genmodels.train.checkpoint import load_checkpoint
+
+TINY = {
+    "realnvp": {"model": {"n_coupling_layers": 2, "hidden_units": 16}},
+    "ddpm": {"model": {"diffusion_steps": 10, "hidden_units": 16, "n_blocks": 1}},
+}
+
+
+def test_two_commands_run_side_by_side_on_a_share_of_the_cores(tmp_path: Path, capfd, monkeypatch) -> None:
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(command, **kwargs):
+        started.append(kwargs["env"]["OMP_NUM_THREADS"])
+        return real_popen(command, **kwargs)
+
+    monkeypatch.setattr(side_by_side.subprocess, "Popen", recording_popen)
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    commands = [
+        ["make-data", "two_moons", "-n", "50", "-o", str(a)],
+        ["make-data", "circles", "-n", "70", "-o", str(b)],
+    ]
+    assert run_side_by_side(commands, tmp_path / "logs", cores=5) == 0
+    assert started == ["2", "2"]  # 5 cores // 2 commands
+    assert len(pd.read_csv(a)) == 50 and len(pd.read_csv(b)) == 70
+    out = capfd.readouterr().out
+    log = tmp_path / "logs" / "make-data.log"
+    assert f"progress in {log}" in out and f"make-data circles done (its log: {log})" in out
+    closing = f"wrote 70 points of circles to {b}"
+    assert closing in log.read_text() and f"  {closing}" in out  # the closing lines, shown at the end
+
+    started.clear()  # three commands on one core: one thread each; two of a kind get numbered logs
+    assert run_side_by_side([commands[0], *commands], tmp_path / "more", cores=1) == 0
+    assert started == ["1", "1", "1"]
+    assert sorted(path.name for path in (tmp_path / "more").iterdir()) == [
+        "make-data-1.log",
+        "make-data-2.log",
+    ]
+
+
+def test_a_failing_background_command_is_named_with_its_error(tmp_path: Path, capfd) -> None:
+    good = tmp_path / "a.csv"
+    commands = [
+        ["make-data", "two_moons", "-n", "50", "-o", str(good)],
+        ["make-data", "no_such", "-o", "x.csv"],
+    ]
+    assert run_side_by_side(commands, tmp_path / "logs", cores=2) == 2
+    out = capfd.readouterr().out
+    assert "make-data no_such ended with exit status 2" in out and "no_such" in out.split("exit status 2")[1]
+    assert good.exists()
+
+
+def test_ctrl_c_reaches_every_process_and_each_saves_its_checkpoint(tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    assert subprocess.run([sys.executable, "-m", "genmodels", "make-data", "two_moons", "-n", "400", "-o", data],
+                          capture_output=True).returncode == 0  # fmt: skip
+    commands = []
+    for name, settings in TINY.items():
+        config = tmp_path / f"{name}.yaml"
+        training = {"epochs": 100000, "batch_size": 100, "checkpoint_every": 1, "eval_every": 1000}
+        config.write_text(yaml.safe_dump({**settings, "training": training}))
+        commands.append(
+            f"train {name} --config {config} --data {data} --output_dir {tmp_path / name} --quiet"
+        )
+    env = dict(os.environ, MPLBACKEND="Agg")
+    with open(tmp_path / "out.txt", "w") as out:
+        job = subprocess.Popen([sys.executable, "-m", "genmodels.side_by_side", *commands, "--log_dir", tmp_path],
+                               stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
+    try:
+        last = [tmp_path / name / "checkpoints" / f"{name}_last.pt" for name in TINY]
+        deadline = time.monotonic() + 180
+        while not all(path.exists() for path in last) and time.monotonic() < deadline:
+            assert job.poll() is None, (tmp_path / "out.txt").read_text()
+            time.sleep(0.05)
+        os.killpg(job.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
+        assert job.wait(timeout=120) == 130
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    printed = (tmp_path / "out.txt").read_text() + (tmp_path / "ddpm.log").read_text()
+    assert printed.count("--resume auto") >= 2  # each run says how to go on
+    for name, path in zip(TINY, last, strict=True):
+        assert load_checkpoint(path, expected_type=name)["trainer"]["epoch"] >= 1
