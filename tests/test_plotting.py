@@ -409,3 +409,27 @@ def test_category_colours_follow_the_finite_rows_and_the_palette():
     assert list(colours) == [PALETTE[0], PALETTE[2], PALETTE[1]]  # the NaN row is not drawn
     assert _category_colours(3, data) == PALETTE[3]
     assert _category_colours(None, data) is None
+
+
+def test_compare_heatmaps_share_one_colour_scale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data's and the models' log-densities are drawn on one scale (the widest of their own ranges),
+    so a colour means the same density in every panel."""
+    seen = []
+    real_image = plotting._log_density_image
+
+    def recording(ax, log_density, extent, *, small, limits=None):
+        seen.append(limits)
+        return real_image(ax, log_density, extent, small=small, limits=limits)
+
+    monkeypatch.setattr(plotting, "_log_density_image", recording)
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(200, 2))
+    flat = np.full((8, 8), -3.0)
+    flat[0, 0] = -1.0  # own range: -3 to -1
+    steep = np.linspace(-12.0, 0.5, 64).reshape(8, 8)  # own range: from its 5 % quantile to 0.5
+    box = (-2.0, 2.0, -2.0, 2.0)
+    plotting.plot_compare(
+        [("data", points), ("model", points)], [("a", flat, box), ("b", steep, box)], tmp_path / "c.png"
+    )
+    low = float(np.quantile(steep, 0.05))
+    assert seen == [pytest.approx((low, 0.5)), pytest.approx((low, 0.5))]

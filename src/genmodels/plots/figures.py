@@ -40,7 +40,7 @@ _PANELS_PER_ROW = 4  # a results figure with more panels (a conditional run's) w
 _STRIP_SCALE = (_STRIP_INCHES / _PANEL_INCHES) ** 2  # marker area in a smaller panel
 _RASTERIZE_ABOVE = 2000
 _ACRONYMS = {"nll": "NLL", "kl": "KL", "lr": "LR", "mse": "MSE", "elbo": "ELBO", "bpd": "BPD", "ema": "EMA"}
-_SINGLE_PANELS = (("learning rate", "lr"), ("gradient norm", "grad_norm"))
+_SINGLE_PANELS = (("learning rate", "lr"), ("gradient norm, before clipping", "grad_norm"))
 # cividis: perceptually uniform and readable with colour-vision deficiencies; values outside [0, 1] clipped
 _SEQUENTIAL = {"cmap": "cividis", "vmin": 0.0, "vmax": 1.0}
 
@@ -331,15 +331,22 @@ def _mass_levels(density: np.ndarray, fractions: Sequence[float]) -> list[float]
     return sorted(set(lv for lv in levels if lv > 0))
 
 
-def _log_density_image(ax: Axes, log_density: np.ndarray, extent: Box, *, small: bool) -> None:
-    """Heatmap of ``log p (H, W)`` in nats, colours from max(5 % quantile, maximum - 20) to the maximum."""
-    logp = np.asarray(log_density, dtype=float)
-    if logp.ndim != 2 or min(logp.shape) < 2:
-        raise ValueError(f"log_density must be a 2-D (H, W) array, got shape {logp.shape}")
+def _colour_limits(logp: np.ndarray) -> tuple[float, float]:
+    """From max(5 % quantile, maximum - 20) to the maximum of the finite values of ``logp``."""
     finite = logp[np.isfinite(logp)]
     vmax = float(finite.max()) if finite.size else 0.0
     vmin = max(float(np.quantile(finite, 0.05)), vmax - 20.0) if finite.size else -1.0
-    vmin = vmax - 1.0 if vmin >= vmax else vmin
+    return (vmax - 1.0 if vmin >= vmax else vmin), vmax
+
+
+def _log_density_image(
+    ax: Axes, log_density: np.ndarray, extent: Box, *, small: bool, limits: tuple[float, float] | None = None
+) -> None:
+    """Heatmap of ``log p (H, W)`` in nats, colours over ``limits`` (default: :func:`_colour_limits`)."""
+    logp = np.asarray(log_density, dtype=float)
+    if logp.ndim != 2 or min(logp.shape) < 2:
+        raise ValueError(f"log_density must be a 2-D (H, W) array, got shape {logp.shape}")
+    vmin, vmax = limits or _colour_limits(logp)
     cmap = colormaps["viridis"]
     image = ax.imshow(
         np.ma.masked_invalid(logp), origin="lower", extent=tuple(float(v) for v in extent),
@@ -644,8 +651,8 @@ def plot_compare(
     suptitle: str | None = None,
 ) -> Path:
     """A PNG of scatter panels ``(title, points (N, >= 2))`` in the first one's limits above heatmaps
-    ``(title, log_density (H, W), extent)``, the heatmaps right-aligned: each under the last panels (the
-    models' samples, after the real data)."""
+    ``(title, log_density (H, W), extent)`` on one colour scale, the heatmaps right-aligned: each under
+    the last panels (the models' samples, after the real data)."""
     projected = _projected(panels, "scatter panel")
     names = _column_names(None if columns is None else list(columns)[:2], 2)
     n_cols, n_rows = max(len(panels), len(densities)), 2 if densities else 1
@@ -655,8 +662,12 @@ def plot_compare(
         _scatter(axes[0][i], xy, _color(i), box=_box(projected[0][1]))
         _label(axes[0][i], title, names, size=10)
     skip = n_cols - len(densities)
+    own = [_colour_limits(np.asarray(logp, dtype=float)) for _, logp, _ in densities]
+    shared = (
+        (min(low for low, _ in own), max(high for _, high in own)) if own else None
+    )  # one scale: comparable
     for i, (title, log_density, extent) in enumerate(densities):
-        _log_density_image(axes[1][skip + i], log_density, extent, small=True)
+        _log_density_image(axes[1][skip + i], log_density, extent, small=True, limits=shared)
         _label(axes[1][skip + i], title, names, size=10)
     for ax in [*axes[0][len(panels) :], *(axes[1][:skip] if densities else [])]:
         ax.set_axis_off()
