@@ -747,3 +747,22 @@ def test_other_files_get_one_error_naming_the_file(tmp_path):
     for path in (book, config, write(tmp_path, "x,y\n1,2\n3", "short.csv")):
         with pytest.raises(DataError, match=path.name):
             load_csv(path)
+
+
+def test_a_pandas_index_column_is_refused_and_a_named_one_kept(tmp_path: Path) -> None:
+    """``DataFrame.to_csv`` writes the row index as a first column without a name: refused, naming the
+    file and the fix; the same numbers under a name (an id column the user chose) are data."""
+    import pandas as pd
+
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(30, 2)), columns=["x", "y"])
+    frame.to_csv(tmp_path / "index.csv")
+    with pytest.raises(DataError) as error:
+        load_csv(tmp_path / "index.csv")
+    assert str(tmp_path / "index.csv") in str(error.value) and "index=False" in str(error.value)
+    frame.to_csv(tmp_path / "named.csv", index_label="id")
+    assert load_csv(tmp_path / "named.csv").columns == ("id", "x", "y")
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    np.testing.assert_allclose(load_csv(tmp_path / "plain.csv").values, frame.to_numpy())
+    shuffled = frame.sample(frac=1.0, random_state=1)  # an unnamed first column that is not 0..N-1: data
+    shuffled.to_csv(tmp_path / "shuffled.csv")
+    assert load_csv(tmp_path / "shuffled.csv").columns == ("column_1", "x", "y")

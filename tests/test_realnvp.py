@@ -362,3 +362,28 @@ def test_trainer_names_a_wrong_model_or_data_dtype():
     with pytest.raises(ValueError, match=r"the training data are torch.float64 but the model computes in "):
         trainer.fit(torch.randn(100, 2, dtype=torch.float64))
     assert trainer.epoch == 0
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_sample_model_counts_the_points_drawn_on_a_progress_bar(progress: bool, monkeypatch) -> None:
+    import tqdm.auto
+
+    from genmodels.evaluation.sampling import sample_model
+
+    bars = []
+
+    class Bar(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.shown, self.counted = not kwargs["disable"], []
+            bars.append(self)
+
+        def update(self, n: int = 1) -> None:
+            self.counted.append(n)
+            super().update(n)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    flow = RealNVP(2, n_coupling_layers=2, hidden_units=8)
+    assert sample_model(flow, 1000, seed=0, chunk_size=300, progress=progress).shape == (1000, 2)
+    (bar,) = bars
+    assert bar.total == 1000 and bar.counted == [300, 300, 300, 100] and bar.shown is progress

@@ -55,6 +55,28 @@ def test_two_commands_run_side_by_side_on_a_share_of_the_cores(tmp_path: Path, c
     ]
 
 
+def test_the_foreground_command_s_end_says_which_are_still_running(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    class Job:  # the foreground ends at once; the background one is still running then
+        def __init__(self, command, **kwargs) -> None:
+            self.background = kwargs["stdout"] is not None
+            self.done = not self.background
+
+        def poll(self) -> int | None:
+            return 0 if self.done else None
+
+        def wait(self) -> int:
+            self.done = True
+            return 0
+
+    monkeypatch.setattr(side_by_side.subprocess, "Popen", Job)
+    assert run_side_by_side([["train", "realnvp"], ["train", "ddpm"]], tmp_path, cores=2) == 0
+    out = capsys.readouterr().out
+    assert f"waiting for: train ddpm (progress in {tmp_path / 'ddpm.log'})" in out
+    assert out.index("waiting for") < out.index("train ddpm done")
+
+
 def test_a_failing_background_command_is_named_with_its_error(tmp_path: Path, capfd) -> None:
     good = tmp_path / "a.csv"
     commands = [

@@ -361,7 +361,8 @@ def _sample(args: argparse.Namespace) -> int:
                                         settings.sampling_steps)  # fmt: skip
     options = {key: getattr(settings, key) for key in _SAMPLER_OPTIONS}
     with compiled_network(model, compiled):
-        samples = sample_model(model, args.n, seed=args.seed, precision=precision, label=labels, **options)
+        samples = sample_model(model, args.n, seed=args.seed, precision=precision, label=labels, progress=main,
+                               **options)  # fmt: skip
     if bad := int((~np.isfinite(samples).all(axis=1)).sum()):
         raise CheckpointError(f"{bad} of {args.n} samples from {args.checkpoint} are not finite (diverged "
                               f"weights?); nothing was written to {args.output}")  # fmt: skip

@@ -114,7 +114,7 @@ def run_training(config: RunConfig, *, output_dir: str | Path, device: str = "au
     ended["training"] = time.perf_counter()
     if main:  # the stages after the progress bar, so a long one is not silent
         log.info("drawing %s samples", f"{config.sampling.n_samples:,}")
-    samples, labels, seconds, reverse = _sample(trainer.ema.eval(), config, paths["last"])
+    samples, labels, seconds, reverse = _sample(trainer.ema.eval(), config, paths["last"], progress and main)
     ended["sampling"] = time.perf_counter()
     if not main:
         return RunResult(metrics={}, paths=paths)
@@ -342,7 +342,9 @@ def _sampling_seconds(model: nn.Module, config: RunConfig) -> float:
     return seconds * steps / probe * sampling.n_samples / points
 
 
-def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray, Any, float, Any]:
+def _sample(
+    model: nn.Module, config: RunConfig, last: Path, progress: bool = False
+) -> tuple[np.ndarray, Any, float, Any]:
     """The samples (data units), their labels (or None), the seconds they took, the reverse process (or None)."""
     from genmodels.plots.arrays import record_reverse_process
 
@@ -356,7 +358,7 @@ def _sample(model: nn.Module, config: RunConfig, last: Path) -> tuple[np.ndarray
     labels = draw_labels(model, sampling.n_samples, seed)
     with compiled_network(model, compiled), recorder(model) as recording:
         samples = sample_model(model, sampling.n_samples, seed=seed, chunk_size=sampling.chunk_size,
-                               precision=precision, label=labels, **options)  # fmt: skip
+                               precision=precision, label=labels, progress=progress, **options)  # fmt: skip
     seconds = time.perf_counter() - start
     if not np.isfinite(samples).all():
         raise TrainingError(f"{int((~np.isfinite(samples).all(1)).sum())} of {len(samples)} generated samples are "

@@ -50,7 +50,11 @@ def run_side_by_side(
             output = open(logs[i - 1], "w", encoding="utf-8") if i else None  # noqa: SIM115 - closed below
             command = [sys.executable, "-m", "genmodels", *args]
             processes.append((subprocess.Popen(command, env=env, stdout=output, stderr=output), output))
-        codes = [process.wait() for process, _ in processes]
+        codes = [processes[0][0].wait()]
+        if len(processes) > 1 and any(process.poll() is None for process, _ in processes[1:]):
+            print("waiting for: " + "; ".join(f"{' '.join(args[:2])} (progress in {log})" for (process, _), args, log
+                  in zip(processes[1:], commands[1:], logs, strict=True) if process.poll() is None), flush=True)  # fmt: skip
+        codes += [process.wait() for process, _ in processes[1:]]
     except KeyboardInterrupt:  # every process had the Ctrl-C too: let them save their checkpoints
         interrupted, codes = True, [process.wait() for process, _ in processes]
     finally:

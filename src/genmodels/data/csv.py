@@ -155,7 +155,14 @@ def load_csv(
     if _is_number(cells[0]).all():
         columns = _default_columns(cells.shape[1])
     else:
+        unnamed_first = not str(cells[0][0]).strip()
         columns, lines, cells = _header(list(cells[0]), file, lines[0]), lines[1:], cells[1:]
+        if unnamed_first and _counts_rows(cells[:, 0]):
+            raise DataError(
+                f"{file}: its first column has no name and counts the rows (0, 1, 2, ...: the index that "
+                "pandas' DataFrame.to_csv writes by default), which would be trained on as a coordinate; "
+                "write the file with to_csv(index=False), or name the column to keep it"
+            )
     text = None
     if condition is not None:
         columns, cells, text = _split_condition(columns, cells, lines, condition, file)
@@ -195,6 +202,17 @@ def load_csv(
     names = tuple(sorted(map(str, distinct), key=lambda v: (0, float(v)) if _is_number(v) else (1, 0.0)))
     labels = np.array([names.index(str(v)) for v in distinct], dtype=np.int64)[inverse]
     return Dataset(values, columns, str(file), n_bad, condition, labels, names)
+
+
+def _counts_rows(cells: np.ndarray) -> bool:
+    """Whether ``cells (R,)`` read 0, 1, ..., R - 1 (or 1, ..., R): a row index, not data."""
+    if len(cells) < 2 or not _is_number(cells).all():
+        return False
+    values = cells.astype(np.float64)
+    return bool(
+        np.array_equal(values, np.arange(len(values)))
+        or np.array_equal(values, np.arange(1, len(values) + 1))
+    )
 
 
 def _check_spread(values: np.ndarray, columns: Sequence[str], file: Path) -> None:

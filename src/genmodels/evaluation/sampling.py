@@ -45,23 +45,29 @@ def sample_model(
     ddim_order: int = 2,
     guidance_scale: float = 1.0,
     label: int | np.ndarray | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
     """Draw ``n`` samples ``(n, D)`` in data units, ``chunk_size`` at a time, chunk k seeded by ``(seed, k)``
     (processes under torchrun share the chunks), with the settings the spec's ``sample_options`` names; given
-    ``label`` (an int, or ``(n,)`` indices, e.g. :func:`draw_labels`), from p(x | label)."""
+    ``label`` (an int, or ``(n,)`` indices, e.g. :func:`draw_labels`), from p(x | label). ``progress``: a
+    progress bar of the points drawn, shown where the drawing takes over 2 s."""
+    from tqdm.auto import tqdm
+
     settings = {"sampling_steps": sampling_steps or None, "eta": eta, "ddim_spacing": ddim_spacing,
                 "ddim_order": ddim_order, "guidance_scale": guidance_scale}  # fmt: skip
     options = {option: settings[key] for option, key in spec_of(model).sample_options.items()}
     device = next(model.buffers()).device
     labels = None if label is None else torch.as_tensor(np.broadcast_to(label, (n,)).copy(), device=device)
     chunks = {}
-    with autocast(device, precision):
+    bar = tqdm(total=n, desc="sample", unit="point", delay=2.0, disable=not progress, dynamic_ncols=True)
+    with autocast(device, precision), bar:
         for k in distributed.chunks_of_this_process(math.ceil(n / chunk_size)):
             key = seed if k == 0 else int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
             generator = torch.Generator(device=device).manual_seed(key)
             given = {} if labels is None else {"label": labels[k * chunk_size : (k + 1) * chunk_size]}
             chunk = model.sample(min(chunk_size, n - k * chunk_size), generator=generator, **options, **given)
             chunks[k] = chunk.cpu().double().numpy()
+            bar.update(len(chunk))
     samples = np.concatenate(distributed.gather_chunks(chunks)) if n else np.zeros((0, model.dim))
     _warn_far_samples(model, samples)
     return samples
