@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -121,7 +122,7 @@ def test_evaluate_checkpoint_on_its_held_out_split(tmp_path, model_type: str) ->
     assert table.startswith("| metric |") and "C2ST" in table
 
 
-def test_evaluate_and_compare_commands(tmp_path, capsys, monkeypatch) -> None:
+def test_evaluate_and_compare_commands(tmp_path, capsys, monkeypatch, caplog) -> None:
     points = make_text(700, seed=2)
     nvp = tiny_checkpoint(tmp_path, "realnvp", points)
     ddpm = tiny_checkpoint(tmp_path, "ddpm", points)
@@ -148,8 +149,11 @@ def test_evaluate_and_compare_commands(tmp_path, capsys, monkeypatch) -> None:
         return real_plot(*args, suptitle=suptitle, **kwargs)
 
     monkeypatch.setattr(plotting, "plot_compare", recording_plot)
-    assert main(["compare", str(tmp_path / "realnvp"), "--output_dir", str(out_dir), *fast]) == 0
+    with caplog.at_level(logging.INFO, logger="genmodels"):
+        assert main(["compare", str(tmp_path / "realnvp"), "--output_dir", str(out_dir), *fast]) == 0
     assert titles == ["RealNVP and the data"]
+    evaluating = [r.getMessage() for r in caplog.records if r.getMessage().startswith("evaluating")]
+    assert evaluating == [f"evaluating realnvp ({tmp_path / 'realnvp'})"]  # the run's folder, named once
     assert main(["evaluate", ddpm, "--dataset", "nope"]) == 2
     assert main(["compare", str(tmp_path / "missing")]) == 2
     capsys.readouterr()

@@ -386,7 +386,8 @@ def compare_checkpoints(
     out = Path(output_dir)
     results: list[tuple[str, Evaluation]] = []
     for label, path in checkpoints:
-        log.info("evaluating %s", label if str(path) in label else f"{label} ({path})")
+        named = str(path) in label or str(Path(path).parent.parent) in label  # the file, or its run's folder
+        log.info("evaluating %s", label if named else f"{label} ({path})")
         results.append((label, evaluate_checkpoint(path, **options)))
     others = [label for label, ev in results[1:] if not np.array_equal(ev.real, results[0][1].real)]
     if others:
