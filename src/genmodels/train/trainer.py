@@ -5,6 +5,7 @@ Under torchrun every process takes its shard of every batch and DDP averages the
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import logging
@@ -164,6 +165,7 @@ class Trainer:
         Ctrl-C, checkpoint at the end of the epoch and raise KeyboardInterrupt; a non-finite loss is a
         TrainingError. The time left, logged after one epoch, adds ``then_seconds`` (e.g. of sampling)."""
         from tqdm.auto import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         self._check_data(data)
         if self.epoch == 0:
@@ -190,19 +192,21 @@ class Trainer:
         # The time left is estimated after the first epoch, or the second where the first compiled the loss.
         estimate_at = self.epoch + (1 if loss == self.model.loss else 2)
         try:
-            while self.epoch < cfg.epochs:
-                record = self._train_epoch(data, loss_fn, interrupt, labels)
-                self._end_epoch(record, evaluate, data.device)
-                if self.epoch == estimate_at and self.epoch < cfg.epochs:
-                    self._log_time_left(record["seconds"], then_seconds)
-                steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
-                # an epoch's loss counts its skipped steps' losses too: the bar says how many there were
-                skipped = {"skipped": int(record["skipped_steps"])} if record["skipped_steps"] else {}
-                bar.set_postfix(
-                    loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s, **skipped
-                )
-                bar.update(1)
-                self._checkpoint(on_checkpoint, interrupt.agreed)
+            # log lines go through the bar's writer: each on its own line, in a terminal or a log file
+            with logging_redirect_tqdm() if self.progress else contextlib.nullcontext():
+                while self.epoch < cfg.epochs:
+                    record = self._train_epoch(data, loss_fn, interrupt, labels)
+                    self._end_epoch(record, evaluate, data.device)
+                    if self.epoch == estimate_at and self.epoch < cfg.epochs:
+                        self._log_time_left(record["seconds"], then_seconds)
+                    steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
+                    # an epoch's loss counts its skipped steps' losses too: the bar says how many there were
+                    skipped = {"skipped": int(record["skipped_steps"])} if record["skipped_steps"] else {}
+                    bar.set_postfix(
+                        loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s, **skipped
+                    )
+                    bar.update(1)
+                    self._checkpoint(on_checkpoint, interrupt.agreed)
             self._log_skipped_steps()
         finally:
             self.optimizer.__dict__.pop("found_inf", None)
