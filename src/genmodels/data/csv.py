@@ -151,18 +151,7 @@ def load_csv(
     the points lie on a plane or mostly repeat. ``condition`` names a categorical column: the labels."""
     file = Path(path)
     check_data_path(file)
-    lines, cells = _read_cells(file)
-    if _is_number(cells[0]).all():
-        columns = _default_columns(cells.shape[1])
-    else:
-        unnamed_first = not str(cells[0][0]).strip()
-        columns, lines, cells = _header(list(cells[0]), file, lines[0]), lines[1:], cells[1:]
-        if unnamed_first and _counts_rows(cells[:, 0]):
-            raise DataError(
-                f"{file}: its first column has no name and counts the rows (0, 1, 2, ...: the index that "
-                "pandas' DataFrame.to_csv writes by default), which would be trained on as a coordinate; "
-                "write the file with to_csv(index=False), or name the column to keep it"
-            )
+    columns, lines, cells = _columns_and_rows(*_read_cells(file), file)
     text = None
     if condition is not None:
         columns, cells, text = _split_condition(columns, cells, lines, condition, file)
@@ -202,6 +191,23 @@ def load_csv(
     names = tuple(sorted(map(str, distinct), key=lambda v: (0, float(v)) if _is_number(v) else (1, 0.0)))
     labels = np.array([names.index(str(v)) for v in distinct], dtype=np.int64)[inverse]
     return Dataset(values, columns, str(file), n_bad, condition, labels, names)
+
+
+def _columns_and_rows(
+    lines: np.ndarray, cells: np.ndarray, file: Path
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The column names, and the line numbers and cells of the rows below the header (if there is one)."""
+    if _is_number(cells[0]).all():
+        return _default_columns(cells.shape[1]), lines, cells
+    unnamed_first = not str(cells[0][0]).strip()
+    columns, lines, cells = _header(list(cells[0]), file, lines[0]), lines[1:], cells[1:]
+    if unnamed_first and _counts_rows(cells[:, 0]):
+        raise DataError(
+            f"{file}: its first column has no name and counts the rows (0, 1, 2, ...: the index that "
+            "pandas' DataFrame.to_csv writes by default), which would be trained on as a coordinate; "
+            "write the file with to_csv(index=False), or name the column to keep it"
+        )
+    return columns, lines, cells
 
 
 def _counts_rows(cells: np.ndarray) -> bool:

@@ -176,13 +176,7 @@ class Trainer:
                         "(--epochs) is %d; raise it to train longer", self.epoch, cfg.epochs)  # fmt: skip
             self.model.eval(), self.ema.eval()
             return
-        self.precision = acceleration.resolve_precision(cfg.precision, data.device)
-        if cfg.precision == "auto" and self.precision == "bfloat16":
-            log.info("training in bfloat16, which this %s computes natively (training.precision: auto; "
-                     "--precision float32 to train in float32)", data.device.type.upper())  # fmt: skip
-        elif cfg.precision == "auto":
-            log.info("training in float32: this %s does not compute bfloat16 natively (training.precision: "
-                     "auto)", data.device.type.upper())  # fmt: skip
+        self.precision = self._resolve_precision(data.device)
         loss = self._loss_function(data)
         loss_fn = distributed.data_parallel(self.model, loss)
         bar = tqdm(total=cfg.epochs, initial=self.epoch, desc=f"train {name}", unit="epoch",
@@ -213,6 +207,17 @@ class Trainer:
             interrupt.restore()
             bar.close()
             self.model.eval(), self.ema.eval()
+
+    def _resolve_precision(self, device: torch.device) -> str:
+        """``training.precision`` resolved for ``device``; ``auto`` says in the log what it chose."""
+        cfg, precision = self.config, acceleration.resolve_precision(self.config.precision, device)
+        if cfg.precision == "auto" and precision == "bfloat16":
+            log.info("training in bfloat16, which this %s computes natively (training.precision: auto; "
+                     "--precision float32 to train in float32)", device.type.upper())  # fmt: skip
+        elif cfg.precision == "auto":
+            log.info("training in float32: this %s does not compute bfloat16 natively (training.precision: "
+                     "auto)", device.type.upper())  # fmt: skip
+        return precision
 
     def _log_time_left(self, epoch_seconds: float, then_seconds: float) -> None:
         left = self.config.epochs - self.epoch
