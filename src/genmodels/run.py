@@ -104,9 +104,9 @@ def run_training(config: RunConfig, *, output_dir: str | Path, device: str = "au
     if data.label_names:  # the model's label count comes from the data
         model = dataclasses.replace(config.model, n_labels=len(data.label_names))
         config = dataclasses.replace(config, model=model)
-    if main and show is not None:
-        show(config)
     if main:
+        if show is not None:
+            show(config)
         _warn_short_run(config, len(data.train))
     trainer = _build_or_resume(config, data, paths["last"], resume, progress and main)
     ended["data and model"] = time.perf_counter()

@@ -39,10 +39,11 @@ def run_side_by_side(
         Path(log_dir) / f"{name}{'' if names.count(name) == 1 else f'-{i + 1}'}.log"
         for i, name in enumerate(names)
     ]
+    titles = [" ".join(args[:2]) for args in commands[1:]]
+    where = [f"{title} (progress in {log})" for title, log in zip(titles, logs, strict=True)]
     if logs:
         Path(log_dir).mkdir(parents=True, exist_ok=True)
-        print(f"running {len(commands)} jobs side by side, {threads} thread(s) each; meanwhile: "
-              + "; ".join(f"{' '.join(args[:2])} (progress in {log})" for args, log in zip(commands[1:], logs, strict=True)),
+        print(f"running {len(commands)} jobs side by side, {threads} thread(s) each; meanwhile: {'; '.join(where)}",
               flush=True)  # fmt: skip
     processes, interrupted = [], False
     try:
@@ -51,9 +52,10 @@ def run_side_by_side(
             command = [sys.executable, "-m", "genmodels", *args]
             processes.append((subprocess.Popen(command, env=env, stdout=output, stderr=output), output))
         codes = [processes[0][0].wait()]
-        if len(processes) > 1 and any(process.poll() is None for process, _ in processes[1:]):
-            print("waiting for: " + "; ".join(f"{' '.join(args[:2])} (progress in {log})" for (process, _), args, log
-                  in zip(processes[1:], commands[1:], logs, strict=True) if process.poll() is None), flush=True)  # fmt: skip
+        if running := [
+            text for (process, _), text in zip(processes[1:], where, strict=True) if process.poll() is None
+        ]:
+            print(f"waiting for: {'; '.join(running)}", flush=True)
         codes += [process.wait() for process, _ in processes[1:]]
     except KeyboardInterrupt:  # every process had the Ctrl-C too: let them save their checkpoints
         interrupted, codes = True, [process.wait() for process, _ in processes]
@@ -61,8 +63,8 @@ def run_side_by_side(
         for _, output in processes:
             if output is not None:
                 output.close()
-    for args, log, code in zip(commands[1:], logs, codes[1:], strict=False):
-        _show_summary(" ".join(args[:2]), log, code)
+    for title, log, code in zip(titles, logs, codes[1:], strict=False):
+        _show_summary(title, log, code)
     return 130 if interrupted or 130 in codes else next((code for code in codes if code), 0)
 
 

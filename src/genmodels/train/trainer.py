@@ -299,12 +299,15 @@ class Trainer:
             loss = self._batch_loss(batch, loss_fn, labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip or math.inf)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads)
+        torch._foreach_mul_(
+            grads, torch.clamp(self._gradient_limit() / (grad_norm + 1e-6), max=1.0)
+        )  # clipped
         share = loss.detach().float() / distributed.world_size()  # summed over processes: the batch's
         stats = torch.stack([share, grad_norm.detach().float()])
         # 1 from the epoch's first non-finite step on, or for a spike: the fused Adam step then updates nothing
         self._nonfinite = torch.maximum(self._nonfinite, (~torch.isfinite(stats).all()).float())
-        self._clip_to_running_mean(stats[1])
         spike = self._gradient_spike(stats[1])
         self.optimizer.found_inf = torch.maximum(self._nonfinite, spike)
         self.optimizer.step()
@@ -312,15 +315,19 @@ class Trainer:
         self._update_ema()
         return torch.cat([stats, spike[None]])
 
-    def _clip_to_running_mean(self, grad_norm: torch.Tensor) -> None:
-        """Scale the gradients down to at most ``adaptive_clip`` times the running mean of the norms (from
-        step 100 on): a rare point the flow throws far out still corrects the model, at the size of an
-        ordinary step, where one full-size step could undo many (docs/speed.md)."""
-        factor, mean = self.config.adaptive_clip, self.grad_norm_mean
+    def _gradient_limit(self) -> float | torch.Tensor:
+        """The norm a step's gradient is scaled down to: ``grad_clip``, and from step 100 on at most
+        ``adaptive_clip`` times the running mean of the norms, so a rare point the flow throws far out
+        still corrects the model, at the size of an ordinary step, where one full-size step could undo
+        many (docs/speed.md)."""
+        limit, factor, mean = (
+            self.config.grad_clip or math.inf,
+            self.config.adaptive_clip,
+            self.grad_norm_mean,
+        )
         if factor and self.step >= 100:
-            clipped = torch.clamp(grad_norm, max=self.config.grad_clip or math.inf)  # by clip_grad_norm_
-            scale = torch.where(mean > 0, torch.clamp(factor * mean / (clipped + 1e-6), max=1.0), 1.0)
-            torch._foreach_mul_([p.grad for p in self.model.parameters() if p.grad is not None], scale)
+            return torch.where(mean > 0, torch.clamp(factor * mean, max=limit), limit)
+        return limit
 
     def _gradient_spike(self, grad_norm: torch.Tensor) -> torch.Tensor:
         """1 where ``grad_norm`` is a spike to skip (``skip_spikes``), else 0; updates the running mean. It
