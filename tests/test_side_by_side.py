@@ -1,5 +1,6 @@
-"""Commands side by side (``make run``): each in its own process on its share of the cores; a background
-command's log and closing lines; a failure named; Ctrl-C reaching every process."""
+"""Commands side by side (``make run``): each in its own process on its share of the cores, taking a
+neighbour's share when it ends; a background command's log and closing lines; a failure named; Ctrl-C
+reaching every process."""
 
 from __future__ import annotations
 
@@ -55,26 +56,52 @@ def test_two_commands_run_side_by_side_on_a_share_of_the_cores(tmp_path: Path, c
     ]
 
 
-def test_the_foreground_command_s_end_says_which_are_still_running(
+def test_the_foreground_command_s_end_says_which_are_still_running_and_frees_its_cores(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    class Job:  # the foreground ends at once; the background one is still running then
+    class Job:  # the foreground ends at once; the background one after a few more looks
         def __init__(self, command, **kwargs) -> None:
-            self.background = kwargs["stdout"] is not None
-            self.done = not self.background
+            self.pid, self.polls_left = (2, 3) if kwargs["stdout"] is not None else (1, 0)
 
         def poll(self) -> int | None:
-            return 0 if self.done else None
+            self.polls_left -= 1
+            return 0 if self.polls_left < 0 else None
 
-        def wait(self) -> int:
-            self.done = True
-            return 0
-
+    told = []
     monkeypatch.setattr(side_by_side.subprocess, "Popen", Job)
+    monkeypatch.setattr(side_by_side.os, "kill", lambda pid, signum: told.append((pid, signum)))
+    monkeypatch.setattr(side_by_side.time, "sleep", lambda seconds: None)
     assert run_side_by_side([["train", "realnvp"], ["train", "ddpm"]], tmp_path, cores=2) == 0
     out = capsys.readouterr().out
     assert f"waiting for: train ddpm (progress in {tmp_path / 'ddpm.log'})" in out
     assert out.index("waiting for") < out.index("train ddpm done")
+    assert told == [(2, signal.SIGUSR1)]  # the background job, once: nobody is left when it ends
+
+
+def test_a_command_takes_a_neighbour_s_threads_when_told_and_ignores_the_signal_until_it_can(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import torch
+
+    before, threads = signal.getsignal(signal.SIGUSR1), torch.get_num_threads()
+    monkeypatch.setenv(side_by_side.SHARE_VARIABLE, "2")
+    try:
+        side_by_side.take_freed_cores()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.1)  # Python runs the handler at its next instruction
+        assert torch.get_num_threads() == threads + 2
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+        torch.set_num_threads(threads)
+    # told while it is still starting (before it can take the cores), a command goes on
+    processes = []
+    out = tmp_path / "a.csv"
+    side_by_side._start(
+        [["make-data", "two_moons", "-n", "50", "-o", str(out)]], dict(os.environ), [], processes
+    )
+    os.kill(processes[0][0].pid, signal.SIGUSR1)
+    assert processes[0][0].wait(timeout=120) == 0 and len(pd.read_csv(out)) == 50
+    assert signal.getsignal(signal.SIGUSR1) is before  # this process's own handling is as it was
 
 
 def test_a_failing_background_command_is_named_with_its_error(tmp_path: Path, capfd) -> None:

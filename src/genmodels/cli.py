@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from genmodels import fileio
 from genmodels.errors import CheckpointError, ConfigError, DataError, GenModelsError, TrainingError
+from genmodels.side_by_side import take_freed_cores
 
 if TYPE_CHECKING:
     import numpy as np
@@ -548,6 +549,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         from genmodels.train.acceleration import tune_allocator
 
         tune_allocator()
+        take_freed_cores()  # started by genmodels.side_by_side: grow onto a neighbour's cores when it ends
         _check_no_empty_paths(args)
         with distributed.session(getattr(args, "device", "auto")):
             rank = distributed.rank_label()

@@ -6,20 +6,30 @@ second thread each than from a core each).
 
 The first command runs in the foreground, its progress on this terminal; the others write theirs to
 ``<log_dir>/<model>.log`` (``tail -f`` shows it), whose closing lines are shown when all have ended.
+When a command ends, its threads go to the first one still running (which then computes on more cores).
 Ctrl-C reaches every process (each saves a resumable checkpoint, as alone).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
-__all__ = ["run_side_by_side"]
+__all__ = ["run_side_by_side", "take_freed_cores"]
+
+# In each command's environment: the threads it starts with, which it adds again each time it is told
+# (SIGUSR1) that a neighbour has ended.
+SHARE_VARIABLE = "GENMODELS_THREAD_SHARE"
+_FREED = getattr(signal, "SIGUSR1", None)  # POSIX only; elsewhere the threads stay as they started
 
 
 def available_cores() -> int:
@@ -33,7 +43,7 @@ def run_side_by_side(
     """Run each ``genmodels`` argument list in its own process, ``cores // len(commands)`` threads each (at
     least 1); returns 0, 130 after a Ctrl-C, or the first non-zero exit status."""
     threads = max(1, (cores or available_cores()) // max(1, len(commands)))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), SHARE_VARIABLE: str(threads)}
     names = [args[1] if args[0] == "train" and len(args) > 1 else args[0] for args in commands[1:]]
     logs = [
         Path(log_dir) / f"{name}{'' if names.count(name) == 1 else f'-{i + 1}'}.log"
@@ -45,18 +55,11 @@ def run_side_by_side(
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         print(f"running {len(commands)} jobs side by side, {threads} thread(s) each; meanwhile: {'; '.join(where)}",
               flush=True)  # fmt: skip
-    processes, interrupted = [], False
+    processes: list[tuple[subprocess.Popen, TextIO | None]] = []
+    interrupted = False
     try:
-        for i, args in enumerate(commands):
-            output = open(logs[i - 1], "w", encoding="utf-8") if i else None  # noqa: SIM115 - closed below
-            command = [sys.executable, "-m", "genmodels", *args]
-            processes.append((subprocess.Popen(command, env=env, stdout=output, stderr=output), output))
-        codes = [processes[0][0].wait()]
-        if running := [
-            text for (process, _), text in zip(processes[1:], where, strict=True) if process.poll() is None
-        ]:
-            print(f"waiting for: {'; '.join(running)}", flush=True)
-        codes += [process.wait() for process, _ in processes[1:]]
+        _start(commands, env, logs, processes)
+        codes = _wait_all([process for process, _ in processes], where)
     except KeyboardInterrupt:  # every process had the Ctrl-C too: let them save their checkpoints
         interrupted, codes = True, [process.wait() for process, _ in processes]
     finally:
@@ -66,6 +69,62 @@ def run_side_by_side(
     for title, log, code in zip(titles, logs, codes[1:], strict=False):
         _show_summary(title, log, code)
     return 130 if interrupted or 130 in codes else next((code for code in codes if code), 0)
+
+
+def _start(
+    commands: Sequence[Sequence[str]],
+    env: dict[str, str],
+    logs: Sequence[Path],
+    processes: list[tuple[subprocess.Popen, TextIO | None]],
+) -> None:
+    """Start each command, appending it and its log file (None: the terminal) to ``processes``; they start
+    ignoring the freed-cores signal until they can take the cores (its default action would end them)."""
+    previous = signal.signal(_FREED, signal.SIG_IGN) if _FREED else None
+    try:
+        for i, args in enumerate(commands):
+            output = open(logs[i - 1], "w", encoding="utf-8") if i else None  # noqa: SIM115 - closed by the caller
+            command = [sys.executable, "-m", "genmodels", *args]
+            processes.append((subprocess.Popen(command, env=env, stdout=output, stderr=output), output))
+    finally:
+        if _FREED:
+            signal.signal(_FREED, previous)
+
+
+def _wait_all(processes: Sequence[subprocess.Popen], where: Sequence[str]) -> list[int]:
+    """Wait for every process and return their exit statuses. Each time one ends, the first still running
+    is told to take its threads; when the first (foreground) one ends, say which are still running."""
+    codes: list[int | None] = [None] * len(processes)
+    while None in codes:
+        for i, process in enumerate(processes):
+            if codes[i] is not None or (code := process.poll()) is None:
+                continue
+            codes[i] = code
+            running = [j for j, other in enumerate(codes) if other is None]
+            if i == 0 and running:
+                print(f"waiting for: {'; '.join(where[j - 1] for j in running)}", flush=True)
+            if running and _FREED:
+                try:
+                    os.kill(processes[running[0]].pid, _FREED)
+                except ProcessLookupError:  # it has just ended too
+                    pass
+        time.sleep(0.2)
+    return codes
+
+
+def take_freed_cores() -> None:
+    """In a command started by :func:`run_side_by_side`: on each freed-cores signal (a neighbour ended),
+    compute on its share of threads too. Elsewhere, nothing."""
+    share = os.environ.get(SHARE_VARIABLE, "")
+    if not (_FREED and share.isdigit()):
+        return
+    import torch
+
+    def grow(signum: int, frame: object) -> None:
+        torch.set_num_threads(torch.get_num_threads() + int(share))
+
+    signal.signal(_FREED, grow)
+    # Python restores a handled signal's default action (to end the process) as it exits: ignore it then.
+    atexit.register(signal.signal, _FREED, signal.SIG_IGN)
 
 
 def _show_summary(name: str, log: Path, code: int) -> None:
