@@ -360,6 +360,12 @@ def test_trainer_with_auto_compiles_when_the_whole_run_is_long_enough(
     with caplog.at_level("INFO"):
         trainer = fit(perturbed_flow(layers=2), data, epochs=2)  # the default, auto; 2,048 points
     assert compiled == [] and "compiled loss" not in caplog.text
+    said = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("training eagerly"))
+    assert "3e+03" in said and "2e+03" in said  # what auto needs, and what this run passes
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        fit(perturbed_flow(layers=2), data, epochs=2, compile="off")  # asked for: nothing to explain
+    assert "training eagerly" not in caplog.text
     # continued to 3 epochs, the whole run passes 3,072 points: it compiles, as an unbroken one would
     trainer.config = TrainingConfig(**{**trainer.config.__dict__, "epochs": 3})
     with caplog.at_level("INFO"):

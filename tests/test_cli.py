@@ -1621,3 +1621,23 @@ def test_an_abbreviated_option_is_refused(capsys: pytest.CaptureFixture[str], tm
     assert exit_info.value.code == 2
     assert "--epoch" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "typed, meant",
+    [
+        (["--batch-size", "64"], ["--batch_size"]),
+        (["--epoch", "5", "--no_compile"], ["--epochs", "--no-compile"]),
+        (["--n-samples=10"], ["--n_samples"]),
+        (["--zzzz"], []),  # nothing close: no hint
+    ],
+)
+def test_a_mistyped_option_names_the_closest_ones(
+    capsys: pytest.CaptureFixture[str], typed: list[str], meant: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "ddpm", *typed])
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert exit_info.value.code == 2
+    hint = err.partition("did you mean ")[2].rstrip("?)").split(" or ")
+    assert hint == (meant or [""])

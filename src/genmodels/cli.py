@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import errno
 import logging
 import os
@@ -529,6 +530,14 @@ def _check_no_empty_paths(args: argparse.Namespace) -> None:
             raise ConfigError(f"{option} must name a file or folder, got an empty string")
 
 
+def _did_you_mean(args: argparse.Namespace, unknown: Sequence[str]) -> str:
+    """A hint naming the command's options closest to the unknown ones (``--batch-size``: ``--batch_size``)."""
+    options = list(args.command_parser._option_string_actions)  # argparse keeps no public list
+    typed = ["--" + word[2:].split("=")[0].replace("-", "_") for word in unknown if word.startswith("--")]
+    close = [match for word in typed for match in difflib.get_close_matches(word, options, n=1, cutoff=0.75)]
+    return f" (did you mean {' or '.join(dict.fromkeys(close))}?)" if close else ""
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 training failed, 2 bad input, 130 Ctrl-C)."""
     # OpenMP's idle threads spin 1,000 rounds, then sleep (why: docs/speed.md); set before torch loads.
@@ -540,7 +549,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     args, unknown = build_parser(prog).parse_known_args(argv)
     if unknown:
-        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        hint = _did_you_mean(args, unknown)
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     handlers = {"train": _train, "sample": _sample, "make-data": _make_data, "evaluate": _evaluate}
     handlers |= {"compare": _compare, "plot": _plot}
     rank = ""  # "rank 1: " before the errors of one process of several (torchrun)

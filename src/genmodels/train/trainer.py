@@ -260,6 +260,12 @@ class Trainer:
         """The model's loss, compiled where ``training.compile`` says so (judged on the whole run)."""
         cfg, eager, points = self.config, self.model.loss, self.config.epochs * len(data)
         if not worth_compiling_training(cfg.compile, self.model, data.device, points, self.precision):
+            enough = acceleration.TRAINING_COMPILE_WORTHWHILE_POINTS  # would a long run compile?
+            if cfg.compile == "auto" and worth_compiling_training("auto", self.model, data.device, enough,
+                                                                  self.precision):  # fmt: skip
+                log.info("training eagerly: compiling (training.compile: auto) pays from %.2g training points in "
+                         "the whole run, and this run passes %.2g (epochs x training points); --compile forces it",
+                         enough, points)  # fmt: skip
             return eager
         loss_fn = compile_function(eager, data.device)
         if loss_fn is not eager:
