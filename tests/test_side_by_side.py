@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from genmodels import side_by_side
@@ -139,7 +140,14 @@ def test_ctrl_c_reaches_every_process_and_each_saves_its_checkpoint(tmp_path: Pa
             assert job.poll() is None, (tmp_path / "out.txt").read_text()
             time.sleep(0.05)
         os.killpg(job.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
-        assert job.wait(timeout=120) == 130
+        try:
+            code = job.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            logs = [tmp_path / "out.txt", tmp_path / "ddpm.log"]
+            pytest.fail(
+                "still running 120 s after Ctrl-C:\n" + "\n".join(log.read_text()[-2000:] for log in logs)
+            )
+        assert code == 130
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)

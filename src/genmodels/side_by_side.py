@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,19 +58,19 @@ def run_side_by_side(
         print(f"running {len(commands)} jobs side by side, {threads} thread(s) each; meanwhile: {'; '.join(where)}",
               flush=True)  # fmt: skip
     processes: list[tuple[subprocess.Popen, TextIO | None]] = []
-    interrupted = False
+    interrupts: list[int] = []  # Ctrl-Cs: every process has them too, saves its checkpoint and stops
     try:
         _start(commands, env, logs, processes)
-        codes = _wait_all([process for process, _ in processes], where)
-    except KeyboardInterrupt:  # every process had the Ctrl-C too: let them save their checkpoints
-        interrupted, codes = True, [process.wait() for process, _ in processes]
+        codes = _wait_all([process for process, _ in processes], where, interrupts)
+    except KeyboardInterrupt:  # while starting them, or a second Ctrl-C: wait for those started
+        interrupts, codes = [signal.SIGINT], [process.wait() for process, _ in processes]
     finally:
         for _, output in processes:
             if output is not None:
                 output.close()
     for title, log, code in zip(titles, logs, codes[1:], strict=False):
         _show_summary(title, log, code)
-    return 130 if interrupted or 130 in codes else next((code for code in codes if code), 0)
+    return 130 if interrupts or 130 in codes else next((code for code in codes if code), 0)
 
 
 def _start(
@@ -90,24 +92,38 @@ def _start(
             signal.signal(_FREED, previous)
 
 
-def _wait_all(processes: Sequence[subprocess.Popen], where: Sequence[str]) -> list[int]:
+def _wait_all(
+    processes: Sequence[subprocess.Popen], where: Sequence[str], interrupts: list[int]
+) -> list[int]:
     """Wait for every process and return their exit statuses. Each time one ends, the first still running
-    is told to take its threads; when the first (foreground) one ends, say which are still running."""
+    is told to take its threads; when the first (foreground) one ends, say which are still running. A
+    Ctrl-C is noted in ``interrupts`` (the processes stop by themselves); a second one raises
+    KeyboardInterrupt."""
+
+    def note(signum: int, frame: object) -> None:
+        if interrupts:
+            raise KeyboardInterrupt
+        interrupts.append(signum)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, note) if in_main_thread else None
     codes: list[int | None] = [None] * len(processes)
-    while None in codes:
-        for i, process in enumerate(processes):
-            if codes[i] is not None or (code := process.poll()) is None:
-                continue
-            codes[i] = code
-            running = [j for j, other in enumerate(codes) if other is None]
-            if i == 0 and running:
-                print(f"waiting for: {'; '.join(where[j - 1] for j in running)}", flush=True)
-            if running and _FREED:
-                try:
-                    os.kill(processes[running[0]].pid, _FREED)
-                except ProcessLookupError:  # it has just ended too
-                    pass
-        time.sleep(0.2)
+    try:
+        while None in codes:
+            for i, process in enumerate(processes):
+                if codes[i] is not None or (code := process.poll()) is None:
+                    continue
+                codes[i] = code
+                running = [j for j, other in enumerate(codes) if other is None]
+                if i == 0 and running:
+                    print(f"waiting for: {'; '.join(where[j - 1] for j in running)}", flush=True)
+                if running and _FREED and not interrupts:
+                    with contextlib.suppress(ProcessLookupError):  # it has just ended too
+                        os.kill(processes[running[0]].pid, _FREED)
+            time.sleep(0.2)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return codes
 
 
