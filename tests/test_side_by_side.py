@@ -77,6 +77,19 @@ def test_the_foreground_command_s_end_says_which_are_still_running_and_frees_its
     assert f"waiting for: train ddpm (progress in {tmp_path / 'ddpm.log'})" in out
     assert out.index("waiting for") < out.index("train ddpm done")
     assert told == [(2, signal.SIGUSR1)]  # the background job, once: nobody is left when it ends
+    assert "has ended" not in out
+
+    # the other way round: the background job ends first, says so, and the foreground takes its threads
+    class Quick(Job):
+        def __init__(self, command, **kwargs) -> None:
+            self.pid, self.polls_left = (2, 0) if kwargs["stdout"] is not None else (1, 3)
+
+    told.clear()
+    monkeypatch.setattr(side_by_side.subprocess, "Popen", Quick)
+    assert run_side_by_side([["train", "realnvp"], ["train", "ddpm"]], tmp_path, cores=2) == 0
+    out = capsys.readouterr().out
+    assert "train ddpm has ended" in out and "waiting for" not in out
+    assert told == [(1, signal.SIGUSR1)]
 
 
 def test_a_command_takes_a_neighbour_s_threads_when_told_and_ignores_the_signal_until_it_can(
@@ -117,6 +130,10 @@ def test_a_failing_background_command_is_named_with_its_error(tmp_path: Path, ca
     assert good.exists()
 
 
+def _default_sigint() -> None:  # pragma: no cover - runs in the child before exec
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_reaches_every_process_and_each_saves_its_checkpoint(tmp_path: Path) -> None:
     data = tmp_path / "d.csv"
     assert subprocess.run([sys.executable, "-m", "genmodels", "make-data", "two_moons", "-n", "400", "-o", data],
@@ -131,8 +148,10 @@ def test_ctrl_c_reaches_every_process_and_each_saves_its_checkpoint(tmp_path: Pa
         )
     env = dict(os.environ, MPLBACKEND="Agg")
     with open(tmp_path / "out.txt", "w") as out:
+        # as from a terminal, also where the tests run in a background job (which ignores SIGINT)
         job = subprocess.Popen([sys.executable, "-m", "genmodels.side_by_side", *commands, "--log_dir", tmp_path],
-                               stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
+                               stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                               preexec_fn=_default_sigint)  # fmt: skip
     try:
         last = [tmp_path / name / "checkpoints" / f"{name}_last.pt" for name in TINY]
         deadline = time.monotonic() + 180

@@ -61,7 +61,7 @@ def run_side_by_side(
     interrupts: list[int] = []  # Ctrl-Cs: every process has them too, saves its checkpoint and stops
     try:
         _start(commands, env, logs, processes)
-        codes = _wait_all([process for process, _ in processes], where, interrupts)
+        codes = _wait_all([process for process, _ in processes], titles, where, interrupts)
     except KeyboardInterrupt:  # while starting them, or a second Ctrl-C: wait for those started
         interrupts, codes = [signal.SIGINT], [process.wait() for process, _ in processes]
     finally:
@@ -93,12 +93,12 @@ def _start(
 
 
 def _wait_all(
-    processes: Sequence[subprocess.Popen], where: Sequence[str], interrupts: list[int]
+    processes: Sequence[subprocess.Popen], titles: Sequence[str], where: Sequence[str], interrupts: list[int]
 ) -> list[int]:
     """Wait for every process and return their exit statuses. Each time one ends, the first still running
-    is told to take its threads; when the first (foreground) one ends, say which are still running. A
-    Ctrl-C is noted in ``interrupts`` (the processes stop by themselves); a second one raises
-    KeyboardInterrupt."""
+    is told to take its threads; when the first (foreground) one ends, say which are still running, and
+    when a background one ends before it, say so (``titles``, ``where``: the background ones'). A Ctrl-C is
+    noted in ``interrupts`` (the processes stop by themselves); a second one raises KeyboardInterrupt."""
 
     def note(signum: int, frame: object) -> None:
         if interrupts:
@@ -117,6 +117,8 @@ def _wait_all(
                 running = [j for j, other in enumerate(codes) if other is None]
                 if i == 0 and running:
                     print(f"waiting for: {'; '.join(where[j - 1] for j in running)}", flush=True)
+                elif i and 0 in running and not interrupts:  # on its own line, under the foreground's bar
+                    print(f"\n{titles[i - 1]} has ended; its closing lines come at the end", flush=True)
                 if running and _FREED and not interrupts:
                     with contextlib.suppress(ProcessLookupError):  # it has just ended too
                         os.kill(processes[running[0]].pid, _FREED)

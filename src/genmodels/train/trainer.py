@@ -269,7 +269,8 @@ class Trainer:
             return eager
         loss_fn = compile_function(eager, data.device)
         if loss_fn is not eager:
-            log.info("training with a compiled loss (training.compile: %s)", cfg.compile)
+            log.info("training with a compiled loss (training.compile: %s); the first epochs compile it, which "
+                     "takes up to a minute", cfg.compile)  # fmt: skip
         return loss_fn
 
     def _train_epoch(
