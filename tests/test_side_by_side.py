@@ -18,6 +18,7 @@ import yaml
 from genmodels import side_by_side
 from genmodels.side_by_side import run_side_by_side
 from genmodels.train.checkpoint import load_checkpoint
+from test_resilience import _default_sigint
 
 TINY = {
     "realnvp": {"model": {"n_coupling_layers": 2, "hidden_units": 16}},
@@ -128,10 +129,6 @@ def test_a_failing_background_command_is_named_with_its_error(tmp_path: Path, ca
     out = capfd.readouterr().out
     assert "make-data no_such ended with exit status 2" in out and "no_such" in out.split("exit status 2")[1]
     assert good.exists()
-
-
-def _default_sigint() -> None:  # pragma: no cover - runs in the child before exec
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_reaches_every_process_and_each_saves_its_checkpoint(tmp_path: Path) -> None:

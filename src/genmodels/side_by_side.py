@@ -88,7 +88,7 @@ def _start(
             command = [sys.executable, "-m", "genmodels", *args]
             processes.append((subprocess.Popen(command, env=env, stdout=output, stderr=output), output))
     finally:
-        if _FREED:
+        if previous is not None:  # None: not set from Python, so it cannot be put back
             signal.signal(_FREED, previous)
 
 
