@@ -619,7 +619,8 @@ def test_nan_loss_stops_with_epoch_and_step(
         return value * math.nan if calls["n"] == 2 * 5 + 3 else value
 
     monkeypatch.setattr(RealNVP, "loss", loss)
-    config = run_config("realnvp", data, epochs=5, checkpoint_every=1)
+    # every training row trained on (no validation rows), so the loss's calls are the steps
+    config = run_config("realnvp", data, epochs=5, checkpoint_every=1, validation_fraction=0)
     with pytest.raises(TrainingError, match=r"non-finite loss at epoch 3, step 3 of 5"):
         run_training(config, output_dir=out, device="cpu", progress=False)
     assert calls["n"] == 15  # the epoch is finished (without updates), then the error is raised
@@ -1003,3 +1004,48 @@ def test_a_lasting_rise_of_the_gradient_norms_is_skipped_only_briefly() -> None:
     first_accepted = 150 + skipped[150:].index(0.0)
     assert 170 < first_accepted < 190 and sum(skipped[first_accepted:]) == 0
     assert float(trainer.grad_norm_mean) > 50  # the mean has followed the norms
+
+
+def test_validation_rows_are_held_out_and_a_late_divergence_is_undone(caplog) -> None:
+    """With ``validation_fraction`` 0.25, a quarter of the rows (the same draw for the same seed) never
+    reaches a training step; steps that throw the model off in the last five epochs (gradient ascent)
+    leave the last weights worse on those rows, and the weights kept are those of the evaluated epoch
+    with the lowest validation loss, which they still have."""
+    from genmodels.config import TrainingConfig
+
+    data = torch.as_tensor(mixture(256, seed=4), dtype=torch.float32)
+    config = TrainingConfig(epochs=12, batch_size=64, learning_rate=1e-2, ema_decay=0, eval_every=1,
+                            validation_fraction=0.25, precision="float32")  # fmt: skip
+    torch.manual_seed(0)
+    flow = RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8)
+    real_loss, seen = flow.loss, []
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        if not flow.training:  # the validation loss
+            return real_loss(x)
+        seen.append(x.detach().clone())
+        return real_loss(x) * (-1.0 if len(seen) > 7 * 3 else 1.0)  # epochs 8 to 12 ascend
+
+    flow.loss = loss  # type: ignore[method-assign]
+    trainer = Trainer(flow, config, progress=False)
+    with caplog.at_level(logging.INFO, logger="genmodels"):
+        trainer.fit(data)
+    held = trainer._validation[0]
+    assert held.shape == (64, 2)
+    trained = torch.cat(seen[:3])  # epoch 1's three steps: every training row once
+    assert trained.shape == (192, 2)
+    assert torch.equal(torch.cat([trained, held]).unique(dim=0), data.unique(dim=0))
+    assert not (held[:, None] == trained[None]).all(-1).any()
+    again = Trainer(RealNVP(2, n_coupling_layers=2, n_hidden=1, hidden_units=8), config, progress=False)
+    again._hold_out_validation(data, None)
+    assert torch.equal(again._validation[0], held)
+    curve = trainer.history["validation_loss"]
+    best = int(np.argmin(curve))
+    assert curve[-1] > curve[best] + 0.1 and trainer.best["epoch"] == best + 1 < 12
+    with torch.no_grad():
+        assert float(real_loss(held)) == pytest.approx(curve[best], rel=1e-6)
+    assert any(f"kept the EMA weights of epoch {best + 1}" in r.getMessage() for r in caplog.records)
+    # a resumed run knows the best weights so far
+    resumed = Trainer(flow, config, progress=False)
+    resumed.load_state_dict(trainer.state_dict())
+    assert resumed.best["epoch"] == best + 1 and resumed.best["loss"] == curve[best]

@@ -71,7 +71,9 @@ class TrainingConfig:
     ``adaptive_clip``: scale a step's gradient down to at most this many times the running mean of the
     gradient norms (docs/speed.md); ``skip_spikes``: skip a step whose gradient norm is over this many
     times that mean; ``grad_clip``, ``adaptive_clip``, ``skip_spikes``, ``weight_decay`` (AdamW),
-    ``ema_decay``, ``checkpoint_every``: 0 disables."""
+    ``validation_fraction``: hold out this share of the training rows and keep, at the end, the evaluated
+    EMA weights with the lowest loss on them (early stopping's choice, without stopping);
+    ``ema_decay``, ``checkpoint_every``, ``validation_fraction``: 0 disables."""
 
     epochs: Int = Field(500, ge=1)
     batch_size: Int = Field(2048, ge=1)
@@ -84,6 +86,7 @@ class TrainingConfig:
     weight_decay: Float = Field(0.0, ge=0)
     ema_decay: Float = Field(0.999, ge=0, lt=1)
     eval_every: Int = Field(10, ge=1)
+    validation_fraction: Float = Field(0.0, ge=0, lt=1)
     checkpoint_every: Int = Field(50, ge=0)
     precision: Precision = "auto"
     compile: Compile = "auto"

@@ -296,7 +296,7 @@ SPEC = register(
         title="RealNVP",
         model_class=RealNVP,
         config_class=RealNVPModelConfig,
-        training_defaults={"epochs": 500, "batch_size": 2048, "seed": 42},
+        training_defaults={"epochs": 500, "batch_size": 2048, "seed": 42, "validation_fraction": 0.05},
         parameter_count=_parameter_count,
         size_keys=("n_coupling_layers", "n_hidden", "hidden_units"),
         likelihoods={"exact": lambda model, x, generator, label=None: -model.log_prob(x, label)},

@@ -304,6 +304,9 @@ def _history_figures(run: _Run, history: Mapping[str, Sequence[float]]) -> dict[
     beside = "test_" + series.removeprefix("train_")
     loss: dict[str, Sequence[float]] = {"epoch": list(history["epoch"]), series: history["loss"]}
     loss.update({beside: history[beside]} if beside in history else {})
+    # the loss on the rows held out of training to choose the kept weights (training.validation_fraction)
+    loss.update({"validation_" + beside.removeprefix("test_"): history["validation_loss"]}
+                if "validation_loss" in history else {})  # fmt: skip
     title = style.get("title", f"{spec.title}: training loss per epoch")
     ylabel = style.get("ylabel", spec.loss_label)
     written = run.draw("loss", P.plot_loss, loss, ylabel=ylabel, title=title)

@@ -108,6 +108,9 @@ class Trainer:
         self.epoch, self.step, self.train_seconds, self.skipped_steps = 0, 0, 0.0, 0
         self.grad_norm_mean: torch.Tensor | float = 0.0  # running mean of accepted steps' norms (0: none yet)
         self.history: dict[str, list[float]] = {}
+        # the evaluated EMA weights with the lowest validation loss so far: epoch, loss, state_dict
+        self.best: dict[str, Any] | None = None
+        self._validation: tuple[torch.Tensor, ...] = ()
         self._loss_takes_rows = "rows" in inspect.signature(model.loss).parameters
 
     def state_dict(self) -> dict[str, Any]:
@@ -118,7 +121,8 @@ class Trainer:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not self.model else None, "epoch": self.epoch,
                 "step": self.step, "train_seconds": self.train_seconds, "skipped_steps": self.skipped_steps,
-                "grad_norm_mean": float(self.grad_norm_mean), "history": self.history, "rng": rng}  # fmt: skip
+                "grad_norm_mean": float(self.grad_norm_mean), "history": self.history, "rng": rng,
+                "best": self.best}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state written by :meth:`state_dict` (the model's weights are loaded separately)."""
@@ -131,6 +135,7 @@ class Trainer:
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.grad_norm_mean = float(state.get("grad_norm_mean", 0.0))
         self.history = {k: list(v) for k, v in state["history"].items()}
+        self.best = state.get("best")
         torch.set_rng_state(state["rng"]["cpu"].cpu())
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
@@ -176,6 +181,7 @@ class Trainer:
                         "(--epochs) is %d; raise it to train longer", self.epoch, cfg.epochs)  # fmt: skip
             self.model.eval(), self.ema.eval()
             return
+        data, labels = self._hold_out_validation(data, labels)
         self.precision = self._resolve_precision(data.device)
         loss = self._loss_function(data)
         loss_fn = distributed.data_parallel(self.model, loss)
@@ -207,6 +213,47 @@ class Trainer:
             interrupt.restore()
             bar.close()
             self.model.eval(), self.ema.eval()
+
+    def _hold_out_validation(
+        self, data: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The rows to train on; ``validation_fraction`` of ``data`` (a draw fixed by the training seed, the
+        same in every process and on resuming) is set aside in ``self._validation`` to choose the kept
+        weights."""
+        n = round(self.config.validation_fraction * len(data))
+        self._validation = ()
+        if n == 0 or n >= len(data):
+            return data, labels
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.config.seed))
+        held, kept = order[:n].to(data.device), order[n:].to(data.device)
+        self._validation = (data[held],) if labels is None else (data[held], labels[held])
+        if self.epoch == 0:
+            log.info("training on %d rows; %d (training.validation_fraction %g) choose the epoch whose EMA "
+                     "weights are kept", len(kept), n, self.config.validation_fraction)  # fmt: skip
+        return data[kept], None if labels is None else labels[kept]
+
+    @torch.no_grad()
+    def _validation_loss(self) -> float:
+        """The EMA model's mean loss over the validation rows, in chunks (its training loss's units)."""
+        x, *given = self._validation
+        total = 0.0
+        for start in range(0, len(x), 65536):
+            rows = slice(start, start + 65536)
+            total += float(self.ema.loss(x[rows], *(y[rows] for y in given))) * len(x[rows])
+        return total / len(x)
+
+    def _keep_best(self, record: dict[str, float]) -> None:
+        """Score the EMA weights on the validation rows, remember the best, and after the last epoch put
+        the best back into ``self.ema`` (a late divergence then costs nothing; docs/speed.md)."""
+        record["validation_loss"] = loss = self._validation_loss()
+        if math.isfinite(loss) and (self.best is None or loss < self.best["loss"]):
+            state = {k: v.detach().clone() for k, v in self.ema.state_dict().items()}
+            self.best = {"epoch": self.epoch, "loss": loss, "ema": state}
+        if self.epoch == self.config.epochs and self.best is not None and self.best["epoch"] != self.epoch:
+            self.ema.load_state_dict(self.best["ema"])
+            log.info("kept the EMA weights of epoch %d, whose validation loss %.4f is the lowest (epoch %d: "
+                     "%.4f; training.validation_fraction)", self.best["epoch"], self.best["loss"], self.epoch,
+                     loss)  # fmt: skip
 
     def _resolve_precision(self, device: torch.device) -> str:
         """``training.precision`` resolved for ``device``; ``auto`` says in the log what it chose."""
@@ -390,6 +437,12 @@ class Trainer:
             # a copy of the RNG state: the training stream is the same for any eval_every
             with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
                 record.update(evaluate(self.ema))
+        if self._validation and due:
+            self.ema.eval()
+            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+                torch.manual_seed(self.config.seed)  # a stochastic loss (DDPM) draws the same noise each time
+                self._keep_best(record)
+        self.model.train()  # the EMA model is the model itself where ema_decay is 0
         n = len(self.history.get("epoch", []))
         for key in set(self.history) | set(record):
             self.history.setdefault(key, [math.nan] * n).append(float(record.get(key, math.nan)))
