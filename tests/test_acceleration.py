@@ -502,3 +502,29 @@ def test_without_a_cpp_compiler_compilation_is_skipped_with_one_warning(
             assert same.network is network
     warnings = [r for r in caplog.records if "C++ compiler" in r.getMessage()]
     assert len(warnings) == 1 and "CXX=/nonexistent/g++" in warnings[0].getMessage()
+
+
+def test_threads_offered_during_compiled_training_wait_until_the_rest_of_the_run_repays_a_recompile() -> None:
+    """Outside compiled training an offer of threads is taken at once; inside it waits, and the trainer
+    takes it where a quarter of the training time left exceeds the compilation time; leaving the loop
+    takes what is still waiting."""
+    from genmodels.train import acceleration
+
+    threads = torch.get_num_threads()
+    trainer = Trainer(RealNVP(2, n_coupling_layers=2, hidden_units=8), TrainingConfig(epochs=100))
+    trainer.epoch = 60  # 40 epochs left
+    try:
+        acceleration.offer_threads(1)
+        assert torch.get_num_threads() == threads + 1
+        torch.set_num_threads(threads)
+        with acceleration.deferring_threads(True):
+            acceleration.offer_threads(2)
+            assert torch.get_num_threads() == threads and acceleration.threads_offered() == 2
+            trainer._take_threads_if_worth_it(epoch_seconds=1.0, compile_seconds=12.0)  # 10 s saved < 12
+            assert torch.get_num_threads() == threads and acceleration.threads_offered() == 2
+            trainer._take_threads_if_worth_it(epoch_seconds=1.0, compile_seconds=8.0)  # 10 s saved > 8
+            assert torch.get_num_threads() == threads + 2 and acceleration.threads_offered() == 0
+            acceleration.offer_threads(1)
+        assert torch.get_num_threads() == threads + 3 and acceleration.threads_offered() == 0
+    finally:
+        torch.set_num_threads(threads)

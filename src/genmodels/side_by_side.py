@@ -135,10 +135,10 @@ def take_freed_cores() -> None:
     share = os.environ.get(SHARE_VARIABLE, "")
     if not (_FREED and share.isdigit()):
         return
-    import torch
+    from genmodels.train import acceleration
 
     def grow(signum: int, frame: object) -> None:
-        torch.set_num_threads(torch.get_num_threads() + int(share))
+        acceleration.offer_threads(int(share))  # compiled training takes them where that pays
 
     signal.signal(_FREED, grow)
     # Python restores a handled signal's default action (to end the process) as it exits: ignore it then.

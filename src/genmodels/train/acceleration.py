@@ -30,6 +30,10 @@ COMPILE_WORTHWHILE_POINT_STEPS = 4 * 10**7
 TRAINING_COMPILE_WORTHWHILE_POINTS = 15 * 10**6
 _TRAINING_COMPILE_WINS = {"RealNVP": ("float32", "bfloat16")}
 _COMPILER_WARNED = False
+# Threads offered to this process (a neighbour ended) while a compiled training loop runs: another
+# thread count recompiles its graphs, so the trainer takes them where the rest of the run repays that.
+_OFFERED_THREADS = 0
+_DEFERRING_THREADS = False
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -207,3 +211,40 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available (use --device cpu or auto)")
     return torch.device(name)
+
+
+def offer_threads(n: int) -> None:
+    """Compute on ``n`` more threads: at once, or while compiled training runs, when the trainer takes
+    them (:func:`take_offered_threads`). Safe in a signal handler."""
+    global _OFFERED_THREADS
+    if _DEFERRING_THREADS:
+        _OFFERED_THREADS += n
+    else:
+        torch.set_num_threads(torch.get_num_threads() + n)
+
+
+@contextlib.contextmanager
+def deferring_threads(defer: bool) -> Iterator[None]:
+    """While a compiled loss trains (``defer``), threads offered wait for :func:`take_offered_threads`;
+    after it, any still waiting are taken."""
+    global _DEFERRING_THREADS
+    _DEFERRING_THREADS = defer
+    try:
+        yield
+    finally:
+        _DEFERRING_THREADS = False
+        take_offered_threads()
+
+
+def take_offered_threads() -> int:
+    """Add the threads offered so far (see :func:`offer_threads`) to torch's; how many."""
+    global _OFFERED_THREADS
+    n, _OFFERED_THREADS = _OFFERED_THREADS, 0
+    if n:
+        torch.set_num_threads(torch.get_num_threads() + n)
+    return n
+
+
+def threads_offered() -> int:
+    """Threads offered and not yet taken."""
+    return _OFFERED_THREADS

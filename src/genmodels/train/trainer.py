@@ -191,14 +191,21 @@ class Trainer:
         self.model.train()
         # The time left is estimated after the first epoch, or the second where the first compiled the loss.
         estimate_at = self.epoch + (1 if loss == self.model.loss else 2)
+        opening: list[float] = []  # this call's first epochs' seconds, which include any compilation
         try:
             # log lines go through the bar's writer: each on its own line, in a terminal or a log file
-            with logging_redirect_tqdm() if self.progress else contextlib.nullcontext():
+            with logging_redirect_tqdm() if self.progress else contextlib.nullcontext(), \
+                    acceleration.deferring_threads(loss != self.model.loss):  # fmt: skip
                 while self.epoch < cfg.epochs:
                     record = self._train_epoch(data, loss_fn, interrupt, labels)
                     self._end_epoch(record, evaluate, data.device)
+                    opening += [record["seconds"]] if self.epoch <= estimate_at else []
                     if self.epoch == estimate_at and self.epoch < cfg.epochs:
                         self._log_time_left(record["seconds"], then_seconds)
+                    if acceleration.threads_offered() and self.epoch > estimate_at:
+                        self._take_threads_if_worth_it(
+                            record["seconds"], sum(opening) - len(opening) * record["seconds"]
+                        )
                     steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
                     # an epoch's loss counts its skipped steps' losses too: the bar says how many there were
                     skipped = {"skipped": int(record["skipped_steps"])} if record["skipped_steps"] else {}
@@ -254,6 +261,16 @@ class Trainer:
             log.info("kept the EMA weights of epoch %d, whose validation loss %.4f is the lowest (epoch %d: "
                      "%.4f; training.validation_fraction)", self.best["epoch"], self.best["loss"], self.epoch,
                      loss)  # fmt: skip
+
+    def _take_threads_if_worth_it(self, epoch_seconds: float, compile_seconds: float) -> None:
+        """Take the threads offered while a compiled loss trains where the epochs left save more than
+        compiling it again costs: more threads make an epoch about a quarter shorter on a CPU (2 threads
+        for 1; docs/speed.md), and a new thread count compiles its graphs again."""
+        left_seconds = (self.config.epochs - self.epoch) * epoch_seconds
+        if 0.25 * left_seconds > compile_seconds:
+            threads = acceleration.take_offered_threads()
+            log.info("training on %d more thread(s) from epoch %d: compiling the loss for them takes about %s",
+                     threads, self.epoch + 1, format_duration(compile_seconds))  # fmt: skip
 
     def _resolve_precision(self, device: torch.device) -> str:
         """``training.precision`` resolved for ``device``; ``auto`` says in the log what it chose."""
