@@ -82,6 +82,15 @@ def _warn_unstandardised(model: nn.Module, data: torch.Tensor) -> None:
                 "data.std(0)) before training", *shown)  # fmt: skip
 
 
+def _show_epoch(bar: Any, record: dict[str, float], steps_per_epoch: int) -> None:
+    """Advance the progress bar by an epoch, with its loss, learning rate, steps per second and any
+    skipped steps (an epoch's loss counts its skipped steps' losses too: the bar says how many)."""
+    skipped = {"skipped": int(record["skipped_steps"])} if record["skipped_steps"] else {}
+    steps_s = f"{steps_per_epoch / record['seconds']:.0f}"
+    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s, **skipped)
+    bar.update(1)
+
+
 def format_duration(seconds: float) -> str:
     """``seconds`` as ``"0.42 s"``, ``"3 min 05 s"`` or ``"1 h 02 min"``."""
     if seconds < 60:
@@ -206,13 +215,7 @@ class Trainer:
                         self._take_threads_if_worth_it(
                             record["seconds"], sum(opening) - len(opening) * record["seconds"]
                         )
-                    steps_s = f"{interrupt.steps_per_epoch / record['seconds']:.0f}"
-                    # an epoch's loss counts its skipped steps' losses too: the bar says how many there were
-                    skipped = {"skipped": int(record["skipped_steps"])} if record["skipped_steps"] else {}
-                    bar.set_postfix(
-                        loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", steps_s=steps_s, **skipped
-                    )
-                    bar.update(1)
+                    _show_epoch(bar, record, interrupt.steps_per_epoch)
                     self._checkpoint(on_checkpoint, interrupt.agreed)
             self._log_skipped_steps()
         finally:
@@ -331,10 +334,19 @@ class Trainer:
                          "the whole run, and this run passes %.2g (epochs x training points); --compile forces it",
                          enough, points)  # fmt: skip
             return eager
-        loss_fn = compile_function(eager, data.device)
-        if loss_fn is not eager:
-            log.info("training with a compiled loss (training.compile: %s); the first epochs compile it, which "
-                     "takes up to a minute", cfg.compile)  # fmt: skip
+        compiled = compile_function(eager, data.device)
+        if compiled is eager:
+            return eager
+        log.info("training with a compiled loss (training.compile: %s); the first epoch compiles it, which "
+                 "takes up to a minute", cfg.compile)  # fmt: skip
+        shapes: list[int] = []
+
+        def loss_fn(batch: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            # one graph, for the first batch's size: an epoch's last, smaller batch runs eagerly rather
+            # than compile a second graph (about 20 s on a 2-core CPU) for one step in 30
+            shapes[:] = shapes or [len(batch)]
+            return (compiled if len(batch) == shapes[0] else eager)(batch, *args, **kwargs)
+
         return loss_fn
 
     def _train_epoch(
