@@ -245,12 +245,9 @@ class Trainer:
     @torch.no_grad()
     def _validation_loss(self) -> float:
         """The EMA model's mean loss over the validation rows, in chunks (its training loss's units)."""
-        x, *given = self._validation
-        total = 0.0
-        for start in range(0, len(x), 65536):
-            rows = slice(start, start + 65536)
-            total += float(self.ema.loss(x[rows], *(y[rows] for y in given))) * len(x[rows])
-        return total / len(x)
+        chunks = zip(*(t.split(65536) for t in self._validation), strict=True)
+        total = sum(float(self.ema.loss(*chunk)) * len(chunk[0]) for chunk in chunks)
+        return total / len(self._validation[0])
 
     def _keep_best(self, record: dict[str, float]) -> None:
         """Score the EMA weights on the validation rows, remember the best, and after the last epoch put
@@ -461,16 +458,15 @@ class Trainer:
     def _end_epoch(self, record: dict[str, float], evaluate: Evaluate | None, device: torch.device) -> None:
         """Evaluate the EMA model where due, and append ``record`` to the history."""
         due = self.epoch % self.config.eval_every == 0 or self.epoch == self.config.epochs
-        if evaluate is not None and due:
+        if due and (evaluate is not None or self._validation):
             self.ema.eval()
             # a copy of the RNG state: the training stream is the same for any eval_every
             with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-                record.update(evaluate(self.ema))
-        if self._validation and due:
-            self.ema.eval()
-            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-                torch.manual_seed(self.config.seed)  # a stochastic loss (DDPM) draws the same noise each time
-                self._keep_best(record)
+                if evaluate is not None:
+                    record.update(evaluate(self.ema))
+                if self._validation:
+                    torch.manual_seed(self.config.seed)  # a stochastic loss (DDPM): the same noise each time
+                    self._keep_best(record)
         self.model.train()  # the EMA model is the model itself where ema_decay is 0
         n = len(self.history.get("epoch", []))
         for key in set(self.history) | set(record):
