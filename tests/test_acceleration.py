@@ -165,6 +165,35 @@ def test_compiled_training_follows_the_eager_losses():
 
 
 @needs_compiler
+@pytest.mark.parametrize("shape", [(1, 16), (2, 16), (16, 2), (16, 1), (16, 8)])
+def test_a_compiled_thin_linear_layer_gives_the_product_and_gradients_of_f_linear(shape):
+    """Inside torch.compile, a product with at most two input or output features is written as broadcast
+    arithmetic (Linear.forward), with no matrix-multiply call in the generated code; its outputs and all
+    three gradients must be F.linear's."""
+    from torch._inductor.utils import run_and_get_code
+
+    from genmodels.models.layers import Linear
+
+    torch.manual_seed(0)
+    n_in, n_out = shape
+    layer = Linear(n_in, n_out)
+    x = torch.randn(64, n_in, requires_grad=True)
+    results = []
+    for fn in (lambda v: layer(v).tanh().sum(), torch.compile(lambda v: layer(v).tanh().sum())):
+        layer.zero_grad(), x.grad is not None and x.grad.zero_()
+        out = fn(x)
+        out.backward()
+        results.append([out.detach(), x.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone()])
+    for eager, compiled in zip(*results, strict=True):
+        torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+    torch._dynamo.reset()
+    _, code = run_and_get_code(torch.compile(lambda v: layer(v).tanh().sum()), x.detach())
+    assert ("extern_kernels." in code[0]) == (min(shape) > 2)
+    reference = torch.nn.functional.linear(x, layer.weight, layer.bias).tanh().sum()
+    torch.testing.assert_close(results[1][0], reference.detach(), atol=1e-5, rtol=1e-5)
+
+
+@needs_compiler
 def test_a_partial_batch_gets_its_own_static_graph():
     """Every batch size gets its own static graph, compiled once: a shape-generic graph, torch's
     default after a second size, made the full batches of the DDPM step 1.5x slower."""
