@@ -52,7 +52,7 @@ from genmodels.models.base import (
     register,
     settings,
 )
-from genmodels.models.layers import Linear, ResidualBlock, sinusoidal_embedding
+from genmodels.models.layers import ResidualBlock, sinusoidal_embedding
 from genmodels.models.schedule import (
     NoiseSchedule,
     ancestral_step,
@@ -149,7 +149,7 @@ class DenoisingNetwork(nn.Module):
         self.input = nn.Linear(dim + 2 * (input_embed_dim // 2), hidden_units)
         self.blocks = nn.ModuleList(ResidualBlock(hidden_units, hidden_units) for _ in range(n_blocks))
         self.out_norm = nn.LayerNorm(hidden_units)
-        self.output = Linear(hidden_units, dim)
+        self.output = nn.Linear(hidden_units, dim)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
         if n_labels:

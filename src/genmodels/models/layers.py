@@ -14,25 +14,23 @@ __all__ = ["ACTIVATIONS", "MLP", "Linear", "ResidualBlock", "sinusoidal_embeddin
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
-# A product with this many input or output features or fewer is written as broadcast arithmetic when compiled.
+# A product with this many input features or fewer is written as broadcast arithmetic when compiled.
 THIN = 2
 
 
 class Linear(nn.Linear):
     """``nn.Linear`` (same weights and state dict) whose product, inside ``torch.compile``, is written as
-    broadcast multiplies and a sum where it has at most ``THIN`` input or output features: the compiler
+    broadcast multiply-adds where it has at most ``THIN`` input features (an outer product): the compiler
     then fuses it, forward and backward, into the neighbouring elementwise kernels, where a matrix-multiply
-    call for a (2048, 1) x (1, 128) product costs as long as a (2048, 128) x (128, 128) one (a compiled
-    RealNVP step 30% faster on a CPU: docs/speed.md). Eagerly, and for wider products, ``F.linear``."""
+    call for a (2048, 1) x (1, 128) product costs as long as a (2048, 128) x (128, 128) one. Eagerly, and
+    for more input features, ``F.linear``. (Products with few outputs stay matrix products: written as
+    float32 sums inside bfloat16 autocast, they trained RealNVP worse; docs/speed.md.)"""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n_out, n_in = self.weight.shape
-        if not torch.compiler.is_compiling() or min(n_in, n_out) > THIN:
+        n_in = self.weight.shape[1]
+        if not torch.compiler.is_compiling() or n_in > THIN:
             return linear(x, self.weight, self.bias)
-        if n_in <= THIN:  # an outer product: sum_k x[..., k] w[:, k]
-            out = sum(x[..., k : k + 1] * self.weight[:, k] for k in range(n_in))
-        else:  # a few dot products: (..., 1, n_in) * (n_out, n_in) summed over n_in
-            out = (x.unsqueeze(-2) * self.weight).sum(-1)
+        out = sum(x[..., k : k + 1] * self.weight[:, k] for k in range(n_in))  # sum_k x[..., k] w[:, k]
         return out if self.bias is None else out + self.bias
 
 
