@@ -6,8 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from cases import case_folder
+
+# The same examples on every run and machine: a property test that fails, fails everywhere (CI included),
+# and nothing is stored beside the clone.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.load_profile("repeatable")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from genmodels.models.realnvp import ActNorm, AffineCoupling, RealNVP, standard_normal_log_prob
@@ -278,10 +278,16 @@ def test_property_invertible_with_exact_log_det(dim, layers, width, hidden, seed
         dim, seed=seed, scale=scale, n_coupling_layers=layers, n_hidden=hidden, hidden_units=width
     ).double()
     x = torch.randn(4, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    z, log_det = flow(x)
-    torch.testing.assert_close(flow.inverse(z), x, atol=1e-7, rtol=1e-7)
-    jac = torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], x[0])
-    assert float(log_det[0].detach()) == pytest.approx(float(torch.linalg.slogdet(jac).logabsdet), abs=1e-7)
+    jacobians = torch.stack(
+        [torch.autograd.functional.jacobian(lambda v: flow(v[None])[0][0], row) for row in x]
+    )
+    # float64's round-off (1e-16) times the condition number bounds the round trip's error: 1e-7 holds
+    # below 1e9 (a few random flows with scale 0.5 reach 1e11, and lose 1e-6 there)
+    assume(float(torch.linalg.cond(jacobians).max()) < 1e9)
+    with torch.no_grad():
+        z, log_det = flow(x)
+        torch.testing.assert_close(flow.inverse(z), x, atol=1e-7, rtol=1e-7)
+    torch.testing.assert_close(log_det, torch.linalg.slogdet(jacobians).logabsdet, atol=1e-7, rtol=0)
 
 
 def test_points_of_the_wrong_shape_or_dtype_are_named():

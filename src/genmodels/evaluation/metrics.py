@@ -265,4 +265,4 @@ def tail_metrics(points: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     if not len(points):
         return {"far_share": math.nan, "max_distance": math.nan}
     distance = np.where(np.isfinite(distance), distance, np.inf)
-    return {"far_share": float(1 - inside.mean()), "max_distance": float(distance.max())}
+    return {"far_share": float((~inside).mean()), "max_distance": float(distance.max())}

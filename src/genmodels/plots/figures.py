@@ -465,7 +465,7 @@ def _clip_outliers(ax: Axes, values: np.ndarray) -> None:
     low, high = max(bottom, values.min()), min(top, values.max())
     ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))  # the extreme points inside the frame
     far = values[off][np.argmax(np.abs(values[off] - hi))]
-    ax.text(0.5, 0.97, f"{off.sum()} off scale (up to {_plain_number(float(far))})", transform=ax.transAxes,
+    ax.text(0.5, 0.97, f"{off.sum()} off scale (up to {_plain_number(float(f'{far:.3g}'))})", transform=ax.transAxes,
             ha="center", va="top", fontsize=7, color="0.3", bbox={"facecolor": "white", "edgecolor": "none"})  # fmt: skip
 
 

@@ -38,7 +38,7 @@ _CAPTIONS = {
     "reverse": "The reverse (generative) process: snapshots of x_i from pure noise (i = L) to samples (i = 0).",
     "reverse_gif": "The reverse process, animated.",
     "forward": "The forward (noising) process: data x_0 diffused to x_i ~ q(x_i | x_0).",
-    "vector_field": "The learned denoising direction -σ̄_i ε_θ(x, i) on a grid at a few noise levels.",
+    "vector_field": "The learned denoising direction (minus the predicted noise times its level, σ̄ᵢ) on a grid at a few noise levels.",
     "pairs": "Real versus generated points, every pair of columns.",
     "diagnostics": "Training diagnostics: loss, held-out NLL, learning rate and gradient norm per epoch.",
     "loss": "Training loss per epoch.",
@@ -278,7 +278,7 @@ def _vector_field_figure(run: _Run) -> dict[str, Path]:
     grid, _ = P.grid_for(run.real, resolution=_FIELD_RESOLUTION)
     field = V.denoising_field(run.model, grid, V.noise_level_timesteps(run.model))
     titles = [f"i = {i}, noise σ̄ = {s:.2f}" for i, s in zip(field.timesteps, field.sigmas, strict=True)]
-    title = f"{run.title}: learned denoising direction -σ̄_i ε_θ(x, i) (grey: data)"
+    title = rf"{run.title}: learned denoising direction $-\bar{{\sigma}}_i\,\epsilon_\theta(x, i)$ (grey: data)"
     panels = list(zip(titles, field.vectors, strict=True))
     return run.draw(
         "vector_field", P.plot_vector_fields, field.points, panels, background=run.real[:5000], suptitle=title
@@ -314,6 +314,8 @@ def _history_figures(run: _Run, history: Mapping[str, Sequence[float]]) -> dict[
     extra = {k: history[k] for k in (*apart, "lr", "grad_norm") if k in history}
     held_out = ", ".join(P.pretty_label(k.removeprefix("test_")) for k in apart if not k.endswith("_se"))
     titles = {"loss": spec.loss_label, "held-out": f"held-out {held_out} [nats]"}
+    if any(k.endswith("_se") for k in apart):  # a stochastic estimate (the DDPM bound over sampled timesteps)
+        titles["held-out"] += "\nestimated during training; the metrics file's value is exact"
     return written | run.draw(
         "diagnostics", P.plot_training_diagnostics, loss | extra, heldout=apart, titles=titles
     )
