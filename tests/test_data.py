@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -231,8 +232,10 @@ def test_wrong_field_counts(tmp_path):
     with pytest.raises(DataError) as info:
         load_csv(write(tmp_path, text))
     message = str(info.value)
-    assert "line 3, column 'y': ''" in message  # a missing field is empty
-    assert "line 4, column 'x': '4,5,6'" in message  # too many fields: the whole text in the first column
+    # each line of another width is named once, with its number of fields and the header's
+    assert re.search(r"line 3\D+1 field\D+header has 2", message)
+    assert re.search(r"line 4\D+3 fields\D+header has 2", message)
+    assert "line 5" not in message
     with pytest.warns(DataWarning, match="lines 3, 4"):
         data = load_csv(write(tmp_path, text), drop_invalid=True)
     assert data.values.tolist() == [[1, 2], [7, 8], [9, 10], [11, 14]]
@@ -386,7 +389,9 @@ def test_trailing_commas_are_bad_cells_named_by_line(tmp_path: Path, text: str) 
     with pytest.raises(DataError) as error:
         load_csv(path, min_rows=2)
     assert str(path) in str(error.value)
-    assert all(f"line {line}, column " in str(error.value) for line in (2, 3, 4))
+    # a third, unnamed header field: empty cells in it; a header of two: lines of three fields
+    pattern = "line {}, column " if text.startswith("x,y,") else r"line {}\D+3 fields\D+has 2"
+    assert all(re.search(pattern.format(line), str(error.value)) for line in (2, 3, 4))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -66,8 +66,9 @@ def check_data_path(path: PathLike) -> None:
         raise DataError(f"data file {str(target)!r} does not exist")
 
 
-def _read_cells(file: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(lines (R,), cells (R, D))`` of the non-blank lines, split at commas, else at ``;``, tab or space."""
+def _read_cells(file: Path) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+    """``(lines (R,), cells (R, D))`` of the non-blank lines, split at commas, else at ``;``, tab or space,
+    and ``{line: fields}`` of the lines with another number of fields than the first (D)."""
     import pandas as pd
 
     def read(sep: str) -> pd.DataFrame:  # as wide as the first non-blank line; a blank line is all NaN
@@ -77,11 +78,12 @@ def _read_cells(file: Path) -> tuple[np.ndarray, np.ndarray]:
                            on_bad_lines=lambda fields: [sep.join(fields)])  # fmt: skip
 
     try:
-        frame = read(",")
+        frame, sep = read(","), ","
         if frame.shape[1] == 1:
             sample = "\n".join(frame[0].dropna()[:50])
             with contextlib.suppress(csv.Error):
-                frame = read(csv.Sniffer().sniff(sample, delimiters=";\t ").delimiter)
+                sep = csv.Sniffer().sniff(sample, delimiters=";\t ").delimiter
+                frame = read(sep)
     except pd.errors.EmptyDataError:
         frame = pd.DataFrame([[None]])
     except (ValueError, UnicodeError, OSError, csv.Error) as exc:  # pandas' ParserError is a ValueError
@@ -89,7 +91,12 @@ def _read_cells(file: Path) -> tuple[np.ndarray, np.ndarray]:
     blank = (frame[0].fillna("").str.strip() == "") & frame.iloc[:, 1:].isna().all(axis=1)
     if blank.all():
         raise DataError(f"{file} is empty: expected a header line such as 'x,y' and rows of numbers")
-    return np.flatnonzero(~blank) + 1, frame[~blank].fillna("").to_numpy(dtype=str)
+    # a missing field is NaN (an empty one ''); a line too long arrives whole in its first cell, alone
+    fields = frame.notna().sum(axis=1)
+    merged = (fields == 1) & (frame.shape[1] > 1)
+    fields[merged] += frame[0][merged].str.count(re.escape(sep))
+    odd = {int(i) + 1: int(n) for i, n in fields[~blank & (fields != frame.shape[1])].items()}
+    return np.flatnonzero(~blank) + 1, frame[~blank].fillna("").to_numpy(dtype=str), odd
 
 
 def _header(names: list[str], file: Path, line: int) -> tuple[str, ...]:
@@ -151,7 +158,9 @@ def load_csv(
     the points lie on a plane or mostly repeat. ``condition`` names a categorical column: the labels."""
     file = Path(path)
     check_data_path(file)
-    columns, lines, cells = _columns_and_rows(*_read_cells(file), file)
+    lines, cells, odd = _read_cells(file)
+    columns, lines, cells = _columns_and_rows(lines, cells, file)
+    width = len(columns)
     text = None
     if condition is not None:
         columns, cells, text = _split_condition(columns, cells, lines, condition, file)
@@ -171,7 +180,12 @@ def load_csv(
             file, [columns[j] for j in textual], [str(cells[0, j]) for j in textual], lines[0]
         )
     if n_bad and not drop_invalid:
-        items = [f"line {lines[i]}, column {columns[j]!r}: {str(cells[i, j])!r}" for i, j in np.argwhere(bad)]
+        items = [  # a line of another width once, by its number of fields; other lines cell by cell
+            f"line {lines[i]}: {odd[lines[i]]} field{'s' * (odd[lines[i]] != 1)}, where the header has {width}"
+            if lines[i] in odd
+            else f"line {lines[i]}, column {columns[j]!r}: {str(cells[i, j])!r}"
+            for i, j in np.argwhere(bad) if lines[i] not in odd or j == np.flatnonzero(bad[i])[0]
+        ]  # fmt: skip
         more = [f"and {len(items) - MAX_LISTED:,} more"] if len(items) > MAX_LISTED else []
         raise DataError(
             f"{file}: {n_bad:,} row{s} of {len(cells):,} cannot be read; expected a finite number in each of "
