@@ -199,7 +199,9 @@ def build_parser(train_prog: str | None = None) -> argparse.ArgumentParser:
     add("--guidance_scale", type=float, help="conditional DDPM: classifier-free guidance w (default 1)")
     _add_speed_options(sub.choices["sample"], "default: the checkpoint's", "default: the checkpoint's")
     add = sub.add_parser("make-data", help="write a synthetic 2-D dataset as CSV").add_argument
-    add("name", help="generator: text, two_moons, 8gaussians, checkerboard, pinwheel, ...")
+    from genmodels.data.generators import GENERATORS  # numpy only
+
+    add("name", help=f"generator: {', '.join(GENERATORS)}")
     add("-n", type=int, default=65536, help="number of points (default 65536)")
     add("--seed", **_SEED)
     add("--text", help="for 'text': the characters to render (default 689)")

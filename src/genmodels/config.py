@@ -226,7 +226,7 @@ def _build(raw: Any, model_type: str, source: str, options: Mapping[str, str]) -
             raise ConfigError("; ".join(problems) + _other_type_hint(sections.get("model", {}), model_type))
         return dataclasses.replace(config, **built)
     except ConfigError as error:
-        message = f"invalid config {source}: {error}"
+        message = f"invalid {source if source == 'command line' else f'config {source}'}: {error}"
         for key, option in options.items():  # name the options the keys came from
             message = re.sub(rf"(?<![\w.]){re.escape(key)}(?![\w])", f"{key} ({option})", message)
         raise ConfigError(message) from None
