@@ -180,12 +180,7 @@ def load_csv(
             file, [columns[j] for j in textual], [str(cells[0, j]) for j in textual], lines[0]
         )
     if n_bad and not drop_invalid:
-        items = [  # a line of another width once, by its number of fields; other lines cell by cell
-            f"line {lines[i]}: {odd[lines[i]]} field{'s' * (odd[lines[i]] != 1)}, where the header has {width}"
-            if lines[i] in odd
-            else f"line {lines[i]}, column {columns[j]!r}: {str(cells[i, j])!r}"
-            for i, j in np.argwhere(bad) if lines[i] not in odd or j == np.flatnonzero(bad[i])[0]
-        ]  # fmt: skip
+        items = _bad_row_items(lines, cells, bad, columns, odd, width)
         more = [f"and {len(items) - MAX_LISTED:,} more"] if len(items) > MAX_LISTED else []
         raise DataError(
             f"{file}: {n_bad:,} row{s} of {len(cells):,} cannot be read; expected a finite number in each of "
@@ -205,6 +200,27 @@ def load_csv(
     names = tuple(sorted(map(str, distinct), key=lambda v: (0, float(v)) if _is_number(v) else (1, 0.0)))
     labels = np.array([names.index(str(v)) for v in distinct], dtype=np.int64)[inverse]
     return Dataset(values, columns, str(file), n_bad, condition, labels, names)
+
+
+def _bad_row_items(
+    lines: np.ndarray,
+    cells: np.ndarray,
+    bad: np.ndarray,
+    columns: Sequence[str],
+    odd: dict[int, int],
+    width: int,
+) -> list[str]:
+    """One item per bad cell (``bad (R, D)``), but one per line of another number of fields (``odd``)."""
+    items = []
+    for i in np.flatnonzero(bad.any(axis=1)):
+        if (n := odd.get(int(lines[i]))) is not None:
+            items.append(f"line {lines[i]}: {n} field{'s' * (n != 1)}, where the header has {width}")
+        else:
+            items += [
+                f"line {lines[i]}, column {columns[j]!r}: {str(cells[i, j])!r}"
+                for j in np.flatnonzero(bad[i])
+            ]
+    return items
 
 
 def _columns_and_rows(
